@@ -1,0 +1,1 @@
+"""Test support: real Envoy and etcd processes, loopback HTTP backends and Git repositories."""

@@ -1,0 +1,81 @@
+"""Loopback ports chosen by the OS, and polling with a hard deadline instead of sleeps."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TypeVar
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_INTERVAL = 0.02
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold before its deadline; an AssertionError so pytest reports a failure."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free right now."""
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: all sockets stay bound until every port is known."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def poll_until(
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    interval: float = DEFAULT_INTERVAL,
+    message: str | Callable[[], str] = "condition not met",
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call predicate until it returns a truthy value and return that value.
+
+    Exceptions listed in `ignore` count as "not yet". At the deadline a WaitTimeout is raised;
+    `message` may be a callable so costly details (a log tail) are only built on failure.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except ignore as error:
+            last_error = error
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(_timeout_message(message, timeout, last_error))
+        time.sleep(interval)
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on host:port."""
+    poll_until(
+        lambda: _accepts(host, port),
+        timeout=timeout,
+        message=f"nothing listens on {host}:{port}",
+    )
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _timeout_message(message: str | Callable[[], str], timeout: float, error: BaseException | None) -> str:
+    text = message() if callable(message) else message
+    suffix = f" (last error: {error!r})" if error is not None else ""
+    return f"after {timeout:.1f}s: {text}{suffix}"
