@@ -1,0 +1,203 @@
+"""Analyze stage: what a compiler can see across the whole call graph and no single route shows.
+
+Runs on the IR (effective values, defaults applied): retries that cannot fit their timeout, retry
+amplification along call paths, timeout budgets between callers and callees, cycles, and services
+nobody calls. Each check is one function; ANALYSES lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from meshc.diagnostics import Diagnostic, warning
+from meshc.resolve import ir
+from meshc.durations import format_duration as fmt
+
+Edge = tuple[ir.Service, ir.Upstream]
+
+
+def _edges(mesh: ir.Mesh) -> Iterator[Edge]:
+    for service in mesh.services:
+        for upstream in service.upstreams:
+            yield service, upstream
+
+
+def retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    for service, upstream in _edges(mesh):
+        retries = upstream.retries
+        if retries is None or retries.per_try_timeout_ms is None:
+            continue
+        tries = retries.attempts + 1
+        needed = retries.per_try_timeout_ms * tries
+        if retries.per_try_timeout_ms > upstream.timeout_ms:
+            yield warning("W205", f"{service.name} -> {upstream.service}: perTryTimeout "
+                          f"{fmt(retries.per_try_timeout_ms)} is longer than the route timeout "
+                          f"{fmt(upstream.timeout_ms)}", retries.span)
+        elif upstream.timeout_ms < needed:
+            yield warning("W201", f"{service.name} -> {upstream.service}: retries cannot all happen: "
+                          f"{tries} tries x perTryTimeout {fmt(retries.per_try_timeout_ms)} = {fmt(needed)} "
+                          f"exceeds the route timeout {fmt(upstream.timeout_ms)}, which includes every retry",
+                          retries.span, hint="raise timeout, or lower attempts or perTryTimeout")
+
+
+def _callers(mesh: ir.Mesh) -> dict[str, list[Edge]]:
+    callers: dict[str, list[Edge]] = {s.name: [] for s in mesh.services}
+    for service, upstream in _edges(mesh):
+        callers[upstream.service].append((service, upstream))
+    return callers
+
+
+def strongly_connected(mesh: ir.Mesh) -> list[list[str]]:
+    """Tarjan's algorithm, iterative (meshes may be deep): components in a stable order."""
+    graph = {s.name: [u.service for u in s.upstreams] for s in mesh.services}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, child = work.pop()
+            if child == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            if child < len(graph[node]):
+                work.append((node, child + 1))
+                nxt = graph[node][child]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(sorted(component))
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return components
+
+
+def _cyclic(mesh: ir.Mesh) -> list[list[str]]:
+    components = strongly_connected(mesh)
+    self_calls = {s.name for s in mesh.services if any(u.service == s.name for u in s.upstreams)}
+    return [c for c in components if len(c) > 1 or c[0] in self_calls]
+
+
+def cycles(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    for component in _cyclic(mesh):
+        first = mesh.service(component[0])
+        members = " -> ".join(component + [component[0]])
+        yield warning("W303", f"the call graph has a cycle through {members}: retries and timeouts along it "
+                      "have no bound", first.span)
+
+
+def retry_amplification(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """Worst case attempts reaching each service: the max over paths of prod(1 + retries) per hop."""
+    in_cycle = {name for component in _cyclic(mesh) for name in component}
+    services = {s.name: s for s in mesh.services}
+    factor = {name: 1 for name in services}
+    best: dict[str, Edge | None] = {name: None for name in services}
+    for name in _topological(mesh, in_cycle):
+        for upstream in services[name].upstreams:
+            if upstream.service in in_cycle:
+                continue
+            tries = 1 + (upstream.retries.attempts if upstream.retries else 0)
+            if factor[name] * tries > factor[upstream.service]:
+                factor[upstream.service] = factor[name] * tries
+                best[upstream.service] = (services[name], upstream)
+    budget = mesh.analysis.max_retry_amplification
+    for name in sorted(factor):
+        edge = best[name]
+        if factor[name] > budget and edge is not None:
+            path = _path_to(name, best)
+            yield warning("W301", f"retry amplification: {' -> '.join(path)} reaches '{name}' up to "
+                          f"{factor[name]} times per request (budget {budget}, spec.analysis."
+                          "maxRetryAmplification)", edge[1].span,
+                          hint="retry at one layer only, or lower attempts along the path")
+
+
+def _topological(mesh: ir.Mesh, skip: set[str]) -> list[str]:
+    indegree = {s.name: 0 for s in mesh.services if s.name not in skip}
+    for _, upstream in _edges(mesh):
+        if upstream.service in indegree:
+            indegree[upstream.service] += 1
+    for service in mesh.services:
+        if service.name in skip:
+            for upstream in service.upstreams:
+                if upstream.service in indegree:
+                    indegree[upstream.service] -= 1
+    ready = [name for name, degree in indegree.items() if degree == 0]
+    order = []
+    graph = {s.name: s for s in mesh.services}
+    while ready:
+        name = ready.pop()
+        order.append(name)
+        for upstream in graph[name].upstreams:
+            if upstream.service in indegree:
+                indegree[upstream.service] -= 1
+                if indegree[upstream.service] == 0:
+                    ready.append(upstream.service)
+    return order
+
+
+def _path_to(name: str, best: dict[str, Edge | None]) -> list[str]:
+    path = [name]
+    edge = best[name]
+    while edge is not None:
+        path.append(edge[0].name)
+        edge = best[edge[0].name]
+    return list(reversed(path))
+
+
+def timeout_budgets(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """A caller's (per-try) timeout shorter than the longest its callee may wait downstream."""
+    services = {s.name: s for s in mesh.services}
+    for service, upstream in _edges(mesh):
+        callee = services[upstream.service]
+        if not callee.upstreams or upstream.protocol is ir.Protocol.TCP:
+            continue
+        slowest = max(callee.upstreams, key=lambda u: u.timeout_ms)
+        retries = upstream.retries
+        budget = retries.per_try_timeout_ms if retries and retries.per_try_timeout_ms else upstream.timeout_ms
+        if budget < slowest.timeout_ms:
+            what = "per-try timeout" if retries and retries.per_try_timeout_ms else "timeout"
+            yield warning("W302", f"{service.name} -> {callee.name}: {what} {fmt(budget)} is shorter than the "
+                          f"{fmt(slowest.timeout_ms)} '{callee.name}' may wait on '{slowest.service}' (its timeout, "
+                          "retries included): the caller gives up while the callee still works", upstream.span)
+
+
+def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    entry_points = mesh.analysis.entry_points
+    if entry_points is None:
+        return
+    called = {u.service for _, u in _edges(mesh)}
+    for service in mesh.services:
+        if service.name not in called and service.name not in entry_points:
+            yield warning("W304", f"service '{service.name}' is called by no service and is not listed in "
+                          "spec.analysis.entryPoints", service.span)
+
+
+Analysis = Callable[[ir.Mesh], Iterable[Diagnostic]]
+
+ANALYSES: tuple[Analysis, ...] = (
+    retries_fit_timeout,
+    retry_amplification,
+    timeout_budgets,
+    cycles,
+    uncalled_services,
+)
+
+
+def analyze(mesh: ir.Mesh) -> list[Diagnostic]:
+    return [diagnostic for analysis in ANALYSES for diagnostic in analysis(mesh)]

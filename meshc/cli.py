@@ -1,0 +1,82 @@
+"""The `meshc` command: parse arguments, run one verb, map outcomes to exit codes.
+
+Exit codes: 0 ok, 1 the input is invalid or the operation failed, 2 usage or I/O error.
+No traceback reaches the user for bad input; an unexpected crash says it is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from meshc import __version__
+from meshc.commands.common import EXIT_USAGE
+from meshc.diagnostics import MeshcError
+from meshc.report import emit_diagnostics
+
+COMMANDS = (
+    "validate",
+    "build",
+    "diff",
+    "plan",
+    "apply",
+    "watch",
+    "schema",
+    "graph",
+    "set_weights",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"meshc: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _command_modules() -> list[ModuleType]:
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"meshc.commands.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"meshc.commands.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="meshc", description="Compile mesh.yaml into Envoy, Kubernetes and etcd config, "
+                     "and keep a cluster in sync with it.")
+    parser.add_argument("--version", action="version", version=f"meshc {__version__}")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in _command_modules():
+        sub = verbs.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.register(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except MeshcError as exc:
+        emit_diagnostics(exc.diagnostics, sys.stderr, "json" if getattr(args, "format", "") == "json" else "text")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("meshc: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

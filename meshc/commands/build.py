@@ -1,0 +1,41 @@
+"""`meshc build [SPEC] -o OUT`: compile and write the output directory atomically."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meshc.commands.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_format_argument, add_spec_argument, failed, read_source, report
+from meshc.emit.naming import DEFAULT_CONFIG_DIR
+
+NAME = "build"
+HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_spec_argument(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (replaced atomically)")
+    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
+                        help=f"where sidecars read cds/lds (default {DEFAULT_CONFIG_DIR}, the ConfigMap mount); "
+                        "set it for Envoy on hosts or VMs")
+    add_format_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from meshc.bundle import BundleWriteError, write_bundle
+    from meshc.pipeline import BuildOptions, compile
+
+    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir))
+    report(compiled.diagnostics, args)
+    if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
+        sys.stderr.write(f"meshc: build failed; {args.output} was not changed\n")
+        return EXIT_INVALID
+    try:
+        write_bundle(compiled.bundle, args.output)
+    except (BundleWriteError, OSError) as exc:
+        sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
+        return EXIT_USAGE
+    if args.format == "text":
+        count = len(compiled.bundle.files)
+        sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
+    return EXIT_OK

@@ -1,0 +1,50 @@
+"""What several verbs share: reading the spec (file or Git revision), printing diagnostics, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meshc.diagnostics import Diagnostic, MeshcError, Severity
+from meshc.load import SpecSource, read_spec_file
+from meshc.report import FORMATS, emit_diagnostics, summary
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def add_spec_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", default="mesh.yaml", metavar="SPEC",
+                        help="path to mesh.yaml (default: ./mesh.yaml); inside the repo with --repo")
+    parser.add_argument("--repo", metavar="PATH", help="read SPEC from this Git repository instead of the work tree")
+    parser.add_argument("--rev", metavar="REV", help="the revision to read SPEC at (default: HEAD); needs --repo")
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="text", help="how to print diagnostics")
+    parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+
+def read_source(args: argparse.Namespace) -> SpecSource:
+    """The spec bytes from a file, or from a Git revision (never the work tree) with --repo."""
+    if getattr(args, "repo", None):
+        from meshc.load.git import read_spec_at_revision
+
+        return read_spec_at_revision(args.repo, args.rev or "HEAD", args.spec)
+    if getattr(args, "rev", None):
+        raise MeshcError([Diagnostic("E001", Severity.ERROR, "--rev needs --repo PATH")], EXIT_USAGE)
+    return read_spec_file(args.spec)
+
+
+def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], args: argparse.Namespace) -> None:
+    fmt = getattr(args, "format", "text")
+    if fmt not in FORMATS:
+        fmt = "text"
+    emit_diagnostics(diagnostics, sys.stderr, fmt)
+    if fmt == "text" and diagnostics:
+        sys.stderr.write(f"{summary(diagnostics)}\n")
+
+
+def failed(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], strict: bool) -> bool:
+    return any(d.is_error or strict for d in diagnostics)

@@ -1,0 +1,35 @@
+"""Built-in defaults: what applies when neither a service, an upstream nor spec.defaults says.
+
+This is the one place such values live; docs/spec.md lists them.
+"""
+
+from __future__ import annotations
+
+CONNECT_TIMEOUT_MS = 1000
+ROUTE_TIMEOUT_MS = 15_000
+RETRY_ATTEMPTS = 2
+RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled")
+BACKOFF_BASE_MS = 25
+BACKOFF_MAX_FACTOR = 10           # Envoy's default max_interval is 10x base_interval
+REPLICAS = 1
+IMPLICIT_VERSION = "default"
+
+OUTLIER_CONSECUTIVE_5XX = 5
+OUTLIER_INTERVAL_MS = 10_000
+OUTLIER_BASE_EJECTION_MS = 30_000
+OUTLIER_MAX_EJECTION_PERCENT = 10
+
+CIRCUIT_MAX_CONNECTIONS = 1024
+CIRCUIT_MAX_PENDING = 1024
+CIRCUIT_MAX_REQUESTS = 1024
+CIRCUIT_MAX_RETRIES = 3
+
+# fail_fast: eject a failing host quickly and let (almost) nothing queue for a connection.
+FAIL_FAST_CONSECUTIVE_5XX = 3
+FAIL_FAST_INTERVAL_MS = 5000
+FAIL_FAST_BASE_EJECTION_MS = 15_000
+FAIL_FAST_MAX_EJECTION_PERCENT = 50
+FAIL_FAST_MAX_PENDING = 1
+
+APP_RESOURCES = {"cpu_request": "100m", "memory_request": "128Mi", "cpu_limit": "1", "memory_limit": "512Mi"}
+PROXY_RESOURCES = {"cpu_request": "50m", "memory_request": "64Mi", "cpu_limit": "500m", "memory_limit": "256Mi"}

@@ -1,0 +1,86 @@
+"""Service records for etcd: what registries and tools read to learn the resolved mesh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshc import render
+from meshc.emit import Documents
+from meshc.emit import naming
+from meshc.resolve import ir
+from meshc.durations import format_duration as fmt
+
+
+def emit(mesh: ir.Mesh) -> Documents:
+    kvs = {naming.etcd_service_key(mesh.etcd_prefix, s.name): render.compact(service_record(mesh, s))
+           for s in mesh.services}
+    return {naming.ETCD_SEED_PATH: [{"prefix": mesh.etcd_prefix, "kvs": kvs}]}
+
+
+def service_record(mesh: ir.Mesh, service: ir.Service) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": service.name,
+        "namespace": mesh.namespace,
+        "port": service.port,
+        "protocol": service.protocol.value,
+        "deployed": service.deployed,
+        "versions": [{"name": v.name, "weight": v.weight, "replicas": v.replicas, "image": v.image}
+                     for v in service.versions],
+        "loadBalancer": _load_balancing(service.load_balancing),
+        "connectTimeout": fmt(service.connect_timeout_ms),
+        "endpoints": [{"address": e.address, "port": e.port, "weight": e.weight} for e in service.endpoints],
+        "healthCheck": _health_check(service.health_check),
+        "outlierDetection": _outlier(service.outlier_detection),
+        "circuitBreaker": _circuit(service.circuit_breaker),
+        "upstreams": [_upstream(u) for u in service.upstreams],
+    }
+    record["configHash"] = render.content_hash(record)
+    return record
+
+
+def _load_balancing(lb: ir.LoadBalancing) -> dict[str, Any]:
+    key = lb.hash_key
+    hash_on = None if key is None else ({"header": key.header} if key.header else {"sourceIp": True})
+    return {"policy": lb.policy.value, "hashOn": hash_on}
+
+
+def _health_check(check: ir.HealthCheck | None) -> dict[str, Any] | None:
+    if check is None:
+        return None
+    return {"path": check.path, "interval": fmt(check.interval_ms), "timeout": fmt(check.timeout_ms),
+            "healthyThreshold": check.healthy_threshold, "unhealthyThreshold": check.unhealthy_threshold}
+
+
+def _outlier(outlier: ir.OutlierDetection | None) -> dict[str, Any] | None:
+    if outlier is None:
+        return None
+    return {"consecutive5xx": outlier.consecutive_5xx, "consecutiveGatewayFailure": outlier.consecutive_gateway_failure,
+            "interval": fmt(outlier.interval_ms), "baseEjectionTime": fmt(outlier.base_ejection_time_ms),
+            "maxEjectionPercent": outlier.max_ejection_percent}
+
+
+def _circuit(circuit: ir.CircuitBreaker | None) -> dict[str, Any] | None:
+    if circuit is None:
+        return None
+    return {"maxConnections": circuit.max_connections, "maxPendingRequests": circuit.max_pending_requests,
+            "maxRequests": circuit.max_requests, "maxRetries": circuit.max_retries}
+
+
+def _upstream(upstream: ir.Upstream) -> dict[str, Any]:
+    retries = upstream.retries
+    return {
+        "service": upstream.service,
+        "localPort": upstream.local_port,
+        "timeout": fmt(upstream.timeout_ms),
+        "failurePolicy": "fail_fast" if upstream.fail_fast else "retry",
+        "retries": None if retries is None else {
+            "attempts": retries.attempts,
+            "perTryTimeout": fmt(retries.per_try_timeout_ms) if retries.per_try_timeout_ms else None,
+            "retryOn": list(retries.retry_on),
+            "backoff": None if retries.backoff is None else {
+                "baseInterval": fmt(retries.backoff.base_interval_ms),
+                "maxInterval": fmt(retries.backoff.max_interval_ms)},
+        },
+        "outlierDetection": _outlier(upstream.destination.outlier_detection),
+        "circuitBreaker": _circuit(upstream.destination.circuit_breaker),
+    }

@@ -1,0 +1,111 @@
+"""Names of everything meshc generates, derived from the IR in this one place.
+
+Emitters and the sync side agree on names through this module (Kubernetes objects, Envoy
+clusters and listeners, etcd keys, output paths, labels); nothing else spells them.
+"""
+
+from __future__ import annotations
+
+from meshc.resolve import ir
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "meshc"
+MESH_LABEL = "meshc.dev/mesh"
+SERVICE_LABEL = "meshc.dev/service"
+VERSION_LABEL = "meshc.dev/version"
+APP_NAME_LABEL = "app.kubernetes.io/name"
+APP_VERSION_LABEL = "app.kubernetes.io/version"
+CONFIG_HASH_ANNOTATION = "meshc.dev/config-hash"
+BOOTSTRAP_HASH_ANNOTATION = "meshc.dev/bootstrap-hash"
+FIELD_MANAGER = "meshc"
+
+CLUSTER_DOMAIN = "cluster.local"
+LOCAL_APP_CLUSTER = "local_app"
+INBOUND_LISTENER = "inbound"
+STATS_LISTENER = "stats"
+ADMIN_CLUSTER = "admin"
+ENVOY_FILES = ("bootstrap.yaml", "cds.yaml", "lds.yaml")
+DEFAULT_CONFIG_DIR = "/etc/envoy"
+
+
+# --- output layout ------------------------------------------------------------------------
+
+def envoy_path(service: str, filename: str) -> str:
+    return f"envoy/{service}/{filename}"
+
+
+def kubernetes_path(service: str) -> str:
+    return f"kubernetes/{service}.yaml"
+
+
+NAMESPACE_PATH = "kubernetes/namespace.yaml"
+KUSTOMIZATION_PATH = "kubernetes/kustomization.yaml"
+ETCD_SEED_PATH = "etcd/seed.json"
+MANIFEST_PATH = "manifest.json"
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+def workload_name(service: str, version: ir.Version) -> str:
+    """Deployment name: the service name for an implicit version, else `<service>-<version>`."""
+    return service if version.implicit else f"{service}-{version.name}"
+
+
+def headless_service_name(service: str, version: ir.Version) -> str:
+    """Headless Service through which Envoy (STRICT_DNS) finds one version's pods."""
+    return f"{service}-{version.name}"
+
+
+def headless_dns_name(service: str, version: ir.Version, namespace: str) -> str:
+    return f"{headless_service_name(service, version)}.{namespace}.svc.{CLUSTER_DOMAIN}"
+
+
+def config_map_name(service: str) -> str:
+    return f"{service}-envoy"
+
+
+def service_account_name(service: str) -> str:
+    return service
+
+
+def upstream_env_var(service: str) -> str:
+    """`CATALOG_URL` for service `catalog`: where the app reaches it through its sidecar."""
+    return service.upper().replace("-", "_") + "_URL"
+
+
+def mesh_labels(mesh: ir.Mesh) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY, MESH_LABEL: mesh.name}
+
+
+def mesh_selector(mesh_name: str) -> str:
+    """Label selector matching every object this mesh manages (used to find what to prune)."""
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{MESH_LABEL}={mesh_name}"
+
+
+# --- Envoy --------------------------------------------------------------------------------
+
+def cluster_name(service: str, version: ir.Version | None = None) -> str:
+    """One Envoy cluster per called service version (`catalog|v1`), or per service."""
+    return service if version is None or version.implicit else f"{service}|{version.name}"
+
+
+def outbound_listener_name(service: str, local_port: int) -> str:
+    return f"outbound|{local_port}|{service}"
+
+
+def route_name(service: str) -> str:
+    return f"to|{service}"
+
+
+def node_id(mesh: ir.Mesh, service: str) -> str:
+    return f"{service}.{mesh.namespace}"
+
+
+# --- etcd ---------------------------------------------------------------------------------
+
+def etcd_service_key(prefix: str, service: str) -> str:
+    return f"{prefix}/services/{service}"
+
+
+def etcd_revision_key(prefix: str) -> str:
+    return f"{prefix}/revision"

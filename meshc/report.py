@@ -1,0 +1,49 @@
+"""Diagnostics for people and machines: text (`file:line:col: level: message [CODE]`), json, github."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TextIO
+
+from meshc.diagnostics import Diagnostic, Severity
+
+FORMATS = ("text", "json", "github")
+
+
+def format_text(diag: Diagnostic, *, hints: bool = True) -> str:
+    where = f"{diag.span}: " if diag.span else "meshc: "
+    line = f"{where}{diag.severity.value}: {diag.message} [{diag.code}]"
+    if hints and diag.hint:
+        line += f"\n    hint: {diag.hint}"
+    return line
+
+
+def format_github(diag: Diagnostic) -> str:
+    level = "error" if diag.severity is Severity.ERROR else "warning"
+    props = f"file={diag.span.file},line={diag.span.line},col={diag.span.col}," if diag.span else ""
+    message = diag.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return f"::{level} {props}title={diag.code}::{message}"
+
+
+def as_json(diag: Diagnostic) -> dict[str, object]:
+    span = diag.span
+    return {
+        "code": diag.code, "severity": diag.severity.value, "message": diag.message,
+        "file": span.file if span else None, "line": span.line if span else None,
+        "col": span.col if span else None, "path": ".".join(str(p) for p in diag.path), "hint": diag.hint,
+    }
+
+
+def summary(diagnostics: Sequence[Diagnostic]) -> str:
+    errors = sum(1 for d in diagnostics if d.is_error)
+    warnings = len(diagnostics) - errors
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+
+
+def emit_diagnostics(diagnostics: Sequence[Diagnostic], stream: TextIO, fmt: str = "text") -> None:
+    if fmt == "json":
+        stream.write(json.dumps([as_json(d) for d in diagnostics], indent=2) + "\n")
+        return
+    for diag in diagnostics:
+        stream.write((format_github(diag) if fmt == "github" else format_text(diag)) + "\n")

@@ -1,0 +1,202 @@
+"""The intermediate model: the mesh with every default and inheritance applied.
+
+Immutable, target-agnostic (nothing here knows Envoy, Kubernetes or etcd), sorted where order has
+no meaning, and every node keeps the span of mesh.yaml it came from. Durations are milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from meshc.diagnostics import Span
+
+
+class LbPolicy(StrEnum):
+    RANDOM = "random"
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    LEAST_REQUEST = "least_request"
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+
+class AccessLog(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+    OFF = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class HashKey:
+    """What a hash load balancer hashes on: a request header, or the caller's address."""
+
+    header: str | None
+    source_ip: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancing:
+    policy: LbPolicy
+    hash_key: HashKey | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    base_interval_ms: int
+    max_interval_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int                 # retries after the first try; 0 means "try once"
+    per_try_timeout_ms: int | None
+    retry_on: tuple[str, ...]
+    backoff: Backoff | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    consecutive_5xx: int
+    consecutive_gateway_failure: int | None
+    interval_ms: int
+    base_ejection_time_ms: int
+    max_ejection_percent: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    path: str
+    interval_ms: int
+    timeout_ms: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Kubernetes-style quantities; None where neither the spec nor a default sets one."""
+
+    cpu_request: str | None
+    memory_request: str | None
+    cpu_limit: str | None
+    memory_limit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    name: str
+    implicit: bool                # the service declared no versions: this is its only one
+    image: str
+    replicas: int
+    weight: int                   # percent of requests; 100 for an implicit version
+    resources: Resources
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+    weight: int | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """The called service's policies as one caller's copy of the cluster applies them."""
+
+    load_balancing: LoadBalancing
+    connect_timeout_ms: int
+    outlier_detection: OutlierDetection | None
+    circuit_breaker: CircuitBreaker | None
+    health_check: HealthCheck | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One edge of the call graph: the caller's route to a callee, with the caller's policies."""
+
+    service: str
+    local_port: int
+    protocol: Protocol            # the callee's protocol
+    timeout_ms: int
+    retries: RetryPolicy | None   # None under fail_fast or when attempts is 0
+    fail_fast: bool
+    destination: Destination
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    port: int
+    protocol: Protocol
+    deployed: bool                # False for a service reached through static endpoints
+    versions: tuple[Version, ...]  # sorted by name; empty for static-endpoint services
+    endpoints: tuple[Endpoint, ...]  # sorted by (address, port)
+    load_balancing: LoadBalancing
+    connect_timeout_ms: int
+    outlier_detection: OutlierDetection | None
+    circuit_breaker: CircuitBreaker | None
+    health_check: HealthCheck | None
+    upstreams: tuple[Upstream, ...]  # sorted by service name
+    env: tuple[tuple[str, str], ...]  # sorted by name
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    image: str
+    admin_port: int
+    inbound_port: int
+    stats_port: int
+    access_log: AccessLog
+    resources: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    max_retry_amplification: int
+    entry_points: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mesh:
+    name: str
+    namespace: str
+    etcd_prefix: str
+    proxy: Proxy
+    services: tuple[Service, ...]  # sorted by name
+    analysis: Analysis
+    span: Span
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    @property
+    def deployed_services(self) -> tuple[Service, ...]:
+        return tuple(s for s in self.services if s.deployed)

@@ -1,0 +1,267 @@
+"""Apply defaults and inheritance (built-in < spec.defaults < service/version/upstream), once."""
+
+from __future__ import annotations
+
+from meshc.diagnostics import Span
+from meshc.load import Positions
+from meshc import defaults as builtin
+from meshc.resolve import ir
+from meshc.validate import models as spec
+
+Path = tuple[str | int, ...]
+
+
+class _Spans:
+    def __init__(self, positions: Positions) -> None:
+        self.positions = positions
+
+    def __call__(self, *path: str | int) -> Span:
+        return self.positions.value(path)
+
+
+def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
+    span = _Spans(positions)
+    defaults = mesh.spec.defaults
+    services_by_name = {s.name: s for s in mesh.spec.services}
+    indexes = {s.name: i for i, s in enumerate(mesh.spec.services)}
+    destinations = {
+        s.name: _service_policies(s, defaults, span, ("spec", "services", indexes[s.name]))
+        for s in mesh.spec.services
+    }
+    services = [
+        _service(s, ("spec", "services", i), defaults, services_by_name, destinations, span)
+        for i, s in enumerate(mesh.spec.services)
+    ]
+    name = mesh.metadata.name
+    return ir.Mesh(
+        name=name,
+        namespace=mesh.spec.namespace or name,
+        etcd_prefix=mesh.spec.etcd.prefix or f"/meshc/{name}",
+        proxy=_proxy(mesh.spec.proxy),
+        services=tuple(sorted(services, key=lambda s: s.name)),
+        analysis=ir.Analysis(
+            max_retry_amplification=mesh.spec.analysis.max_retry_amplification,
+            entry_points=tuple(sorted(mesh.spec.analysis.entry_points))
+            if mesh.spec.analysis.entry_points is not None else None,
+        ),
+        span=span(),
+    )
+
+
+def _proxy(proxy: spec.Proxy) -> ir.Proxy:
+    return ir.Proxy(
+        image=proxy.image,
+        admin_port=proxy.admin_port,
+        inbound_port=proxy.inbound_port,
+        stats_port=proxy.stats_port,
+        access_log=ir.AccessLog(proxy.access_log.value),
+        resources=_resources(proxy.resources, None, builtin.PROXY_RESOURCES),
+    )
+
+
+def _resources(own: spec.Resources | None, inherited: spec.Resources | None, base: dict[str, str]) -> ir.Resources:
+    def pick(section: str, field: str) -> str | None:
+        for layer in (own, inherited):
+            values = getattr(layer, section, None) if layer else None
+            value = getattr(values, field, None) if values else None
+            if value is not None:
+                return str(value)
+        return None
+
+    return ir.Resources(
+        cpu_request=pick("requests", "cpu") or base["cpu_request"],
+        memory_request=pick("requests", "memory") or base["memory_request"],
+        cpu_limit=pick("limits", "cpu") or base["cpu_limit"],
+        memory_limit=pick("limits", "memory") or base["memory_limit"],
+    )
+
+
+# --- destination policies (owned by the called service) -------------------------------------
+
+def _service_policies(service: spec.Service, defaults: spec.Defaults, span: _Spans, path: Path) -> ir.Destination:
+    lb = service.load_balancer or defaults.load_balancer
+    lb_path = path + ("loadBalancer",) if service.load_balancer else ("spec", "defaults", "loadBalancer")
+    return ir.Destination(
+        load_balancing=_load_balancing(lb, span(*lb_path) if lb else span(*path)),
+        connect_timeout_ms=service.connect_timeout or defaults.connect_timeout or builtin.CONNECT_TIMEOUT_MS,
+        outlier_detection=_outlier(service.outlier_detection, path + ("outlierDetection",), defaults, span),
+        circuit_breaker=_circuit(service.circuit_breaker, path + ("circuitBreaker",), defaults, span),
+        health_check=_health_check(service.health_check, span(*path, "healthCheck")),
+    )
+
+
+def _load_balancing(lb: spec.LoadBalancer | None, where: Span) -> ir.LoadBalancing:
+    if lb is None:
+        return ir.LoadBalancing(ir.LbPolicy.ROUND_ROBIN, None, where)
+    key = None
+    if lb.hash_on is not None and (lb.hash_on.header or lb.hash_on.source_ip):
+        key = ir.HashKey(header=lb.hash_on.header, source_ip=bool(lb.hash_on.source_ip) and not lb.hash_on.header)
+    return ir.LoadBalancing(ir.LbPolicy(lb.policy.value), key, where)
+
+
+def _outlier(own: spec.OutlierDetection | None, path: Path, defaults: spec.Defaults,
+             span: _Spans) -> ir.OutlierDetection | None:
+    chosen = own or defaults.outlier_detection
+    if chosen is None:
+        return None
+    where = span(*path) if own else span("spec", "defaults", "outlierDetection")
+    return ir.OutlierDetection(
+        consecutive_5xx=chosen.consecutive_5xx or builtin.OUTLIER_CONSECUTIVE_5XX,
+        consecutive_gateway_failure=chosen.consecutive_gateway_failure,
+        interval_ms=chosen.interval or builtin.OUTLIER_INTERVAL_MS,
+        base_ejection_time_ms=chosen.base_ejection_time or builtin.OUTLIER_BASE_EJECTION_MS,
+        max_ejection_percent=_first(chosen.max_ejection_percent, builtin.OUTLIER_MAX_EJECTION_PERCENT),
+        span=where,
+    )
+
+
+def _circuit(own: spec.CircuitBreaker | None, path: Path, defaults: spec.Defaults,
+             span: _Spans) -> ir.CircuitBreaker | None:
+    chosen = own or defaults.circuit_breaker
+    if chosen is None:
+        return None
+    where = span(*path) if own else span("spec", "defaults", "circuitBreaker")
+    return ir.CircuitBreaker(
+        max_connections=chosen.max_connections or builtin.CIRCUIT_MAX_CONNECTIONS,
+        max_pending_requests=_first(chosen.max_pending_requests, builtin.CIRCUIT_MAX_PENDING),
+        max_requests=chosen.max_requests or builtin.CIRCUIT_MAX_REQUESTS,
+        max_retries=_first(chosen.max_retries, builtin.CIRCUIT_MAX_RETRIES),
+        span=where,
+    )
+
+
+def _health_check(check: spec.HealthCheck | None, where: Span) -> ir.HealthCheck | None:
+    if check is None:
+        return None
+    return ir.HealthCheck(check.path, check.interval, check.timeout, check.healthy_threshold,
+                          check.unhealthy_threshold, where)
+
+
+def _first(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+# --- services and their routes ------------------------------------------------------------
+
+def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name: dict[str, spec.Service],
+             destinations: dict[str, ir.Destination], span: _Spans) -> ir.Service:
+    own = destinations[service.name]
+    upstreams = [
+        _upstream(u, path + ("upstreams", i), defaults, by_name[u.service], destinations[u.service], span)
+        for i, u in enumerate(service.upstreams)
+    ]
+    return ir.Service(
+        name=service.name,
+        port=service.port,
+        protocol=ir.Protocol(service.protocol.value),
+        deployed=service.endpoints is None,
+        versions=_versions(service, path, span),
+        endpoints=tuple(sorted(
+            (ir.Endpoint(e.address, e.port, e.weight, span(*path, "endpoints", i))
+             for i, e in enumerate(service.endpoints or ())),
+            key=lambda e: (e.address, e.port),
+        )),
+        load_balancing=own.load_balancing,
+        connect_timeout_ms=own.connect_timeout_ms,
+        outlier_detection=own.outlier_detection,
+        circuit_breaker=own.circuit_breaker,
+        health_check=own.health_check,
+        upstreams=tuple(sorted(upstreams, key=lambda u: (u.service, u.local_port))),
+        env=tuple(sorted((service.env or {}).items())),
+        span=span(*path),
+    )
+
+
+def _versions(service: spec.Service, path: Path, span: _Spans) -> tuple[ir.Version, ...]:
+    if service.endpoints is not None:
+        return ()
+    if not service.versions:
+        return (ir.Version(
+            name=builtin.IMPLICIT_VERSION, implicit=True, image=service.image or "",
+            replicas=_first(service.replicas, builtin.REPLICAS), weight=100,
+            resources=_resources(service.resources, None, builtin.APP_RESOURCES), span=span(*path),
+        ),)
+    versions = [
+        ir.Version(
+            name=v.name, implicit=False, image=v.image or service.image or "",
+            replicas=_first(v.replicas, _first(service.replicas, builtin.REPLICAS)),
+            weight=_first(v.weight, 100),
+            resources=_resources(v.resources, service.resources, builtin.APP_RESOURCES),
+            span=span(*path, "versions", i),
+        )
+        for i, v in enumerate(service.versions)
+    ]
+    return tuple(sorted(versions, key=lambda v: v.name))
+
+
+def _upstream(upstream: spec.Upstream, path: Path, defaults: spec.Defaults, callee: spec.Service,
+              destination: ir.Destination, span: _Spans) -> ir.Upstream:
+    fail_fast = (upstream.failure_policy or defaults.failure_policy) is spec.FailurePolicy.FAIL_FAST
+    retries = None if fail_fast else _retries(upstream.retries, defaults.retries, path, span)
+    return ir.Upstream(
+        service=upstream.service,
+        local_port=upstream.local_port,
+        protocol=ir.Protocol(callee.protocol.value),
+        timeout_ms=upstream.timeout or defaults.timeout or builtin.ROUTE_TIMEOUT_MS,
+        retries=retries if retries is not None and retries.attempts > 0 else None,
+        fail_fast=fail_fast,
+        destination=_fail_fast_destination(destination, span(*path)) if fail_fast else destination,
+        span=span(*path),
+    )
+
+
+def _retries(own: spec.Retries | None, inherited: spec.Retries | None, path: Path,
+             span: _Spans) -> ir.RetryPolicy:
+    """Field by field: the upstream's retries, then spec.defaults.retries, then built-ins."""
+
+    def pick(field: str) -> object:
+        for layer in (own, inherited):
+            value = getattr(layer, field, None) if layer else None
+            if value is not None:
+                return value
+        return None
+
+    attempts = pick("attempts")
+    per_try = pick("per_try_timeout")
+    retry_on = pick("retry_on")
+    backoff = _backoff(own.backoff if own else None, inherited.backoff if inherited else None)
+    where = span(*path, "retries") if own else (span("spec", "defaults", "retries") if inherited else span(*path))
+    return ir.RetryPolicy(
+        attempts=attempts if isinstance(attempts, int) else builtin.RETRY_ATTEMPTS,
+        per_try_timeout_ms=per_try if isinstance(per_try, int) else None,
+        retry_on=tuple(retry_on) if isinstance(retry_on, list) else builtin.RETRY_ON,
+        backoff=backoff,
+        span=where,
+    )
+
+
+def _backoff(own: spec.Backoff | None, inherited: spec.Backoff | None) -> ir.Backoff:
+    base = (own.base_interval if own else None) or (inherited.base_interval if inherited else None) \
+        or builtin.BACKOFF_BASE_MS
+    maximum = (own.max_interval if own else None) or (inherited.max_interval if inherited else None)
+    return ir.Backoff(base, max(base, maximum or base * builtin.BACKOFF_MAX_FACTOR))
+
+
+def _fail_fast_destination(destination: ir.Destination, where: Span) -> ir.Destination:
+    """fail_fast: outlier detection on and a tiny pending queue, in this caller's copy only."""
+    outlier = destination.outlier_detection or ir.OutlierDetection(
+        consecutive_5xx=builtin.FAIL_FAST_CONSECUTIVE_5XX, consecutive_gateway_failure=None,
+        interval_ms=builtin.FAIL_FAST_INTERVAL_MS, base_ejection_time_ms=builtin.FAIL_FAST_BASE_EJECTION_MS,
+        max_ejection_percent=builtin.FAIL_FAST_MAX_EJECTION_PERCENT, span=where,
+    )
+    circuit = destination.circuit_breaker
+    pending = min(circuit.max_pending_requests if circuit else builtin.FAIL_FAST_MAX_PENDING,
+                  builtin.FAIL_FAST_MAX_PENDING)
+    return ir.Destination(
+        load_balancing=destination.load_balancing,
+        connect_timeout_ms=destination.connect_timeout_ms,
+        outlier_detection=outlier,
+        circuit_breaker=ir.CircuitBreaker(
+            max_connections=circuit.max_connections if circuit else builtin.CIRCUIT_MAX_CONNECTIONS,
+            max_pending_requests=pending,
+            max_requests=circuit.max_requests if circuit else builtin.CIRCUIT_MAX_REQUESTS,
+            max_retries=0,
+            span=circuit.span if circuit else where,
+        ),
+        health_check=destination.health_check,
+    )

@@ -1,0 +1,1 @@
+"""Validate stage: structure (pydantic models) then meaning (semantic checks), all collected."""

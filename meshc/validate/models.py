@@ -1,0 +1,294 @@
+"""The mesh.yaml spec, `meshc.dev/v1alpha1`, as pydantic models: structure, types and ranges.
+
+Field names follow the YAML (camelCase aliases); every model forbids unknown fields. Defaults that
+depend on other parts of the spec (inheritance from `spec.defaults`) are NOT applied here: the
+resolve stage applies them, in one place, so that "unset" stays visible to the semantic checks.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
+
+API_VERSION = "meshc.dev/v1alpha1"
+KIND = "Mesh"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL_PATTERN = _DNS_LABEL.pattern
+_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_HEADER_NAME_PATTERN = r"^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$"
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise PydanticCustomError(
+            "dns_label",
+            "'{value}' is not a DNS-1123 label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters",
+            {"value": value},
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_dns_label),
+    WithJsonSchema({"type": "string", "pattern": _DNS_LABEL_PATTERN, "maxLength": 63}),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def duration(min_ms: int = 1, max_ms: int = 24 * 3_600_000) -> Any:
+    """A duration string bounded to [min_ms, max_ms], validated to milliseconds."""
+
+    def parse(value: object) -> int:
+        if not isinstance(value, str):
+            raise PydanticCustomError(
+                "duration", "a duration must be a string such as 250ms, 2s or 1m, not {value!r}",
+                {"value": value},
+            )
+        try:
+            millis = parse_duration(value)
+        except ValueError as exc:
+            raise PydanticCustomError("duration", str(exc)) from None
+        if not min_ms <= millis <= max_ms:
+            raise PydanticCustomError(
+                "duration_range", "{value} is out of range: must be between {low} and {high}",
+                {"value": value, "low": format_duration(min_ms), "high": format_duration(max_ms)},
+            )
+        return millis
+
+    return Annotated[
+        int,
+        BeforeValidator(parse),
+        WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+    ]
+
+
+Timeout = duration(1, 3_600_000)
+Interval = duration(1, 3_600_000)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True,
+        strict=False, use_enum_values=False,
+    )
+
+
+# --- load balancing -------------------------------------------------------------------------
+
+class LbPolicy(StrEnum):
+    RANDOM = "random"
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    LEAST_REQUEST = "least_request"
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+HASH_POLICIES = frozenset({LbPolicy.RING_HASH, LbPolicy.MAGLEV})
+
+
+class HashOn(Model):
+    """What a hash load balancer hashes: one request header, or the caller's address."""
+
+    header: Annotated[str, Field(pattern=_HEADER_NAME_PATTERN, max_length=256)] | None = None
+    source_ip: bool | None = Field(default=None, alias="sourceIp")
+
+
+def _policy_name_to_mapping(value: object) -> object:
+    # `loadBalancer: maglev` is shorthand for `loadBalancer: {policy: maglev}`.
+    return {"policy": value} if isinstance(value, str) else value
+
+
+class LoadBalancer(Model):
+    policy: LbPolicy
+    hash_on: HashOn | None = None
+
+
+LoadBalancerField = Annotated[
+    LoadBalancer,
+    BeforeValidator(_policy_name_to_mapping, json_schema_input_type=LbPolicy | LoadBalancer),
+]
+
+
+# --- failure handling -----------------------------------------------------------------------
+
+class FailurePolicy(StrEnum):
+    RETRY = "retry"
+    FAIL_FAST = "fail_fast"
+
+
+class Backoff(Model):
+    base_interval: duration(1, 60_000)  # type: ignore[valid-type]
+    max_interval: duration(1, 600_000) | None = None  # type: ignore[valid-type]
+
+
+class Retries(Model):
+    attempts: Annotated[int, Field(ge=0, le=10)] | None = None
+    per_try_timeout: Timeout | None = None  # type: ignore[valid-type]
+    retry_on: Annotated[list[str], Field(min_length=1)] | None = None
+    backoff: Backoff | None = None
+
+
+class OutlierDetection(Model):
+    consecutive_5xx: Annotated[int, Field(ge=1, le=1000)] | None = Field(default=None, alias="consecutive5xx")
+    consecutive_gateway_failure: Annotated[int, Field(ge=1, le=1000)] | None = None
+    interval: Interval | None = None  # type: ignore[valid-type]
+    base_ejection_time: Interval | None = None  # type: ignore[valid-type]
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class CircuitBreaker(Model):
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_pending_requests: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    max_requests: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+
+class HealthCheck(Model):
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=1024)]
+    interval: Interval = 5000  # type: ignore[valid-type]
+    timeout: Timeout = 1000  # type: ignore[valid-type]
+    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+# --- workloads ------------------------------------------------------------------------------
+
+class ResourceList(Model):
+    cpu: Annotated[str, Field(pattern=_QUANTITY_PATTERN)] | None = None
+    memory: Annotated[str, Field(pattern=_QUANTITY_PATTERN)] | None = None
+
+
+class Resources(Model):
+    requests: ResourceList | None = None
+    limits: ResourceList | None = None
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+
+Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
+Replicas = Annotated[int, Field(ge=0, le=10_000)]
+
+
+class Version(Model):
+    name: Name
+    image: Image | None = None
+    replicas: Replicas | None = None
+    weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    resources: Resources | None = None
+
+
+class Endpoint(Model):
+    address: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
+    port: Port
+    weight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class Upstream(Model):
+    service: Name
+    local_port: Port
+    timeout: Timeout | None = None  # type: ignore[valid-type]
+    retries: Retries | None = None
+    failure_policy: FailurePolicy | None = None
+
+
+class Service(Model):
+    name: Name
+    image: Image | None = None
+    port: Port
+    protocol: Protocol = Protocol.HTTP
+    replicas: Replicas | None = None
+    resources: Resources | None = None
+    env: dict[Annotated[str, Field(pattern=_ENV_NAME_PATTERN)], str] | None = None
+    health_check: HealthCheck | None = None
+    upstreams: list[Upstream] = []
+    load_balancer: LoadBalancerField | None = None
+    connect_timeout: Timeout | None = None  # type: ignore[valid-type]
+    versions: Annotated[list[Version], Field(min_length=1)] | None = None
+    outlier_detection: OutlierDetection | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    endpoints: Annotated[list[Endpoint], Field(min_length=1)] | None = None
+
+
+# --- mesh-wide settings ---------------------------------------------------------------------
+
+class AccessLog(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+    OFF = "off"
+
+
+class Proxy(Model):
+    image: Image = "envoyproxy/envoy:v1.32.1"
+    admin_port: Port = 9901
+    inbound_port: Port = 15006
+    stats_port: Port = 15090
+    access_log: AccessLog = AccessLog.JSON
+    resources: Resources | None = None
+
+
+class Etcd(Model):
+    prefix: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+
+class Defaults(Model):
+    load_balancer: LoadBalancerField | None = None
+    connect_timeout: Timeout | None = None  # type: ignore[valid-type]
+    timeout: Timeout | None = None  # type: ignore[valid-type]
+    retries: Retries | None = None
+    failure_policy: FailurePolicy | None = None
+    outlier_detection: OutlierDetection | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+
+class Analysis(Model):
+    """Budgets for the call-graph analysis (retry amplification, entry points)."""
+
+    max_retry_amplification: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    entry_points: list[Name] | None = None
+
+
+class MeshSpec(Model):
+    namespace: Name | None = None
+    proxy: Proxy = Proxy()
+    etcd: Etcd = Etcd()
+    defaults: Defaults = Defaults()
+    analysis: Analysis = Analysis()
+    services: Annotated[list[Service], Field(min_length=1)]
+
+
+class Metadata(Model):
+    name: Name
+
+
+class Mesh(Model):
+    """The whole file."""
+
+    api_version: Literal["meshc.dev/v1alpha1"]
+    kind: Literal["Mesh"]
+    metadata: Metadata
+    spec: MeshSpec
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Mesh.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://meshc.dev/schemas/mesh.v1alpha1.json"
+    schema["title"] = "meshc Mesh (meshc.dev/v1alpha1)"
+    return schema

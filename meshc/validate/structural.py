@@ -1,0 +1,151 @@
+"""Structure, types and ranges: run the pydantic models and turn their errors into diagnostics."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from meshc.diagnostics import Diagnostic, Path, error
+from meshc.load import Positions
+from meshc.validate.models import API_VERSION, KIND, Mesh
+
+_TYPE_WORDS = {
+    "int": "an integer", "string": "a string", "bool": "true or false", "float": "a number",
+    "list": "a list", "dict": "a mapping", "model": "a mapping", "model_attributes": "a mapping",
+}
+_RANGE_TYPES = frozenset({
+    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
+    "string_too_short", "string_too_long", "duration_range",
+})
+
+
+def check_structure(data: Any, positions: Positions) -> tuple[Mesh | None, list[Diagnostic]]:
+    """The validated model, or None and one diagnostic per structural problem."""
+    if not isinstance(data, dict):
+        what = "a list" if isinstance(data, list) else f"the scalar {data!r}"
+        msg = f"the document must be a mapping with apiVersion, kind, metadata and spec, not {what}"
+        return None, [error("E007", msg, positions.value(()))]
+    try:
+        return Mesh.model_validate(data), []
+    except ValidationError as exc:
+        return None, [_diagnostic(err, data, positions) for err in exc.errors(include_url=False)]
+
+
+def dotted(path: Path) -> str:
+    """`spec.services[0].port` for a data path."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _diagnostic(err: Any, data: Any, positions: Positions) -> Diagnostic:
+    kind: str = err["type"]
+    loc = tuple(err["loc"])
+    is_dict_key = bool(loc) and loc[-1] == "[key]"
+    path: Path = tuple(p for p in loc if p != "[key]")
+    where = dotted(path)
+    value_span = positions.key(path) if is_dict_key else positions.value(path)
+    if kind == "extra_forbidden":
+        name = str(path[-1])
+        hint = _did_you_mean(name, path[:-1])
+        msg = f"unknown field '{name}' in {dotted(path[:-1]) or 'the document'}"
+        return error("E101", msg + (f"; did you mean '{hint}'?" if hint else ""), positions.key(path), path, hint)
+    if kind == "missing":
+        parent = dotted(path[:-1]) or "the document"
+        return error("E102", f"missing required field '{path[-1]}' in {parent}", positions.value(path[:-1]), path)
+    if kind == "literal_error" and path == ("apiVersion",):
+        return error("E107", f"apiVersion must be {API_VERSION}, not {err['input']!r}", value_span, path)
+    if kind == "literal_error" and path == ("kind",):
+        return error("E108", f"kind must be {KIND}, not {err['input']!r}", value_span, path)
+    if kind in ("literal_error", "enum"):
+        return error("E106", f"{where}: {_choices(err)}", value_span, path)
+    if kind == "dns_label":
+        return error("E109", f"{where}: {err['msg']}", value_span, path)
+    if kind == "duration":
+        return error("E105", f"{where}: {err['msg']}", value_span, path)
+    if kind in _RANGE_TYPES:
+        return error("E104", f"{where}: {_range_message(err)}", value_span, path)
+    base = kind.split("_")[0] if kind.endswith(("_type", "_parsing")) else None
+    if base is not None or kind in ("int_from_float", "model_attributes_type"):
+        wanted = _TYPE_WORDS.get(base or "int", "another type")
+        return error("E103", f"{where}: expected {wanted}, got {_show(err.get('input'))}", value_span, path)
+    return error("E110", f"{where}: {err['msg']}", value_span, path)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _choices(err: Any) -> str:
+    expected = err.get("ctx", {}).get("expected", "")
+    return f"{err['input']!r} is not allowed; expected {expected}"
+
+
+def _range_message(err: Any) -> str:
+    kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
+    if kind == "duration_range":
+        return str(err["msg"])
+    if kind in ("too_short", "too_long"):
+        return f"must have at {'least' if kind == 'too_short' else 'most'} {ctx.get('min_length', ctx.get('max_length'))} item(s)"
+    if kind in ("string_too_short", "string_too_long"):
+        return str(err["msg"]).lower()
+    bound = next(iter(ctx.values()), "?")
+    words = {"greater_than": "greater than", "greater_than_equal": "at least",
+             "less_than": "less than", "less_than_equal": "at most"}
+    return f"{value!r} is out of range: must be {words[kind]} {bound}"
+
+
+def _did_you_mean(name: str, parent: Path) -> str | None:
+    model = _model_at(parent)
+    if model is None:
+        return None
+    fields = [info.alias or field for field, info in model.model_fields.items()]
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    if not close:
+        lowered = {f.lower(): f for f in fields}
+        return lowered.get(name.lower().replace("_", "").replace("-", ""))
+    return close[0]
+
+
+def _model_at(path: Path) -> type[BaseModel] | None:
+    """The model class that describes the mapping at path (for spelling hints)."""
+    current: Any = Mesh
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        by_alias = {info.alias or name: info for name, info in current.model_fields.items()}
+        if part not in by_alias:
+            return None
+        current = by_alias[part].annotation
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional, list[...] and Annotated to reach the model class, if there is one."""
+    for _ in range(6):
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            models = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = models[-1]
+        elif origin is list:
+            annotation = typing.get_args(annotation)[0]
+        else:
+            break
+    return annotation
