@@ -82,6 +82,41 @@ def mesh_selector(mesh_name: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY},{MESH_LABEL}={mesh_name}"
 
 
+def service_labels(mesh: ir.Mesh, service: str) -> dict[str, str]:
+    """Labels of a service's objects that span its versions (ServiceAccount, ConfigMap, Service)."""
+    return {**mesh_labels(mesh), APP_NAME_LABEL: service, SERVICE_LABEL: service}
+
+
+def version_labels(mesh: ir.Mesh, service: str, version: ir.Version) -> dict[str, str]:
+    """Labels of one version's objects and pods (headless Service, Deployment, pod template)."""
+    return {**service_labels(mesh, service), APP_VERSION_LABEL: version.name, VERSION_LABEL: version.name}
+
+
+def service_selector(service: str) -> dict[str, str]:
+    """Pods of every version of a service."""
+    return {SERVICE_LABEL: service}
+
+
+def version_selector(service: str, version: ir.Version) -> dict[str, str]:
+    """Pods of one version. A Deployment's selector is immutable: it must never select on more."""
+    return {SERVICE_LABEL: service, VERSION_LABEL: version.name}
+
+
+# Inside a pod: container, volume and port names (port names: at most 15 characters).
+APP_CONTAINER = "app"
+SIDECAR_CONTAINER = "envoy"
+SIDECAR_CONFIG_VOLUME = "envoy-config"
+SIDECAR_TMP_VOLUME = "envoy-tmp"
+APP_TMP_VOLUME = "tmp"
+SIDECAR_INBOUND_PORT_NAME = "envoy-inbound"
+SIDECAR_STATS_PORT_NAME = "envoy-stats"
+
+
+def app_port_name(protocol: ir.Protocol) -> str:
+    """The application's port, named after its protocol: `http`, `http2`, `grpc` or `tcp`."""
+    return protocol.value
+
+
 # --- Envoy --------------------------------------------------------------------------------
 
 def cluster_name(service: str, version: ir.Version | None = None) -> str:
