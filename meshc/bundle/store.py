@@ -21,7 +21,7 @@ class BundleWriteError(Exception):
 def is_meshc_output(directory: Path) -> bool:
     manifest = directory / MANIFEST_PATH
     try:
-        return orjson.loads(manifest.read_bytes()).get("kind") == "BuildManifest"
+        return bool(orjson.loads(manifest.read_bytes()).get("kind") == "BuildManifest")
     except (OSError, ValueError, AttributeError):
         return False
 

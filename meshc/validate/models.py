@@ -11,9 +11,11 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from dataclasses import dataclass
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, WithJsonSchema
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
 
@@ -46,35 +48,41 @@ Name = Annotated[
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-def duration(min_ms: int = 1, max_ms: int = 24 * 3_600_000) -> Any:
-    """A duration string bounded to [min_ms, max_ms], validated to milliseconds."""
+@dataclass(frozen=True)
+class DurationBounds:
+    """Annotated metadata: the field is a duration string, validated to milliseconds in bounds."""
 
-    def parse(value: object) -> int:
+    min_ms: int = 1
+    max_ms: int = 24 * 3_600_000
+
+    def parse(self, value: object) -> int:
         if not isinstance(value, str):
             raise PydanticCustomError(
-                "duration", "a duration must be a string such as 250ms, 2s or 1m, not {value!r}",
-                {"value": value},
+                "duration", "a duration must be a string such as 250ms, 2s or 1m, not {value}",
+                {"value": repr(value)},
             )
         try:
             millis = parse_duration(value)
         except ValueError as exc:
             raise PydanticCustomError("duration", str(exc)) from None
-        if not min_ms <= millis <= max_ms:
+        if not self.min_ms <= millis <= self.max_ms:
             raise PydanticCustomError(
                 "duration_range", "{value} is out of range: must be between {low} and {high}",
-                {"value": value, "low": format_duration(min_ms), "high": format_duration(max_ms)},
+                {"value": value, "low": format_duration(self.min_ms), "high": format_duration(self.max_ms)},
             )
         return millis
 
-    return Annotated[
-        int,
-        BeforeValidator(parse),
-        WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
-    ]
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.parse)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"type": "string", "pattern": DURATION_PATTERN}
 
 
-Timeout = duration(1, 3_600_000)
-Interval = duration(1, 3_600_000)
+Timeout = Annotated[int, DurationBounds(1, 3_600_000)]
+Interval = Annotated[int, DurationBounds(1, 3_600_000)]
+BackoffBase = Annotated[int, DurationBounds(1, 60_000)]
+BackoffMax = Annotated[int, DurationBounds(1, 600_000)]
 
 
 class Model(BaseModel):
@@ -129,13 +137,13 @@ class FailurePolicy(StrEnum):
 
 
 class Backoff(Model):
-    base_interval: duration(1, 60_000)  # type: ignore[valid-type]
-    max_interval: duration(1, 600_000) | None = None  # type: ignore[valid-type]
+    base_interval: BackoffBase
+    max_interval: BackoffMax | None = None
 
 
 class Retries(Model):
     attempts: Annotated[int, Field(ge=0, le=10)] | None = None
-    per_try_timeout: Timeout | None = None  # type: ignore[valid-type]
+    per_try_timeout: Timeout | None = None
     retry_on: Annotated[list[str], Field(min_length=1)] | None = None
     backoff: Backoff | None = None
 
@@ -143,8 +151,8 @@ class Retries(Model):
 class OutlierDetection(Model):
     consecutive_5xx: Annotated[int, Field(ge=1, le=1000)] | None = Field(default=None, alias="consecutive5xx")
     consecutive_gateway_failure: Annotated[int, Field(ge=1, le=1000)] | None = None
-    interval: Interval | None = None  # type: ignore[valid-type]
-    base_ejection_time: Interval | None = None  # type: ignore[valid-type]
+    interval: Interval | None = None
+    base_ejection_time: Interval | None = None
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
 
 
@@ -157,8 +165,8 @@ class CircuitBreaker(Model):
 
 class HealthCheck(Model):
     path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=1024)]
-    interval: Interval = 5000  # type: ignore[valid-type]
-    timeout: Timeout = 1000  # type: ignore[valid-type]
+    interval: Interval = Field(default=5000, json_schema_extra={"default": "5s"})
+    timeout: Timeout = Field(default=1000, json_schema_extra={"default": "1s"})
     healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
     unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 3
 
@@ -203,7 +211,7 @@ class Endpoint(Model):
 class Upstream(Model):
     service: Name
     local_port: Port
-    timeout: Timeout | None = None  # type: ignore[valid-type]
+    timeout: Timeout | None = None
     retries: Retries | None = None
     failure_policy: FailurePolicy | None = None
 
@@ -219,7 +227,7 @@ class Service(Model):
     health_check: HealthCheck | None = None
     upstreams: list[Upstream] = []
     load_balancer: LoadBalancerField | None = None
-    connect_timeout: Timeout | None = None  # type: ignore[valid-type]
+    connect_timeout: Timeout | None = None
     versions: Annotated[list[Version], Field(min_length=1)] | None = None
     outlier_detection: OutlierDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
@@ -249,8 +257,8 @@ class Etcd(Model):
 
 class Defaults(Model):
     load_balancer: LoadBalancerField | None = None
-    connect_timeout: Timeout | None = None  # type: ignore[valid-type]
-    timeout: Timeout | None = None  # type: ignore[valid-type]
+    connect_timeout: Timeout | None = None
+    timeout: Timeout | None = None
     retries: Retries | None = None
     failure_policy: FailurePolicy | None = None
     outlier_detection: OutlierDetection | None = None

@@ -127,7 +127,7 @@ def version_weights(ctx: Context) -> Iterator[Diagnostic]:
         if len(versions) > 1 and any(w is None for w in weights):
             if all(w is None for w in weights):
                 yield error("E218", f"service '{service.name}' has {len(versions)} versions but no weights; set a "
-                            "weight (percent) on each version", ctx.at(*path, "versions"), path + ("versions",))
+                            "weight (percent) on each version", ctx.key(*path, "versions"), path + ("versions",))
                 continue
             index = weights.index(None)
             where = path + ("versions", index)
@@ -137,7 +137,7 @@ def version_weights(ctx: Context) -> Iterator[Diagnostic]:
         total = sum(w for w in weights if w is not None)
         if versions and weights[0] is not None and total != 100:
             yield error("E206", f"version weights of '{service.name}' sum to {total}, not 100",
-                        ctx.at(*path, "versions"), path + ("versions",),
+                        ctx.key(*path, "versions"), path + ("versions",),
                         hint="weights are percentages of requests")
         for index, version in enumerate(versions):
             if version.weight == 0 and len(versions) > 1:

@@ -68,6 +68,8 @@ def _diagnostic(err: Any, data: Any, positions: Positions) -> Diagnostic:
         return error("E109", f"{where}: {err['msg']}", value_span, path)
     if kind == "duration":
         return error("E105", f"{where}: {err['msg']}", value_span, path)
+    if kind == "string_pattern_mismatch":
+        return error("E110", f"{where}: {_show(err.get('input'))} {_pattern_hint(path)}", value_span, path)
     if kind in _RANGE_TYPES:
         return error("E104", f"{where}: {_range_message(err)}", value_span, path)
     base = kind.split("_")[0] if kind.endswith(("_type", "_parsing")) else None
@@ -85,6 +87,23 @@ def _show(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     return repr(value)
+
+
+_PATTERN_HINTS = {
+    "path": "must start with '/' and contain no spaces",
+    "image": "must be an image reference without spaces",
+    "address": "must be an IP address or a DNS name",
+    "header": "must be an HTTP header name",
+    "cpu": "must be a Kubernetes quantity such as 250m or 2",
+    "memory": "must be a Kubernetes quantity such as 128Mi or 1Gi",
+}
+
+
+def _pattern_hint(path: Path) -> str:
+    field = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if len(path) >= 2 and path[-2] == "env":
+        return "is not a valid environment variable name"
+    return _PATTERN_HINTS.get(field, "does not have the expected form")
 
 
 def _choices(err: Any) -> str:
