@@ -68,7 +68,7 @@ class GitSpecReader:
         if os.path.isabs(spec_path):
             path = self._relative_to_work_tree(spec_path)
         normalized = posixpath.normpath(path)
-        if normalized in ("", ".") :
+        if normalized in ("", "."):
             raise _fail(f"{spec_path}: names the repository root, not a spec file")
         if normalized == ".." or normalized.startswith("../"):
             raise _fail(f"{spec_path}: is outside the repository {self.path}",
@@ -92,21 +92,24 @@ class GitSpecReader:
 
     def _commit(self, rev: str) -> Any:
         import git
-        import gitdb.exc
 
         if not rev or rev.startswith("-"):
             raise _fail(f"'{rev}' is not a revision")
         try:
             return self._repo.commit(rev)
-        except (git.BadName, git.BadObject, gitdb.exc.ODBError, ValueError, IndexError, TypeError):
+        except (git.BadName, git.BadObject, git.exc.ODBError, ValueError, IndexError, TypeError):
             raise _fail(f"{self._what_rev_names(rev)}{_empty_note(self._repo)}",
                         hint="name a branch, tag or commit sha that exists in the repository") from None
         except git.GitCommandError as exc:
             raise _fail(f"git failed reading '{rev}' in {self.path}: {_stderr(exc)}") from None
 
     def _what_rev_names(self, rev: str) -> str:
+        import git
+
         try:
             kind = self._repo.rev_parse(rev).type
+        except git.exc.AmbiguousObjectName:
+            return f"revision '{rev}' is ambiguous in {self.path}: give more digits of the sha"
         except Exception:  # noqa: BLE001 - any failure here means the name resolves to nothing
             return f"unknown revision '{rev}' in {self.path}"
         return f"revision '{rev}' names a {kind}, not a commit, in {self.path}"
