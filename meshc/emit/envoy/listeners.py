@@ -1,0 +1,79 @@
+"""Listeners of one sidecar: `inbound` (pod traffic -> the local app) and one per upstream localPort."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshc.emit import naming
+from meshc.emit.envoy.clusters import Target
+from meshc.emit.envoy.routes import cluster_choice, route_config, tcp_hash_policy
+from meshc.emit.envoy.values import (ANY_ADDRESS, HCM_FILTER, HCM_TYPE, LISTENER_TYPE, LOOPBACK, TCP_PROXY_FILTER,
+                                     TCP_PROXY_TYPE, Json, router_filter, socket_address)
+from meshc.resolve import ir
+
+NO_TIMEOUT = "0s"
+
+
+def inbound_listener(service: ir.Service, inbound_port: int, http_logs: list[Json], tcp_logs: list[Json]) -> Json:
+    """Traffic from other sidecars to this pod's app. No route timeout here: the caller's governs."""
+    name = naming.INBOUND_LISTENER
+    if service.protocol is ir.Protocol.TCP:
+        network = _tcp_proxy(name, {"cluster": naming.LOCAL_APP_CLUSTER}, tcp_logs)
+    else:
+        routes = {
+            "name": name,
+            "virtual_hosts": [{
+                "name": naming.LOCAL_APP_CLUSTER,
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"},
+                            "route": {"cluster": naming.LOCAL_APP_CLUSTER, "timeout": NO_TIMEOUT}}],
+            }],
+        }
+        network = _http_manager(name, routes, http_logs)
+    return _listener(name, ANY_ADDRESS, inbound_port, "INBOUND", network)
+
+
+def outbound_listener(upstream: ir.Upstream, targets: Sequence[Target], http_logs: list[Json],
+                      tcp_logs: list[Json]) -> Json:
+    """Where the app reaches one upstream: 127.0.0.1:localPort, never reachable from outside the pod."""
+    name = naming.outbound_listener_name(upstream.service, upstream.local_port)
+    if upstream.protocol is ir.Protocol.TCP:
+        proxy = cluster_choice(targets)
+        hashing = tcp_hash_policy(upstream.destination.load_balancing)
+        if hashing:
+            proxy["hash_policy"] = hashing
+        network = _tcp_proxy(name, proxy, tcp_logs)
+    else:
+        network = _http_manager(name, route_config(upstream, targets), http_logs)
+    return _listener(name, LOOPBACK, upstream.local_port, "OUTBOUND", network)
+
+
+def _listener(name: str, address: str, port: int, direction: str, network_filter: Json) -> Json:
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": socket_address(address, port),
+        "traffic_direction": direction,
+        "filter_chains": [{"filters": [network_filter]}],
+    }
+
+
+def _http_manager(stat_prefix: str, routes: Json, logs: list[Json]) -> Json:
+    """HTTP/1.1 and HTTP/2 (gRPC) alike: the codec is detected per connection."""
+    manager: Json = {
+        "@type": HCM_TYPE,
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "route_config": routes,
+        "http_filters": [router_filter()],
+    }
+    if logs:
+        manager["access_log"] = logs
+    return {"name": HCM_FILTER, "typed_config": manager}
+
+
+def _tcp_proxy(stat_prefix: str, target: Json, logs: list[Json]) -> Json:
+    proxy: Json = {"@type": TCP_PROXY_TYPE, "stat_prefix": stat_prefix, **target}
+    if logs:
+        proxy["access_log"] = logs
+    return {"name": TCP_PROXY_FILTER, "typed_config": proxy}

@@ -1,0 +1,77 @@
+"""The caller's route to one upstream: timeout, retries, version split and the hash policy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshc.emit import naming
+from meshc.emit.envoy.clusters import Target
+from meshc.emit.envoy.values import PREVIOUS_HOSTS_PREDICATE, PREVIOUS_HOSTS_TYPE, Json, duration
+from meshc.resolve import ir
+
+HASH_POLICIES = frozenset({ir.LbPolicy.RING_HASH, ir.LbPolicy.MAGLEV})
+HOST_SELECTION_ATTEMPTS = 3    # how hard a retry tries to pick a host other than the one that failed
+
+
+def route_config(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
+    """An outbound listener's inline route table: everything to this upstream."""
+    name = naming.route_name(upstream.service)
+    return {
+        "name": name,
+        "virtual_hosts": [{
+            "name": upstream.service,
+            "domains": ["*"],
+            "include_request_attempt_count": True,   # x-envoy-attempt-count tells the callee a retry from a try
+            "routes": [{"name": name, "match": {"prefix": "/"}, "route": route_action(upstream, targets)}],
+        }],
+    }
+
+
+def route_action(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
+    action: Json = {"timeout": duration(upstream.timeout_ms)}
+    action |= cluster_choice(targets)
+    if upstream.retries is not None:
+        action["retry_policy"] = retry_policy(upstream.retries)
+    hashing = hash_policy(upstream.destination.load_balancing)
+    if hashing:
+        action["hash_policy"] = hashing
+    return action
+
+
+def cluster_choice(targets: Sequence[Target]) -> Json:
+    """One version: straight to its cluster; several: split by version weight."""
+    if len(targets) == 1:
+        return {"cluster": targets[0].cluster}
+    return {"weighted_clusters": {"clusters": [{"name": t.cluster, "weight": t.weight} for t in targets]}}
+
+
+def retry_policy(retries: ir.RetryPolicy) -> Json:
+    policy: Json = {
+        "retry_on": ",".join(retries.retry_on),
+        "num_retries": retries.attempts,
+        # A retry goes to another host when there is one.
+        "retry_host_predicate": [{"name": PREVIOUS_HOSTS_PREDICATE, "typed_config": {"@type": PREVIOUS_HOSTS_TYPE}}],
+        "host_selection_retry_max_attempts": HOST_SELECTION_ATTEMPTS,
+    }
+    if retries.per_try_timeout_ms is not None:
+        policy["per_try_timeout"] = duration(retries.per_try_timeout_ms)
+    if retries.backoff is not None:
+        policy["retry_back_off"] = {"base_interval": duration(retries.backoff.base_interval_ms),
+                                    "max_interval": duration(retries.backoff.max_interval_ms)}
+    return policy
+
+
+def hash_policy(lb: ir.LoadBalancing) -> list[Json]:
+    """What ring_hash / maglev hash on; nothing for other policies (a hash would have no effect)."""
+    if lb.policy not in HASH_POLICIES or lb.hash_key is None:
+        return []
+    if lb.hash_key.header:
+        return [{"header": {"header_name": lb.hash_key.header}}]
+    return [{"connection_properties": {"source_ip": True}}]
+
+
+def tcp_hash_policy(lb: ir.LoadBalancing) -> list[Json]:
+    """tcp_proxy can hash on the source address only; a header key has nothing to read in TCP."""
+    if lb.policy in HASH_POLICIES and lb.hash_key is not None and lb.hash_key.source_ip:
+        return [{"source_ip": {}}]
+    return []
