@@ -1,15 +1,14 @@
-"""The Kubernetes kinds meshc manages, in apply order: the ONE table both the emitter and sync use.
+"""The Kubernetes kinds meshc manages and the one order they are applied in (pruned in reverse).
 
-Apply walks the table top to bottom (a Namespace before what lives in it, a ServiceAccount and a
-ConfigMap before the Deployment that mounts or runs as them); prune walks it bottom to top.
-This module is neutral ground: it imports nothing from meshc's stages.
+A neutral module: the Kubernetes emitter sorts each file's documents with it and the sync side
+applies and prunes with it, without either importing the other. It imports nothing of meshc.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +30,17 @@ CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps", namespaced=True)
 SERVICE = Kind("Service", "", "v1", "services", namespaced=True)
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments", namespaced=True)
 
-APPLY_ORDER: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, CONFIG_MAP, SERVICE, DEPLOYMENT)
-PRUNE_ORDER: tuple[Kind, ...] = tuple(reversed(APPLY_ORDER))
+# The table: a Namespace before what lives in it; a ServiceAccount and a ConfigMap before the
+# Deployment that runs as one and mounts the other; Services before the pods they select.
+KINDS: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, CONFIG_MAP, SERVICE, DEPLOYMENT)
 
-_RANK = {k.kind: rank for rank, k in enumerate(APPLY_ORDER)}
-_BY_NAME = {k.kind: k for k in APPLY_ORDER}
+APPLY_ORDER: tuple[str, ...] = tuple(k.kind for k in KINDS)
+PRUNE_ORDER: tuple[str, ...] = tuple(reversed(APPLY_ORDER))
+
+# apiVersion of each managed kind, for lookups (discovery, listing) before any object is at hand
+API_VERSIONS: Mapping[str, str] = {k.kind: k.api_version for k in KINDS}
+
+_BY_NAME = {k.kind: k for k in KINDS}
 
 
 def by_name(kind: str) -> Kind:
@@ -43,11 +48,23 @@ def by_name(kind: str) -> Kind:
     return _BY_NAME[kind]
 
 
-def apply_rank(kind: str) -> int:
-    """Position of a kind in apply order (0 first); KeyError for a kind meshc does not manage."""
-    return _RANK[kind]
+def kind_rank(kind: str) -> int:
+    """Position of a kind in APPLY_ORDER; unknown kinds go last (applied after, pruned before)."""
+    try:
+        return APPLY_ORDER.index(kind)
+    except ValueError:
+        return len(APPLY_ORDER)
 
 
-def in_apply_order(objects: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Objects (Kubernetes-shaped mappings) sorted by kind in apply order; stable within a kind."""
-    return sorted(objects, key=lambda obj: _RANK[obj["kind"]])
+def apply_sort_key(obj: Mapping[str, Any]) -> tuple[int, str, str]:
+    """Sort key for objects: kind in apply order, then namespace, then name."""
+    metadata = obj.get("metadata") or {}
+    return (kind_rank(str(obj.get("kind", ""))), str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+
+
+_Obj = TypeVar("_Obj", bound=Mapping[str, Any])
+
+
+def in_apply_order(objects: Iterable[_Obj]) -> list[_Obj]:
+    """Objects sorted by kind in apply order only; the given order is kept within a kind."""
+    return sorted(objects, key=lambda obj: kind_rank(str(obj.get("kind", ""))))

@@ -25,7 +25,12 @@ INBOUND_LISTENER = "inbound"
 STATS_LISTENER = "stats"
 ADMIN_CLUSTER = "admin"
 ENVOY_FILES = ("bootstrap.yaml", "cds.yaml", "lds.yaml")
+BOOTSTRAP_FILE = ENVOY_FILES[0]
 DEFAULT_CONFIG_DIR = "/etc/envoy"
+# What the sidecar's stats listener serves (the Envoy bootstrap routes them; Kubernetes probes
+# and scrapes them): readiness, and metrics for Prometheus.
+SIDECAR_READY_PATH = "/ready"
+SIDECAR_METRICS_PATH = "/stats/prometheus"
 
 
 # --- output layout ------------------------------------------------------------------------
