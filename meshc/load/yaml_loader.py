@@ -236,7 +236,7 @@ class _Builder:
                     raise _Abort(error("E010", "the file holds more than one YAML document; "
                                        "a spec is exactly one document", self.span(event.start_mark)))
                 result = self._document()
-        if documents == 0:
+        if documents == 0 or result is None:
             raise _Abort(error("E003", "the file is empty; it must hold one Mesh document", Span(self.file, 1, 1)))
         return result
 

@@ -1,0 +1,106 @@
+"""The positioned loader: data as YAML means it, exact positions, bounded work on hostile input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from meshc.load import SpecSource, load_yaml
+from meshc.load.source import MAX_SPEC_BYTES
+
+
+def load(text: str | bytes) -> tuple[object, list[str], object]:
+    data = text.encode() if isinstance(text, str) else text
+    loaded = load_yaml(SpecSource("m.yaml", data))
+    return loaded.data, [f"{d.span.line}:{d.span.col} {d.code}" for d in loaded.diagnostics if d.span], loaded.positions
+
+
+def test_positions_of_keys_and_values_are_one_based() -> None:
+    _, diags, positions = load("a:\n  b: [1, 2]\n  c: {d: x}\n")
+    assert diags == []
+    assert positions.key(("a", "b")).line == 2 and positions.key(("a", "b")).col == 3  # type: ignore[attr-defined]
+    assert (positions.value(("a", "b", 1)).line, positions.value(("a", "b", 1)).col) == (2, 10)  # type: ignore[attr-defined]
+    assert (positions.value(("a", "c", "d")).line, positions.value(("a", "c", "d")).col) == (3, 10)  # type: ignore[attr-defined]
+
+
+def test_columns_count_characters_not_bytes() -> None:
+    _, _, positions = load("é: {x: 1, y: ü, z: 3}\n")
+    assert positions.value(("é", "z")).col == 20  # type: ignore[attr-defined]
+
+
+def test_yaml_1_2_core_scalars() -> None:
+    data, _, _ = load("a: off\nb: yes\nc: 'on'\nd: 0o17\ne: 0x1F\nf: 1.5\ng: ~\nh: true\ni: 2001-12-14\nj: '80'\nk: !!str 80\n")
+    assert data == {"a": "off", "b": "yes", "c": "on", "d": 15, "e": 31, "f": 1.5, "g": None, "h": True,
+                    "i": "2001-12-14", "j": "80", "k": "80"}
+
+
+def test_anchors_aliases_and_merge_keys_keep_positions() -> None:
+    text = "base: &b\n  x: 1\n  y: 2\nsvc:\n  <<: *b\n  y: 3\nlist:\n- *b\n"
+    data, diags, positions = load(text)
+    assert diags == []
+    assert data == {"base": {"x": 1, "y": 2}, "svc": {"x": 1, "y": 3}, "list": [{"x": 1, "y": 2}]}
+    assert positions.value(("svc", "y")).line == 6  # type: ignore[attr-defined]
+    assert positions.value(("svc", "x")).line == 2  # merged from the anchor: where it is written
+    assert positions.value(("list", 0, "y")).line == 3  # type: ignore[attr-defined]
+
+
+def test_merge_of_several_mappings_earlier_wins() -> None:
+    data, diags, _ = load("a: &a {k: 1, m: 1}\nb: &b {k: 2, n: 2}\nc:\n  <<: [*a, *b]\n  z: 0\n")
+    assert diags == []
+    assert data["c"] == {"z": 0, "k": 1, "m": 1, "n": 2}  # type: ignore[index]
+
+
+def test_duplicate_keys_are_errors_at_the_second_key() -> None:
+    _, diags, _ = load("a: 1\nb: 2\na: 3\n")
+    assert diags == ["3:1 E006"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (b"", "1:1 E003"),
+    (b"# a comment\n", "1:1 E003"),
+    (b"a:\n\tb: 1\n", "2:1 E004"),
+    (b"a: [1, 2\n", "2:1 E005"),
+    (b"a: 1\n---\nb: 2\n", "2:1 E010"),
+    (b"a: \xff\n", "1:4 E002"),
+    (b"\xfe\xff\x00a", "1:1 E002"),
+    (b"a: \x00\n", "1:4 E002"),
+    (b"a: *nowhere\n", "1:4 E008"),
+    (b"a: &x [*x]\n", "1:8 E008"),
+    (b"a: !custom x\n", "1:4 E012"),
+])
+def test_bad_input_is_a_positioned_diagnostic(text: bytes, expected: str) -> None:
+    data, diags, _ = load(text)
+    assert data is None
+    assert expected in diags
+
+
+def test_collection_keys_are_reported_and_skipped() -> None:
+    data, diags, _ = load("? {a: 1}\n: 2\nb: 3\n")
+    assert diags == ["1:3 E011"]
+    assert data == {"b": 3}
+
+
+def test_bom_is_ignored_with_a_warning() -> None:
+    data, diags, _ = load(b"\xef\xbb\xbfa: 1\n")
+    assert data == {"a": 1}
+    assert diags == ["1:1 W001"]
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    data, diags, _ = load("a: " + "[" * 200_000 + "]" * 200_000)
+    assert data is None and diags and diags[0].endswith("E008")
+
+
+def test_alias_bomb_is_bounded() -> None:
+    levels = ["l0: &l0 [" + ",".join(["x"] * 10) + "]"]
+    levels += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    started = time.perf_counter()
+    data, diags, _ = load("\n".join(levels) + "\n")
+    assert data is None and any(d.endswith("E008") for d in diags)
+    assert time.perf_counter() - started < 5  # a billion nodes would take hours: bounded, not fast-tuned
+
+
+def test_oversized_input_is_refused_before_parsing() -> None:
+    data, diags, _ = load(b"a" * (MAX_SPEC_BYTES + 1))
+    assert data is None and diags == ["1:1 E009"]
