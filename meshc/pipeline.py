@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshc import render
 from meshc.analysis import analyze
@@ -19,6 +19,8 @@ from meshc.validate.structural import check_structure
 @dataclass(frozen=True)
 class BuildOptions:
     config_dir: str = naming.DEFAULT_CONFIG_DIR   # where sidecars find cds/lds (the ConfigMap mount)
+    # SERVICE or SERVICE/VERSION -> HOST[:PORT]: sidecars reached outside Kubernetes DNS (hosts, VMs)
+    envoy_hosts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def check(source: SpecSource) -> Checked:
 
 def emit(mesh: ir.Mesh, options: BuildOptions) -> dict[str, bytes]:
     """Every target's files. Kubernetes ConfigMaps carry the sidecar files, so Envoy goes first."""
-    files = render_files(envoy.emit(mesh, options.config_dir))
+    files = render_files(envoy.emit(mesh, options.config_dir, options.envoy_hosts))
     sidecars = _sidecar_files(mesh, files)
     files |= render_files(kubernetes.emit(mesh, sidecars))
     files |= render_files(etcd.emit(mesh))

@@ -23,7 +23,7 @@ CLUSTER_DOMAIN = "cluster.local"
 LOCAL_APP_CLUSTER = "local_app"
 INBOUND_LISTENER = "inbound"
 STATS_LISTENER = "stats"
-ADMIN_CLUSTER = "admin"
+ADMIN_CLUSTER = "envoy_admin"    # underscore: no service (a DNS label) can take this name
 ENVOY_FILES = ("bootstrap.yaml", "cds.yaml", "lds.yaml")
 BOOTSTRAP_FILE = ENVOY_FILES[0]
 DEFAULT_CONFIG_DIR = "/etc/envoy"
@@ -127,6 +127,12 @@ def app_port_name(protocol: ir.Protocol) -> str:
 def cluster_name(service: str, version: ir.Version | None = None) -> str:
     """One Envoy cluster per called service version (`catalog|v1`), or per service."""
     return service if version is None or version.implicit else f"{service}|{version.name}"
+
+
+def cluster_variant_name(cluster: str, variant: str) -> str:
+    """A second copy of a cluster in one sidecar (`payments|fail_fast`); variants contain `_`, which
+    version names (DNS labels) cannot, so a variant never clashes with a version's cluster."""
+    return f"{cluster}|{variant}"
 
 
 def outbound_listener_name(service: str, local_port: int) -> str:
