@@ -1,12 +1,36 @@
-"""Kubernetes emitter: Namespace, and per deployed service its objects in apply order."""
+"""Kubernetes emitter: the Namespace, every deployed service's objects in apply order (one file per
+service), and the kustomization listing the files, so `kubectl apply -k OUT/kubernetes` works."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from meshc.emit import Documents
+from meshc import kinds, render
+from meshc.emit import Documents, naming
+from meshc.emit.kubernetes import objects
+from meshc.emit.kubernetes.deployment import deployment
+from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
+
+__all__ = ["emit", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
-    raise NotImplementedError("the Kubernetes emitter is being written")
+    """`sidecar_files`: per deployed service, its rendered Envoy files (bootstrap, cds, lds)."""
+    documents: Documents = {naming.NAMESPACE_PATH: [objects.namespace(mesh)]}
+    for service in mesh.deployed_services:
+        documents[naming.kubernetes_path(service.name)] = service_objects(mesh, service, sidecar_files[service.name])
+    documents[naming.KUSTOMIZATION_PATH] = [objects.kustomization(list(documents))]
+    return documents
+
+
+def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
+    bootstrap_hash = render.sha256(sidecar_files[naming.BOOTSTRAP_FILE])[:16]
+    built = [
+        objects.service_account(mesh, service),
+        objects.config_map(mesh, service, sidecar_files),
+        objects.cluster_service(mesh, service),
+        *(objects.headless_service(mesh, service, v) for v in service.versions),
+        *(deployment(mesh, service, v, bootstrap_hash) for v in service.versions),
+    ]
+    return kinds.in_apply_order(built)

@@ -1,0 +1,102 @@
+"""The small Kubernetes objects (Namespace, ServiceAccount, ConfigMap, Services, Kustomization) and
+the metadata every object shares: mesh labels and the config-hash annotation."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+from meshc import kinds, render
+from meshc.emit import naming
+from meshc.resolve import ir
+
+Object = dict[str, Any]
+
+KUSTOMIZATION_API_VERSION = "kustomize.config.k8s.io/v1beta1"
+
+# Service.spec.ports[].appProtocol: IANA names, or the Kubernetes-defined value for HTTP/2
+# without TLS (gRPC runs over it, but meshes and gateways recognise `grpc` by name).
+_APP_PROTOCOL = {
+    ir.Protocol.HTTP: "http",
+    ir.Protocol.HTTP2: "kubernetes.io/h2c",
+    ir.Protocol.GRPC: "grpc",
+    ir.Protocol.TCP: "tcp",
+}
+
+
+def new_object(kind: kinds.Kind, name: str, namespace: str | None, labels: Mapping[str, str]) -> Object:
+    metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata}
+
+
+def with_config_hash(obj: Object) -> Object:
+    """Stamp the hash of the object's desired content, computed before the annotation exists.
+
+    Objects carry no other metadata annotation, so "the object without its config-hash" is the
+    object without `metadata.annotations`; the sync side compares this value, never recomputes it.
+    """
+    obj["metadata"]["annotations"] = {naming.CONFIG_HASH_ANNOTATION: render.content_hash(obj)}
+    return obj
+
+
+def namespace(mesh: ir.Mesh) -> Object:
+    return with_config_hash(new_object(kinds.NAMESPACE, mesh.namespace, None, naming.mesh_labels(mesh)))
+
+
+def service_account(mesh: ir.Mesh, service: ir.Service) -> Object:
+    obj = new_object(kinds.SERVICE_ACCOUNT, naming.service_account_name(service.name), mesh.namespace,
+                     naming.service_labels(mesh, service.name))
+    # Pods never talk to the Kubernetes API; a mounted token would only be something to steal.
+    obj["automountServiceAccountToken"] = False
+    return with_config_hash(obj)
+
+
+def config_map(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> Object:
+    """The sidecar's three files, mounted at the config directory (bootstrap, cds, lds)."""
+    obj = new_object(kinds.CONFIG_MAP, naming.config_map_name(service.name), mesh.namespace,
+                     naming.service_labels(mesh, service.name))
+    obj["data"] = {name: sidecar_files[name].decode("utf-8") for name in naming.ENVOY_FILES}
+    return with_config_hash(obj)
+
+
+def cluster_service(mesh: ir.Mesh, service: ir.Service) -> Object:
+    """The ClusterIP Service on the app's port; traffic enters through the sidecar's inbound port."""
+    obj = new_object(kinds.SERVICE, service.name, mesh.namespace, naming.service_labels(mesh, service.name))
+    obj["spec"] = {
+        "type": "ClusterIP",
+        "selector": naming.service_selector(service.name),
+        "ports": [_service_port(service.protocol, service.port, mesh.proxy.inbound_port)],
+    }
+    return with_config_hash(obj)
+
+
+def headless_service(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> Object:
+    """One version's pod IPs in DNS: what the callers' Envoy clusters (STRICT_DNS) resolve."""
+    obj = new_object(kinds.SERVICE, naming.headless_service_name(service.name, version), mesh.namespace,
+                     naming.version_labels(mesh, service.name, version))
+    obj["spec"] = {
+        "clusterIP": "None",
+        # Only ready pods are published: a pod whose sidecar or app is not ready gets no traffic.
+        "publishNotReadyAddresses": False,
+        "selector": naming.version_selector(service.name, version),
+        "ports": [_service_port(service.protocol, mesh.proxy.inbound_port, mesh.proxy.inbound_port)],
+    }
+    return with_config_hash(obj)
+
+
+def _service_port(protocol: ir.Protocol, port: int, target_port: int) -> dict[str, Any]:
+    return {"name": naming.app_port_name(protocol), "appProtocol": _APP_PROTOCOL[protocol], "protocol": "TCP",
+            "port": port, "targetPort": target_port}
+
+
+def kustomization(paths: list[str]) -> Object:
+    """Lists the generated files, relative to the kustomization, so `kubectl apply -k` takes them all."""
+    root = posixpath.dirname(naming.KUSTOMIZATION_PATH)
+    return {
+        "apiVersion": KUSTOMIZATION_API_VERSION,
+        "kind": "Kustomization",
+        "resources": [posixpath.relpath(path, root) for path in paths],
+    }
