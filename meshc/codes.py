@@ -66,4 +66,10 @@ CODES: dict[str, str] = {
     "W302": "a caller's timeout is shorter than what its callee may take",
     "W303": "the call graph has a cycle",
     "W304": "a service nobody calls is not declared an entry point",
+    # E4xx: editing mesh.yaml in place (meshc set-weights)
+    "E401": "set-weights names a service that does not exist",
+    "E402": "set-weights names a version the service does not have",
+    "E403": "set-weights on a service that declares no versions",
+    "E404": "a set-weights argument is not VERSION=WEIGHT with a weight from 0 to 100",
+    "E405": "a weight cannot be edited in place (shared through a YAML anchor or alias)",
 }
