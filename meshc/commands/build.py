@@ -17,16 +17,41 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (replaced atomically)")
     parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
                         help=f"where sidecars read cds/lds (default {DEFAULT_CONFIG_DIR}, the ConfigMap mount); "
-                        "set it for Envoy on hosts or VMs")
+                        "set it for Envoy on hosts or VMs; {service} in DIR becomes each sidecar's name")
+    parser.add_argument("--envoy-host", action="append", default=[], type=_envoy_host,
+                        metavar="SERVICE[/VERSION]=HOST[:PORT]",
+                        help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
+                        "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
     add_format_argument(parser)
+
+
+def _envoy_host(text: str) -> tuple[str, str]:
+    from meshc.emit.envoy.hosts import parse_host
+
+    key, sep, host = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"'{text}' is not SERVICE[/VERSION]=HOST[:PORT]")
+    try:
+        parse_host(host)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return key, host
 
 
 def run(args: argparse.Namespace) -> int:
     from meshc.bundle import BundleWriteError, write_bundle
     from meshc.pipeline import BuildOptions, compile
 
-    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir))
+    hosts = dict(args.envoy_host)
+    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
     report(compiled.diagnostics, args)
+    if compiled.checked.mesh is not None and hosts:
+        from meshc.emit.envoy.hosts import unknown_host_keys
+
+        unknown = unknown_host_keys(compiled.checked.mesh, hosts)
+        if unknown:
+            sys.stderr.write(f"meshc: error: --envoy-host names no deployed service or version: {', '.join(unknown)}\n")
+            return EXIT_USAGE
     if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
         sys.stderr.write(f"meshc: build failed; {args.output} was not changed\n")
         return EXIT_INVALID
