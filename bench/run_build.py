@@ -1,0 +1,323 @@
+"""The build benchmark: `meshc build` wall time and peak RSS per mesh size, next to the floor.
+
+For each N (default 10, 100, 1,000, 10,000) it generates a mesh (bench/gen_mesh.py), builds it with
+the real `meshc build` in a subprocess (best of k runs into an output directory that does not exist
+yet; peak RSS of the child from wait4), measures the floor in the same run (bench/floor.py: libyaml
+parse + writing the same files), times `meshc validate` on a small spec with its import profile, and
+optionally the Jsonnet and KCL baselines (bench/baselines/). Prints a table, checks the targets and
+writes JSON to bench/results/.
+
+    python -m bench.run_build                      # N = 10, 100, 1000, 10000
+    python -m bench.run_build --sizes 10 100 --repeat 3 --no-validate
+    python -m bench.run_build --baselines          # also Jsonnet and KCL at N=1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):     # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import floor, gen_mesh  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SMALL_SPEC = ROOT / "examples" / "shop" / "mesh.yaml"
+DEFAULT_SIZES = (10, 100, 1000, 10_000)
+
+# Targets (issue: build benchmark). Seconds, ratios and KiB.
+TARGET_1K_SECONDS = 1.5
+TARGET_FLOOR_RATIO = 2.0
+TARGET_10K_RSS_KIB = 1024 * 1024
+TARGET_GROWTH = 12.0
+TARGET_VALIDATE_SECONDS = 0.3
+TARGET_BASELINE_SPEEDUP = 4.0
+HEAVY_MODULES = ("kubernetes", "pydantic", "git", "jsonschema", "ruamel", "rich", "etcd3gw", "prometheus_client",
+                 "yaml", "orjson")
+
+
+@dataclass
+class ProcessRun:
+    seconds: float
+    max_rss_kib: int
+    returncode: int
+    stderr: str
+
+
+@dataclass
+class SizeResult:
+    n: int
+    spec_bytes: int
+    spec_lines: int
+    files: int
+    output_bytes: int
+    meshc_seconds: float
+    meshc_runs: list[float]
+    meshc_max_rss_kib: int
+    floor_seconds: float
+    floor_parse_seconds: float
+    floor_write_seconds: float
+    ratio: float
+
+
+@dataclass
+class ValidateResult:
+    spec: str
+    seconds: float
+    runs: list[float]
+    max_rss_kib: int
+    top_imports: list[dict[str, Any]]
+    heavy_imported: list[dict[str, Any]]
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    sizes: list[SizeResult] = field(default_factory=list)
+    validate: ValidateResult | None = None
+    baselines: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def meshc_command() -> list[str]:
+    """The installed `meshc` script beside this interpreter (no pyenv shim), else `python -m meshc.cli`."""
+    script = Path(sys.executable).parent / "meshc"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "meshc.cli"]
+
+
+def run_process(argv: list[str], env: dict[str, str] | None = None) -> ProcessRun:
+    """Wall time and the child's own peak RSS (wait4 reports it per child, in KiB on Linux)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert child.stderr is not None
+    # Read stderr before waiting so a chatty child cannot block on a full pipe.
+    err = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    child.stderr.close()
+    return ProcessRun(seconds, int(usage.ru_maxrss), child.returncode, err.decode(errors="replace"))
+
+
+def build_once(spec: Path, out: Path) -> ProcessRun:
+    if out.exists():
+        shutil.rmtree(out)
+    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out)])
+    if run.returncode != 0:
+        raise RuntimeError(f"meshc build {spec} failed ({run.returncode}):\n{run.stderr[-4000:]}")
+    return run
+
+
+def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
+    spec = work / f"mesh-{n}.yaml"
+    text = gen_mesh.generate(n, seed)
+    spec.write_text(text, encoding="utf-8")
+    out = work / f"out-{n}"
+    runs = [build_once(spec, out) for _ in range(repeat)]
+    reference = floor.read_tree(out)
+    floor_run = floor.measure(spec, out, repeat=repeat, scratch=work)
+    best = min(r.seconds for r in runs)
+    shutil.rmtree(out)
+    return SizeResult(
+        n=n, spec_bytes=len(text.encode()), spec_lines=text.count("\n"), files=len(reference),
+        output_bytes=sum(len(d) for d in reference.values()), meshc_seconds=best,
+        meshc_runs=[round(r.seconds, 4) for r in runs], meshc_max_rss_kib=max(r.max_rss_kib for r in runs),
+        floor_seconds=floor_run.seconds, floor_parse_seconds=floor_run.parse_seconds,
+        floor_write_seconds=floor_run.write_seconds, ratio=best / floor_run.seconds,
+    )
+
+
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
+
+
+def import_profile(stderr: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """From `python -X importtime` output: the costliest imports below the top level, and for each
+    heavy package seen, its own cost and the chain of meshc modules that pulled it in."""
+    rows: list[tuple[int, str, int, int]] = []     # indent, module, self us, cumulative us
+    for line in stderr.splitlines():
+        match = _IMPORT_LINE.match(line)
+        if match:
+            rows.append((len(match[3]), match[4], int(match[1]), int(match[2])))
+    # importtime prints children before their parent: a row's parent is the next row less indented.
+    parents: list[int | None] = []
+    for i, (indent, *_rest) in enumerate(rows):
+        parents.append(next((j for j in range(i + 1, len(rows)) if rows[j][0] < indent), None))
+
+    def chain(i: int) -> list[str]:
+        names = []
+        parent = parents[i]
+        while parent is not None:
+            names.append(rows[parent][1])
+            parent = parents[parent]
+        return names
+
+    top = sorted(({"module": m, "cumulative_ms": round(c / 1000, 1), "self_ms": round(s / 1000, 1),
+                   "imported_by": chain(i)[:4]}
+                  for i, (indent, m, s, c) in enumerate(rows) if indent <= 3 and not m.startswith("encodings")),
+                 key=lambda item: -item["cumulative_ms"])
+    # A package's cost: every row of it whose parent is outside it (pydantic v2 imports lazily, so
+    # `pydantic` itself is cheap and the cost shows under pydantic.main, pydantic_core, ...).
+    heavy: dict[str, dict[str, Any]] = {}
+    for i, (_, module, _, cumulative) in enumerate(rows):
+        package = module.split(".")[0].removesuffix("_core")
+        parent = parents[i]
+        if package not in HEAVY_MODULES or (parent is not None and
+                                            rows[parent][1].split(".")[0].removesuffix("_core") == package):
+            continue
+        entry = heavy.setdefault(package, {"module": package, "cumulative_ms": 0.0, "imported_by": chain(i)})
+        entry["cumulative_ms"] = round(entry["cumulative_ms"] + cumulative / 1000, 1)
+    return top[:15], sorted(heavy.values(), key=lambda item: -item["cumulative_ms"])
+
+
+def measure_validate(spec: Path, repeat: int) -> ValidateResult:
+    runs = [run_process([*meshc_command(), "validate", str(spec)]) for _ in range(max(repeat, 5))]
+    for run in runs:
+        if run.returncode != 0:
+            raise RuntimeError(f"meshc validate {spec} failed:\n{run.stderr}")
+    profiled = run_process([sys.executable, "-X", "importtime", "-m", "meshc.cli", "validate", str(spec)])
+    top, heavy = import_profile(profiled.stderr)
+    return ValidateResult(str(spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec),
+                          min(r.seconds for r in runs), [round(r.seconds, 4) for r in runs],
+                          max(r.max_rss_kib for r in runs), top, heavy)
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+def check(report: Report, name: str, value: float | None, limit: float, unit: str = "") -> None:
+    ok = value is not None and value <= limit
+    report.checks.append({"check": name, "value": value, "limit": limit, "unit": unit, "ok": ok})
+
+
+def check_targets(report: Report) -> None:
+    by_n = {r.n: r for r in report.sizes}
+    if 1000 in by_n:
+        check(report, "N=1,000 build time", by_n[1000].meshc_seconds, TARGET_1K_SECONDS, "s")
+        check(report, "N=1,000 meshc/floor", by_n[1000].ratio, TARGET_FLOOR_RATIO, "x")
+    if 10_000 in by_n:
+        check(report, "N=10,000 meshc/floor", by_n[10_000].ratio, TARGET_FLOOR_RATIO, "x")
+        check(report, "N=10,000 peak RSS", by_n[10_000].meshc_max_rss_kib / 1024, TARGET_10K_RSS_KIB / 1024, "MiB")
+    if 1000 in by_n and 10_000 in by_n:
+        check(report, "growth 10k/1k", by_n[10_000].meshc_seconds / by_n[1000].meshc_seconds, TARGET_GROWTH, "x")
+    if report.validate is not None:
+        check(report, "validate small spec", report.validate.seconds, TARGET_VALIDATE_SECONDS, "s")
+    for baseline in report.baselines:
+        if baseline.get("seconds"):
+            # The target is a speedup of at least 4x; checked as baseline/meshc >= 4, i.e. its inverse <= 1/4.
+            ratio = baseline["meshc_seconds"] / baseline["seconds"]
+            check(report, f"{baseline['name']} speedup (inverse: meshc/baseline)", ratio,
+                  1 / TARGET_BASELINE_SPEEDUP, "x")
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "meshc"], capture_output=True,
+                           text=True).stdout.strip()
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "processor": _cpu_model(), "commit": commit, "meshc_tree_dirty": bool(dirty),
+            "command": " ".join([Path(sys.executable).name, *sys.argv])}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def print_table(report: Report) -> None:
+    print(f"machine: {report.machine['cpus']} cpus, {report.machine['processor']}, Python {report.machine['python']}, "
+          f"commit {report.machine['commit']}{' (meshc/ modified)' if report.machine['meshc_tree_dirty'] else ''}")
+    print(f"{'N':>7} {'spec KB':>8} {'files':>6} {'out MB':>7} {'meshc s':>8} {'floor s':>8} {'ratio':>6} "
+          f"{'RSS MiB':>8}")
+    for r in report.sizes:
+        print(f"{r.n:>7} {r.spec_bytes / 1024:>8.0f} {r.files:>6} {r.output_bytes / 1e6:>7.1f} {r.meshc_seconds:>8.3f} "
+              f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f}")
+    if report.validate:
+        v = report.validate
+        print(f"\nmeshc validate {v.spec}: {v.seconds:.3f} s, {v.max_rss_kib / 1024:.0f} MiB")
+        print("  heavy packages imported (python -X importtime; cumulative, and who pulled them in):")
+        for item in v.heavy_imported:
+            print(f"    {item['module']:<18} {item['cumulative_ms']:>7.1f} ms  <- {' <- '.join(item['imported_by'])}")
+        print("  costliest imports near the top:")
+        for item in v.top_imports[:10]:
+            print(f"    {item['module']:<40} {item['cumulative_ms']:>7.1f} ms  <- {' <- '.join(item['imported_by'])}")
+    for b in report.baselines:
+        if b.get("seconds"):
+            print(f"\nbaseline {b['name']} ({b['implementation']}), N={b['n']}: {b['seconds']:.3f} s "
+                  f"({b['objects']} objects, {b['bytes'] / 1e6:.1f} MB, {b['byte_ratio']:.2f}x meshc's bytes); "
+                  f"meshc {b['meshc_seconds']:.3f} s -> speedup {b['seconds'] / b['meshc_seconds']:.1f}x")
+        else:
+            print(f"\nbaseline {b['name']}: not measured: {b.get('error')}")
+    print()
+    for c in report.checks:
+        value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
+        print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {value} {c['unit']} (limit {c['limit']:.3f})")
+
+
+def write_json(report: Report, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = directory / f"build-{stamp}.json"
+    text = json.dumps(asdict(report), indent=2) + "\n"
+    path.write_text(text)
+    (directory / "build-latest.json").write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="time meshc build against the floor; check the targets")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="values of N")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per N below 10,000; the best is kept")
+    parser.add_argument("--repeat-large", type=int, default=3, help="runs for N >= 10,000")
+    parser.add_argument("--no-validate", action="store_true", help="skip the small-spec validate timing")
+    parser.add_argument("--baselines", action="store_true", help="also time the Jsonnet and KCL programs")
+    parser.add_argument("--baseline-n", type=int, default=1000)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="meshc-bench-", dir=args.workdir))
+    report = Report(machine=machine())
+    try:
+        for n in args.sizes:
+            repeat = args.repeat_large if n >= 10_000 else args.repeat
+            report.sizes.append(measure_size(n, args.seed, repeat, work))
+            r = report.sizes[-1]
+            print(f"N={n}: meshc {r.meshc_seconds:.3f} s, floor {r.floor_seconds:.3f} s", file=sys.stderr)
+        if not args.no_validate:
+            report.validate = measure_validate(SMALL_SPEC, args.repeat)
+        if args.baselines:
+            from bench.baselines import run as baselines
+
+            report.baselines = baselines.measure_all(args.baseline_n, args.seed, args.repeat, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    check_targets(report)
+    print_table(report)
+    path = write_json(report, args.results)
+    print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return 0 if all(c["ok"] for c in report.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""`FakeKubeAPI`: the Kubernetes API server test double, served over HTTP on a loopback port.
+
+The HTTP plumbing and the test hooks (fault injection, delays, the request log) live here; routing
+lives in `routes.py` and what each verb does to objects in `store.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.k8sapi import catalog, errors
+from tests.k8sapi.label_selectors import SelectorError
+from tests.k8sapi.routes import READ_METHODS, Request, Response, route
+from tests.k8sapi.store import Store
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+    status: int
+    field_manager: str = ""
+    injected: bool = False  # answered by `fail_next`, never reached the store
+    changed: bool = False  # the store committed a change (resourceVersion moved)
+
+
+@dataclass
+class Rule:
+    """A fault or a delay for the next `remaining` matching requests."""
+    remaining: int
+    methods: frozenset[str] | None
+    path_contains: str | None
+    status: int = 500
+    message: str = ""
+    seconds: float = 0.0
+    retry_after: int | None = None
+
+    def matches(self, request: Request) -> bool:
+        return ((self.methods is None or request.method in self.methods)
+                and (self.path_contains is None or self.path_contains in request.path))
+
+
+class FakeKubeAPI:
+    """A stateful stand-in for kube-apiserver; `start()` it, point a kubeconfig at it, `stop()` it."""
+
+    def __init__(self, seed_namespace_contents: bool = True) -> None:
+        self.store = Store(seed_namespace_contents=seed_namespace_contents)
+        self.internal_errors: list[str] = []
+        self._log: list[RequestRecord] = []
+        self._faults: list[Rule] = []
+        self._delays: list[Rule] = []
+        self._hooks_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-kube-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake Kubernetes API is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def write_kubeconfig(self, path: Path | str) -> Path:
+        path = Path(path)
+        path.write_text(kubeconfig_text(self.url))
+        return path
+
+    # ---- test hooks ---------------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 500, methods: set[str] | None = None,
+                  path_contains: str | None = None, message: str | None = None,
+                  retry_after: int | None = None) -> None:
+        """Answer the next `n` matching requests with a Status failure instead of serving them.
+
+        `retry_after` adds the Retry-After header the server sends with 429s; note that urllib3
+        then retries 429/503 by itself, sleeping that many seconds.
+        """
+        text = message or f"injected failure ({status}) by the test"
+        rule = Rule(n, _methods(methods), path_contains, status=status, message=text, retry_after=retry_after)
+        with self._hooks_lock:
+            self._faults.append(rule)
+
+    def delay_next(self, n: int = 1, seconds: float = 0.5, methods: set[str] | None = None,
+                   path_contains: str | None = None) -> None:
+        with self._hooks_lock:
+            self._delays.append(Rule(n, _methods(methods), path_contains, seconds=seconds))
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._hooks_lock:
+            return list(self._log)
+
+    def writes(self) -> list[RequestRecord]:
+        """Every request that asked to change something (all methods but GET/HEAD)."""
+        return [record for record in self.requests if record.method not in READ_METHODS]
+
+    def reset_log(self) -> None:
+        with self._hooks_lock:
+            self._log.clear()
+
+    def store_get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+        """An object as stored, by resource plural, `plural.group` or kind; None when absent."""
+        return self.store.peek(catalog.lookup(resource), namespace, name)
+
+    def store_list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        listing = self.store.list_objects(catalog.lookup(resource), namespace, {})
+        return [{"apiVersion": listing["apiVersion"], "kind": listing["kind"][:-4], **item}
+                for item in listing["items"]]
+
+    # ---- serving ------------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        self._wait_if_delayed(request)
+        response = self._injected_failure(request)
+        if response is None:
+            response = self._served(request)
+        record = RequestRecord(request.method, request.path, dict(request.query), request.content_type,
+                               response.code, request.field_manager if request.method not in READ_METHODS else "",
+                               response.injected, response.changed)
+        with self._hooks_lock:
+            self._log.append(record)
+        return response
+
+    def _wait_if_delayed(self, request: Request) -> None:
+        rule = self._take(self._delays, request)
+        if rule is not None:
+            time.sleep(rule.seconds)
+
+    def _injected_failure(self, request: Request) -> Response | None:
+        rule = self._take(self._faults, request)
+        if rule is None:
+            return None
+        status = errors.from_code(rule.status, rule.message).status()
+        if rule.retry_after is None:
+            return Response(rule.status, status, injected=True)
+        status.setdefault("details", {})["retryAfterSeconds"] = rule.retry_after
+        return Response(rule.status, status, injected=True, headers={"Retry-After": str(rule.retry_after)})
+
+    def _take(self, rules: list[Rule], request: Request) -> Rule | None:
+        with self._hooks_lock:
+            for rule in rules:
+                if rule.matches(request):
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        rules.remove(rule)
+                    return rule
+        return None
+
+    def _served(self, request: Request) -> Response:
+        try:
+            return route(self.store, request, self.url.split("//", 1)[1])
+        except errors.ApiError as error:
+            return Response(error.code, error.status())
+        except SelectorError as error:
+            return Response(400, errors.bad_request(str(error)).status())
+        except Exception as error:  # noqa: BLE001 - a bug in the double: answer as the server would, keep the trace
+            self.internal_errors.append(traceback.format_exc())
+            return Response(500, errors.from_code(500, f"test double failure: {error!r}").status())
+
+def _methods(methods: set[str] | None) -> frozenset[str] | None:
+    return frozenset(m.upper() for m in methods) if methods else None
+
+
+def kubeconfig_text(url: str) -> str:
+    return (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: meshc-test\n  cluster:\n    server: {url}\n"
+        "contexts:\n- name: meshc-test\n  context:\n    cluster: meshc-test\n    user: meshc-test\n"
+        "    namespace: default\n"
+        "current-context: meshc-test\n"
+        "users:\n- name: meshc-test\n  user:\n    token: test-double-token\n"
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], api: FakeKubeAPI) -> None:
+        self.api = api
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def close_connections(self) -> None:
+        """Drop kept-alive client connections so their handler threads end with the server."""
+        with self.connections_lock:
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.connections.clear()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as urllib3 pools expect
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; don't stall on ACKs
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
+        request = Request(self.command, unquote(url.path), query, self.headers.get("Content-Type", ""), body,
+                          self.headers.get("User-Agent", ""))
+        response = self.server.api.handle(request)
+        payload = json.dumps(response.body).encode()
+        self.send_response(response.code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
