@@ -8,6 +8,7 @@ nobody calls. Each check is one function; ANALYSES lists them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from meshc.diagnostics import Diagnostic, warning
 from meshc.resolve import ir
@@ -22,10 +23,37 @@ def _edges(mesh: ir.Mesh) -> Iterator[Edge]:
             yield service, upstream
 
 
+def _http(upstream: ir.Upstream) -> bool:
+    """Route policies (timeout, retries) exist only for HTTP-family callees; tcp is proxied as bytes."""
+    return upstream.protocol is not ir.Protocol.TCP
+
+
+def tries(upstream: ir.Upstream) -> int:
+    """How many times one request through this edge may reach the callee: 1 + retries."""
+    return 1 + (upstream.retries.attempts if upstream.retries and _http(upstream) else 0)
+
+
+def backoff_worst_ms(retries: ir.RetryPolicy) -> int:
+    """The longest Envoy may pause between tries, summed: retry n waits up to (2^n - 1) x base, capped."""
+    if retries.backoff is None:
+        return 0
+    base, cap = retries.backoff.base_interval_ms, retries.backoff.max_interval_ms
+    return sum(min((2 ** n - 1) * base, cap) for n in range(1, retries.attempts + 1))
+
+
+def worst_wait_ms(upstream: ir.Upstream) -> int:
+    """The longest a caller waits on this edge: its route timeout, or less when every try is bounded."""
+    retries = upstream.retries
+    if retries is None or retries.per_try_timeout_ms is None:
+        return upstream.timeout_ms
+    bounded = tries(upstream) * retries.per_try_timeout_ms + backoff_worst_ms(retries)
+    return min(upstream.timeout_ms, bounded)
+
+
 def retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     for service, upstream in _edges(mesh):
         retries = upstream.retries
-        if retries is None or retries.per_try_timeout_ms is None:
+        if retries is None or retries.per_try_timeout_ms is None or not _http(upstream):
             continue
         tries = retries.attempts + 1
         needed = retries.per_try_timeout_ms * tries
@@ -102,8 +130,17 @@ def cycles(mesh: ir.Mesh) -> Iterator[Diagnostic]:
                       "have no bound", first.span)
 
 
-def retry_amplification(mesh: ir.Mesh) -> Iterator[Diagnostic]:
-    """Worst case attempts reaching each service: the max over paths of prod(1 + retries) per hop."""
+@dataclass(frozen=True, slots=True)
+class Amplification:
+    """The worst case number of attempts reaching a service per request, and the path that causes it."""
+
+    factor: int
+    path: tuple[str, ...]          # from a service nobody upstream retries into, to this one
+    last_hop: ir.Upstream | None   # the edge into this service on that path
+
+
+def amplification(mesh: ir.Mesh) -> dict[str, Amplification]:
+    """Per service: the max over call paths of prod(1 + retries) per hop (services on cycles excluded)."""
     in_cycle = {name for component in _cyclic(mesh) for name in component}
     services = {s.name: s for s in mesh.services}
     factor = {name: 1 for name in services}
@@ -112,18 +149,20 @@ def retry_amplification(mesh: ir.Mesh) -> Iterator[Diagnostic]:
         for upstream in services[name].upstreams:
             if upstream.service in in_cycle:
                 continue
-            tries = 1 + (upstream.retries.attempts if upstream.retries else 0)
-            if factor[name] * tries > factor[upstream.service]:
-                factor[upstream.service] = factor[name] * tries
+            if factor[name] * tries(upstream) > factor[upstream.service]:
+                factor[upstream.service] = factor[name] * tries(upstream)
                 best[upstream.service] = (services[name], upstream)
+    return {name: Amplification(factor[name], tuple(_path_to(name, best)), (best[name] or (None, None))[1])
+            for name in sorted(services) if name not in in_cycle}
+
+
+def retry_amplification(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     budget = mesh.analysis.max_retry_amplification
-    for name in sorted(factor):
-        edge = best[name]
-        if factor[name] > budget and edge is not None:
-            path = _path_to(name, best)
-            yield warning("W301", f"retry amplification: {' -> '.join(path)} reaches '{name}' up to "
-                          f"{factor[name]} times per request (budget {budget}, spec.analysis."
-                          "maxRetryAmplification)", edge[1].span,
+    for name, worst in amplification(mesh).items():
+        if worst.factor > budget and worst.last_hop is not None:
+            yield warning("W301", f"retry amplification: {' -> '.join(worst.path)} reaches '{name}' up to "
+                          f"{worst.factor} times per request (budget {budget}, spec.analysis."
+                          "maxRetryAmplification)", worst.last_hop.span,
                           hint="retry at one layer only, or lower attempts along the path")
 
 
@@ -165,16 +204,28 @@ def timeout_budgets(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     services = {s.name: s for s in mesh.services}
     for service, upstream in _edges(mesh):
         callee = services[upstream.service]
-        if not callee.upstreams or upstream.protocol is ir.Protocol.TCP:
+        downstream = [u for u in callee.upstreams if _http(u)]
+        if not downstream or not _http(upstream):
             continue
-        slowest = max(callee.upstreams, key=lambda u: u.timeout_ms)
+        slowest = max(downstream, key=worst_wait_ms)
         retries = upstream.retries
         budget = retries.per_try_timeout_ms if retries and retries.per_try_timeout_ms else upstream.timeout_ms
-        if budget < slowest.timeout_ms:
+        if budget < worst_wait_ms(slowest):
             what = "per-try timeout" if retries and retries.per_try_timeout_ms else "timeout"
             yield warning("W302", f"{service.name} -> {callee.name}: {what} {fmt(budget)} is shorter than the "
-                          f"{fmt(slowest.timeout_ms)} '{callee.name}' may wait on '{slowest.service}' (its timeout, "
-                          "retries included): the caller gives up while the callee still works", upstream.span)
+                          f"{fmt(worst_wait_ms(slowest))} '{callee.name}' may wait on '{slowest.service}' "
+                          f"({_wait_reason(slowest)}): the caller gives up while the callee still works",
+                          upstream.span, hint=f"give {service.name} -> {callee.name} more time, or let "
+                          f"{callee.name} -> {slowest.service} give up sooner")
+
+
+def _wait_reason(upstream: ir.Upstream) -> str:
+    retries = upstream.retries
+    if retries is None or retries.per_try_timeout_ms is None or worst_wait_ms(upstream) == upstream.timeout_ms:
+        return "its route timeout, retries included"
+    backoff = backoff_worst_ms(retries)
+    pauses = f" + backoff up to {fmt(backoff)}" if backoff else ""
+    return f"{tries(upstream)} tries x perTryTimeout {fmt(retries.per_try_timeout_ms)}{pauses}"
 
 
 def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:

@@ -1,0 +1,1 @@
+"""Review tools: what a change to mesh.yaml means (diff), a picture of the mesh (graph), weight edits."""
