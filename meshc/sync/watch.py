@@ -1,0 +1,470 @@
+"""The GitOps sync loop behind `meshc watch`: poll a branch, compile each new commit, apply the plan.
+
+One pass: poll the branch head; a commit not seen before is verified (signatures, optional),
+read and compiled. An invalid or refused commit is reported once and never applied: the last
+good bundle stays the desired state. Then the desired bundle is synced (plan every target, apply
+only what differs): a new commit is applied, an applied one is re-planned so drift made by others
+is corrected (or only reported, with drift correction off). Transient target failures retry with
+capped exponential backoff; with a leader lock only its holder applies.
+
+The loop never imports the compiler: the CLI hands it `compile_fn`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from meshc.bundle import Bundle
+from meshc.diagnostics import Diagnostic, MeshcError
+from meshc.load.source import SpecSource
+from meshc.sync.backoff import Backoff
+from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, sync_once
+from meshc.sync.target import Action, PermanentError, Plan, Target, TransientError
+from meshc.sync.watch_lock import LeaderLock
+from meshc.sync.watch_log import StatusLog, seconds
+from meshc.sync.watch_source import Commit, GitSource, SignatureError, SourceError
+
+CompileFn = Callable[[SpecSource], tuple[Sequence[Diagnostic], Bundle | None]]
+SyncFn = Callable[..., SyncReport]
+LockFactory = Callable[[str], LeaderLock]
+
+LISTED_CHANGES = 10          # changes named one per line in a text status line; the rest are counted
+ONCE_TRANSIENT_RETRIES = 5   # `--once` retries transient failures this often before giving up
+
+
+class Result(StrEnum):
+    """What one pass did; the first five are the `result` label of meshc_sync_total."""
+
+    APPLIED = "applied"      # wrote to a target: a new commit, or drift corrected
+    NOOP = "noop"            # planned, nothing to write
+    INVALID = "invalid"      # the new commit does not compile; nothing written
+    FAILED = "failed"        # a target (or the Git source) failed
+    REFUSED = "refused"      # the commit is not trusted, or its plan trips a prune guard
+    STANDBY = "standby"      # another replica holds the lock
+    WAITING = "waiting"      # no valid commit seen yet
+    STOPPED = "stopped"      # asked to stop before the apply began
+
+
+class MetricsSink(Protocol):
+    """What the loop reports to (meshc.sync.metrics.SyncMetrics in production)."""
+
+    def record_pass(self, result: str, seconds: float | None = None) -> None: ...
+    def record_writes(self, per_target: dict[str, int]) -> None: ...
+    def record_applied(self, revision: str, mesh: str) -> None: ...
+    def set_drifted(self, count: int) -> None: ...
+    def set_leader(self, leader: bool) -> None: ...
+    def source_error(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    spec_path: str = "mesh.yaml"
+    interval: float = 5.0
+    drift_correction: bool = True
+    prune_limit: int = DEFAULT_PRUNE_LIMIT
+    allow_prune_all: bool = False
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    gnupg_home: str | None = None         # verify commit signatures against this keyring when set
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The newest commit that compiled: what the targets should look like."""
+
+    commit: Commit
+    bundle: Bundle
+
+    @property
+    def mesh(self) -> str:
+        return str(self.bundle.manifest.get("mesh", ""))
+
+    @property
+    def etcd_prefix(self) -> str | None:
+        try:
+            prefix = self.bundle.etcd_seed().get("prefix")
+        except KeyError:
+            return None
+        return str(prefix) if prefix else None
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    result: Result
+    retry_in: float | None = None    # a transient failure: try again after this many seconds
+
+
+@dataclass
+class _Seen:
+    """What the loop remembers between passes."""
+
+    head: Commit | None = None               # the branch head last evaluated
+    desired: Desired | None = None
+    applied: str | None = None               # sha of the commit all targets were last synced to
+    leader: bool | None = None
+    refused_logged: str | None = None        # commit whose prune refusal is already reported
+    drift_logged: int = 0                    # drift count last reported (correction off)
+    source_error: str | None = None          # last Git error reported (repeats stay quiet)
+    last_result: Result | None = None
+    history: list[Result] = field(default_factory=list)
+
+
+class Watcher:
+    """Runs passes until stopped. `stop()` is safe from a signal handler or another thread."""
+
+    def __init__(self, source: GitSource, compile_fn: CompileFn, targets: Sequence[Target], options: WatchOptions,
+                 *, log: StatusLog, metrics: MetricsSink | None = None, lock_for: LockFactory | None = None,
+                 sync_fn: SyncFn = sync_once, rng: random.Random | None = None) -> None:
+        self.source = source
+        self.compile_fn = compile_fn
+        self.targets = list(targets)
+        self.options = options
+        self.log = log
+        self.metrics = metrics or NullMetrics()
+        self.sync_fn = sync_fn
+        self.lock: LeaderLock | None = None
+        self._lock_for = lock_for
+        self._backoff = Backoff(options.backoff_base, max(options.backoff_cap, options.backoff_base),
+                                rng=rng or random.Random())
+        self._stop = threading.Event()
+        self.state = _Seen()
+        self.heartbeat = time.monotonic()
+
+    # -- control -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def healthy(self) -> bool:
+        """The loop has started a pass recently (a stuck apply or Git fetch makes this False)."""
+        allowance = 3 * self.options.interval + self.options.backoff_cap + 300
+        return time.monotonic() - self.heartbeat < allowance
+
+    def run(self) -> int:
+        """Pass after pass until stopped; then release the lock. Always 0: failures are reported."""
+        self._announce()
+        try:
+            while not self.stopping:
+                started = time.monotonic()
+                outcome = self.run_pass()
+                wait = outcome.retry_in
+                if wait is None:
+                    wait = max(0.0, self.options.interval - (time.monotonic() - started))
+                self._wait(wait)
+        finally:
+            self.close()
+        return 0
+
+    def run_once(self) -> int:
+        """One pass (transient failures retried a few times): 0 when in sync, 1 otherwise."""
+        self._announce()
+        try:
+            outcome = self.run_pass()
+            for _ in range(ONCE_TRANSIENT_RETRIES):
+                if outcome.retry_in is None or self.stopping:
+                    break
+                self._wait(outcome.retry_in)
+                outcome = self.run_pass()
+        finally:
+            self.close()
+        return 0 if outcome.result in (Result.APPLIED, Result.NOOP, Result.STANDBY) else 1
+
+    def close(self) -> None:
+        if self.lock is not None:
+            was_leader = self.lock.held
+            self.lock.release()
+            if was_leader:
+                self.metrics.set_leader(False)
+                self.log.event("leader", f"released the lock {self.lock.key}", lock=self.lock.key, leader=False)
+        self.source.close()
+        self.log.event("stopped", "watch stopped", applied=self.state.applied)
+        self.log.close()
+
+    # -- one pass ----------------------------------------------------------------------------
+    def run_pass(self) -> PassOutcome:
+        self.heartbeat = time.monotonic()
+        try:
+            outcome = self._pass()
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the loop that keeps the mesh in sync
+            self.log.event("error", f"internal error (please report it): {type(exc).__name__}: {exc}",
+                           error=f"{type(exc).__name__}: {exc}")
+            outcome = PassOutcome(Result.FAILED)
+        self.state.last_result = outcome.result
+        self.state.history.append(outcome.result)
+        del self.state.history[:-100]
+        return outcome
+
+    def _pass(self) -> PassOutcome:
+        polled = self._poll()
+        if polled is not None:
+            return polled
+        desired = self.state.desired
+        if desired is None:
+            if self.state.source_error is not None:
+                return PassOutcome(Result.FAILED)
+            self.log.status(f"waiting for a valid commit on {self.source.branch}")
+            return PassOutcome(Result.WAITING)
+        return self._sync(desired)
+
+    def _poll(self) -> PassOutcome | None:
+        """Look at the branch head; a new commit is evaluated. Returns an outcome if that ends the pass."""
+        try:
+            commit = self.source.poll()
+        except SourceError as exc:
+            self.metrics.source_error()
+            if str(exc) != self.state.source_error:
+                self.log.event("source", f"cannot read {self.source.display}: {exc}; retrying every "
+                               f"{seconds(self.options.interval)}", error=str(exc))
+            self.state.source_error = str(exc)
+            return None
+        if self.state.source_error is not None:
+            self.log.event("source", f"{self.source.display} is readable again")
+            self.state.source_error = None
+        if self.state.head is not None and commit.sha == self.state.head.sha:
+            return None
+        self.state.head = commit
+        return self._evaluate(commit)
+
+    def _evaluate(self, commit: Commit) -> PassOutcome | None:
+        """Verify, read and compile a new commit; it becomes the desired state only if all pass."""
+        if self.options.gnupg_home is not None:
+            try:
+                self.source.verify_signature(commit, self.options.gnupg_home)
+            except SignatureError as exc:
+                return self._reject(commit, Result.REFUSED, f"not applied: {exc}", reason=str(exc))
+        started = time.monotonic()
+        try:
+            spec = self.source.read_spec(commit, self.options.spec_path)
+        except MeshcError as exc:
+            return self._reject(commit, Result.INVALID, "not applied: the spec cannot be read",
+                                diagnostics=exc.diagnostics)
+        diagnostics, bundle = self.compile_fn(spec)
+        if bundle is None:
+            errors = [d for d in diagnostics if d.is_error] or list(diagnostics)
+            return self._reject(commit, Result.INVALID, f"not applied: {len(errors)} error"
+                                f"{'s' * (len(errors) != 1)} in {self.options.spec_path}", diagnostics=errors,
+                                compile_s=round(time.monotonic() - started, 3))
+        self.state.desired = Desired(commit, bundle)
+        return None
+
+    def _reject(self, commit: Commit, result: Result, message: str, *, diagnostics: Sequence[Diagnostic] = (),
+                **fields: Any) -> PassOutcome:
+        kept = self.state.desired.commit.short if self.state.desired else None
+        suffix = f"; {kept} stays applied" if kept else ""
+        self.log.event(result.value, f'{commit.short} "{commit.subject}" {message}{suffix}', diagnostics=diagnostics,
+                       commit=commit.sha, subject=commit.subject, kept=kept, **fields)
+        self.metrics.record_pass(result.value)
+        return PassOutcome(result)
+
+    # -- syncing -----------------------------------------------------------------------------
+    def _sync(self, desired: Desired) -> PassOutcome:
+        new = desired.commit.sha != self.state.applied
+        dry_run = not new and not self.options.drift_correction
+        if not self._lead(desired):
+            self.log.status(f"standing by: another replica holds the lock ({desired.commit.short} is desired)")
+            return PassOutcome(Result.STANDBY)
+        if self.stopping:
+            return PassOutcome(Result.STOPPED)
+        if new:
+            self.log.status(f"applying {desired.commit.short} \"{desired.commit.subject}\"")
+        started = time.monotonic()
+        try:
+            report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
+                                  prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all)
+        except PruneRefused as exc:
+            return self._refused(desired, exc, time.monotonic() - started)
+        except TransientError as exc:
+            return self._failed(desired, exc, time.monotonic() - started, transient=True)
+        except PermanentError as exc:
+            return self._failed(desired, exc, time.monotonic() - started, transient=False)
+        duration = time.monotonic() - started
+        self._backoff.reset()
+        if dry_run:
+            return self._drift_reported(desired, report, duration)
+        return self._synced(desired, report, duration, new)
+
+    def _lead(self, desired: Desired) -> bool:
+        """True when this replica may apply: there is no lock, or it holds it."""
+        if self._lock_for is None:
+            if self.state.leader is None:
+                self.state.leader = True
+                self.metrics.set_leader(True)
+            return True
+        if self.lock is None:
+            prefix = desired.etcd_prefix
+            if prefix is None:
+                raise PermanentError("leader election needs the mesh's etcd prefix, and the bundle has none")
+            self.lock = self._lock_for(prefix)
+        held = self.lock.ensure()
+        if held != self.state.leader:
+            self.state.leader = held
+            self.metrics.set_leader(held)
+            if held:
+                self.log.event("leader", f"holds the lock {self.lock.key}; this replica applies",
+                               lock=self.lock.key, leader=True, identity=self.lock.identity)
+            else:
+                why = f" ({self.lock.last_error})" if self.lock.last_error else " (another replica holds it)"
+                self.log.event("leader", f"standing by: not the holder of {self.lock.key}{why}",
+                               lock=self.lock.key, leader=False, identity=self.lock.identity,
+                               error=self.lock.last_error)
+        return held
+
+    def _synced(self, desired: Desired, report: SyncReport, duration: float, new: bool) -> PassOutcome:
+        commit = desired.commit
+        writes = {r.target: r.write_requests for r in report.results}
+        self.metrics.record_writes(writes)
+        changed = report.changed
+        result = Result.APPLIED if changed else Result.NOOP
+        self.metrics.record_pass(result.value, duration)
+        self.metrics.record_applied(commit.sha, desired.mesh)
+        self.state.applied = commit.sha
+        self.state.refused_logged = None
+        fields = _report_fields(report, duration)
+        if new:
+            what = _summary(report.plans) if changed else "nothing to change"
+            self.log.event(result.value, f'{commit.short} "{commit.subject}": {what} '
+                           f"({report.write_requests} writes, {seconds(duration)})",
+                           lines=_listing(report.plans), commit=commit.sha, subject=commit.subject, **fields)
+            self.metrics.set_drifted(0)
+        elif changed:
+            drifted = sum(len(p.content_writes) for p in report.plans)
+            self.metrics.set_drifted(drifted)
+            self.log.event("drift", f"{commit.short}: corrected {drifted} drifted object{'s' * (drifted != 1)}: "
+                           f"{_summary(report.plans)} ({report.write_requests} writes, {seconds(duration)})",
+                           lines=_listing(report.plans), commit=commit.sha, drifted=drifted, **fields)
+        else:
+            self.metrics.set_drifted(0)
+        self.log.status(f"in sync at {commit.short} \"{commit.subject}\" (checked in {seconds(duration)})")
+        return PassOutcome(result)
+
+    def _drift_reported(self, desired: Desired, report: SyncReport, duration: float) -> PassOutcome:
+        """Drift correction is off: count what drifted, say so when the count changes, write nothing."""
+        drifted = sum(len(p.content_writes) for p in report.plans)
+        self.metrics.set_drifted(drifted)
+        self.metrics.record_pass(Result.NOOP.value, duration)
+        if drifted != self.state.drift_logged:
+            self.state.drift_logged = drifted
+            message = (f"{desired.commit.short}: {drifted} object{'s' * (drifted != 1)} drifted, not corrected "
+                       f"(drift correction is off): {_summary(report.plans)}"
+                       if drifted else f"{desired.commit.short}: no drift left")
+            self.log.event("drift", message, lines=_listing(report.plans), commit=desired.commit.sha, drifted=drifted, corrected=False,
+                           **_report_fields(report, duration))
+        return PassOutcome(Result.NOOP)
+
+    def _refused(self, desired: Desired, exc: PruneRefused, duration: float) -> PassOutcome:
+        self.metrics.record_pass(Result.REFUSED.value, duration)
+        if self.state.refused_logged != desired.commit.sha:
+            self.state.refused_logged = desired.commit.sha
+            commit = desired.commit
+            self.log.event("refused", f'{commit.short} "{commit.subject}" not applied: ' + "; ".join(exc.reasons),
+                           commit=commit.sha, subject=commit.subject, reasons=exc.reasons)
+        return PassOutcome(Result.REFUSED)
+
+    def _failed(self, desired: Desired, exc: Exception, duration: float, *, transient: bool) -> PassOutcome:
+        self.metrics.record_pass(Result.FAILED.value, duration)
+        commit = desired.commit
+        retry_in = self._backoff.next_delay() if transient else None
+        when = seconds(retry_in) if retry_in is not None else seconds(self.options.interval)
+        kind = "transient" if transient else "permanent"
+        self.log.event("failed", f"{commit.short} \"{commit.subject}\": {exc} ({kind}; retry in {when})",
+                       commit=commit.sha, subject=commit.subject, error=str(exc), transient=transient,
+                       retry_in_s=round(retry_in, 3) if retry_in is not None else self.options.interval,
+                       attempt=self._backoff.attempt if transient else None)
+        return PassOutcome(Result.FAILED, retry_in)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _announce(self) -> None:
+        targets = ", ".join(t.name for t in self.targets)
+        self.log.event("watching", f"{self.source.display} branch {self.source.branch}, {self.options.spec_path}, "
+                       f"every {seconds(self.options.interval)} -> {targets or 'no target'}"
+                       + ("" if self.options.drift_correction else " (drift correction off)"),
+                       repo=self.source.display, branch=self.source.branch, path=self.options.spec_path,
+                       interval_s=self.options.interval, targets=[t.name for t in self.targets],
+                       drift_correction=self.options.drift_correction,
+                       verify_signatures=self.options.gnupg_home is not None)
+
+    def _wait(self, delay: float) -> None:
+        """Sleep until the next pass or a stop; on a terminal, count down on the live line."""
+        deadline = time.monotonic() + delay
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.log.live and left >= 1:
+                self.log.status(self._live_text(left))
+            self._stop.wait(min(left, 1.0) if self.log.live else left)
+
+    def _live_text(self, left: float) -> str:
+        desired, result = self.state.desired, self.state.last_result
+        where = f"at {desired.commit.short}" if desired else "no valid commit yet"
+        return f"{where} ({result.value if result else 'starting'}); next check in {left:.0f}s"
+
+
+class NullMetrics:
+    """Metrics that go nowhere (watch without --metrics-addr, and tests that do not look)."""
+
+    def record_pass(self, result: str, seconds: float | None = None) -> None:
+        pass
+
+    def record_writes(self, per_target: dict[str, int]) -> None:
+        pass
+
+    def record_applied(self, revision: str, mesh: str) -> None:
+        pass
+
+    def set_drifted(self, count: int) -> None:
+        pass
+
+    def set_leader(self, leader: bool) -> None:
+        pass
+
+    def source_error(self) -> None:
+        pass
+
+
+def _counts(plan: Plan) -> dict[str, int]:
+    return {action.value: plan.count(action) for action in (Action.CREATE, Action.UPDATE, Action.DELETE)
+            if plan.count(action)}
+
+
+def _summary(plans: Sequence[Plan]) -> str:
+    """`kubernetes 2 updated, 1 created; etcd 1 updated` (targets with nothing to do left out)."""
+    words = {"create": "created", "update": "updated", "delete": "deleted"}
+    parts = []
+    for plan in plans:
+        counts = _counts(plan)
+        if counts:
+            parts.append(f"{plan.target} " + ", ".join(f"{n} {words[a]}" for a, n in counts.items()))
+    return "; ".join(parts) or "nothing to change"
+
+
+def _listing(plans: Sequence[Plan]) -> list[str]:
+    """The changed objects, one line each (text log only), up to LISTED_CHANGES."""
+    changes = [(plan.target, c) for plan in plans for c in plan.content_writes]
+    lines = [f"{c.action.value:<6} {target}: {c.key}" + (f" ({c.detail})" if c.detail else "")
+             for target, c in changes[:LISTED_CHANGES]]
+    if len(changes) > LISTED_CHANGES:
+        lines.append(f"... and {len(changes) - LISTED_CHANGES} more")
+    return lines
+
+
+def _report_fields(report: SyncReport, duration: float) -> dict[str, Any]:
+    """The json facts of a sync: per-target counts and writes, the changed keys, the time."""
+    writes = {r.target: r.write_requests for r in report.results}
+    return {
+        "targets": {plan.target: {**_counts(plan), "writes": writes.get(plan.target, 0)} for plan in report.plans},
+        "changes": [{"target": plan.target, "action": c.action.value, "key": c.key, "detail": c.detail or None}
+                    for plan in report.plans for c in plan.content_writes][:200],
+        "writes": report.write_requests,
+        "duration_s": round(duration, 3),
+        "dry_run": report.dry_run or None,
+    }

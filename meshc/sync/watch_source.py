@@ -1,0 +1,189 @@
+"""Where `meshc watch` finds commits: a local repository, or a bare mirror of a remote URL.
+
+A local repository is read through its object database only (refs and objects), never its work
+tree: whatever is checked out or edited there does not matter. A remote URL is mirrored into a
+bare repository in a cache directory and fetched on every poll. gitpython is imported lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshc.diagnostics import MeshcError
+from meshc.load.git import GitSpecReader
+from meshc.load.source import SpecSource
+
+FETCH_TIMEOUT = 120.0
+# Git must never stop to ask for a password or read the user's config that could sign or rewrite.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_REMOTE_URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)")
+
+
+class SourceError(Exception):
+    """The repository cannot be read or fetched right now (network, auth, missing branch)."""
+
+
+class SignatureError(Exception):
+    """A commit is not signed by a key of the trusted keyring."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    sha: str
+    subject: str
+
+    @property
+    def short(self) -> str:
+        return self.sha[:7]
+
+
+def redact(text: str) -> str:
+    """Hide `user:token@` in URLs: credentials never reach logs, status or errors."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+
+
+def is_remote(location: str) -> bool:
+    """`https://...`, `ssh://...`, `git@host:org/repo` are remote; an existing path or file:// is too."""
+    if os.path.isdir(location):
+        return False
+    return bool(_REMOTE_URL.match(location))
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "meshc" / "mirrors"
+
+
+class GitSource:
+    """The head of one branch, the commits it names, and the spec blob at each of them."""
+
+    def __init__(self, location: str, branch: str, cache_dir: Path | None = None) -> None:
+        self.location = location
+        self.branch = branch
+        self.remote = is_remote(location)
+        self._cache_dir = cache_dir or default_cache_dir()
+        self._repo_path = self._mirror_path() if self.remote else location
+        self._reader: GitSpecReader | None = None
+        self._repo: Any = None
+
+    @property
+    def display(self) -> str:
+        return redact(self.location)
+
+    @property
+    def repo_path(self) -> str:
+        """The repository actually read: the local path, or the bare mirror of the URL."""
+        return str(self._repo_path)
+
+    # -- polling -----------------------------------------------------------------------------
+    def poll(self) -> Commit:
+        """Fetch (for a URL) and return the commit the branch names now."""
+        if self.remote:
+            self._fetch()
+        reader = self._open()
+        try:
+            sha = reader.resolve(f"refs/heads/{self.branch}")
+        except MeshcError:
+            raise SourceError(f"branch {self.branch} not found in {self.display}") from None
+        return Commit(sha, self._subject(sha))
+
+    def read_spec(self, commit: Commit, spec_path: str) -> SpecSource:
+        """The spec blob at a commit; raises MeshcError (with diagnostics) when it is not there."""
+        return self._open().read(commit.sha, spec_path)
+
+    def verify_signature(self, commit: Commit, gnupg_home: str) -> None:
+        """`git verify-commit` with the trusted keyring; raises SignatureError when it fails."""
+        import git
+
+        repo = self._git_repo()
+        env = {**_GIT_ENV, "GNUPGHOME": gnupg_home}
+        try:
+            repo.git.verify_commit("--raw", commit.sha, env=env)
+        except git.GitCommandError as exc:
+            raise SignatureError(_signature_problem(str(exc.stderr or ""))) from None
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    # -- internals ---------------------------------------------------------------------------
+    def _open(self) -> GitSpecReader:
+        if self._reader is None:
+            if self.remote and not (Path(self._repo_path) / "HEAD").exists():
+                self._fetch()
+            self._reader = GitSpecReader(str(self._repo_path))
+        return self._reader
+
+    def _git_repo(self) -> Any:
+        if self._repo is None:
+            import git
+
+            self._open()  # creates the mirror if needed, and reports a bad path as MeshcError
+            self._repo = git.Repo(self.repo_path, search_parent_directories=False)
+        return self._repo
+
+    def _subject(self, sha: str) -> str:
+        message = str(self._git_repo().commit(sha).message)
+        return message.strip().splitlines()[0] if message.strip() else ""
+
+    def _mirror_path(self) -> Path:
+        digest = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        tail = re.sub(r"[^A-Za-z0-9._-]", "_", self.location.rstrip("/").rsplit("/", 1)[-1])[:40]
+        return self._cache_dir / f"{tail}-{digest}.git"
+
+    def _fetch(self) -> None:
+        """Bring the mirror's branch to the remote's, creating the bare mirror on first use."""
+        mirror = Path(self._repo_path)
+        if not (mirror / "HEAD").exists():
+            self._init_mirror(mirror)
+        refspec = f"+refs/heads/{self.branch}:refs/heads/{self.branch}"
+        self._git(["--git-dir", str(mirror), "fetch", "--quiet", "--no-tags", "--prune", self.location, refspec])
+
+    def _init_mirror(self, mirror: Path) -> None:
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{mirror.name}.", dir=mirror.parent))
+        try:
+            self._git(["init", "--quiet", "--bare", str(staging)])
+            os.rename(staging, mirror)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _git(self, argv: list[str]) -> None:
+        env = {**os.environ, **_GIT_ENV}
+        try:
+            subprocess.run(["git", *argv], env=env, capture_output=True, text=True,
+                           timeout=FETCH_TIMEOUT, check=True, stdin=subprocess.DEVNULL)
+        except subprocess.CalledProcessError as exc:
+            raise SourceError(f"git fetch from {self.display} failed: {redact(exc.stderr.strip())}") from None
+        except subprocess.TimeoutExpired:
+            raise SourceError(f"git fetch from {self.display} timed out after {FETCH_TIMEOUT:.0f}s") from None
+        except OSError as exc:
+            raise SourceError(f"cannot run git: {exc.strerror}") from None
+
+
+def _signature_problem(stderr: str) -> str:
+    """The line of gpg's status that says what is wrong, in words a person can act on."""
+    if not stderr.strip():
+        return "the commit is not signed"
+    for token, reason in (("NO_PUBKEY", "signed by a key that is not in the trusted keyring"),
+                          ("BADSIG", "the signature does not match the commit (BADSIG)"),
+                          ("EXPKEYSIG", "signed by an expired key"),
+                          ("REVKEYSIG", "signed by a revoked key"),
+                          ("ERRSIG", "the signature cannot be checked")):
+        if token in stderr:
+            return reason
+    return stderr.strip().splitlines()[-1]
