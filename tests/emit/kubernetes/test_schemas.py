@@ -1,0 +1,80 @@
+"""Every generated Kubernetes object validates strictly against the real OpenAPI schemas.
+
+Versions: the oldest and the newest Kubernetes minor that kubernetes-validate bundles; a further
+test walks every bundled minor in between for one rich mesh.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from meshc.bundle import Bundle
+from meshc.emit import kubernetes, naming
+from meshc.load import SpecSource, read_spec_file
+from meshc.pipeline import compile
+from tests.emit.kubernetes import schemas
+from tests.emit.kubernetes.meshes import EXAMPLES, ROOT, fake_sidecars, mesh_from_yaml
+from tests.emit.kubernetes.test_emit import PROTOCOLS
+
+VERSIONS = schemas.oldest_and_newest()
+
+
+def build(source: SpecSource) -> Bundle:
+    compiled = compile(source)
+    assert compiled.bundle is not None, [str(d) for d in compiled.diagnostics]
+    return compiled.bundle
+
+
+@pytest.fixture(scope="module", params=EXAMPLES)
+def example_bundle(request: pytest.FixtureRequest) -> Bundle:
+    return build(read_spec_file(str(ROOT / "examples" / request.param / "mesh.yaml")))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_object_of_every_example_is_schema_valid(example_bundle: Bundle, version: str) -> None:
+    objects = list(example_bundle.kubernetes_objects())
+    assert {o["kind"] for o in objects} == {"Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    problems = [problem for obj in objects for problem in schemas.errors(obj, version)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("version", schemas.bundled_versions())
+def test_every_protocol_and_option_is_schema_valid_on_every_bundled_version(version: str) -> None:
+    bundle = build(SpecSource("mesh.yaml", PROTOCOLS.encode()))
+    problems = [problem for obj in bundle.kubernetes_objects() for problem in schemas.errors(obj, version)]
+    assert problems == []
+
+
+def test_the_cached_validators_agree_with_kubernetes_validate() -> None:
+    mesh = mesh_from_yaml(PROTOCOLS)
+    documents = kubernetes.emit(mesh, fake_sidecars(mesh))
+    objects = [o for path, docs in documents.items() if path != naming.KUSTOMIZATION_PATH for o in docs]
+    for obj in objects:
+        for version in VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)   # raises on any violation
+            assert schemas.errors(obj, version) == []
+    broken = _with_unknown_container_field(next(o for o in objects if o["kind"] == "Deployment"))
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+    assert schemas.errors(broken, VERSIONS[-1]) != []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_strict_schemas_catch_what_a_typo_would_do(version: str) -> None:
+    mesh = mesh_from_yaml(PROTOCOLS)
+    deployment = kubernetes.emit(mesh, fake_sidecars(mesh))[naming.kubernetes_path("edge")][-1]
+    assert schemas.errors(deployment, version) == []
+    assert schemas.errors(_with_unknown_container_field(deployment), version)
+    wrong_type = copy.deepcopy(deployment)
+    wrong_type["spec"]["replicas"] = "two"
+    assert schemas.errors(wrong_type, version)
+
+
+def _with_unknown_container_field(deployment: dict[str, Any]) -> dict[str, Any]:
+    broken = copy.deepcopy(deployment)
+    broken["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFileSystem"] = True   # note the capital S
+    return broken
