@@ -132,8 +132,13 @@ def _decode(source: SpecSource) -> tuple[str | None, list[Diagnostic]]:
     return text, notes
 
 
+_MAYBE_NOT_STRING = frozenset("0123456789+-.~nNtTfF")
+
+
 def resolve_plain_scalar(value: str) -> Any:
     """YAML 1.2 core schema resolution of an unquoted scalar."""
+    if value and value[0] not in _MAYBE_NOT_STRING:
+        return value  # the common case (names, images, policies) decided by one character
     if _NULL.match(value):
         return None
     if _TRUE.match(value):
@@ -252,13 +257,18 @@ class _Builder:
         return root[0] if root else None
 
     def _event(self, event: Any) -> None:
-        if isinstance(event, yaml.ScalarEvent):
-            self._node(self._scalar(event), event)
-        elif isinstance(event, yaml.AliasEvent):
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            frame = self.stack[-1]
+            if frame.key_pending and isinstance(frame.container, dict):
+                self._take_key(frame, event)
+            else:
+                self._node(self._scalar(event), event)
+        elif kind is yaml.AliasEvent:
             self._alias(event)
-        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             self._open(event)
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             self._close()
 
     # -- scalars and keys ------------------------------------------------------------------
@@ -326,9 +336,8 @@ class _Builder:
         return frame.path + (len(frame.container),)
 
     def _node(self, value: Any, event: Any) -> None:
+        """Place a scalar value (keys never reach here: _event routes them to _take_key)."""
         frame = self.stack[-1]
-        if isinstance(frame.container, dict) and self._take_key(frame, event):
-            return
         path = self._child_path(frame)
         start = len(self.entries)
         self.entries.append((path, False, event.start_mark.line + 1, event.start_mark.column + 1))
