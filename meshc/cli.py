@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from meshc import __version__
-from meshc.commands.common import EXIT_USAGE
+from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
 from meshc.diagnostics import MeshcError
 from meshc.report import emit_diagnostics
 
@@ -76,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_USAGE
+    except Exception as exc:  # a bug: say so plainly; MESHC_DEBUG=1 shows the traceback
+        if os.environ.get("MESHC_DEBUG"):
+            raise
+        sys.stderr.write(f"meshc: internal error: {type(exc).__name__}: {exc}\n"
+                         "meshc: this is a bug in meshc; rerun with MESHC_DEBUG=1 for details\n")
+        return EXIT_INVALID
 
 
 if __name__ == "__main__":

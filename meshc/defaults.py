@@ -13,6 +13,7 @@ BACKOFF_BASE_MS = 25
 BACKOFF_MAX_FACTOR = 10           # Envoy's default max_interval is 10x base_interval
 REPLICAS = 1
 IMPLICIT_VERSION = "default"
+ENVOY_CONFIG_DIR = "/etc/envoy"  # where the sidecar ConfigMap is mounted
 
 OUTLIER_CONSECUTIVE_5XX = 5
 OUTLIER_INTERVAL_MS = 10_000

@@ -9,7 +9,7 @@ from meshc import render
 from meshc.analysis import analyze
 from meshc.bundle import Bundle, make_bundle, render_files
 from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
-from meshc.emit import envoy, etcd, kubernetes, naming
+from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
 from meshc.resolve import ir, resolve
 from meshc.validate.semantic import check_semantics
@@ -64,6 +64,8 @@ def check(source: SpecSource) -> Checked:
 
 def emit(mesh: ir.Mesh, options: BuildOptions) -> dict[str, bytes]:
     """Every target's files. Kubernetes ConfigMaps carry the sidecar files, so Envoy goes first."""
+    from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
+
     files = render_files(envoy.emit(mesh, options.config_dir, options.envoy_hosts))
     sidecars = _sidecar_files(mesh, files)
     files |= render_files(kubernetes.emit(mesh, sidecars))

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_format_argument, add_spec_argument, failed, read_source, report
-from meshc.emit.naming import DEFAULT_CONFIG_DIR
+from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
 
 NAME = "build"
 HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"

@@ -6,6 +6,7 @@ clusters and listeners, etcd keys, output paths, labels); nothing else spells th
 
 from __future__ import annotations
 
+from meshc.defaults import ENVOY_CONFIG_DIR
 from meshc.resolve import ir
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -26,7 +27,7 @@ STATS_LISTENER = "stats"
 ADMIN_CLUSTER = "envoy_admin"    # underscore: no service (a DNS label) can take this name
 ENVOY_FILES = ("bootstrap.yaml", "cds.yaml", "lds.yaml")
 BOOTSTRAP_FILE = ENVOY_FILES[0]
-DEFAULT_CONFIG_DIR = "/etc/envoy"
+DEFAULT_CONFIG_DIR = ENVOY_CONFIG_DIR
 # What the sidecar's stats listener serves (the Envoy bootstrap routes them; Kubernetes probes
 # and scrapes them): readiness, and metrics for Prometheus.
 SIDECAR_READY_PATH = "/ready"
