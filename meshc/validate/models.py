@@ -13,7 +13,18 @@ from typing import Annotated, Any, Literal
 
 from dataclasses import dataclass
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
@@ -45,7 +56,7 @@ Name = Annotated[
     AfterValidator(_dns_label),
     WithJsonSchema({"type": "string", "pattern": _DNS_LABEL_PATTERN, "maxLength": 63}),
 ]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ class HashOn(Model):
     """What a hash load balancer hashes: one request header, or the caller's address."""
 
     header: Annotated[str, Field(pattern=_HEADER_NAME_PATTERN, max_length=256)] | None = None
-    source_ip: bool | None = Field(default=None, alias="sourceIp")
+    source_ip: StrictBool | None = Field(default=None, alias="sourceIp")
 
 
 def _policy_name_to_mapping(value: object) -> object:
@@ -142,33 +153,33 @@ class Backoff(Model):
 
 
 class Retries(Model):
-    attempts: Annotated[int, Field(ge=0, le=10)] | None = None
+    attempts: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
     per_try_timeout: Timeout | None = None
     retry_on: Annotated[list[str], Field(min_length=1)] | None = None
     backoff: Backoff | None = None
 
 
 class OutlierDetection(Model):
-    consecutive_5xx: Annotated[int, Field(ge=1, le=1000)] | None = Field(default=None, alias="consecutive5xx")
-    consecutive_gateway_failure: Annotated[int, Field(ge=1, le=1000)] | None = None
+    consecutive_5xx: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(default=None, alias="consecutive5xx")
+    consecutive_gateway_failure: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
     interval: Interval | None = None
     base_ejection_time: Interval | None = None
-    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    max_ejection_percent: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
 
 
 class CircuitBreaker(Model):
-    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    max_pending_requests: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    max_requests: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    max_retries: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    max_connections: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    max_pending_requests: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
+    max_requests: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    max_retries: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
 
 
 class HealthCheck(Model):
     path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=1024)]
     interval: Interval = Field(default=5000, json_schema_extra={"default": "5s"})
     timeout: Timeout = Field(default=1000, json_schema_extra={"default": "1s"})
-    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
-    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    healthy_threshold: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    unhealthy_threshold: Annotated[StrictInt, Field(ge=1, le=100)] = 3
 
 
 # --- workloads ------------------------------------------------------------------------------
@@ -191,21 +202,21 @@ class Protocol(StrEnum):
 
 
 Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
-Replicas = Annotated[int, Field(ge=0, le=10_000)]
+Replicas = Annotated[StrictInt, Field(ge=0, le=10_000)]
 
 
 class Version(Model):
     name: Name
     image: Image | None = None
     replicas: Replicas | None = None
-    weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    weight: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
     resources: Resources | None = None
 
 
 class Endpoint(Model):
     address: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
     port: Port
-    weight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    weight: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
 
 
 class Upstream(Model):
@@ -268,7 +279,7 @@ class Defaults(Model):
 class Analysis(Model):
     """Budgets for the call-graph analysis (retry amplification, entry points)."""
 
-    max_retry_amplification: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    max_retry_amplification: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 10
     entry_points: list[Name] | None = None
 
 
