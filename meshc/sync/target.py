@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from meshc.bundle import Bundle
 
@@ -23,6 +24,9 @@ class Change:
     action: Action
     key: str              # e.g. "apps/v1 Deployment shop/catalog-v1", "/meshc/shop/services/catalog", "envoy/x/cds.yaml"
     detail: str = ""      # a short human reason ("config-hash 1a2b -> 3c4d", "drift: spec.replicas")
+    # True for records of the sync itself (etcd `<prefix>/revision`, the directory's manifest.json):
+    # they are written together with content changes, never alone, so a no-op commit writes nothing.
+    bookkeeping: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,31 @@ class Plan:
     changes: tuple[Change, ...]
     revision: str | None = None                   # the commit being applied, if known
     state_token: str | None = None                # what the plan was made against (etcd revision, ...)
+    # Applying would remove everything of the mesh's services this target holds now, or delete
+    # something that takes everything with it (a Namespace): the engine refuses without consent.
+    empties: bool = False
+    # What the target itself needs to carry the plan out (e.g. etcd mod revisions it saw); not shown.
+    context: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def writes(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.action is not Action.UNCHANGED)
 
     @property
+    def content_writes(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.writes if not c.bookkeeping)
+
+    @property
+    def deletes(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action is Action.DELETE)
+
+    @property
     def empty(self) -> bool:
-        return not self.writes
+        """Nothing but (at most) bookkeeping would change: applying the plan writes nothing."""
+        return not self.content_writes
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action and not c.bookkeeping)
 
 
 @dataclass
@@ -48,11 +69,22 @@ class ApplyResult:
     write_requests: int = 0                       # requests that changed (or tried to change) live state
 
 
-class TransientError(Exception):
+class SyncError(Exception):
+    """A target could not be read or written."""
+
+    partial: ApplyResult | None = None    # what the failing apply had done before the error
+    status: int | None = None             # the API's status code, when the error is an answer
+
+
+class TransientError(SyncError):
     """The target failed in a way that retrying later can fix (5xx, 409, timeouts, etcd down)."""
 
 
-class PermanentError(Exception):
+class StalePlan(TransientError):
+    """Live state moved between plan and apply (a concurrent writer): plan again, never clobber."""
+
+
+class PermanentError(SyncError):
     """Retrying will not help (bad credentials, forbidden, refused prune) until something changes."""
 
 
@@ -64,5 +96,13 @@ class Target(Protocol):
         ...
 
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
-        """Carry out a plan made by this target. Raises TransientError/PermanentError."""
+        """Carry out a plan made by this target: creates and updates in order, then prunes.
+
+        Raises TransientError (StalePlan when live state moved since the plan) or PermanentError;
+        what was done before the error stays done, and the next plan starts from there.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
         ...

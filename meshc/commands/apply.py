@@ -1,0 +1,67 @@
+"""`meshc apply [SPEC] [targets] [--dry-run]`: one sync: plan every target, then apply the plans.
+
+Nothing is written unless the spec compiles and every target could be planned; prunes beyond
+the guards are refused (exit 1, nothing written). Exit codes: 0 applied (or nothing to do),
+1 invalid spec or a failed/refused sync, 2 usage or I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
+from meshc.commands.sync_common import (
+    add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, compile_bundle, open_targets,
+    sync_failure,
+)
+
+NAME = "apply"
+HELP = "sync the compiled mesh to Kubernetes, etcd and/or a directory, changing only what differs"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_spec_argument(parser)
+    add_target_arguments(parser)
+    add_prune_arguments(parser)
+    add_build_arguments(parser)
+    add_format_argument(parser)
+    parser.add_argument("--dry-run", action="store_true", help="plan only: print what would change, write nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from meshc.sync.engine import PruneRefused, sync_once
+    from meshc.sync.output import plan_summary, plan_text, report_json, report_summary, result_text
+    from meshc.sync.target import SyncError
+
+    targets = open_targets(args)
+    try:
+        bundle = compile_bundle(args)
+        if bundle is None:
+            return EXIT_INVALID
+        try:
+            report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
+                               allow_prune_all=args.allow_prune_all)
+        except PruneRefused as refused:
+            if args.format == "text":
+                sys.stdout.write(plan_text(refused.plans))
+            for reason in refused.reasons:
+                sys.stderr.write(f"meshc: error: refusing to prune: {reason}\n")
+            sys.stderr.write("meshc: nothing was written\n")
+            return EXIT_INVALID
+        except SyncError as error:
+            if error.partial is not None and error.partial.applied and args.format == "text":
+                sys.stdout.write(result_text([error.partial]))
+            return sync_failure(error)
+    finally:
+        close_targets(targets)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(report_json(report), indent=2) + "\n")
+    elif args.dry_run:
+        sys.stdout.write(plan_text(report.plans))
+        sys.stdout.write(f"dry run: {plan_summary(report.plans)}\n")
+    else:
+        sys.stdout.write(result_text(report.results))
+        sys.stdout.write(report_summary(report) + "\n")
+    return EXIT_OK

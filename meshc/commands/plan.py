@@ -1,0 +1,61 @@
+"""`meshc plan [SPEC] [targets]`: what `apply` would change on each target; changes nothing.
+
+Exit codes: 0 (the plan was made), 1 (the spec does not compile, or a target failed), 2 (usage or
+I/O). With --detailed-exitcode: 0 means nothing would change and 3 that changes are pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
+from meshc.commands.sync_common import (
+    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, compile_bundle,
+    open_targets, sync_failure,
+)
+
+NAME = "plan"
+HELP = "show what apply would change on each target (Kubernetes, etcd, a directory)"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_spec_argument(parser)
+    add_target_arguments(parser)
+    add_prune_arguments(parser)
+    add_build_arguments(parser)
+    add_format_argument(parser)
+    parser.add_argument("--show-unchanged", action="store_true", help="list unchanged objects too")
+    parser.add_argument("--detailed-exitcode", action="store_true",
+                        help=f"exit {EXIT_CHANGES} when changes are pending, 0 when there are none")
+
+
+def run(args: argparse.Namespace) -> int:
+    from meshc.sync.engine import plan_targets, prune_refusals
+    from meshc.sync.output import plan_summary, plan_text, plans_json, sync_would_write
+    from meshc.sync.target import SyncError
+
+    targets = open_targets(args)
+    try:
+        bundle = compile_bundle(args)
+        if bundle is None:
+            return EXIT_INVALID
+        try:
+            plans = plan_targets(bundle, targets)
+        except SyncError as error:
+            return sync_failure(error)
+    finally:
+        close_targets(targets)
+    refusals = prune_refusals(plans, prune_limit=args.prune_limit, allow_prune_all=args.allow_prune_all)
+    if args.format == "json":
+        document = plans_json(plans, show_unchanged=args.show_unchanged) | {"refusals": refusals}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        sys.stdout.write(plan_text(plans, show_unchanged=args.show_unchanged))
+        sys.stdout.write(plan_summary(plans) + "\n")
+        for reason in refusals:
+            sys.stderr.write(f"meshc: warning: apply would refuse: {reason}\n")
+    if args.detailed_exitcode and sync_would_write(plans):
+        return EXIT_CHANGES
+    return EXIT_OK

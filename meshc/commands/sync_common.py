@@ -1,0 +1,128 @@
+"""What the sync verbs (plan, apply, watch) share: target flags, prune flags, opening targets.
+
+targets: --kubeconfig FILE [--context NAME] | --in-cluster | --etcd URL | --output DIR, any combination.
+Targets are applied in the order directory, kubernetes, etcd: etcd's `<prefix>/revision` is
+written last, so it names a commit only once everything else holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
+from meshc.bundle import Bundle
+from meshc.diagnostics import Diagnostic, MeshcError, Severity
+from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
+from meshc.sync.target import PermanentError, SyncError, Target, TransientError
+
+EXIT_CHANGES = 3   # `plan --detailed-exitcode`: changes pending (2 is taken by usage/IO errors)
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("targets (any combination)")
+    group.add_argument("--kubeconfig", metavar="FILE", help="sync Kubernetes objects to the cluster of this kubeconfig")
+    group.add_argument("--context", metavar="NAME", help="kubeconfig context (default: its current context)")
+    group.add_argument("--in-cluster", action="store_true",
+                       help="sync Kubernetes objects using the pod's service account")
+    group.add_argument("--etcd", metavar="URL", help="sync service records to etcd, e.g. http://127.0.0.1:2379")
+    group.add_argument("--etcd-ca", metavar="FILE", help="CA certificate to verify an https etcd")
+    group.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd")
+    group.add_argument("--etcd-key", metavar="FILE", help="client key for etcd")
+    group.add_argument("--output", metavar="DIR", help="keep DIR equal to the compiled files (Envoy on plain hosts)")
+    group.add_argument("--no-drift", dest="detect_drift", action="store_false",
+                       help="trust config hashes only; do not compare live fields meshc sets")
+
+
+def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pruning")
+    group.add_argument("--prune-limit", type=_non_negative, default=DEFAULT_PRUNE_LIMIT, metavar="N",
+                       help=f"refuse to delete more than N objects per target at once (default {DEFAULT_PRUNE_LIMIT})")
+    group.add_argument("--allow-prune-all", action="store_true",
+                       help="allow deleting everything the mesh has on a target, or more than --prune-limit")
+
+
+def has_targets(args: argparse.Namespace) -> bool:
+    return bool(args.kubeconfig or args.in_cluster or args.etcd or args.output)
+
+
+def open_targets(args: argparse.Namespace) -> list[Target]:
+    """The targets the flags name, in apply order. Raises MeshcError (exit 2) for bad target flags."""
+    if not has_targets(args):
+        raise usage_error("no target: pass --kubeconfig FILE, --in-cluster, --etcd URL and/or --output DIR")
+    if args.context and not args.kubeconfig:
+        raise usage_error("--context needs --kubeconfig FILE")
+    if args.kubeconfig and args.in_cluster:
+        raise usage_error("--kubeconfig and --in-cluster exclude each other")
+    targets: list[Target] = []
+    try:
+        if args.output:
+            from meshc.sync.directory import DirectoryTarget
+
+            targets.append(DirectoryTarget(args.output))
+        if args.kubeconfig or args.in_cluster:
+            from meshc.sync.kubernetes import KubernetesTarget
+
+            targets.append(KubernetesTarget.from_kubeconfig(args.kubeconfig, args.context, in_cluster=args.in_cluster,
+                                                            detect_drift=args.detect_drift))
+        if args.etcd:
+            from meshc.sync.etcd import EtcdTarget
+
+            targets.append(EtcdTarget(args.etcd, ca_cert=args.etcd_ca, cert_cert=args.etcd_cert,
+                                      cert_key=args.etcd_key))
+    except SyncError as error:
+        close_targets(targets)
+        raise usage_error(str(error)) from None
+    return targets
+
+
+def close_targets(targets: list[Target]) -> None:
+    for target in targets:
+        try:
+            target.close()
+        except Exception:   # closing is best effort; the verb's own outcome matters
+            pass
+
+
+def usage_error(message: str) -> MeshcError:
+    return MeshcError([Diagnostic("E001", Severity.ERROR, message)], EXIT_USAGE)
+
+
+def sync_failure(error: SyncError) -> int:
+    """Print a target failure on stderr and return the exit code (1: the operation failed)."""
+    kind = "transient failure, retry later" if isinstance(error, TransientError) else "failed"
+    if isinstance(error, PermanentError) or isinstance(error, TransientError):
+        sys.stderr.write(f"meshc: error: {error} ({kind})\n")
+    else:
+        sys.stderr.write(f"meshc: error: {error}\n")
+    return EXIT_INVALID
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    from meshc.emit.naming import DEFAULT_CONFIG_DIR
+
+    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
+                        help=f"where sidecars read cds/lds (default {DEFAULT_CONFIG_DIR}, the ConfigMap mount)")
+
+
+def compile_bundle(args: argparse.Namespace) -> Bundle | None:
+    """Compile SPEC (or --repo/--rev); diagnostics go to stderr; None when it does not compile."""
+    from meshc.commands.common import failed, read_source, report
+    from meshc.pipeline import BuildOptions, compile
+
+    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir))
+    report(compiled.diagnostics, args)
+    if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
+        sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
+        return None
+    return compiled.bundle

@@ -1,0 +1,121 @@
+"""One sync: plan every target, check the prune guards, then apply; what apply/watch both run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from meshc.bundle import Bundle
+from meshc.sync.target import Action, ApplyResult, PermanentError, Plan, StalePlan, Target
+
+DEFAULT_PRUNE_LIMIT = 20
+MAX_REPLANS = 3   # a target whose live state keeps moving under us is left for the next sync
+
+
+class PruneRefused(PermanentError):
+    """The plan deletes more than allowed; nothing was written."""
+
+    def __init__(self, reasons: Sequence[str], plans: Sequence[Plan]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+        self.plans = list(plans)
+
+
+@dataclass
+class SyncReport:
+    revision: str | None
+    plans: list[Plan]
+    results: list[ApplyResult] = field(default_factory=list)
+    dry_run: bool = False
+    replans: int = 0                  # plans made again because live state moved (etcd txn lost)
+    duration_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """Something was (or, dry run, would be) written."""
+        if self.dry_run:
+            return any(not plan.empty for plan in self.plans)
+        return any(result.applied for result in self.results)
+
+    @property
+    def write_requests(self) -> int:
+        return sum(result.write_requests for result in self.results)
+
+    def result(self, target: str) -> ApplyResult | None:
+        return next((r for r in self.results if r.target == target), None)
+
+
+def bundle_revision(bundle: Bundle, revision: str | None = None) -> str:
+    """What the sync records as applied: the commit, else the spec digest of the bundle."""
+    if revision:
+        return revision
+    source = bundle.manifest.get("source") or {}
+    return str(source.get("revision") or source.get("digest") or "")
+
+
+def plan_targets(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None) -> list[Plan]:
+    """Every target's plan; nothing is written. A target that cannot be read raises."""
+    rev = bundle_revision(bundle, revision)
+    return [target.plan(bundle, revision=rev) for target in targets]
+
+
+def prune_refusals(plans: Sequence[Plan], *, prune_limit: int = DEFAULT_PRUNE_LIMIT,
+                   allow_prune_all: bool = False) -> list[str]:
+    """Why these plans must not be applied as they are; empty when the prune guards pass."""
+    if allow_prune_all:
+        return []
+    reasons = []
+    for plan in plans:
+        deletes = plan.count(Action.DELETE)
+        if plan.empties and deletes:
+            reasons.append(f"{plan.target}: the plan deletes everything the mesh has there ({deletes} to delete); "
+                           "pass --allow-prune-all if that is intended")
+        elif deletes > prune_limit:
+            reasons.append(f"{plan.target}: the plan deletes {deletes} objects, more than --prune-limit "
+                           f"{prune_limit}; raise the limit or pass --allow-prune-all")
+    return reasons
+
+
+def sync_once(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None, dry_run: bool = False,
+              prune_limit: int = DEFAULT_PRUNE_LIMIT, allow_prune_all: bool = False) -> SyncReport:
+    """Plan every target, then (unless dry_run) apply the plans in the order of `targets`.
+
+    Nothing is written unless every target could be planned and the prune guards pass. When the
+    whole sync would change nothing but bookkeeping (a commit that changes no output), nothing is
+    written at all. A target whose live state moved since its plan (StalePlan) is planned again,
+    guards re-checked, at most MAX_REPLANS times. Raises PruneRefused, TransientError or
+    PermanentError; targets applied before an error keep what they applied.
+    """
+    started = time.monotonic()
+    plans = plan_targets(bundle, targets, revision=revision)
+    _check_guards(plans, prune_limit, allow_prune_all)
+    report = SyncReport(bundle_revision(bundle, revision), plans, dry_run=dry_run)
+    if not dry_run and any(not plan.empty for plan in plans):
+        for index, target in enumerate(targets):
+            if plans[index].writes:
+                report.results.append(_apply_with_replans(target, index, bundle, report, prune_limit,
+                                                          allow_prune_all))
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _check_guards(plans: Sequence[Plan], prune_limit: int, allow_prune_all: bool) -> None:
+    reasons = prune_refusals(plans, prune_limit=prune_limit, allow_prune_all=allow_prune_all)
+    if reasons:
+        raise PruneRefused(reasons, plans)
+
+
+def _apply_with_replans(target: Target, index: int, bundle: Bundle, report: SyncReport, prune_limit: int,
+                        allow_prune_all: bool) -> ApplyResult:
+    attempt = 0
+    while True:
+        try:
+            return target.apply(report.plans[index], bundle)
+        except StalePlan:
+            attempt += 1
+            if attempt > MAX_REPLANS:
+                raise
+        report.replans += 1
+        report.plans[index] = target.plan(bundle, revision=report.revision)
+        _check_guards([report.plans[index]], prune_limit, allow_prune_all)

@@ -1,0 +1,104 @@
+"""How plans and sync results read: lines a person scans (`+ create`, `~ update (why)`,
+`- delete`, one summary line) and the JSON shape for machines. Shared by plan, apply and watch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from meshc.sync.engine import SyncReport
+from meshc.sync.target import Action, ApplyResult, Change, Plan
+
+_SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.UNCHANGED: "="}
+_PAST = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DELETE: "deleted"}
+
+
+def sync_would_write(plans: Sequence[Plan]) -> bool:
+    """Bookkeeping is written only along with content: a sync with no content change writes nothing."""
+    return any(not plan.empty for plan in plans)
+
+
+def change_line(change: Change) -> str:
+    detail = f" ({change.detail})" if change.detail else ""
+    return f"  {_SYMBOLS[change.action]} {change.action.value:<9} {change.key}{detail}"
+
+
+def plan_text(plans: Sequence[Plan], *, show_unchanged: bool = False) -> str:
+    """Per target, what applying would do; unchanged objects are only counted."""
+    writes = sync_would_write(plans)
+    blocks = []
+    for plan in plans:
+        shown = [c for c in plan.changes if (c.action is not Action.UNCHANGED or show_unchanged)
+                 and (writes or not c.bookkeeping)]
+        unchanged = plan.count(Action.UNCHANGED)
+        header = f"{plan.target}: " + ("no changes" if plan.empty or not writes else f"{len(plan.content_writes)} "
+                                        "to change") + f" ({unchanged} unchanged)"
+        blocks.append("\n".join([header, *(change_line(c) for c in shown)]))
+    return "\n".join(blocks) + "\n"
+
+
+def plan_summary(plans: Sequence[Plan]) -> str:
+    """`kubernetes: 2 to create, 1 to update, 0 to delete; etcd: ...`"""
+    return "; ".join(f"{plan.target}: {plan.count(Action.CREATE)} to create, {plan.count(Action.UPDATE)} to "
+                     f"update, {plan.count(Action.DELETE)} to delete" for plan in plans)
+
+
+def result_text(results: Sequence[ApplyResult]) -> str:
+    lines = []
+    for result in results:
+        lines.append(f"{result.target}:")
+        lines += [change_line(c).replace(c.action.value, _PAST.get(c.action, c.action.value), 1)
+                  for c in result.applied]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def report_summary(report: SyncReport) -> str:
+    """`applied <rev>: kubernetes: 1 created, 0 updated, 0 deleted (1 write); ...` or `nothing to do`."""
+    revision = (report.revision or "")[:12]
+    if not report.changed:
+        return f"{revision}: nothing to change; 0 writes ({report.duration_s:.2f}s)"
+    parts = []
+    for result in report.results:
+        counts = {action: sum(1 for c in result.applied if c.action is action and not c.bookkeeping)
+                  for action in _PAST}
+        parts.append(f"{result.target}: " + ", ".join(f"{n} {_PAST[a]}" for a, n in counts.items())
+                     + f" ({result.write_requests} write{'s' if result.write_requests != 1 else ''})")
+    return f"applied {revision}: " + "; ".join(parts) + f" ({report.duration_s:.2f}s)"
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    data: dict[str, Any] = {"action": change.action.value, "key": change.key}
+    if change.detail:
+        data["detail"] = change.detail
+    if change.bookkeeping:
+        data["bookkeeping"] = True
+    return data
+
+
+def plan_json(plan: Plan, *, show_unchanged: bool = False) -> dict[str, Any]:
+    return {
+        "target": plan.target,
+        "revision": plan.revision,
+        "counts": {action.value: plan.count(action) for action in Action},
+        "empties": plan.empties,
+        "changes": [change_json(c) for c in plan.changes if show_unchanged or c.action is not Action.UNCHANGED],
+    }
+
+
+def plans_json(plans: Sequence[Plan], *, show_unchanged: bool = False) -> dict[str, Any]:
+    return {"changes": sync_would_write(plans), "targets": [plan_json(p, show_unchanged=show_unchanged)
+                                                            for p in plans]}
+
+
+def report_json(report: SyncReport) -> dict[str, Any]:
+    return {
+        "revision": report.revision,
+        "dryRun": report.dry_run,
+        "changed": report.changed,
+        "writeRequests": report.write_requests,
+        "replans": report.replans,
+        "durationSeconds": round(report.duration_s, 3),
+        "plans": [plan_json(p) for p in report.plans],
+        "results": [{"target": r.target, "writeRequests": r.write_requests,
+                     "applied": [change_json(c) for c in r.applied]} for r in report.results],
+    }
