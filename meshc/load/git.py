@@ -31,6 +31,10 @@ def read_spec_at_revision(repo: str, rev: str, spec_path: str) -> SpecSource:
         return reader.read(rev, spec_path)
 
 
+class SpecNotInRevision(MeshcError):
+    """The spec path names nothing in that revision's tree (a diff treats such a side as empty)."""
+
+
 def _fail(message: str, hint: str | None = None) -> MeshcError:
     return MeshcError([error("E001", message, None, hint=hint)], EXIT_USAGE)
 
@@ -168,9 +172,10 @@ def _lookup(commit: Any, path: str, relpath: str, rev: str) -> Any:
     except KeyError:
         short = str(commit.hexsha)[:12]
         which = relpath if path == relpath else f"{relpath} (a symbolic link to {path})"
-        raise _fail(f"{which}: no such file at {rev} ({short})",
-                    hint="the path is relative to the repository root; `git ls-tree -r --name-only "
-                    f"{short}` lists the files") from None
+        raise SpecNotInRevision([error("E001", f"{which}: no such file at {rev} ({short})", None,
+                                       hint="the path is relative to the repository root; "
+                                       f"`git ls-tree -r --name-only {short}` lists the files")],
+                                EXIT_USAGE) from None
 
 
 def _follow_link(link_path: str, target: str, relpath: str, rev: str) -> str:

@@ -1,0 +1,168 @@
+"""What a change to mesh.yaml means: a semantic diff between two revisions, and its consequences.
+
+The spec diff compares the resolved meshes subject by subject (services, versions, endpoints,
+routes, mesh-wide settings), in the spec's terms and with each value's position in both revisions.
+The consequences compare the two compiled bundles: Kubernetes objects, etcd keys and Envoy files
+(and the clusters and listeners within them) that would be added, changed or removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from meshc.diagnostics import Diagnostic, Path, Span
+from meshc.load import Positions, SpecSource, load_yaml
+from meshc.review import spec_view
+from meshc.review.consequences import OutputChange, compare_bundles
+from meshc.review.spec_view import Subject
+
+class Action(StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True, slots=True)
+class SpecChange:
+    action: Action
+    kind: str                     # mesh | service | version | endpoint | route
+    subject: str                  # "service catalog, version v2"
+    service: str | None
+    field: str                    # "" when the whole subject is added or removed; else "retries.attempts"
+    old: Any
+    new: Any
+    old_span: Span | None
+    new_span: Span | None
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One revision: what was read, its diagnostics, the resolved view and the compiled output."""
+
+    label: str                    # as the user named it: main, HEAD~1, a sha
+    revision: str | None          # the full commit sha
+    path: str
+    exists: bool                  # False when the spec file is absent at this revision
+    diagnostics: tuple[Diagnostic, ...] = ()
+    subjects: dict[tuple[str, ...], Subject] = field(default_factory=dict)
+    data: Any = None              # the loaded document and its positions, to locate changed fields
+    positions: Positions | None = None
+    files: Mapping[str, bytes] | None = None  # the bundle's files; None when it could not be built
+    build_note: str | None = None
+
+    @property
+    def short(self) -> str:
+        return (self.revision or "")[:12]
+
+    @property
+    def valid(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+
+@dataclass(frozen=True, slots=True)
+class MeshDiff:
+    old: Side
+    new: Side
+    spec_changes: tuple[SpecChange, ...]
+    output_changes: tuple[OutputChange, ...]
+    warnings_added: tuple[Diagnostic, ...]
+    warnings_resolved: tuple[Diagnostic, ...]
+    consequences_note: str | None   # why consequences are missing, when they are
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.spec_changes or self.output_changes)
+
+
+# --- reading one side ---------------------------------------------------------------------
+
+def absent_side(label: str, revision: str | None, path: str) -> Side:
+    return Side(label, revision, path, exists=False, files={})
+
+
+def build_side(label: str, source: SpecSource) -> Side:
+    """Check and compile one revision's spec; the emitters may be unable to build it (a note says why)."""
+    from meshc.pipeline import check, compile
+
+    checked = check(source)
+    base = Side(label, source.revision, source.name, True, checked.diagnostics)
+    if not checked.ok or checked.mesh is None:
+        return base
+    files: Mapping[str, bytes] | None = None
+    note = None
+    try:
+        compiled = compile(source)
+        files = compiled.bundle.files if compiled.bundle is not None else None
+    except NotImplementedError as exc:
+        note = f"the output cannot be built by this meshc ({exc})"
+    loaded = load_yaml(source)
+    return Side(label, source.revision, source.name, True, checked.diagnostics, spec_view.subjects(checked.mesh),
+                loaded.data, loaded.positions, files, note)
+
+
+# --- comparing ----------------------------------------------------------------------------
+
+def diff_sides(old: Side, new: Side) -> MeshDiff:
+    changes = tuple(_spec_changes(old, new))
+    note = old.build_note or new.build_note
+    outputs: tuple[OutputChange, ...] = ()
+    if old.files is not None and new.files is not None and note is None:
+        outputs = tuple(compare_bundles(old.files, new.files))
+    added, resolved = _warning_changes(old.diagnostics, new.diagnostics)
+    return MeshDiff(old, new, changes, outputs, added, resolved, note)
+
+
+def _spec_changes(old: Side, new: Side) -> Iterator[SpecChange]:
+    keys = sorted(set(old.subjects) | set(new.subjects),
+                  key=lambda k: (old.subjects.get(k) or new.subjects[k]).sort_key)
+    for key in keys:
+        before, after = old.subjects.get(key), new.subjects.get(key)
+        if before is None and after is not None:
+            yield _whole(Action.ADDED, after, None, after.span)
+        elif after is None and before is not None:
+            yield _whole(Action.REMOVED, before, before.span, None)
+        elif before is not None and after is not None:
+            for name, was, now in compare_values(before.values, after.values):
+                yield SpecChange(Action.CHANGED, after.kind, after.title, after.service, name, was, now,
+                                 _locate(old, before, name), _locate(new, after, name))
+
+
+def _whole(action: Action, subject: Subject, old_span: Span | None, new_span: Span | None) -> SpecChange:
+    values = subject.values
+    return SpecChange(action, subject.kind, subject.title, subject.service, "",
+                      values if action is Action.REMOVED else None,
+                      values if action is Action.ADDED else None, old_span, new_span)
+
+
+def compare_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted field, old, new) for each difference; mappings present on both sides are compared key by key."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            yield from compare_values(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+    elif old != new:
+        yield prefix, old, new
+
+
+def _locate(side: Side, subject: Subject, field_name: str) -> Span | None:
+    """The key of the changed field when it is written in the subject; else where its value comes from."""
+    base = spec_view.data_path(side.data, subject) if side.positions is not None else None
+    if base is not None and side.positions is not None:
+        parts: Path = tuple(field_name.split("."))
+        while parts:
+            if side.positions.has(base + parts):
+                return side.positions.key(base + parts)
+            parts = parts[:-1]
+    return subject.span_of(field_name)
+
+
+def _warning_changes(old: tuple[Diagnostic, ...],
+                     new: tuple[Diagnostic, ...]) -> tuple[tuple[Diagnostic, ...], tuple[Diagnostic, ...]]:
+    """Warnings that appear or disappear, by code and message (a moved line is not a new warning)."""
+    before = {(d.code, d.message) for d in old if not d.is_error}
+    after = {(d.code, d.message) for d in new if not d.is_error}
+    added = tuple(d for d in new if not d.is_error and (d.code, d.message) not in before)
+    resolved = tuple(d for d in old if not d.is_error and (d.code, d.message) not in after)
+    return added, resolved

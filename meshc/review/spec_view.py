@@ -1,0 +1,211 @@
+"""The resolved mesh seen in the spec's own terms, as subjects a reviewer recognizes.
+
+A subject is the mesh itself, a service, a version, a static endpoint or a route (one `upstreams`
+entry). Its values are spelled as mesh.yaml spells them (camelCase keys, `2s` durations), with
+defaults applied, so that a change in `spec.defaults` shows on every route it reaches. Each subject
+also knows where it sits in the document (its data path) and the spans the IR kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshc.diagnostics import Path, Span
+from meshc.durations import format_duration as fmt
+from meshc.resolve import ir
+
+KIND_ORDER = {"mesh": 0, "service": 1, "version": 2, "endpoint": 3, "route": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    key: tuple[str, ...]              # identity across revisions, e.g. ("version", "catalog", "v2")
+    kind: str                         # mesh | service | version | endpoint | route
+    title: str                        # "service catalog, version v2"
+    service: str | None               # the service it belongs to (the caller, for a route)
+    values: dict[str, Any]            # spec-shaped values with defaults applied
+    span: Span                        # where the subject is written
+    field_spans: dict[str, Span] = field(default_factory=dict)  # where an inherited top-level value is written
+
+    def span_of(self, field_name: str) -> Span:
+        return self.field_spans.get(field_name.split(".")[0], self.span)
+
+    @property
+    def sort_key(self) -> tuple[str, int, tuple[str, ...]]:
+        return (self.service or "", KIND_ORDER[self.kind], self.key)
+
+
+def subjects(mesh: ir.Mesh) -> dict[tuple[str, ...], Subject]:
+    found = [_mesh_subject(mesh)]
+    for service in mesh.services:
+        found.append(_service_subject(service))
+        found += [_version_subject(service, v) for v in service.versions if not v.implicit]
+        found += [_endpoint_subject(service, e) for e in service.endpoints]
+        found += list(_route_subjects(service))
+    return {s.key: s for s in found}
+
+
+# --- subjects -----------------------------------------------------------------------------
+
+def _mesh_subject(mesh: ir.Mesh) -> Subject:
+    proxy = mesh.proxy
+    values = {
+        "name": mesh.name,
+        "namespace": mesh.namespace,
+        "etcd": {"prefix": mesh.etcd_prefix},
+        "proxy": {"image": proxy.image, "adminPort": proxy.admin_port, "inboundPort": proxy.inbound_port,
+                  "statsPort": proxy.stats_port, "accessLog": proxy.access_log.value,
+                  "resources": _resources(proxy.resources)},
+        "analysis": {"maxRetryAmplification": mesh.analysis.max_retry_amplification,
+                     "entryPoints": list(mesh.analysis.entry_points) if mesh.analysis.entry_points is not None
+                     else None},
+    }
+    return Subject(("mesh",), "mesh", f"mesh {mesh.name}", None, values, mesh.span)
+
+
+def _service_subject(service: ir.Service) -> Subject:
+    values: dict[str, Any] = {
+        "kind": "deployed" if service.deployed else "external (static endpoints)",
+        "port": service.port,
+        "protocol": service.protocol.value,
+        "loadBalancer": load_balancer(service.load_balancing),
+        "connectTimeout": fmt(service.connect_timeout_ms),
+        "healthCheck": health_check(service.health_check),
+        "outlierDetection": outlier_detection(service.outlier_detection),
+        "circuitBreaker": circuit_breaker(service.circuit_breaker),
+        "env": dict(service.env) or None,
+    }
+    implicit = [v for v in service.versions if v.implicit]
+    if implicit:  # image, replicas and resources sit on the service itself
+        values |= {"image": implicit[0].image, "replicas": implicit[0].replicas,
+                   "resources": _resources(implicit[0].resources)}
+    spans = {"loadBalancer": service.load_balancing.span}
+    for name, node in (("healthCheck", service.health_check), ("outlierDetection", service.outlier_detection),
+                       ("circuitBreaker", service.circuit_breaker)):
+        if node is not None:
+            spans[name] = node.span
+    return Subject(("service", service.name), "service", f"service {service.name}", service.name, values,
+                   service.span, spans)
+
+
+def _version_subject(service: ir.Service, version: ir.Version) -> Subject:
+    values = {"image": version.image, "replicas": version.replicas, "weight": version.weight,
+              "resources": _resources(version.resources)}
+    return Subject(("version", service.name, version.name), "version",
+                   f"service {service.name}, version {version.name}", service.name, values, version.span)
+
+
+def _endpoint_subject(service: ir.Service, endpoint: ir.Endpoint) -> Subject:
+    where = f"{endpoint.address}:{endpoint.port}"
+    return Subject(("endpoint", service.name, where), "endpoint", f"service {service.name}, endpoint {where}",
+                   service.name, {"weight": endpoint.weight}, endpoint.span)
+
+
+def _route_subjects(service: ir.Service) -> Iterator[Subject]:
+    seen: dict[str, int] = {}
+    for upstream in service.upstreams:
+        ordinal = seen.get(upstream.service, 0)
+        seen[upstream.service] = ordinal + 1
+        suffix = f" (#{ordinal + 1})" if ordinal else ""
+        values = {
+            "localPort": upstream.local_port,
+            "timeout": fmt(upstream.timeout_ms),
+            "failurePolicy": "fail_fast" if upstream.fail_fast else "retry",
+            "retries": retries(upstream.retries),
+        }
+        spans = {"retries": upstream.retries.span} if upstream.retries else {}
+        yield Subject(("route", service.name, upstream.service, str(ordinal)), "route",
+                      f"route {service.name} -> {upstream.service}{suffix}", service.name, values,
+                      upstream.span, spans)
+
+
+# --- values in the spec's spelling ----------------------------------------------------------
+
+def load_balancer(lb: ir.LoadBalancing) -> dict[str, Any]:
+    key = lb.hash_key
+    hash_on = None if key is None else ({"header": key.header} if key.header else {"sourceIp": True})
+    return {"policy": lb.policy.value, "hashOn": hash_on}
+
+
+def health_check(check: ir.HealthCheck | None) -> dict[str, Any] | None:
+    if check is None:
+        return None
+    return {"path": check.path, "interval": fmt(check.interval_ms), "timeout": fmt(check.timeout_ms),
+            "healthyThreshold": check.healthy_threshold, "unhealthyThreshold": check.unhealthy_threshold}
+
+
+def outlier_detection(outlier: ir.OutlierDetection | None) -> dict[str, Any] | None:
+    if outlier is None:
+        return None
+    return {"consecutive5xx": outlier.consecutive_5xx, "consecutiveGatewayFailure": outlier.consecutive_gateway_failure,
+            "interval": fmt(outlier.interval_ms), "baseEjectionTime": fmt(outlier.base_ejection_time_ms),
+            "maxEjectionPercent": outlier.max_ejection_percent}
+
+
+def circuit_breaker(circuit: ir.CircuitBreaker | None) -> dict[str, Any] | None:
+    if circuit is None:
+        return None
+    return {"maxConnections": circuit.max_connections, "maxPendingRequests": circuit.max_pending_requests,
+            "maxRequests": circuit.max_requests, "maxRetries": circuit.max_retries}
+
+
+def retries(policy: ir.RetryPolicy | None) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    backoff = policy.backoff
+    return {
+        "attempts": policy.attempts,
+        "perTryTimeout": fmt(policy.per_try_timeout_ms) if policy.per_try_timeout_ms else None,
+        "retryOn": list(policy.retry_on),
+        "backoff": None if backoff is None else {"baseInterval": fmt(backoff.base_interval_ms),
+                                                 "maxInterval": fmt(backoff.max_interval_ms)},
+    }
+
+
+def _resources(resources: ir.Resources) -> dict[str, Any]:
+    return {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
+            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit}}
+
+
+# --- where a subject is written ---------------------------------------------------------------
+
+def data_path(data: Any, subject: Subject) -> Path | None:
+    """The subject's path in the loaded document, so a changed field can be located to its key."""
+    if subject.kind == "mesh":
+        return ("spec",)
+    index = _service_index(data, subject.service or "")
+    if index is None:
+        return None
+    base: Path = ("spec", "services", index)
+    if subject.kind == "service":
+        return base
+    entry = data["spec"]["services"][index]
+    if subject.kind == "version":
+        return _list_path(base, "versions", entry, lambda v: v.get("name") == subject.key[2])
+    if subject.kind == "endpoint":
+        return _list_path(base, "endpoints", entry, lambda e: f"{e.get('address')}:{e.get('port')}" == subject.key[2])
+    callee, ordinal = subject.key[2], int(subject.key[3])
+    matches = [i for i, u in enumerate(_entries(entry, "upstreams")) if u.get("service") == callee]
+    return base + ("upstreams", matches[ordinal]) if ordinal < len(matches) else None
+
+
+def _service_index(data: Any, name: str) -> int | None:
+    services = data.get("spec", {}).get("services", []) if isinstance(data, Mapping) else []
+    for index, entry in enumerate(services if isinstance(services, list) else []):
+        if isinstance(entry, Mapping) and entry.get("name") == name:
+            return index
+    return None
+
+
+def _entries(entry: Any, key: str) -> list[Mapping[str, Any]]:
+    items = entry.get(key) if isinstance(entry, Mapping) else None
+    return [i if isinstance(i, Mapping) else {} for i in items] if isinstance(items, list) else []
+
+
+def _list_path(base: Path, key: str, entry: Any, match: Any) -> Path | None:
+    for index, item in enumerate(_entries(entry, key)):
+        if match(item):
+            return base + (key, index)
+    return None
