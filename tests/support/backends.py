@@ -234,6 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle holds the body until the
+        # peer's delayed ACK (~40 ms), which would make every request through a backend that slow.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection)
 
     def finish(self) -> None:
