@@ -173,6 +173,9 @@ def health_checks(check: ir.HealthCheck, callee: ir.Service) -> list[Json]:
     health: Json = {
         "timeout": duration(check.timeout_ms),
         "interval": duration(check.interval_ms),
+        # Envoy would check only every 60s until this caller first sends traffic; the spec's interval
+        # holds from the start, so a caller's first request never picks a host that failed meanwhile.
+        "no_traffic_interval": duration(check.interval_ms),
         "healthy_threshold": check.healthy_threshold,
         "unhealthy_threshold": check.unhealthy_threshold,
     }
