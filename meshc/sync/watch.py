@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -112,7 +112,6 @@ class _Seen:
     drift_logged: int = 0                    # drift count last reported (correction off)
     source_error: str | None = None          # last Git error reported (repeats stay quiet)
     last_result: Result | None = None
-    history: list[Result] = field(default_factory=list)
 
 
 class Watcher:
@@ -133,11 +132,15 @@ class Watcher:
         self._backoff = Backoff(options.backoff_base, max(options.backoff_cap, options.backoff_base),
                                 rng=rng or random.Random())
         self._stop = threading.Event()
+        self.stop_reason: str | None = None
+        self.passes = 0
         self.state = _Seen()
         self.heartbeat = time.monotonic()
 
     # -- control -----------------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, reason: str = "stop requested") -> None:
+        """Stop after the current step: an apply under way finishes, one not yet begun is abandoned."""
+        self.stop_reason = self.stop_reason or reason
         self._stop.set()
 
     @property
@@ -186,7 +189,10 @@ class Watcher:
                 self.metrics.set_leader(False)
                 self.log.event("leader", f"released the lock {self.lock.key}", lock=self.lock.key, leader=False)
         self.source.close()
-        self.log.event("stopped", "watch stopped", applied=self.state.applied)
+        applied = self.state.applied
+        why = f" ({self.stop_reason})" if self.stop_reason else ""
+        self.log.event("stopped", f"watch stopped{why}" + (f"; {applied[:7]} is applied" if applied else ""),
+                       applied=applied, reason=self.stop_reason)
         self.log.close()
 
     # -- one pass ----------------------------------------------------------------------------
@@ -199,8 +205,7 @@ class Watcher:
                            error=f"{type(exc).__name__}: {exc}")
             outcome = PassOutcome(Result.FAILED)
         self.state.last_result = outcome.result
-        self.state.history.append(outcome.result)
-        del self.state.history[:-100]
+        self.passes += 1
         return outcome
 
     def _pass(self) -> PassOutcome:

@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 DEFAULT_TTL = 15
 
@@ -24,6 +25,16 @@ class EtcdLockClient(Protocol):
     def lease(self, ttl: int = ...) -> Any: ...
 
     def transaction(self, txn: dict[str, Any]) -> Any: ...
+
+
+def etcd_client(url: str, *, timeout: float = 5.0, ca_cert: str | None = None, cert_cert: str | None = None,
+                cert_key: str | None = None) -> Any:
+    """An etcd3gw client for the lock, from the same `--etcd` URL the etcd target uses."""
+    import etcd3gw
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return etcd3gw.client(host=parts.hostname or "localhost", port=parts.port or 2379, protocol=parts.scheme,
+                          timeout=timeout, api_path="/v3/", ca_cert=ca_cert, cert_cert=cert_cert, cert_key=cert_key)
 
 
 def default_identity() -> str:

@@ -1,0 +1,291 @@
+"""`meshc watch --repo PATH|URL`: the GitOps sync loop, from the command line.
+
+This module wires the loop (meshc.sync.watch) to the compiler (meshc.pipeline, handed in as a
+compile function), the targets, the leader lock, the metrics server and the signals. The heavy
+imports (gitpython, kubernetes, prometheus_client) happen in `run`, never at registration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from meshc.commands.common import EXIT_OK, EXIT_USAGE
+from meshc.durations import parse_duration
+from meshc.load.source import SpecSource
+
+if TYPE_CHECKING:
+    from meshc.bundle import Bundle
+    from meshc.diagnostics import Diagnostic
+    from meshc.sync.target import Target
+    from meshc.sync.watch import CompileFn, Watcher
+
+NAME = "watch"
+HELP = "keep targets in sync with a Git branch: compile each new commit and apply only what changed"
+
+DEFAULT_LOCK_TTL = "15s"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("source")
+    source.add_argument("--repo", required=True, metavar="PATH|URL",
+                        help="a local repository (read from its object database, not its work tree) or a URL "
+                        "to fetch from (mirrored in --cache-dir)")
+    source.add_argument("--branch", default="main", help="the branch to follow (default: main)")
+    source.add_argument("--path", default="mesh.yaml", metavar="SPEC",
+                        help="the spec's path inside the repository (default: mesh.yaml)")
+    source.add_argument("--interval", default="5s", type=_duration, metavar="DURATION",
+                        help="how often to poll the branch and re-check drift (default: 5s)")
+    source.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="where mirrors of remote repositories live (default: $XDG_CACHE_HOME/meshc/mirrors)")
+    _add_target_arguments(parser.add_argument_group("targets (any combination)"))
+    behaviour = parser.add_argument_group("behaviour")
+    behaviour.add_argument("--once", action="store_true",
+                           help="one pass, then exit: 0 when in sync, 1 when the commit is invalid or the sync failed")
+    behaviour.add_argument("--no-drift-correction", dest="drift_correction", action="store_false",
+                           help="re-plan each interval and report drift, but never write it back")
+    behaviour.add_argument("--prune-limit", type=_count, default=None, metavar="N",
+                           help="refuse a sync that would delete more than N objects or keys per target "
+                           "(default: 20)")
+    behaviour.add_argument("--allow-prune-all", action="store_true",
+                           help="allow a sync that deletes everything of the mesh (or more than --prune-limit)")
+    behaviour.add_argument("--max-backoff", default="60s", type=_duration, metavar="DURATION",
+                           help="longest wait between retries of a transient failure (default: 60s)")
+    behaviour.add_argument("--lock-ttl", default=DEFAULT_LOCK_TTL, type=_duration, metavar="DURATION",
+                           help="lease of the leader lock in etcd (with --etcd); a dead leader is replaced "
+                           f"after this long (default: {DEFAULT_LOCK_TTL})")
+    behaviour.add_argument("--no-leader-election", dest="leader_election", action="store_false",
+                           help="apply even without holding the lock in etcd (a single replica)")
+    trust = parser.add_argument_group("trust")
+    trust.add_argument("--verify-signatures", action="store_true",
+                       help="apply only commits signed by a key of --keyring; others are refused like invalid ones")
+    trust.add_argument("--keyring", metavar="FILE", help="trusted public keys (armored or binary gpg export)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="status lines for people, or one JSON object per line (default: text)")
+    output.add_argument("--metrics-addr", type=_address, metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (and /healthz)")
+
+
+def _add_target_arguments(group: Any) -> None:
+    group.add_argument("--kubeconfig", metavar="FILE", help="sync to the cluster of this kubeconfig")
+    group.add_argument("--context", metavar="NAME", help="the kubeconfig context (default: its current one)")
+    group.add_argument("--in-cluster", action="store_true",
+                       help="sync to the cluster this runs in, with its service account")
+    group.add_argument("--etcd", metavar="URL", help="sync service records to etcd (http://HOST:PORT); with it, "
+                       "replicas elect a leader through a lock under the mesh's prefix")
+    group.add_argument("--etcd-ca", metavar="FILE", help="CA bundle for an https etcd")
+    group.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd")
+    group.add_argument("--etcd-key", metavar="FILE", help="client key for etcd")
+    group.add_argument("--output", metavar="DIR", help="keep DIR equal to the compiled files (Envoy on hosts)")
+    group.add_argument("--envoy-config-dir", metavar="DIR",
+                       help="where sidecars read cds/lds (default: /etc/envoy, the ConfigMap mount); {service} in "
+                       "DIR becomes each sidecar's name (Envoy on hosts, with --output)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from meshc.sync.watch_log import StatusLog
+
+    problem = _usage_problem(args)
+    if problem:
+        sys.stderr.write(f"meshc watch: error: {problem}\n")
+        return EXIT_USAGE
+    log = StatusLog(sys.stdout, args.log_format)
+    with contextlib.ExitStack() as stack:
+        try:
+            watcher = _build(args, log, stack)
+        except _UsageError as exc:
+            sys.stderr.write(f"meshc watch: error: {exc}\n")
+            return EXIT_USAGE
+        with _stop_on_signals(watcher):
+            return watcher.run_once() if args.once else watcher.run()
+    return EXIT_OK  # pragma: no cover - the with block always returns
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    if not (args.kubeconfig or args.in_cluster or args.etcd or args.output):
+        return "name at least one target: --kubeconfig FILE, --in-cluster, --etcd URL or --output DIR"
+    if args.kubeconfig and args.in_cluster:
+        return "--kubeconfig and --in-cluster exclude each other"
+    if args.context and not args.kubeconfig:
+        return "--context needs --kubeconfig"
+    if args.verify_signatures and not args.keyring:
+        return "--verify-signatures needs --keyring FILE"
+    if args.keyring and not args.verify_signatures:
+        return "--keyring is used with --verify-signatures"
+    if args.interval <= 0:
+        return "--interval must be longer than 0"
+    return None
+
+
+def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> Watcher:
+    """Everything the loop needs, each part closed by the stack when the loop ends."""
+    from meshc.diagnostics import MeshcError
+    from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
+    from meshc.sync.target import SyncError
+    from meshc.sync.watch import Watcher, WatchOptions
+    from meshc.sync.watch_source import GitSource, SourceError
+    from meshc.sync.watch_trust import KeyringError, TrustedKeyring
+
+    gnupg_home = None
+    if args.verify_signatures:
+        try:
+            gnupg_home = stack.enter_context(TrustedKeyring(args.keyring)).home
+        except KeyringError as exc:
+            raise _UsageError(str(exc)) from None
+    source = GitSource(args.repo, args.branch, args.cache_dir)
+    try:
+        source.poll()  # a wrong path or branch is a usage error now, not a retry loop forever
+    except MeshcError as exc:
+        raise _UsageError("; ".join(d.message for d in exc.diagnostics)) from None
+    except SourceError as exc:
+        if not source.remote:
+            raise _UsageError(str(exc)) from None
+        # A remote that is down at startup is retried by the loop like any later failure.
+    try:
+        targets = _open_targets(args, stack)
+    except SyncError as exc:
+        raise _UsageError(str(exc)) from None
+    options = WatchOptions(
+        spec_path=args.path,
+        interval=args.interval,
+        drift_correction=args.drift_correction,
+        prune_limit=DEFAULT_PRUNE_LIMIT if args.prune_limit is None else args.prune_limit,
+        allow_prune_all=args.allow_prune_all,
+        backoff_base=min(1.0, args.interval),
+        backoff_cap=max(args.max_backoff, min(1.0, args.interval)),
+        gnupg_home=gnupg_home,
+    )
+    metrics = _start_metrics(args, stack)
+    lock_for = _lock_factory(args, stack) if args.etcd and args.leader_election else None
+    watcher = Watcher(source, compile_function(_envoy_config_dir(args)), targets, options, log=log, metrics=metrics, lock_for=lock_for)
+    if metrics is not None:
+        _serve_metrics(args, metrics, watcher, stack, log)
+    return watcher
+
+
+def compile_function(config_dir: str | None = None) -> CompileFn:
+    """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None)."""
+    from meshc.pipeline import BuildOptions, compile
+
+    options = BuildOptions() if config_dir is None else BuildOptions(config_dir=config_dir)
+
+    def compile_spec(source: SpecSource) -> tuple[Sequence[Diagnostic], Bundle | None]:
+        compiled = compile(source, options)
+        return compiled.diagnostics, compiled.bundle
+
+    return compile_spec
+
+
+def _envoy_config_dir(args: argparse.Namespace) -> str:
+    from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
+
+    if getattr(args, "envoy_config_dir", None):
+        return str(args.envoy_config_dir)
+    return DEFAULT_CONFIG_DIR
+
+
+def _open_targets(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Target]:
+    """Targets in the order they are applied: Kubernetes, then etcd, then the directory."""
+    targets: list[Target] = []
+    if args.kubeconfig or args.in_cluster:
+        from meshc.sync.kubernetes import KubernetesTarget
+
+        targets.append(KubernetesTarget.from_kubeconfig(args.kubeconfig, args.context, in_cluster=args.in_cluster))
+    if args.etcd:
+        from meshc.sync.etcd import EtcdTarget
+
+        targets.append(EtcdTarget(args.etcd, ca_cert=args.etcd_ca, cert_cert=args.etcd_cert, cert_key=args.etcd_key))
+    if args.output:
+        from meshc.sync.directory import DirectoryTarget
+
+        targets.append(DirectoryTarget(args.output))
+    for target in targets:
+        stack.callback(target.close)
+    return targets
+
+
+def _lock_factory(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    from meshc.sync.watch_lock import LeaderLock, etcd_client
+
+    client = etcd_client(args.etcd, ca_cert=args.etcd_ca, cert_cert=args.etcd_cert, cert_key=args.etcd_key)
+    stack.callback(client.session.close)
+    ttl = max(2, round(args.lock_ttl))
+
+    def lock_for(prefix: str) -> LeaderLock:
+        return LeaderLock(client, f"{prefix.rstrip('/')}/lock", ttl=ttl)
+
+    return lock_for
+
+
+def _start_metrics(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    if args.metrics_addr is None:
+        return None
+    from meshc.sync.metrics import SyncMetrics
+
+    return SyncMetrics()
+
+
+def _serve_metrics(args: argparse.Namespace, metrics: Any, watcher: Watcher, stack: contextlib.ExitStack,
+                   log: Any) -> None:
+    from meshc.sync.metrics import MetricsServer
+
+    host, port = args.metrics_addr
+    try:
+        server = MetricsServer(metrics, host, port, watcher.healthy).start()
+    except OSError as exc:
+        raise _UsageError(f"--metrics-addr {host}:{port}: {exc.strerror}") from None
+    stack.callback(server.stop)
+    bound_host, bound_port = server.address
+    log.event("metrics", f"serving metrics on http://{bound_host}:{bound_port}/metrics",
+              address=f"{bound_host}:{bound_port}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(watcher: Watcher) -> Iterator[None]:
+    """SIGTERM/SIGINT ask the loop to stop after the current apply; a second one interrupts it."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # Only flag the stop: the loop may be in the middle of writing a status line.
+        if watcher.stopping:
+            raise KeyboardInterrupt
+        watcher.stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- argument types ------------------------------------------------------------------------
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text) / 1000
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
+    return int(text)
+
+
+def _address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` (all interfaces) or `[::1]:PORT`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT (e.g. 0.0.0.0:9100 or 127.0.0.1:9100)")
+    return host.strip("[]") or "0.0.0.0", int(port)

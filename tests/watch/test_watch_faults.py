@@ -1,0 +1,115 @@
+"""The loop under faults: etcd down, the API failing, drift by others, prune guards."""
+
+from __future__ import annotations
+
+from kubernetes import client
+
+from meshc.sync.etcd import EtcdTarget
+from meshc.sync.kubernetes import KubernetesTarget
+from tests.k8sapi.fixtures import KubeAPIHandle
+from tests.support.etcd import EtcdServer
+from tests.support.gitrepo import GitRepo
+from tests.watch.harness import matching, watching
+from tests.watch.specs import NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
+from tests.watch.test_watch_loop import deployment_image, etcd_store_revision, etcd_value
+
+BACKOFF_CAP = 0.8
+
+
+def test_etcd_down_mid_watch_then_back_converges(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                  kube_target: KubernetesTarget, etcd_server: EtcdServer,
+                                                  etcd_target: EtcdTarget) -> None:
+    with watching(mesh_repo.path, [kube_target, etcd_target], backoff_cap=BACKOFF_CAP) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        etcd_server.stop()
+        kube_api.reset_log()
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-02": "2.0.0"}), "Bump svc-02")
+        watcher.wait("failed", commit=change, attempt=3)
+        # Plans come first: with etcd unreadable, not even Kubernetes was written.
+        assert kube_api.writes() == []
+        etcd_server.start()
+        applied = watcher.wait("applied", commit=change)
+        failures = matching(watcher.events(), "failed", commit=change)
+    assert all(f["transient"] for f in failures)
+    assert [f["attempt"] for f in failures] == list(range(1, len(failures) + 1))
+    assert all(0 < f["retry_in_s"] <= BACKOFF_CAP for f in failures)
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == change
+    assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:2.0.0"
+    assert {c["key"] for c in applied["changes"]} >= {f"{PREFIX}/services/svc-02"}
+
+
+def test_api_failing_with_500_and_409_for_a_while_converges(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                            kube_target: KubernetesTarget, etcd_server: EtcdServer,
+                                                            etcd_target: EtcdTarget) -> None:
+    with watching(mesh_repo.path, [kube_target, etcd_target], backoff_cap=BACKOFF_CAP) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        kube_api.fail_next(4, status=500, methods={"PATCH"})
+        kube_api.fail_next(3, status=409, methods={"PATCH"})
+        kube_api.fail_next(2, status=503, methods={"GET"}, path_contains="/deployments")
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "1.2.0", "svc-02": "1.2.0"}),
+                                       "Bump svc-01 and svc-02")
+        watcher.wait("applied", commit=change)
+        failures = matching(watcher.events(), "failed", commit=change)
+    injected = [r for r in kube_api.requests if r.injected]
+    assert len(injected) == 9, injected
+    assert failures and all(f["transient"] for f in failures)
+    assert deployment_image(kube_api, "svc-01") == "ghcr.io/acme/svc-01:1.2.0"
+    assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:1.2.0"
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == change
+
+
+def test_drift_on_managed_objects_is_corrected(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                               kube_target: KubernetesTarget, etcd_server: EtcdServer,
+                                               etcd_target: EtcdTarget) -> None:
+    head = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target, etcd_target]) as watcher:
+        watcher.wait("applied", commit=head)
+        apps = client.AppsV1Api(kube_api.api_client())
+        apps.patch_namespaced_deployment("svc-01", NAMESPACE, {"spec": {"replicas": 7}})
+        etcd_server.client().put(f"{PREFIX}/services/svc-02", '{"edited": "by hand"}')
+        drift = watcher.wait("drift", commit=head)
+        watcher.wait_passes(2)
+        events = watcher.events()
+    assert drift["drifted"] >= 1
+    corrected = {c["key"] for e in matching(events, "drift") for c in e["changes"]}
+    assert f"{PREFIX}/services/svc-02" in corrected
+    assert any("Deployment" in key and "svc-01" in key for key in corrected), corrected
+    deployment = kube_api.store_get("deployments", "svc-01", NAMESPACE)
+    assert deployment is not None and deployment["spec"]["replicas"] == 1
+    assert '"edited"' not in (etcd_value(etcd_server, f"{PREFIX}/services/svc-02") or "")
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == head
+
+
+def test_drift_is_only_reported_with_drift_correction_off(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                          kube_target: KubernetesTarget) -> None:
+    head = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target], drift_correction=False) as watcher:
+        watcher.wait("applied", commit=head)
+        kube_api.reset_log()
+        apps = client.AppsV1Api(kube_api.api_client())
+        apps.patch_namespaced_deployment("svc-01", NAMESPACE, {"spec": {"replicas": 7}})
+        drift = watcher.wait("drift", commit=head)
+        watcher.wait_passes(3)
+    assert drift["drifted"] == 1 and drift["corrected"] is False
+    assert all(r.field_manager != "meshc" for r in kube_api.writes())
+    deployment = kube_api.store_get("deployments", "svc-01", NAMESPACE)
+    assert deployment is not None and deployment["spec"]["replicas"] == 7
+
+
+def test_a_commit_over_the_prune_limit_is_refused(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                  kube_target: KubernetesTarget, etcd_server: EtcdServer,
+                                                  etcd_target: EtcdTarget) -> None:
+    first = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target, etcd_target], prune_limit=3) as watcher:
+        watcher.wait("applied", commit=first)
+        kube_api.reset_log()
+        etcd_before = etcd_store_revision(etcd_server)
+        shrink = mesh_repo.commit_file(SPEC_PATH, mesh_spec(1), "Remove svc-01 and svc-02")
+        refused = watcher.wait("refused", commit=shrink)
+        watcher.wait_passes(3)
+        events = watcher.events()
+    assert "prune-limit" in refused["message"]
+    assert len(matching(events, "refused", commit=shrink)) == 1
+    assert kube_api.writes() == []
+    assert etcd_store_revision(etcd_server) == etcd_before
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == first

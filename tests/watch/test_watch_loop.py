@@ -1,0 +1,94 @@
+"""The sync loop against real targets: first sync, zero-write no-ops, invalid commits, one-service changes."""
+
+from __future__ import annotations
+
+import orjson
+
+from meshc.sync.directory import DirectoryTarget
+from meshc.sync.etcd import EtcdTarget
+from meshc.sync.kubernetes import KubernetesTarget
+from tests.k8sapi.fixtures import KubeAPIHandle
+from tests.support.etcd import EtcdServer
+from tests.support.gitrepo import GitRepo
+from tests.watch.harness import watching
+from tests.watch.specs import BROKEN_SPEC, NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
+
+
+def etcd_value(etcd: EtcdServer, key: str) -> str | None:
+    values = etcd.client().get(key)
+    return values[0].decode() if values else None
+
+
+def etcd_store_revision(etcd: EtcdServer) -> int:
+    return int(etcd.client().status()["header"]["revision"])
+
+
+def deployment_image(kube_api: KubeAPIHandle, name: str) -> str:
+    deployment = kube_api.store_get("deployments", name, NAMESPACE)
+    assert deployment is not None, f"no Deployment {name}"
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return str(next(c["image"] for c in containers if c["name"] != "envoy"))
+
+
+def test_first_sync_reaches_every_target(mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget,
+                                          etcd_server: EtcdServer, etcd_target: EtcdTarget,
+                                          dir_target: DirectoryTarget) -> None:
+    head = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target, etcd_target, dir_target]) as watcher:
+        applied = watcher.wait("applied", commit=head)
+    assert applied["subject"] == "Add the demo mesh"
+    assert applied["writes"] > 0 and set(applied["targets"]) == {"kubernetes", "etcd", "directory"}
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == head
+    record = orjson.loads(etcd_value(etcd_server, f"{PREFIX}/services/svc-01") or "null")
+    assert record["versions"][0]["image"] == "ghcr.io/acme/svc-01:1.0.0"
+    assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:1.0.0"
+    assert (dir_target.root / "envoy" / "svc-00" / "cds.yaml").is_file()
+    managers = {r.field_manager for r in kube_api.writes()}
+    assert managers == {"meshc"}
+
+
+def test_no_op_commit_writes_nothing(mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget,
+                                     etcd_server: EtcdServer, etcd_target: EtcdTarget,
+                                     dir_target: DirectoryTarget) -> None:
+    with watching(mesh_repo.path, [kube_target, etcd_target, dir_target]) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        kube_api.reset_log()
+        etcd_before = etcd_store_revision(etcd_server)
+        files_before = {p: p.stat().st_mtime_ns for p in dir_target.root.rglob("*") if p.is_file()}
+        empty = mesh_repo.commit_empty("An empty commit")
+        noop = watcher.wait("noop", commit=empty)
+        comment_only = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, comment="only a comment changed"), "Reword")
+        watcher.wait("noop", commit=comment_only)
+    assert noop["writes"] == 0 and noop["changes"] == []
+    assert kube_api.writes() == []
+    assert kube_api.requests, "the watcher re-planned against the API"
+    assert etcd_store_revision(etcd_server) == etcd_before
+    assert {p: p.stat().st_mtime_ns for p in dir_target.root.rglob("*") if p.is_file()} == files_before
+
+
+def test_invalid_commit_writes_nothing_and_the_next_valid_one_applies(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget, etcd_server: EtcdServer,
+        etcd_target: EtcdTarget) -> None:
+    first = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target, etcd_target]) as watcher:
+        watcher.wait("applied", commit=first)
+        kube_api.reset_log()
+        etcd_before = etcd_store_revision(etcd_server)
+        broken = mesh_repo.commit_file(SPEC_PATH, BROKEN_SPEC, "Break the spec")
+        invalid = watcher.wait("invalid", commit=broken)
+        assert invalid["kept"] == first[:7]
+        assert {d["code"] for d in invalid["diagnostics"]} and all(d["line"] for d in invalid["diagnostics"])
+        watcher.wait_passes(3)  # more passes on the broken head: still nothing written, reported once
+        assert kube_api.writes() == [] and etcd_store_revision(etcd_server) == etcd_before
+        fixed = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "1.1.0"}), "Bump svc-01")
+        applied = watcher.wait("applied", commit=fixed)
+        events = watcher.events()
+    writes = kube_api.writes()
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == fixed
+    assert deployment_image(kube_api, "svc-01") == "ghcr.io/acme/svc-01:1.1.0"
+    assert len([e for e in events if e["event"] == "invalid"]) == 1
+    # Only svc-01's objects changed (its Deployment; its record in etcd).
+    changed = {c["key"] for c in applied["changes"]}
+    assert changed and all("svc-01" in key for key in changed), changed
+    assert writes and all("svc-01" in r.path for r in writes), [r.path for r in writes]
+    assert etcd_store_revision(etcd_server) == etcd_before + 1  # one transaction: the fix
