@@ -13,6 +13,7 @@ from meshc.review.diff import Action, MeshDiff, Side, SpecChange
 
 FORMATS = ("text", "json", "markdown")
 MARKER = "<!-- meshc-diff -->"   # lets a CI job find and update its previous comment
+MAX_TABLE_ROWS = 200
 TARGET_TITLES = {"kubernetes": "Kubernetes objects", "etcd": "etcd keys", "envoy": "Envoy files", "file": "Other files"}
 _SIGNS = {"added": "+", "changed": "~", "removed": "-"}
 _COLORS = {"added": "32", "changed": "33", "removed": "31"}
@@ -228,18 +229,34 @@ def _spec_details(diff: MeshDiff) -> list[str]:
             what = f"`{change.field}` `{_md_code(show(change.old))}` → `{_md_code(show(change.new))}`"
         else:
             what = f"{change.action.value}" + (f": {_md_inline(summary_of(change))}" if summary_of(change) else "")
-        where = " → ".join(f"`{s}`" for s in (change.old_span, change.new_span) if s is not None)
-        lines.append(f"| {_SIGNS[change.action.value]} | {_md_inline(change.subject)} | {what} | {where} |")
-    return lines + ["", "</details>"]
+        lines.append(f"| {_SIGNS[change.action.value]} | {_md_inline(change.subject)} | {what} | "
+                     f"{_md_where(change, diff.old, diff.new)} |")
+    return _capped(lines, 5) + ["", "</details>"]
+
+
+def _md_where(change: SpecChange, old: Side, new: Side) -> str:
+    if change.old_span is not None and change.new_span is not None:
+        return f"`{change.old_span}` → `{change.new_span}`"
+    side, span = (old, change.old_span) if change.old_span is not None else (new, change.new_span)
+    return f"`{span}` in `{_md_code(side.label)}`" if span is not None else ""
+
+
+def _capped(lines: list[str], header: int) -> list[str]:
+    """A pull-request comment has a size limit: long tables end with a count of the rows left out."""
+    rows = len(lines) - header
+    if rows <= MAX_TABLE_ROWS:
+        return lines
+    return lines[:header + MAX_TABLE_ROWS] + [f"| | _... and {rows - MAX_TABLE_ROWS} more (see `--format json`)_ | | |"]
 
 
 def _output_details(title: str, changes: Sequence[OutputChange]) -> list[str]:
     lines = ["", f"<details><summary><b>{title} ({len(changes)})</b></summary>", "",
-             "| | Name | File | What changed |", "|---|---|---|---|"]
+             "| | Name | In file | What changed |", "|---|---|---|---|"]
     for change in changes:
         details = "<br>".join(_md_inline(d) for d in change.details)
-        lines.append(f"| {_SIGNS[change.action]} | `{_md_code(change.name)}` | `{change.file}` | {details} |")
-    return lines + ["", "</details>"]
+        file = "" if change.file == change.name else f"`{change.file}`"
+        lines.append(f"| {_SIGNS[change.action]} | `{_md_code(change.name)}` | {file} | {details} |")
+    return _capped(lines, 5) + ["", "</details>"]
 
 
 def _md_span(span: Span | None) -> str:
@@ -247,7 +264,7 @@ def _md_span(span: Span | None) -> str:
 
 
 def _md_inline(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
 def _md_code(text: str) -> str:
