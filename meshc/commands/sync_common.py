@@ -109,10 +109,16 @@ def _non_negative(text: str) -> int:
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
-    from meshc.emit.naming import DEFAULT_CONFIG_DIR
+    from meshc.commands.build import _envoy_host
+    from meshc.defaults import ENVOY_CONFIG_DIR
 
-    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
-                        help=f"where sidecars read cds/lds (default {DEFAULT_CONFIG_DIR}, the ConfigMap mount)")
+    group = parser.add_argument_group("compiling")
+    group.add_argument("--envoy-config-dir", default=ENVOY_CONFIG_DIR, metavar="DIR",
+                       help=f"where sidecars read cds/lds (default {ENVOY_CONFIG_DIR}, the ConfigMap mount); "
+                       "{service} in DIR becomes each sidecar's name (e.g. OUT/envoy/{service} with --output OUT)")
+    group.add_argument("--envoy-host", action="append", default=[], type=_envoy_host,
+                       metavar="SERVICE[/VERSION]=HOST[:PORT]",
+                       help="callers reach this sidecar at HOST[:PORT] instead of its Kubernetes DNS name")
 
 
 def compile_bundle(args: argparse.Namespace) -> Bundle | None:
@@ -120,8 +126,15 @@ def compile_bundle(args: argparse.Namespace) -> Bundle | None:
     from meshc.commands.common import failed, read_source, report
     from meshc.pipeline import BuildOptions, compile
 
-    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir))
+    hosts = dict(args.envoy_host)
+    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
     report(compiled.diagnostics, args)
+    if compiled.checked.mesh is not None and hosts:
+        from meshc.emit.envoy.hosts import unknown_host_keys
+
+        unknown = unknown_host_keys(compiled.checked.mesh, hosts)
+        if unknown:
+            raise usage_error(f"--envoy-host names no deployed service or version: {', '.join(unknown)}")
     if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
         return None

@@ -44,7 +44,8 @@ class DirectoryTarget:
         removed = sorted(set(owned) - set(bundle.files))
         changes += [Change(Action.DELETE, path, "no longer in the bundle") for path in reversed(removed)]
         changes.append(self._manifest_change(bundle))
-        empties = bool(removed) and not (set(bundle.files) - _MESH_LEVEL_FILES) and bool(set(owned) - _MESH_LEVEL_FILES)
+        service_files = set(owned) - _MESH_LEVEL_FILES
+        empties = bool(service_files) and service_files <= set(removed)   # every live service file would go
         return Plan(NAME, tuple(changes), revision=revision, state_token=self._manifest_digest(),
                     empties=empties)
 

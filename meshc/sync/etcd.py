@@ -72,7 +72,7 @@ class EtcdTarget:
         stamp = revision or str((bundle.manifest.get("source") or {}).get("digest") or "")
         changes.append(_revision_change(revision_key, stamp, live.get(revision_key)))
         seen = {key: live[key].mod_revision if key in live else 0 for key in (*desired, *managed, revision_key)}
-        empties = bool(managed) and not desired
+        empties = bool(managed) and not managed & set(desired)   # every live record would go
         return Plan(NAME, tuple(changes), revision=revision, state_token=str(store_revision), empties=empties,
                     context={"prefix": prefix, "revision_key": revision_key, "stamp": stamp, "desired": desired,
                              "seen": seen})

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 NAME = "kubernetes"
-DEFAULT_WORKERS = 8              # concurrent apply requests within one kind
+DEFAULT_WORKERS = 4              # concurrent apply requests within one kind
 DEFAULT_REQUEST_TIMEOUT = 30.0   # seconds, per request
 LIST_PAGE = 500
 Obj = dict[str, Any]
@@ -136,10 +136,10 @@ class KubernetesTarget:
     def _apply_one(self, change: Change, obj: Obj) -> Change:
         resource = self._resource(str(obj["apiVersion"]), str(obj["kind"]))
         metadata = obj["metadata"]
-        self._call(f"apply {change.key}", lambda: self._dynamic.server_side_apply(
+        self._call(f"apply {change.key}", lambda: _drained(self._dynamic.server_side_apply(
             resource, body=obj, name=metadata["name"], namespace=metadata.get("namespace"),
             field_manager=FIELD_MANAGER, force_conflicts=True, serialize=False,
-            _request_timeout=self.request_timeout))
+            _request_timeout=self.request_timeout)))
         return change
 
     def _run_parallel(self, work: list[tuple[Change, Obj]], call: Callable[[Change, Obj], Change],
@@ -171,9 +171,9 @@ class KubernetesTarget:
                    "preconditions": {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}}
         result.write_requests += 1
         try:
-            self._call(f"delete {change.key}", lambda: self._dynamic.delete(
+            self._call(f"delete {change.key}", lambda: _drained(self._dynamic.delete(
                 resource, name=name, namespace=namespace or None, body=options, serialize=False,
-                _request_timeout=self.request_timeout))
+                _request_timeout=self.request_timeout)))
         except PermanentError as error:
             if getattr(error, "status", None) != 404:
                 raise
@@ -246,6 +246,12 @@ class KubernetesTarget:
 
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
+
+
+def _drained(response: Any) -> bytes:
+    """Read the answer, so its connection goes back to the pool instead of being reset."""
+    data: bytes = response.data
+    return data
 
 
 # ---- errors ---------------------------------------------------------------------------------------
