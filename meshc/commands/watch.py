@@ -17,13 +17,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from meshc.commands.common import EXIT_OK, EXIT_USAGE
+from meshc.commands.sync_common import (
+    add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, open_targets,
+)
 from meshc.durations import parse_duration
 from meshc.load.source import SpecSource
 
 if TYPE_CHECKING:
     from meshc.bundle import Bundle
     from meshc.diagnostics import Diagnostic
-    from meshc.sync.target import Target
     from meshc.sync.watch import CompileFn, Watcher
 
 NAME = "watch"
@@ -44,17 +46,14 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="how often to poll the branch and re-check drift (default: 5s)")
     source.add_argument("--cache-dir", type=Path, metavar="DIR",
                         help="where mirrors of remote repositories live (default: $XDG_CACHE_HOME/meshc/mirrors)")
-    _add_target_arguments(parser.add_argument_group("targets (any combination)"))
+    add_target_arguments(parser)
+    add_prune_arguments(parser)
+    add_build_arguments(parser)
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument("--once", action="store_true",
                            help="one pass, then exit: 0 when in sync, 1 when the commit is invalid or the sync failed")
     behaviour.add_argument("--no-drift-correction", dest="drift_correction", action="store_false",
                            help="re-plan each interval and report drift, but never write it back")
-    behaviour.add_argument("--prune-limit", type=_count, default=None, metavar="N",
-                           help="refuse a sync that would delete more than N objects or keys per target "
-                           "(default: 20)")
-    behaviour.add_argument("--allow-prune-all", action="store_true",
-                           help="allow a sync that deletes everything of the mesh (or more than --prune-limit)")
     behaviour.add_argument("--max-backoff", default="60s", type=_duration, metavar="DURATION",
                            help="longest wait between retries of a transient failure (default: 60s)")
     behaviour.add_argument("--lock-ttl", default=DEFAULT_LOCK_TTL, type=_duration, metavar="DURATION",
@@ -71,22 +70,6 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="status lines for people, or one JSON object per line (default: text)")
     output.add_argument("--metrics-addr", type=_address, metavar="HOST:PORT",
                         help="serve Prometheus metrics on http://HOST:PORT/metrics (and /healthz)")
-
-
-def _add_target_arguments(group: Any) -> None:
-    group.add_argument("--kubeconfig", metavar="FILE", help="sync to the cluster of this kubeconfig")
-    group.add_argument("--context", metavar="NAME", help="the kubeconfig context (default: its current one)")
-    group.add_argument("--in-cluster", action="store_true",
-                       help="sync to the cluster this runs in, with its service account")
-    group.add_argument("--etcd", metavar="URL", help="sync service records to etcd (http://HOST:PORT); with it, "
-                       "replicas elect a leader through a lock under the mesh's prefix")
-    group.add_argument("--etcd-ca", metavar="FILE", help="CA bundle for an https etcd")
-    group.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd")
-    group.add_argument("--etcd-key", metavar="FILE", help="client key for etcd")
-    group.add_argument("--output", metavar="DIR", help="keep DIR equal to the compiled files (Envoy on hosts)")
-    group.add_argument("--envoy-config-dir", metavar="DIR",
-                       help="where sidecars read cds/lds (default: /etc/envoy, the ConfigMap mount); {service} in "
-                       "DIR becomes each sidecar's name (Envoy on hosts, with --output)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,12 +96,6 @@ class _UsageError(Exception):
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    if not (args.kubeconfig or args.in_cluster or args.etcd or args.output):
-        return "name at least one target: --kubeconfig FILE, --in-cluster, --etcd URL or --output DIR"
-    if args.kubeconfig and args.in_cluster:
-        return "--kubeconfig and --in-cluster exclude each other"
-    if args.context and not args.kubeconfig:
-        return "--context needs --kubeconfig"
     if args.verify_signatures and not args.keyring:
         return "--verify-signatures needs --keyring FILE"
     if args.keyring and not args.verify_signatures:
@@ -131,8 +108,6 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> Watcher:
     """Everything the loop needs, each part closed by the stack when the loop ends."""
     from meshc.diagnostics import MeshcError
-    from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
-    from meshc.sync.target import SyncError
     from meshc.sync.watch import Watcher, WatchOptions
     from meshc.sync.watch_source import GitSource, SourceError
     from meshc.sync.watch_trust import KeyringError, TrustedKeyring
@@ -152,15 +127,13 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
         if not source.remote:
             raise _UsageError(str(exc)) from None
         # A remote that is down at startup is retried by the loop like any later failure.
-    try:
-        targets = _open_targets(args, stack)
-    except SyncError as exc:
-        raise _UsageError(str(exc)) from None
+    targets = open_targets(args)  # bad target flags: MeshcError, exit 2
+    stack.callback(close_targets, targets)
     options = WatchOptions(
         spec_path=args.path,
         interval=args.interval,
         drift_correction=args.drift_correction,
-        prune_limit=DEFAULT_PRUNE_LIMIT if args.prune_limit is None else args.prune_limit,
+        prune_limit=args.prune_limit,
         allow_prune_all=args.allow_prune_all,
         backoff_base=min(1.0, args.interval),
         backoff_cap=max(args.max_backoff, min(1.0, args.interval)),
@@ -168,51 +141,25 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
     )
     metrics = _start_metrics(args, stack)
     lock_for = _lock_factory(args, stack) if args.etcd and args.leader_election else None
-    watcher = Watcher(source, compile_function(_envoy_config_dir(args)), targets, options, log=log, metrics=metrics, lock_for=lock_for)
+    compile_fn = compile_function(args.envoy_config_dir, dict(args.envoy_host))
+    watcher = Watcher(source, compile_fn, targets, options, log=log, metrics=metrics, lock_for=lock_for)
     if metrics is not None:
         _serve_metrics(args, metrics, watcher, stack, log)
     return watcher
 
 
-def compile_function(config_dir: str | None = None) -> CompileFn:
+def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] | None = None) -> CompileFn:
     """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None)."""
+    from meshc.defaults import ENVOY_CONFIG_DIR
     from meshc.pipeline import BuildOptions, compile
 
-    options = BuildOptions() if config_dir is None else BuildOptions(config_dir=config_dir)
+    options = BuildOptions(config_dir=config_dir or ENVOY_CONFIG_DIR, envoy_hosts=envoy_hosts or {})
 
     def compile_spec(source: SpecSource) -> tuple[Sequence[Diagnostic], Bundle | None]:
         compiled = compile(source, options)
         return compiled.diagnostics, compiled.bundle
 
     return compile_spec
-
-
-def _envoy_config_dir(args: argparse.Namespace) -> str:
-    from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
-
-    if getattr(args, "envoy_config_dir", None):
-        return str(args.envoy_config_dir)
-    return DEFAULT_CONFIG_DIR
-
-
-def _open_targets(args: argparse.Namespace, stack: contextlib.ExitStack) -> list[Target]:
-    """Targets in the order they are applied: Kubernetes, then etcd, then the directory."""
-    targets: list[Target] = []
-    if args.kubeconfig or args.in_cluster:
-        from meshc.sync.kubernetes import KubernetesTarget
-
-        targets.append(KubernetesTarget.from_kubeconfig(args.kubeconfig, args.context, in_cluster=args.in_cluster))
-    if args.etcd:
-        from meshc.sync.etcd import EtcdTarget
-
-        targets.append(EtcdTarget(args.etcd, ca_cert=args.etcd_ca, cert_cert=args.etcd_cert, cert_key=args.etcd_key))
-    if args.output:
-        from meshc.sync.directory import DirectoryTarget
-
-        targets.append(DirectoryTarget(args.output))
-    for target in targets:
-        stack.callback(target.close)
-    return targets
 
 
 def _lock_factory(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
@@ -275,12 +222,6 @@ def _duration(text: str) -> float:
         return parse_duration(text) / 1000
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
-    return int(text)
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from meshc.bundle import Bundle
 from meshc.diagnostics import Diagnostic, MeshcError
+from meshc.durations import format_duration
 from meshc.load.source import SpecSource
 from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, sync_once
@@ -280,7 +281,8 @@ class Watcher:
         if self.stopping:
             return PassOutcome(Result.STOPPED)
         if new:
-            self.log.status(f"applying {desired.commit.short} \"{desired.commit.subject}\"")
+            self.log.event("applying", f'{desired.commit.short} "{desired.commit.subject}"',
+                           commit=desired.commit.sha, subject=desired.commit.subject)
         started = time.monotonic()
         try:
             report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
@@ -390,7 +392,7 @@ class Watcher:
     def _announce(self) -> None:
         targets = ", ".join(t.name for t in self.targets)
         self.log.event("watching", f"{self.source.display} branch {self.source.branch}, {self.options.spec_path}, "
-                       f"every {seconds(self.options.interval)} -> {targets or 'no target'}"
+                       f"every {format_duration(round(self.options.interval * 1000))} -> {targets or 'no target'}"
                        + ("" if self.options.drift_correction else " (drift correction off)"),
                        repo=self.source.display, branch=self.source.branch, path=self.options.spec_path,
                        interval_s=self.options.interval, targets=[t.name for t in self.targets],

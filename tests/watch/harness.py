@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +20,7 @@ from meshc.sync.watch import LockFactory, MetricsSink, Watcher, WatchOptions
 from meshc.sync.watch_log import StatusLog
 from meshc.sync.watch_source import GitSource
 from tests.support.ports import poll_until
+from tests.support.process import ManagedProcess, read_text
 from tests.watch.specs import SPEC_PATH
 
 Event = dict[str, Any]
@@ -99,11 +103,11 @@ class ThreadedWatcher:
 
 def make_watcher(repo: Path | str, targets: Sequence[Target], *, interval: float = INTERVAL,
                  metrics: MetricsSink | None = None, lock_for: LockFactory | None = None,
-                 branch: str = "main", **options: Any) -> tuple[Watcher, EventStream]:
+                 branch: str = "main", cache_dir: Path | None = None, **options: Any) -> tuple[Watcher, EventStream]:
     stream = EventStream()
     settings = WatchOptions(spec_path=SPEC_PATH, interval=interval, backoff_base=min(0.1, interval),
                             backoff_cap=options.pop("backoff_cap", 1.0), **options)
-    watcher = Watcher(GitSource(str(repo), branch), compile_function(), targets, settings,
+    watcher = Watcher(GitSource(str(repo), branch, cache_dir), compile_function(), targets, settings,
                       log=StatusLog(stream, "json"), metrics=metrics, lock_for=lock_for, rng=random.Random(7))
     return watcher, stream
 
@@ -116,3 +120,47 @@ def watching(repo: Path | str, targets: Sequence[Target], **kwargs: Any) -> Iter
         yield running
     finally:
         running.stop()
+
+
+class WatchProcess:
+    """`meshc watch --log-format json ...` as a child process (own process group, output in files)."""
+
+    def __init__(self, workdir: Path, args: Sequence[str], name: str = "watch") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = workdir / f"{name}.out"
+        self.process = ManagedProcess(
+            name=f"meshc watch ({name})",
+            argv=[sys.executable, "-m", "meshc.cli", "watch", "--log-format", "json", *args],
+            stdout_path=self.stdout_path,
+            stderr_path=workdir / f"{name}.err",
+        )
+
+    def start(self) -> WatchProcess:
+        self.process.start()
+        return self
+
+    def events(self) -> list[Event]:
+        lines = read_text(self.stdout_path).splitlines(keepends=True)
+        return [json.loads(line) for line in lines if line.endswith("\n") and line.strip()]
+
+    def wait(self, name: str, timeout: float = WAIT, **fields: Any) -> Event:
+        def read() -> list[Event]:
+            events = self.events()
+            if not matching(events, name, **fields):
+                self.process.check_running()
+            return events
+
+        return wait_event(read, name, timeout, **fields)
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.killpg(self.process.pid, sig)
+
+    def wait_exit(self, timeout: float = WAIT) -> int:
+        code: int | None = poll_until(lambda: (self.process.returncode,) if self.process.returncode is not None
+                                      else None, timeout=timeout,
+                                      message=lambda: f"{self.process.name} still runs\n{self.process.log_tail()}")[0]
+        assert code is not None
+        return code
+
+    def stop(self) -> int | None:
+        return self.process.stop()
