@@ -3,10 +3,14 @@
 The pod template changes only when the pod must be replaced: its bootstrap-hash annotation covers
 the sidecar's bootstrap alone, because cds/lds changes reach running proxies through the mounted
 ConfigMap (Envoy watches the directory) without a restart.
+
+Parts that are the same in many pods (the sidecar container, resource blocks, security contexts)
+are built once and shared between objects: emitted documents are read-only.
 """
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from typing import Any
 
@@ -110,6 +114,7 @@ def upstream_url(upstream: ir.Upstream) -> str:
     return f"{scheme}://127.0.0.1:{upstream.local_port}"
 
 
+@functools.lru_cache(maxsize=8)
 def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
     return {
         "name": naming.SIDECAR_CONTAINER,
@@ -134,6 +139,7 @@ def _port(name: str, number: int) -> dict[str, Any]:
     return {"name": name, "containerPort": number, "protocol": "TCP"}
 
 
+@functools.lru_cache(maxsize=1024)
 def resources(quantities: ir.Resources) -> dict[str, dict[str, str]]:
     requests = {"cpu": quantities.cpu_request, "memory": quantities.memory_request}
     limits = {"cpu": quantities.cpu_limit, "memory": quantities.memory_limit}

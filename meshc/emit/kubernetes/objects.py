@@ -94,9 +94,10 @@ def _service_port(protocol: ir.Protocol, port: int, target_port: int) -> dict[st
 
 def kustomization(paths: list[str]) -> Object:
     """Lists the generated files, relative to the kustomization, so `kubectl apply -k` takes them all."""
-    root = posixpath.dirname(naming.KUSTOMIZATION_PATH)
+    root = posixpath.dirname(naming.KUSTOMIZATION_PATH) + "/"
+    assert all(path.startswith(root) for path in paths), "every Kubernetes file sits beside the kustomization"
     return {
         "apiVersion": KUSTOMIZATION_API_VERSION,
         "kind": "Kustomization",
-        "resources": [posixpath.relpath(path, root) for path in paths],
+        "resources": [path.removeprefix(root) for path in paths],
     }
