@@ -33,6 +33,10 @@ def write_bundle(bundle: Bundle, out: str | os.PathLike[str]) -> None:
     directory of something else is refused, so a mistyped -o cannot wipe a user's files.
     """
     target = Path(out).absolute()
+    if target.is_symlink():
+        # Replace the directory the link points to, and keep the link: swapping the link itself
+        # would turn it into a plain directory and leave the old tree (and a stray link) behind.
+        target = target.resolve()
     if target.exists() and not target.is_dir():
         raise BundleWriteError(f"{target} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not is_meshc_output(target):

@@ -152,3 +152,15 @@ def _drop_catalog(text: str) -> str:
     kept = lines[:start] + lines[end:]
     up = next(i for i, line in enumerate(kept) if "- service: catalog" in line)
     return "".join(kept[:up] + kept[up + 4:])
+
+
+def test_an_output_reached_through_a_symlink_is_replaced_where_it_lives(shop: Path, spec_paths: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    real = tmp_path / "builds" / "current"
+    assert meshc("build", str(shop), "-o", str(real)).returncode == 0
+    link = tmp_path / "out"
+    link.symlink_to(real)
+    assert meshc("build", str(spec_paths["canary"]), "-o", str(link)).returncode == 0
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert files(real) == dict(compiled(spec_paths["canary"]).files)
+    assert leftovers(tmp_path, link) == [] and leftovers(real.parent, real) == []
