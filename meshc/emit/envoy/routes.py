@@ -18,6 +18,11 @@ def route_config(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
     name = naming.route_name(upstream.service)
     return {
         "name": name,
+        # Envoy re-reads lds.yaml and cds.yaml on any move into the config directory, in no promised
+        # order; with validation, a listener whose new cluster is still warming would be rejected and
+        # stay rejected until the next move. Unvalidated, it loads and answers 503 for the instant
+        # the cluster is missing. meshc always emits both halves together, and the tests load them.
+        "validate_clusters": False,
         "virtual_hosts": [{
             "name": upstream.service,
             "domains": ["*"],
