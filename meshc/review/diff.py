@@ -147,15 +147,22 @@ def compare_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, 
 
 
 def _locate(side: Side, subject: Subject, field_name: str) -> Span | None:
-    """The key of the changed field when it is written in the subject; else where its value comes from."""
-    base = spec_view.data_path(side.data, subject) if side.positions is not None else None
-    if base is not None and side.positions is not None:
-        parts: Path = tuple(field_name.split("."))
-        while parts:
-            if side.positions.has(base + parts):
-                return side.positions.key(base + parts)
-            parts = parts[:-1]
+    """Where the changed value is written: the field's key in the subject, else in `spec.defaults`
+    (routes and services inherit from there), else its nearest written parent; else the IR's span."""
+    positions = side.positions
+    base = spec_view.data_path(side.data, subject) if positions is not None else None
+    if positions is None or base is None:
+        return subject.span_of(field_name)
+    field_path: Path = tuple(field_name.split("."))
+    bases = [base] + ([_DEFAULTS] if subject.kind in ("route", "service") else [])
+    for parts in (field_path[:n] for n in range(len(field_path), 0, -1)):
+        for root in bases:
+            if positions.has(root + parts):
+                return positions.key(root + parts)
     return subject.span_of(field_name)
+
+
+_DEFAULTS: Path = ("spec", "defaults")
 
 
 def _warning_changes(old: tuple[Diagnostic, ...],

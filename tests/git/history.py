@@ -1,4 +1,4 @@
-"""A repository with a history: three commits on main, a feature branch, and the shop example."""
+"""Shared by the Git and review tests: a repository with a history (main, a feature branch), and running meshc."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.git.conftest import History, meshc
+from tests.git.history import History, meshc
 from tests.support.gitrepo import GitRepo
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from meshc.diagnostics import MeshcError
 from meshc.load.git import GitSpecReader, SpecNotInRevision, read_spec_at_revision
-from tests.git.conftest import SHOP, History, meshc
+from tests.git.history import SHOP, History, meshc
 from tests.support.gitrepo import GitRepo
 
 

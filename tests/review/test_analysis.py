@@ -9,7 +9,7 @@ from meshc.analysis import amplification
 from meshc.diagnostics import Diagnostic
 from meshc.load import SpecSource
 from meshc.pipeline import Checked, check
-from tests.git.conftest import meshc
+from tests.git.history import meshc
 from tests.review.specs import chain, services
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.git.conftest import ROOT, SHOP, meshc
+from tests.git.history import ROOT, SHOP, meshc
 from tests.support.gitrepo import GitRepo
 
 EXAMPLES = sorted(str(p) for p in (ROOT / "examples").glob("*/mesh.yaml"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.git.conftest import ROOT, meshc
+from tests.git.history import ROOT, meshc
 
 CANARY = (ROOT / "examples" / "canary" / "mesh.yaml").read_text(encoding="utf-8")
 SHOP = (ROOT / "examples" / "shop" / "mesh.yaml").read_text(encoding="utf-8")

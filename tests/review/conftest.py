@@ -1,0 +1,3 @@
+from tests.git.history import history
+
+__all__ = ["history"]
