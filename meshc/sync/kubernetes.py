@@ -19,7 +19,8 @@ import orjson
 
 from meshc.bundle import Bundle
 from meshc.emit.naming import (
-    CONFIG_HASH_ANNOTATION, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, MESH_LABEL, mesh_selector,
+    CONFIG_HASH_ANNOTATION, FIELD_MANAGER, KUSTOMIZATION_PATH, MANAGED_BY, MANAGED_BY_LABEL, MESH_LABEL,
+    mesh_selector,
 )
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, apply_sort_key, kind_rank
 from meshc.sync import drift
@@ -81,14 +82,14 @@ class KubernetesTarget:
 
     def plan(self, bundle: Bundle, *, revision: str | None = None) -> Plan:
         mesh = str(bundle.manifest["mesh"])
-        desired = sorted(bundle.kubernetes_objects(), key=apply_sort_key)
+        desired = sorted(desired_objects(bundle), key=apply_sort_key)
         live = self.live_objects(mesh, _namespaces_of(desired), {str(o["kind"]): str(o["apiVersion"]) for o in desired})
         changes = [self._change(obj, live.get(object_key(obj))) for obj in desired]
         removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
                          key=apply_sort_key, reverse=True)
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
         return Plan(NAME, tuple(changes), revision=revision, empties=_empties(live, removed),
-                    context={"mesh": mesh})
+                    context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
 
     def live_objects(self, mesh: str, namespaces: Iterable[str], kinds: dict[str, str] | None = None) -> dict[str, Obj]:
         """Every object carrying this mesh's labels: Namespaces cluster-wide, the rest in `namespaces`."""
@@ -120,7 +121,7 @@ class KubernetesTarget:
     # ---- apply ------------------------------------------------------------------------------------
 
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
-        desired = {object_key(obj): obj for obj in bundle.kubernetes_objects()}
+        desired = plan.context.get("desired") or {object_key(obj): obj for obj in desired_objects(bundle)}
         result = ApplyResult(NAME)
         upserts = [c for c in plan.changes if c.action in (Action.CREATE, Action.UPDATE)]
         try:
@@ -292,6 +293,22 @@ def _first_line(text: str) -> str:
 
 
 # ---- objects --------------------------------------------------------------------------------------
+
+def desired_objects(bundle: Bundle) -> list[Obj]:
+    """The bundle's Kubernetes objects. meshc writes each document as JSON (valid YAML) joined by
+    `---` lines, and JSON text never holds a raw newline, so splitting there and parsing with
+    orjson gives the same objects as a YAML parser, ~20x faster; other YAML takes the slow path."""
+    objects: list[Obj] = []
+    for path in bundle.paths("kubernetes/"):
+        if path == KUSTOMIZATION_PATH:
+            continue
+        try:
+            docs = [orjson.loads(part) for part in bundle.files[path].split(b"\n---\n") if part.strip()]
+        except orjson.JSONDecodeError:
+            docs = bundle.documents(path)
+        objects += [doc for doc in docs if isinstance(doc, dict)]
+    return objects
+
 
 def object_key(obj: Obj) -> str:
     """`apps/v1 Deployment shop/catalog-v1`, `v1 Namespace shop`: how plans name objects."""

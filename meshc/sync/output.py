@@ -18,9 +18,11 @@ def sync_would_write(plans: Sequence[Plan]) -> bool:
     return any(not plan.empty for plan in plans)
 
 
-def change_line(change: Change) -> str:
+def change_line(change: Change, *, done: bool = False) -> str:
+    """`  + create    KEY (why)`, or in the past tense once applied: `  ~ updated   KEY (why)`."""
+    word = _PAST.get(change.action, change.action.value) if done else change.action.value
     detail = f" ({change.detail})" if change.detail else ""
-    return f"  {_SYMBOLS[change.action]} {change.action.value:<9} {change.key}{detail}"
+    return f"  {_SYMBOLS[change.action]} {word:<9} {change.key}{detail}"
 
 
 def plan_text(plans: Sequence[Plan], *, show_unchanged: bool = False) -> str:
@@ -47,8 +49,7 @@ def result_text(results: Sequence[ApplyResult]) -> str:
     lines = []
     for result in results:
         lines.append(f"{result.target}:")
-        lines += [change_line(c).replace(c.action.value, _PAST.get(c.action, c.action.value), 1)
-                  for c in result.applied]
+        lines += [change_line(c, done=True) for c in result.applied]
     return "\n".join(lines) + "\n" if lines else ""
 
 
