@@ -5,7 +5,8 @@
 //
 //   jsonnet --tla-code-file mesh=mesh.json bench/baselines/mesh.jsonnet
 //
-// Result: {"<relative path>": [documents...]}, the same paths as a meshc output directory.
+// Result: {"<relative path>": "<file content>"}: the same paths and the same kind of text as a meshc
+// output directory (indented JSON with sorted keys, `---` between the documents of a stream).
 function(mesh)
   local spec = mesh.spec;
   local get(o, k, d=null) = if o != null && std.objectHas(o, k) && o[k] != null then o[k] else d;
@@ -303,6 +304,7 @@ function(mesh)
                        + (if std.length(hashing) > 0 then { hash_policy: hashing } else {});
         httpManager(listenerName, {
           name: routeName,
+          validate_clusters: false,
           virtual_hosts: [{ name: r.service, domains: ['*'], include_request_attempt_count: true,
                             routes: [{ name: routeName, match: { prefix: '/' }, route: action }] }],
         }, httpLogs);
@@ -352,12 +354,130 @@ function(mesh)
       discovery(LISTENER_TYPE, [inbound(s)] + [outbound(r) for r in routes]),
     ];
 
-  local deployed = [s for s in services if s.deployed];
-  local sidecars = [{ name: s.name, files: sidecar(s) } for s in deployed];
-  local envoyFiles = {
-    ['envoy/%s/%s' % [x.name, file[1]]]: [x.files[file[0]]]
-    for x in sidecars
-    for file in [[0, 'bootstrap.yaml'], [1, 'cds.yaml'], [2, 'lds.yaml']]
+  // --- Kubernetes objects (meshc.emit.kubernetes) ----------------------------------------------
+  local MANAGED = { 'app.kubernetes.io/managed-by': 'meshc', 'meshc.dev/mesh': name };
+  local serviceLabels(s) = MANAGED { 'app.kubernetes.io/name': s, 'meshc.dev/service': s };
+  local versionLabels(s, v) = serviceLabels(s) { 'app.kubernetes.io/version': v.name, 'meshc.dev/version': v.name };
+  local withHash(obj) = obj { metadata+: { annotations: { 'meshc.dev/config-hash': hash(obj) } } };
+  local object(apiVersion, kind, objName, labels) =
+    { apiVersion: apiVersion, kind: kind, metadata: { name: objName, namespace: ns, labels: labels } };
+  local APP_PROTOCOL = { http: 'http', http2: 'kubernetes.io/h2c', grpc: 'grpc', tcp: 'tcp' };
+  local servicePort(protocol, port) =
+    { name: protocol, appProtocol: APP_PROTOCOL[protocol], protocol: 'TCP', port: port, targetPort: proxy.inboundPort };
+  local POD_SECURITY = { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } };
+  local CONTAINER_SECURITY = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
+  local port(portName, number) = { name: portName, containerPort: number, protocol: 'TCP' };
+  local resources(r) = {
+    requests: { cpu: r.cpuRequest, memory: r.memoryRequest },
+    limits: { cpu: r.cpuLimit, memory: r.memoryLimit },
   };
+  local seconds(millis) = std.max(1, std.ceil(millis / 1000));
+  local appReadiness(s) =
+    local h = s.health;
+    if h == null then { tcpSocket: { port: s.port }, periodSeconds: 5, timeoutSeconds: 1, failureThreshold: 3 }
+    else (
+      if s.protocol == 'grpc' then { grpc: { port: s.port } }
+      else if s.protocol == 'tcp' then { tcpSocket: { port: s.port } }
+      else { httpGet: { path: h.path, port: s.port } }
+    ) + {
+      periodSeconds: seconds(h.interval), timeoutSeconds: seconds(h.timeout),
+      successThreshold: h.healthyThreshold, failureThreshold: h.unhealthyThreshold,
+    };
+  local appLiveness(s) = {
+    tcpSocket: { port: s.port }, initialDelaySeconds: 15, periodSeconds: 10,
+    timeoutSeconds: if s.health != null then seconds(s.health.timeout) else 1, failureThreshold: 3,
+  };
+  local sidecarContainer = {
+    name: 'envoy', image: proxy.image, args: ['-c', configDir + '/bootstrap.yaml'],
+    ports: [port('envoy-inbound', proxy.inboundPort), port('envoy-stats', proxy.statsPort)],
+    readinessProbe: { httpGet: { path: '/ready', port: proxy.statsPort }, periodSeconds: 2, timeoutSeconds: 1, failureThreshold: 3 },
+    livenessProbe: { tcpSocket: { port: proxy.statsPort }, initialDelaySeconds: 15, periodSeconds: 10, timeoutSeconds: 1, failureThreshold: 3 },
+    resources: resources(resourcesOf(proxy.resources, null, PROXY_RESOURCES)),
+    securityContext: CONTAINER_SECURITY,
+    volumeMounts: [{ name: 'envoy-config', mountPath: configDir, readOnly: true }, { name: 'envoy-tmp', mountPath: '/tmp' }],
+  };
+  local envVar(service) = std.strReplace(std.asciiUpper(service), '-', '_') + '_URL';
+  local appEnv(s) =
+    local upstreamEnv = { [envVar(u.service)]: (if svc[u.service].protocol == 'tcp' then 'tcp' else 'http') + '://127.0.0.1:%d' % u.localPort
+                          for u in s.upstreamList };
+    local env = upstreamEnv + get(s, 'env', {});
+    [{ name: k, value: env[k] } for k in std.objectFields(env)];
+  local appContainer(s, v) =
+    local env = appEnv(s);
+    {
+      name: 'app', image: v.image, ports: [port(s.protocol, s.port)],
+      readinessProbe: appReadiness(s), livenessProbe: appLiveness(s),
+      resources: resources(v.resources), securityContext: CONTAINER_SECURITY,
+      volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+    } + (if std.length(env) > 0 then { env: env } else {});
+  local workloadName(s, v) = if v.implicit then s.name else s.name + '-' + v.name;
+  local deployment(s, v, bootstrapHash) =
+    local labels = versionLabels(s.name, v);
+    withHash(object('apps/v1', 'Deployment', workloadName(s, v), labels) {
+      spec: {
+        replicas: v.replicas,
+        selector: { matchLabels: { 'meshc.dev/service': s.name, 'meshc.dev/version': v.name } },
+        template: {
+          metadata: {
+            labels: labels,
+            annotations: {
+              'meshc.dev/bootstrap-hash': bootstrapHash, 'kubectl.kubernetes.io/default-container': 'app',
+              'prometheus.io/scrape': 'true', 'prometheus.io/port': std.toString(proxy.statsPort),
+              'prometheus.io/path': '/stats/prometheus',
+            },
+          },
+          spec: {
+            serviceAccountName: s.name, automountServiceAccountToken: false, enableServiceLinks: false,
+            securityContext: POD_SECURITY,
+            containers: [appContainer(s, v), sidecarContainer],
+            volumes: [
+              { name: 'envoy-config', configMap: { name: s.name + '-envoy' } },
+              { name: 'envoy-tmp', emptyDir: {} },
+              { name: 'tmp', emptyDir: {} },
+            ],
+          },
+        },
+      },
+    });
+  local kubernetesObjects(s, envoyText) = [
+    withHash(object('v1', 'ServiceAccount', s.name, serviceLabels(s.name)) { automountServiceAccountToken: false }),
+    withHash(object('v1', 'ConfigMap', s.name + '-envoy', serviceLabels(s.name)) {
+      data: { 'bootstrap.yaml': envoyText[0], 'cds.yaml': envoyText[1], 'lds.yaml': envoyText[2] },
+    }),
+    withHash(object('v1', 'Service', s.name, serviceLabels(s.name)) {
+      spec: { type: 'ClusterIP', selector: { 'meshc.dev/service': s.name },
+              ports: [servicePort(s.protocol, s.port)] },
+    }),
+  ] + [
+    withHash(object('v1', 'Service', s.name + '-' + v.name, versionLabels(s.name, v)) {
+      spec: { clusterIP: 'None', publishNotReadyAddresses: false,
+              selector: { 'meshc.dev/service': s.name, 'meshc.dev/version': v.name },
+              ports: [servicePort(s.protocol, proxy.inboundPort)] },
+    })
+    for v in s.versionList
+  ] + [deployment(s, v, std.substr(std.md5(envoyText[0]), 0, 16)) for v in s.versionList];
 
-  envoyFiles
+  // --- files: each rendered as meshc renders them (indented JSON, sorted keys, `---` between) ----
+  local stream(docs) = std.join('---\n', [pretty(d) for d in docs]);
+  local deployed = [s for s in services if s.deployed];
+  local rendered = [
+    local envoyText = [pretty(d) for d in sidecar(s)];
+    { name: s.name, envoy: envoyText, kubernetes: stream(kubernetesObjects(s, envoyText)) }
+    for s in deployed
+  ];
+  local ENVOY_FILES = ['bootstrap.yaml', 'cds.yaml', 'lds.yaml'];
+  {
+    ['envoy/%s/%s' % [r.name, ENVOY_FILES[i]]]: r.envoy[i]
+    for r in rendered
+    for i in [0, 1, 2]
+  } + {
+    ['kubernetes/%s.yaml' % r.name]: r.kubernetes
+    for r in rendered
+  } + {
+    'kubernetes/namespace.yaml': pretty(withHash({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: MANAGED } })),
+    'kubernetes/kustomization.yaml': pretty({
+      apiVersion: 'kustomize.config.k8s.io/v1beta1',
+      kind: 'Kustomization',
+      resources: ['namespace.yaml'] + ['%s.yaml' % s.name for s in deployed],
+    }),
+  }
