@@ -6,11 +6,13 @@ endpoints have none. cds/lds are DiscoveryResponse-shaped so Envoy's path_config
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from meshc import render
 from meshc.emit import Documents, naming
-from meshc.emit.envoy.bootstrap import bootstrap
+from meshc.emit.envoy.bootstrap import bootstrap, proxy_parts
 from meshc.emit.envoy.hosts import parse_hosts
 from meshc.emit.envoy.sidecar import MeshContext, sidecar_resources
 from meshc.emit.envoy.values import CLUSTER_TYPE, LISTENER_TYPE, Json
@@ -26,13 +28,29 @@ def emit(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None)
     Kubernetes; see meshc.emit.envoy.hosts.
     """
     ctx = MeshContext(mesh, parse_hosts(hosts or {}))
+    shared = proxy_parts(mesh.proxy)
     documents: Documents = {}
-    for service in mesh.deployed_services:
-        clusters, listeners = sidecar_resources(ctx, service)
-        documents[naming.envoy_path(service.name, "bootstrap.yaml")] = [bootstrap(mesh, service, config_dir)]
-        documents[naming.envoy_path(service.name, "cds.yaml")] = [discovery_response(CLUSTER_TYPE, clusters)]
-        documents[naming.envoy_path(service.name, "lds.yaml")] = [discovery_response(LISTENER_TYPE, listeners)]
+    with _no_cycle_collection():
+        for service in mesh.deployed_services:
+            clusters, listeners = sidecar_resources(ctx, service)
+            documents[naming.envoy_path(service.name, "bootstrap.yaml")] = [bootstrap(mesh, service, config_dir, shared)]
+            documents[naming.envoy_path(service.name, "cds.yaml")] = [discovery_response(CLUSTER_TYPE, clusters)]
+            documents[naming.envoy_path(service.name, "lds.yaml")] = [discovery_response(LISTENER_TYPE, listeners)]
     return documents
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Millions of small dicts and no reference cycle among them: Python's cycle collector would
+    rescan the growing heap again and again (~6x the emit time on 10,000 services) for nothing.
+    Reference counting still frees everything; the collector is restored as it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def discovery_response(type_url: str, resources: list[Json]) -> Json:

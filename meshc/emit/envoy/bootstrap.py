@@ -9,13 +9,11 @@ from __future__ import annotations
 import posixpath
 
 from meshc.emit import naming
-from meshc.emit.envoy.values import (ANY_ADDRESS, HCM_FILTER, HCM_TYPE, LOOPBACK, Json, duration, router_filter,
+from meshc.emit.envoy.values import (ANY_ADDRESS, HCM_FILTER, HCM_TYPE, LOOPBACK, ROUTER_FILTERS, Json, duration,
                                      socket_address)
 from meshc.resolve import ir
 
 ADMIN_CONNECT_TIMEOUT_MS = 250
-
-
 SERVICE_PLACEHOLDER = "{service}"
 
 
@@ -24,16 +22,20 @@ def config_dir_of(config_dir: str, service: str) -> str:
     return config_dir.replace(SERVICE_PLACEHOLDER, service)
 
 
-def bootstrap(mesh: ir.Mesh, service: ir.Service, config_dir: str) -> Json:
-    proxy = mesh.proxy
+def proxy_parts(proxy: ir.Proxy) -> Json:
+    """What every bootstrap of a mesh shares: admin, the stats listener and the admin cluster."""
+    return {
+        "admin": {"address": socket_address(LOOPBACK, proxy.admin_port)},
+        "static_resources": {"listeners": [stats_listener(proxy)], "clusters": [admin_cluster(proxy)]},
+    }
+
+
+def bootstrap(mesh: ir.Mesh, service: ir.Service, config_dir: str, shared: Json) -> Json:
+    """`shared` is proxy_parts(mesh.proxy), built once per mesh."""
     config_dir = config_dir_of(config_dir, service.name)
     return {
         "node": {"id": naming.node_id(mesh, service.name), "cluster": service.name},
-        "admin": {"address": socket_address(LOOPBACK, proxy.admin_port)},
-        "static_resources": {
-            "listeners": [stats_listener(proxy)],
-            "clusters": [admin_cluster(proxy)],
-        },
+        **shared,
         "dynamic_resources": {
             "cds_config": _file_source(config_dir, "cds.yaml"),
             "lds_config": _file_source(config_dir, "lds.yaml"),
@@ -74,7 +76,7 @@ def stats_listener(proxy: ir.Proxy) -> Json:
                                    _admin_route(naming.SIDECAR_READY_PATH), _not_found()],
                     }],
                 },
-                "http_filters": [router_filter()],
+                "http_filters": ROUTER_FILTERS,
             },
         }]}],
     }

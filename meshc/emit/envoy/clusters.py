@@ -81,8 +81,8 @@ def upstream_clusters(callee: ir.Service, destination: ir.Destination, route_ret
         host = hosts.get(host_key(callee.name, version)) or hosts.get(host_key(callee.name))
         address = host.address if host else naming.headless_dns_name(callee.name, version, namespace)
         port = host.port if host and host.port else inbound_port
-        endpoint = _lb_endpoint(address, port, None)
-        clusters.append(_cluster(target.cluster, _discovery((address,)), [endpoint], policies))
+        discovery = _discovery((address,)) if host else "STRICT_DNS"   # the headless Service's name
+        clusters.append(_cluster(target.cluster, discovery, [_lb_endpoint(address, port, None)], policies))
     return clusters
 
 

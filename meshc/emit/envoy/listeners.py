@@ -8,7 +8,7 @@ from meshc.emit import naming
 from meshc.emit.envoy.clusters import Target
 from meshc.emit.envoy.routes import cluster_choice, route_config, tcp_hash_policy
 from meshc.emit.envoy.values import (ANY_ADDRESS, HCM_FILTER, HCM_TYPE, LISTENER_TYPE, LOOPBACK, TCP_PROXY_FILTER,
-                                     TCP_PROXY_TYPE, Json, router_filter, socket_address)
+                                     TCP_PROXY_TYPE, Json, ROUTER_FILTERS, socket_address)
 from meshc.resolve import ir
 
 NO_TIMEOUT = "0s"
@@ -65,7 +65,7 @@ def _http_manager(stat_prefix: str, routes: Json, logs: list[Json]) -> Json:
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "route_config": routes,
-        "http_filters": [router_filter()],
+        "http_filters": ROUTER_FILTERS,
     }
     if logs:
         manager["access_log"] = logs

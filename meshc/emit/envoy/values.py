@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 Json = dict[str, Any]
@@ -37,14 +38,12 @@ def typed(type_url: str, **fields: Any) -> Json:
     return {"@type": type_url, **fields}
 
 
-def router_filter() -> Json:
-    return {"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}}
+# Documents are never mutated after they are built, so constant parts are shared, not copied.
+ROUTER_FILTERS: list[Json] = [{"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}}]
 
 
 def is_ip_address(address: str) -> bool:
     """True for an IPv4/IPv6 literal (a STATIC endpoint), False for a host name (STRICT_DNS)."""
-    import ipaddress
-
     try:
         ipaddress.ip_address(address)
     except ValueError:
