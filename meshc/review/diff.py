@@ -125,9 +125,22 @@ def _spec_changes(old: Side, new: Side) -> Iterator[SpecChange]:
         elif after is None and before is not None:
             yield _whole(Action.REMOVED, before, before.span, None)
         elif before is not None and after is not None:
-            for name, was, now in compare_values(before.values, after.values):
+            for name, was, now in _field_changes(before, after):
                 yield SpecChange(Action.CHANGED, after.kind, after.title, after.service, name, was, now,
                                  _locate(old, before, name), _locate(new, after, name))
+
+
+# Of a service with one implicit version; once versions are declared they belong to each version.
+_IMPLICIT_VERSION_FIELDS = ("image", "replicas", "resources")
+
+
+def _field_changes(before: Subject, after: Subject) -> Iterator[tuple[str, Any, Any]]:
+    """Changed fields; when versions become declared (or implicit), the version subjects tell the story."""
+    switched = before.values.get("versions") != after.values.get("versions")
+    for name, was, now in compare_values(before.values, after.values):
+        if switched and name.split(".")[0] in _IMPLICIT_VERSION_FIELDS:
+            continue
+        yield name, was, now
 
 
 def _whole(action: Action, subject: Subject, old_span: Span | None, new_span: Span | None) -> SpecChange:

@@ -78,6 +78,8 @@ def _service_subject(service: ir.Service) -> Subject:
         "env": dict(service.env) or None,
     }
     implicit = [v for v in service.versions if v.implicit]
+    if service.deployed:
+        values["versions"] = "implicit (one)" if implicit else "declared"
     if implicit:  # image, replicas and resources sit on the service itself
         values |= {"image": implicit[0].image, "replicas": implicit[0].replicas,
                    "resources": _resources(implicit[0].resources)}

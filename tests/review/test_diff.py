@@ -198,3 +198,22 @@ def test_dirty_work_tree_does_not_change_the_diff(history: History) -> None:
     clean = meshc("diff", "--repo", str(repo.path), "main~1", "main", "--format", "json").stdout
     repo.dirty("mesh.yaml", "garbage: [\n")
     assert meshc("diff", "--repo", str(repo.path), "main~1", "main", "--format", "json").stdout == clean
+
+
+def test_declaring_versions_reads_as_versions_not_as_unset_images(git_repo: GitRepo) -> None:
+    a = git_repo.commit_file("mesh.yaml", SHOP, "shop")
+    versioned = SHOP.replace("    image: ghcr.io/acme/frontend:1.4.2\n", (
+        "    versions:\n"
+        "    - {name: blue, image: ghcr.io/acme/frontend:1.4.2, weight: 50}\n"
+        "    - {name: green, image: ghcr.io/acme/frontend:1.5.0, weight: 50}\n"))
+    b = git_repo.commit_file("mesh.yaml", versioned, "blue/green")
+    code, report = diff_json(git_repo, a, b)
+    assert spec_changes(report) == [
+        ("changed", "service frontend", "versions", "implicit (one)", "declared"),
+        ("added", "service frontend, version blue", None, None, report["specChanges"][1]["new"]),
+        ("added", "service frontend, version green", None, None, report["specChanges"][2]["new"]),
+    ]
+    assert report["specChanges"][2]["new"]["image"] == "ghcr.io/acme/frontend:1.5.0"
+    outputs = {(c["action"], c["name"]) for c in report["outputChanges"] if c["target"] == "kubernetes"}
+    assert {("removed", "Deployment shop/frontend"), ("added", "Deployment shop/frontend-blue"),
+            ("added", "Deployment shop/frontend-green")} <= outputs
