@@ -168,8 +168,11 @@ class KubernetesTarget:
         if live is None or not _is_managed(live, mesh):
             return      # gone already, or someone took it over: not ours to delete
         metadata = live["metadata"]
-        options = {"propagationPolicy": "Background",
-                   "preconditions": {"uid": metadata.get("uid"), "resourceVersion": metadata.get("resourceVersion")}}
+        # delete exactly the object just checked: a replaced or changed object fails the precondition
+        preconditions = {field: metadata[field] for field in ("uid", "resourceVersion") if metadata.get(field)}
+        options: Obj = {"propagationPolicy": "Background"}
+        if preconditions:
+            options["preconditions"] = preconditions
         result.write_requests += 1
         try:
             self._call(f"delete {change.key}", lambda: _drained(self._dynamic.delete(

@@ -266,3 +266,21 @@ def test_unreachable_api_is_transient(tmp_path: Any) -> None:
 def test_missing_kubeconfig_is_permanent(tmp_path: Any) -> None:
     with pytest.raises(PermanentError, match="cannot load kubeconfig"):
         KubernetesTarget.from_kubeconfig(str(tmp_path / "absent"))
+
+
+def test_moving_the_mesh_to_another_namespace_needs_allow_prune_all(kube_api: KubeAPIHandle,
+                                                                    kube_target: KubernetesTarget) -> None:
+    sync_once(bundle_of(chain_spec(1)), [kube_target])
+    kube_api.reset_log()
+    moved = bundle_of(chain_spec(1, namespace="sync-moved"))
+
+    plan = kube_target.plan(moved)
+    assert plan.empties and f"v1 Namespace {NAMESPACE}" in [c.key for c in plan.deletes]
+    with pytest.raises(PruneRefused, match="everything"):
+        sync_once(moved, [kube_target], prune_limit=100)
+    assert kube_api.writes() == []
+
+    sync_once(moved, [kube_target], allow_prune_all=True)
+    assert kube_api.store_get("deployments", "svc-000", "sync-moved") is not None
+    deleted = [w for w in kube_api.writes() if w.method == "DELETE"]
+    assert [kind_of(w) for w in deleted][-1] == "Namespace"     # the old namespace goes last
