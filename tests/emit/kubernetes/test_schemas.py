@@ -16,6 +16,7 @@ from meshc.bundle import Bundle
 from meshc.emit import kubernetes, naming
 from meshc.load import SpecSource, read_spec_file
 from meshc.pipeline import compile
+from tests.build.specs import dump_spec, synthetic_spec
 from tests.emit.kubernetes import schemas
 from tests.emit.kubernetes.meshes import EXAMPLES, ROOT, fake_sidecars, mesh_from_yaml
 from tests.emit.kubernetes.test_emit import PROTOCOLS
@@ -38,6 +39,15 @@ def example_bundle(request: pytest.FixtureRequest) -> Bundle:
 def test_every_object_of_every_example_is_schema_valid(example_bundle: Bundle, version: str) -> None:
     objects = list(example_bundle.kubernetes_objects())
     assert {o["kind"] for o in objects} == {"Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    problems = [problem for obj in objects for problem in schemas.errors(obj, version)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_object_of_a_large_varied_mesh_is_schema_valid(version: str) -> None:
+    bundle = build(SpecSource("mesh.yaml", dump_spec(synthetic_spec(services=60, seed=11)).encode()))
+    objects = list(bundle.kubernetes_objects())
+    assert len(objects) > 200
     problems = [problem for obj in objects for problem in schemas.errors(obj, version)]
     assert problems == []
 
