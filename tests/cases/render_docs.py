@@ -40,7 +40,7 @@ SPECIAL = {
 
 
 EDIT_CODES = ("Reported by `meshc set-weights SPEC SERVICE VERSION=WEIGHT...` before anything is written "
-              "(the file stays as it was; exit 1). For example `meshc set-weights mesh.yaml catalog v1=70 v3=30` "
+              "(the file stays as it was; exit 1, or exit 2 for a malformed argument, E404). For example `meshc set-weights mesh.yaml catalog v1=70 v3=30` "
               "on a service whose versions are v1 and v2. Fix the arguments; see [review.md](review.md#set-weights).")
 
 
