@@ -53,7 +53,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     behaviour.add_argument("--once", action="store_true",
                            help="one pass, then exit: 0 when in sync, 1 when the commit is invalid or the sync failed")
     behaviour.add_argument("--no-drift-correction", dest="drift_correction", action="store_false",
-                           help="re-plan each interval and report drift, but never write it back")
+                           help="re-plan and report drift, but never write it back")
+    behaviour.add_argument("--drift-interval", type=_duration, metavar="DURATION",
+                           help="re-plan an already applied commit this often to find drift (default: every "
+                           "--interval); new commits are still picked up every --interval")
     behaviour.add_argument("--max-backoff", default="60s", type=_duration, metavar="DURATION",
                            help="longest wait between retries of a transient failure (default: 60s)")
     behaviour.add_argument("--lock-ttl", default=DEFAULT_LOCK_TTL, type=_duration, metavar="DURATION",
@@ -133,6 +136,7 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
         spec_path=args.path,
         interval=args.interval,
         drift_correction=args.drift_correction,
+        drift_interval=args.drift_interval,
         prune_limit=args.prune_limit,
         allow_prune_all=args.allow_prune_all,
         backoff_base=min(1.0, args.interval),

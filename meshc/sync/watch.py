@@ -49,6 +49,7 @@ class Result(StrEnum):
     REFUSED = "refused"      # the commit is not trusted, or its plan trips a prune guard
     STANDBY = "standby"      # another replica holds the lock
     WAITING = "waiting"      # no valid commit seen yet
+    IDLE = "idle"            # the applied commit is not due for a drift check yet
     STOPPED = "stopped"      # asked to stop before the apply began
 
 
@@ -68,6 +69,7 @@ class WatchOptions:
     spec_path: str = "mesh.yaml"
     interval: float = 5.0
     drift_correction: bool = True
+    drift_interval: float | None = None   # re-plan an applied commit this often; None: every interval
     prune_limit: int = DEFAULT_PRUNE_LIMIT
     allow_prune_all: bool = False
     backoff_base: float = 1.0
@@ -114,6 +116,8 @@ class _Seen:
     drift_logged: int = 0                    # drift count last reported (correction off)
     source_error: str | None = None          # last Git error reported (repeats stay quiet)
     last_result: Result | None = None
+    checked_at: float | None = None          # monotonic start of the pass of the last successful sync
+    retry_due: bool = False                  # the last sync failed: the next pass tries again
 
 
 class Watcher:
@@ -276,6 +280,8 @@ class Watcher:
     def _sync(self, desired: Desired) -> PassOutcome:
         new = desired.commit.sha != self.state.applied
         dry_run = not new and not self.options.drift_correction
+        if not (new or self.state.retry_due or self._drift_check_due()):
+            return PassOutcome(Result.IDLE)
         if not self._lead(desired):
             self.log.status(f"standing by: another replica holds the lock ({desired.commit.short} is desired)")
             return PassOutcome(Result.STANDBY)
@@ -289,16 +295,25 @@ class Watcher:
             report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
                                   prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all)
         except PruneRefused as exc:
+            self.state.checked_at = self.heartbeat
             return self._refused(desired, exc, time.monotonic() - started)
         except TransientError as exc:
+            self.state.retry_due = True
             return self._failed(desired, exc, time.monotonic() - started, transient=True)
         except PermanentError as exc:
+            self.state.retry_due = True
             return self._failed(desired, exc, time.monotonic() - started, transient=False)
         duration = time.monotonic() - started
+        # Measured from the start of the pass, so a check every interval stays every interval.
+        self.state.checked_at, self.state.retry_due = self.heartbeat, False
         self._backoff.reset()
         if dry_run:
             return self._drift_reported(desired, report, duration)
         return self._synced(desired, report, duration, new)
+
+    def _drift_check_due(self) -> bool:
+        every = self.options.interval if self.options.drift_interval is None else self.options.drift_interval
+        return self.state.checked_at is None or time.monotonic() - self.state.checked_at >= every - 0.001
 
     def _lead(self, desired: Desired) -> bool:
         """True when this replica may apply: there is no lock, or it holds it."""
@@ -395,10 +410,10 @@ class Watcher:
         targets = ", ".join(t.name for t in self.targets)
         self.log.event("watching", f"{self.source.display} branch {self.source.branch}, {self.options.spec_path}, "
                        f"every {format_duration(round(self.options.interval * 1000))} -> {targets or 'no target'}"
-                       + ("" if self.options.drift_correction else " (drift correction off)"),
+                       + _drift_note(self.options),
                        repo=self.source.display, branch=self.source.branch, path=self.options.spec_path,
                        interval_s=self.options.interval, targets=[t.name for t in self.targets],
-                       drift_correction=self.options.drift_correction,
+                       drift_correction=self.options.drift_correction, drift_interval_s=self.options.drift_interval,
                        verify_signatures=self.options.gnupg_home is not None)
 
     def _wait(self, delay: float) -> None:
@@ -438,6 +453,14 @@ class NullMetrics:
 
     def source_error(self) -> None:
         pass
+
+
+def _drift_note(options: WatchOptions) -> str:
+    if not options.drift_correction:
+        return " (drift correction off)"
+    if options.drift_interval is not None and options.drift_interval != options.interval:
+        return f" (drift checked every {format_duration(round(options.drift_interval * 1000))})"
+    return ""
 
 
 def _counts(plan: Plan) -> dict[str, int]:

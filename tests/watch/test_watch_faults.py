@@ -113,3 +113,20 @@ def test_a_commit_over_the_prune_limit_is_refused(mesh_repo: GitRepo, kube_api: 
     assert kube_api.writes() == []
     assert etcd_store_revision(etcd_server) == etcd_before
     assert etcd_value(etcd_server, f"{PREFIX}/revision") == first
+
+
+def test_drift_interval_spaces_out_drift_checks_but_not_new_commits(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                                    kube_target: KubernetesTarget) -> None:
+    with watching(mesh_repo.path, [kube_target], drift_interval=60.0) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        kube_api.reset_log()
+        apps = client.AppsV1Api(kube_api.api_client())
+        apps.patch_namespaced_deployment("svc-01", NAMESPACE, {"spec": {"replicas": 7}})
+        watcher.wait_passes(5)
+        assert not matching(watcher.events(), "drift")
+        assert not [r for r in kube_api.requests if "/deployments" in r.path and r.method == "GET"], \
+            "no re-plan before the drift interval"
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "8.0.0"}), "Bump svc-01")
+        watcher.wait("applied", commit=change)
+    deployment = kube_api.store_get("deployments", "svc-01", NAMESPACE)
+    assert deployment is not None and deployment["spec"]["replicas"] == 1, "the new commit's apply fixed it too"
