@@ -44,10 +44,15 @@ def route_action(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
 
 
 def cluster_choice(targets: Sequence[Target]) -> Json:
-    """One version: straight to its cluster; several: split by version weight."""
-    if len(targets) == 1:
-        return {"cluster": targets[0].cluster}
-    return {"weighted_clusters": {"clusters": [{"name": t.cluster, "weight": t.weight} for t in targets]}}
+    """One version: straight to its cluster; several: split by version weight.
+
+    Versions at weight 0 keep their (warm) cluster but leave the split: tcp_proxy refuses a weight
+    of 0, and a route table without them means the same to both filters.
+    """
+    weighted = [t for t in targets if t.weight > 0] or list(targets)
+    if len(weighted) == 1:
+        return {"cluster": weighted[0].cluster}
+    return {"weighted_clusters": {"clusters": [{"name": t.cluster, "weight": t.weight} for t in weighted]}}
 
 
 def retry_policy(retries: ir.RetryPolicy) -> Json:

@@ -181,10 +181,43 @@ def test_http2_upstream_and_zero_weight_version(tmp_path: Path) -> None:
            "versions": [{"name": "v1", "image": "api:1", "weight": 100}, {"name": "v2", "image": "api:2", "weight": 0}]}
     files = envoy_files(caller_spec(api, {"timeout": "3s"}), tmp_path)
     v1 = clusters(files, "client")["api|v1"]
+    assert "api|v2" in clusters(files, "client")           # warm, ready for the next weight change
+    to_api = [route(l) for l in listeners(files, "client").values() if l["name"] != "inbound"]
+    assert [r["cluster"] for r in to_api] == ["api|v1"] and "weighted_clusters" not in to_api[0]
     assert v1["health_checks"][0]["http_health_check"]["codec_client_type"] == "HTTP2"
     assert HTTP_PROTOCOL_OPTIONS in v1["typed_extension_protocol_options"]
     assert_envoy_accepts(files, "client", tmp_path)
     assert_envoy_accepts(files, "api", tmp_path)
+
+
+@pytest.mark.envoy
+def test_tcp_split_leaves_out_versions_at_weight_zero(tmp_path: Path) -> None:
+    db = {"name": "db", "port": 5432, "protocol": "tcp",
+          "versions": [{"name": "a", "image": "db:1", "weight": 60}, {"name": "b", "image": "db:2", "weight": 40},
+                       {"name": "c", "image": "db:3", "weight": 0}]}
+    files = envoy_files(caller_spec(db), tmp_path)
+    (proxy,) = [network_filter(l) for l in listeners(files, "client").values() if l["name"] != "inbound"]
+    assert proxy["weighted_clusters"]["clusters"] == [{"name": "db|a", "weight": 60}, {"name": "db|b", "weight": 40}]
+    assert {"db|a", "db|b", "db|c"} <= set(clusters(files, "client"))
+    assert_envoy_accepts(files, "client", tmp_path)
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("callee", [
+    static_service("api", [8001], outlierDetection={"consecutive5xx": 2, "consecutiveGatewayFailure": 3,
+                                                    "maxEjectionPercent": 0},
+                   circuitBreaker={"maxConnections": 1, "maxPendingRequests": 0, "maxRequests": 1, "maxRetries": 0}),
+    {"name": "ext", "port": 443, "loadBalancer": {"policy": "maglev", "hashOn": {"sourceIp": True}},
+     "endpoints": [{"address": "a.example.com", "port": 443, "weight": 2}, {"address": "10.0.0.1", "port": 443}]},
+    {"name": "g", "port": 9000, "protocol": "grpc", "healthCheck": {"path": "/x"}, "circuitBreaker": {"maxRetries": 5},
+     "versions": [{"name": "a", "image": "g:1", "weight": 50}, {"name": "b", "image": "g:2", "weight": 50}]},
+    {"name": "db", "port": 5432, "protocol": "tcp", "image": "db:1",
+     "loadBalancer": {"policy": "ring_hash", "hashOn": {"header": "x"}}},
+], ids=["gateway-failure-and-tight-breaker", "dns-and-ip-endpoints-maglev", "grpc-versions", "tcp-header-hash"])
+def test_more_shapes_are_accepted(callee: dict[str, Any], tmp_path: Path) -> None:
+    files = envoy_files(caller_spec(callee), tmp_path)
+    for service in {path.split("/")[1] for path in files}:
+        assert_envoy_accepts(files, service, tmp_path)
 
 
 @pytest.mark.envoy
