@@ -6,6 +6,7 @@ clusters and listeners, etcd keys, output paths, labels); nothing else spells th
 
 from __future__ import annotations
 
+from meshc import object_names
 from meshc.defaults import ENVOY_CONFIG_DIR
 from meshc.resolve import ir
 
@@ -54,12 +55,12 @@ MANIFEST_PATH = "manifest.json"
 
 def workload_name(service: str, version: ir.Version) -> str:
     """Deployment name: the service name for an implicit version, else `<service>-<version>`."""
-    return service if version.implicit else f"{service}-{version.name}"
+    return object_names.workload(service, version.name, version.implicit)
 
 
 def headless_service_name(service: str, version: ir.Version) -> str:
     """Headless Service through which Envoy (STRICT_DNS) finds one version's pods."""
-    return f"{service}-{version.name}"
+    return object_names.headless_service(service, version.name)
 
 
 def headless_dns_name(service: str, version: ir.Version, namespace: str) -> str:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
 from meshc.load import Positions
+from meshc import object_names
 from meshc.defaults import IMPLICIT_VERSION
+from meshc.object_names import RESERVED_SERVICE_NAMES
 from meshc.validate.models import HASH_POLICIES, FailurePolicy, LbPolicy, LoadBalancer, Mesh, Protocol, Service
 
 # Envoy's retry_on conditions: router (HTTP) and gRPC status based.
@@ -356,6 +358,36 @@ def kubernetes_names(ctx: Context) -> Iterator[Diagnostic]:
                             "shorten the service or version name", ctx.at(*where), where)
 
 
+def generated_names_unique(ctx: Context) -> Iterator[Diagnostic]:
+    """Services and versions whose Kubernetes objects would share a name, or take an output file's."""
+    owners: dict[tuple[str, str], str] = {}
+    for path, service in services(ctx):
+        if service.endpoints is not None:
+            continue
+        if service.name in RESERVED_SERVICE_NAMES:
+            yield error("E222", f"service name '{service.name}' is reserved: kubernetes/{service.name}.yaml is "
+                        "an output file of its own", ctx.at(*path, "name"), path + ("name",))
+        for (kind, name), owner, where in _claimed_names(service, path):
+            first = owners.setdefault((kind, name), owner)
+            if first != owner:
+                yield error("E222", f"{owner} would create the {kind} '{name}', which {first} already creates; "
+                            "rename one of them", ctx.at(*where), where)
+
+
+def _claimed_names(service: Service, path: Path) -> Iterator[tuple[tuple[str, str], str, Path]]:
+    """(kind, name), who creates it, and where that is written — for one deployed service."""
+    yield ("Service", service.name), f"service '{service.name}'", path + ("name",)
+    if not service.versions:
+        owner, where = f"service '{service.name}'", path + ("name",)
+        yield ("Deployment", object_names.workload(service.name, IMPLICIT_VERSION, True)), owner, where
+        yield ("Service", object_names.headless_service(service.name, IMPLICIT_VERSION)), owner, where
+        return
+    for index, version in enumerate(service.versions):
+        owner, where = f"version '{version.name}' of '{service.name}'", path + ("versions", index, "name")
+        yield ("Deployment", object_names.workload(service.name, version.name, False)), owner, where
+        yield ("Service", object_names.headless_service(service.name, version.name)), owner, where
+
+
 def analysis_references(ctx: Context) -> Iterator[Diagnostic]:
     names = {s.name for s in ctx.mesh.spec.services}
     for index, name in enumerate(ctx.mesh.spec.analysis.entry_points or ()):
@@ -389,6 +421,7 @@ CHECKS: tuple[Check, ...] = (
     tcp_route_policies,
     etcd_prefix,
     kubernetes_names,
+    generated_names_unique,
     analysis_references,
 )
 
