@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_format_argument, add_spec_argument, failed, read_source, report
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from meshc.bundle import BundleWriteError, write_bundle
     from meshc.pipeline import BuildOptions, compile
 
+    gc.disable()  # one short pass allocating millions of acyclic objects: cyclic GC only costs (~15% at N=1,000)
     hosts = dict(args.envoy_host)
     compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
     report(compiled.diagnostics, args)
