@@ -25,6 +25,7 @@ METRIC_NAMES = (
     "meshc_sync_duration_seconds",
     "meshc_last_applied_revision_info",
     "meshc_last_applied_timestamp_seconds",
+    "meshc_last_sync_timestamp_seconds",
     "meshc_drifted_objects",
     "meshc_leader",
     "meshc_sync_writes",
@@ -46,7 +47,10 @@ class SyncMetrics:
                                   buckets=DURATION_BUCKETS, registry=r)
         self.revision = Info("meshc_last_applied_revision", "The commit last applied to every target", registry=r)
         self.applied_at = Gauge("meshc_last_applied_timestamp_seconds",
-                                "Unix time of the last pass that left every target at the desired state", registry=r)
+                                "Unix time the last applied commit was first applied to every target", registry=r)
+        self.synced_at = Gauge("meshc_last_sync_timestamp_seconds",
+                               "Unix time of the last pass that found or left every target at the desired state "
+                               "(alert when it falls behind)", registry=r)
         self.drifted = Gauge("meshc_drifted_objects", "Objects found changed by others at the last drift check",
                              registry=r)
         self.leader = Gauge("meshc_leader", "1 while this replica holds the lock and may apply, else 0", registry=r)
@@ -66,9 +70,12 @@ class SyncMetrics:
             self.writes.labels(target=target).inc(count)
         self.last_writes.set(sum(per_target.values()))
 
-    def record_applied(self, revision: str, mesh: str) -> None:
-        self.revision.info({"revision": revision, "mesh": mesh})
-        self.applied_at.set(time.time())
+    def record_applied(self, revision: str, mesh: str, *, new: bool) -> None:
+        now = time.time()
+        if new:
+            self.revision.info({"revision": revision, "mesh": mesh})
+            self.applied_at.set(now)
+        self.synced_at.set(now)
 
     def set_drifted(self, count: int) -> None:
         self.drifted.set(count)

@@ -58,7 +58,7 @@ class MetricsSink(Protocol):
 
     def record_pass(self, result: str, seconds: float | None = None) -> None: ...
     def record_writes(self, per_target: dict[str, int]) -> None: ...
-    def record_applied(self, revision: str, mesh: str) -> None: ...
+    def record_applied(self, revision: str, mesh: str, *, new: bool) -> None: ...
     def set_drifted(self, count: int) -> None: ...
     def set_leader(self, leader: bool) -> None: ...
     def source_error(self) -> None: ...
@@ -348,7 +348,7 @@ class Watcher:
         changed = report.changed
         result = Result.APPLIED if changed else Result.NOOP
         self.metrics.record_pass(result.value, duration)
-        self.metrics.record_applied(commit.sha, desired.mesh)
+        self.metrics.record_applied(commit.sha, desired.mesh, new=new)
         self.state.applied = commit.sha
         self.state.refused_logged = None
         fields = _report_fields(report, duration)
@@ -442,7 +442,7 @@ class NullMetrics:
     def record_writes(self, per_target: dict[str, int]) -> None:
         pass
 
-    def record_applied(self, revision: str, mesh: str) -> None:
+    def record_applied(self, revision: str, mesh: str, *, new: bool) -> None:
         pass
 
     def set_drifted(self, count: int) -> None:
