@@ -11,7 +11,16 @@ import pytest
 from meshc.emit import naming
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import free_port, poll_until
-from tests.traffic.sidecars import Client, caller_spec, envoy_files, install, local_port, spread, static_service, swap
+from tests.traffic.sidecars import (
+    Client,
+    caller_spec,
+    envoy_files,
+    install,
+    local_port,
+    spread,
+    static_service,
+    swap,
+)
 
 pytestmark = pytest.mark.envoy
 

@@ -15,7 +15,15 @@ import pytest
 
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import poll_until
-from tests.traffic.sidecars import Client, envoy_files, install, local_port, proxy_port, spread, with_free_ports
+from tests.traffic.sidecars import (
+    Client,
+    envoy_files,
+    install,
+    local_port,
+    proxy_port,
+    spread,
+    with_free_ports,
+)
 
 pytestmark = pytest.mark.envoy
 

@@ -9,8 +9,16 @@ from __future__ import annotations
 import posixpath
 
 from meshc.emit import naming
-from meshc.emit.envoy.values import (ANY_ADDRESS, HCM_FILTER, HCM_TYPE, LOOPBACK, ROUTER_FILTERS, Json, duration,
-                                     socket_address)
+from meshc.emit.envoy.values import (
+    ANY_ADDRESS,
+    HCM_FILTER,
+    HCM_TYPE,
+    LOOPBACK,
+    ROUTER_FILTERS,
+    Json,
+    duration,
+    socket_address,
+)
 from meshc.resolve import ir
 
 ADMIN_CONNECT_TIMEOUT_MS = 250

@@ -11,8 +11,16 @@ from dataclasses import dataclass
 
 from meshc.emit import naming
 from meshc.emit.envoy.hosts import HostAddress, host_key
-from meshc.emit.envoy.values import (CLUSTER_TYPE, HTTP_PROTOCOL_OPTIONS, HTTP_PROTOCOL_OPTIONS_TYPE, LOOPBACK, Json,
-                                     duration, is_ip_address, socket_address)
+from meshc.emit.envoy.values import (
+    CLUSTER_TYPE,
+    HTTP_PROTOCOL_OPTIONS,
+    HTTP_PROTOCOL_OPTIONS_TYPE,
+    LOOPBACK,
+    Json,
+    duration,
+    is_ip_address,
+    socket_address,
+)
 from meshc.resolve import ir
 
 LB_POLICIES: Mapping[ir.LbPolicy, str] = {

@@ -7,8 +7,18 @@ from collections.abc import Sequence
 from meshc.emit import naming
 from meshc.emit.envoy.clusters import Target
 from meshc.emit.envoy.routes import cluster_choice, route_config, tcp_hash_policy
-from meshc.emit.envoy.values import (ANY_ADDRESS, HCM_FILTER, HCM_TYPE, LISTENER_TYPE, LOOPBACK, TCP_PROXY_FILTER,
-                                     TCP_PROXY_TYPE, Json, ROUTER_FILTERS, socket_address)
+from meshc.emit.envoy.values import (
+    ANY_ADDRESS,
+    HCM_FILTER,
+    HCM_TYPE,
+    LISTENER_TYPE,
+    LOOPBACK,
+    ROUTER_FILTERS,
+    TCP_PROXY_FILTER,
+    TCP_PROXY_TYPE,
+    Json,
+    socket_address,
+)
 from meshc.resolve import ir
 
 NO_TIMEOUT = "0s"

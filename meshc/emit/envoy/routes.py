@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 from meshc.emit import naming
 from meshc.emit.envoy.clusters import Target
-from meshc.emit.envoy.values import PREVIOUS_HOSTS_PREDICATE, PREVIOUS_HOSTS_TYPE, Json, duration
+from meshc.emit.envoy.values import (
+    PREVIOUS_HOSTS_PREDICATE,
+    PREVIOUS_HOSTS_TYPE,
+    Json,
+    duration,
+)
 from meshc.resolve import ir
 
 HASH_POLICIES = frozenset({ir.LbPolicy.RING_HASH, ir.LbPolicy.MAGLEV})

@@ -15,7 +15,14 @@ from meshc.load import read_spec_file
 from meshc.pipeline import BuildOptions, compile
 from tests.support.envoy import assert_valid, validate_config, write_bootstrap
 from tests.support.fixtures import EnvoyRunner
-from tests.traffic.sidecars import envoy_files, install, mesh_of, source_of, static_bootstrap, with_free_ports
+from tests.traffic.sidecars import (
+    envoy_files,
+    install,
+    mesh_of,
+    source_of,
+    static_bootstrap,
+    with_free_ports,
+)
 
 ROOT = Path(__file__).parents[3]
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/mesh.yaml"))

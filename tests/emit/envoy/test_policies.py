@@ -8,10 +8,16 @@ from typing import Any
 
 import pytest
 
-from meshc.emit.envoy.hosts import parse_host, HostAddress
+from meshc.emit.envoy.hosts import HostAddress, parse_host
 from meshc.load import read_spec_file
 from tests.support.envoy import validate_config, write_bootstrap
-from tests.traffic.sidecars import caller_spec, envoy_files, load, static_bootstrap, static_service
+from tests.traffic.sidecars import (
+    caller_spec,
+    envoy_files,
+    load,
+    static_bootstrap,
+    static_service,
+)
 
 ROOT = Path(__file__).parents[3]
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
