@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -27,6 +28,7 @@ Files = dict[str, bytes]
 @dataclass(frozen=True)
 class FloorRun:
     seconds: float
+    cpu_seconds: float       # user + system time of this process during the run
     parse_seconds: float
     write_seconds: float
     files: int
@@ -54,6 +56,7 @@ def write_tree(files: Files, root: Path) -> None:
 def run_once(spec: str | os.PathLike[str], files: Files, scratch: Path) -> FloorRun:
     """One timed floor run; the output goes to a directory that does not exist yet."""
     out = Path(tempfile.mkdtemp(prefix="floor-", dir=scratch)) / "out"
+    cpu_start = _cpu()
     start = time.perf_counter()
     with open(spec, "rb") as handle:
         text = handle.read()
@@ -61,8 +64,14 @@ def run_once(spec: str | os.PathLike[str], files: Files, scratch: Path) -> Floor
     parsed = time.perf_counter()
     write_tree(files, out)
     end = time.perf_counter()
+    cpu = _cpu() - cpu_start
     shutil.rmtree(out.parent)
-    return FloorRun(end - start, parsed - start, end - parsed, len(files), sum(len(d) for d in files.values()))
+    return FloorRun(end - start, cpu, parsed - start, end - parsed, len(files), sum(len(d) for d in files.values()))
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(spec: str | os.PathLike[str], reference_out: str | os.PathLike[str], repeat: int = 5,

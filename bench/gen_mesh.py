@@ -122,7 +122,7 @@ def _connect(tiers: list[list[Svc]], rng: random.Random) -> None:
             callers = [s for t in (tier - 1, tier - 2) if t >= 0 for s in tiers[t] if len(s.upstreams) < MAX_UPSTREAMS]
             if callers:
                 rng.choice(callers).upstreams.append(callee)
-    for tier in range(0, len(tiers) - 1):
+    for tier in range(len(tiers) - 1):
         deeper = [s for t in (tier + 1, tier + 2) if t < len(tiers) for s in tiers[t]]
         for caller in tiers[tier]:
             wanted = rng.choice((1, 2, 2, 3, 3))
@@ -265,10 +265,10 @@ def _workload(svc: Svc, rng: random.Random) -> list[str]:
     out: list[str] = []
     if rng.random() < 0.5:
         out += ["    versions:",
-                f"    - {{name: v{major}, image: {registry}/{svc.name}:{major}.{minor}.0, replicas: {replicas}, "
-                f"weight: {stable}}}",
-                f"    - {{name: v{major + 1}, image: {registry}/{svc.name}:{major + 1}.0.0-rc.1, replicas: 1, "
-                f"weight: {canary}}}"]
+                (f"    - {{name: v{major}, image: {registry}/{svc.name}:{major}.{minor}.0, replicas: {replicas}, "
+                 f"weight: {stable}}}"),
+                (f"    - {{name: v{major + 1}, image: {registry}/{svc.name}:{major + 1}.0.0-rc.1, replicas: 1, "
+                 f"weight: {canary}}}")]
     else:
         out += [f"    image: {registry}/{svc.name}:{major}.{minor}.0", f"    replicas: {replicas}",
                 "    versions:",
@@ -300,13 +300,13 @@ def _destination_extras(svc: Svc, rng: random.Random, anchors: set[str]) -> list
         else:
             out.append("    outlierDetection: *ejection")
     elif roll < 0.40:
-        out += ["    outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 2, interval: 5s, "
-                "baseEjectionTime: 15s, maxEjectionPercent: 34}"]
+        out.append("    outlierDetection: {consecutive5xx: 3, consecutiveGatewayFailure: 2, interval: 5s, "
+                   "baseEjectionTime: 15s, maxEjectionPercent: 34}")
     if rng.random() < 0.3:
         if "small_pool" not in anchors:
             anchors.add("small_pool")
-            out += ["    circuitBreaker: &small_pool {maxConnections: 256, maxPendingRequests: 32, maxRequests: 256, "
-                    "maxRetries: 2}"]
+            out.append("    circuitBreaker: &small_pool {maxConnections: 256, maxPendingRequests: 32, maxRequests: 256, "
+                       "maxRetries: 2}")
         else:
             out.append("    circuitBreaker: *small_pool")
     return out

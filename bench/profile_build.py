@@ -26,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import gen_mesh  # noqa: E402
+from bench import gen_mesh
 
 
 def _timed(table: list[tuple[str, float]], name: str, fn: Callable[[], Any]) -> Any:

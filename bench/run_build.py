@@ -31,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):     # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import floor, gen_mesh  # noqa: E402
+from bench import floor, gen_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -52,6 +52,7 @@ HEAVY_MODULES = ("kubernetes", "pydantic", "git", "jsonschema", "ruamel", "rich"
 @dataclass
 class ProcessRun:
     seconds: float
+    cpu_seconds: float            # user + system of the child and what it waited for
     max_rss_kib: int
     returncode: int
     stderr: str
@@ -66,9 +67,11 @@ class SizeResult:
     output_bytes: int
     meshc_seconds: float
     meshc_runs: list[float]
+    meshc_cpu_seconds: float      # least user+system time over the runs (less sensitive to other load)
     meshc_max_rss_kib: int
     floor_seconds: float
     floor_runs: list[float]
+    floor_cpu_seconds: float
     floor_parse_seconds: float
     floor_write_seconds: float
     ratio: float
@@ -94,9 +97,15 @@ class Report:
 
 
 def meshc_command() -> list[str]:
-    """The installed `meshc` script beside this interpreter (no pyenv shim), else `python -m meshc.cli`."""
-    script = Path(sys.executable).parent / "meshc"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "meshc.cli"]
+    """`meshc` as `python -m meshc.cli`, run with meshc_env(): always this checkout's code, whether or
+    not (and however) meshc is installed, and no pyenv shim in the timing."""
+    return [sys.executable, "-m", "meshc.cli"]
+
+
+def meshc_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 GNU_TIME = Path("/usr/bin/time")
@@ -124,13 +133,14 @@ def run_process(argv: list[str], env: dict[str, str] | None = None) -> ProcessRu
         if use_time:
             reported = Path(rss_file.name).read_text().split()
             rss = int(reported[-1]) if reported and reported[-1].isdigit() else rss
-    return ProcessRun(seconds, rss, child.returncode, err.decode(errors="replace"))
+    cpu = usage.ru_utime + usage.ru_stime
+    return ProcessRun(seconds, cpu, rss, child.returncode, err.decode(errors="replace"))
 
 
 def build_once(spec: Path, out: Path) -> ProcessRun:
     if out.exists():
         shutil.rmtree(out)
-    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out)])
+    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out)], meshc_env())
     if run.returncode != 0:
         raise RuntimeError(f"meshc build {spec} failed ({run.returncode}):\n{run.stderr[-4000:]}")
     return run
@@ -156,7 +166,8 @@ def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
     return SizeResult(
         n=n, spec_bytes=len(text.encode()), spec_lines=text.count("\n"), files=len(reference),
         output_bytes=sum(len(d) for d in reference.values()), meshc_seconds=best,
-        meshc_runs=[round(r.seconds, 4) for r in runs], meshc_max_rss_kib=max(r.max_rss_kib for r in runs),
+        meshc_runs=[round(r.seconds, 4) for r in runs], meshc_cpu_seconds=min(r.cpu_seconds for r in runs),
+        meshc_max_rss_kib=max(r.max_rss_kib for r in runs), floor_cpu_seconds=min(f.cpu_seconds for f in floors),
         floor_seconds=best_floor.seconds, floor_runs=[round(f.seconds, 4) for f in floors],
         floor_parse_seconds=best_floor.parse_seconds, floor_write_seconds=best_floor.write_seconds,
         ratio=best / best_floor.seconds,
@@ -187,10 +198,12 @@ def import_profile(stderr: str) -> tuple[list[dict[str, Any]], list[dict[str, An
             parent = parents[parent]
         return names
 
-    top = sorted(({"module": m, "cumulative_ms": round(c / 1000, 1), "self_ms": round(s / 1000, 1),
-                   "imported_by": chain(i)[:4]}
-                  for i, (indent, m, s, c) in enumerate(rows) if indent <= 3 and not m.startswith("encodings")),
-                 key=lambda item: -item["cumulative_ms"])
+    near_top = [(i, m, s, c) for i, (indent, m, s, c) in enumerate(rows) if indent <= 3 and not m.startswith("encodings")]
+    near_top.sort(key=lambda row: -row[3])
+    top: list[dict[str, Any]] = [
+        {"module": m, "cumulative_ms": round(c / 1000, 1), "self_ms": round(s / 1000, 1), "imported_by": chain(i)[:4]}
+        for i, m, s, c in near_top
+    ]
     # A package's cost: every row of it whose parent is outside it (pydantic v2 imports lazily, so
     # `pydantic` itself is cheap and the cost shows under pydantic.main, pydantic_core, ...).
     heavy: dict[str, dict[str, Any]] = {}
@@ -206,11 +219,11 @@ def import_profile(stderr: str) -> tuple[list[dict[str, Any]], list[dict[str, An
 
 
 def measure_validate(spec: Path, repeat: int) -> ValidateResult:
-    runs = [run_process([*meshc_command(), "validate", str(spec)]) for _ in range(max(repeat, 5))]
+    runs = [run_process([*meshc_command(), "validate", str(spec)], meshc_env()) for _ in range(max(repeat, 5))]
     for run in runs:
         if run.returncode != 0:
             raise RuntimeError(f"meshc validate {spec} failed:\n{run.stderr}")
-    profiled = run_process([sys.executable, "-X", "importtime", "-m", "meshc.cli", "validate", str(spec)])
+    profiled = run_process([sys.executable, "-X", "importtime", "-m", "meshc.cli", "validate", str(spec)], meshc_env())
     top, heavy = import_profile(profiled.stderr)
     return ValidateResult(str(spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec),
                           min(r.seconds for r in runs), [round(r.seconds, 4) for r in runs],
@@ -248,9 +261,9 @@ def check_targets(report: Report) -> None:
 
 def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "meshc"], capture_output=True,
-                           text=True).stdout.strip()
+                           text=True, check=False).stdout.strip()
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "processor": _cpu_model(), "commit": commit, "meshc_tree_dirty": bool(dirty),
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
@@ -270,10 +283,11 @@ def print_table(report: Report) -> None:
     print(f"machine: {report.machine['cpus']} cpus, {report.machine['processor']}, Python {report.machine['python']}, "
           f"commit {report.machine['commit']}{' (meshc/ modified)' if report.machine['meshc_tree_dirty'] else ''}")
     print(f"{'N':>7} {'spec KB':>8} {'files':>6} {'out MB':>7} {'meshc s':>8} {'floor s':>8} {'ratio':>6} "
-          f"{'RSS MiB':>8}")
+          f"{'RSS MiB':>8} {'meshc cpu':>9} {'floor cpu':>9}")
     for r in report.sizes:
         print(f"{r.n:>7} {r.spec_bytes / 1024:>8.0f} {r.files:>6} {r.output_bytes / 1e6:>7.1f} {r.meshc_seconds:>8.3f} "
-              f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f}")
+              f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f} "
+              f"{r.meshc_cpu_seconds:>9.3f} {r.floor_cpu_seconds:>9.3f}")
     if report.validate:
         v = report.validate
         print(f"\nmeshc validate {v.spec}: {v.seconds:.3f} s, {v.max_rss_kib / 1024:.0f} MiB")

@@ -26,7 +26,7 @@ import yaml
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench import floor, gen_mesh  # noqa: E402
+from bench import floor, gen_mesh
 
 HERE = Path(__file__).resolve().parent
 JSONNET_PROGRAM = HERE / "mesh.jsonnet"
@@ -42,7 +42,7 @@ def spec_as_json(spec: Path, target: Path) -> Path:
 
 
 def go_jsonnet(mesh_json: Path) -> dict[str, str]:
-    import _gojsonnet
+    import _gojsonnet  # type: ignore[import-not-found]
 
     text = _gojsonnet.evaluate_file(str(JSONNET_PROGRAM), tla_codes={"mesh": f"import {json.dumps(str(mesh_json))}"})
     result: dict[str, str] = json.loads(text)
@@ -50,7 +50,7 @@ def go_jsonnet(mesh_json: Path) -> dict[str, str]:
 
 
 def cpp_jsonnet(mesh_json: Path) -> dict[str, str]:
-    import _jsonnet
+    import _jsonnet  # type: ignore[import-untyped]
 
     text = _jsonnet.evaluate_file(str(JSONNET_PROGRAM), tla_codes={"mesh": f"import {json.dumps(str(mesh_json))}"})
     result: dict[str, str] = json.loads(text)
@@ -58,7 +58,7 @@ def cpp_jsonnet(mesh_json: Path) -> dict[str, str]:
 
 
 def kcl(mesh_json: Path) -> dict[str, str]:
-    import kcl_lib.api as api
+    from kcl_lib import api  # type: ignore[import-untyped]
 
     # KCL's file.read only reads inside the program's own directory: run a copy beside the input.
     program = mesh_json.parent / KCL_PROGRAM.name

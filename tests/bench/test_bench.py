@@ -1,0 +1,154 @@
+"""The build benchmark's parts work: the generated mesh is valid, quiet, acyclic and covers every
+policy; the floor writes what meshc writes; the runner completes at N=10; the Jsonnet and KCL
+baselines produce meshc's files. No timing is asserted here: speed targets live in the benchmark."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench import floor, gen_mesh, run_build
+from bench.baselines import run as baselines
+from meshc.analysis import strongly_connected
+from meshc.load import SpecSource
+from meshc.pipeline import check
+from meshc.resolve import ir
+
+
+def checked(n: int, seed: int = 1) -> ir.Mesh:
+    text = gen_mesh.generate(n, seed)
+    result = check(SpecSource(f"mesh-{n}.yaml", text.encode()))
+    assert result.diagnostics == (), [str(d) for d in result.diagnostics]
+    assert result.mesh is not None
+    return result.mesh
+
+
+def test_generator_is_deterministic_per_size_and_seed() -> None:
+    assert gen_mesh.generate(40, 7) == gen_mesh.generate(40, 7)
+    assert gen_mesh.generate(40, 7) != gen_mesh.generate(40, 8)
+    assert gen_mesh.generate(40, 7) != gen_mesh.generate(41, 7)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 37])
+def test_small_meshes_validate_without_any_diagnostic(n: int) -> None:
+    assert len(checked(n).services) == n
+
+
+def test_a_mid_size_mesh_is_valid_acyclic_and_uses_every_policy() -> None:
+    mesh = checked(300, seed=3)
+    assert len(mesh.services) == 300
+    assert all(len(component) == 1 for component in strongly_connected(mesh))
+    assert all(u.service != s.name for s in mesh.services for u in s.upstreams)
+    assert max(len(s.upstreams) for s in mesh.services) == gen_mesh.MAX_UPSTREAMS
+    deployed = [s for s in mesh.services if s.deployed]
+    assert all(len(s.versions) == 2 for s in deployed)
+    assert Counter(s.protocol for s in mesh.services).keys() == set(ir.Protocol)
+    assert {s.load_balancing.policy for s in mesh.services} == set(ir.LbPolicy)
+    hashed = [s.load_balancing.hash_key for s in mesh.services if s.load_balancing.hash_key is not None]
+    assert any(k.header for k in hashed) and any(k.source_ip for k in hashed)
+    external = [s for s in mesh.services if not s.deployed]
+    assert external and any(e.weight is not None for s in external for e in s.endpoints)
+    edges = [u for s in mesh.services for u in s.upstreams]
+    assert any(u.fail_fast for u in edges) and any(u.retries is not None for u in edges)
+    assert any(s.outlier_detection for s in mesh.services) and any(s.health_check for s in mesh.services)
+    assert all(s.circuit_breaker is not None for s in mesh.services)
+
+
+def test_retry_budget_written_in_the_spec_is_the_worst_case_path() -> None:
+    services = gen_mesh.build_graph(500, 1)
+    text = gen_mesh.render(500, 1, services)
+    budget = yaml.load(text, Loader=yaml.CSafeLoader)["spec"]["analysis"]["maxRetryAmplification"]
+    assert budget == max(10, gen_mesh.worst_amplification(services))
+    assert budget == 24    # 3 x 2 x 2 x 2 over the four calling tiers
+
+
+def test_the_yaml_is_written_as_people_write_it() -> None:
+    text = gen_mesh.generate(200, 1)
+    assert "&ejection" in text and "*ejection" in text        # anchors and aliases
+    assert "    - {name: " in text                             # flow mappings in block sequences
+    assert "  - name: " in text and "# --- team " in text      # block style, comments
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    work = tmp_path_factory.mktemp("bench")
+    spec = work / "mesh.yaml"
+    spec.write_text(gen_mesh.generate(12, 1))
+    out = work / "out"
+    run = run_build.build_once(spec, out)
+    assert run.returncode == 0 and run.max_rss_kib > 0
+    return spec, out
+
+
+def test_floor_writes_the_same_files_as_meshc(small_build: tuple[Path, Path], tmp_path: Path) -> None:
+    spec, out = small_build
+    files = floor.read_tree(out)
+    assert "manifest.json" in files and any(p.startswith("kubernetes/") for p in files)
+    floor.write_tree(files, tmp_path / "copy")
+    assert floor.read_tree(tmp_path / "copy") == files
+    result = floor.measure(spec, out, repeat=2, scratch=tmp_path)
+    assert result.files == len(files) and result.bytes == sum(len(d) for d in files.values())
+    assert result.seconds >= result.parse_seconds > 0
+    assert list(tmp_path.iterdir()) == [tmp_path / "copy"]    # the floor cleans up after itself
+
+
+def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_build.main(["--sizes", "10", "--repeat", "2", "--results", str(tmp_path / "results"),
+                           "--workdir", str(tmp_path)])
+    assert code == 0    # no target applies to N=10 alone
+    latest: dict[str, Any] = json.loads((tmp_path / "results" / "build-latest.json").read_text())
+    (size,) = latest["sizes"]
+    assert size["n"] == 10 and size["files"] >= 4 * 9     # per deployed service 3 Envoy files + 1 Kubernetes
+    assert size["meshc_seconds"] > 0 and size["floor_seconds"] > 0 and size["meshc_max_rss_kib"] > 10_000
+    assert len(size["meshc_runs"]) == 2 and len(size["floor_runs"]) == 2
+    assert latest["machine"]["cpus"] >= 1
+    assert "N" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]    # scratch removed
+
+
+def test_import_profile_names_heavy_packages_and_their_importers() -> None:
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       900 |        900 |     pydantic_core._pydantic_core\n"
+        "import time:       100 |       1000 |   pydantic_core\n"
+        "import time:      5000 |       6000 | meshc.validate.models\n"
+    )
+    top, heavy = run_build.import_profile(stderr)
+    assert heavy == [{"module": "pydantic", "cumulative_ms": 1.0, "imported_by": ["meshc.validate.models"]}]
+    assert top[0]["module"] == "meshc.validate.models"
+
+
+def _documents(files: dict[str, Any]) -> dict[str, list[Any]]:
+    """Documents per path, hashes removed (the baselines hash with md5, meshc with sha256)."""
+    hashes = {"version_info", "meshc.dev/config-hash", "meshc.dev/bootstrap-hash"}
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in hashes}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.startswith("{\n"):
+            return strip(json.loads(value))      # the Envoy files inside a ConfigMap
+        return value
+
+    return {path: [strip(d) for d in yaml.load_all(text, Loader=yaml.CSafeLoader) if d is not None]
+            for path, text in files.items()}
+
+
+@pytest.mark.parametrize("key, module", [("go-jsonnet", "_gojsonnet"), ("kcl", "kcl_lib")])
+def test_baseline_programs_produce_meshc_files(key: str, module: str, small_build: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    pytest.importorskip(module)
+    spec, out = small_build
+    mesh_json = baselines.spec_as_json(spec, tmp_path / "mesh.json")
+    produced = baselines.IMPLEMENTATIONS[key][2](mesh_json)
+    reference = {p: d.decode() for p, d in floor.read_tree(out).items() if p.startswith(baselines.COMPARED_PREFIXES)}
+    assert sorted(produced) == sorted(reference)
+    assert _documents(produced) == _documents(reference)
