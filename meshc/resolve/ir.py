@@ -7,31 +7,12 @@ no meaning, and every node keeps the span of mesh.yaml it came from. Durations a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from meshc.diagnostics import Span
-
-
-class LbPolicy(StrEnum):
-    RANDOM = "random"
-    ROUND_ROBIN = "round_robin"
-    WEIGHTED = "weighted"
-    LEAST_REQUEST = "least_request"
-    RING_HASH = "ring_hash"
-    MAGLEV = "maglev"
-
-
-class Protocol(StrEnum):
-    HTTP = "http"
-    HTTP2 = "http2"
-    GRPC = "grpc"
-    TCP = "tcp"
-
-
-class AccessLog(StrEnum):
-    JSON = "json"
-    TEXT = "text"
-    OFF = "off"
+# Re-exported: emitters speak of ir.LbPolicy, ir.Protocol, ir.AccessLog.
+from meshc.vocabulary import AccessLog as AccessLog
+from meshc.vocabulary import LbPolicy as LbPolicy
+from meshc.vocabulary import Protocol as Protocol
 
 
 @dataclass(frozen=True, slots=True)

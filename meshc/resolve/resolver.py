@@ -7,6 +7,7 @@ from meshc.load import Positions
 from meshc import defaults as builtin
 from meshc.resolve import ir
 from meshc.validate import models as spec
+from meshc.vocabulary import FailurePolicy
 
 Path = tuple[str | int, ...]
 
@@ -54,7 +55,7 @@ def _proxy(proxy: spec.Proxy) -> ir.Proxy:
         admin_port=proxy.admin_port,
         inbound_port=proxy.inbound_port,
         stats_port=proxy.stats_port,
-        access_log=ir.AccessLog(proxy.access_log.value),
+        access_log=proxy.access_log,
         resources=_resources(proxy.resources, None, builtin.PROXY_RESOURCES),
     )
 
@@ -96,7 +97,7 @@ def _load_balancing(lb: spec.LoadBalancer | None, where: Span) -> ir.LoadBalanci
     key = None
     if lb.hash_on is not None and (lb.hash_on.header or lb.hash_on.source_ip):
         key = ir.HashKey(header=lb.hash_on.header, source_ip=bool(lb.hash_on.source_ip) and not lb.hash_on.header)
-    return ir.LoadBalancing(ir.LbPolicy(lb.policy.value), key, where)
+    return ir.LoadBalancing(lb.policy, key, where)
 
 
 def _outlier(own: spec.OutlierDetection | None, path: Path, defaults: spec.Defaults,
@@ -153,7 +154,7 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
     return ir.Service(
         name=service.name,
         port=service.port,
-        protocol=ir.Protocol(service.protocol.value),
+        protocol=service.protocol,
         deployed=service.endpoints is None,
         versions=_versions(service, path, span),
         endpoints=tuple(sorted(
@@ -196,12 +197,12 @@ def _versions(service: spec.Service, path: Path, span: _Spans) -> tuple[ir.Versi
 
 def _upstream(upstream: spec.Upstream, path: Path, defaults: spec.Defaults, callee: spec.Service,
               destination: ir.Destination, span: _Spans) -> ir.Upstream:
-    fail_fast = (upstream.failure_policy or defaults.failure_policy) is spec.FailurePolicy.FAIL_FAST
+    fail_fast = (upstream.failure_policy or defaults.failure_policy) is FailurePolicy.FAIL_FAST
     retries = None if fail_fast else _retries(upstream.retries, defaults.retries, path, span)
     return ir.Upstream(
         service=upstream.service,
         local_port=upstream.local_port,
-        protocol=ir.Protocol(callee.protocol.value),
+        protocol=callee.protocol,
         timeout_ms=upstream.timeout or defaults.timeout or builtin.ROUTE_TIMEOUT_MS,
         retries=retries if retries is not None and retries.attempts > 0 else None,
         fail_fast=fail_fast,

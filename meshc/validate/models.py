@@ -8,10 +8,8 @@ resolve stage applies them, in one place, so that "unset" stays visible to the s
 from __future__ import annotations
 
 import re
-from enum import StrEnum
-from typing import Annotated, Any, Literal
-
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +27,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
+from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
 KIND = "Mesh"
@@ -105,18 +104,6 @@ class Model(BaseModel):
 
 # --- load balancing -------------------------------------------------------------------------
 
-class LbPolicy(StrEnum):
-    RANDOM = "random"
-    ROUND_ROBIN = "round_robin"
-    WEIGHTED = "weighted"
-    LEAST_REQUEST = "least_request"
-    RING_HASH = "ring_hash"
-    MAGLEV = "maglev"
-
-
-HASH_POLICIES = frozenset({LbPolicy.RING_HASH, LbPolicy.MAGLEV})
-
-
 class HashOn(Model):
     """What a hash load balancer hashes: one request header, or the caller's address."""
 
@@ -141,11 +128,6 @@ LoadBalancerField = Annotated[
 
 
 # --- failure handling -----------------------------------------------------------------------
-
-class FailurePolicy(StrEnum):
-    RETRY = "retry"
-    FAIL_FAST = "fail_fast"
-
 
 class Backoff(Model):
     base_interval: BackoffBase
@@ -194,13 +176,6 @@ class Resources(Model):
     limits: ResourceList | None = None
 
 
-class Protocol(StrEnum):
-    HTTP = "http"
-    HTTP2 = "http2"
-    GRPC = "grpc"
-    TCP = "tcp"
-
-
 Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 Replicas = Annotated[StrictInt, Field(ge=0, le=10_000)]
 
@@ -246,12 +221,6 @@ class Service(Model):
 
 
 # --- mesh-wide settings ---------------------------------------------------------------------
-
-class AccessLog(StrEnum):
-    JSON = "json"
-    TEXT = "text"
-    OFF = "off"
-
 
 class Proxy(Model):
     image: Image = "envoyproxy/envoy:v1.32.1"

@@ -15,7 +15,8 @@ from meshc.load import Positions
 from meshc import object_names
 from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
-from meshc.validate.models import HASH_POLICIES, FailurePolicy, LbPolicy, LoadBalancer, Mesh, Protocol, Service
+from meshc.validate.models import LoadBalancer, Mesh, Service
+from meshc.vocabulary import HASH_POLICIES, FailurePolicy, LbPolicy, Protocol
 
 # Envoy's retry_on conditions: router (HTTP) and gRPC status based.
 HTTP_RETRY_ON = frozenset({

@@ -1,0 +1,36 @@
+"""The spec's closed vocabularies (load-balancing policies, protocols, ...), shared by the spec
+models and the IR so both speak of the same values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LbPolicy(StrEnum):
+    RANDOM = "random"
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    LEAST_REQUEST = "least_request"
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+HASH_POLICIES = frozenset({LbPolicy.RING_HASH, LbPolicy.MAGLEV})
+
+
+class Protocol(StrEnum):
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+
+class AccessLog(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+    OFF = "off"
+
+
+class FailurePolicy(StrEnum):
+    RETRY = "retry"
+    FAIL_FAST = "fail_fast"
