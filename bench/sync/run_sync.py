@@ -73,6 +73,8 @@ class Results:
     noop_kube_writes: int = -1
     noop_etcd_revisions: int = -1
     interval: str = "1s"
+    drift_interval: str | None = None
+    load_average: list[float] = field(default_factory=list)   # 1-minute load at start and end (2 cores)
     rounds: list[Round] = field(default_factory=list)
 
 
@@ -127,10 +129,12 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI, etcd: EtcdServer,
-                  kubeconfig: Path, workdir: Path, changes: int, interval: str) -> str:
+                  kubeconfig: Path, workdir: Path, changes: int) -> str:
     out = workdir / "watch.out"
-    argv = [sys.executable, "-m", "meshc.cli", "watch", "--repo", str(repo.path), "--interval", interval,
+    argv = [sys.executable, "-m", "meshc.cli", "watch", "--repo", str(repo.path), "--interval", results.interval,
             "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, "--log-format", "json", "--no-leader-election"]
+    if results.drift_interval:
+        argv += ["--drift-interval", results.drift_interval]
     with open(out, "wb") as stdout, open(workdir / "watch.err", "wb") as stderr:
         process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
@@ -177,13 +181,16 @@ def summary(results: Results) -> str:
         f"first sync: {results.first_sync_s:.2f}s, {results.first_sync_writes} write requests",
         f"plan, nothing to change (median of {len(results.plan_s)}): {statistics.median(results.plan_s):.2f}s "
         f"(max {max(results.plan_s):.2f}s; target < {PLAN_TARGET_S:.0f}s)",
+        f"machine load (1 min, 2 cores) at start/end: {results.load_average}",
         f"no-op sync: {results.noop_sync_s:.2f}s, Kubernetes writes {results.noop_kube_writes}, "
         f"etcd revisions {results.noop_etcd_revisions}",
     ]
     if latencies:
         writes = [r.kube_writes for r in results.rounds]
         lines += [
-            f"one-service change under `meshc watch --interval {results.interval}` ({len(latencies)} commits):",
+            f"one-service change under `meshc watch --interval {results.interval}"
+            + (f" --drift-interval {results.drift_interval}" if results.drift_interval else "")
+            + f"` ({len(latencies)} commits):",
             f"  commit-to-applied: median {statistics.median(latencies):.2f}s, "
             f"p90 {latencies[int(0.9 * (len(latencies) - 1))]:.2f}s, max {latencies[-1]:.2f}s "
             f"(target < {APPLIED_TARGET_S:.0f}s)",
@@ -202,11 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=10, help="one-service commits under watch")
     parser.add_argument("--plan-repeat", type=int, default=5)
     parser.add_argument("--interval", default="1s")
+    parser.add_argument("--drift-interval", help="passed to meshc watch (default: drift checked every interval)")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args(argv)
 
     spec = generate(args.services, args.seed)
-    results = Results(args.services, 0, 0, interval=args.interval)
+    results = Results(args.services, 0, 0, interval=args.interval, drift_interval=args.drift_interval,
+                      load_average=[os.getloadavg()[0]])
     with tempfile.TemporaryDirectory(prefix="meshc-bench-sync-") as tmp:
         workdir = Path(tmp)
         repo = GitRepo.init(workdir / "repo")
@@ -218,9 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"plan: {args.services} services", flush=True)
                 measure_plan(results, spec, kube, etcd, kubeconfig, args.plan_repeat)
                 print(f"watch: {args.changes} one-service commits, --interval {args.interval}", flush=True)
-                measure_watch(results, spec, repo, kube, etcd, kubeconfig, workdir, args.changes, args.interval)
+                measure_watch(results, spec, repo, kube, etcd, kubeconfig, workdir, args.changes)
         finally:
             kube.stop()
+    results.load_average.append(os.getloadavg()[0])
     print(summary(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
