@@ -92,3 +92,31 @@ def test_invalid_commit_writes_nothing_and_the_next_valid_one_applies(
     assert changed and all("svc-01" in key for key in changed), changed
     assert writes and all("svc-01" in r.path for r in writes), [r.path for r in writes]
     assert etcd_store_revision(etcd_server) == etcd_before + 1  # one transaction: the fix
+
+
+def test_in_a_100_service_mesh_a_change_touches_one_service_and_a_removal_is_pruned(
+        git_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget, etcd_server: EtcdServer,
+        etcd_target: EtcdTarget) -> None:
+    git_repo.commit_file(SPEC_PATH, mesh_spec(100), "A 100-service mesh")
+    with watching(git_repo.path, [kube_target, etcd_target]) as watcher:
+        watcher.wait("applied", commit=git_repo.head_sha, timeout=60)
+        kube_api.reset_log()
+        before = etcd_store_revision(etcd_server)
+        change = git_repo.commit_file(SPEC_PATH, mesh_spec(100, tags={"svc-42": "2.0.0"}), "Bump svc-42")
+        applied = watcher.wait("applied", commit=change, timeout=60)
+        change_writes = kube_api.writes()
+        change_transactions = etcd_store_revision(etcd_server) - before
+        kube_api.reset_log()
+        # svc-99 is the last one: removing it keeps every other service's spec byte-identical.
+        removal = git_repo.commit_file(SPEC_PATH, mesh_spec(99, tags={"svc-42": "2.0.0"}), "Remove svc-99")
+        pruned = watcher.wait("applied", commit=removal, timeout=60)
+    assert change_writes and all("/svc-42" in r.path for r in change_writes), [r.path for r in change_writes]
+    assert {c["key"] for c in applied["changes"] if c["target"] == "etcd"} == {f"{PREFIX}/services/svc-42"}
+    assert change_transactions == 1
+    deletes = [r for r in kube_api.writes() if r.method == "DELETE"]
+    assert deletes and all("svc-99" in r.path for r in deletes)
+    assert all(r.method == "DELETE" for r in kube_api.writes()), [(r.method, r.path) for r in kube_api.writes()]
+    assert pruned["targets"]["kubernetes"]["delete"] == len(deletes)
+    assert kube_api.store_get("deployments", "svc-99", NAMESPACE) is None
+    assert etcd_value(etcd_server, f"{PREFIX}/services/svc-99") is None
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == removal
