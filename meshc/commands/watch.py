@@ -110,7 +110,6 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> Watcher:
     """Everything the loop needs, each part closed by the stack when the loop ends."""
-    from meshc.diagnostics import MeshcError
     from meshc.sync.watch import Watcher, WatchOptions
     from meshc.sync.watch_source import GitSource, SourceError
     from meshc.sync.watch_trust import KeyringError, TrustedKeyring
@@ -124,8 +123,6 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
     source = GitSource(args.repo, args.branch, args.cache_dir)
     try:
         source.poll()  # a wrong path or branch is a usage error now, not a retry loop forever
-    except MeshcError as exc:
-        raise _UsageError("; ".join(d.message for d in exc.diagnostics)) from None
     except SourceError as exc:
         if not source.remote:
             raise _UsageError(str(exc)) from None

@@ -89,7 +89,10 @@ class GitSource:
         """Fetch (for a URL) and return the commit the branch names now."""
         if self.remote:
             self._fetch()
-        reader = self._open()
+        try:
+            reader = self._open()
+        except MeshcError as exc:  # the repository went away or is not one (any more)
+            raise SourceError("; ".join(d.message for d in exc.diagnostics)) from None
         try:
             sha = reader.resolve(f"refs/heads/{self.branch}")
         except MeshcError:
