@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
+import os
 import pstats
 import shutil
 import sys
@@ -29,15 +31,27 @@ if __package__ in (None, ""):
 from bench import gen_mesh
 
 
-def _timed(table: list[tuple[str, float]], name: str, fn: Callable[[], Any]) -> Any:
+Row = tuple[str, float, int]     # stage, seconds, resident MiB after it
+
+
+def _rss_mib() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except OSError:
+        return 0
+
+
+def _timed(table: list[Row], name: str, fn: Callable[[], Any]) -> Any:
     start = time.perf_counter()
     result = fn()
-    table.append((name, time.perf_counter() - start))
+    table.append((name, time.perf_counter() - start, _rss_mib()))
     return result
 
 
-def stage_times(spec: Path, out: Path) -> list[tuple[str, float]]:
-    """Seconds per stage of one build, using the same functions as meshc.pipeline."""
+def stage_times(spec: Path, out: Path) -> list[Row]:
+    """Seconds (and resident memory) per stage of one build, using the same functions as
+    meshc.pipeline, with the cyclic GC off as `meshc build` has it."""
     from meshc import render
     from meshc.analysis import analyze
     from meshc.bundle import make_bundle, render_files, write_bundle
@@ -48,8 +62,9 @@ def stage_times(spec: Path, out: Path) -> list[tuple[str, float]]:
     from meshc.validate.semantic import check_semantics
     from meshc.validate.structural import check_structure
 
-    table: list[tuple[str, float]] = []
+    table: list[Row] = []
     options = BuildOptions()
+    gc.disable()
     source = _timed(table, "read spec", lambda: read_spec_file(str(spec)))
     loaded = _timed(table, "load (YAML -> data + positions)", lambda: load_yaml(source))
     model, _ = _timed(table, "validate: structure (pydantic)", lambda: check_structure(loaded.data, loaded.positions))
@@ -66,6 +81,7 @@ def stage_times(spec: Path, out: Path) -> list[tuple[str, float]]:
     bundle = _timed(table, "bundle (manifest, sha256)", lambda: make_bundle(
         files, mesh=mesh.name, spec_digest=render.sha256(source.data), revision=source.revision))
     _timed(table, "write output (staging dir + rename)", lambda: write_bundle(bundle, out))
+    gc.enable()
     return table
 
 
@@ -111,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = work / f"mesh-{args.services}.yaml"
         spec.write_text(gen_mesh.generate(args.services, args.seed), encoding="utf-8")
         table = stage_times(spec, work / "stages")
-        total = sum(seconds for _, seconds in table)
-        print(f"stages of one build, N={args.services} (imports excluded):")
-        for name, seconds in table:
-            print(f"  {name:<38} {seconds:8.3f} s  {100 * seconds / total:5.1f} %")
+        total = sum(seconds for _, seconds, _ in table)
+        print(f"stages of one build, N={args.services} (imports excluded; resident MiB after each stage):")
+        for name, seconds, rss in table:
+            print(f"  {name:<38} {seconds:8.3f} s  {100 * seconds / total:5.1f} %  {rss:6d} MiB")
         print(f"  {'total':<38} {total:8.3f} s")
         if not args.no_cprofile:
             print()

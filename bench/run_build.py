@@ -251,9 +251,10 @@ def check_targets(report: Report) -> None:
         check(report, "validate small spec", report.validate.seconds, TARGET_VALIDATE_SECONDS, "s")
     for baseline in report.baselines:
         if baseline.get("seconds"):
-            # The target is a speedup of at least 4x; checked as baseline/meshc >= 4, i.e. its inverse <= 1/4.
-            ratio = baseline["meshc_seconds"] / baseline["seconds"]
-            check(report, f"{baseline['name']} speedup (inverse: meshc/baseline)", ratio,
+            # Speedups must reach 4x; checked as "slowdown of meshc" = 1/speedup <= 1/4.
+            check(report, f"{baseline['name']} end-to-end speedup (as 1/speedup)", 1 / baseline["speedup"],
+                  1 / TARGET_BASELINE_SPEEDUP, "x")
+            check(report, f"{baseline['name']} compute-only speedup (as 1/speedup)", 1 / baseline["compute_speedup"],
                   1 / TARGET_BASELINE_SPEEDUP, "x")
 
 
@@ -299,9 +300,12 @@ def print_table(report: Report) -> None:
             print(f"    {item['module']:<40} {item['cumulative_ms']:>7.1f} ms  <- {' <- '.join(item['imported_by'])}")
     for b in report.baselines:
         if b.get("seconds"):
-            print(f"\nbaseline {b['name']} ({b['implementation']}), N={b['n']}: {b['seconds']:.3f} s "
-                  f"({b['objects']} objects, {b['bytes'] / 1e6:.1f} MB, {b['byte_ratio']:.2f}x meshc's bytes); "
-                  f"meshc {b['meshc_seconds']:.3f} s -> speedup {b['seconds'] / b['meshc_seconds']:.1f}x")
+            print(f"\nbaseline {b['name']} ({b['implementation']}), N={b['n']}: {b['objects']} documents "
+                  f"(meshc {b['meshc_objects']}), {b['bytes'] / 1e6:.1f} MB ({b['byte_ratio']:.3f}x meshc's bytes)\n"
+                  f"    end to end: evaluate {b['evaluate_seconds']:.2f} s + write {b['write_seconds']:.2f} s = "
+                  f"{b['seconds']:.2f} s vs meshc build {b['meshc_seconds']:.2f} s: meshc {b['speedup']:.1f}x faster\n"
+                  f"    compute only: {b['evaluate_seconds']:.2f} s vs meshc compile {b['meshc_compile_seconds']:.2f} s: "
+                  f"meshc {b['compute_speedup']:.1f}x faster")
         else:
             print(f"\nbaseline {b['name']}: not measured: {b.get('error')}")
     print()

@@ -1,7 +1,7 @@
 // The meshc translation written in Jsonnet, as a platform team would write it without meshc: it
 // takes the mesh spec (mesh.yaml as JSON) and produces, per deployed service, the Envoy bootstrap,
 // CDS and LDS documents and the Kubernetes objects, plus the Namespace and the kustomization. The
-// structure mirrors `meshc build` field for field (bench/baselines/README.md says where it differs).
+// structure mirrors `meshc build` field for field (docs/performance.md says where it differs).
 //
 //   jsonnet --tla-code-file mesh=mesh.json bench/baselines/mesh.jsonnet
 //
