@@ -30,7 +30,6 @@ if __package__ in (None, ""):
 
 from bench import gen_mesh
 
-
 Row = tuple[str, float, int]     # stage, seconds, resident MiB after it
 
 
