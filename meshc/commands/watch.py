@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from meshc.commands.common import EXIT_OK, EXIT_USAGE
 from meshc.commands.sync_common import (
-    add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, open_targets,
+    add_build_arguments,
+    add_prune_arguments,
+    add_target_arguments,
+    close_targets,
+    open_targets,
 )
 from meshc.durations import parse_duration
 from meshc.load.source import SpecSource

@@ -12,7 +12,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from meshc.diagnostics import Diagnostic
@@ -105,7 +105,7 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _now_iso(millis: bool = False) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     text = now.strftime("%Y-%m-%dT%H:%M:%S")
     if millis:
         text += f".{now.microsecond // 1000:03d}"

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 GPG_TIMEOUT = 60.0
 
@@ -40,7 +41,7 @@ class TrustedKeyring:
             self.close()
             raise
 
-    def __enter__(self) -> TrustedKeyring:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,

@@ -64,7 +64,7 @@ def test_the_deployment_runs_meshc_watch_with_arguments_it_accepts() -> None:
     args = build_parser().parse_args(container["args"])
     assert args.command == "watch" and args.in_cluster and args.etcd and args.log_format == "json"
     assert pod["serviceAccountName"] == only("ServiceAccount")["metadata"]["name"]
-    host, port = args.metrics_addr
+    _, port = args.metrics_addr
     service = only("Service")
     assert service["spec"]["ports"][0]["port"] == port == container["ports"][0]["containerPort"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

@@ -11,7 +11,11 @@ from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
 from tests.watch.harness import matching, watching
 from tests.watch.specs import NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
-from tests.watch.test_watch_loop import deployment_image, etcd_store_revision, etcd_value
+from tests.watch.test_watch_loop import (
+    deployment_image,
+    etcd_store_revision,
+    etcd_value,
+)
 
 BACKOFF_CAP = 0.8
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from meshc.sync.metrics import METRIC_NAMES, MetricsServer, SyncMetrics
 from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.metrics import METRIC_NAMES, MetricsServer, SyncMetrics
 from tests.support.gitrepo import GitRepo
 from tests.support.httpclient import http_get
 from tests.watch.harness import watching
