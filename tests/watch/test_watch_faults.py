@@ -6,6 +6,7 @@ from kubernetes import client
 
 from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.watch_lock import LeaderLock, etcd_client
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
@@ -134,3 +135,26 @@ def test_drift_interval_spaces_out_drift_checks_but_not_new_commits(mesh_repo: G
         watcher.wait("applied", commit=change)
     deployment = kube_api.store_get("deployments", "svc-01", NAMESPACE)
     assert deployment is not None and deployment["spec"]["replicas"] == 1, "the new commit's apply fixed it too"
+
+
+def test_the_leader_survives_an_etcd_outage_longer_than_its_lease(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                                  kube_target: KubernetesTarget,
+                                                                  etcd_server: EtcdServer,
+                                                                  etcd_target: EtcdTarget) -> None:
+    def lock_for(prefix: str) -> LeaderLock:
+        return LeaderLock(etcd_client(etcd_server.url, timeout=1.0), f"{prefix}/lock", ttl=2)
+
+    with watching(mesh_repo.path, [kube_target, etcd_target], lock_for=lock_for,
+                  backoff_cap=BACKOFF_CAP) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        etcd_server.stop()
+        watcher.wait("leader", leader=False)   # the lease could not be refreshed for a whole TTL
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-00": "6.0.0"}), "Bump svc-00")
+        watcher.wait_passes(3)
+        assert not matching(watcher.events(), "applying", commit=change), "no lock, no apply"
+        etcd_server.start()
+        watcher.wait("applied", commit=change)
+        leaders = [e["leader"] for e in matching(watcher.events(), "leader")]
+    assert leaders[0] is True and False in leaders and leaders[-1] is True
+    assert deployment_image(kube_api, "svc-00") == "ghcr.io/acme/svc-00:6.0.0"
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == change
