@@ -39,25 +39,30 @@ def route_config(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
 
 def route_action(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
     action: Json = {"timeout": duration(upstream.timeout_ms)}
-    action |= cluster_choice(targets)
+    hashing = hash_policy(upstream.destination.load_balancing)
+    action |= cluster_choice(targets, hashed=bool(hashing))
     if upstream.retries is not None:
         action["retry_policy"] = retry_policy(upstream.retries)
-    hashing = hash_policy(upstream.destination.load_balancing)
     if hashing:
         action["hash_policy"] = hashing
     return action
 
 
-def cluster_choice(targets: Sequence[Target]) -> Json:
+def cluster_choice(targets: Sequence[Target], hashed: bool = False) -> Json:
     """One version: straight to its cluster; several: split by version weight.
 
     Versions at weight 0 keep their (warm) cluster but leave the split: tcp_proxy refuses a weight
-    of 0, and a route table without them means the same to both filters.
+    of 0, and a route table without them means the same to both filters. A `hashed` route picks the
+    version from the request's hash too (`use_hash_policy`): a random pick per request would move
+    a hash key between versions, and so between hosts, defeating ring_hash/maglev affinity.
     """
     weighted = [t for t in targets if t.weight > 0] or list(targets)
     if len(weighted) == 1:
         return {"cluster": weighted[0].cluster}
-    return {"weighted_clusters": {"clusters": [{"name": t.cluster, "weight": t.weight} for t in weighted]}}
+    split: Json = {"clusters": [{"name": t.cluster, "weight": t.weight} for t in weighted]}
+    if hashed:
+        split["use_hash_policy"] = True
+    return {"weighted_clusters": split}
 
 
 def retry_policy(retries: ir.RetryPolicy) -> Json:
