@@ -232,12 +232,17 @@ def test_retry_on_unavailable_recovers_the_call(grpc_pool: GrpcPoolFactory, mesh
     assert counter(client.envoy, "cluster.echo.upstream_rq_retry") == 1
 
 
-def test_retry_on_unavailable_leaves_other_codes_alone(grpc_pool: GrpcPoolFactory, mesh: Mesh, echo_clients: EchoClients) -> None:
+@pytest.mark.parametrize(("retry_on", "code"), [
+    (["unavailable"], "INTERNAL"),     # a gRPC code not listed
+    (["5xx"], "UNAVAILABLE"),          # gRPC status travels in an HTTP 200: `5xx` never sees it
+])
+def test_retries_leave_unlisted_grpc_codes_alone(retry_on: list[str], code: str, grpc_pool: GrpcPoolFactory,
+                                                 mesh: Mesh, echo_clients: EchoClients) -> None:
     pool = grpc_pool("b0")
-    retries = {"attempts": 2, "perTryTimeout": "1s", "retryOn": ["unavailable"], "backoff": QUICK_BACKOFF}
+    retries = {"attempts": 2, "perTryTimeout": "1s", "retryOn": retry_on, "backoff": QUICK_BACKOFF}
     client = mesh.start(caller_spec(grpc_service("echo", pool.ports), {"retries": retries}))
-    pool["b0"].fail_first(1, grpc.StatusCode.INTERNAL)
-    assert echo_clients(client.port).code_of() is grpc.StatusCode.INTERNAL
+    pool["b0"].fail_first(1, grpc.StatusCode[code])
+    assert echo_clients(client.port).code_of() is grpc.StatusCode[code]
     assert pool["b0"].hits == 1
     assert counter(client.envoy, "cluster.echo.upstream_rq_retry") == 0
 
