@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from meshc.diagnostics import Diagnostic, warning
 from meshc.resolve import ir
+from meshc.vocabulary import GRPC_RETRY_ON
 from meshc.durations import format_duration as fmt
 
 Edge = tuple[ir.Service, ir.Upstream]
@@ -66,6 +67,19 @@ def retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
                           f"{tries} tries x perTryTimeout {fmt(retries.per_try_timeout_ms)} = {fmt(needed)} "
                           f"exceeds the route timeout {fmt(upstream.timeout_ms)}, which includes every retry",
                           retries.span, hint="raise timeout, or lower attempts or perTryTimeout")
+
+
+def grpc_retry_conditions(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """gRPC errors travel as HTTP 200 with a grpc-status trailer: `5xx` never matches them."""
+    for service, upstream in _edges(mesh):
+        retries = upstream.retries
+        if upstream.protocol is not ir.Protocol.GRPC or retries is None:
+            continue
+        if not GRPC_RETRY_ON.intersection(retries.retry_on):
+            yield warning("W208", f"{service.name} -> {upstream.service}: '{upstream.service}' speaks gRPC but retryOn "
+                          f"({', '.join(retries.retry_on)}) names no gRPC condition, so failed calls (grpc-status "
+                          "UNAVAILABLE, ...) are never retried", retries.span,
+                          hint="add unavailable (and perhaps resource-exhausted, cancelled) to retryOn")
 
 
 def _callers(mesh: ir.Mesh) -> dict[str, list[Edge]]:
@@ -243,6 +257,7 @@ Analysis = Callable[[ir.Mesh], Iterable[Diagnostic]]
 
 ANALYSES: tuple[Analysis, ...] = (
     retries_fit_timeout,
+    grpc_retry_conditions,
     retry_amplification,
     timeout_budgets,
     cycles,

@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "W205": "perTryTimeout is longer than the route timeout",
     "W206": "health check timeout is not shorter than its interval",
     "W207": "HTTP route policies (timeout, retries, hashOn header) do not apply to a tcp service",
+    "W208": "retries to a gRPC service list no gRPC condition, so gRPC errors are never retried",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",

@@ -34,3 +34,13 @@ class AccessLog(StrEnum):
 class FailurePolicy(StrEnum):
     RETRY = "retry"
     FAIL_FAST = "fail_fast"
+
+
+# Envoy's retry_on conditions: router (HTTP) and gRPC status based.
+HTTP_RETRY_ON = frozenset({
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
+    "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers",
+    "http3-post-connect-failure",
+})
+GRPC_RETRY_ON = frozenset({"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"})
+RETRY_ON = HTTP_RETRY_ON | GRPC_RETRY_ON

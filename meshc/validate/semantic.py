@@ -16,16 +16,8 @@ from meshc import object_names
 from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
 from meshc.validate.models import LoadBalancer, Mesh, Service
-from meshc.vocabulary import HASH_POLICIES, FailurePolicy, LbPolicy, Protocol
+from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
-# Envoy's retry_on conditions: router (HTTP) and gRPC status based.
-HTTP_RETRY_ON = frozenset({
-    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
-    "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers",
-    "http3-post-connect-failure",
-})
-GRPC_RETRY_ON = frozenset({"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"})
-RETRY_ON = HTTP_RETRY_ON | GRPC_RETRY_ON
 MAX_K8S_NAME = 63
 
 
