@@ -68,6 +68,7 @@ class SizeResult:
     meshc_seconds: float
     meshc_runs: list[float]
     meshc_cpu_seconds: float      # least user+system time over the runs (less sensitive to other load)
+    compile_seconds: float        # meshc's compile step in the runner's process: load to bundle, no writing
     meshc_max_rss_kib: int
     floor_seconds: float
     floor_runs: list[float]
@@ -93,6 +94,7 @@ class Report:
     sizes: list[SizeResult] = field(default_factory=list)
     validate: ValidateResult | None = None
     baselines: list[dict[str, Any]] = field(default_factory=list)
+    file_create_us: list[float] = field(default_factory=list)    # probes before and after each size
     checks: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -163,15 +165,50 @@ def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
         floors.append(floor.run_once(spec, reference, work))
     best = min(r.seconds for r in runs)
     best_floor = min(floors, key=lambda f: f.seconds)
+    compile_seconds = meshc_compile_seconds(spec, repeat)
     return SizeResult(
         n=n, spec_bytes=len(text.encode()), spec_lines=text.count("\n"), files=len(reference),
         output_bytes=sum(len(d) for d in reference.values()), meshc_seconds=best,
         meshc_runs=[round(r.seconds, 4) for r in runs], meshc_cpu_seconds=min(r.cpu_seconds for r in runs),
         meshc_max_rss_kib=max(r.max_rss_kib for r in runs), floor_cpu_seconds=min(f.cpu_seconds for f in floors),
+        compile_seconds=compile_seconds,
         floor_seconds=best_floor.seconds, floor_runs=[round(f.seconds, 4) for f in floors],
         floor_parse_seconds=best_floor.parse_seconds, floor_write_seconds=best_floor.write_seconds,
         ratio=best / best_floor.seconds,
     )
+
+
+def meshc_compile_seconds(spec: Path, repeat: int) -> float:
+    """meshc's compile step (load to bundle, nothing written) in this process, cyclic GC off as
+    `meshc build` has it: the part of a build that does not depend on the disk."""
+    import gc
+
+    from meshc.load import read_spec_file
+    from meshc.pipeline import compile
+
+    runs = []
+    for _ in range(repeat):
+        gc.disable()
+        start = time.perf_counter()
+        compiled = compile(read_spec_file(str(spec)))
+        runs.append(time.perf_counter() - start)
+        gc.enable()
+        if compiled.bundle is None:
+            raise RuntimeError(f"meshc could not compile {spec}")
+    return min(runs)
+
+
+def file_create_probe(work: Path, count: int = 1000) -> float:
+    """Microseconds to create one empty file here, now: on a shared machine this swings widely and
+    it is most of a large build's time (and of the floor's)."""
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=work))
+    start = time.perf_counter()
+    for i in range(count):
+        with open(probe / str(i), "wb"):
+            pass
+    seconds = time.perf_counter() - start
+    shutil.rmtree(probe)
+    return seconds / count * 1e6
 
 
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
@@ -284,11 +321,14 @@ def print_table(report: Report) -> None:
     print(f"machine: {report.machine['cpus']} cpus, {report.machine['processor']}, Python {report.machine['python']}, "
           f"commit {report.machine['commit']}{' (meshc/ modified)' if report.machine['meshc_tree_dirty'] else ''}")
     print(f"{'N':>7} {'spec KB':>8} {'files':>6} {'out MB':>7} {'meshc s':>8} {'floor s':>8} {'ratio':>6} "
-          f"{'RSS MiB':>8} {'meshc cpu':>9} {'floor cpu':>9}")
+          f"{'RSS MiB':>8} {'meshc cpu':>9} {'floor cpu':>9} {'compile s':>9}")
     for r in report.sizes:
         print(f"{r.n:>7} {r.spec_bytes / 1024:>8.0f} {r.files:>6} {r.output_bytes / 1e6:>7.1f} {r.meshc_seconds:>8.3f} "
               f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f} "
-              f"{r.meshc_cpu_seconds:>9.3f} {r.floor_cpu_seconds:>9.3f}")
+              f"{r.meshc_cpu_seconds:>9.3f} {r.floor_cpu_seconds:>9.3f} {r.compile_seconds:>9.3f}")
+    if report.file_create_us:
+        print(f"creating one empty file took {min(report.file_create_us):.0f}-{max(report.file_create_us):.0f} us "
+              f"during the run (probes: {', '.join(f'{u:.0f}' for u in report.file_create_us)})")
     if report.validate:
         v = report.validate
         print(f"\nmeshc validate {v.spec}: {v.seconds:.3f} s, {v.max_rss_kib / 1024:.0f} MiB")
@@ -342,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.sizes:
             repeat = args.repeat_large if n >= 10_000 else args.repeat
+            report.file_create_us.append(round(file_create_probe(work), 1))
             report.sizes.append(measure_size(n, args.seed, repeat, work))
+            report.file_create_us.append(round(file_create_probe(work), 1))
             r = report.sizes[-1]
             print(f"N={n}: meshc {r.meshc_seconds:.3f} s, floor {r.floor_seconds:.3f} s", file=sys.stderr)
         if not args.no_validate:

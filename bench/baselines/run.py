@@ -90,25 +90,6 @@ def _objects(files: dict[str, str] | dict[str, bytes]) -> int:
     return count
 
 
-def meshc_compile_seconds(spec: Path, repeat: int) -> float:
-    """meshc's compile step in this process (load to bundle, no writing), as `meshc build` runs it."""
-    import gc
-
-    from meshc.load import read_spec_file
-    from meshc.pipeline import compile
-
-    runs = []
-    for _ in range(repeat):
-        gc.disable()
-        start = time.perf_counter()
-        compiled = compile(read_spec_file(str(spec)))
-        runs.append(time.perf_counter() - start)
-        gc.enable()
-        if compiled.bundle is None:
-            raise RuntimeError(f"meshc could not compile {spec}")
-    return min(runs)
-
-
 def measure(key: str, mesh_json: Path, reference: dict[str, bytes], meshc: dict[str, float], n: int,
             repeat: int, scratch: Path) -> dict[str, Any]:
     """One baseline: evaluation alone, and evaluation plus writing its files (as the floor writes them)."""
@@ -152,7 +133,7 @@ def measure(key: str, mesh_json: Path, reference: dict[str, bytes], meshc: dict[
 def measure_all(n: int, seed: int, repeat: int, work: Path, keys: tuple[str, ...] = ("go-jsonnet", "kcl"),
                 baseline_repeat: int = 1) -> list[dict[str, Any]]:
     """meshc build and compile (best of `repeat`) and each baseline on the same generated mesh."""
-    from bench.run_build import build_once
+    from bench.run_build import build_once, meshc_compile_seconds
 
     scratch = Path(tempfile.mkdtemp(prefix="baselines-", dir=work))
     try:
