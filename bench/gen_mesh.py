@@ -32,7 +32,7 @@ FIRST_LOCAL_PORT = 7001
 # Tier 3 writes nothing and inherits spec.defaults (1s, 1 retry x 500ms).
 DEFAULT_ATTEMPTS = 1
 ROUTE_POLICY: dict[int, tuple[str | None, str | None, int]] = {
-    0: ("15s", "{attempts: 2, perTryTimeout: 5s, retryOn: [5xx, connect-failure, reset]}", 2),
+    0: ("15s", "{attempts: 2, perTryTimeout: 5s, retryOn: [5xx, unavailable, connect-failure, reset]}", 2),
     1: ("5s", "{attempts: 1, perTryTimeout: 2s}", 1),
     2: ("2s", "{perTryTimeout: 1s}", DEFAULT_ATTEMPTS),
     3: (None, None, DEFAULT_ATTEMPTS),
@@ -210,7 +210,7 @@ def _header(n: int, seed: int, services: list[Svc], budget: int) -> list[str]:
         "    retries:",
         "      attempts: 1",
         "      perTryTimeout: 500ms",
-        "      retryOn: [5xx, connect-failure, refused-stream, reset]",
+        "      retryOn: [5xx, unavailable, connect-failure, refused-stream, reset]",
         "      backoff: {baseInterval: 25ms, maxInterval: 250ms}",
         "    circuitBreaker: {maxConnections: 1024, maxPendingRequests: 256, maxRequests: 1024, maxRetries: 3}",
         "  analysis:",

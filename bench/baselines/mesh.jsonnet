@@ -248,9 +248,12 @@ function(mesh)
     else [{ cluster: clusterName(callee, v), weight: v.weight } for v in callee.versionList];
 
   // --- Envoy listeners and routes (meshc.emit.envoy.listeners, routes) ------------------------
-  local clusterChoice(ts) =
-    if std.length(ts) == 1 then { cluster: ts[0].cluster }
-    else { weighted_clusters: { clusters: [{ name: t.cluster, weight: t.weight } for t in ts] } };
+  local clusterChoice(ts, hashed=false) =
+    local positive = [t for t in ts if t.weight > 0];
+    local split = if std.length(positive) > 0 then positive else ts;
+    if std.length(split) == 1 then { cluster: split[0].cluster }
+    else { weighted_clusters: { clusters: [{ name: t.cluster, weight: t.weight } for t in split] }
+                              + (if hashed then { use_hash_policy: true } else {}) };
   local retryPolicy(r) = {
     retry_on: std.join(',', r.retryOn), num_retries: r.attempts,
     retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts',
@@ -299,7 +302,7 @@ function(mesh)
       else
         local routeName = 'to|' + r.service;
         local hashing = hashPolicy(lb);
-        local action = { timeout: duration(r.timeout) } + clusterChoice(ts)
+        local action = { timeout: duration(r.timeout) } + clusterChoice(ts, std.length(hashing) > 0)
                        + (if r.retries != null then { retry_policy: retryPolicy(r.retries) } else {})
                        + (if std.length(hashing) > 0 then { hash_policy: hashing } else {});
         httpManager(listenerName, {
