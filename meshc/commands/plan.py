@@ -1,7 +1,8 @@
 """`meshc plan [SPEC] [targets]`: what `apply` would change on each target; changes nothing.
 
 Exit codes: 0 (the plan was made), 1 (the spec does not compile, or a target failed), 2 (usage or
-I/O). With --detailed-exitcode: 0 means nothing would change and 3 that changes are pending.
+I/O). With --detailed-exitcode: 0 means no content would change and 3 that changes are pending
+(a new commit's revision record alone is not a pending change).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.sync.engine import plan_targets, prune_refusals
-    from meshc.sync.output import plan_summary, plan_text, plans_json, sync_would_write
+    from meshc.sync.output import plan_summary, plan_text, plans_json, content_would_change
     from meshc.sync.target import SyncError
 
     targets = open_targets(args)
@@ -56,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(plan_summary(plans) + "\n")
         for reason in refusals:
             sys.stderr.write(f"meshc: warning: apply would refuse: {reason}\n")
-    if args.detailed_exitcode and sync_would_write(plans):
+    if args.detailed_exitcode and content_would_change(plans):
         return EXIT_CHANGES
     return EXIT_OK

@@ -1,9 +1,13 @@
 """The directory target (`--output DIR`): keep DIR equal to the bundle's files, file by file.
 
 Each changed file is written beside itself and renamed into place, so an Envoy watching
-`envoy/<service>/` sees a MOVE and hot-reloads. Unchanged files are not touched (a no-op sync
-writes nothing). DIR/manifest.json — the bundle's own manifest — records which files meshc
-wrote: only those are ever replaced or deleted; anything else in DIR is left alone.
+`envoy/<service>/` sees a MOVE and hot-reloads. Unchanged files are not touched. DIR/manifest.json
+— the bundle's own manifest — records which files meshc wrote and the revision they came from:
+only those files are ever replaced or deleted; anything else in DIR is left alone. A new commit
+that changes no file rewrites only manifest.json; syncing the same commit again writes nothing.
+
+Given the previous bundle, and when DIR/manifest.json is still exactly that bundle's, a plan
+reads only the files that differ between the two bundles instead of every file.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import orjson
 
 from meshc.bundle import Bundle
 from meshc.emit.naming import ETCD_SEED_PATH, KUSTOMIZATION_PATH, MANIFEST_PATH, NAMESPACE_PATH
+from meshc.sync.delta import file_delta
 from meshc.sync.target import Action, ApplyResult, Change, PermanentError, Plan, StalePlan
 
 NAME = "directory"
@@ -37,33 +42,46 @@ class DirectoryTarget:
 
     # ---- plan -------------------------------------------------------------------------------------
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None) -> Plan:
-        owned = self._owned_files()
-        changes = [self._file_change(path, data, path in owned) for path, data in sorted(bundle.files.items())
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+        live_manifest = self._read(MANIFEST_PATH)
+        owned, recorded = self._owned_files(live_manifest)
+        compared = self._files_to_compare(bundle, previous, live_manifest)
+        paths = sorted(bundle.files) if compared is None else compared
+        changes = [self._file_change(path, bundle.files[path], path in owned) for path in paths
                    if path != MANIFEST_PATH]
-        removed = sorted(set(owned) - set(bundle.files))
+        removed = sorted(set(owned) - set(bundle.files))   # from the live manifest: exact either way
         changes += [Change(Action.DELETE, path, "no longer in the bundle") for path in reversed(removed)]
-        changes.append(self._manifest_change(bundle))
+        changes.append(self._manifest_change(bundle, live_manifest))
         service_files = set(owned) - _MESH_LEVEL_FILES
         empties = bool(service_files) and service_files <= set(removed)   # every live service file would go
-        return Plan(NAME, tuple(changes), revision=revision, state_token=self._manifest_digest(),
-                    empties=empties)
+        return Plan(NAME, tuple(changes), revision=revision, state_token=_digest(live_manifest),
+                    empties=empties, recorded=recorded, incremental=compared is not None)
 
-    def _owned_files(self) -> dict[str, str]:
-        """Path -> sha256 of every file the last sync (or `meshc build`) wrote here."""
+    @staticmethod
+    def _files_to_compare(bundle: Bundle, previous: Bundle | None, live_manifest: bytes | None) -> list[str] | None:
+        """The files that differ from `previous`, if DIR still holds exactly `previous`; else None (all)."""
+        if previous is None or live_manifest is None or live_manifest != previous.files.get(MANIFEST_PATH):
+            return None
+        delta = file_delta(previous, bundle)
+        return None if delta is None else sorted(delta.new_or_changed)
+
+    def _owned_files(self, live_manifest: bytes | None) -> tuple[dict[str, str], str]:
+        """Path -> sha256 of every file the last sync (or `meshc build`) wrote here, and the
+        revision (else spec digest) that manifest names ("" without one)."""
         manifest = self.root / MANIFEST_PATH
+        if live_manifest is None:
+            return {}, ""
         try:
-            data = orjson.loads(manifest.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as error:
+            data = orjson.loads(live_manifest)
+        except ValueError as error:
             raise PermanentError(f"{manifest}: cannot read meshc's manifest: {error}") from error
         if not isinstance(data, dict) or data.get("kind") != "BuildManifest":
             raise PermanentError(f"{manifest} exists and was not written by meshc; refusing to manage {self.root}")
         files = data.get("files") or {}
         owned = {path: str(meta.get("sha256", "")) for path, meta in files.items() if _safe_relative(path)}
         owned[MANIFEST_PATH] = ""
-        return owned
+        source = data.get("source") or {}
+        return owned, str(source.get("revision") or source.get("digest") or "")
 
     def _file_change(self, path: str, data: bytes, owned: bool) -> Change:
         if not _safe_relative(path):
@@ -78,13 +96,15 @@ class DirectoryTarget:
                                  "choose another --output directory")
         return Change(Action.UPDATE, path, f"sha256 {_short(live)} -> {_short(data)}")
 
-    def _manifest_change(self, bundle: Bundle) -> Change:
-        live = self._read(MANIFEST_PATH)
+    @staticmethod
+    def _manifest_change(bundle: Bundle, live: bytes | None) -> Change:
         data = bundle.files[MANIFEST_PATH]
         if live == data:
             return Change(Action.UNCHANGED, MANIFEST_PATH, bookkeeping=True)
         action = Action.CREATE if live is None else Action.UPDATE
-        return Change(action, MANIFEST_PATH, "records the files meshc wrote", bookkeeping=True)
+        source = bundle.manifest.get("source") or {}
+        stamp = str(source.get("revision") or source.get("digest") or "")[:12]
+        return Change(action, MANIFEST_PATH, f"records revision {stamp} and the files meshc wrote", bookkeeping=True)
 
     def _read(self, path: str) -> bytes | None:
         try:
@@ -97,8 +117,7 @@ class DirectoryTarget:
             raise PermanentError(f"cannot read {self.root / path}: {error}") from error
 
     def _manifest_digest(self) -> str:
-        data = self._read(MANIFEST_PATH)
-        return "" if data is None else hashlib.sha256(data).hexdigest()
+        return _digest(self._read(MANIFEST_PATH))
 
     # ---- apply ------------------------------------------------------------------------------------
 
@@ -169,6 +188,10 @@ def _record(result: ApplyResult, change: Change) -> None:
 def _safe_relative(path: str) -> bool:
     parts = Path(path).parts
     return bool(parts) and not Path(path).is_absolute() and ".." not in parts
+
+
+def _digest(data: bytes | None) -> str:
+    return "" if data is None else hashlib.sha256(data).hexdigest()
 
 
 def _short(data: bytes) -> str:

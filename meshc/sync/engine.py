@@ -1,4 +1,10 @@
-"""One sync: plan every target, check the prune guards, then apply; what apply/watch both run."""
+"""One sync: plan every target, check the prune guards, then apply; what apply/watch both run.
+
+A sync may be given the previous bundle, known to be live (watch keeps the one it last applied):
+targets then plan only what differs between the two bundles. If a target's live record of the
+applied revision names another commit than `previous` (someone else synced since), the
+incremental plans are dropped and every target is planned in full.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meshc.bundle import Bundle
-from meshc.sync.target import Action, ApplyResult, PermanentError, Plan, StalePlan, Target
+from meshc.sync.target import Action, ApplyResult, Change, PermanentError, Plan, StalePlan, Target
 
 DEFAULT_PRUNE_LIMIT = 20
 MAX_REPLANS = 3   # a target whose live state keeps moving under us is left for the next sync
@@ -33,10 +39,22 @@ class SyncReport:
 
     @property
     def changed(self) -> bool:
-        """Something was (or, dry run, would be) written."""
+        """Content was (or, dry run, would be) written: more than the revision records."""
         if self.dry_run:
             return any(not plan.empty for plan in self.plans)
-        return any(result.applied for result in self.results)
+        return any(not change.bookkeeping for result in self.results for change in result.applied)
+
+    @property
+    def recorded(self) -> list[tuple[str, Change]]:
+        """The revision records written, as (target, change): etcd `<prefix>/revision`, the
+        directory's manifest.json. A new commit updates them even when it changes no content."""
+        return [(result.target, change) for result in self.results for change in result.applied
+                if change.bookkeeping]
+
+    @property
+    def incremental(self) -> bool:
+        """Some target planned only what differs from the previous bundle."""
+        return any(plan.incremental for plan in self.plans)
 
     @property
     def write_requests(self) -> int:
@@ -54,9 +72,20 @@ def bundle_revision(bundle: Bundle, revision: str | None = None) -> str:
     return str(source.get("revision") or source.get("digest") or "")
 
 
-def plan_targets(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None) -> list[Plan]:
-    """Every target's plan; nothing is written. A target that cannot be read raises."""
+def plan_targets(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None,
+                 previous: Bundle | None = None, previous_revision: str | None = None) -> list[Plan]:
+    """Every target's plan; nothing is written. A target that cannot be read raises.
+
+    With `previous` (a bundle live on every target, applied as `previous_revision`), targets may
+    plan incrementally; that is undone, and every target planned in full, when a target's live
+    record names another revision.
+    """
     rev = bundle_revision(bundle, revision)
+    if previous is not None:
+        plans = [target.plan(bundle, revision=rev, previous=previous) for target in targets]
+        expected = {bundle_revision(previous, previous_revision), bundle_revision(previous)}
+        if all(plan.recorded is None or plan.recorded in expected for plan in plans):
+            return plans
     return [target.plan(bundle, revision=rev) for target in targets]
 
 
@@ -78,20 +107,23 @@ def prune_refusals(plans: Sequence[Plan], *, prune_limit: int = DEFAULT_PRUNE_LI
 
 
 def sync_once(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None, dry_run: bool = False,
-              prune_limit: int = DEFAULT_PRUNE_LIMIT, allow_prune_all: bool = False) -> SyncReport:
+              prune_limit: int = DEFAULT_PRUNE_LIMIT, allow_prune_all: bool = False,
+              previous: Bundle | None = None, previous_revision: str | None = None) -> SyncReport:
     """Plan every target, then (unless dry_run) apply the plans in the order of `targets`.
 
-    Nothing is written unless every target could be planned and the prune guards pass. When the
-    whole sync would change nothing but bookkeeping (a commit that changes no output), nothing is
-    written at all. A target whose live state moved since its plan (StalePlan) is planned again,
-    guards re-checked, at most MAX_REPLANS times. Raises PruneRefused, TransientError or
+    Nothing is written unless every target could be planned and the prune guards pass. Only
+    targets with something to write are applied: a new commit that changes no output updates
+    only the revision records (etcd `<prefix>/revision`, the directory's manifest.json), and a
+    sync of the revision already recorded writes nothing at all. `previous`: see plan_targets.
+    A target whose live state moved since its plan (StalePlan) is planned again in full, guards
+    re-checked, at most MAX_REPLANS times. Raises PruneRefused, TransientError or
     PermanentError; targets applied before an error keep what they applied.
     """
     started = time.monotonic()
-    plans = plan_targets(bundle, targets, revision=revision)
+    plans = plan_targets(bundle, targets, revision=revision, previous=previous, previous_revision=previous_revision)
     _check_guards(plans, prune_limit, allow_prune_all)
     report = SyncReport(bundle_revision(bundle, revision), plans, dry_run=dry_run)
-    if not dry_run and any(not plan.empty for plan in plans):
+    if not dry_run:
         for index, target in enumerate(targets):
             if plans[index].writes:
                 report.results.append(_apply_with_replans(target, index, bundle, report, prune_limit,

@@ -3,7 +3,12 @@
 One transaction per sync puts changed keys, deletes removed ones and sets `<prefix>/revision`,
 guarded by compares on the mod revisions the plan saw (the revision key's, and each written
 key's): a concurrent writer makes the transaction fail and the engine plans again — meshc never
-writes over a state it did not see. A sync that changes no key writes nothing.
+writes over a state it did not see. A new commit that changes no record writes one transaction
+setting only `<prefix>/revision`; syncing the commit already recorded writes nothing.
+
+Every plan reads the whole prefix (one range request, cheap even for 1,000 services), so a
+previous bundle is not needed; the revision key it reads tells the engine whether someone else
+synced since (Plan.recorded).
 
 etcd refuses transactions with more than --max-txn-ops operations (128 by default); a sync
 bigger than that (the first sync of a large mesh) is split into several guarded transactions,
@@ -59,7 +64,7 @@ class EtcdTarget:
 
     # ---- plan -------------------------------------------------------------------------------------
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None) -> Plan:
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
         seed = bundle.etcd_seed()
         prefix = str(seed["prefix"]).rstrip("/")
         desired = {str(key): str(value) for key, value in (seed.get("kvs") or {}).items()}
@@ -73,8 +78,9 @@ class EtcdTarget:
         changes.append(_revision_change(revision_key, stamp, live.get(revision_key)))
         seen = {key: live[key].mod_revision if key in live else 0 for key in (*desired, *managed, revision_key)}
         empties = bool(managed) and not managed & set(desired)   # every live record would go
+        recorded = live[revision_key].value.decode(errors="replace") if revision_key in live else ""
         return Plan(NAME, tuple(changes), revision=revision, state_token=str(store_revision), empties=empties,
-                    context={"prefix": prefix, "revision_key": revision_key, "stamp": stamp, "desired": desired,
+                    recorded=recorded, context={"prefix": prefix, "revision_key": revision_key, "stamp": stamp, "desired": desired,
                              "seen": seen})
 
     def read_prefix(self, prefix: str) -> tuple[dict[str, LiveKey], int]:

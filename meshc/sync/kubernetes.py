@@ -5,6 +5,9 @@ Live state is one LIST per managed kind with the mesh's label selector. An objec
 a no-op sync sends only GET/LIST requests. Creates and updates go in kinds.APPLY_ORDER, prunes in
 reverse, each prune re-checked on the live object and guarded by its uid and resourceVersion.
 
+Given the previous bundle (known to be live), a plan reads only the objects of the files that
+differ between the two bundles, one GET each, instead of LISTing the whole mesh (see delta.py).
+
 The `kubernetes` client is imported only when a target is built (it takes most of a second).
 """
 
@@ -20,10 +23,11 @@ import orjson
 from meshc.bundle import Bundle
 from meshc.emit.naming import (
     CONFIG_HASH_ANNOTATION, FIELD_MANAGER, KUSTOMIZATION_PATH, MANAGED_BY, MANAGED_BY_LABEL, MESH_LABEL,
-    mesh_selector,
+    NAMESPACE_PATH, mesh_selector,
 )
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, apply_sort_key, kind_rank
 from meshc.sync import drift
+from meshc.sync.delta import FileDelta, file_delta
 from meshc.sync.target import (
     Action, ApplyResult, Change, PermanentError, Plan, SyncError, TransientError,
 )
@@ -35,6 +39,8 @@ NAME = "kubernetes"
 DEFAULT_WORKERS = 4              # concurrent apply requests within one kind
 DEFAULT_REQUEST_TIMEOUT = 30.0   # seconds, per request
 LIST_PAGE = 500
+# An incremental plan GETs each object of the changed files; past this many a LIST is cheaper.
+INCREMENTAL_MAX_OBJECTS = 300
 Obj = dict[str, Any]
 T = TypeVar("T")
 
@@ -80,7 +86,14 @@ class KubernetesTarget:
 
     # ---- plan -------------------------------------------------------------------------------------
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None) -> Plan:
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+        if previous is not None:
+            incremental = self._plan_incremental(bundle, previous, revision)
+            if incremental is not None:
+                return incremental
+        return self._plan_full(bundle, revision)
+
+    def _plan_full(self, bundle: Bundle, revision: str | None) -> Plan:
         mesh = str(bundle.manifest["mesh"])
         desired = sorted(desired_objects(bundle), key=apply_sort_key)
         live = self.live_objects(mesh, _namespaces_of(desired), {str(o["kind"]): str(o["apiVersion"]) for o in desired})
@@ -90,6 +103,63 @@ class KubernetesTarget:
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
         return Plan(NAME, tuple(changes), revision=revision, empties=_empties(live, removed),
                     context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
+
+    def _plan_incremental(self, bundle: Bundle, previous: Bundle, revision: str | None) -> Plan | None:
+        """Plan only the objects of the files that differ from `previous`; None: plan everything.
+
+        Objects of changed or added files are read by name and compared as in a full plan.
+        Objects of changed or removed files that the new bundle no longer has are read too and
+        planned for prune if they still carry this mesh's labels. Everything else is trusted to be
+        as `previous` left it. A move of the mesh's Namespace, or a delta of more than
+        INCREMENTAL_MAX_OBJECTS objects, is planned in full.
+        """
+        mesh = str(bundle.manifest["mesh"])
+        delta = file_delta(previous, bundle)
+        if delta is None or str(previous.manifest.get("mesh")) != mesh:
+            return None
+        files = delta.under("kubernetes/")
+        if NAMESPACE_PATH in files.changed | files.added | files.removed:
+            return None
+        desired = sorted(objects_in(bundle, files.new_or_changed), key=apply_sort_key)
+        old = objects_in(previous, files.old_or_changed)
+        if len(desired) + len(old) > INCREMENTAL_MAX_OBJECTS:
+            return None
+        desired_keys = {object_key(obj) for obj in desired}
+        gone = sorted((obj for obj in old if object_key(obj) not in desired_keys), key=apply_sort_key, reverse=True)
+        live = self.get_objects([*desired, *gone])
+        changes = [self._change(obj, _managed_or_none(live[object_key(obj)], mesh)) for obj in desired]
+        removed = [obj for obj in gone if _managed_or_none(live[object_key(obj)], mesh) is not None]
+        changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
+        empties = _incremental_empties(removed, old, desired_keys, bundle, files)
+        return Plan(NAME, tuple(changes), revision=revision, empties=empties, incremental=True,
+                    context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
+
+    def get_objects(self, objects: list[Obj]) -> dict[str, Obj | None]:
+        """The live object of each given (desired or previous) object, by key; None when absent.
+        One GET each, `workers` at a time."""
+        if not objects:
+            return {}
+        # Discovery fills a cache: do it here, not from several threads at once.
+        kinds = sorted({(str(obj["apiVersion"]), str(obj["kind"])) for obj in objects})
+        resources = {pair: self._resource(*pair) for pair in kinds}
+
+        def read(obj: Obj) -> Obj | None:
+            metadata = obj.get("metadata") or {}
+            return self._get(resources[(str(obj["apiVersion"]), str(obj["kind"]))], str(metadata.get("name")),
+                             str(metadata.get("namespace") or ""))
+
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(objects))) as pool:
+            futures = [(object_key(obj), pool.submit(read, obj)) for obj in objects]
+            live: dict[str, Obj | None] = {}
+            errors: list[SyncError] = []
+            for key, future in futures:
+                try:
+                    live[key] = future.result()
+                except SyncError as error:
+                    errors.append(error)
+        if errors:
+            raise errors[0]
+        return live
 
     def live_objects(self, mesh: str, namespaces: Iterable[str], kinds: dict[str, str] | None = None) -> dict[str, Obj]:
         """Every object carrying this mesh's labels: Namespaces cluster-wide, the rest in `namespaces`."""
@@ -121,7 +191,9 @@ class KubernetesTarget:
     # ---- apply ------------------------------------------------------------------------------------
 
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
-        desired = plan.context.get("desired") or {object_key(obj): obj for obj in desired_objects(bundle)}
+        desired = plan.context.get("desired")
+        if desired is None:
+            desired = {object_key(obj): obj for obj in desired_objects(bundle)}
         result = ApplyResult(NAME)
         upserts = [c for c in plan.changes if c.action in (Action.CREATE, Action.UPDATE)]
         try:
@@ -298,19 +370,29 @@ def _first_line(text: str) -> str:
 # ---- objects --------------------------------------------------------------------------------------
 
 def desired_objects(bundle: Bundle) -> list[Obj]:
-    """The bundle's Kubernetes objects. meshc writes each document as JSON (valid YAML) joined by
-    `---` lines, and JSON text never holds a raw newline, so splitting there and parsing with
-    orjson gives the same objects as a YAML parser, ~20x faster; other YAML takes the slow path."""
+    """The bundle's Kubernetes objects."""
+    return objects_in(bundle, bundle.paths("kubernetes/"))
+
+
+def objects_in(bundle: Bundle, paths: Iterable[str]) -> list[Obj]:
+    """The Kubernetes objects of some of the bundle's files (in path order). meshc writes each
+    document as JSON (valid YAML) joined by `---` lines, and JSON text never holds a raw newline,
+    so splitting there and parsing with orjson gives the same objects as a YAML parser, ~20x
+    faster; other YAML takes the slow path."""
     objects: list[Obj] = []
-    for path in bundle.paths("kubernetes/"):
-        if path == KUSTOMIZATION_PATH:
+    for path in sorted(paths):
+        if path == KUSTOMIZATION_PATH or not path.startswith("kubernetes/"):
             continue
-        try:
-            docs = [orjson.loads(part) for part in bundle.files[path].split(b"\n---\n") if part.strip()]
-        except orjson.JSONDecodeError:
-            docs = bundle.documents(path)
-        objects += [doc for doc in docs if isinstance(doc, dict)]
+        objects += _file_objects(bundle, path)
     return objects
+
+
+def _file_objects(bundle: Bundle, path: str) -> list[Obj]:
+    try:
+        docs = [orjson.loads(part) for part in bundle.files[path].split(b"\n---\n") if part.strip()]
+    except orjson.JSONDecodeError:
+        docs = bundle.documents(path)
+    return [doc for doc in docs if isinstance(doc, dict)]
 
 
 def object_key(obj: Obj) -> str:
@@ -351,6 +433,26 @@ def _namespaces_of(objects: Iterable[Obj]) -> set[str]:
         elif metadata.get("namespace"):
             namespaces.add(str(metadata["namespace"]))
     return namespaces
+
+
+def _managed_or_none(obj: Obj | None, mesh: str) -> Obj | None:
+    """What a LIST with the mesh's selector would have returned for this object."""
+    return obj if obj is not None and _is_managed(obj, mesh) else None
+
+
+def _incremental_empties(removed: list[Obj], old: list[Obj], desired_keys: set[str], bundle: Bundle,
+                         files: FileDelta) -> bool:
+    """_empties for an incremental plan, where `previous` stands for what is live: the prune takes
+    every workload object of the mesh when none of the previous ones stays desired."""
+    if not removed:
+        return False
+    if any(obj.get("kind") == "Namespace" for obj in removed):
+        return True
+    if any(obj.get("kind") != "Namespace" and object_key(obj) in desired_keys for obj in old):
+        return False
+    # objects of unchanged files stay; read them (lazily: the first one settles it) only now
+    unchanged = (path for path in sorted(files.unchanged) if path not in (NAMESPACE_PATH, KUSTOMIZATION_PATH))
+    return not any(obj.get("kind") != "Namespace" for path in unchanged for obj in _file_objects(bundle, path))
 
 
 def _empties(live: dict[str, Obj], removed: list[Obj]) -> bool:

@@ -13,8 +13,9 @@ _SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.U
 _PAST = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DELETE: "deleted"}
 
 
-def sync_would_write(plans: Sequence[Plan]) -> bool:
-    """Bookkeeping is written only along with content: a sync with no content change writes nothing."""
+def content_would_change(plans: Sequence[Plan]) -> bool:
+    """Some target's content would change. Revision records alone (a new commit that changes no
+    output) do not count: `plan --detailed-exitcode` and the json `changes` flag follow this."""
     return any(not plan.empty for plan in plans)
 
 
@@ -26,16 +27,16 @@ def change_line(change: Change, *, done: bool = False) -> str:
 
 
 def plan_text(plans: Sequence[Plan], *, show_unchanged: bool = False) -> str:
-    """Per target, what applying would do; unchanged objects are only counted."""
-    writes = sync_would_write(plans)
+    """Per target, what applying would do; unchanged objects are only counted. Revision records
+    are listed when they would be written (a new commit), as they are."""
     blocks = []
     for plan in plans:
-        shown = [c for c in plan.changes if (c.action is not Action.UNCHANGED or show_unchanged)
-                 and (writes or not c.bookkeeping)]
+        shown = [c for c in plan.changes if c.action is not Action.UNCHANGED or show_unchanged]
         unchanged = plan.count(Action.UNCHANGED)
-        header = f"{plan.target}: " + ("no changes" if plan.empty or not writes else f"{len(plan.content_writes)} "
-                                        "to change") + f" ({unchanged} unchanged)"
-        blocks.append("\n".join([header, *(change_line(c) for c in shown)]))
+        what = "no changes" if plan.empty else f"{len(plan.content_writes)} to change"
+        if plan.empty and plan.bookkeeping_writes:
+            what += ", the revision record only"
+        blocks.append("\n".join([f"{plan.target}: {what} ({unchanged} unchanged)", *(change_line(c) for c in shown)]))
     return "\n".join(blocks) + "\n"
 
 
@@ -54,10 +55,13 @@ def result_text(results: Sequence[ApplyResult]) -> str:
 
 
 def report_summary(report: SyncReport) -> str:
-    """`applied <rev>: kubernetes: 1 created, 0 updated, 0 deleted (1 write); ...` or `nothing to do`."""
+    """`applied <rev>: kubernetes: 1 created, 0 updated, 0 deleted (1 write); ...` or `nothing to change`."""
     revision = (report.revision or "")[:12]
     if not report.changed:
-        return f"{revision}: nothing to change; 0 writes ({report.duration_s:.2f}s)"
+        writes = report.write_requests
+        recorded = f"; recorded the revision in {recorded_targets(report)}" if report.recorded else ""
+        return (f"{revision}: nothing to change{recorded}; {writes} write{'s' if writes != 1 else ''} "
+                f"({report.duration_s:.2f}s)")
     parts = []
     for result in report.results:
         counts = {action: sum(1 for c in result.applied if c.action is action and not c.bookkeeping)
@@ -65,6 +69,11 @@ def report_summary(report: SyncReport) -> str:
         parts.append(f"{result.target}: " + ", ".join(f"{n} {_PAST[a]}" for a, n in counts.items())
                      + f" ({result.write_requests} write{'s' if result.write_requests != 1 else ''})")
     return f"applied {revision}: " + "; ".join(parts) + f" ({report.duration_s:.2f}s)"
+
+
+def recorded_targets(report: SyncReport) -> str:
+    """`directory manifest.json, etcd /meshc/shop/revision`: the revision records written."""
+    return ", ".join(f"{target} {change.key}" for target, change in report.recorded)
 
 
 def change_json(change: Change) -> dict[str, Any]:
@@ -87,8 +96,8 @@ def plan_json(plan: Plan, *, show_unchanged: bool = False) -> dict[str, Any]:
 
 
 def plans_json(plans: Sequence[Plan], *, show_unchanged: bool = False) -> dict[str, Any]:
-    return {"changes": sync_would_write(plans), "targets": [plan_json(p, show_unchanged=show_unchanged)
-                                                            for p in plans]}
+    return {"changes": content_would_change(plans), "targets": [plan_json(p, show_unchanged=show_unchanged)
+                                                                for p in plans]}
 
 
 def report_json(report: SyncReport) -> dict[str, Any]:
@@ -96,6 +105,7 @@ def report_json(report: SyncReport) -> dict[str, Any]:
         "revision": report.revision,
         "dryRun": report.dry_run,
         "changed": report.changed,
+        "recorded": [{"target": target, **change_json(change)} for target, change in report.recorded],
         "writeRequests": report.write_requests,
         "replans": report.replans,
         "durationSeconds": round(report.duration_s, 3),

@@ -24,8 +24,10 @@ class Change:
     action: Action
     key: str              # e.g. "apps/v1 Deployment shop/catalog-v1", "/meshc/shop/services/catalog", "envoy/x/cds.yaml"
     detail: str = ""      # a short human reason ("config-hash 1a2b -> 3c4d", "drift: spec.replicas")
-    # True for records of the sync itself (etcd `<prefix>/revision`, the directory's manifest.json):
-    # they are written together with content changes, never alone, so a no-op commit writes nothing.
+    # True for the records of the sync itself (etcd `<prefix>/revision`, the directory's
+    # manifest.json): they name the commit that is live, so a new commit updates them even when it
+    # changes no content; they never count as content (a no-op commit writes only them, and
+    # re-syncing the same commit writes nothing at all).
     bookkeeping: bool = False
 
 
@@ -38,6 +40,11 @@ class Plan:
     # Applying would remove everything of the mesh's services this target holds now, or delete
     # something that takes everything with it (a Namespace): the engine refuses without consent.
     empties: bool = False
+    # The revision the target's live records name (etcd `<prefix>/revision`, the source of the
+    # directory's manifest.json); "" when they name none; None for a target that keeps no record.
+    recorded: str | None = None
+    # Planned against a previous bundle (only the objects of files that differ), not the whole mesh.
+    incremental: bool = False
     # What the target itself needs to carry the plan out (e.g. etcd mod revisions it saw); not shown.
     context: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -54,8 +61,12 @@ class Plan:
         return tuple(c for c in self.changes if c.action is Action.DELETE)
 
     @property
+    def bookkeeping_writes(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.writes if c.bookkeeping)
+
+    @property
     def empty(self) -> bool:
-        """Nothing but (at most) bookkeeping would change: applying the plan writes nothing."""
+        """No content would change (the revision records may still be updated)."""
         return not self.content_writes
 
     def count(self, action: Action) -> int:
@@ -91,8 +102,15 @@ class PermanentError(SyncError):
 class Target(Protocol):
     name: str
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None) -> Plan:
-        """Compare the bundle with live state; changes nothing."""
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+        """Compare the bundle with live state; changes nothing.
+
+        `previous`, when given, is a bundle known to be live on this target (the last one applied
+        to it, with no failure since). A target may then plan only what differs between the two
+        bundles and trust the rest to be as `previous` left it (so drift there is not seen: that is
+        the job of a full plan), returning a Plan with `incremental` set. A target whose full plan
+        is cheap, or that cannot confirm `previous` is live, plans everything.
+        """
         ...
 
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:

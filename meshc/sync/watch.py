@@ -7,6 +7,11 @@ only what differs): a new commit is applied, an applied one is re-planned so dri
 is corrected (or only reported, with drift correction off). Transient target failures retry with
 capped exponential backoff; with a leader lock only its holder applies.
 
+A new commit is planned against the bundle last applied (the baseline): only the objects of
+files that differ are read. Drift passes plan the whole mesh, and are spaced so that they take
+at most a third of the loop's time: a new commit never waits behind a stream of them. Any doubt
+about the baseline (start, failure, refusal, standby) makes the next plan a full one.
+
 The loop never imports the compiler: the CLI hands it `compile_fn`.
 """
 
@@ -26,6 +31,7 @@ from meshc.durations import format_duration
 from meshc.load.source import SpecSource
 from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, sync_once
+from meshc.sync.output import recorded_targets
 from meshc.sync.target import Action, PermanentError, Plan, Target, TransientError
 from meshc.sync.watch_lock import LeaderLock
 from meshc.sync.watch_log import StatusLog, seconds
@@ -36,6 +42,9 @@ SyncFn = Callable[..., SyncReport]
 LockFactory = Callable[[str], LeaderLock]
 
 LISTED_CHANGES = 10          # changes named one per line in a text status line; the rest are counted
+# A drift pass starts no sooner than this many times its last full sync's duration after that
+# sync ended: full plans take at most a third of the loop's time, the rest is free for commits.
+DRIFT_SPACING = 2.0
 ONCE_TRANSIENT_RETRIES = 5   # `--once` retries transient failures this often before giving up
 
 
@@ -116,8 +125,13 @@ class _Seen:
     drift_logged: int = 0                    # drift count last reported (correction off)
     source_error: str | None = None          # last Git error reported (repeats stay quiet)
     last_result: Result | None = None
-    checked_at: float | None = None          # monotonic start of the pass of the last successful sync
     retry_due: bool = False                  # the last sync failed: the next pass tries again
+    # The commit and bundle last applied to every target, with no failure, refusal or standby
+    # since: a new commit is planned against it (only what differs). None: plan in full.
+    baseline: Desired | None = None
+    full_started: float | None = None        # monotonic start of the pass of the last full sync
+    full_ended: float = 0.0                  # ... when that sync ended
+    full_s: float = 0.0                      # ... how long the sync took
 
 
 class Watcher:
@@ -209,6 +223,7 @@ class Watcher:
         except Exception as exc:  # noqa: BLE001 - a bug must not end the loop that keeps the mesh in sync
             self.log.event("error", f"internal error (please report it): {type(exc).__name__}: {exc}",
                            error=f"{type(exc).__name__}: {exc}")
+            self.state.baseline = None
             outcome = PassOutcome(Result.FAILED)
         self.state.last_result = outcome.result
         self.passes += 1
@@ -280,9 +295,12 @@ class Watcher:
     def _sync(self, desired: Desired) -> PassOutcome:
         new = desired.commit.sha != self.state.applied
         dry_run = not new and not self.options.drift_correction
-        if not (new or self.state.retry_due or self._drift_check_due()):
+        # A refused commit is checked again at the pace of drift checks, not every pass.
+        recheck = not new or self.state.refused_logged == desired.commit.sha
+        if recheck and not (self.state.retry_due or self._drift_check_due()):
             return PassOutcome(Result.IDLE)
         if not self._lead(desired):
+            self.state.baseline = None   # the leader may apply meanwhile: what is live is its doing
             self.log.status(f"standing by: another replica holds the lock ({desired.commit.short} is desired)")
             return PassOutcome(Result.STANDBY)
         if self.stopping:
@@ -290,30 +308,49 @@ class Watcher:
         if new:
             self.log.event("applying", f'{desired.commit.short} "{desired.commit.subject}"',
                            commit=desired.commit.sha, subject=desired.commit.subject)
+        baseline = self.state.baseline if new else None   # drift passes plan the whole mesh
         started = time.monotonic()
         try:
             report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
-                                  prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all)
+                                  prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all,
+                                  previous=baseline.bundle if baseline else None,
+                                  previous_revision=baseline.commit.sha if baseline else None)
         except PruneRefused as exc:
-            self.state.checked_at = self.heartbeat
+            self.state.baseline = None
+            self._full_sync_done(started, incremental=any(plan.incremental for plan in exc.plans))
             return self._refused(desired, exc, time.monotonic() - started)
         except TransientError as exc:
-            self.state.retry_due = True
+            self.state.retry_due, self.state.baseline = True, None
             return self._failed(desired, exc, time.monotonic() - started, transient=True)
         except PermanentError as exc:
-            self.state.retry_due = True
+            self.state.retry_due, self.state.baseline = True, None
             return self._failed(desired, exc, time.monotonic() - started, transient=False)
         duration = time.monotonic() - started
-        # Measured from the start of the pass, so a check every interval stays every interval.
-        self.state.checked_at, self.state.retry_due = self.heartbeat, False
+        self._full_sync_done(started, incremental=report.incremental)
+        self.state.retry_due = False
         self._backoff.reset()
         if dry_run:
             return self._drift_reported(desired, report, duration)
+        self.state.baseline = desired
         return self._synced(desired, report, duration, new)
 
+    def _full_sync_done(self, started: float, *, incremental: bool) -> None:
+        """Remember when the last full plan of the mesh ran: drift checks are paced by it."""
+        if incremental:
+            return
+        now = time.monotonic()
+        # From the start of the pass, so a check every interval stays every interval.
+        self.state.full_started, self.state.full_ended, self.state.full_s = self.heartbeat, now, now - started
+
     def _drift_check_due(self) -> bool:
+        """Every --drift-interval (start to start), and no sooner than DRIFT_SPACING times the last
+        full sync's duration after it ended, so full plans of a large mesh leave room for commits."""
+        if self.state.full_started is None:
+            return True
         every = self.options.interval if self.options.drift_interval is None else self.options.drift_interval
-        return self.state.checked_at is None or time.monotonic() - self.state.checked_at >= every - 0.001
+        now = time.monotonic()
+        return (now - self.state.full_started >= every - 0.001
+                and now - self.state.full_ended >= DRIFT_SPACING * self.state.full_s)
 
     def _lead(self, desired: Desired) -> bool:
         """True when this replica may apply: there is no lock, or it holds it."""
@@ -346,15 +383,17 @@ class Watcher:
         writes = {r.target: r.write_requests for r in report.results}
         self.metrics.record_writes(writes)
         changed = report.changed
+        # "noop": no content changed; a new commit's revision records may still have been written.
         result = Result.APPLIED if changed else Result.NOOP
         self.metrics.record_pass(result.value, duration)
         self.metrics.record_applied(commit.sha, desired.mesh, new=new)
         self.state.applied = commit.sha
         self.state.refused_logged = None
         fields = _report_fields(report, duration)
+        recorded = _recorded_note(report)
         if new:
             what = _summary(report.plans) if changed else "nothing to change"
-            self.log.event(result.value, f'{commit.short} "{commit.subject}": {what} '
+            self.log.event(result.value, f'{commit.short} "{commit.subject}": {what}{recorded} '
                            f"({report.write_requests} writes, {seconds(duration)})",
                            lines=_listing(report.plans), commit=commit.sha, subject=commit.subject,
                            compile_s=round(desired.compile_s, 3), **fields)
@@ -363,10 +402,15 @@ class Watcher:
             drifted = sum(len(p.content_writes) for p in report.plans)
             self.metrics.set_drifted(drifted)
             self.log.event("drift", f"{commit.short}: corrected {drifted} drifted object{'s' * (drifted != 1)}: "
-                           f"{_summary(report.plans)} ({report.write_requests} writes, {seconds(duration)})",
-                           lines=_listing(report.plans), commit=commit.sha, drifted=drifted, **fields)
+                           f"{_summary(report.plans)}{recorded} ({report.write_requests} writes, "
+                           f"{seconds(duration)})", lines=_listing(report.plans), commit=commit.sha, drifted=drifted,
+                           **fields)
         else:
             self.metrics.set_drifted(0)
+            if report.recorded:   # someone changed a revision record: it names this commit again
+                self.log.event("drift", f"{commit.short}: no object drifted{recorded} "
+                               f"({report.write_requests} writes, {seconds(duration)})", commit=commit.sha,
+                               drifted=0, **fields)
         self.log.status(f"in sync at {commit.short} \"{commit.subject}\" (checked in {seconds(duration)})")
         return PassOutcome(result)
 
@@ -489,14 +533,22 @@ def _listing(plans: Sequence[Plan]) -> list[str]:
     return lines
 
 
+def _recorded_note(report: SyncReport) -> str:
+    """`; revision recorded in etcd /meshc/shop/revision, directory manifest.json`, or ""."""
+    return f"; revision recorded in {recorded_targets(report)}" if report.recorded else ""
+
+
 def _report_fields(report: SyncReport, duration: float) -> dict[str, Any]:
-    """The json facts of a sync: per-target counts and writes, the changed keys, the time."""
+    """The json facts of a sync: per-target counts and writes, the changed keys, the revision
+    records written, whether the plan was incremental, the time."""
     writes = {r.target: r.write_requests for r in report.results}
     return {
         "targets": {plan.target: {**_counts(plan), "writes": writes.get(plan.target, 0)} for plan in report.plans},
         "changes": [{"target": plan.target, "action": c.action.value, "key": c.key, "detail": c.detail or None}
                     for plan in report.plans for c in plan.content_writes][:200],
+        "recorded": [{"target": target, "key": change.key} for target, change in report.recorded],
         "writes": report.write_requests,
+        "incremental": report.incremental,
         "duration_s": round(duration, 3),
         "dry_run": report.dry_run or None,
     }

@@ -14,7 +14,7 @@ from meshc.emit.naming import MANIFEST_PATH, outbound_listener_name
 from meshc.pipeline import BuildOptions
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.engine import PruneRefused, sync_once
-from meshc.sync.target import Action, PermanentError, StalePlan
+from meshc.sync.target import PermanentError, StalePlan
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import poll_until
 from tests.sync.specs import bundle_of, chain_spec
@@ -37,13 +37,29 @@ def test_first_sync_writes_the_bundle_files(dir_target: DirectoryTarget) -> None
     assert on_disk == dict(bundle.files)
 
 
-def test_noop_sync_touches_no_file(dir_target: DirectoryTarget) -> None:
-    sync_once(bundle_of(chain_spec(3)), [dir_target])
+def test_a_new_commit_without_changes_rewrites_only_the_manifest(dir_target: DirectoryTarget) -> None:
+    sync_once(bundle_of(chain_spec(3), revision="a" * 40), [dir_target], revision="a" * 40)
     before = snapshot(dir_target.root)
 
-    report = sync_once(bundle_of(chain_spec(3), revision="f" * 40), [dir_target])
+    report = sync_once(bundle_of(chain_spec(3), revision="f" * 40), [dir_target], revision="f" * 40)
 
-    assert report.write_requests == 0 and not report.changed
+    after = snapshot(dir_target.root)
+    assert after.keys() == before.keys()
+    assert {path for path in after if after[path] != before[path]} == {MANIFEST_PATH}
+    assert report.write_requests == 1 and not report.changed
+    assert [(target, change.key) for target, change in report.recorded] == [("directory", MANIFEST_PATH)]
+    manifest = json.loads((dir_target.root / MANIFEST_PATH).read_text())
+    assert manifest["source"]["revision"] == "f" * 40
+
+
+def test_syncing_the_same_commit_again_touches_no_file(dir_target: DirectoryTarget) -> None:
+    bundle = bundle_of(chain_spec(3), revision="f" * 40)
+    sync_once(bundle, [dir_target], revision="f" * 40)
+    before = snapshot(dir_target.root)
+
+    report = sync_once(bundle_of(chain_spec(3), revision="f" * 40), [dir_target], revision="f" * 40)
+
+    assert report.write_requests == 0 and report.results == [] and not report.recorded
     assert snapshot(dir_target.root) == before
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from meshc.emit.naming import MANIFEST_PATH
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.engine import PruneRefused, prune_refusals, sync_once
 from meshc.sync.etcd import EtcdTarget
@@ -14,6 +17,10 @@ from tests.support.etcd import EtcdServer
 from tests.sync.specs import PREFIX, bundle_of, chain_spec
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
+
+
+def store_revision(etcd: EtcdServer) -> int:
+    return int(etcd.client().status()["header"]["revision"])
 
 
 def etcd_value(etcd: EtcdServer, key: str) -> str | None:
@@ -37,19 +44,48 @@ def test_revision_is_recorded_when_any_target_changes(kube_api: KubeAPIHandle, e
     assert report.result("etcd") is not None and report.result("etcd").write_requests == 1  # type: ignore[union-attr]
 
 
-def test_noop_commit_writes_nothing_on_any_target(kube_api: KubeAPIHandle, etcd_server: EtcdServer, tmp_path,
-                                                  kube_target: KubernetesTarget, etcd_target: EtcdTarget) -> None:
-    targets = [DirectoryTarget(tmp_path / "out"), kube_target, etcd_target]
-    sync_once(bundle_of(chain_spec(3)), targets, revision="a" * 40)
-    kube_api.reset_log()
-    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+def files_of(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file's (inode, mtime_ns): a file replaced by rename gets a new inode."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file()}
 
-    report = sync_once(bundle_of(chain_spec(3)), targets, revision="b" * 40)
+
+def test_a_noop_commit_updates_only_the_revision_records(kube_api: KubeAPIHandle, etcd_server: EtcdServer,
+                                                         tmp_path: Path, kube_target: KubernetesTarget,
+                                                         etcd_target: EtcdTarget) -> None:
+    out = tmp_path / "out"
+    targets = [DirectoryTarget(out), kube_target, etcd_target]
+    sync_once(bundle_of(chain_spec(3), revision="a" * 40), targets, revision="a" * 40)
+    kube_api.reset_log()
+    files, etcd_before = files_of(out), store_revision(etcd_server)
+
+    report = sync_once(bundle_of(chain_spec(3), revision="b" * 40), targets, revision="b" * 40)
+
+    assert kube_api.writes() == [] and report.result("kubernetes") is None
+    assert store_revision(etcd_server) == etcd_before + 1
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == "b" * 40
+    after = files_of(out)
+    assert after.keys() == files.keys() and {p for p in after if after[p] != files[p]} == {MANIFEST_PATH}
+    assert not report.changed and report.write_requests == 2
+    assert [(target, change.key) for target, change in report.recorded] == [
+        ("directory", MANIFEST_PATH), ("etcd", f"{PREFIX}/revision")]
+
+
+def test_the_same_commit_again_writes_nothing_on_any_target(kube_api: KubeAPIHandle, etcd_server: EtcdServer,
+                                                            tmp_path: Path, kube_target: KubernetesTarget,
+                                                            etcd_target: EtcdTarget) -> None:
+    out = tmp_path / "out"
+    targets = [DirectoryTarget(out), kube_target, etcd_target]
+    sync_once(bundle_of(chain_spec(3), revision="b" * 40), targets, revision="b" * 40)
+    kube_api.reset_log()
+    files, etcd_before = files_of(out), store_revision(etcd_server)
+
+    report = sync_once(bundle_of(chain_spec(3), revision="b" * 40), targets, revision="b" * 40)
 
     assert report.write_requests == 0 and report.results == []
     assert kube_api.writes() == []
-    assert etcd_value(etcd_server, f"{PREFIX}/revision") == "a" * 40
-    assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+    assert store_revision(etcd_server) == etcd_before
+    assert files_of(out) == files
 
 
 def test_nothing_is_written_when_one_target_cannot_be_planned(kube_api: KubeAPIHandle, etcd_server: EtcdServer,

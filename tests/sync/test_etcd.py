@@ -41,15 +41,29 @@ def test_first_sync_puts_every_record_and_the_revision_in_one_transaction(
     assert keys == bundle.etcd_seed()["kvs"]
 
 
-def test_noop_sync_writes_nothing_even_for_a_new_commit(etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
+def test_a_new_commit_without_changes_writes_one_transaction_setting_only_the_revision(
+        etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
     sync_once(bundle_of(chain_spec(3)), [etcd_target], revision="a" * 40)
+    before, old = store_revision(etcd_server), live_keys(etcd_server)
+
+    report = sync_once(bundle_of(chain_spec(3)), [etcd_target], revision="b" * 40)
+
+    assert report.write_requests == 1 and not report.changed
+    assert store_revision(etcd_server) == before + 1      # exactly one transaction
+    new = live_keys(etcd_server)
+    assert {key for key in new.keys() | old.keys() if new.get(key) != old.get(key)} == {REVISION_KEY}
+    assert new[REVISION_KEY] == "b" * 40                   # the commit that is live now
+    assert [(target, change.key) for target, change in report.recorded] == [("etcd", REVISION_KEY)]
+
+
+def test_syncing_the_recorded_commit_again_writes_nothing(etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
+    sync_once(bundle_of(chain_spec(3)), [etcd_target], revision="b" * 40)
     before = store_revision(etcd_server)
 
     report = sync_once(bundle_of(chain_spec(3)), [etcd_target], revision="b" * 40)
 
-    assert report.write_requests == 0 and not report.changed
+    assert report.write_requests == 0 and report.results == [] and not report.changed
     assert store_revision(etcd_server) == before
-    assert live_keys(etcd_server)[REVISION_KEY] == "a" * 40   # the commit whose content is live
 
 
 def test_one_service_change_in_100_service_mesh_writes_its_key_and_the_revision(

@@ -1,9 +1,12 @@
-"""The sync loop against real targets: first sync, zero-write no-ops, invalid commits, one-service changes."""
+"""The sync loop against real targets: first sync, no-op commits (revision records only), invalid commits, one-service changes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 
+from meshc.emit.naming import MANIFEST_PATH
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
@@ -47,23 +50,45 @@ def test_first_sync_reaches_every_target(mesh_repo: GitRepo, kube_api: KubeAPIHa
     assert managers == {"meshc"}
 
 
-def test_no_op_commit_writes_nothing(mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget,
-                                     etcd_server: EtcdServer, etcd_target: EtcdTarget,
-                                     dir_target: DirectoryTarget) -> None:
+def files_of(root: Path) -> dict[Path, tuple[int, int]]:
+    """Every file's (inode, mtime_ns): a file replaced by rename gets a new inode."""
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_no_op_commit_records_its_revision_and_writes_nothing_else(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget, etcd_server: EtcdServer,
+        etcd_target: EtcdTarget, dir_target: DirectoryTarget) -> None:
+    manifest = dir_target.root / MANIFEST_PATH
     with watching(mesh_repo.path, [kube_target, etcd_target, dir_target]) as watcher:
         watcher.wait("applied", commit=mesh_repo.head_sha)
         kube_api.reset_log()
         etcd_before = etcd_store_revision(etcd_server)
-        files_before = {p: p.stat().st_mtime_ns for p in dir_target.root.rglob("*") if p.is_file()}
+        files_before = files_of(dir_target.root)
         empty = mesh_repo.commit_empty("An empty commit")
         noop = watcher.wait("noop", commit=empty)
+        etcd_after_empty = etcd_store_revision(etcd_server)
+        files_after_empty = files_of(dir_target.root)
         comment_only = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, comment="only a comment changed"), "Reword")
-        watcher.wait("noop", commit=comment_only)
-    assert noop["writes"] == 0 and noop["changes"] == []
+        reworded = watcher.wait("noop", commit=comment_only)
+        etcd_after_comment = etcd_store_revision(etcd_server)
+        files_after_comment = files_of(dir_target.root)
+        watcher.wait_passes(4)    # drift passes of the same commit: nothing at all
+        etcd_at_end = etcd_store_revision(etcd_server)
+        files_at_end = files_of(dir_target.root)
     assert kube_api.writes() == []
-    assert kube_api.requests, "the watcher re-planned against the API"
-    assert etcd_store_revision(etcd_server) == etcd_before
-    assert {p: p.stat().st_mtime_ns for p in dir_target.root.rglob("*") if p.is_file()} == files_before
+    for event in (noop, reworded):
+        assert event["changes"] == [] and event["writes"] == 2
+        assert {t: c["writes"] for t, c in event["targets"].items()} == {"kubernetes": 0, "etcd": 1, "directory": 1}
+        assert event["recorded"] == [{"target": "etcd", "key": f"{PREFIX}/revision"},
+                                     {"target": "directory", "key": MANIFEST_PATH}]
+        assert "nothing to change; revision recorded in etcd" in event["message"]
+    # one etcd transaction per commit, and only manifest.json rewritten in the directory
+    assert etcd_after_empty == etcd_before + 1 and etcd_after_comment == etcd_after_empty + 1
+    for before, after in ((files_before, files_after_empty), (files_after_empty, files_after_comment)):
+        assert after.keys() == before.keys() and {p for p in after if after[p] != before[p]} == {manifest}
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == comment_only
+    assert orjson.loads(manifest.read_bytes())["source"]["revision"] == comment_only
+    assert etcd_at_end == etcd_after_comment and files_at_end == files_after_comment
 
 
 def test_invalid_commit_writes_nothing_and_the_next_valid_one_applies(
