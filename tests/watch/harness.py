@@ -9,14 +9,16 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from meshc.commands.watch import compile_function
+from meshc.sync.engine import SyncReport, sync_once
 from meshc.sync.target import Target
-from meshc.sync.watch import LockFactory, MetricsSink, Watcher, WatchOptions
+from meshc.sync.watch import LockFactory, MetricsSink, SyncFn, Watcher, WatchOptions
 from meshc.sync.watch_log import StatusLog
 from meshc.sync.watch_source import GitSource
 from tests.support.ports import poll_until
@@ -103,13 +105,35 @@ class ThreadedWatcher:
 
 def make_watcher(repo: Path | str, targets: Sequence[Target], *, interval: float = INTERVAL,
                  metrics: MetricsSink | None = None, lock_for: LockFactory | None = None,
-                 branch: str = "main", cache_dir: Path | None = None, **options: Any) -> tuple[Watcher, EventStream]:
+                 branch: str = "main", cache_dir: Path | None = None, sync_fn: SyncFn = sync_once,
+                 **options: Any) -> tuple[Watcher, EventStream]:
     stream = EventStream()
     settings = WatchOptions(spec_path=SPEC_PATH, interval=interval, backoff_base=min(0.1, interval),
                             backoff_cap=options.pop("backoff_cap", 1.0), **options)
     watcher = Watcher(GitSource(str(repo), branch, cache_dir), compile_function(), targets, settings,
-                      log=StatusLog(stream, "json"), metrics=metrics, lock_for=lock_for, rng=random.Random(7))
+                      log=StatusLog(stream, "json"), metrics=metrics, lock_for=lock_for, sync_fn=sync_fn,
+                      rng=random.Random(7))
     return watcher, stream
+
+
+class RecordingSync:
+    """sync_once, remembering when each sync ran and what it was: the loop's pacing, seen from outside."""
+
+    def __init__(self) -> None:
+        self.syncs: list[tuple[float, float, SyncReport]] = []   # (monotonic start, end, report)
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SyncReport:
+        started = time.monotonic()
+        report = sync_once(*args, **kwargs)
+        with self._lock:
+            self.syncs.append((started, time.monotonic(), report))
+        return report
+
+    def full(self) -> list[tuple[float, float, SyncReport]]:
+        """The syncs that planned the whole mesh (drift passes, first syncs)."""
+        with self._lock:
+            return [sync for sync in self.syncs if not sync[2].incremental]
 
 
 @contextmanager

@@ -1,0 +1,88 @@
+"""The loop plans a new commit against the one it applied (only what differs), and keeps drift passes
+from crowding out new commits: they are spaced to take at most a third of the loop's time."""
+
+from __future__ import annotations
+
+from kubernetes import client
+
+from meshc.sync.etcd import EtcdTarget
+from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.watch import DRIFT_SPACING
+from tests.k8sapi.fixtures import KubeAPIHandle
+from tests.support.etcd import EtcdServer
+from tests.support.gitrepo import GitRepo
+from tests.support.ports import poll_until
+from tests.watch.harness import RecordingSync, matching, watching
+from tests.watch.specs import NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
+from tests.watch.test_watch_loop import deployment_image, etcd_value
+
+LIST_DELAY = 0.25    # seconds added to every LIST of Deployments: a full plan of a "large" mesh
+
+
+def test_a_new_commit_reads_only_the_changed_services_objects(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                               kube_target: KubernetesTarget,
+                                                               etcd_server: EtcdServer,
+                                                               etcd_target: EtcdTarget) -> None:
+    with watching(mesh_repo.path, [kube_target, etcd_target], drift_interval=60.0) as watcher:
+        first = watcher.wait("applied", commit=mesh_repo.head_sha)
+        kube_api.reset_log()
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "3.0.0"}), "Bump svc-01")
+        applied = watcher.wait("applied", commit=change)
+    assert first["incremental"] is False and applied["incremental"] is True
+    requests = kube_api.requests
+    assert not [r for r in requests if "labelSelector" in r.query], "no LIST for a one-service commit"
+    assert requests and all("/svc-01" in r.path for r in requests), [(r.method, r.path) for r in requests]
+    assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in kube_api.writes()] == [("PATCH", "deployments")]
+    assert deployment_image(kube_api, "svc-01") == "ghcr.io/acme/svc-01:3.0.0"
+    assert etcd_value(etcd_server, f"{PREFIX}/revision") == change
+
+
+def test_after_a_failed_sync_the_next_plan_is_a_full_one(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                         kube_target: KubernetesTarget, etcd_server: EtcdServer,
+                                                         etcd_target: EtcdTarget) -> None:
+    with watching(mesh_repo.path, [kube_target, etcd_target], drift_interval=60.0, backoff_cap=0.5) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        kube_api.fail_next(2, status=500, methods={"PATCH"})
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-02": "3.0.0"}), "Bump svc-02")
+        watcher.wait("failed", commit=change)
+        applied = watcher.wait("applied", commit=change)
+        again = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-02": "3.0.1"}), "Bump svc-02 again")
+        next_applied = watcher.wait("applied", commit=again)
+    assert applied["incremental"] is False          # after a failure: a full plan
+    assert next_applied["incremental"] is True      # after a clean apply: incremental again
+    assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:3.0.1"
+
+
+def test_an_unchanged_object_deleted_by_someone_is_restored_by_the_next_drift_pass(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    # the next drift pass is due 1.5 s after the first sync: the deletion and the commit come well before
+    with watching(mesh_repo.path, [kube_target], drift_interval=1.5) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        client.CoreV1Api(kube_api.api_client()).delete_namespaced_config_map("svc-02-envoy", NAMESPACE)
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "4.0.0"}), "Bump svc-01")
+        applied = watcher.wait("applied", commit=change)
+        drift = watcher.wait("drift", commit=change)
+    assert applied["incremental"] is True
+    assert all("svc-02" not in c["key"] for c in applied["changes"])   # not seen by the incremental plan
+    assert [(c["action"], c["key"]) for c in drift["changes"]] == [("create", f"v1 ConfigMap {NAMESPACE}/svc-02-envoy")]
+    assert kube_api.store_get("configmaps", "svc-02-envoy", NAMESPACE) is not None
+
+
+def test_drift_passes_take_at_most_a_third_of_the_loops_time(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                             kube_target: KubernetesTarget) -> None:
+    kube_api.delay_next(10_000, LIST_DELAY, methods={"GET"}, path_contains="/deployments")
+    recording = RecordingSync()
+    with watching(mesh_repo.path, [kube_target], interval=0.05, sync_fn=recording) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        poll_until(lambda: len(recording.full()) >= 5, timeout=30, message="fewer than 5 drift passes")
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-00": "5.0.0"}), "Bump svc-00")
+        applied = watcher.wait("applied", commit=change)
+        passes = recording.full()
+    # each full sync starts no sooner than DRIFT_SPACING times the previous one's duration after it ended
+    for (start, end, _), (next_start, _, _) in zip(passes, passes[1:]):
+        assert next_start - end >= DRIFT_SPACING * (end - start) - 0.002, (start, end, next_start)
+    busy = sum(end - start for start, end, _ in passes[:-1])
+    assert busy / (passes[-1][0] - passes[0][0]) <= 1 / (1 + DRIFT_SPACING) + 0.02
+    assert all(end - start >= LIST_DELAY for start, end, _ in passes)   # the delay really slowed them
+    assert applied["incremental"] is True
+    assert not matching(watcher.events(), "failed")
