@@ -222,6 +222,8 @@ class _Builder:
         problem = exc.problem or "invalid YAML"
         if "'\\t'" in problem or (mark is not None and self._char_at(mark.index) == "\t"):
             return error("E004", "a tab character cannot indent YAML; use spaces", span)
+        if "nesting depth" in problem:  # libyaml >= 0.2.6 stops deep nesting itself
+            return error("E008", f"collections nest too deeply ({problem})", span)
         context = f" {exc.context}" if exc.context else ""
         return error("E005", f"YAML syntax error: {problem}{context}".strip(), span)
 
