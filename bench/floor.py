@@ -53,7 +53,18 @@ def write_tree(files: Files, root: Path) -> None:
             handle.write(data)
 
 
-def run_once(spec: str | os.PathLike[str], files: Files, scratch: Path) -> FloorRun:
+def set_aside(path: Path, trash: Path | None) -> None:
+    """Get rid of a finished output. With a trash directory, only move it there (one rename):
+    deleting hundreds of MB on a filesystem mounted with `discard` slows the file creations that
+    follow, which would land in the next timed run. Whoever owns the trash empties it afterwards."""
+    if trash is None:
+        shutil.rmtree(path)
+        return
+    trash.mkdir(parents=True, exist_ok=True)
+    os.rename(path, Path(tempfile.mkdtemp(prefix="old-", dir=trash)) / path.name)
+
+
+def run_once(spec: str | os.PathLike[str], files: Files, scratch: Path, trash: Path | None = None) -> FloorRun:
     """One timed floor run; the output goes to a directory that does not exist yet."""
     out = Path(tempfile.mkdtemp(prefix="floor-", dir=scratch)) / "out"
     cpu_start = _cpu()
@@ -65,7 +76,8 @@ def run_once(spec: str | os.PathLike[str], files: Files, scratch: Path) -> Floor
     write_tree(files, out)
     end = time.perf_counter()
     cpu = _cpu() - cpu_start
-    shutil.rmtree(out.parent)
+    set_aside(out, trash)
+    os.rmdir(out.parent)
     return FloorRun(end - start, cpu, parsed - start, end - parsed, len(files), sum(len(d) for d in files.values()))
 
 

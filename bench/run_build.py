@@ -139,9 +139,9 @@ def run_process(argv: list[str], env: dict[str, str] | None = None) -> ProcessRu
     return ProcessRun(seconds, cpu, rss, child.returncode, err.decode(errors="replace"))
 
 
-def build_once(spec: Path, out: Path) -> ProcessRun:
+def build_once(spec: Path, out: Path, trash: Path | None = None) -> ProcessRun:
     if out.exists():
-        shutil.rmtree(out)
+        floor.set_aside(out, trash)
     run = run_process([*meshc_command(), "build", str(spec), "-o", str(out)], meshc_env())
     if run.returncode != 0:
         raise RuntimeError(f"meshc build {spec} failed ({run.returncode}):\n{run.stderr[-4000:]}")
@@ -155,14 +155,15 @@ def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
     text = gen_mesh.generate(n, seed)
     spec.write_text(text, encoding="utf-8")
     out = work / f"out-{n}"
-    runs = [build_once(spec, out)]
+    trash = work / "trash"     # emptied when all timing is done (see floor.set_aside)
+    runs = [build_once(spec, out, trash)]
     reference = floor.read_tree(out)
-    shutil.rmtree(out)
-    floors = [floor.run_once(spec, reference, work)]
+    floor.set_aside(out, trash)
+    floors = [floor.run_once(spec, reference, work, trash)]
     for _ in range(repeat - 1):
-        runs.append(build_once(spec, out))
-        shutil.rmtree(out)
-        floors.append(floor.run_once(spec, reference, work))
+        runs.append(build_once(spec, out, trash))
+        floor.set_aside(out, trash)
+        floors.append(floor.run_once(spec, reference, work, trash))
     best = min(r.seconds for r in runs)
     best_floor = min(floors, key=lambda f: f.seconds)
     compile_seconds = meshc_compile_seconds(spec, repeat)

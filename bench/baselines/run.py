@@ -106,7 +106,8 @@ def measure(key: str, mesh_json: Path, reference: dict[str, bytes], meshc: dict[
             start = time.perf_counter()
             floor.write_tree({path: text.encode() for path, text in files.items()}, out)
             writes.append(time.perf_counter() - start)
-            shutil.rmtree(out.parent)
+            floor.set_aside(out, scratch / "trash")
+            out.parent.rmdir()
     except Exception as exc:  # noqa: BLE001 - a baseline that cannot run is reported, not fatal
         entry["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
         return entry
@@ -141,10 +142,10 @@ def measure_all(n: int, seed: int, repeat: int, work: Path, keys: tuple[str, ...
         spec.write_text(gen_mesh.generate(n, seed), encoding="utf-8")
         mesh_json = spec_as_json(spec, scratch / f"mesh-{n}.json")
         out = scratch / "out"
-        meshc = {"build": min(build_once(spec, out).seconds for _ in range(repeat)),
+        meshc = {"build": min(build_once(spec, out, scratch / "trash").seconds for _ in range(repeat)),
                  "compile": meshc_compile_seconds(spec, repeat)}
         reference = floor.read_tree(out)
-        shutil.rmtree(out)
+        floor.set_aside(out, scratch / "trash")
         return [measure(key, mesh_json, reference, meshc, n, baseline_repeat, scratch) for key in keys]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
