@@ -22,7 +22,7 @@ import orjson
 from meshc.bundle import Bundle
 from meshc.emit.naming import ETCD_SEED_PATH, KUSTOMIZATION_PATH, MANIFEST_PATH, NAMESPACE_PATH
 from meshc.sync.delta import file_delta
-from meshc.sync.target import Action, ApplyResult, Change, PermanentError, Plan, StalePlan
+from meshc.sync.target import Action, ApplyResult, Change, Interrupt, PermanentError, Plan, StalePlan
 
 NAME = "directory"
 # Files every bundle has whatever its services: deleting all the others empties the mesh.
@@ -42,7 +42,8 @@ class DirectoryTarget:
 
     # ---- plan -------------------------------------------------------------------------------------
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None,
+             interrupt: Interrupt | None = None) -> Plan:
         live_manifest = self._read(MANIFEST_PATH)
         owned, recorded = self._owned_files(live_manifest)
         compared = self._files_to_compare(bundle, previous, live_manifest)

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meshc.bundle import Bundle
-from meshc.sync.target import Action, ApplyResult, Change, PermanentError, Plan, StalePlan, Target
+from meshc.sync.target import (
+    Action, ApplyResult, Change, Interrupt, Interrupted, PermanentError, Plan, StalePlan, Target,
+)
 
 DEFAULT_PRUNE_LIMIT = 20
 MAX_REPLANS = 3   # a target whose live state keeps moving under us is left for the next sync
@@ -73,20 +75,32 @@ def bundle_revision(bundle: Bundle, revision: str | None = None) -> str:
 
 
 def plan_targets(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None,
-                 previous: Bundle | None = None, previous_revision: str | None = None) -> list[Plan]:
+                 previous: Bundle | None = None, previous_revision: str | None = None,
+                 interrupt: Interrupt | None = None) -> list[Plan]:
     """Every target's plan; nothing is written. A target that cannot be read raises.
 
     With `previous` (a bundle live on every target, applied as `previous_revision`), targets may
     plan incrementally; that is undone, and every target planned in full, when a target's live
-    record names another revision.
+    record names another revision. `interrupt` is asked before each target's plan and handed to
+    it: when it returns True, Interrupted is raised.
     """
     rev = bundle_revision(bundle, revision)
     if previous is not None:
-        plans = [target.plan(bundle, revision=rev, previous=previous) for target in targets]
+        plans = _plan_each(bundle, targets, rev, previous, interrupt)
         expected = {bundle_revision(previous, previous_revision), bundle_revision(previous)}
         if all(plan.recorded is None or plan.recorded in expected for plan in plans):
             return plans
-    return [target.plan(bundle, revision=rev) for target in targets]
+    return _plan_each(bundle, targets, rev, None, interrupt)
+
+
+def _plan_each(bundle: Bundle, targets: Sequence[Target], revision: str, previous: Bundle | None,
+               interrupt: Interrupt | None) -> list[Plan]:
+    plans = []
+    for target in targets:
+        if interrupt is not None and interrupt():
+            raise Interrupted(f"the plan was set aside before {target.name}")
+        plans.append(target.plan(bundle, revision=revision, previous=previous, interrupt=interrupt))
+    return plans
 
 
 def prune_refusals(plans: Sequence[Plan], *, prune_limit: int = DEFAULT_PRUNE_LIMIT,
@@ -108,19 +122,22 @@ def prune_refusals(plans: Sequence[Plan], *, prune_limit: int = DEFAULT_PRUNE_LI
 
 def sync_once(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None, dry_run: bool = False,
               prune_limit: int = DEFAULT_PRUNE_LIMIT, allow_prune_all: bool = False,
-              previous: Bundle | None = None, previous_revision: str | None = None) -> SyncReport:
+              previous: Bundle | None = None, previous_revision: str | None = None,
+              interrupt: Interrupt | None = None) -> SyncReport:
     """Plan every target, then (unless dry_run) apply the plans in the order of `targets`.
 
     Nothing is written unless every target could be planned and the prune guards pass. Only
     targets with something to write are applied: a new commit that changes no output updates
     only the revision records (etcd `<prefix>/revision`, the directory's manifest.json), and a
-    sync of the revision already recorded writes nothing at all. `previous`: see plan_targets.
+    sync of the revision already recorded writes nothing at all. `previous` and `interrupt`: see
+    plan_targets (an interrupt is only asked while planning: an apply, once begun, is finished).
     A target whose live state moved since its plan (StalePlan) is planned again in full, guards
     re-checked, at most MAX_REPLANS times. Raises PruneRefused, TransientError or
     PermanentError; targets applied before an error keep what they applied.
     """
     started = time.monotonic()
-    plans = plan_targets(bundle, targets, revision=revision, previous=previous, previous_revision=previous_revision)
+    plans = plan_targets(bundle, targets, revision=revision, previous=previous, previous_revision=previous_revision,
+                         interrupt=interrupt)
     _check_guards(plans, prune_limit, allow_prune_all)
     report = SyncReport(bundle_revision(bundle, revision), plans, dry_run=dry_run)
     if not dry_run:

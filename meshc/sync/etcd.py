@@ -27,7 +27,9 @@ import orjson
 
 from meshc.bundle import Bundle
 from meshc.emit.naming import etcd_revision_key
-from meshc.sync.target import Action, ApplyResult, Change, PermanentError, Plan, StalePlan, TransientError
+from meshc.sync.target import (
+    Action, ApplyResult, Change, Interrupt, PermanentError, Plan, StalePlan, TransientError,
+)
 
 NAME = "etcd"
 DEFAULT_MAX_TXN_OPS = 128     # etcd's --max-txn-ops default
@@ -64,7 +66,8 @@ class EtcdTarget:
 
     # ---- plan -------------------------------------------------------------------------------------
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None,
+             interrupt: Interrupt | None = None) -> Plan:
         seed = bundle.etcd_seed()
         prefix = str(seed["prefix"]).rstrip("/")
         desired = {str(key): str(value) for key, value in (seed.get("kvs") or {}).items()}

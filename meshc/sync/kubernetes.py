@@ -29,7 +29,7 @@ from meshc.kinds import API_VERSIONS, APPLY_ORDER, apply_sort_key, kind_rank
 from meshc.sync import drift
 from meshc.sync.delta import FileDelta, file_delta
 from meshc.sync.target import (
-    Action, ApplyResult, Change, PermanentError, Plan, SyncError, TransientError,
+    Action, ApplyResult, Change, Interrupt, Interrupted, PermanentError, Plan, SyncError, TransientError,
 )
 
 if TYPE_CHECKING:
@@ -86,17 +86,19 @@ class KubernetesTarget:
 
     # ---- plan -------------------------------------------------------------------------------------
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None,
+             interrupt: Interrupt | None = None) -> Plan:
         if previous is not None:
             incremental = self._plan_incremental(bundle, previous, revision)
             if incremental is not None:
                 return incremental
-        return self._plan_full(bundle, revision)
+        return self._plan_full(bundle, revision, interrupt)
 
-    def _plan_full(self, bundle: Bundle, revision: str | None) -> Plan:
+    def _plan_full(self, bundle: Bundle, revision: str | None, interrupt: Interrupt | None = None) -> Plan:
         mesh = str(bundle.manifest["mesh"])
         desired = sorted(desired_objects(bundle), key=apply_sort_key)
-        live = self.live_objects(mesh, _namespaces_of(desired), {str(o["kind"]): str(o["apiVersion"]) for o in desired})
+        kinds = {str(o["kind"]): str(o["apiVersion"]) for o in desired}
+        live = self.live_objects(mesh, _namespaces_of(desired), kinds, interrupt=interrupt)
         changes = [self._change(obj, live.get(object_key(obj))) for obj in desired]
         removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
                          key=apply_sort_key, reverse=True)
@@ -161,8 +163,10 @@ class KubernetesTarget:
             raise errors[0]
         return live
 
-    def live_objects(self, mesh: str, namespaces: Iterable[str], kinds: dict[str, str] | None = None) -> dict[str, Obj]:
-        """Every object carrying this mesh's labels: Namespaces cluster-wide, the rest in `namespaces`."""
+    def live_objects(self, mesh: str, namespaces: Iterable[str], kinds: dict[str, str] | None = None, *,
+                     interrupt: Interrupt | None = None) -> dict[str, Obj]:
+        """Every object carrying this mesh's labels: Namespaces cluster-wide, the rest in `namespaces`.
+        `interrupt` is asked before each page of each LIST (Interrupted when it says so)."""
         api_versions = {**API_VERSIONS, **(kinds or {})}
         selector = mesh_selector(mesh)
         live: dict[str, Obj] = {}
@@ -170,7 +174,7 @@ class KubernetesTarget:
             resource = self._resource(api_versions[kind], kind)
             scopes = sorted(set(namespaces)) if resource.namespaced else [None]
             for namespace in scopes:
-                for obj in self._list(resource, namespace, selector):
+                for obj in self._list(resource, namespace, selector, interrupt):
                     if _is_managed(obj, mesh):   # a selector is a request; check what came back
                         live[object_key(obj)] = obj
         return live
@@ -280,9 +284,12 @@ class KubernetesTarget:
         self._resources[(api_version, kind)] = resource
         return resource
 
-    def _list(self, resource: Any, namespace: str | None, selector: str) -> Iterator[Obj]:
+    def _list(self, resource: Any, namespace: str | None, selector: str,
+              interrupt: Interrupt | None = None) -> Iterator[Obj]:
         token: str | None = None
         while True:
+            if interrupt is not None and interrupt():
+                raise Interrupted(f"kubernetes: the plan was set aside while listing {resource.kind}")
             answer = self._call(f"list {resource.kind}", lambda: self._dynamic.get(
                 resource, namespace=namespace, label_selector=selector, limit=LIST_PAGE, _continue=token,
                 serialize=False, _request_timeout=self.request_timeout))

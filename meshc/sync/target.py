@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -99,11 +99,22 @@ class PermanentError(SyncError):
     """Retrying will not help (bad credentials, forbidden, refused prune) until something changes."""
 
 
+class Interrupted(SyncError):
+    """The caller asked to set the plan aside (a new commit is waiting); nothing was written."""
+
+
+Interrupt = Callable[[], bool]    # asked between the requests of a long plan: True abandons it
+
+
 class Target(Protocol):
     name: str
 
-    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None) -> Plan:
+    def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None,
+             interrupt: Interrupt | None = None) -> Plan:
         """Compare the bundle with live state; changes nothing.
+
+        `interrupt`, when given, may be called between the requests of a long plan; when it
+        returns True the target raises Interrupted. A target with a short plan may ignore it.
 
         `previous`, when given, is a bundle known to be live on this target (the last one applied
         to it, with no failure since). A target may then plan only what differs between the two

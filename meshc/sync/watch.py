@@ -9,8 +9,10 @@ capped exponential backoff; with a leader lock only its holder applies.
 
 A new commit is planned against the bundle last applied (the baseline): only the objects of
 files that differ are read. Drift passes plan the whole mesh, and are spaced so that they take
-at most a third of the loop's time: a new commit never waits behind a stream of them. Any doubt
-about the baseline (start, failure, refusal, standby) makes the next plan a full one.
+at most a third of the loop's time; while one plans, the branch is polled every interval and a
+new commit sets it aside (not twice in a row, so drift is still checked under a stream of
+commits). Any doubt about the baseline (start, failure, refusal, standby) makes the next plan a
+full one.
 
 The loop never imports the compiler: the CLI hands it `compile_fn`.
 """
@@ -32,7 +34,7 @@ from meshc.load.source import SpecSource
 from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, sync_once
 from meshc.sync.output import recorded_targets
-from meshc.sync.target import Action, PermanentError, Plan, Target, TransientError
+from meshc.sync.target import Action, Interrupted, PermanentError, Plan, Target, TransientError
 from meshc.sync.watch_lock import LeaderLock
 from meshc.sync.watch_log import StatusLog, seconds
 from meshc.sync.watch_source import Commit, GitSource, SignatureError, SourceError
@@ -132,6 +134,8 @@ class _Seen:
     full_started: float | None = None        # monotonic start of the pass of the last full sync
     full_ended: float = 0.0                  # ... when that sync ended
     full_s: float = 0.0                      # ... how long the sync took
+    polled_at: float = 0.0                   # monotonic time of the last poll of the branch
+    drift_set_aside: bool = False            # the last drift check was set aside for a new commit
 
 
 class Watcher:
@@ -154,6 +158,7 @@ class Watcher:
         self._stop = threading.Event()
         self.stop_reason: str | None = None
         self.passes = 0
+        self.drift_checks_set_aside = 0
         self.state = _Seen()
         self.heartbeat = time.monotonic()
 
@@ -243,6 +248,7 @@ class Watcher:
 
     def _poll(self) -> PassOutcome | None:
         """Look at the branch head; a new commit is evaluated. Returns an outcome if that ends the pass."""
+        self.state.polled_at = time.monotonic()
         try:
             commit = self.source.poll()
         except SourceError as exc:
@@ -309,12 +315,21 @@ class Watcher:
             self.log.event("applying", f'{desired.commit.short} "{desired.commit.subject}"',
                            commit=desired.commit.sha, subject=desired.commit.subject)
         baseline = self.state.baseline if new else None   # drift passes plan the whole mesh
+        # A drift check (or a refused commit's check) gives way to a new commit, not twice in a row.
+        interrupt = self._commit_waiting if recheck and not self.state.drift_set_aside else None
         started = time.monotonic()
         try:
             report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
                                   prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all,
                                   previous=baseline.bundle if baseline else None,
-                                  previous_revision=baseline.commit.sha if baseline else None)
+                                  previous_revision=baseline.commit.sha if baseline else None, interrupt=interrupt)
+        except Interrupted:
+            if self.stopping:
+                return PassOutcome(Result.STOPPED)
+            self.state.drift_set_aside = True
+            self.drift_checks_set_aside += 1
+            self.log.status(f"drift check of {desired.commit.short} set aside: a new commit is waiting")
+            return PassOutcome(Result.IDLE, retry_in=0.0)   # the next pass picks the commit up now
         except PruneRefused as exc:
             self.state.baseline = None
             self._full_sync_done(started, incremental=any(plan.incremental for plan in exc.plans))
@@ -341,6 +356,22 @@ class Watcher:
         now = time.monotonic()
         # From the start of the pass, so a check every interval stays every interval.
         self.state.full_started, self.state.full_ended, self.state.full_s = self.heartbeat, now, now - started
+        self.state.drift_set_aside = False
+
+    def _commit_waiting(self) -> bool:
+        """Asked while a drift check plans: should it give way? Yes when stopping, or when the
+        branch (polled at most once per interval, as between passes) names a commit not seen yet."""
+        if self.stopping:
+            return True
+        now = time.monotonic()
+        if now - self.state.polled_at < self.options.interval:
+            return False
+        self.state.polled_at = now
+        try:
+            commit = self.source.poll()
+        except SourceError:
+            return False     # the next pass reports it
+        return self.state.head is not None and commit.sha != self.state.head.sha
 
     def _drift_check_due(self) -> bool:
         """Every --drift-interval (start to start), and no sooner than DRIFT_SPACING times the last

@@ -18,7 +18,7 @@ from meshc.sync.directory import DirectoryTarget
 from meshc.sync.engine import PruneRefused, sync_once
 from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
-from meshc.sync.target import Action, Change, Plan
+from meshc.sync.target import Action, Change, Interrupted, Plan
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.k8sapi.server import RequestRecord
 from tests.support.etcd import EtcdServer
@@ -225,3 +225,17 @@ def test_file_delta_compares_the_manifests_digests() -> None:
 def test_plans_count_bookkeeping_apart() -> None:
     plan = Plan("etcd", (Change(Action.UPDATE, "/p/revision", bookkeeping=True), Change(Action.UNCHANGED, "/p/k")))
     assert plan.empty and plan.writes and plan.bookkeeping_writes == plan.writes and not plan.content_writes
+
+
+def test_a_full_plan_is_set_aside_between_lists_when_asked(kube_api: KubeAPIHandle,
+                                                           kube_target: KubernetesTarget) -> None:
+    bundle = bundle_of(chain_spec(3))
+    sync_once(bundle, [kube_target])
+    kube_api.reset_log()
+    answers = iter([False, False, True])    # before the target, before its first LIST, before the second
+
+    with pytest.raises(Interrupted):
+        sync_once(bundle_of(chain_spec(3, replicas={"svc-001": 2})), [kube_target], interrupt=lambda: next(answers))
+
+    assert len([r for r in kube_api.requests if "labelSelector" in r.query]) == 1
+    assert kube_api.writes() == []

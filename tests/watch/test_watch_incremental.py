@@ -1,14 +1,21 @@
 """The loop plans a new commit against the one it applied (only what differs), and keeps drift passes
-from crowding out new commits: they are spaced to take at most a third of the loop's time."""
+from crowding out new commits: they are spaced to take at most a third of the loop's time, and one
+that is planning gives way to a new commit."""
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
 
 from kubernetes import client
 
+from meshc.bundle import Bundle
+from meshc.sync.engine import SyncReport, sync_once
 from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.target import Target
 from meshc.sync.watch import DRIFT_SPACING
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.support.etcd import EtcdServer
@@ -88,3 +95,42 @@ def test_drift_passes_take_at_most_a_third_of_the_loops_time(mesh_repo: GitRepo,
     assert all(end - start >= LIST_DELAY for start, end, _ in passes)   # the delay really slowed them
     assert applied["incremental"] is True
     assert not matching(watcher.events(), "failed")
+
+
+class CommitDuringDriftCheck:
+    """sync_once; once armed, the first drift check it sees finds a new commit made as it starts."""
+
+    def __init__(self, repo: GitRepo) -> None:
+        self.repo = repo
+        self.armed = False
+        self.new_commit: str | None = None
+        self.calls: list[tuple[str, bool, bool]] = []   # (revision, interruptible, incremental)
+
+    def __call__(self, bundle: Bundle, targets: Sequence[Target], **options: Any) -> SyncReport:
+        interruptible = options.get("interrupt") is not None
+        self.calls.append((options["revision"], interruptible, options.get("previous") is not None))
+        if interruptible and self.armed and self.new_commit is None:
+            self.new_commit = self.repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-02": "7.0.0"}), "Bump svc-02")
+            time.sleep(0.1)   # longer than the interval: the drift check polls the branch again
+        return sync_once(bundle, targets, **options)
+
+
+def test_a_drift_check_gives_way_to_a_new_commit_but_not_twice_in_a_row(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    scripted = CommitDuringDriftCheck(mesh_repo)
+    first = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target], interval=0.05, sync_fn=scripted) as watcher:
+        watcher.wait("applied", commit=first)
+        scripted.armed = True
+        poll_until(lambda: scripted.new_commit, timeout=10, message="no drift check ran")
+        applied = watcher.wait("applied", commit=scripted.new_commit)
+        watcher.wait_passes(10)
+        set_aside = watcher.watcher.drift_checks_set_aside
+        calls = list(scripted.calls)
+    change = scripted.new_commit
+    assert set_aside == 1 and applied["incremental"] is True
+    start = calls.index((first, True, False))                     # the drift check that gave way
+    assert calls[start + 1] == (change, False, True)              # next: the new commit, incremental
+    later = [interruptible for revision, interruptible, _ in calls[start + 2:] if revision == change]
+    assert later[:2] == [False, True], calls                      # one drift check runs through, then as usual
+    assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:7.0.0"
