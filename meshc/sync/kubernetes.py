@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -290,9 +291,7 @@ class KubernetesTarget:
         while True:
             if interrupt is not None and interrupt():
                 raise Interrupted(f"kubernetes: the plan was set aside while listing {resource.kind}")
-            answer = self._call(f"list {resource.kind}", lambda: self._dynamic.get(
-                resource, namespace=namespace, label_selector=selector, limit=LIST_PAGE, _continue=token,
-                serialize=False, _request_timeout=self.request_timeout))
+            answer = self._call(f"list {resource.kind}", partial(self._list_page, resource, namespace, selector, token))
             page = orjson.loads(answer.data)
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", resource.group_version)
@@ -301,6 +300,10 @@ class KubernetesTarget:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return
+
+    def _list_page(self, resource: Any, namespace: str | None, selector: str, token: str | None) -> Any:
+        return self._dynamic.get(resource, namespace=namespace, label_selector=selector, limit=LIST_PAGE,
+                                 _continue=token, serialize=False, _request_timeout=self.request_timeout)
 
     def _get(self, resource: Any, name: str, namespace: str) -> Obj | None:
         try:

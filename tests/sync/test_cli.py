@@ -13,7 +13,7 @@ import yaml
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
-from tests.sync.specs import NAMESPACE, PREFIX, chain_spec
+from tests.sync.specs import NAMESPACE, chain_spec
 
 pytestmark = [pytest.mark.timeout(180)]
 ROOT = Path(__file__).parents[2]
