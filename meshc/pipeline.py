@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import functools
 import gc
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from meshc import render
 from meshc.analysis import analyze
-from meshc.bundle import Bundle, make_bundle, render_files
+from meshc.bundle import Bundle, make_bundle, render_stream
 from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
 from meshc.resolve import ir, resolve
 from meshc.validate.semantic import check_semantics
 from meshc.validate.structural import check_structure
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def no_cycle_collection(function: Callable[P, R]) -> Callable[P, R]:
+    """Run a stage with Python's cycle collector paused.
+
+    Compiling builds millions of small containers with no reference cycle among them (data,
+    models, IR, documents); the collector would rescan the growing heap over and over for nothing
+    (15-30% of a large build). Reference counting still frees everything; the collector's state is
+    restored afterwards, also when stages nest."""
+
+    @functools.wraps(function)
+    def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,7 @@ class Compiled:
         return self.checked.diagnostics
 
 
+@no_cycle_collection
 def check(source: SpecSource) -> Checked:
     """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR."""
     loaded = load_yaml(source)
@@ -65,17 +91,17 @@ def check(source: SpecSource) -> Checked:
 
 
 def emit(mesh: ir.Mesh, options: BuildOptions) -> dict[str, bytes]:
-    """Every target's files. Kubernetes ConfigMaps carry the sidecar files, so Envoy goes first."""
+    """Every target's files. Kubernetes ConfigMaps carry the sidecar files, so Envoy goes first.
+    Each file is rendered as soon as its emitter yields it, and its documents are dropped."""
     from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
 
-    with _no_cycle_collection():
-        files = render_files(envoy.emit(mesh, options.config_dir, options.envoy_hosts))
-        sidecars = _sidecar_files(mesh, files)
-        files |= render_files(kubernetes.emit(mesh, sidecars))
-        files |= render_files(etcd.emit(mesh))
+    files = render_stream(envoy.iter_documents(mesh, options.config_dir, options.envoy_hosts))
+    files |= render_stream(kubernetes.iter_documents(mesh, _sidecar_files(mesh, files)))
+    files |= render_stream(iter(etcd.emit(mesh).items()))
     return files
 
 
+@no_cycle_collection
 def compile(source: SpecSource, options: BuildOptions = BuildOptions()) -> Compiled:
     checked = check(source)
     if not checked.ok or checked.mesh is None:
@@ -91,17 +117,3 @@ def _sidecar_files(mesh: ir.Mesh, files: Mapping[str, bytes]) -> dict[str, dict[
         s.name: {name: files[naming.envoy_path(s.name, name)] for name in naming.ENVOY_FILES}
         for s in mesh.deployed_services
     }
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """Emitting builds millions of small dicts with no reference cycle among them: Python's cycle
-    collector would rescan the growing heap over and over (several times the emit time on 10,000
-    services) for nothing. Reference counting still frees everything; the collector is restored."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from meshc import __version__, render
-from meshc.emit import Documents
+from meshc.emit import Documents, DocumentStream
 from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH
 
 try:
@@ -49,8 +49,12 @@ class Bundle:
 
 def render_files(documents: Documents) -> dict[str, bytes]:
     """Bytes of every emitted file: one document per file, or a `---` separated stream."""
-    return {path: render.document(docs[0]) if len(docs) == 1 else render.documents(docs)
-            for path, docs in documents.items()}
+    return render_stream(iter(documents.items()))
+
+
+def render_stream(stream: DocumentStream) -> dict[str, bytes]:
+    """Render files as an emitter yields them; each file's documents can be freed at once."""
+    return {path: render.document(docs[0]) if len(docs) == 1 else render.documents(docs) for path, docs in stream}
 
 
 def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str,

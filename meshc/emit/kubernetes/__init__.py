@@ -6,22 +6,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from meshc import kinds, render
-from meshc.emit import Documents, naming
+from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.kubernetes import objects
 from meshc.emit.kubernetes.deployment import deployment
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
-__all__ = ["emit", "service_objects"]
+__all__ = ["emit", "iter_documents", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
     """`sidecar_files`: per deployed service, its rendered Envoy files (bootstrap, cds, lds)."""
-    documents: Documents = {naming.NAMESPACE_PATH: [objects.namespace(mesh)]}
+    return dict(iter_documents(mesh, sidecar_files))
+
+
+def iter_documents(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> DocumentStream:
+    """The Namespace, one file per deployed service, then the kustomization listing them."""
+    paths = [naming.NAMESPACE_PATH]
+    yield naming.NAMESPACE_PATH, [objects.namespace(mesh)]
     for service in mesh.deployed_services:
-        documents[naming.kubernetes_path(service.name)] = service_objects(mesh, service, sidecar_files[service.name])
-    documents[naming.KUSTOMIZATION_PATH] = [objects.kustomization(list(documents))]
-    return documents
+        path = naming.kubernetes_path(service.name)
+        paths.append(path)
+        yield path, service_objects(mesh, service, sidecar_files[service.name])
+    yield naming.KUSTOMIZATION_PATH, [objects.kustomization(paths)]
 
 
 def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
