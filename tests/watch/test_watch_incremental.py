@@ -105,11 +105,13 @@ class CommitDuringDriftCheck:
         self.armed = False
         self.new_commit: str | None = None
         self.calls: list[tuple[str, bool, bool]] = []   # (revision, interruptible, incremental)
+        self.committed_at_call = -1                      # index in `calls` of the drift check that committed
 
     def __call__(self, bundle: Bundle, targets: Sequence[Target], **options: Any) -> SyncReport:
         interruptible = options.get("interrupt") is not None
         self.calls.append((options["revision"], interruptible, options.get("previous") is not None))
         if interruptible and self.armed and self.new_commit is None:
+            self.committed_at_call = len(self.calls) - 1
             self.new_commit = self.repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-02": "7.0.0"}), "Bump svc-02")
             time.sleep(0.1)   # longer than the interval: the drift check polls the branch again
         return sync_once(bundle, targets, **options)
@@ -124,13 +126,18 @@ def test_a_drift_check_gives_way_to_a_new_commit_but_not_twice_in_a_row(
         scripted.armed = True
         poll_until(lambda: scripted.new_commit, timeout=10, message="no drift check ran")
         applied = watcher.wait("applied", commit=scripted.new_commit)
-        watcher.wait_passes(10)
+        start = scripted.committed_at_call                        # the drift check that gave way
+
+        def drift_checks_after() -> list[bool]:
+            return [interruptible for _, interruptible, _ in scripted.calls[start + 2:]]
+
+        poll_until(lambda: len(drift_checks_after()) >= 2, timeout=20, message="fewer than 2 drift checks")
         set_aside = watcher.watcher.drift_checks_set_aside
         calls = list(scripted.calls)
     change = scripted.new_commit
     assert set_aside == 1 and applied["incremental"] is True
-    start = calls.index((first, True, False))                     # the drift check that gave way
+    assert calls[start] == (first, True, False)
     assert calls[start + 1] == (change, False, True)              # next: the new commit, incremental
-    later = [interruptible for revision, interruptible, _ in calls[start + 2:] if revision == change]
-    assert later[:2] == [False, True], calls                      # one drift check runs through, then as usual
+    later = calls[start + 2:start + 4]
+    assert later == [(change, False, False), (change, True, False)], calls   # one runs through, then as usual
     assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:7.0.0"
