@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meshc.commands.common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_format_argument, add_spec_argument, failed, read_source, report
+from meshc.commands.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_format_argument,
+    add_spec_argument,
+    compile_from_args,
+    failed,
+)
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
 
 NAME = "build"
@@ -40,18 +48,8 @@ def _envoy_host(text: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.bundle import BundleWriteError, write_bundle
-    from meshc.pipeline import BuildOptions, compile
 
-    hosts = dict(args.envoy_host)
-    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
-    report(compiled.diagnostics, args)
-    if compiled.checked.mesh is not None and hosts:
-        from meshc.emit.envoy.hosts import unknown_host_keys
-
-        unknown = unknown_host_keys(compiled.checked.mesh, hosts)
-        if unknown:
-            sys.stderr.write(f"meshc: error: --envoy-host names no deployed service or version: {', '.join(unknown)}\n")
-            return EXIT_USAGE
+    compiled = compile_from_args(args)
     if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
         sys.stderr.write(f"meshc: build failed; {args.output} was not changed\n")
         return EXIT_INVALID

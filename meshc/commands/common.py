@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from meshc.diagnostics import Diagnostic, MeshcError, Severity
 from meshc.load import SpecSource, read_spec_file
 from meshc.report import FORMATS, emit_diagnostics, summary
+
+if TYPE_CHECKING:
+    from meshc.pipeline import Compiled
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -48,3 +52,24 @@ def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], args: argpars
 
 def failed(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], strict: bool) -> bool:
     return any(d.is_error or strict for d in diagnostics)
+
+
+def usage_error(message: str) -> MeshcError:
+    return MeshcError([Diagnostic("E001", Severity.ERROR, message)], EXIT_USAGE)
+
+
+def compile_from_args(args: argparse.Namespace) -> Compiled:
+    """Compile SPEC (or --repo/--rev) with the build options on args, printing its diagnostics.
+    A --envoy-host naming no deployed service or version is a usage error."""
+    from meshc.pipeline import BuildOptions, compile
+
+    hosts = dict(args.envoy_host)
+    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
+    report(compiled.diagnostics, args)
+    if compiled.checked.mesh is not None and hosts:
+        from meshc.emit.envoy.hosts import unknown_host_keys
+
+        unknown = unknown_host_keys(compiled.checked.mesh, hosts)
+        if unknown:
+            raise usage_error(f"--envoy-host names no deployed service or version: {', '.join(unknown)}")
+    return compiled

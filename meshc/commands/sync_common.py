@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
+from meshc.commands.common import EXIT_INVALID, usage_error
 from meshc.bundle import Bundle
-from meshc.diagnostics import Diagnostic, MeshcError, Severity
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 
@@ -84,10 +83,6 @@ def close_targets(targets: list[Target]) -> None:
             pass
 
 
-def usage_error(message: str) -> MeshcError:
-    return MeshcError([Diagnostic("E001", Severity.ERROR, message)], EXIT_USAGE)
-
-
 def sync_failure(error: SyncError) -> int:
     """Print a target failure on stderr and return the exit code (1: the operation failed)."""
     kind = "transient failure, retry later" if isinstance(error, TransientError) else "failed"
@@ -123,18 +118,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def compile_bundle(args: argparse.Namespace) -> Bundle | None:
     """Compile SPEC (or --repo/--rev); diagnostics go to stderr; None when it does not compile."""
-    from meshc.commands.common import failed, read_source, report
-    from meshc.pipeline import BuildOptions, compile
+    from meshc.commands.common import compile_from_args, failed
 
-    hosts = dict(args.envoy_host)
-    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
-    report(compiled.diagnostics, args)
-    if compiled.checked.mesh is not None and hosts:
-        from meshc.emit.envoy.hosts import unknown_host_keys
-
-        unknown = unknown_host_keys(compiled.checked.mesh, hosts)
-        if unknown:
-            raise usage_error(f"--envoy-host names no deployed service or version: {', '.join(unknown)}")
+    compiled = compile_from_args(args)
     if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
         return None
