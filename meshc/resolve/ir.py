@@ -66,7 +66,7 @@ class CircuitBreaker:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
-    path: str
+    path: str | None              # the HTTP GET path; None for grpc (gRPC Health) and tcp (connect)
     interval_ms: int
     timeout_ms: int
     healthy_threshold: int

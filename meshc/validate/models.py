@@ -157,7 +157,7 @@ class CircuitBreaker(Model):
 
 
 class HealthCheck(Model):
-    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=1024)]
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=1024)] | None = None  # http/http2 only
     interval: Interval = Field(default=5000, json_schema_extra={"default": "5s"})
     timeout: Timeout = Field(default=1000, json_schema_extra={"default": "1s"})
     healthy_threshold: Annotated[StrictInt, Field(ge=1, le=100)] = 2

@@ -299,6 +299,16 @@ def backoff_order(ctx: Context) -> Iterator[Diagnostic]:
             yield error("E221", "backoff maxInterval is shorter than baseInterval", ctx.at(*item), item)
 
 
+def health_check_path(ctx: Context) -> Iterator[Diagnostic]:
+    """HTTP services are checked with GET <path>; gRPC ones speak gRPC Health, tcp ones connect."""
+    for path, service in services(ctx):
+        check = service.health_check
+        if check is not None and check.path is None and service.protocol in (Protocol.HTTP, Protocol.HTTP2):
+            yield error("E102", f"missing required field 'path' in the healthCheck of '{service.name}': "
+                        f"{service.protocol.value} services are checked with an HTTP GET of that path",
+                        ctx.at(*path, "healthCheck"), path + ("healthCheck", "path"))
+
+
 def health_check_timing(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
         check = service.health_check
@@ -410,6 +420,7 @@ CHECKS: tuple[Check, ...] = (
     retry_on_known,
     fail_fast_without_retries,
     backoff_order,
+    health_check_path,
     health_check_timing,
     tcp_route_policies,
     etcd_prefix,
