@@ -137,14 +137,24 @@ _MAYBE_NOT_STRING = frozenset("0123456789+-.~nNtTfF")
 
 def resolve_plain_scalar(value: str) -> Any:
     """YAML 1.2 core schema resolution of an unquoted scalar."""
-    if value and value[0] not in _MAYBE_NOT_STRING:
+    if not value:
+        return None
+    first = value[0]
+    if first not in _MAYBE_NOT_STRING:
         return value  # the common case (names, images, policies) decided by one character
+    if first.isdigit() or first in "+-.":
+        return _resolve_number(value)
     if _NULL.match(value):
         return None
     if _TRUE.match(value):
         return True
     if _FALSE.match(value):
         return False
+    return value
+
+
+def _resolve_number(value: str) -> Any:
+    """A scalar starting with a digit, a sign or a dot: int, float, inf/nan, or still a string."""
     if _INT.match(value):
         return int(value)
     if _OCT.match(value):
@@ -298,10 +308,10 @@ class _Builder:
         if not frame.key_pending:
             return False
         frame.key_pending = False
-        span = self.span(event.start_mark)
+        line, col = event.start_mark.line + 1, event.start_mark.column + 1
         if not isinstance(event, yaml.ScalarEvent):
             self.diagnostics.append(error("E011", "a mapping key must be a plain string, not a "
-                                          "collection or alias", span, frame.path))
+                                          "collection or alias", Span(self.file, line, col), frame.path))
             frame.key, frame.skip_value = None, True
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 self._skip_subtree()
@@ -313,10 +323,10 @@ class _Builder:
         first_line = frame.explicit.get(key)
         if first_line is not None:
             self.diagnostics.append(error("E006", f"duplicate key '{key}' (first written on line {first_line})",
-                                          span, frame.path + (key,)))
-        frame.explicit.setdefault(key, span.line)
+                                          Span(self.file, line, col), frame.path + (key,)))
+        frame.explicit.setdefault(key, line)
         frame.key = key
-        self.entries.append((frame.path + (key,), True, span.line, span.col))
+        self.entries.append((frame.path + (key,), True, line, col))
         return True
 
     def _skip_subtree(self) -> None:
