@@ -14,7 +14,7 @@ FORMATS = ("text", "json", "github")
 def format_text(diag: Diagnostic, *, hints: bool = True) -> str:
     where = f"{diag.span}: " if diag.span else "meshc: "
     line = f"{where}{diag.severity.value}: {diag.message} [{diag.code}]"
-    if hints and diag.hint:
+    if hints and diag.hint and f"'{diag.hint}'" not in diag.message:  # not when it only repeats "did you mean"
         line += f"\n    hint: {diag.hint}"
     return line
 
