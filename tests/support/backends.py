@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from types import TracebackType
+from typing import Generic, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
 
 from tests.support.ports import LOOPBACK
@@ -287,16 +288,30 @@ def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {name.lower(): value for name, value in items}
 
 
-class BackendPool:
-    """Several backends started together: `with BackendPool(3) as pool:` (names b0, b1, b2)."""
+class Server(Protocol):
+    name: str
 
-    def __init__(self, count: int = 0, names: Sequence[str] = (), prefix: str = "b") -> None:
-        chosen = list(names) or [f"{prefix}{i}" for i in range(count)]
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"backend names must be distinct: {chosen}")
-        self.backends = [Backend(name) for name in chosen]
+    @property
+    def port(self) -> int: ...
 
-    def start(self) -> BackendPool:
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+class ServerPool(Generic[S]):
+    """Several test servers started together (all or none), stopped together; `pool[0]`, `pool["b1"]`."""
+
+    def __init__(self, servers: Sequence[S]) -> None:
+        names = [server.name for server in servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"server names must be distinct: {names}")
+        self.backends = list(servers)
+
+    def start(self) -> Self:
         try:
             for backend in self.backends:
                 backend.start()
@@ -309,7 +324,7 @@ class BackendPool:
         for backend in self.backends:
             backend.stop()
 
-    def __enter__(self) -> BackendPool:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -320,13 +335,13 @@ class BackendPool:
     ) -> None:
         self.stop()
 
-    def __iter__(self) -> Iterator[Backend]:
+    def __iter__(self) -> Iterator[S]:
         return iter(self.backends)
 
     def __len__(self) -> int:
         return len(self.backends)
 
-    def __getitem__(self, key: int | str) -> Backend:
+    def __getitem__(self, key: int | str) -> S:
         if isinstance(key, int):
             return self.backends[key]
         for backend in self.backends:
@@ -337,6 +352,14 @@ class BackendPool:
     @property
     def ports(self) -> list[int]:
         return [backend.port for backend in self.backends]
+
+
+class BackendPool(ServerPool[Backend]):
+    """Several HTTP backends started together: `with BackendPool(3) as pool:` (names b0, b1, b2)."""
+
+    def __init__(self, count: int = 0, names: Sequence[str] = (), prefix: str = "b") -> None:
+        chosen = list(names) or [f"{prefix}{i}" for i in range(count)]
+        super().__init__([Backend(name) for name in chosen])
 
     def hits(self) -> dict[str, int]:
         return {backend.name: backend.hits for backend in self.backends}

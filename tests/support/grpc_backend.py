@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from types import TracebackType
@@ -24,6 +24,7 @@ import h2.events
 import h2.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from tests.support.backends import ServerPool
 from tests.support.ports import LOOPBACK
 
 SERVICE = "meshc.test.Echo"
@@ -146,34 +147,11 @@ class GrpcBackend:
         return f"GrpcBackend({self.name!r}, port={self._port}, hits={self.hits})"
 
 
-class GrpcPool:
+class GrpcPool(ServerPool[GrpcBackend]):
     """Several named gRPC backends started together; `pool["b0"]`, `pool.ports`."""
 
     def __init__(self, names: Sequence[str]) -> None:
-        self.backends = [GrpcBackend(name) for name in names]
-
-    def start(self) -> Self:
-        try:
-            for backend in self.backends:
-                backend.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for backend in self.backends:
-            backend.stop()
-
-    def __getitem__(self, name: str) -> GrpcBackend:
-        return next(b for b in self.backends if b.name == name)
-
-    def __iter__(self) -> Iterator[GrpcBackend]:
-        return iter(self.backends)
-
-    @property
-    def ports(self) -> list[int]:
-        return [b.port for b in self.backends]
+        super().__init__([GrpcBackend(name) for name in names])
 
 
 class EchoClient:
