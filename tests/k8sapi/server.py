@@ -6,7 +6,6 @@ lives in `routes.py` and what each verb does to objects in `store.py`.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -16,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
 
 from tests.k8sapi import catalog, errors
 from tests.k8sapi.label_selectors import SelectorError
@@ -256,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, unquote(url.path), query, self.headers.get("Content-Type", ""), body,
                           self.headers.get("User-Agent", ""))
         response = self.server.api.handle(request)
-        payload = json.dumps(response.body).encode()
+        payload = orjson.dumps(response.body)
         self.send_response(response.code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

@@ -417,5 +417,9 @@ def _ordered(obj: Object, metadata: Object) -> Object:
 
 
 def _as_list_item(obj: Object) -> Object:
-    """LIST responses carry kind and apiVersion on the list only, as the real server does."""
-    return {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    """LIST responses carry kind and apiVersion on the list only, as the real server does.
+
+    The item shares its nested values with the stored object: stored objects are never changed in
+    place (every write stores a fresh deep copy, see _store), so the response may be serialized
+    after the lock is released without copying 40 MB of a large mesh first."""
+    return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
