@@ -128,6 +128,16 @@ def static_service(name: str, ports: Sequence[int], weights: Sequence[int] | Non
     return {"name": name, "port": ports[0], "endpoints": endpoints, **policies}
 
 
+def with_new_upstream(spec: Mapping[str, Any], name: str, ports: Sequence[int],
+                      caller_index: int = 0) -> tuple[Spec, int]:
+    """A copy of spec whose caller also calls a new static service `name` on a free localPort."""
+    changed: Spec = copy.deepcopy(dict(spec))
+    port = free_ports(1)[0]
+    changed["spec"]["services"][caller_index]["upstreams"].append({"service": name, "localPort": port})
+    changed["spec"]["services"].append(static_service(name, ports))
+    return changed, port
+
+
 def local_port(spec: Mapping[str, Any], caller: str = "client", index: int = 0) -> int:
     service = next(s for s in spec["spec"]["services"] if s["name"] == caller)
     port: int = service["upstreams"][index]["localPort"]

@@ -3,14 +3,13 @@ running sidecar, without a restart, as a ConfigMap update or `meshc apply --outp
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 
 from meshc.emit import naming
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
-from tests.support.ports import free_port, poll_until
+from tests.support.ports import poll_until
 from tests.traffic.sidecars import (
     Client,
     caller_spec,
@@ -20,6 +19,7 @@ from tests.traffic.sidecars import (
     spread,
     static_service,
     swap,
+    with_new_upstream,
 )
 
 pytestmark = pytest.mark.envoy
@@ -39,11 +39,8 @@ def test_new_cluster_and_route_serve_traffic_without_restart(backend_pool: Backe
     pid = sidecar.process.pid
 
     # The next revision moves alpha to another backend and adds an upstream `beta` on a new localPort.
-    changed = copy.deepcopy(spec)
+    changed, beta = with_new_upstream(spec, "beta", [pool["b"].port])
     changed["spec"]["services"][1]["endpoints"] = [{"address": "127.0.0.1", "port": pool["c"].port}]
-    beta = free_port()
-    changed["spec"]["services"][0]["upstreams"].append({"service": "beta", "localPort": beta})
-    changed["spec"]["services"].append(static_service("beta", [pool["b"].port]))
     new = envoy_files(changed, root)
     assert new[BOOTSTRAP] == files[BOOTSTRAP]       # only cds/lds change, so no restart is needed
 
@@ -68,9 +65,7 @@ def test_listeners_moved_in_before_their_clusters_work_once_the_clusters_arrive(
     root = tmp_path / "config"
     spec = caller_spec(static_service("alpha", [backend.port]))
     sidecar = envoy_runner(install(envoy_files(spec, root), "client", root), name="client")
-    beta = free_port()
-    spec["spec"]["services"][0]["upstreams"].append({"service": "beta", "localPort": beta})
-    spec["spec"]["services"].append(static_service("beta", [backend.port]))
+    spec, beta = with_new_upstream(spec, "beta", [backend.port])
     new = envoy_files(spec, root)
 
     swap(new, "client", root, "lds.yaml")

@@ -22,8 +22,17 @@ from meshc.emit import envoy, kubernetes, naming
 from meshc.load import SpecSource
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import free_port, poll_until
-from tests.traffic.sidecars import (CONFIG_DIR_TEMPLATE, Client, caller_spec, local_port, mesh_of, source_of,
-                                    spread, static_service)
+from tests.traffic.sidecars import (
+    CONFIG_DIR_TEMPLATE,
+    Client,
+    caller_spec,
+    local_port,
+    mesh_of,
+    source_of,
+    spread,
+    static_service,
+    with_new_upstream,
+)
 
 pytestmark = pytest.mark.envoy
 
@@ -79,11 +88,8 @@ def test_a_config_map_update_reroutes_a_running_sidecar_without_rolling_its_pods
 
     # Next commit: alpha moves to backend c, and a new upstream beta (new cluster AND new listener,
     # delivered in the same ConfigMap update, as they would be).
-    changed = copy.deepcopy(spec)
+    changed, beta = with_new_upstream(spec, "beta", [pool["b"].port])
     changed["spec"]["services"][1]["endpoints"] = [{"address": "127.0.0.1", "port": pool["c"].port}]
-    beta = free_port()
-    changed["spec"]["services"][0]["upstreams"].append({"service": "beta", "localPort": beta})
-    changed["spec"]["services"].append(static_service("beta", [pool["b"].port]))
     after = objects(source_of(changed), root)
     assert after[("ConfigMap", "client-envoy")] != before[("ConfigMap", "client-envoy")]
     # The bootstrap is the same, so the sidecar is not restarted; only the app's environment gains
