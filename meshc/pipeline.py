@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import functools
 import gc
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from meshc import render
 from meshc.analysis import analyze
-from meshc.bundle import Bundle, make_bundle, render_stream
+from meshc.bundle import Bundle, StagedOutput, make_bundle, manifest, write_sharded
 from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
 from meshc.resolve import ir, resolve
 from meshc.validate.semantic import check_semantics
 from meshc.validate.structural import check_structure
+
+# A build forks a worker per this many deployed services (up to --jobs): below that, starting
+# one costs more than it saves.
+SERVICES_PER_SHARD = 100
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,30 +95,63 @@ def check(source: SpecSource) -> Checked:
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
 
-def emit(mesh: ir.Mesh, options: BuildOptions) -> dict[str, bytes]:
-    """Every target's files. Kubernetes ConfigMaps carry the sidecar files, so Envoy goes first.
-    Each file is rendered as soon as its emitter yields it, and its documents are dropped."""
+def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1) -> Iterator[tuple[str, bytes]]:
+    """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
+    emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
+    its Kubernetes file (whose ConfigMap carries them); then the files of the whole mesh.
+
+    shard/shards split the work between processes: this shard's share of the services (every
+    shards-th, from the shard-th), and the whole-mesh files in shard 0."""
     from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
 
-    files = render_stream(envoy.iter_documents(mesh, options.config_dir, options.envoy_hosts))
-    files |= render_stream(kubernetes.iter_documents(mesh, _sidecar_files(mesh, files)))
-    files |= render_stream(iter(etcd.emit(mesh).items()))
-    return files
+    sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts)
+    for service in mesh.deployed_services[shard::shards]:
+        envoy_files = {}
+        for filename, docs in sidecar(service).items():
+            envoy_files[filename] = data = render.file(docs)
+            yield naming.envoy_path(service.name, filename), data
+        objects = kubernetes.service_objects(mesh, service, envoy_files)
+        yield naming.kubernetes_path(service.name), render.file(objects)
+    if shard == 0:
+        for path, docs in (kubernetes.mesh_documents(mesh) | etcd.emit(mesh)).items():
+            yield path, render.file(docs)
+
+
+@no_cycle_collection
+def build_bundle(checked: Checked, options: BuildOptions = BuildOptions()) -> Bundle:
+    """Every file of a spec that checked clean, in memory (what the sync side works from)."""
+    mesh = _checked_mesh(checked)
+    return make_bundle(dict(iter_files(mesh, options)), mesh=mesh.name,
+                       spec_digest=render.sha256(checked.source.data), revision=checked.source.revision)
+
+
+@no_cycle_collection
+def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOptions = BuildOptions(),
+                jobs: int = 1) -> int:
+    """Build a spec that checked clean straight into OUT, atomically; the number of files written.
+
+    Files go to a staging directory as soon as they are rendered, and are not kept: a build's
+    memory does not grow with its output. With jobs > 1 and enough services, that many processes
+    share the work (meshc.bundle.shards). Raises BundleWriteError or OSError, with OUT untouched."""
+    mesh = _checked_mesh(checked)
+    shards = max(1, min(jobs, len(mesh.deployed_services) // SERVICES_PER_SHARD))
+    with StagedOutput(out) as staged:
+        entries = write_sharded(staged, functools.partial(iter_files, mesh, options), shards)
+        staged.write(naming.MANIFEST_PATH, manifest(entries, mesh=mesh.name, spec_digest=render.sha256(
+            checked.source.data), revision=checked.source.revision))
+        staged.commit()
+    return len(entries) + 1
 
 
 @no_cycle_collection
 def compile(source: SpecSource, options: BuildOptions = BuildOptions()) -> Compiled:
     checked = check(source)
-    if not checked.ok or checked.mesh is None:
+    if not checked.ok:
         return Compiled(checked, None)
-    files = emit(checked.mesh, options)
-    bundle = make_bundle(files, mesh=checked.mesh.name, spec_digest=render.sha256(source.data),
-                         revision=source.revision)
-    return Compiled(checked, bundle)
+    return Compiled(checked, build_bundle(checked, options))
 
 
-def _sidecar_files(mesh: ir.Mesh, files: Mapping[str, bytes]) -> dict[str, dict[str, bytes]]:
-    return {
-        s.name: {name: files[naming.envoy_path(s.name, name)] for name in naming.ENVOY_FILES}
-        for s in mesh.deployed_services
-    }
+def _checked_mesh(checked: Checked) -> ir.Mesh:
+    if not checked.ok or checked.mesh is None:
+        raise ValueError("only a spec that checked clean can be built")
+    return checked.mesh

@@ -28,6 +28,11 @@ def documents(docs: Sequence[Any]) -> bytes:
     return DOCUMENT_SEPARATOR.join(document(doc) for doc in docs)
 
 
+def file(docs: Sequence[Any]) -> bytes:
+    """A generated file: its one document, or a `---` separated stream of several."""
+    return document(docs[0]) if len(docs) == 1 else documents(docs)
+
+
 def compact(doc: Any) -> str:
     """Canonical compact JSON text: for values stored in etcd and for hashing."""
     return orjson.dumps(doc, option=_COMPACT).decode()

@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from meshc import __version__, render
-from meshc.emit import Documents, DocumentStream
+from meshc.emit import Documents
 from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH
 
 try:
@@ -49,25 +49,37 @@ class Bundle:
 
 def render_files(documents: Documents) -> dict[str, bytes]:
     """Bytes of every emitted file: one document per file, or a `---` separated stream."""
-    return render_stream(iter(documents.items()))
+    return {path: render.file(docs) for path, docs in documents.items()}
 
 
-def render_stream(stream: DocumentStream) -> dict[str, bytes]:
-    """Render files as an emitter yields them; each file's documents can be freed at once."""
-    return {path: render.document(docs[0]) if len(docs) == 1 else render.documents(docs) for path, docs in stream}
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """What manifest.json records of one file."""
+
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, data: bytes) -> FileEntry:
+        return cls(render.sha256(data), len(data))
 
 
-def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str,
-                revision: str | None = None) -> Bundle:
-    """Add manifest.json to rendered files (no clocks: same input, same bytes)."""
-    ordered = {path: files[path] for path in sorted(files)}
-    manifest = {
+def manifest(entries: Mapping[str, FileEntry], *, mesh: str, spec_digest: str, revision: str | None = None) -> bytes:
+    """manifest.json: what was built from which spec, and the digest of every other file (no
+    clocks: same input, same bytes)."""
+    return render.document({
         "apiVersion": "meshc.dev/v1alpha1",
         "kind": "BuildManifest",
         "meshcVersion": __version__,
         "mesh": mesh,
         "source": {"revision": revision, "digest": spec_digest},
-        "files": {path: {"sha256": render.sha256(data), "size": len(data)} for path, data in ordered.items()},
-    }
-    ordered[MANIFEST_PATH] = render.document(manifest)
+        "files": {path: {"sha256": entries[path].sha256, "size": entries[path].size} for path in sorted(entries)},
+    })
+
+
+def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str, revision: str | None = None) -> Bundle:
+    """Rendered files plus their manifest.json, in path order."""
+    ordered = {path: files[path] for path in sorted(files)}
+    entries = {path: FileEntry.of(data) for path, data in ordered.items()}
+    ordered[MANIFEST_PATH] = manifest(entries, mesh=mesh, spec_digest=spec_digest, revision=revision)
     return Bundle(ordered)

@@ -7,10 +7,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Self
 
 import orjson
 
-from meshc.bundle.bundle import Bundle
+from meshc.bundle.bundle import Bundle, FileEntry
 from meshc.emit.naming import MANIFEST_PATH
 
 
@@ -27,7 +28,15 @@ def is_meshc_output(directory: Path) -> bool:
 
 
 def write_bundle(bundle: Bundle, out: str | os.PathLike[str]) -> None:
-    """Write every file into a fresh sibling directory, then swap it in by rename.
+    """Write every file of a bundle into OUT atomically (see StagedOutput)."""
+    with StagedOutput(out) as staged:
+        for rel, data in bundle.files.items():
+            staged.write(rel, data)
+        staged.commit()
+
+
+def checked_target(out: str | os.PathLike[str]) -> Path:
+    """The directory OUT stands for, once it is known that it may be replaced.
 
     A previous output is replaced only when it is one (it has meshc's manifest): a non-empty
     directory of something else is refused, so a mistyped -o cannot wipe a user's files.
@@ -42,26 +51,53 @@ def write_bundle(bundle: Bundle, out: str | os.PathLike[str]) -> None:
     if target.is_dir() and any(target.iterdir()) and not is_meshc_output(target):
         raise BundleWriteError(f"{target} is not empty and does not hold a previous meshc build; refusing to "
                                "replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    try:
-        _write_files(bundle, staging)
-        _swap(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return target
 
 
-def _write_files(bundle: Bundle, root: Path) -> None:
-    made: set[Path] = set()
-    for rel, data in bundle.files.items():
-        path = root / rel
-        if path.parent not in made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            made.add(path.parent)
-        with open(path, "wb") as handle:
+class StagedOutput:
+    """An output directory being replaced: files are written into a fresh sibling directory as
+    they are handed over, and commit() swaps it in for OUT in one rename. Leaving the `with` block
+    without commit() removes the staging directory, so OUT is then exactly as it was.
+
+    Files can be written from forked processes too (meshc.bundle.shards): the staging directory
+    is on disk, and each writer creates the directories it needs."""
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.target = checked_target(out)
+        self._staging: Path | None = None
+        self._made: set[str] = set()
+        self._committed = False
+
+    def __enter__(self) -> Self:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-", dir=self.target.parent))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._committed and self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    @property
+    def staging(self) -> Path:
+        if self._staging is None:
+            raise RuntimeError("StagedOutput is used outside its with block")
+        return self._staging
+
+    def write(self, rel: str, data: bytes) -> FileEntry:
+        """Write one file (a path relative to OUT); what the manifest records of it."""
+        parent = os.path.dirname(rel)
+        if parent not in self._made:
+            os.makedirs(self.staging / parent, exist_ok=True)
+            self._made.add(parent)
+        with open(self.staging / rel, "wb") as handle:
             handle.write(data)
-    os.chmod(root, 0o755)
+        return FileEntry.of(data)
+
+    def commit(self) -> None:
+        """Put the new tree in OUT's place."""
+        os.chmod(self.staging, 0o755)
+        _swap(self.staging, self.target)
+        self._committed = True
 
 
 def _swap(staging: Path, target: Path) -> None:

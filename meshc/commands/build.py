@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from meshc.commands.common import (
@@ -11,7 +12,8 @@ from meshc.commands.common import (
     EXIT_USAGE,
     add_format_argument,
     add_spec_argument,
-    compile_from_args,
+    build_options,
+    check_from_args,
     failed,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
@@ -30,6 +32,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
+    parser.add_argument("-j", "--jobs", type=_jobs, default=_usable_cpus(), metavar="N",
+                        help="processes that render and write files at once, for large meshes "
+                        "(default: the usable CPUs); the output is the same for any N")
     add_format_argument(parser)
 
 
@@ -47,18 +52,35 @@ def _envoy_host(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meshc.bundle import BundleWriteError, write_bundle
+    from meshc.bundle import BundleWriteError
+    from meshc.pipeline import write_build
 
-    compiled = compile_from_args(args)
-    if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
+    checked = check_from_args(args)
+    if not checked.ok or failed(checked.diagnostics, args.strict):
         sys.stderr.write(f"meshc: build failed; {args.output} was not changed\n")
         return EXIT_INVALID
     try:
-        write_bundle(compiled.bundle, args.output)
+        count = write_build(checked, args.output, build_options(args), jobs=args.jobs)
     except (BundleWriteError, OSError) as exc:
         sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
         return EXIT_USAGE
     if args.format == "text":
-        count = len(compiled.bundle.files)
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
     return EXIT_OK
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of processes")
+    return jobs
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1

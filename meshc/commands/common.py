@@ -11,7 +11,7 @@ from meshc.load import SpecSource, read_spec_file
 from meshc.report import FORMATS, emit_diagnostics, summary
 
 if TYPE_CHECKING:
-    from meshc.pipeline import Compiled
+    from meshc.pipeline import BuildOptions, Checked, Compiled
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -58,18 +58,34 @@ def usage_error(message: str) -> MeshcError:
     return MeshcError([Diagnostic("E001", Severity.ERROR, message)], EXIT_USAGE)
 
 
-def compile_from_args(args: argparse.Namespace) -> Compiled:
-    """Compile SPEC (or --repo/--rev) with the build options on args, printing its diagnostics.
-    A --envoy-host naming no deployed service or version is a usage error."""
-    from meshc.pipeline import BuildOptions, compile
+def build_options(args: argparse.Namespace) -> BuildOptions:
+    from meshc.pipeline import BuildOptions
 
+    return BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=dict(args.envoy_host))
+
+
+def check_from_args(args: argparse.Namespace) -> Checked:
+    """Check SPEC (or --repo/--rev), printing its diagnostics. A --envoy-host naming no deployed
+    service or version is a usage error."""
+    from meshc.pipeline import check
+
+    checked = check(read_source(args))
+    report(checked.diagnostics, args)
     hosts = dict(args.envoy_host)
-    compiled = compile(read_source(args), BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=hosts))
-    report(compiled.diagnostics, args)
-    if compiled.checked.mesh is not None and hosts:
+    if checked.mesh is not None and hosts:
         from meshc.emit.envoy.hosts import unknown_host_keys
 
-        unknown = unknown_host_keys(compiled.checked.mesh, hosts)
+        unknown = unknown_host_keys(checked.mesh, hosts)
         if unknown:
             raise usage_error(f"--envoy-host names no deployed service or version: {', '.join(unknown)}")
-    return compiled
+    return checked
+
+
+def compile_from_args(args: argparse.Namespace) -> Compiled:
+    """check_from_args, then the bundle when the spec checked clean."""
+    from meshc.pipeline import Compiled, build_bundle
+
+    checked = check_from_args(args)
+    if not checked.ok:
+        return Compiled(checked, None)
+    return Compiled(checked, build_bundle(checked, build_options(args)))

@@ -26,8 +26,10 @@ LOCAL_APP_CLUSTER = "local_app"
 INBOUND_LISTENER = "inbound"
 STATS_LISTENER = "stats"
 ADMIN_CLUSTER = "envoy_admin"    # underscore: no service (a DNS label) can take this name
-ENVOY_FILES = ("bootstrap.yaml", "cds.yaml", "lds.yaml")
-BOOTSTRAP_FILE = ENVOY_FILES[0]
+BOOTSTRAP_FILE = "bootstrap.yaml"
+CDS_FILE = "cds.yaml"
+LDS_FILE = "lds.yaml"
+ENVOY_FILES = (BOOTSTRAP_FILE, CDS_FILE, LDS_FILE)
 DEFAULT_CONFIG_DIR = ENVOY_CONFIG_DIR
 # What the sidecar's stats listener serves (the Envoy bootstrap routes them; Kubernetes probes
 # and scrapes them): readiness, and metrics for Prometheus.

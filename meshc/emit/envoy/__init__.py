@@ -6,7 +6,7 @@ endpoints have none. cds/lds are DiscoveryResponse-shaped so Envoy's path_config
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from meshc import render
 from meshc.emit import Documents, DocumentStream, naming
@@ -16,7 +16,7 @@ from meshc.emit.envoy.sidecar import MeshContext, sidecar_resources
 from meshc.emit.envoy.values import CLUSTER_TYPE, LISTENER_TYPE, Json
 from meshc.resolve import ir
 
-__all__ = ["emit", "iter_documents"]
+__all__ = ["SidecarEmitter", "emit", "iter_documents", "sidecar_emitter"]
 
 
 def emit(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None) -> Documents:
@@ -30,13 +30,30 @@ def iter_documents(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | No
     `hosts` (SERVICE or SERVICE/VERSION -> HOST[:PORT]) points callers at sidecars outside
     Kubernetes; see meshc.emit.envoy.hosts.
     """
+    sidecar = sidecar_emitter(mesh, config_dir, hosts)
+    for service in mesh.deployed_services:
+        for filename, docs in sidecar(service).items():
+            yield naming.envoy_path(service.name, filename), docs
+
+
+SidecarEmitter = Callable[[ir.Service], Documents]
+
+
+def sidecar_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None) -> SidecarEmitter:
+    """A function giving one deployed service's sidecar files (file name -> documents), with what
+    every sidecar of the mesh shares computed once: for builds that go one service at a time."""
     ctx = MeshContext(mesh, parse_hosts(hosts or {}))
     shared = proxy_parts(mesh.proxy)
-    for service in mesh.deployed_services:
+
+    def sidecar(service: ir.Service) -> Documents:
         clusters, listeners = sidecar_resources(ctx, service)
-        yield naming.envoy_path(service.name, "bootstrap.yaml"), [bootstrap(mesh, service, config_dir, shared)]
-        yield naming.envoy_path(service.name, "cds.yaml"), [discovery_response(CLUSTER_TYPE, clusters)]
-        yield naming.envoy_path(service.name, "lds.yaml"), [discovery_response(LISTENER_TYPE, listeners)]
+        return {
+            naming.BOOTSTRAP_FILE: [bootstrap(mesh, service, config_dir, shared)],
+            naming.CDS_FILE: [discovery_response(CLUSTER_TYPE, clusters)],
+            naming.LDS_FILE: [discovery_response(LISTENER_TYPE, listeners)],
+        }
+
+    return sidecar
 
 
 def discovery_response(type_url: str, resources: list[Json]) -> Json:

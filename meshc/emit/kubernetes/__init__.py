@@ -12,7 +12,7 @@ from meshc.emit.kubernetes.deployment import deployment
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
-__all__ = ["emit", "iter_documents", "service_objects"]
+__all__ = ["emit", "iter_documents", "mesh_documents", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
@@ -22,13 +22,21 @@ def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Doc
 
 def iter_documents(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> DocumentStream:
     """The Namespace, one file per deployed service, then the kustomization listing them."""
-    paths = [naming.NAMESPACE_PATH]
-    yield naming.NAMESPACE_PATH, [objects.namespace(mesh)]
+    whole_mesh = mesh_documents(mesh)
+    yield naming.NAMESPACE_PATH, whole_mesh[naming.NAMESPACE_PATH]
     for service in mesh.deployed_services:
-        path = naming.kubernetes_path(service.name)
-        paths.append(path)
-        yield path, service_objects(mesh, service, sidecar_files[service.name])
-    yield naming.KUSTOMIZATION_PATH, [objects.kustomization(paths)]
+        yield naming.kubernetes_path(service.name), service_objects(mesh, service, sidecar_files[service.name])
+    yield naming.KUSTOMIZATION_PATH, whole_mesh[naming.KUSTOMIZATION_PATH]
+
+
+def mesh_documents(mesh: ir.Mesh) -> Documents:
+    """The files that are not any one service's: namespace.yaml, and kustomization.yaml listing
+    it and every service's file (in apply order: the namespace first)."""
+    paths = [naming.NAMESPACE_PATH, *(naming.kubernetes_path(s.name) for s in mesh.deployed_services)]
+    return {
+        naming.NAMESPACE_PATH: [objects.namespace(mesh)],
+        naming.KUSTOMIZATION_PATH: [objects.kustomization(paths)],
+    }
 
 
 def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
