@@ -100,6 +100,11 @@ class Report:
     checks: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Extra `meshc build` arguments for every timed build (--meshc-jobs sets `--jobs N`); none by
+# default: the benchmark measures what a user gets.
+BUILD_ARGS: list[str] = []
+
+
 def meshc_command() -> list[str]:
     """`meshc` as `python -m meshc.cli`, run with meshc_env(): always this checkout's code, whether or
     not (and however) meshc is installed, and no pyenv shim in the timing."""
@@ -198,7 +203,7 @@ def build_memory_kib(spec: Path, out: Path, trash: Path | None = None) -> int:
     """Peak PSS of one `meshc build` and its workers together (an untimed run)."""
     if out.exists():
         floor.set_aside(out, trash)
-    child = subprocess.Popen([*meshc_command(), "build", str(spec), "-o", str(out)], env=meshc_env(),
+    child = subprocess.Popen([*meshc_command(), "build", str(spec), "-o", str(out), *BUILD_ARGS], env=meshc_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with TreeMemory(child.pid) as memory:
         returncode = child.wait()
@@ -210,7 +215,7 @@ def build_memory_kib(spec: Path, out: Path, trash: Path | None = None) -> int:
 def build_once(spec: Path, out: Path, trash: Path | None = None) -> ProcessRun:
     if out.exists():
         floor.set_aside(out, trash)
-    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out)], meshc_env())
+    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out), *BUILD_ARGS], meshc_env())
     if run.returncode != 0:
         raise RuntimeError(f"meshc build {spec} failed ({run.returncode}):\n{run.stderr[-4000:]}")
     return run
@@ -378,7 +383,7 @@ def machine() -> dict[str, Any]:
                            text=True, check=False).stdout.strip()
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "processor": _cpu_model(), "commit": commit, "meshc_tree_dirty": bool(dirty),
-            "command": " ".join([Path(sys.executable).name, *sys.argv])}
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "meshc_build_args": BUILD_ARGS}
 
 
 def _cpu_model() -> str:
@@ -449,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-n", type=int, default=1000)
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
+    parser.add_argument("--meshc-jobs", type=int, default=None, metavar="N",
+                        help="run `meshc build --jobs N` (default: meshc's own default, the usable CPUs)")
     args = parser.parse_args(argv)
+    if args.meshc_jobs is not None:
+        BUILD_ARGS[:] = ["--jobs", str(args.meshc_jobs)]
 
     work = Path(tempfile.mkdtemp(prefix="meshc-bench-", dir=args.workdir))
     report = Report(machine=machine())

@@ -5,6 +5,8 @@ baselines produce meshc's files. No timing is asserted here: speed targets live 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -105,10 +107,24 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     (size,) = latest["sizes"]
     assert size["n"] == 10 and size["files"] >= 4 * 9     # per deployed service 3 Envoy files + 1 Kubernetes
     assert size["meshc_seconds"] > 0 and size["floor_seconds"] > 0 and size["meshc_max_rss_kib"] > 10_000
+    assert size["meshc_tree_pss_kib"] > 10_000
     assert len(size["meshc_runs"]) == 2 and len(size["floor_runs"]) == 2
     assert latest["machine"]["cpus"] >= 1
     assert "N" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["results"]    # scratch removed
+
+
+def test_tree_memory_adds_up_a_process_and_its_children() -> None:
+    """Parent and forked child each hold 40 MiB of their own: the peak counts both, shared pages
+    once (PSS); a largest-process figure would show about half."""
+    script = ("import os, time\n"
+              "os.fork()\n"                      # both processes go on from here
+              "block = b\"x\" * (40 * 2**20)\n"   # written: really allocated, not shared
+              "time.sleep(0.5)\n")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    with run_build.TreeMemory(child.pid, interval=0.02) as memory:
+        child.wait()
+    assert 2 * 40 * 1024 <= memory.peak_kib < 2 * 40 * 1024 + 64 * 1024
 
 
 def test_import_profile_names_heavy_packages_and_their_importers() -> None:
