@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench import floor, gen_mesh, run_build
+from bench import floor, gen_mesh, profile_build, run_build
 from bench.baselines import run as baselines
 from meshc.analysis import strongly_connected
 from meshc.load import SpecSource
@@ -125,6 +125,14 @@ def test_tree_memory_adds_up_a_process_and_its_children() -> None:
     with run_build.TreeMemory(child.pid, interval=0.02) as memory:
         child.wait()
     assert 2 * 40 * 1024 <= memory.peak_kib < 2 * 40 * 1024 + 64 * 1024
+
+
+def test_profile_times_every_stage_and_profiles_the_build(capsys: pytest.CaptureFixture[str]) -> None:
+    assert profile_build.main(["12", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("load (YAML -> data + positions)", "emit kubernetes (documents)", "write output",
+                  "write_build, --jobs 2", "function calls"):
+        assert stage in out
 
 
 def test_import_profile_names_heavy_packages_and_their_importers() -> None:
