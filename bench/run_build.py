@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,8 @@ class SizeResult:
     floor_cpu_seconds: float
     floor_parse_seconds: float
     floor_write_seconds: float
-    ratio: float
+    ratio: float                  # best build / best floor: the target's measure
+    paired_ratio: float           # median of build / floor over runs made back to back (see paired_ratio)
 
 
 @dataclass
@@ -221,6 +223,13 @@ def build_once(spec: Path, out: Path, trash: Path | None = None) -> ProcessRun:
     return run
 
 
+def paired_ratio(builds: list[float], floors: list[float]) -> float:
+    """The median ratio of each build to the floor run right after it. When the disk switches
+    between fast and slow periods, the best build and the best floor may come from different
+    periods and their ratio says more about luck than about meshc; neighbours saw the same disk."""
+    return statistics.median(b / f for b, f in zip(builds, floors, strict=True))
+
+
 def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
     """Best of `repeat` builds and floors, interleaved (build, floor, build, floor, ...) so that both
     see the same machine: on a shared machine, load from other processes comes and goes."""
@@ -251,6 +260,7 @@ def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
         floor_seconds=best_floor.seconds, floor_runs=[round(f.seconds, 4) for f in floors],
         floor_parse_seconds=best_floor.parse_seconds, floor_write_seconds=best_floor.write_seconds,
         ratio=best / best_floor.seconds,
+        paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]),
     )
 
 
@@ -399,11 +409,11 @@ def _cpu_model() -> str:
 def print_table(report: Report) -> None:
     print(f"machine: {report.machine['cpus']} cpus, {report.machine['processor']}, Python {report.machine['python']}, "
           f"commit {report.machine['commit']}{' (meshc/ modified)' if report.machine['meshc_tree_dirty'] else ''}")
-    print(f"{'N':>7} {'spec KB':>8} {'files':>6} {'out MB':>7} {'meshc s':>8} {'floor s':>8} {'ratio':>6} "
+    print(f"{'N':>7} {'spec KB':>8} {'files':>6} {'out MB':>7} {'meshc s':>8} {'floor s':>8} {'ratio':>6} {'paired':>6} "
           f"{'RSS MiB':>8} {'PSS MiB':>8} {'meshc cpu':>9} {'floor cpu':>9} {'compile s':>9}")
     for r in report.sizes:
         print(f"{r.n:>7} {r.spec_bytes / 1024:>8.0f} {r.files:>6} {r.output_bytes / 1e6:>7.1f} {r.meshc_seconds:>8.3f} "
-              f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f} {r.meshc_tree_pss_kib / 1024:>8.0f} "
+              f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.paired_ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f} {r.meshc_tree_pss_kib / 1024:>8.0f} "
               f"{r.meshc_cpu_seconds:>9.3f} {r.floor_cpu_seconds:>9.3f} {r.compile_seconds:>9.3f}")
     if report.file_create_us:
         print(f"creating one empty file took {min(report.file_create_us):.0f}-{max(report.file_create_us):.0f} us "

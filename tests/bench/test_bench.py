@@ -107,11 +107,19 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     (size,) = latest["sizes"]
     assert size["n"] == 10 and size["files"] >= 4 * 9     # per deployed service 3 Envoy files + 1 Kubernetes
     assert size["meshc_seconds"] > 0 and size["floor_seconds"] > 0 and size["meshc_max_rss_kib"] > 10_000
-    assert size["meshc_tree_pss_kib"] > 10_000
+    assert size["meshc_tree_pss_kib"] > 10_000 and size["paired_ratio"] > 0
     assert len(size["meshc_runs"]) == 2 and len(size["floor_runs"]) == 2
     assert latest["machine"]["cpus"] >= 1
     assert "N" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["results"]    # scratch removed
+
+
+def test_paired_ratio_compares_neighbours_not_the_luckiest_runs() -> None:
+    # The last floor run fell into a fast period that no build saw: best/best would say 3.0.
+    builds = [1.1, 1.2, 1.8, 2.3]
+    floors = [0.9, 1.0, 1.8, 0.37]
+    assert min(builds) / min(floors) > 2.9
+    assert run_build.paired_ratio(builds, floors) == pytest.approx((1.2 + 1.1 / 0.9) / 2)
 
 
 def test_tree_memory_adds_up_a_process_and_its_children() -> None:
