@@ -132,7 +132,8 @@ def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOpt
 
     Files go to a staging directory as soon as they are rendered, and are not kept: a build's
     memory does not grow with its output. With jobs > 1 and enough services, that many processes
-    share the work (meshc.bundle.shards). Raises BundleWriteError or OSError, with OUT untouched."""
+    share the work (meshc.bundle.shards: workers are forked, so call it from a process without
+    other threads). Raises BundleWriteError or OSError, with OUT untouched."""
     from meshc.emit import envoy, etcd, kubernetes  # noqa: F401 - once, here, rather than in every worker
 
     mesh = _checked_mesh(checked)
