@@ -21,7 +21,7 @@ from typing import IO, Any, NoReturn
 import orjson
 
 from meshc.bundle.bundle import FileEntry
-from meshc.bundle.store import BundleWriteError, StagedOutput
+from meshc.bundle.store import BundleWriteError, StagedOutput, interrupts_deferred
 
 # (shard, shards) -> the files of that shard, as (path relative to OUT, bytes)
 Producer = Callable[[int, int], Iterable[tuple[str, bytes]]]
@@ -36,7 +36,8 @@ def write_sharded(staged: StagedOutput, produce: Producer, shards: int = 1) -> d
     workers: list[_Worker] = []
     try:
         for shard in range(1, shards):
-            workers.append(_Worker.start(staged, produce, shard, shards))
+            with interrupts_deferred():  # a Ctrl-C now would leave a worker nobody stops
+                workers.append(_Worker.start(staged, produce, shard, shards))
         entries = _write_shard(staged, produce, 0, shards)
         for worker in workers:
             entries |= worker.result()
@@ -64,6 +65,8 @@ class _Worker:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
+            # Ctrl-C reaches the whole process group; the parent stops its workers itself.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.close(read_end)
             _work(staged, produce, shard, shards, write_end)
         os.close(write_end)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
@@ -54,6 +58,21 @@ def checked_target(out: str | os.PathLike[str]) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back while something that needs cleaning up is created and recorded
+    where the cleanup will find it (a directory, a worker process). The KeyboardInterrupt then
+    arrives as the block ends, not in between. Only the main thread receives it in Python."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class StagedOutput:
     """An output directory being replaced: files are written into a fresh sibling directory as
     they are handed over, and commit() swaps it in for OUT in one rename. Leaving the `with` block
@@ -70,7 +89,8 @@ class StagedOutput:
 
     def __enter__(self) -> Self:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-", dir=self.target.parent))
+        with interrupts_deferred():  # a Ctrl-C must not fall between creating and recording it
+            self._staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-", dir=self.target.parent))
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from meshc import pipeline
 from meshc.bundle import BundleWriteError, StagedOutput, write_bundle, write_sharded
 from meshc.load import read_spec_file
 from tests.build.test_output import leftovers
-from tests.build.tree import compiled, files, meshc, snapshot
+from tests.build.tree import ROOT, compiled, files, meshc, snapshot
 
 FILES = 12
 
@@ -61,10 +64,14 @@ def test_a_jobs_count_below_one_is_a_usage_error(spec_paths: dict[str, Path], tm
 
 def producer(pids: Path, fail: Callable[[], None], in_shard: int) -> Callable[[int, int], Iterator[tuple[str, bytes]]]:
     """FILES small files split between shards; the shard `in_shard` calls `fail` half-way. Every
-    process that produces records its pid in `pids`, so the test can check they are all gone."""
+    process that produces records its pid in `pids` and waits for the others to have done so, so
+    the test knows every worker before any of them can fail or be stopped."""
     def produce(shard: int, shards: int) -> Iterator[tuple[str, bytes]]:
         with open(pids, "a") as handle:
             handle.write(f"{os.getpid()}\n")
+        deadline = time.monotonic() + 30
+        while len(pids.read_text().split()) < shards and time.monotonic() < deadline:
+            time.sleep(0.001)
         for index in range(shard, FILES, shards):
             if shard == in_shard and index >= FILES // 2:
                 fail()
@@ -146,3 +153,43 @@ def test_a_failing_parent_kills_its_workers_instead_of_waiting(previous: Path, t
     assert len(workers_of(pids)) == 1 and all(gone(pid) for pid in workers_of(pids))
 
 
+
+
+def _processes_reading(spec: Path) -> list[int]:
+    """Processes whose command line names this spec: meshc and any build worker it forked."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(spec).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:   # gone meanwhile
+                pass
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="looks for processes in /proc")
+def test_ctrl_c_while_workers_write_leaves_out_as_it_was_and_no_process_behind(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(gen_mesh.generate(1000, seed=5))
+    out = tmp_path / "out"
+    assert meshc("build", str(spec), "-o", str(out), "--jobs", "1").returncode == 0
+    before = snapshot(out)
+    build = subprocess.Popen([sys.executable, "-m", "meshc.cli", "build", str(spec), "-o", str(out), "--jobs", "2"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The staging directory appears once the spec has checked clean, just before the worker forks.
+        deadline = time.monotonic() + 60
+        while not leftovers(tmp_path, out) and build.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        build.send_signal(signal.SIGINT)
+        _, stderr = build.communicate(timeout=60)
+    finally:
+        build.kill()
+        build.wait()
+    assert leftovers(tmp_path, out) == []
+    assert _processes_reading(spec) == []
+    if build.returncode == 0 or (snapshot(out) != before and files(out) == dict(compiled(spec).files)):
+        pytest.skip("the signal came only once the new output was in place")
+    assert build.returncode == 130 and "interrupted" in stderr, stderr
+    assert snapshot(out) == before
