@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -244,7 +245,7 @@ def summary(results: Results) -> str:
     if latencies:
         writes = [r.kube_writes for r in results.rounds]
         drift = f" --drift-interval {results.drift_interval}" if results.drift_interval else ""
-        p90 = latencies[int(0.9 * (len(latencies) - 1))]
+        p90 = sorted(latencies)[math.ceil(0.9 * len(latencies)) - 1]   # nearest rank
         only_that_service = all(all(r.service in p for p in r.kube_paths) for r in results.rounds)
         transactions = sorted({r.etcd_revisions for r in results.rounds})
         planned = sum(1 for r in results.rounds if r.incremental)
