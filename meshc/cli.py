@@ -7,10 +7,12 @@ No traceback reaches the user for bad input; an unexpected crash says it is a bu
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 from types import ModuleType
 
 from meshc import __version__
@@ -85,5 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
 
 
+def run() -> NoReturn:
+    """The `meshc` command: main(), then exit."""
+    code = main()
+    # The process ends now. Freezing what is left keeps the interpreter's teardown from running
+    # full garbage collections over it (16 ms of the 25 ms exit after a 1,000-service build);
+    # everything else, atexit handlers and flushing included, still happens.
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
