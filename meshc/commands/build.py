@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from meshc.commands.common import (
     EXIT_INVALID,
@@ -32,9 +33,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
-    parser.add_argument("-j", "--jobs", type=_jobs, default=_usable_cpus(), metavar="N",
+    parser.add_argument("-j", "--jobs", type=_jobs, default=_default_jobs(), metavar="N",
                         help="processes that render and write files at once, for large meshes "
-                        "(default: the usable CPUs); the output is the same for any N")
+                        f"(default: the usable CPUs, at most {MAX_DEFAULT_JOBS}); the output is the same for any N")
     add_format_argument(parser)
 
 
@@ -79,8 +80,43 @@ def _jobs(text: str) -> int:
     return jobs
 
 
+# The default --jobs never exceeds this: every worker holds its own copy of the parts of the IR
+# it touches, and past a few writers the files' directory updates contend in the filesystem.
+MAX_DEFAULT_JOBS = 4
+
+
+def _default_jobs() -> int:
+    return max(1, min(MAX_DEFAULT_JOBS, _usable_cpus()))
+
+
 def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), and no more than a container's CPU quota."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return min(cpus, quota) if quota else cpus
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """The CPU limit of this cgroup (v2 cpu.max, else v1 cfs quota and period); None if unlimited."""
+    try:
+        return cpu_limit(*Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2])
+    except (OSError, TypeError):
+        pass
+    try:
+        return cpu_limit(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip(),
+                         Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip())
+    except OSError:
+        return None
+
+
+def cpu_limit(quota: str, period: str) -> int | None:
+    """Whole CPUs a quota per period allows, rounded up: "150000", "100000" -> 2; None for no
+    limit ("max" in cgroup v2, -1 in v1)."""
+    try:
+        limit, length = int(quota), int(period)
+    except ValueError:
+        return None
+    return -(-limit // length) if limit > 0 and length > 0 else None

@@ -18,6 +18,7 @@ import pytest
 from bench import gen_mesh
 from meshc import pipeline
 from meshc.bundle import BundleWriteError, StagedOutput, write_bundle, write_sharded
+from meshc.commands.build import cpu_limit
 from meshc.load import read_spec_file
 from tests.build.test_output import leftovers
 from tests.build.tree import ROOT, compiled, files, meshc, snapshot
@@ -51,6 +52,18 @@ def test_the_command_line_builds_a_large_mesh_the_same_with_one_or_two_processes
         result = meshc("build", str(spec), "-o", str(tmp_path / f"out-{jobs}"), "--jobs", jobs)
         assert result.returncode == 0, result.stderr
     assert files(tmp_path / "out-2") == files(tmp_path / "out-1") == dict(compiled(spec).files)
+
+
+@pytest.mark.parametrize(("quota", "period", "cpus"), [
+    ("max", "100000", None),       # cgroup v2, no limit
+    ("-1", "100000", None),        # cgroup v1, no limit
+    ("150000", "100000", 2),       # 1.5 CPUs: two processes can still share the work
+    ("50000", "100000", 1),
+    ("400000", "100000", 4),
+    ("garbage", "100000", None),
+])
+def test_a_container_cpu_quota_limits_the_default_jobs(quota: str, period: str, cpus: int | None) -> None:
+    assert cpu_limit(quota, period) == cpus
 
 
 def test_a_jobs_count_below_one_is_a_usage_error(spec_paths: dict[str, Path], tmp_path: Path) -> None:
