@@ -12,8 +12,8 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 from types import ModuleType
+from typing import NoReturn
 
 from meshc import __version__
 from meshc.commands.common import EXIT_INVALID, EXIT_USAGE

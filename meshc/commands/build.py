@@ -33,7 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
-    parser.add_argument("-j", "--jobs", type=_jobs, default=_default_jobs(), metavar="N",
+    parser.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                         help="processes that render and write files at once, for large meshes "
                         f"(default: the usable CPUs, at most {MAX_DEFAULT_JOBS}); the output is the same for any N")
     add_format_argument(parser)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"meshc: build failed; {args.output} was not changed\n")
         return EXIT_INVALID
     try:
-        count = write_build(checked, args.output, build_options(args), jobs=args.jobs)
+        count = write_build(checked, args.output, build_options(args), jobs=args.jobs or _default_jobs())
     except (BundleWriteError, OSError) as exc:
         sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
         return EXIT_USAGE
