@@ -1,15 +1,17 @@
-"""The build benchmark: `meshc build` wall time and peak RSS per mesh size, next to the floor.
+"""The build benchmark: `meshc build` wall time and peak memory per mesh size, next to the floor.
 
 For each N (default 10, 100, 1,000, 10,000) it generates a mesh (bench/gen_mesh.py), builds it with
 the real `meshc build` in a subprocess (best of k runs into an output directory that does not exist
-yet; peak RSS of the child from wait4), measures the floor in the same run (bench/floor.py: libyaml
-parse + writing the same files), times `meshc validate` on a small spec with its import profile, and
-optionally the Jsonnet and KCL baselines (bench/baselines/). Prints a table, checks the targets and
-writes JSON to bench/results/.
+yet; peak RSS of the largest process from GNU time), measures the floor in the same run
+(bench/floor.py: libyaml parse + writing the same files; builds and floors alternate), measures
+the peak memory of meshc and its build workers together in one more build (TreeMemory), times
+`meshc validate` on a small spec with its import profile, and optionally the Jsonnet and KCL
+baselines (bench/baselines/). Prints a table, checks the targets and writes JSON to bench/results/.
 
     python -m bench.run_build                      # N = 10, 100, 1000, 10000
     python -m bench.run_build --sizes 10 100 --repeat 3 --no-validate
     python -m bench.run_build --baselines          # also Jsonnet and KCL at N=1000
+    python -m bench.run_build --sizes 1000 --meshc-jobs 1    # meshc in one process
 """
 
 from __future__ import annotations
