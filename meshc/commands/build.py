@@ -13,6 +13,7 @@ from meshc.commands.common import (
     EXIT_USAGE,
     add_format_argument,
     add_spec_argument,
+    at_least,
     build_options,
     check_from_args,
     failed,
@@ -33,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
-    parser.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+    parser.add_argument("-j", "--jobs", type=at_least(1), default=None, metavar="N",
                         help="processes that render and write files at once, for large meshes "
                         f"(default: the usable CPUs, at most {MAX_DEFAULT_JOBS}); the output is the same for any N")
     add_format_argument(parser)
@@ -68,16 +69,6 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
     return EXIT_OK
-
-
-def _jobs(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of processes")
-    return jobs
 
 
 # The default --jobs never exceeds this: every worker holds its own copy of the parts of the IR

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from meshc.diagnostics import Diagnostic, MeshcError, Severity
@@ -52,6 +53,20 @@ def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], args: argpars
 
 def failed(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], strict: bool) -> bool:
     return any(d.is_error or strict for d in diagnostics)
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, `minimum` or more (--prune-limit, --jobs)."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more")
+        return value
+
+    return whole_number
 
 
 def usage_error(message: str) -> MeshcError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from meshc.commands.common import EXIT_INVALID, usage_error
+from meshc.commands.common import EXIT_INVALID, at_least, usage_error
 from meshc.bundle import Bundle
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
@@ -35,7 +35,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruning")
-    group.add_argument("--prune-limit", type=_non_negative, default=DEFAULT_PRUNE_LIMIT, metavar="N",
+    group.add_argument("--prune-limit", type=at_least(0), default=DEFAULT_PRUNE_LIMIT, metavar="N",
                        help=f"refuse to delete more than N objects per target at once (default {DEFAULT_PRUNE_LIMIT})")
     group.add_argument("--allow-prune-all", action="store_true",
                        help="allow deleting everything the mesh has on a target, or more than --prune-limit")
@@ -91,16 +91,6 @@ def sync_failure(error: SyncError) -> int:
     else:
         sys.stderr.write(f"meshc: error: {error}\n")
     return EXIT_INVALID
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:

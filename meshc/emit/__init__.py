@@ -2,8 +2,10 @@
 
 An emitter yields `(path, documents)` pairs — a path inside the output directory and the
 documents of that file — from `iter_documents`; `emit` collects them into `Documents`. The
-pipeline renders each file as soon as it is yielded (meshc.render), so a large mesh never holds
-all of its documents in memory at once.
+pipeline goes one deployed service at a time instead (`envoy.sidecar_emitter`,
+`kubernetes.service_objects`, then `kubernetes.mesh_documents` and `etcd.emit`) and renders each
+file as soon as it exists (meshc.render), so a large mesh never holds all of its documents in
+memory at once.
 """
 
 from __future__ import annotations
