@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -11,11 +12,20 @@ from meshc.diagnostics import Diagnostic, Severity
 FORMATS = ("text", "json", "github")
 
 
+def one_line(text: str) -> str:
+    """Text with every control character (newlines too) escaped: a diagnostic stays one line, and
+    a spec cannot write to the reader's terminal through its own values."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def format_text(diag: Diagnostic, *, hints: bool = True) -> str:
     where = f"{diag.span}: " if diag.span else "meshc: "
-    line = f"{where}{diag.severity.value}: {diag.message} [{diag.code}]"
+    line = f"{one_line(where)}{diag.severity.value}: {one_line(diag.message)} [{diag.code}]"
     if hints and diag.hint and f"'{diag.hint}'" not in diag.message:  # not when it only repeats "did you mean"
-        line += f"\n    hint: {diag.hint}"
+        line += f"\n    hint: {one_line(diag.hint)}"
     return line
 
 

@@ -16,6 +16,7 @@ from meshc.commands.common import (
     at_least,
     build_options,
     check_from_args,
+    config_dir,
     failed,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
@@ -27,7 +28,7 @@ HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"
 def register(parser: argparse.ArgumentParser) -> None:
     add_spec_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (replaced atomically)")
-    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
+    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR", type=config_dir,
                         help=f"where sidecars read cds/lds (default {DEFAULT_CONFIG_DIR}, the ConfigMap mount); "
                         "set it for Envoy on hosts or VMs; {service} in DIR becomes each sidecar's name")
     parser.add_argument("--envoy-host", action="append", default=[], type=_envoy_host,

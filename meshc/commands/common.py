@@ -69,6 +69,18 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return whole_number
 
 
+def config_dir(text: str) -> str:
+    """An argparse type for --envoy-config-dir: a directory Envoy can be pointed at. An empty one
+    would give a bootstrap whose cds/lds paths Envoy rejects; control characters cannot be written."""
+    from meshc.text import first_unsafe
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory, e.g. /etc/envoy")
+    if first_unsafe(text, token=False) is not None or "\n" in text or "\t" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a control character")
+    return text
+
+
 def usage_error(message: str) -> MeshcError:
     return MeshcError([Diagnostic("E001", Severity.ERROR, message)], EXIT_USAGE)
 

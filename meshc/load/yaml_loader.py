@@ -17,6 +17,7 @@ import yaml
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
 from meshc.load.source import MAX_SPEC_BYTES, SpecSource
+from meshc.text import UNSAFE, describe
 
 try:  # libyaml is what makes this fast; the pure parser is a correct fallback.
     from yaml import CSafeLoader as _Parser
@@ -205,6 +206,9 @@ class _Builder:
         self.anchors: dict[str, tuple[Any, Path, int, int]] = {}
         self.stack: list[_Frame] = []
         self.budget = MIN_EXPANSION_BUDGET + 4 * len(text) // 10
+        # Such characters reach a scalar only through an escape ("\x7f") or raw where YAML allows
+        # them (U+0085, U+2028, noncharacters): a file with neither skips the check per scalar.
+        self.check_text = "\\" in text or UNSAFE.search(text) is not None
 
     def positions(self) -> Positions:
         values: dict[Path, tuple[int, int]] = {}
@@ -271,6 +275,8 @@ class _Builder:
     def _event(self, event: Any) -> None:
         kind = type(event)
         if kind is yaml.ScalarEvent:
+            if self.check_text:
+                self._refuse_unsafe_text(event)
             frame = self.stack[-1]
             if frame.key_pending and isinstance(frame.container, dict):
                 self._take_key(frame, event)
@@ -284,6 +290,14 @@ class _Builder:
             self._close()
 
     # -- scalars and keys ------------------------------------------------------------------
+
+    def _refuse_unsafe_text(self, event: yaml.ScalarEvent) -> None:
+        """Characters no generated file may hold (meshc.text): an error at the scalar, loading goes on."""
+        found = UNSAFE.search(event.value)
+        if found is not None:
+            self.diagnostics.append(error(
+                "E111", f"the text holds {describe(found.group())}, which Envoy or YAML readers refuse or read "
+                "as a line break; remove it", self.span(event.start_mark), self.stack[-1].path))
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -63,15 +64,20 @@ def _diagnostic(err: Any, data: Any, positions: Positions) -> Diagnostic:
     if kind == "literal_error" and path == ("kind",):
         return error("E108", f"kind must be {KIND}, not {err['input']!r}", value_span, path)
     if kind in ("literal_error", "enum"):
-        return error("E106", f"{where}: {_choices(err)}", value_span, path)
+        hint = _closest_choice(err)
+        suffix = f"; did you mean '{hint}'?" if hint else ""
+        return error("E106", f"{where}: {_choices(err)}{suffix}", value_span, path, hint)
     if kind == "dns_label":
         return error("E109", f"{where}: {err['msg']}", value_span, path)
     if kind == "duration":
         return error("E105", f"{where}: {err['msg']}", value_span, path)
+    if kind == "address":
+        return error("E112", f"{where}: {err['msg']}", value_span, path)
     if kind == "string_pattern_mismatch":
         return error("E110", f"{where}: {_show(err.get('input'))} {_pattern_hint(path)}", value_span, path)
     if kind in _RANGE_TYPES:
-        return error("E104", f"{where}: {_range_message(err)}", value_span, path)
+        hint = _RANGE_HINTS.get(str(path[-1])) if err.get("input") == 0 and path else None
+        return error("E104", f"{where}: {_range_message(err)}", value_span, path, hint)
     base = kind.split("_")[0] if kind.endswith(("_type", "_parsing")) else None
     if base is not None or kind in ("int_from_float", "model_attributes_type"):
         wanted = _TYPE_WORDS.get(base or "int", "another type")
@@ -90,7 +96,7 @@ def _show(value: Any) -> str:
 
 
 _PATTERN_HINTS = {
-    "path": "must start with '/' and contain no spaces",
+    "path": "must start with '/' and hold printable ASCII only, no spaces (percent-encode other characters)",
     "image": "must be an image reference without spaces",
     "address": "must be an IP address or a DNS name",
     "header": "must be an HTTP header name",
@@ -104,6 +110,28 @@ def _pattern_hint(path: Path) -> str:
     if len(path) >= 2 and path[-2] == "env":
         return "is not a valid environment variable name"
     return _PATTERN_HINTS.get(field, "does not have the expected form")
+
+
+# Why 0 is refused where a neighbouring field accepts it.
+_RANGE_HINTS = {
+    "maxConnections": "Envoy would open no connection at all, and every request would fail with 503; "
+                      "maxPendingRequests: 0 (no queue) is the setting that fails fast",
+    "maxRequests": "Envoy would let no request through, and every request would fail with 503; "
+                   "maxPendingRequests: 0 (no queue) is the setting that fails fast",
+}
+
+
+def _closest_choice(err: Any) -> str | None:
+    """`tcp` for `TCP`, `round_robin` for `round-robin`: the allowed value the input was meant to be."""
+    value = err.get("input")
+    if not isinstance(value, str):
+        return None
+    allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+    folded = {choice.lower().replace("-", "_"): choice for choice in allowed}
+    if value.lower().replace("-", "_") in folded:
+        return folded[value.lower().replace("-", "_")]
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _choices(err: Any) -> str:
