@@ -20,6 +20,7 @@ CODES: dict[str, str] = {
     "E010": "more than one YAML document in the file",
     "E011": "a mapping key is not a plain string",
     "E012": "unsupported YAML tag",
+    "E013": "the file holds more keys and values than a spec may",
     # E1xx: structure, types and ranges
     "E101": "unknown field",
     "E102": "missing required field",

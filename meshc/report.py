@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import TextIO
 
-from meshc.diagnostics import Diagnostic, Severity
+from meshc.diagnostics import Diagnostic, Severity, listed_per_code
 
 FORMATS = ("text", "json", "github")
 
@@ -42,18 +42,24 @@ def as_json(diag: Diagnostic) -> dict[str, object]:
         "code": diag.code, "severity": diag.severity.value, "message": diag.message,
         "file": span.file if span else None, "line": span.line if span else None,
         "col": span.col if span else None, "path": ".".join(str(p) for p in diag.path), "hint": diag.hint,
+        **({"count": diag.count} if diag.count != 1 else {}),
     }
 
 
-def summary(diagnostics: Sequence[Diagnostic]) -> str:
-    errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
-    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+def summary(diagnostics: Sequence[Diagnostic], strict: bool = False) -> str:
+    errors = sum(d.count for d in diagnostics if d.is_error)
+    warnings = sum(d.count for d in diagnostics) - errors
+    text = f"{errors:,} error{'s' * (errors != 1)}, {warnings:,} warning{'s' * (warnings != 1)}"
+    if strict and warnings:
+        text += f"; --strict treats {'the warning as an error' if warnings == 1 else 'warnings as errors'}"
+    return text
 
 
 def emit_diagnostics(diagnostics: Sequence[Diagnostic], stream: TextIO, fmt: str = "text") -> None:
+    """Every diagnostic, but at most MAX_LISTED_PER_CODE of one code: the rest as "... and N more"."""
+    listed = listed_per_code(list(diagnostics))
     if fmt == "json":
-        stream.write(json.dumps([as_json(d) for d in diagnostics], indent=2) + "\n")
+        stream.write(json.dumps([as_json(d) for d in listed], indent=2) + "\n")
         return
-    for diag in diagnostics:
+    for diag in listed:
         stream.write((format_github(diag) if fmt == "github" else format_text(diag)) + "\n")

@@ -48,7 +48,7 @@ def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], args: argpars
         fmt = "text"
     emit_diagnostics(diagnostics, sys.stderr, fmt)
     if fmt == "text" and diagnostics:
-        sys.stderr.write(f"{summary(diagnostics)}\n")
+        sys.stderr.write(f"{summary(diagnostics, strict=bool(getattr(args, 'strict', False)))}\n")
 
 
 def failed(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], strict: bool) -> bool:

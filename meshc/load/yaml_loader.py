@@ -25,7 +25,10 @@ except ImportError:  # pragma: no cover - PyYAML without libyaml
     from yaml import SafeLoader as _Parser  # type: ignore[assignment]
 
 MAX_DEPTH = 64
-MIN_EXPANSION_BUDGET = 100_000
+# Keys and values a spec may hold, aliases expanded: a 10,000-service spec holds about 700,000.
+# A fixed number, not one that grows with the file, so that neither an alias bomb padded with
+# megabytes of comments nor a file of millions of keys costs more time and memory than this many.
+MAX_NODES = 1_000_000
 
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _TRUE = re.compile(r"^(?:true|True|TRUE)$")
@@ -205,7 +208,7 @@ class _Builder:
         self.entries: list[tuple[Path, bool, int, int]] = []
         self.anchors: dict[str, tuple[Any, Path, int, int]] = {}
         self.stack: list[_Frame] = []
-        self.budget = MIN_EXPANSION_BUDGET + 4 * len(text) // 10
+        self.budget = MAX_NODES
         # Such characters reach a scalar only through an escape ("\x7f") or raw where YAML allows
         # them (U+0085, U+2028, noncharacters): a file with neither skips the check per scalar.
         self.check_text = "\\" in text or UNSAFE.search(text) is not None
@@ -341,6 +344,7 @@ class _Builder:
         frame.explicit.setdefault(key, line)
         frame.key = key
         self.entries.append((frame.path + (key,), True, line, col))
+        self._spend(1, event)
         return True
 
     def _skip_subtree(self) -> None:
@@ -412,9 +416,13 @@ class _Builder:
 
     def _spend(self, nodes: int, event: Any) -> None:
         self.budget -= nodes
-        if self.budget < 0:
-            raise _Abort(error("E008", "aliases expand to more nodes than a spec may hold "
-                               "(an alias bomb?)", self.span(event.start_mark)))
+        if self.budget >= 0:
+            return
+        if isinstance(event, yaml.AliasEvent):
+            raise _Abort(error("E008", f"aliases expand to more than {MAX_NODES:,} keys and values, more than a "
+                               "spec may hold (an alias bomb?)", self.span(event.start_mark)))
+        raise _Abort(error("E013", f"the file holds more than {MAX_NODES:,} keys and values, more than a spec may "
+                           "hold (10,000 services take about 700,000)", self.span(event.start_mark)))
 
     # -- collections -------------------------------------------------------------------------
 

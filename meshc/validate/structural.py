@@ -6,11 +6,13 @@ import difflib
 import re
 import types
 import typing
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from meshc.diagnostics import Diagnostic, Path, error
+from meshc.diagnostics import MAX_LISTED_PER_CODE, Diagnostic, Path, error, listed_per_code
 from meshc.load import Positions
 from meshc.validate.models import API_VERSION, KIND, Mesh
 
@@ -33,7 +35,27 @@ def check_structure(data: Any, positions: Positions) -> tuple[Mesh | None, list[
     try:
         return Mesh.model_validate(data), []
     except ValidationError as exc:
-        return None, [_diagnostic(err, data, positions) for err in exc.errors(include_url=False)]
+        return None, _diagnostics(exc.errors(include_url=False), data, positions)
+
+
+def _diagnostics(errors: list[Any], data: Any, positions: Positions) -> list[Diagnostic]:
+    """One diagnostic per error, up to MAX_LISTED_PER_CODE of each kind; the rest of a kind are
+    counted into one (a file of a million unknown keys costs a million cheap counts, not a million
+    "did you mean" searches)."""
+    listed: Counter[str] = Counter()
+    left_out: dict[str, tuple[Any, int]] = {}
+    diagnostics = []
+    for err in errors:
+        kind = err["type"]
+        if listed[kind] < MAX_LISTED_PER_CODE:
+            listed[kind] += 1
+            diagnostics.append(_diagnostic(err, data, positions))
+        else:
+            first, count = left_out.get(kind, (err, 0))
+            left_out[kind] = (first, count + 1)
+    for first, count in left_out.values():
+        diagnostics.append(replace(_diagnostic(first, data, positions), count=count))
+    return listed_per_code(diagnostics)
 
 
 def dotted(path: Path) -> str:
