@@ -16,6 +16,7 @@ from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
 from meshc.resolve import ir, resolve
+from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
 
@@ -94,6 +95,7 @@ def check(source: SpecSource) -> Checked:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     mesh = resolve(model, loaded.positions)
     diagnostics += analyze(mesh)
+    diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
 

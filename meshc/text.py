@@ -35,10 +35,26 @@ UNSAFE_IN_TOKEN = re.compile(f"[{_UNSAFE_CLASS}\t\n\\s]")
 _UNSAFE_UTF8 = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]|\xef\xb7[\x90-\xaf]|\xef\xbf[\xbe\xbf]")
 
 
+# What YAML lets through raw (it refuses other control characters itself): U+0085, U+2028/2029,
+# U+FDD0-FDEF and the noncharacters beyond the BMP, as UTF-8.
+_RAW_UNSAFE_UTF8 = re.compile(rb"\xc2\x85|\xe2\x80[\xa8\xa9]|\xef\xb7[\x90-\xaf]|[\xf0-\xf4][\x8f\x9f\xaf\xbf]\xbf[\xbe\xbf]")
+
+
 def first_unsafe(text: str, *, token: bool = False) -> int | None:
     """The index of the first character the policy refuses, or None."""
+    if not token and text.isascii() and text.isprintable():   # the usual case, at memory speed
+        return None
     found = (UNSAFE_IN_TOKEN if token else UNSAFE).search(text)
     return found.start() if found else None
+
+
+def may_hold_unsafe(yaml_text: str, data: bytes) -> bool:
+    """Can a YAML file with this text (and these UTF-8 bytes) give a scalar the policy refuses?
+    Only through an escape in a quoted scalar, or through one of the few such characters YAML
+    allows raw; most files have neither, and then no scalar needs a look."""
+    if "\\" in yaml_text:
+        return True
+    return not data.isascii() and _RAW_UNSAFE_UTF8.search(data) is not None
 
 
 def describe(char: str) -> str:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from meshc.commands.common import (
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from meshc.pipeline import write_build
 
     envoy = _envoy_binary() if args.verify_envoy else None
-    checked = check_from_args(args)
+    checked = check_from_args(args, always=True)
     if not checked.ok or failed(checked.diagnostics, args.strict):
         reason = "; warnings are treated as errors (--strict)" if checked.ok else ""
         sys.stderr.write(f"meshc: build failed{reason}; {args.output} was not changed\n")
@@ -78,13 +79,29 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"meshc: build failed: Envoy rejects the output; {args.output} was not changed\n")
         return EXIT_INVALID
     try:
-        count = write_build(checked, args.output, build_options(args), jobs=args.jobs or _default_jobs())
+        with Progress("build") as progress:
+            progress.step(f"writing {args.output}", poll=_files_written(args.output, checked))
+            count = write_build(checked, args.output, build_options(args), jobs=args.jobs or _default_jobs())
     except (BundleWriteError, OSError) as exc:
         sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
         return EXIT_USAGE
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
     return EXIT_OK
+
+
+def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:
+    """For the progress line: files in the staging directory that will become OUT, and how many
+    there will be (four per deployed service, and a few for the whole mesh)."""
+    target = Path(out).absolute()
+    expected = 4 * len(checked.mesh.deployed_services) + 4 if checked.mesh is not None else 0
+
+    def count() -> tuple[int, int]:
+        staging = next(target.parent.glob(f".{target.name}.new-*"), None)
+        done = sum(len(files) for _, _, files in os.walk(staging)) if staging is not None else 0
+        return done, max(expected, done)
+
+    return count
 
 
 def _envoy_binary() -> str:

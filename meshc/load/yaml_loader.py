@@ -17,7 +17,7 @@ import yaml
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
 from meshc.load.source import MAX_SPEC_BYTES, SpecSource
-from meshc.text import UNSAFE, describe
+from meshc.text import describe, first_unsafe, may_hold_unsafe
 
 try:  # libyaml is what makes this fast; the pure parser is a correct fallback.
     from yaml import CSafeLoader as _Parser
@@ -100,7 +100,7 @@ def load_yaml(source: SpecSource) -> Loaded:
     text, diagnostics = _decode(source)
     if text is None:
         return Loaded(None, empty, diagnostics)
-    builder = _Builder(source.name, text)
+    builder = _Builder(source.name, text, source.data)
     try:
         data = builder.build()
     except _Abort as abort:
@@ -199,7 +199,7 @@ class _Frame:
 class _Builder:
     """Consumes libyaml events and builds plain data; records one position entry per node."""
 
-    def __init__(self, file: str, text: str) -> None:
+    def __init__(self, file: str, text: str, data: bytes) -> None:
         self.file = file
         self.text = text
         self.parser = _Parser(text)
@@ -211,7 +211,7 @@ class _Builder:
         self.budget = MAX_NODES
         # Such characters reach a scalar only through an escape ("\x7f") or raw where YAML allows
         # them (U+0085, U+2028, noncharacters): a file with neither skips the check per scalar.
-        self.check_text = "\\" in text or UNSAFE.search(text) is not None
+        self.check_text = may_hold_unsafe(text, data)
 
     def positions(self) -> Positions:
         values: dict[Path, tuple[int, int]] = {}
@@ -296,10 +296,10 @@ class _Builder:
 
     def _refuse_unsafe_text(self, event: yaml.ScalarEvent) -> None:
         """Characters no generated file may hold (meshc.text): an error at the scalar, loading goes on."""
-        found = UNSAFE.search(event.value)
-        if found is not None:
+        index = first_unsafe(event.value)
+        if index is not None:
             self.diagnostics.append(error(
-                "E111", f"the text holds {describe(found.group())}, which Envoy or YAML readers refuse or read "
+                "E111", f"the text holds {describe(event.value[index])}, which Envoy or YAML readers refuse or read "
                 "as a line break; remove it", self.span(event.start_mark), self.stack[-1].path))
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:

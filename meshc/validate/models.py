@@ -311,11 +311,22 @@ class Defaults(Model):
     circuit_breaker: CircuitBreaker | None = None
 
 
+WarningCode = Annotated[str, Field(pattern=r"^W[0-9]{3}$")]
+
+
+class Ignore(Model):
+    """A warning the team has looked at and accepted: its code, for one service or everywhere."""
+
+    code: WarningCode
+    service: Name | None = None
+
+
 class Analysis(Model):
-    """Budgets for the call-graph analysis (retry amplification, entry points)."""
+    """Budgets for the call-graph analysis (retry amplification, entry points), accepted warnings."""
 
     max_retry_amplification: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 10
     entry_points: list[Name] | None = None
+    ignore: list[Ignore] | None = None
 
 
 class MeshSpec(Model):

@@ -367,6 +367,22 @@ def tcp_route_policies(ctx: Context) -> Iterator[Diagnostic]:
                                   ctx.key(*where), where)
 
 
+def tcp_hash_header(ctx: Context) -> Iterator[Diagnostic]:
+    """tcp_proxy sees no headers: hashing a tcp service's connections on one keeps nobody anywhere."""
+    for path, service in services(ctx):
+        lb, inherited = effective_lb(ctx, service)
+        if service.protocol is not Protocol.TCP or lb is None or lb.hash_on is None or lb.hash_on.header is None:
+            continue
+        if lb.policy not in HASH_POLICIES:
+            continue   # W202 already says hashOn does nothing here
+        span, where, origin = _lb_span(ctx, path, inherited)
+        if not inherited:
+            span, where = ctx.at(*where, "hashOn", "header"), where + ("hashOn", "header")
+        yield warning("W207", f"'{service.name}' speaks tcp: hashOn header{origin} has no effect, since tcp_proxy "
+                      "sees no headers; connections are spread as if at random", span, where,
+                      hint="use hashOn: {sourceIp: true} to keep each caller on one host")
+
+
 def etcd_prefix(ctx: Context) -> Iterator[Diagnostic]:
     prefix = ctx.mesh.spec.etcd.prefix
     if prefix is None:
@@ -465,6 +481,7 @@ CHECKS: tuple[Check, ...] = (
     health_check_path,
     health_check_timing,
     tcp_route_policies,
+    tcp_hash_header,
     etcd_prefix,
     kubernetes_names,
     generated_names_unique,

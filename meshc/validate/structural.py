@@ -129,6 +129,8 @@ _PATTERN_HINTS = {
 
 def _pattern_hint(path: Path) -> str:
     field = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if field == "code" and "ignore" in path:
+        return "is not a warning code such as W302: only warnings can be ignored"
     if len(path) >= 2 and path[-2] == "env":
         return "is not a valid environment variable name"
     return _PATTERN_HINTS.get(field, "does not have the expected form")
