@@ -27,6 +27,7 @@ HELP = ("semantic diff of mesh.yaml between two Git revisions (or a revision and
         "and the output it would change")
 EXIT_CHANGED = 3
 WORK_TREE = "work tree"
+DEFAULT_SPEC = "mesh.yaml"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="the revision to compare from (e.g. the target branch; default HEAD)")
     parser.add_argument("rev_b", nargs="?", default=None, metavar="REV_B",
                         help="the revision to compare to (default: the work tree, as `git diff` does)")
-    parser.add_argument("spec", nargs="?", default="mesh.yaml", metavar="SPEC",
+    parser.add_argument("spec", nargs="?", default=None, metavar="SPEC",
                         help="path of mesh.yaml inside the repository (default: mesh.yaml)")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="text (terminal), json (tools) or markdown (a pull-request comment)")
@@ -45,11 +46,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.load.git import GitSpecReader
+
+    args.spec_given = args.spec is not None
+    args.spec = args.spec or DEFAULT_SPEC
     from meshc.review.diff import diff_sides
     from meshc.review.diff_format import render
 
     with Progress("comparing") as progress:
         with GitSpecReader(args.repo) as reader:
+            _path_as_second_argument(reader, args)
             progress.step(f"compiling {args.rev_a}")
             old = _read_side(reader, args.rev_a, args.spec)
             progress.step(f"compiling {args.rev_b or WORK_TREE}")
@@ -70,6 +75,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     sys.stdout.write(render(diff, args.format, color=_color(args)))
     return EXIT_CHANGED if diff.changed else EXIT_OK
+
+
+def _path_as_second_argument(reader: GitSpecReader, args: argparse.Namespace) -> None:
+    """`meshc diff HEAD other.yaml`: a second argument that is a file and no revision is SPEC, and
+    the work tree the other side, as git tells paths from revisions."""
+    if args.rev_b is None or args.spec_given or not os.path.isfile(os.path.join(args.repo, args.rev_b)):
+        return
+    try:
+        reader.resolve(args.rev_b)
+    except MeshcError:
+        args.spec, args.rev_b = args.rev_b, None
 
 
 def _work_tree_side(reader: GitSpecReader, spec: str) -> Side:

@@ -41,3 +41,14 @@ def test_an_invalid_work_tree_is_reported_as_such(git_repo: GitRepo) -> None:
     assert result.returncode == 1
     assert "is not valid at work tree:" in result.stderr and "[E104]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_file_as_second_argument_is_the_spec_compared_with_the_work_tree(git_repo: GitRepo) -> None:
+    git_repo.commit_file("meshes/prod.yaml", SHOP, "prod")
+    (git_repo.path / "meshes" / "prod.yaml").write_text(SHOP.replace("replicas: 3, weight: 90}",
+                                                                     "replicas: 3, weight: 80}"
+                                                                     ).replace("replicas: 1, weight: 10}",
+                                                                               "replicas: 1, weight: 20}"))
+    result = meshc("diff", "--repo", str(git_repo.path), "HEAD", "meshes/prod.yaml")
+    assert result.returncode == EXIT_CHANGED, result.stderr
+    assert result.stdout.startswith("meshc diff meshes/prod.yaml: HEAD")
