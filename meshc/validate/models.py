@@ -92,7 +92,7 @@ def _host_name(value: str) -> str:
 def _endpoint_address(value: str) -> str:
     """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
     if ":" in value:
-        kind, parse = "IPv6", ipaddress.IPv6Address
+        kind, parse = "IPv6", ipaddress.ip_address
     elif re.fullmatch(r"[0-9.]+", value):
         kind, parse = "IPv4", ipaddress.IPv4Address
     else:

@@ -7,7 +7,7 @@ the order they run. All of them run, so a user sees every problem at once.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,8 @@ def unknown_upstreams(ctx: Context) -> Iterator[Diagnostic]:
     yield from _unknown_callees(calls, {s.name for s in ctx.mesh.spec.services}, ctx.positions)
 
 
-def _unknown_callees(calls: list[tuple[Path, str, str]], names: set[str], positions: Positions) -> Iterator[Diagnostic]:
+def _unknown_callees(calls: Sequence[tuple[Path, str, str]], names: set[str],
+                     positions: Positions) -> Iterator[Diagnostic]:
     for path, caller, callee in calls:
         if callee not in names:
             where = path + ("service",)
@@ -501,7 +502,7 @@ def check_references_raw(data: Any, positions: Positions) -> list[Diagnostic]:
     raw_services = [(i, s) for i, s in _items(_field(data, "spec", "services")) if isinstance(_field(s, "name"), str)]
     named: list[tuple[Path, str]] = [(("spec", "services", i), s["name"]) for i, s in raw_services]
     names = {name for _, name in named}
-    calls = [(("spec", "services", i, "upstreams", j), s["name"], upstream["service"])
+    calls: list[tuple[Path, str, str]] = [(("spec", "services", i, "upstreams", j), s["name"], upstream["service"])
              for i, s in raw_services for j, upstream in _items(_field(s, "upstreams"))
              if isinstance(_field(upstream, "service"), str)]
     entry_points = [(i, name) for i, name in _items(_field(data, "spec", "analysis", "entryPoints"))

@@ -153,7 +153,7 @@ def _closest_choice(err: Any) -> str | None:
     allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
     folded = {choice.lower().replace("-", "_"): choice for choice in allowed}
     if value.lower().replace("-", "_") in folded:
-        return folded[value.lower().replace("-", "_")]
+        return str(folded[value.lower().replace("-", "_")])
     close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
     return close[0] if close else None
 
