@@ -97,14 +97,11 @@ def _host_name(value: str) -> str:
 
 def _endpoint_address(value: str) -> str:
     """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
-    if ":" in value:
-        kind, parse = "IPv6", ipaddress.ip_address
-    elif re.fullmatch(r"[0-9.]+", value):
-        kind, parse = "IPv4", ipaddress.IPv4Address
-    else:
+    if ":" not in value and not re.fullmatch(r"[0-9.]+", value):
         return _host_name(value)
+    kind = "IPv6" if ":" in value else "IPv4"
     try:
-        parse(value)
+        ipaddress.IPv6Address(value) if kind == "IPv6" else ipaddress.IPv4Address(value)
     except ValueError as exc:
         raise PydanticCustomError("address", "{value} is not an {kind} address: {reason}",
                                   {"value": repr(value), "kind": kind, "reason": _lower_first(str(exc))}) from None
