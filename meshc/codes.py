@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "E220": "analysis refers to a service that does not exist",
     "E221": "backoff maxInterval is shorter than baseInterval",
     "E222": "generated Kubernetes objects would share a name (or a service takes a reserved name)",
+    "E230": "the etcd prefix is '/', the root of the whole keyspace",
     # W2xx: suspicious but valid
     "W001": "a byte order mark at the start of the file was ignored",
     "W201": "retries cannot all happen within the route timeout",

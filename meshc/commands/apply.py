@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.sync.engine import PruneRefused, sync_once
-    from meshc.sync.output import plan_summary, plan_text, report_json, report_summary, result_text
+    from meshc.sync.output import notes_text, plan_summary, plan_text, report_json, report_summary, result_text
     from meshc.sync.target import SyncError
 
     targets = open_targets(args)
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             return sync_failure(error)
     finally:
         close_targets(targets)
+    sys.stderr.write(notes_text(report.plans))
     if args.format == "json":
         sys.stdout.write(json.dumps(report_json(report), indent=2) + "\n")
     elif args.dry_run:

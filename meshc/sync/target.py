@@ -45,6 +45,8 @@ class Plan:
     recorded: str | None = None
     # Planned against a previous bundle (only the objects of files that differ), not the whole mesh.
     incremental: bool = False
+    # Things a person should know that are not changes (e.g. foreign keys left alone).
+    notes: tuple[str, ...] = ()
     # What the target itself needs to carry the plan out (e.g. etcd mod revisions it saw); not shown.
     context: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -338,7 +338,11 @@ def etcd_prefix(ctx: Context) -> Iterator[Diagnostic]:
     where = ("spec", "etcd", "prefix")
     if not prefix.startswith("/"):
         yield error("E213", f"etcd prefix '{prefix}' must start with '/'", ctx.at(*where), where)
-    elif prefix != "/" and (prefix.endswith("/") or "//" in prefix):
+    elif prefix == "/":
+        # every key of the cluster would lie under it: other tools' keys would look like meshc's
+        yield error("E230", "etcd prefix '/' is the root of the whole keyspace: give the mesh a prefix of its own",
+                    ctx.at(*where), where, hint="e.g. /meshc/<metadata.name>, the default")
+    elif (prefix.endswith("/") or "//" in prefix):
         yield error("E213", f"etcd prefix '{prefix}' must not end with '/' or contain '//'", ctx.at(*where), where)
 
 

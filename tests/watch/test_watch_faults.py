@@ -8,7 +8,7 @@ from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
 from meshc.sync.watch_lock import LeaderLock, etcd_client
 from tests.k8sapi.fixtures import KubeAPIHandle
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdServer, stored_key
 from tests.support.gitrepo import GitRepo
 from tests.watch.harness import matching, watching
 from tests.watch.specs import NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
@@ -71,7 +71,7 @@ def test_drift_on_managed_objects_is_corrected(mesh_repo: GitRepo, kube_api: Kub
         watcher.wait("applied", commit=head)
         apps = client.AppsV1Api(kube_api.api_client())
         apps.patch_namespaced_deployment("svc-01", NAMESPACE, {"spec": {"replicas": 7}})
-        etcd_server.client().put(f"{PREFIX}/services/svc-02", '{"edited": "by hand"}')
+        etcd_server.client().put(stored_key(etcd_server, PREFIX, f"{PREFIX}/services/svc-02"), '{"edited": "by hand"}')
         drift = watcher.wait("drift", commit=head)
         watcher.wait_passes(2)
         events = watcher.events()
