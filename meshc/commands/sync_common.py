@@ -18,6 +18,7 @@ from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 
 if TYPE_CHECKING:
     from meshc.sync.etcd_client import EtcdAccess
+    from meshc.sync.target import MeshIdentity
 
 EXIT_CHANGES = 3   # `plan --detailed-exitcode`: changes pending (2 is taken by usage/IO errors)
 
@@ -48,6 +49,9 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"refuse to delete more than N objects per target at once (default {DEFAULT_PRUNE_LIMIT})")
     group.add_argument("--allow-prune-all", action="store_true",
                        help="allow deleting everything the mesh has on a target, or more than --prune-limit")
+    group.add_argument("--allow-mesh-rename", action="store_true",
+                       help="allow a change of metadata.name or spec.namespace while the old mesh is live: apply the "
+                       "new mesh, then prune the old one (within --prune-limit)")
 
 
 def has_targets(args: argparse.Namespace) -> bool:
@@ -111,6 +115,33 @@ def sync_failure(error: SyncError) -> int:
     else:
         sys.stderr.write(f"meshc: error: {error}\n")
     return EXIT_INVALID
+
+
+def previous_meshes(args: argparse.Namespace, bundle: Bundle) -> list[MeshIdentity]:
+    """With --repo: the mesh the spec declared at the parent commit(s) of the one applied, when
+    another than the bundle's (a rename); the targets' own records are asked by the sync."""
+    if not getattr(args, "repo", None):
+        return []
+    from meshc.diagnostics import MeshcError
+    from meshc.load.git import GitSpecReader
+    from meshc.sync.rename import identity_of_spec
+
+    revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
+    if not revision:
+        return []
+    identities = []
+    try:
+        with GitSpecReader(args.repo) as reader:
+            for parent in reader.parents(revision):
+                try:
+                    identity = identity_of_spec(reader.read(parent, args.spec))
+                except MeshcError:      # no spec there (yet): nothing was renamed
+                    continue
+                if identity is not None:
+                    identities.append(identity)
+    except MeshcError:
+        return []
+    return identities
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:

@@ -145,6 +145,7 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
         backoff_base=min(1.0, args.interval),
         backoff_cap=max(args.max_backoff, min(1.0, args.interval)),
         gnupg_home=gnupg_home,
+        allow_mesh_rename=args.allow_mesh_rename,
     )
     metrics = _start_metrics(args, stack)
     lock_for = _lock_factory(args, stack) if args.etcd and args.leader_election else None

@@ -28,8 +28,9 @@ from meshc.emit.naming import NAMESPACE_PATH
 from meshc.sync import etcd_client
 from meshc.sync import etcd_layout as layout
 from meshc.sync.etcd_client import EtcdAccess, b64, display_url
+from meshc.sync.rename import DEFAULT_PREFIX_ROOT
 from meshc.sync.target import (
-    Action, ApplyResult, Change, Interrupt, PermanentError, Plan, StalePlan, SyncError,
+    Action, ApplyResult, Change, Interrupt, MeshIdentity, PermanentError, Plan, StalePlan, SyncError,
 )
 
 NAME = "etcd"
@@ -97,11 +98,34 @@ class EtcdTarget:
         changes.append(_revision_change(revision_key, stamp, state.value(revision_key)))
         changes += [_stale_change(state, generation) for generation in state.stale_generations()]
         recorded = state.value(revision_key)
+        mesh, namespace = str(bundle.manifest.get("mesh") or ""), _namespace(bundle)
+        pointer = state.pointer
+        renamed = (MeshIdentity(pointer.mesh or "", pointer.namespace or "", prefix),) if (
+            pointer is not None and pointer.mesh is not None and (pointer.mesh, pointer.namespace) != (mesh, namespace)
+        ) else ()
         return Plan(NAME, tuple(changes), revision=revision, state_token=str(state.store_revision),
-                    empties=bool(gone) and len(gone) == len(live), notes=_foreign_notes(state),
+                    empties=bool(gone) and len(gone) == len(live), notes=_foreign_notes(state), applied_meshes=renamed,
                     recorded=recorded.decode(errors="replace") if recorded is not None else "",
-                    context={"state": state, "desired": desired, "stamp": stamp.encode(),
-                             "mesh": str(bundle.manifest.get("mesh") or ""), "namespace": _namespace(bundle)})
+                    context={"state": state, "desired": desired, "stamp": stamp.encode(), "mesh": mesh,
+                             "namespace": namespace})
+
+    def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:
+        """Deleting what meshc wrote for the mesh `old` under its own prefix (another than the new
+        mesh's; a shared prefix is rewritten by the new mesh's plan). None when `old`'s prefix
+        holds nothing meshc wrote for that mesh."""
+        prefix = (old.prefix or f"{DEFAULT_PREFIX_ROOT}/{old.name}").rstrip("/")
+        if not prefix.strip("/") or prefix == (new.prefix or "").rstrip("/"):
+            return None
+        state = self.read_state(prefix)
+        if state.pointer is None or state.pointer.mesh != old.name:
+            return None
+        why = f"mesh {old} renamed to {new}"
+        changes = [Change(Action.DELETE, key, why) for key in sorted(state.records())]
+        changes += [Change(Action.DELETE, key, "the mesh's record", bookkeeping=True)
+                    for key in (layout.revision_key(prefix), layout.current_key(prefix)) if key in state.live]
+        changes += [_stale_change(state, generation) for generation in state.stale_generations()]
+        return Plan(NAME, tuple(changes), notes=(f"prunes the mesh applied as {old} under {prefix}/",),
+                    context={"removal": True, "state": state})
 
     def read_state(self, prefix: str) -> layout.PrefixState:
         """Every key under `<prefix>/` at one etcd revision, sorted into meshc's and foreign ones."""
@@ -113,7 +137,10 @@ class EtcdTarget:
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
         result = ApplyResult(NAME)
         try:
-            _Apply(self, plan, result).run()
+            if plan.context.get("removal"):
+                _remove_mesh(self, plan, result)
+            else:
+                _Apply(self, plan, result).run()
         except SyncError as error:
             error.partial = result
             raise
@@ -254,6 +281,22 @@ class _Apply:
         # `current` without it (or no main transaction was needed, so nothing was pending).
         for batch in self.target.batches(ops, {self.pointer_key: guard}):
             self.target.txn({self.pointer_key: guard}, batch, self.result)
+
+
+def _remove_mesh(target: EtcdTarget, plan: Plan, result: ApplyResult) -> None:
+    """Take a whole mesh off its prefix: first `current` and `revision` in one transaction (readers
+    then see no mesh, never part of one), then every key its ledgers list, then the ledgers; each
+    later transaction guarded by `current` staying absent."""
+    state: layout.PrefixState = plan.context["state"]
+    prefix = state.prefix
+    pointer, revision = layout.current_key(prefix), layout.revision_key(prefix)
+    target.txn({pointer: state.mod(pointer), revision: state.mod(revision)}, [Op(pointer), Op(revision)], result)
+    ops = [Op(layout.record_key(prefix, generation, relative))
+           for generation in sorted(state.ledgers) for relative in sorted(state.ledgers[generation])]
+    ops += [Op(layout.ledger_key(prefix, generation)) for generation in sorted(state.ledgers)]
+    for batch in target.batches(ops, {pointer: 0}):
+        target.txn({pointer: 0}, batch, result)
+    result.applied += list(plan.writes)
 
 
 def _key_change(key: str, value: bytes, live: bytes | None) -> Change:

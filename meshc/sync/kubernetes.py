@@ -30,7 +30,8 @@ from meshc.kinds import API_VERSIONS, APPLY_ORDER, apply_sort_key, kind_rank
 from meshc.sync import drift
 from meshc.sync.delta import FileDelta, file_delta
 from meshc.sync.target import (
-    Action, ApplyResult, Change, Interrupt, Interrupted, PermanentError, Plan, SyncError, TransientError,
+    Action, ApplyResult, Change, Interrupt, Interrupted, MeshIdentity, PermanentError, Plan, SyncError,
+    TransientError,
 )
 
 if TYPE_CHECKING:
@@ -99,13 +100,41 @@ class KubernetesTarget:
         mesh = str(bundle.manifest["mesh"])
         desired = sorted(desired_objects(bundle), key=apply_sort_key)
         kinds = {str(o["kind"]): str(o["apiVersion"]) for o in desired}
-        live = self.live_objects(mesh, _namespaces_of(desired), kinds, interrupt=interrupt)
+        namespaces = _namespaces_of(desired)
+        live = self.live_objects(mesh, namespaces, kinds, interrupt=interrupt)
+        # This mesh's Namespaces elsewhere are a move of the mesh: pruned as a rename, not here.
+        moved = [MeshIdentity(mesh, name) for name in sorted(_namespace_names(live.values()) - namespaces)]
+        live = {key: obj for key, obj in live.items() if not _is_namespace_of(obj, moved)}
         changes = [self._change(obj, live.get(object_key(obj))) for obj in desired]
         removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
                          key=apply_sort_key, reverse=True)
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
         return Plan(NAME, tuple(changes), revision=revision, empties=_empties(live, removed),
+                    applied_meshes=(*moved, *self._other_meshes_in(desired, mesh)),
                     context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
+
+    def _other_meshes_in(self, desired: list[Obj], mesh: str) -> list[MeshIdentity]:
+        """Another meshc mesh whose Namespace this bundle's Namespace is (a rename of metadata.name)."""
+        wanted = [obj for obj in desired if obj.get("kind") == "Namespace"]
+        others = []
+        for live in self.get_objects(wanted).values():
+            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(MESH_LABEL) not in (None, mesh):
+                others.append(MeshIdentity(str(labels[MESH_LABEL]), str(live["metadata"]["name"])))  # type: ignore[index]
+        return others
+
+    def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:
+        """Deleting every object of the mesh `old` (in its namespace), but never the Namespace the
+        new mesh uses; None when nothing of it is live."""
+        live = self.live_objects(old.name, [old.namespace])
+        removed = sorted((obj for obj in live.values()
+                          if not (obj.get("kind") == "Namespace" and _name(obj) == new.namespace)),
+                         key=apply_sort_key, reverse=True)
+        if not removed:
+            return None
+        why = f"mesh {old} renamed to {new}"
+        return Plan(NAME, tuple(Change(Action.DELETE, object_key(obj), why) for obj in removed),
+                    notes=(f"prunes the mesh applied as {old}",), context={"mesh": old.name, "desired": {}})
 
     def _plan_incremental(self, bundle: Bundle, previous: Bundle, revision: str | None) -> Plan | None:
         """Plan only the objects of the files that differ from `previous`; None: plan everything.
@@ -443,6 +472,18 @@ def _namespaces_of(objects: Iterable[Obj]) -> set[str]:
         elif metadata.get("namespace"):
             namespaces.add(str(metadata["namespace"]))
     return namespaces
+
+
+def _name(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _namespace_names(objects: Iterable[Obj]) -> set[str]:
+    return {_name(obj) for obj in objects if obj.get("kind") == "Namespace"}
+
+
+def _is_namespace_of(obj: Obj, meshes: list[MeshIdentity]) -> bool:
+    return obj.get("kind") == "Namespace" and any(_name(obj) == mesh.namespace for mesh in meshes)
 
 
 def _managed_or_none(obj: Obj | None, mesh: str) -> Obj | None:

@@ -103,6 +103,17 @@ class GitSource:
         """The spec blob at a commit; raises MeshcError (with diagnostics) when it is not there."""
         return self._open().read(commit.sha, spec_path)
 
+    def parent_specs(self, commit: Commit, spec_path: str) -> list[SpecSource]:
+        """The spec at each parent of a commit that has one (to see what it changed from)."""
+        reader = self._open()
+        specs = []
+        for parent in reader.parents(commit.sha):
+            try:
+                specs.append(reader.read(parent, spec_path))
+            except MeshcError:
+                continue
+        return specs
+
     def verify_signature(self, commit: Commit, gnupg_home: str) -> None:
         """`git verify-commit` with the trusted keyring; raises SignatureError when it fails."""
         import git
