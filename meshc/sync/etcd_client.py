@@ -114,6 +114,8 @@ def _session(access: EtcdAccess) -> requests.Session:
             self._lock = threading.Lock()
 
         def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+            # explicit, or REQUESTS_CA_BUNDLE in the environment would override --etcd-cacert
+            kwargs.setdefault("verify", self.verify)
             if access.user is None or str(url).endswith(_AUTH_PATH):
                 return super().request(method, url, *args, **kwargs)
             headers = dict(kwargs.pop("headers", None) or {})
@@ -127,8 +129,8 @@ def _session(access: EtcdAccess) -> requests.Session:
         def _authenticate(self, any_url: str) -> str:
             base = any_url.split("/v3/", 1)[0]
             with self._lock:
-                response = super().request("POST", base + _AUTH_PATH, timeout=access.timeout, data=orjson.dumps(
-                    {"name": access.user, "password": access.password}))
+                response = super().request("POST", base + _AUTH_PATH, timeout=access.timeout, verify=self.verify,
+                                           data=orjson.dumps({"name": access.user, "password": access.password}))
                 if response.status_code != 200:
                     raise _auth_failure(response, access)
                 self._token = str(response.json().get("token") or "")

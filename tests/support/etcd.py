@@ -54,8 +54,12 @@ class EtcdTls:
     client_key: Path
 
 
-def make_tls(directory: Path) -> EtcdTls:
-    """A fresh CA and two certificates signed by it, written as PEM files (cryptography)."""
+def make_tls(directory: Path, *, client_common_name: str | None = "meshc") -> EtcdTls:
+    """A fresh CA and two certificates signed by it, written as PEM files (cryptography).
+
+    etcd's HTTP gateway refuses a user's password authentication from a client certificate that
+    has a CommonName ("CommonName of client sending a request against gateway will be ignored"):
+    with authentication on, give `client_common_name=None`."""
     import ipaddress
 
     from cryptography import x509
@@ -66,8 +70,8 @@ def make_tls(directory: Path) -> EtcdTls:
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
 
-    def name(common: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+    def name(common: str | None) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else [])
 
     def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
         path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -85,21 +89,23 @@ def make_tls(directory: Path) -> EtcdTls:
           .sign(ca_key, hashes.SHA256()))
     (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-    def issue(common: str, usage: x509.ObjectIdentifier, stem: str) -> tuple[Path, Path]:
+    def issue(common: str | None, usages: list[x509.ObjectIdentifier], stem: str) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(ca.subject)
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(minutes=5))
                    .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                   .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
                    .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
                                                                x509.DNSName("localhost")]), critical=False))
         cert = builder.sign(ca_key, hashes.SHA256())
         (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return directory / f"{stem}.crt", write_key(key, directory / f"{stem}.key")
 
-    server_cert, server_key = issue(LOOPBACK, ExtendedKeyUsageOID.SERVER_AUTH, "server")
-    client_cert, client_key = issue("meshc", ExtendedKeyUsageOID.CLIENT_AUTH, "client")
+    # etcd's gateway dials its own gRPC server with the server certificate: it must be a client one too
+    server_cert, server_key = issue(LOOPBACK, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                                    "server")
+    client_cert, client_key = issue(client_common_name, [ExtendedKeyUsageOID.CLIENT_AUTH], "client")
     return EtcdTls(directory / "ca.crt", server_cert, server_key, client_cert, client_key)
 
 
@@ -234,6 +240,7 @@ class EtcdServer:
     def client(self, timeout: float = 5.0) -> etcd3gw.Etcd3Client:
         """A client with full rights: the root user once auth is on, the client certificate with TLS."""
         session = requests.Session()
+        session.trust_env = False     # REQUESTS_CA_BUNDLE would override the test CA
         if self.tls is not None:
             session.verify = str(self.tls.ca)
             session.cert = (str(self.tls.client_cert), str(self.tls.client_key))
