@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from meshc.sync.scrub import scrub
 from meshc.sync.target import PermanentError, TransientError
 
 if TYPE_CHECKING:
@@ -175,6 +176,10 @@ def etcd_message(body: str) -> str:
 def describe(error: BaseException) -> str:
     """A one-line description of an etcd3gw/requests failure: etcd's own message or the HTTP
     reason, never a raw body, header or credential."""
+    return scrub(_describe(error))
+
+
+def _describe(error: BaseException) -> str:
     body = str(getattr(error, "detail_text", None) or "")
     reason = " ".join(str(arg) for arg in getattr(error, "args", ())).strip()
     if type(error).__module__.startswith("etcd3gw"):

@@ -29,6 +29,7 @@ from meshc.emit.naming import (
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, apply_sort_key, kind_rank
 from meshc.sync import drift
 from meshc.sync.delta import FileDelta, file_delta
+from meshc.sync.scrub import scrub
 from meshc.sync.target import (
     Action, ApplyResult, Change, Interrupt, Interrupted, MeshIdentity, PermanentError, Plan, SyncError,
     TransientError,
@@ -80,7 +81,7 @@ class KubernetesTarget:
                 description = f"{kubeconfig}" + (f" (context {context})" if context else "")
         except (config.ConfigException, OSError, ValueError, TypeError) as error:
             where = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
-            raise PermanentError(f"cannot load {where}: {_first_line(str(error))}") from None
+            raise PermanentError(f"cannot load {where}: {scrub(_first_line(str(error)))}") from None
         return cls(api_client, description=description, **options)
 
     def __repr__(self) -> str:
@@ -357,7 +358,7 @@ class KubernetesTarget:
             raise api_error(what, error.status, error.reason, error.body) from None
         except (HTTPError, OSError) as error:
             raise TransientError(f"kubernetes: cannot {what}: {type(error).__name__}: "
-                                 f"{_first_line(str(error))}") from None
+                                 f"{scrub(_first_line(str(error)))}") from None
 
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
@@ -377,7 +378,7 @@ _TRANSIENT_STATUSES = frozenset({0, 408, 409, 425, 429, 500, 502, 503, 504})
 def api_error(what: str, status: int | None, reason: str | None, body: Any) -> SyncError:
     """A Status answer as TransientError (5xx, 409, 429, timeouts) or PermanentError (the rest)."""
     code = int(status or 0)
-    message = _status_message(body) or reason or "no message"
+    message = _status_message(body) or scrub(reason or "") or "no message"
     if code in (401, 403):
         hint = " (check the credentials and RBAC of the kubeconfig/service account)"
         error: SyncError = PermanentError(f"kubernetes: not allowed to {what}: {code} {message}{hint}")
@@ -390,6 +391,9 @@ def api_error(what: str, status: int | None, reason: str | None, body: Any) -> S
 
 
 def _status_message(body: Any) -> str:
+    """The `message` of a Kubernetes Status answer, scrubbed; "" for anything else. A body that is
+    not a Status (a proxy's or load balancer's HTML page) is never shown: it may echo request
+    headers, tokens included."""
     if isinstance(body, bytes):
         body = body.decode(errors="replace")
     if not isinstance(body, str) or not body:
@@ -397,8 +401,10 @@ def _status_message(body: Any) -> str:
     try:
         status = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _first_line(body)
-    return _first_line(str(status.get("message", ""))) if isinstance(status, dict) else ""
+        return ""
+    if not isinstance(status, dict) or status.get("kind") != "Status":
+        return ""
+    return scrub(_first_line(str(status.get("message", ""))))
 
 
 def _first_line(text: str) -> str:
