@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,23 +61,30 @@ def redact(text: str) -> str:
     return scrub(text)
 
 
-def split_credentials(url: str) -> tuple[str, dict[str, str]]:
-    """The URL without `user:password@`, and the environment that hands those to git instead."""
+def split_credentials(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The URL without `user:password@`, and the environment that hands those to git instead.
+    A URL without credentials uses MESHC_GIT_USERNAME/MESHC_GIT_PASSWORD when they are set."""
     parts = urlsplit(url)
+    environ = os.environ if environ is None else environ
     if "://" not in url or (parts.username is None and parts.password is None):
+        if environ.get(_PASSWORD_VAR) and "://" in url:
+            return url, _helper_env(environ.get(_USERNAME_VAR) or "git", environ[_PASSWORD_VAR])
         return url, {}
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     netloc += f":{parts.port}" if parts.port else ""
     public = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    env = {
-        _USERNAME_VAR: unquote(parts.username or ""), _PASSWORD_VAR: unquote(parts.password or ""),
+    return public, _helper_env(unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def _helper_env(username: str, password: str) -> dict[str, str]:
+    return {
+        _USERNAME_VAR: username, _PASSWORD_VAR: password,
         "GIT_CONFIG_COUNT": "2",
         # an empty helper first: no helper of the user's config is asked (or told) anything
         "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
         "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
     }
-    return public, env
 
 
 def is_remote(location: str) -> bool:

@@ -58,3 +58,18 @@ def test_a_tokened_url_is_fetched_without_the_token_on_any_command_line(mesh_rep
     for where, text in outputs.items():
         assert TOKEN not in text and TOKEN[:-4] not in text, f"the token shows in the {where}"
     assert "sync_" in metrics or "meshc" in metrics       # the metrics page was really read
+
+
+def test_credentials_from_the_environment_with_a_plain_url(mesh_repo: GitRepo, tmp_path: Path) -> None:
+    """The URL (on watch's own command line) holds no secret at all: the token comes from a Secret
+    mounted as MESHC_GIT_PASSWORD."""
+    mesh_repo.clone_bare(tmp_path / "served" / "mesh.git")
+    argv_log = tmp_path / "git-argv.log"
+    env = {**git_wrapper(tmp_path / "bin", argv_log), "MESHC_GIT_USERNAME": USER, "MESHC_GIT_PASSWORD": TOKEN}
+    with GitHTTPServer(tmp_path / "served", USER, TOKEN) as server:
+        watch = WatchProcess(tmp_path / "watch", ["--repo", server.url("mesh.git", credentials=False), "--once",
+                                                  "--output", str(tmp_path / "out"), "--cache-dir",
+                                                  str(tmp_path / "cache")], env=env).start()
+        assert watch.wait_exit() == 0, watch.process.log_tail()
+    assert (tmp_path / "out" / "manifest.json").exists()
+    assert TOKEN not in argv_log.read_text() + watch.stdout_path.read_text() + watch.stderr_path.read_text()
