@@ -115,16 +115,17 @@ def _session(access: EtcdAccess) -> requests.Session:
             self._lock = threading.Lock()
 
         def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+            verb = method.decode() if isinstance(method, bytes) else method
             # explicit, or REQUESTS_CA_BUNDLE in the environment would override --etcd-cacert
             kwargs.setdefault("verify", self.verify)
             if access.user is None or str(url).endswith(_AUTH_PATH):
-                return super().request(method, url, *args, **kwargs)
+                return super().request(verb, str(url), *args, **kwargs)
             headers = dict(kwargs.pop("headers", None) or {})
             headers["Authorization"] = self._token or self._authenticate(str(url))
-            response = super().request(method, url, *args, headers=headers, **kwargs)
+            response = super().request(verb, str(url), *args, **{**kwargs, "headers": headers})
             if _token_rejected(response):
                 headers["Authorization"] = self._authenticate(str(url))
-                response = super().request(method, url, *args, headers=headers, **kwargs)
+                response = super().request(verb, str(url), *args, **{**kwargs, "headers": headers})
             return response
 
         def _authenticate(self, any_url: str) -> str:

@@ -52,9 +52,9 @@ def identity_of_spec(source: SpecSource) -> MeshIdentity | None:
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(name, str) or not name:
         return None
-    spec = spec if isinstance(spec, dict) else {}
-    namespace = spec.get("namespace") if isinstance(spec.get("namespace"), str) else name
-    etcd = spec.get("etcd") if isinstance(spec.get("etcd"), dict) else {}
+    fields: dict[str, Any] = spec if isinstance(spec, dict) else {}
+    namespace = fields.get("namespace") if isinstance(fields.get("namespace"), str) else name
+    etcd: dict[str, Any] = fields["etcd"] if isinstance(fields.get("etcd"), dict) else {}
     prefix = etcd.get("prefix") if isinstance(etcd.get("prefix"), str) else f"{DEFAULT_PREFIX_ROOT}/{name}"
     return MeshIdentity(name, str(namespace), str(prefix).rstrip("/") or None)
 
