@@ -49,12 +49,15 @@ class Op:
 
     key: str
     value: bytes | None = None          # None: delete
+    range_end: str | None = None        # a delete of every key in [key, range_end)
 
     @property
     def size(self) -> int:
         return len(self.key.encode()) + len(self.value or b"") + _OP_OVERHEAD
 
     def request(self) -> dict[str, Any]:
+        if self.range_end is not None:
+            return {"request_delete_range": {"key": b64(self.key.encode()), "range_end": b64(self.range_end.encode())}}
         if self.value is None:
             return {"request_delete_range": {"key": b64(self.key.encode())}}
         return {"request_put": {"key": b64(self.key.encode()), "value": b64(self.value)}}
@@ -146,12 +149,17 @@ class EtcdTarget:
             raise
         return result
 
-    def txn(self, compares: Mapping[str, int], ops: Sequence[Op], result: ApplyResult) -> int:
-        """One transaction guarded by `key mod_revision == n` for each compare; the etcd revision
-        it made. StalePlan when a compare fails (someone else wrote since the plan)."""
+    def txn(self, compares: Mapping[str, int], ops: Sequence[Op], result: ApplyResult,
+            created_by: Sequence[tuple[str, str, int]] = ()) -> int:
+        """One transaction guarded by `key mod_revision == n` for each compare (and, for each
+        `(key, range_end, revision)` of `created_by`, by every key of that range having been
+        created at or before `revision`); the etcd revision it made. StalePlan when a compare
+        fails (someone else wrote since the plan)."""
         payload = {
             "compare": [{"key": b64(key.encode()), "result": "EQUAL", "target": "MOD", "mod_revision": mod}
-                        for key, mod in compares.items()],
+                        for key, mod in compares.items()]
+            + [{"key": b64(key.encode()), "range_end": b64(end.encode()), "result": "LESS", "target": "CREATE",
+                "create_revision": revision + 1} for key, end, revision in created_by],
             "success": [op.request() for op in ops],
         }
         result.write_requests += 1
@@ -269,14 +277,25 @@ class _Apply:
 
     def _remove_generations(self, generations: Sequence[str], guard: int) -> None:
         """Delete what meshc wrote in generations no reader reads: the keys their ledgers list,
-        then the ledgers; each transaction guarded by the pointer staying as it is."""
+        then the ledgers; each transaction guarded by the pointer staying as it is. A generation
+        that holds only what its ledger lists goes in one transaction; one where someone put keys
+        of their own goes key by key (theirs stay)."""
         if not generations:
             return
         ops: list[Op] = []
         for generation in generations:
+            root = layout.record_key(self.prefix, generation, "")
+            if not any(key.startswith(root) for key in self.state.foreign):
+                # Everything under the root is in its ledger: one range delete, guarded by nothing
+                # having been created there since the plan read it (so nothing foreign either).
+                self.target.txn({self.pointer_key: guard},
+                                [Op(root, range_end=layout.range_end(root)),
+                                 Op(layout.ledger_key(self.prefix, generation))],
+                                self.result, created_by=[(root, layout.range_end(root), self.state.store_revision)])
+                continue
             ops += [Op(layout.record_key(self.prefix, generation, rel))
                     for rel in sorted(self.state.ledgers.get(generation, frozenset()))]
-        ops += [Op(layout.ledger_key(self.prefix, generation)) for generation in generations]
+            ops.append(Op(layout.ledger_key(self.prefix, generation)))
         # A pending generation's writer was fenced off already: the main transaction rewrote
         # `current` without it (or no main transaction was needed, so nothing was pending).
         for batch in self.target.batches(ops, {self.pointer_key: guard}):

@@ -175,6 +175,11 @@ def classify(prefix: str, kvs: Mapping[str, tuple[bytes, int]], store_revision: 
     return PrefixState(prefix, store_revision, pointer, ledgers, dict(kvs), foreign)
 
 
+def range_end(start: str) -> str:
+    """The end of the range of keys that begin with `start` (which ends in '/')."""
+    return start[:-1] + chr(ord(start[-1]) + 1)
+
+
 def range_request(prefix: str, revision: int | None = None) -> dict[str, Any]:
     """The gateway payload of a range over `<prefix>/` (at `revision`, if given)."""
     import base64

@@ -119,3 +119,34 @@ def test_an_apply_cut_short_leaves_readers_on_the_old_commit_and_the_next_sync_c
     expected = {f"{PREFIX}/current", f"{PREFIX}/revision", f"{PREFIX}/written/{final.generation}"}
     expected |= {f"{PREFIX}/generations/{final.generation}/services/svc-{i:03d}" for i in range(20)}
     assert set(raw_keys(etcd_server)) == expected
+
+
+def test_a_key_someone_put_into_an_old_generation_survives_its_removal(etcd_server: EtcdServer) -> None:
+    target = EtcdTarget(etcd_server.url, max_txn_ops=8)
+    sync_once(bundle_of(chain_spec(10)), [target], revision="a" * 40)
+    old = read_snapshot(etcd_server.client(), PREFIX).generation
+    intruder = f"{PREFIX}/generations/{old}/services/someone-elses"
+    etcd_server.client().put(intruder, "theirs")
+
+    report = sync_once(bundle_of(chain_spec(10, replicas={f"svc-{i:03d}": 3 for i in range(10)})), [target],
+                       revision="b" * 40)
+    target.close()
+
+    assert read_snapshot(etcd_server.client(), PREFIX).generation != old
+    left = {key for key in raw_keys(etcd_server) if key.startswith(f"{PREFIX}/generations/{old}/")}
+    assert left == {intruder}                              # meshc's records of the old generation are gone
+    assert any(intruder in note for note in report.plans[0].notes)
+
+
+def test_an_old_generation_holding_only_meshcs_keys_goes_in_one_transaction(etcd_server: EtcdServer) -> None:
+    target = EtcdTarget(etcd_server.url, max_txn_ops=8)
+    sync_once(bundle_of(chain_spec(20)), [target], revision="a" * 40)
+
+    report = sync_once(bundle_of(chain_spec(20, replicas={f"svc-{i:03d}": 3 for i in range(20)})), [target],
+                       revision="b" * 40)
+    target.close()
+
+    # reserve + 3 batches of 8 + switch + one transaction removing the old generation and its ledger
+    assert report.write_requests == 1 + 3 + 1 + 1
+    assert all(key.startswith(f"{PREFIX}/generations/{read_snapshot(etcd_server.client(), PREFIX).generation}/")
+               for key in raw_keys(etcd_server) if "/generations/" in key)
