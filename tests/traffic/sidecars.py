@@ -64,6 +64,18 @@ def envoy_files(spec: Mapping[str, Any] | SpecSource, root: Path,
     return render_files(envoy.emit(mesh_of(source), str(root / CONFIG_DIR_TEMPLATE), hosts, tls_dir))
 
 
+def issue_certificates(spec: Mapping[str, Any], root: Path) -> Path:
+    """A CA at root/ca and every deployed service's certificate under root/tls/<service>, made by
+    `meshc ca`; returns root/tls (pass it to envoy_files as tls_root)."""
+    from meshc.cli import main
+
+    spec_file = root / "certificates-for.yaml"
+    spec_file.write_text(json.dumps(dict(spec)))
+    assert main(["ca", "init", str(root / "ca"), "--force"]) == 0
+    assert main(["ca", "issue", str(spec_file), "--ca", str(root / "ca"), "-o", str(root / "tls")]) == 0
+    return root / "tls"
+
+
 def load(files: Mapping[str, bytes], service: str, name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(files[naming.envoy_path(service, name)])
     return loaded
