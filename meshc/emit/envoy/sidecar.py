@@ -35,6 +35,8 @@ class MeshContext:
     peer_logs: tuple[list[Json], list[Json]] = field(init=False)   # (http, tcp) with the caller's identity
     cluster_cache: dict[_CacheKey, list[Json]] = field(init=False, default_factory=dict)
     socket_cache: dict[tuple[str, str], Json | None] = field(init=False, default_factory=dict)
+    sds_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
+    secrets_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.services = {s.name: s for s in self.mesh.services}
@@ -44,7 +46,12 @@ class MeshContext:
                           access_logs(self.mesh.proxy.access_log, tcp=True, peer_identity=True))
 
     def sds_config(self, service: ir.Service) -> dict[str, Json]:
-        return tls.sds_config(config_dir_of(self.config_dir, service.name))
+        """Per config directory (one for the whole mesh in Kubernetes), built once and shared."""
+        directory = config_dir_of(self.config_dir, service.name)
+        cached = self.sds_cache.get(directory)
+        if cached is None:
+            cached = self.sds_cache[directory] = tls.sds_config(directory)
+        return cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,11 @@ def sds_resources(ctx: MeshContext, service: ir.Service) -> dict[str, Json]:
     """SDS file name -> its secret, for a sidecar with an identity; none without one."""
     if service.identity is None:
         return {}
-    return tls.sds_resources(tls.tls_dir_of(ctx.tls_dir, service.name))
+    directory = tls.tls_dir_of(ctx.tls_dir, service.name)   # one for the whole mesh in Kubernetes
+    cached = ctx.secrets_cache.get(directory)
+    if cached is None:
+        cached = ctx.secrets_cache[directory] = tls.sds_resources(directory)
+    return cached
 
 
 def _inbound_guard(ctx: MeshContext, service: ir.Service) -> InboundGuard:
@@ -93,11 +104,9 @@ def _secured(ctx: MeshContext, caller: ir.Service, callee: ir.Service, clusters:
     The socket depends on the caller's config directory only through its SDS path: built once per pair."""
     if caller.identity is None or callee.identity is None:
         return clusters
-    sds = ctx.sds_config(caller)
-    path = sds[naming.IDENTITY_SECRET]["path_config_source"]["path"]
-    key = (callee.name, path)
+    key = (callee.name, config_dir_of(ctx.config_dir, caller.name))
     if key not in ctx.socket_cache:
-        ctx.socket_cache[key] = tls.mesh_upstream_socket(callee, sds)
+        ctx.socket_cache[key] = tls.mesh_upstream_socket(callee, ctx.sds_config(caller))
     socket = ctx.socket_cache[key]
     return clusters if socket is None else [{**cluster, "transport_socket": socket} for cluster in clusters]
 

@@ -28,7 +28,9 @@ EARLY_DATA_BYTES = 65536   # what inbound tcp_proxy buffers from the caller whil
 H2_ALPN = ["h2"]
 HTTP_ALPN = ["h2", "http/1.1"]
 # Sidecars speak TLS 1.3 to each other: both ends are Envoy, so nothing older needs to be accepted.
-MESH_TLS_PARAMS: Json = {"tls_minimum_protocol_version": "TLSv1_3", "tls_maximum_protocol_version": "TLSv1_3"}
+# A client offers up to TLS 1.2 unless told otherwise; a server accepts 1.3 already.
+UPSTREAM_TLS_PARAMS: Json = {"tls_maximum_protocol_version": "TLSv1_3"}
+DOWNSTREAM_TLS_PARAMS: Json = {"tls_minimum_protocol_version": "TLSv1_3"}
 
 
 def tls_dir_of(tls_dir: str, service: str) -> str:
@@ -65,12 +67,12 @@ def sds_config(config_dir: str) -> dict[str, Json]:
             for secret, filename in naming.SDS_FILES.items()}
 
 
-def _common_context(sds: dict[str, Json], peers: list[str], alpn: list[str]) -> Json:
+def _common_context(sds: dict[str, Json], peers: list[str], alpn: list[str], params: Json) -> Json:
     """This sidecar's certificate, and a peer certificate that chains to the mesh CA and carries one
     of `peers` as its URI SAN (any mesh identity when `peers` is empty: the RBAC filter decides)."""
     validation: Json = {"name": naming.TRUST_SECRET, "sds_config": sds[naming.TRUST_SECRET]}
     context: Json = {
-        "tls_params": MESH_TLS_PARAMS,
+        "tls_params": params,
         "tls_certificate_sds_secret_configs": [{"name": naming.IDENTITY_SECRET,
                                                 "sds_config": sds[naming.IDENTITY_SECRET]}],
         "alpn_protocols": alpn,
@@ -96,7 +98,8 @@ def mesh_upstream_socket(callee: ir.Service, sds: dict[str, Json]) -> Json | Non
     alpn = H2_ALPN if callee.protocol in (ir.Protocol.HTTP2, ir.Protocol.GRPC) else \
         (["http/1.1"] if callee.protocol is ir.Protocol.HTTP else [])
     context: Json = {"@type": UPSTREAM_TLS_TYPE,
-                     "common_tls_context": _common_context(sds, [callee.identity.spiffe_id], alpn)}
+                     "common_tls_context": _common_context(sds, [callee.identity.spiffe_id], alpn,
+                                                           UPSTREAM_TLS_PARAMS)}
     return {"name": TLS_SOCKET, "typed_config": context}
 
 
@@ -140,7 +143,8 @@ def inbound_chains(service: ir.Service, sds: dict[str, Json]) -> tuple[list[tupl
     peers = [c.identity.spiffe_id for c in service.allowed_callers] \
         if tcp and service.mtls is ir.MtlsMode.STRICT else []
     context: Json = {"@type": DOWNSTREAM_TLS_TYPE, "require_client_certificate": True,
-                     "common_tls_context": _common_context(sds, peers, [] if tcp else HTTP_ALPN)}
+                     "common_tls_context": _common_context(sds, peers, [] if tcp else HTTP_ALPN,
+                                                           DOWNSTREAM_TLS_PARAMS)}
     socket = {"name": TLS_SOCKET, "typed_config": context}
     if service.mtls is ir.MtlsMode.STRICT:
         return [(None, socket)], []

@@ -10,6 +10,7 @@ to any address, which validation warns about).
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from typing import Any
 
@@ -82,10 +83,17 @@ def _external(callee: ir.Service) -> list[Rule]:
     rules: list[Rule] = []
     for endpoint in callee.endpoints:
         port = [_port(endpoint.port)]
-        try:
-            address = ipaddress.ip_address(endpoint.address)
-        except ValueError:
-            rules.append({"ports": port})      # a host name: its port, to any address
-            continue
-        rules.append({"to": [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}], "ports": port})
+        cidr = _cidr(endpoint.address)
+        # A host name: its port, to any address.
+        rules.append({"to": [{"ipBlock": {"cidr": cidr}}], "ports": port} if cidr else {"ports": port})
     return rules
+
+
+@functools.lru_cache(maxsize=4096)
+def _cidr(address: str) -> str | None:
+    """`192.0.2.7/32` for an IP address (many callers share an external service); None for a name."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return f"{parsed}/{parsed.max_prefixlen}"
