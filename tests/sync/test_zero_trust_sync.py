@@ -120,5 +120,7 @@ def test_a_cluster_without_cert_manager_still_syncs_a_mesh_with_mtls_off(
     monkeypatch.setattr(catalog, "RESOURCES", tuple(r for r in catalog.RESOURCES if r.group != catalog.CERT_MANAGER))
     report = sync_once(bundle_of(chain_spec(2)), [kube_target])
     assert report.write_requests == len(list(bundle_of(chain_spec(2)).kubernetes_objects()))
+    kube_api.reset_log()
     with pytest.raises(Exception, match="does not serve cert-manager.io/v1"):
         sync_once(bundle_of(strict(2)), [kube_target])
+    assert kube_api.writes() == []          # refused before anything was written
