@@ -28,7 +28,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
-from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, Protocol
+from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
 KIND = "Mesh"
@@ -269,6 +269,9 @@ class Upstream(Model):
 
 
 class Service(Model):
+    """A service of the mesh. `mtls`, `extraCallers` and `tls` are the zero-trust fields (models at
+    the end of this module)."""
+
     name: Name
     image: Image | None = None
     port: Port
@@ -284,6 +287,9 @@ class Service(Model):
     outlier_detection: OutlierDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
     endpoints: Annotated[list[Endpoint], Field(min_length=1)] | None = None
+    mtls: MtlsMode | None = None
+    extra_callers: list[ExtraCaller] | None = None
+    tls: ExternalTls | None = None
 
 
 # --- mesh-wide settings ---------------------------------------------------------------------
@@ -335,6 +341,7 @@ class MeshSpec(Model):
     etcd: Etcd = Etcd()
     defaults: Defaults = Defaults()
     analysis: Analysis = Analysis()
+    security: Security = Field(default_factory=lambda: Security())
     services: Annotated[list[Service], Field(min_length=1)]
 
 
@@ -349,6 +356,53 @@ class Mesh(Model):
     kind: Literal["Mesh"]
     metadata: Metadata
     spec: MeshSpec
+
+
+# --- zero trust: identities, mTLS, authorization (DESIGN.md section 9) -------------------------
+
+_DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DnsSubdomain = Annotated[str, Field(pattern=_DNS_SUBDOMAIN_PATTERN, max_length=253)]
+# A certificate lives between an hour and a year; renewal happens some minutes before expiry.
+CertificateDuration = Annotated[int, DurationBounds(3_600_000, 8760 * 3_600_000)]
+RenewBefore = Annotated[int, DurationBounds(300_000, 8760 * 3_600_000)]
+
+
+class ExtraCaller(Model):
+    """An identity outside the call graph that may call the service (an ingress controller)."""
+
+    namespace: Name
+    service_account: DnsSubdomain
+
+
+class ExternalTls(Model):
+    """TLS origination to an external (static-endpoint) service."""
+
+    sni: DnsSubdomain | None = None      # default: the endpoints' host name
+    ca_bundle: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^(system|/[^\s]*)$")] = "system"
+    host_rewrite: StrictBool = True
+
+
+class IssuerRef(Model):
+    kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    name: DnsSubdomain
+
+
+class Certificates(Model):
+    issuer_ref: IssuerRef | None = None
+    duration: CertificateDuration = Field(default=24 * 3_600_000, json_schema_extra={"default": "24h"})
+    renew_before: RenewBefore = Field(default=8 * 3_600_000, json_schema_extra={"default": "8h"})
+
+
+class Security(Model):
+    mtls: MtlsMode = MtlsMode.STRICT
+    trust_domain: DnsSubdomain = "cluster.local"
+    certificates: Certificates = Certificates()
+    network_policies: StrictBool = True
+    monitoring_namespace: Name | None = None
+
+
+Service.model_rebuild()
+MeshSpec.model_rebuild()
 
 
 def json_schema() -> dict[str, Any]:
