@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -91,8 +92,9 @@ def _host_name(value: str) -> str:
 
 def _endpoint_address(value: str) -> str:
     """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
+    parse: Callable[[str], object]
     if ":" in value:
-        kind, parse = "IPv6", ipaddress.ip_address
+        kind, parse = "IPv6", ipaddress.IPv6Address
     elif re.fullmatch(r"[0-9.]+", value):
         kind, parse = "IPv4", ipaddress.IPv4Address
     else:
