@@ -30,6 +30,7 @@ COMMANDS = (
     "schema",
     "graph",
     "set_weights",
+    "ca",
 )
 
 

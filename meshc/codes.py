@@ -56,6 +56,7 @@ CODES: dict[str, str] = {
     "E220": "analysis refers to a service that does not exist",
     "E221": "backoff maxInterval is shorter than baseInterval",
     "E222": "generated Kubernetes objects would share a name (or a service takes a reserved name)",
+    "E230": "the etcd prefix is '/', the root of the whole keyspace",
     # W2xx: suspicious but valid
     "W001": "a byte order mark at the start of the file was ignored",
     "W201": "retries cannot all happen within the route timeout",
@@ -73,6 +74,15 @@ CODES: dict[str, str] = {
     "W302": "a caller's timeout is shorter than what its callee may take",
     "W303": "the call graph has a cycle",
     "W304": "a service nobody calls is not declared an entry point",
+    # E5xx/W5xx: zero trust (mTLS identities, authorization, network policy)
+    "E501": "certificates.renewBefore is not shorter than certificates.duration",
+    "E502": "mtls or extraCallers on an external service, which has no sidecar to enforce them",
+    "E503": "tls (TLS origination) on a deployed service; it belongs on an external service",
+    "E504": "tls without sni on an external service whose endpoints are IP addresses",
+    "E505": "an extraCallers entry names a service of this mesh; declare the call in its upstreams",
+    "W501": "under mTLS a service accepts no caller: no service calls it, no extraCallers, not an entry point",
+    "W502": "an external service on port 443 without tls: callers' sidecars would send it plaintext",
+    "W503": "a NetworkPolicy cannot name a host: egress to this external service is open to any address",
     # E4xx: editing mesh.yaml in place (meshc set-weights)
     "E401": "set-weights names a service that does not exist",
     "E402": "set-weights names a version the service does not have",

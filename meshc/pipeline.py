@@ -56,6 +56,7 @@ class BuildOptions:
     config_dir: str = naming.DEFAULT_CONFIG_DIR   # where sidecars find cds/lds (the ConfigMap mount)
     # SERVICE or SERVICE/VERSION -> HOST[:PORT]: sidecars reached outside Kubernetes DNS (hosts, VMs)
     envoy_hosts: Mapping[str, str] = field(default_factory=dict)
+    tls_dir: str = naming.DEFAULT_TLS_DIR          # where sidecars read tls.crt, tls.key, ca.crt (mTLS)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
     shards-th, from the shard-th), and the whole-mesh files in shard 0."""
     from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
 
-    sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts)
+    sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
     for service in mesh.deployed_services[shard::shards]:
         envoy_files = {}
         for filename, docs in sidecar(service).items():

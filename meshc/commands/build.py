@@ -42,6 +42,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
+    parser.add_argument("--tls-dir", default=None, metavar="DIR",
+                        help="where sidecars read their certificate (tls.crt, tls.key, ca.crt) under mTLS "
+                        "(default /etc/meshc/tls, the Secret mount); {service} in DIR becomes each sidecar's "
+                        "name, the layout `meshc ca issue` writes")
     parser.add_argument("-j", "--jobs", type=at_least(1), default=None, metavar="N",
                         help="processes that render and write files at once, for large meshes "
                         f"(default: the usable CPUs, at most {MAX_DEFAULT_JOBS}); the output is the same for any N")

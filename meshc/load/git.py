@@ -60,6 +60,10 @@ class GitSpecReader:
         """The full sha of the commit `rev` names (a branch, tag, sha, `HEAD~2`, ...)."""
         return str(self._commit(rev).hexsha)
 
+    def parents(self, rev: str) -> list[str]:
+        """The full shas of the parents of the commit `rev` names."""
+        return [str(parent.hexsha) for parent in self._commit(rev).parents]
+
     def read(self, rev: str, spec_path: str) -> SpecSource:
         commit = self._commit(rev)
         relpath = self.relative_path(spec_path)

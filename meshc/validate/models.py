@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 # pydantic looks for plugins by scanning the metadata of every installed distribution when the
@@ -34,7 +35,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
-from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, Protocol
+from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
 KIND = "Mesh"
@@ -97,11 +98,15 @@ def _host_name(value: str) -> str:
 
 def _endpoint_address(value: str) -> str:
     """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
-    if ":" not in value and not re.fullmatch(r"[0-9.]+", value):
+    parse: Callable[[str], object]
+    if ":" in value:
+        kind, parse = "IPv6", ipaddress.IPv6Address
+    elif re.fullmatch(r"[0-9.]+", value):
+        kind, parse = "IPv4", ipaddress.IPv4Address
+    else:
         return _host_name(value)
-    kind = "IPv6" if ":" in value else "IPv4"
     try:
-        ipaddress.IPv6Address(value) if kind == "IPv6" else ipaddress.IPv4Address(value)
+        parse(value)
     except ValueError as exc:
         raise PydanticCustomError("address", "{value} is not an {kind} address: {reason}",
                                   {"value": repr(value), "kind": kind, "reason": _lower_first(str(exc))}) from None
@@ -272,6 +277,9 @@ class Upstream(Model):
 
 
 class Service(Model):
+    """A service of the mesh. `mtls`, `extraCallers` and `tls` are the zero-trust fields (models at
+    the end of this module)."""
+
     name: Name
     image: Image | None = None
     port: Port
@@ -287,6 +295,9 @@ class Service(Model):
     outlier_detection: OutlierDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
     endpoints: Annotated[list[Endpoint], Field(min_length=1)] | None = None
+    mtls: MtlsMode | None = None
+    extra_callers: list[ExtraCaller] | None = None
+    tls: ExternalTls | None = None
 
 
 # --- mesh-wide settings ---------------------------------------------------------------------
@@ -338,6 +349,7 @@ class MeshSpec(Model):
     etcd: Etcd = Etcd()
     defaults: Defaults = Defaults()
     analysis: Analysis = Analysis()
+    security: Security = Field(default_factory=lambda: Security())
     services: Annotated[list[Service], Field(min_length=1)]
 
 
@@ -352,6 +364,53 @@ class Mesh(Model):
     kind: Literal["Mesh"]
     metadata: Metadata
     spec: MeshSpec
+
+
+# --- zero trust: identities, mTLS, authorization (DESIGN.md section 9) -------------------------
+
+_DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DnsSubdomain = Annotated[str, Field(pattern=_DNS_SUBDOMAIN_PATTERN, max_length=253)]
+# A certificate lives between an hour and a year; renewal happens some minutes before expiry.
+CertificateDuration = Annotated[int, DurationBounds(3_600_000, 8760 * 3_600_000)]
+RenewBefore = Annotated[int, DurationBounds(300_000, 8760 * 3_600_000)]
+
+
+class ExtraCaller(Model):
+    """An identity outside the call graph that may call the service (an ingress controller)."""
+
+    namespace: Name
+    service_account: DnsSubdomain
+
+
+class ExternalTls(Model):
+    """TLS origination to an external (static-endpoint) service."""
+
+    sni: DnsSubdomain | None = None      # default: the endpoints' host name
+    ca_bundle: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^(system|/[^\s]*)$")] = "system"
+    host_rewrite: StrictBool = True
+
+
+class IssuerRef(Model):
+    kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    name: DnsSubdomain
+
+
+class Certificates(Model):
+    issuer_ref: IssuerRef | None = None
+    duration: CertificateDuration = Field(default=24 * 3_600_000, json_schema_extra={"default": "24h"})
+    renew_before: RenewBefore = Field(default=8 * 3_600_000, json_schema_extra={"default": "8h"})
+
+
+class Security(Model):
+    mtls: MtlsMode = MtlsMode.STRICT
+    trust_domain: DnsSubdomain = "cluster.local"
+    certificates: Certificates = Certificates()
+    network_policies: StrictBool = True
+    monitoring_namespace: Name | None = None
+
+
+Service.model_rebuild()
+MeshSpec.model_rebuild()
 
 
 def json_schema() -> dict[str, Any]:

@@ -7,6 +7,7 @@ the order they run. All of them run, so a user sees every problem at once.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -399,7 +400,11 @@ def etcd_prefix(ctx: Context) -> Iterator[Diagnostic]:
     where = ("spec", "etcd", "prefix")
     if not prefix.startswith("/"):
         yield error("E213", f"etcd prefix '{prefix}' must start with '/'", ctx.at(*where), where)
-    elif prefix != "/" and (prefix.endswith("/") or "//" in prefix):
+    elif prefix == "/":
+        # every key of the cluster would lie under it: other tools' keys would look like meshc's
+        yield error("E230", "etcd prefix '/' is the root of the whole keyspace: give the mesh a prefix of its own",
+                    ctx.at(*where), where, hint="e.g. /meshc/<metadata.name>, the default")
+    elif (prefix.endswith("/") or "//" in prefix):
         yield error("E213", f"etcd prefix '{prefix}' must not end with '/' or contain '//'", ctx.at(*where), where)
 
 
@@ -465,6 +470,78 @@ def _unknown_entry_points(entry_points: list[tuple[int, str]], names: set[str],
             yield error("E220", f"entry point '{name}' is not a service of this mesh", positions.value(where), where)
 
 
+# --- zero trust ----------------------------------------------------------------------------
+
+def certificate_renewal(ctx: Context) -> Iterator[Diagnostic]:
+    certificates = ctx.mesh.spec.security.certificates
+    if certificates.renew_before >= certificates.duration:
+        where = ("spec", "security", "certificates", "renewBefore")
+        yield error("E501", "certificates.renewBefore must be shorter than certificates.duration, or a certificate "
+                    "would be renewed as soon as it is issued (cert-manager refuses it)", ctx.at(*where), where)
+
+
+def external_zero_trust_fields(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if service.endpoints is None:
+            continue
+        for field, value in (("mtls", service.mtls), ("extraCallers", service.extra_callers)):
+            if value is not None:
+                yield error("E502", f"service '{service.name}' has static endpoints and runs outside the mesh without "
+                            f"a sidecar, so {field} has nothing to enforce it", ctx.key(*path, field), path + (field,),
+                            hint="for TLS to an external service, use tls: {sni: ...}")
+
+
+def tls_origination_on_external(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if service.tls is not None and service.endpoints is None:
+            yield error("E503", f"service '{service.name}' is deployed in the mesh: its callers reach it over mTLS "
+                        "already; tls (TLS origination) is for external services with static endpoints",
+                        ctx.key(*path, "tls"), path + ("tls",))
+
+
+def tls_origination_needs_a_name(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if service.tls is None or service.endpoints is None or service.tls.sni is not None:
+            continue
+        if _is_ip(service.endpoints[0].address):
+            yield error("E504", f"service '{service.name}' is reached by IP address, so tls needs sni: the name its "
+                        "certificate is issued for", ctx.key(*path, "tls"), path + ("tls",),
+                        hint="tls: {sni: api.example.com}")
+
+
+def extra_callers_outside_the_mesh(ctx: Context) -> Iterator[Diagnostic]:
+    namespace = ctx.mesh.spec.namespace or ctx.mesh.metadata.name
+    names = {s.name for s in ctx.mesh.spec.services}
+    for path, service in services(ctx):
+        for index, caller in enumerate(service.extra_callers or ()):
+            if caller.namespace == namespace and caller.service_account in names:
+                where = path + ("extraCallers", index)
+                yield error("E505", f"'{caller.service_account}' is a service of this mesh: list '{service.name}' in "
+                            f"its upstreams instead, so the call is part of the reviewed call graph",
+                            ctx.at(*where), where)
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def external_https_without_tls(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if service.endpoints is None or service.tls is not None:
+            continue
+        if any(e.port == HTTPS_PORT for e in service.endpoints) and service.protocol is not Protocol.TCP:
+            yield warning("W502", f"service '{service.name}' listens on port {HTTPS_PORT} but has no tls: callers' "
+                          "sidecars would speak plaintext HTTP to it", ctx.at(*path, "name"), path + ("name",),
+                          hint="add tls: {sni: <its host name>}, or set protocol: tcp if the app speaks TLS itself")
+
+
+HTTPS_PORT = 443
+
+
 Check = Callable[[Context], Iterable[Diagnostic]]
 
 CHECKS: tuple[Check, ...] = (
@@ -495,6 +572,12 @@ CHECKS: tuple[Check, ...] = (
     kubernetes_names,
     generated_names_unique,
     analysis_references,
+    certificate_renewal,
+    external_zero_trust_fields,
+    tls_origination_on_external,
+    tls_origination_needs_a_name,
+    extra_callers_outside_the_mesh,
+    external_https_without_tls,
 )
 
 

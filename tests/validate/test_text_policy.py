@@ -23,7 +23,7 @@ BASE: dict[str, Any] = {
         {"name": "api", "image": "ghcr.io/acme/api:1.0.0", "port": 9090, "healthCheck": {"path": "/healthz"},
          "env": {"GREETING": "hello"}, "loadBalancer": {"policy": "ring_hash", "hashOn": {"header": "x-user"}},
          "resources": {"requests": {"cpu": "100m"}}},
-        {"name": "pay", "port": 443, "endpoints": [{"address": "10.0.0.1", "port": 443}]},
+        {"name": "pay", "port": 8443, "endpoints": [{"address": "10.0.0.1", "port": 8443}]},
     ]},
 }
 
@@ -114,7 +114,9 @@ def test_endpoint_addresses_that_can_never_resolve_are_positioned_errors(address
 @pytest.mark.parametrize("address", ["10.0.0.1", "2001:db8::10:20", "::1", "api.stripe.com", "localhost",
                                      "my-db.internal", "a1.b2.c3", "::ffff:10.0.0.1"])
 def test_ip_addresses_and_dns_names_pass(address: str) -> None:
-    assert codes_of(with_value(("spec", "services", 2, "endpoints", 0, "address"), address)) == []
+    codes = codes_of(with_value(("spec", "services", 2, "endpoints", 0, "address"), address))
+    # A DNS name is valid; the NetworkPolicy merely cannot name it (W503), which is not this test's concern.
+    assert [code for code in codes if code != "W503"] == []
 
 
 def test_the_renderer_escapes_what_yaml_would_refuse_or_reread() -> None:

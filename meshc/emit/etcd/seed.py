@@ -34,6 +34,9 @@ def service_record(mesh: ir.Mesh, service: ir.Service) -> dict[str, Any]:
         "circuitBreaker": _circuit(service.circuit_breaker),
         "upstreams": [_upstream(u) for u in service.upstreams],
     }
+    if service.identity is not None:   # zero trust: who it is, and who may call it
+        record["security"] = {"mtls": service.mtls.value, "identity": service.identity.spiffe_id,
+                              "allowedCallers": [c.identity.spiffe_id for c in service.allowed_callers]}
     record["configHash"] = render.content_hash(record)
     return record
 
