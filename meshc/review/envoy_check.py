@@ -104,8 +104,8 @@ def validate_sidecars(files: Mapping[str, bytes], envoy: str, *, jobs: int = 2,
             for name, data in others.items():
                 with open(os.path.join(local_dir, name), "wb") as handle:
                     handle.write(data)
-            config = static_bootstrap(*(files[naming.envoy_path(service, f)] for f in naming.ENVOY_FILES),
-                                      local_dir=local_dir, local_files=others)
+            bootstrap, cds, lds = (files[naming.envoy_path(service, f)] for f in naming.ENVOY_FILES)
+            config = static_bootstrap(bootstrap, cds, lds, local_dir=local_dir, local_files=others)
             path = os.path.join(scratch, f"{service}.json")
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(config, handle)
