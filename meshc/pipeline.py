@@ -91,7 +91,6 @@ def check(source: SpecSource) -> Checked:
     diagnostics += structural
     if model is None:   # references are still worth knowing about in the same run
         diagnostics += check_references_raw(loaded.data, loaded.positions)
-    if model is None or not loaded.ok:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     diagnostics += check_semantics(model, loaded.positions)
     if has_errors(diagnostics):
