@@ -57,6 +57,8 @@ CODES: dict[str, str] = {
     "E221": "backoff maxInterval is shorter than baseInterval",
     "E222": "generated Kubernetes objects would share a name (or a service takes a reserved name)",
     "E230": "the etcd prefix is '/', the root of the whole keyspace",
+    # E25x: sizes of generated objects against the limits of Kubernetes and etcd
+    "E250": "a sidecar's Envoy files exceed the Kubernetes ConfigMap size limit (1 MiB)",
     # W2xx: suspicious but valid
     "W001": "a byte order mark at the start of the file was ignored",
     "W201": "retries cannot all happen within the route timeout",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import gc
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from meshc import render
 from meshc.analysis import analyze
-from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
+from meshc.diagnostics import Diagnostic, error, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
 from meshc.resolve import ir, resolve
@@ -79,6 +79,34 @@ class Compiled:
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         return self.checked.diagnostics
 
+# Sidecars of services with at least this many upstreams are rendered at check time to measure
+# their ConfigMaps (a few ms per hundred upstreams). Below it, each upstream would need tens of
+# kilobytes of Envoy configuration to reach the limit; builds still measure every ConfigMap.
+SIZE_CHECK_FROM_UPSTREAMS = 32
+
+
+def check_sizes(mesh: ir.Mesh, services: Sequence[ir.Service] | None = None,
+                options: BuildOptions = BuildOptions()) -> list[Diagnostic]:
+    """Generated objects over the size limits of Kubernetes (E250), found before any is written:
+    by default for the services with many upstreams, or for the services given."""
+    if services is None:
+        services = [s for s in mesh.deployed_services if len(s.upstreams) >= SIZE_CHECK_FROM_UPSTREAMS]
+    if not services:
+        return []
+    from meshc.emit import envoy, kubernetes
+
+    sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
+    found: list[Diagnostic] = []
+    for service in services:
+        files = {filename: render.file(docs) for filename, docs in sidecar(service).items()}
+        for name, size in kubernetes.oversized_config_maps(service, files).items():
+            found.append(error(
+                "E250", f"service '{service.name}' calls {len(service.upstreams)} services: its sidecar's Envoy files "
+                f"need a ConfigMap '{name}' of {size:,} bytes, over Kubernetes' limit of "
+                f"{kubernetes.CONFIG_MAP_MAX_BYTES:,}", service.span,
+                hint="split the service, or route its calls through fewer upstreams (a gateway service)"))
+    return found
+
 
 @no_cycle_collection
 def check(source: SpecSource) -> Checked:
@@ -97,6 +125,7 @@ def check(source: SpecSource) -> Checked:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     mesh = resolve(model, loaded.positions)
     diagnostics += analyze(mesh)
+    diagnostics += check_sizes(mesh)
     diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 

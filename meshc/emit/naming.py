@@ -6,6 +6,8 @@ clusters and listeners, etcd keys, output paths, labels); nothing else spells th
 
 from __future__ import annotations
 
+import posixpath
+
 from meshc import object_names
 from meshc.defaults import ENVOY_CONFIG_DIR, MESH_ISSUER, TLS_DIR
 from meshc.resolve import ir
@@ -71,6 +73,12 @@ def headless_dns_name(service: str, version: ir.Version, namespace: str) -> str:
 
 def config_map_name(service: str) -> str:
     return f"{service}-envoy"
+
+
+def split_config_map_name(service: str, filename: str) -> str:
+    """The ConfigMap holding one sidecar file on its own, when the files do not fit one ConfigMap:
+    `web-envoy-lds` (never the name of another service's `<service>-envoy`, which ends in `-envoy`)."""
+    return f"{config_map_name(service)}-{posixpath.splitext(filename)[0]}"
 
 
 def service_account_name(service: str) -> str:

@@ -44,6 +44,18 @@ SPECIAL = {
             "spec holds about 700,000). Loading stops there, so that no file under the size limit costs "
             "more than that many nodes' worth of time and memory, however it is padded. Split the mesh, "
             "or fix the generator that wrote the file.",
+    "E250": "A sidecar's Envoy files travel to its pods in ConfigMaps, and the API server refuses a "
+            "ConfigMap holding more than 1 MiB. Usually one ConfigMap `<service>-envoy` holds them all, as "
+            "written to `envoy/<service>/`; when they would not fit (a service calling about 140 others or "
+            "more), they are written compactly, each repeated block once (YAML anchors), and cds and lds get "
+            "a ConfigMap each (`<service>-envoy-cds`, `<service>-envoy-lds`), projected into the one volume "
+            "([kubernetes.md](kubernetes.md#sidecar-configmaps)): about 1,150 upstreams fit. Beyond that, "
+            "`validate` and `build` report E250 at the service, before anything is written, e.g. "
+            "`mesh.yaml:7:5: error: service 'hub' calls 1300 services: its sidecar's Envoy files need a "
+            "ConfigMap 'hub-envoy-cds' of 1,179,426 bytes, over Kubernetes' limit of 1,048,576 [E250]` "
+            "(the case `tests/cases/invalid/E250-fan-out/`). Fix: split the service's calls between "
+            "services (the case's fixed.yaml gives half of them to a second hub), or route them through a "
+            "gateway service. The check renders the sidecars of services with 32 upstreams or more.",
     "E009": "The file is larger than 32 MiB. A real mesh of 10,000 services is about 9 MB; a file "
             "this size is almost certainly not a spec. Split generated content or fix the path.",
 }

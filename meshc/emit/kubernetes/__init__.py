@@ -10,10 +10,10 @@ from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.kubernetes import certificates, objects
 from meshc.emit.kubernetes.deployment import deployment
 from meshc.emit.kubernetes.network_policy import network_policy
-from meshc.emit.kubernetes.objects import Object
+from meshc.emit.kubernetes.objects import CONFIG_MAP_MAX_BYTES, Object, oversized_config_maps
 from meshc.resolve import ir
 
-__all__ = ["emit", "iter_documents", "mesh_documents", "service_objects"]
+__all__ = ["CONFIG_MAP_MAX_BYTES", "emit", "iter_documents", "mesh_documents", "oversized_config_maps", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
@@ -44,12 +44,14 @@ def mesh_documents(mesh: ir.Mesh) -> Documents:
 
 def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
     bootstrap_hash = render.sha256(sidecar_files[naming.BOOTSTRAP_FILE])[:16]
+    config_maps = objects.config_maps(mesh, service, sidecar_files)
+    volume = objects.config_volume([config_map["metadata"]["name"] for config_map in config_maps])
     built = [
         objects.service_account(mesh, service),
-        objects.config_map(mesh, service, sidecar_files),
+        *config_maps,
         objects.cluster_service(mesh, service),
         *(objects.headless_service(mesh, service, v) for v in service.versions),
-        *(deployment(mesh, service, v, bootstrap_hash) for v in service.versions),
+        *(deployment(mesh, service, v, bootstrap_hash, volume) for v in service.versions),
     ]
     built += [obj for obj in (certificates.certificate(mesh, service), network_policy(mesh, service)) if obj]
     return kinds.in_apply_order(built)

@@ -38,7 +38,8 @@ _CONTAINER_SECURITY: dict[str, Any] = {
 }
 
 
-def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstrap_hash: str) -> Object:
+def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstrap_hash: str,
+               config_volume: dict[str, Any] | None = None) -> Object:
     labels = naming.version_labels(mesh, service.name, version)
     obj = new_object(kinds.DEPLOYMENT, naming.workload_name(service.name, version), mesh.namespace, labels)
     obj["spec"] = {
@@ -46,7 +47,7 @@ def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstra
         "selector": {"matchLabels": naming.version_selector(service.name, version)},
         "template": {
             "metadata": {"labels": dict(labels), "annotations": pod_annotations(mesh.proxy, bootstrap_hash)},
-            "spec": pod_spec(mesh, service, version),
+            "spec": pod_spec(mesh, service, version, config_volume),
         },
     }
     return with_config_hash(obj)
@@ -62,7 +63,9 @@ def pod_annotations(proxy: ir.Proxy, bootstrap_hash: str) -> dict[str, str]:
     }
 
 
-def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[str, Any]:
+def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version,
+             config_volume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config_volume: the sidecar files' volume (objects.config_volume), when not the one ConfigMap."""
     return {
         "serviceAccountName": naming.service_account_name(service.name),
         "automountServiceAccountToken": False,
@@ -73,7 +76,8 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[st
         "containers": [app_container(service, version),
                        certificates.with_tls_mount(sidecar_container(mesh.proxy), service)],
         "volumes": [
-            {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": naming.config_map_name(service.name)}},
+            config_volume or {"name": naming.SIDECAR_CONFIG_VOLUME,
+                              "configMap": {"name": naming.config_map_name(service.name)}},
             {"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}},
             {"name": naming.APP_TMP_VOLUME, "emptyDir": {}},
             *certificates.tls_volumes(service),
