@@ -79,33 +79,59 @@ class Compiled:
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         return self.checked.diagnostics
 
-# Sidecars of services with at least this many upstreams are rendered at check time to measure
-# their ConfigMaps (a few ms per hundred upstreams). Below it, each upstream would need tens of
-# kilobytes of Envoy configuration to reach the limit; builds still measure every ConfigMap.
+# Sidecars of services with at least this much fan-out (upstreams, plus one per 8 endpoints or
+# versions behind them) are rendered at check time to measure their ConfigMaps: a few ms per
+# hundred upstreams. Below it, each upstream would need tens of kilobytes of Envoy configuration.
 SIZE_CHECK_FROM_UPSTREAMS = 32
+# Records of services with at least this many entries (upstreams, endpoints, versions, allowed
+# callers) are rendered to measure them; below it, a record stays far under a megabyte.
+SIZE_CHECK_FROM_ENTRIES = 1000
 
 
-def check_sizes(mesh: ir.Mesh, services: Sequence[ir.Service] | None = None,
-                options: BuildOptions = BuildOptions()) -> list[Diagnostic]:
-    """Generated objects over the size limits of Kubernetes (E250), found before any is written:
-    by default for the services with many upstreams, or for the services given."""
-    if services is None:
-        services = [s for s in mesh.deployed_services if len(s.upstreams) >= SIZE_CHECK_FROM_UPSTREAMS]
+def check_sizes(mesh: ir.Mesh, options: BuildOptions = BuildOptions()) -> list[Diagnostic]:
+    """Generated objects over the size limits of Kubernetes (E250) and etcd (E251), found before
+    anything is written. Only services large enough to come near a limit are rendered."""
+    by_name = {service.name: service for service in mesh.services}
+
+    def fan_out(service: ir.Service) -> int:
+        behind = (by_name[u.service] for u in service.upstreams if u.service in by_name)
+        return len(service.upstreams) + sum(len(s.endpoints) + len(s.versions) for s in behind) // 8
+
+    def entries(service: ir.Service) -> int:
+        return (len(service.upstreams) + len(service.endpoints) + len(service.versions)
+                + len(service.allowed_callers))
+
+    sidecars = [s for s in mesh.deployed_services if fan_out(s) >= SIZE_CHECK_FROM_UPSTREAMS]
+    records = [s for s in mesh.services if entries(s) >= SIZE_CHECK_FROM_ENTRIES]
+    return [*_oversized_sidecars(mesh, sidecars, options), *_oversized_records(mesh, records)]
+
+
+def _oversized_sidecars(mesh: ir.Mesh, services: Sequence[ir.Service], options: BuildOptions) -> Iterator[Diagnostic]:
     if not services:
-        return []
+        return
     from meshc.emit import envoy, kubernetes
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
-    found: list[Diagnostic] = []
     for service in services:
         files = {filename: render.file(docs) for filename, docs in sidecar(service).items()}
         for name, size in kubernetes.oversized_config_maps(service, files).items():
-            found.append(error(
-                "E250", f"service '{service.name}' calls {len(service.upstreams)} services: its sidecar's Envoy files "
-                f"need a ConfigMap '{name}' of {size:,} bytes, over Kubernetes' limit of "
-                f"{kubernetes.CONFIG_MAP_MAX_BYTES:,}", service.span,
-                hint="split the service, or route its calls through fewer upstreams (a gateway service)"))
-    return found
+            yield error("E250", f"service '{service.name}' ({len(service.upstreams)} upstreams): its sidecar's "
+                        f"Envoy files need a ConfigMap '{name}' of {size:,} bytes, over Kubernetes' limit of "
+                        f"{kubernetes.CONFIG_MAP_MAX_BYTES:,}", service.span,
+                        hint="split the service, or route its calls through fewer upstreams (a gateway service)")
+
+
+def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterator[Diagnostic]:
+    if not services:
+        return
+    from meshc.emit import etcd
+
+    for service in services:
+        size = etcd.record_size(mesh, service)
+        if size > etcd.MAX_REQUEST_BYTES:
+            yield error("E251", f"service '{service.name}' has an etcd record of {size:,} bytes, over etcd's request "
+                        f"limit of {etcd.MAX_REQUEST_BYTES:,} (--max-request-bytes): it cannot be written",
+                        service.span, hint="split the service: fewer endpoints, upstreams or callers each")
 
 
 @no_cycle_collection
