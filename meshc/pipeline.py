@@ -13,7 +13,7 @@ from meshc import render
 from meshc.analysis import analyze
 from meshc.diagnostics import Diagnostic, error, has_errors, sorted_diagnostics
 from meshc.emit import naming
-from meshc.load import SpecSource, load_yaml
+from meshc.load import Loaded, SpecSource, load_yaml
 from meshc.resolve import ir, resolve
 from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
@@ -137,7 +137,18 @@ def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterato
 @no_cycle_collection
 def check(source: SpecSource) -> Checked:
     """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR."""
+    return _checked(source, load_yaml(source))
+
+
+@no_cycle_collection
+def check_loaded(source: SpecSource) -> tuple[Checked, Loaded]:
+    """`check`, and the loaded document with its positions, for tools that point into the spec
+    (meshc diff) without loading it twice."""
     loaded = load_yaml(source)
+    return _checked(source, loaded), loaded
+
+
+def _checked(source: SpecSource, loaded: Loaded) -> Checked:
     diagnostics = list(loaded.diagnostics)
     if loaded.data is None:     # not YAML, or not one document: nothing to validate
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
