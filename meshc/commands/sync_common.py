@@ -38,6 +38,11 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                        help="authenticate to etcd as NAME; the password comes from $MESHC_ETCD_PASSWORD or "
                        "--etcd-password-file (never from a flag value)")
     group.add_argument("--etcd-password-file", metavar="FILE", help="the etcd password, on the first line of FILE")
+    group.add_argument("--etcd-max-txn-ops", type=at_least(4), default=128, metavar="N",
+                       help="operations per etcd transaction, at most etcd's --max-txn-ops (default 128)")
+    group.add_argument("--etcd-max-txn-bytes", type=at_least(4096), default=1024 * 1024, metavar="BYTES",
+                       help="bytes per etcd transaction, below etcd's --max-request-bytes (default 1 MiB; "
+                       "etcd's default limit is 1.5 MiB)")
     group.add_argument("--output", metavar="DIR", help="keep DIR equal to the compiled files (Envoy on plain hosts)")
     group.add_argument("--no-drift", dest="detect_drift", action="store_false",
                        help="trust config hashes only; do not compare live fields meshc sets")
@@ -80,7 +85,8 @@ def open_targets(args: argparse.Namespace) -> list[Target]:
         if args.etcd:
             from meshc.sync.etcd import EtcdTarget
 
-            targets.append(EtcdTarget(etcd_access(args)))
+            targets.append(EtcdTarget(etcd_access(args), max_txn_ops=args.etcd_max_txn_ops,
+                                      max_txn_bytes=args.etcd_max_txn_bytes))
     except SyncError as error:
         close_targets(targets)
         raise usage_error(str(error)) from None
