@@ -59,6 +59,37 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                        "new mesh, then prune the old one (within --prune-limit)")
 
 
+def add_scope_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--full", action="store_true",
+                        help="with --repo: plan every object, not only those of the files that changed since the "
+                        "commit etcd records as applied (finds hand edits of unchanged objects)")
+
+
+def applied_bundle(args: argparse.Namespace, bundle: Bundle, targets: list[Target]) -> tuple[Bundle | None, str | None]:
+    """With --repo (and without --full): the bundle of the commit the targets record as applied
+    (etcd's `<prefix>/revision`), compiled from the repository, to plan only what differs from it.
+    (None, None) when there is no such record, it names the commit being applied (a re-apply is a
+    drift check: planned in full), or that commit cannot be read or compiled."""
+    if not getattr(args, "repo", None) or getattr(args, "full", False):
+        return None, None
+    revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
+    recorded = next((ask(bundle) for ask in (getattr(t, "recorded_revision", None) for t in targets) if ask), None)
+    if not recorded or not revision or recorded == revision:
+        return None, None
+    from meshc.commands.common import build_options
+    from meshc.diagnostics import MeshcError
+    from meshc.load.git import GitSpecReader
+    from meshc.pipeline import compile
+
+    try:
+        with GitSpecReader(args.repo) as reader:
+            source = reader.read(recorded, args.spec)
+    except MeshcError:
+        return None, None
+    previous = compile(source, build_options(args)).bundle
+    return (previous, recorded) if previous is not None else (None, None)
+
+
 def has_targets(args: argparse.Namespace) -> bool:
     return bool(args.kubeconfig or args.in_cluster or args.etcd or args.output)
 

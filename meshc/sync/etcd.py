@@ -17,6 +17,7 @@ mesh's nested prefix, records of an older meshc that kept no ledger) are reporte
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,17 @@ class EtcdTarget:
         changes += [_stale_change(state, generation) for generation in state.stale_generations()]
         return Plan(NAME, tuple(changes), notes=(f"prunes the mesh applied as {old} under {prefix}/",),
                     context={"removal": True, "state": state})
+
+    def recorded_revision(self, bundle: Bundle) -> str | None:
+        """What `<prefix>/revision` names (one small read); None when unset or unreadable (the
+        plan will say why)."""
+        prefix = str(bundle.etcd_seed().get("prefix") or "").rstrip("/")
+        try:
+            answer = self._post("/kv/range", {"key": b64(layout.revision_key(prefix).encode())})
+        except SyncError:
+            return None
+        kvs = answer.get("kvs") or []
+        return base64.b64decode(kvs[0].get("value", "")).decode(errors="replace") if kvs else None
 
     def _check_sizes(self, prefix: str, desired: Mapping[str, bytes]) -> None:
         """A record that no transaction can carry is refused before anything is written."""
