@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             previous, previous_revision = applied_bundle(args, bundle, targets)
             report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
-                               allow_prune_all=args.allow_prune_all, previous_meshes=previous_meshes(args, bundle),
-                               allow_mesh_rename=args.allow_mesh_rename, previous=previous,
+                               allow_prune_all=args.allow_prune_all, allow_mesh_rename=args.allow_mesh_rename,
+                               previous_meshes=previous_meshes(args, bundle, previous), previous=previous,
                                previous_revision=previous_revision)
         except PruneRefused as refused:
             if args.format == "text":

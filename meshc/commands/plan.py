@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         try:
             previous, previous_revision = applied_bundle(args, bundle, targets)
-            planned = plan_sync(bundle, targets, previous_meshes=previous_meshes(args, bundle), previous=previous,
-                                previous_revision=previous_revision)
+            planned = plan_sync(bundle, targets, previous=previous, previous_revision=previous_revision,
+                                previous_meshes=previous_meshes(args, bundle, previous))
         except SyncError as error:
             return sync_failure(error)
     finally:

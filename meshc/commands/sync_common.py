@@ -154,9 +154,14 @@ def sync_failure(error: SyncError) -> int:
     return EXIT_INVALID
 
 
-def previous_meshes(args: argparse.Namespace, bundle: Bundle) -> list[MeshIdentity]:
-    """With --repo: the mesh the spec declared at the parent commit(s) of the one applied, when
-    another than the bundle's (a rename); the targets' own records are asked by the sync."""
+def previous_meshes(args: argparse.Namespace, bundle: Bundle, applied: Bundle | None = None) -> list[MeshIdentity]:
+    """The mesh applied before, to see a rename: that of `applied` (the bundle of the commit etcd
+    records), else with --repo the mesh the spec declared at the parent commit(s) of the one
+    applied; the targets' own records are asked by the sync."""
+    if applied is not None:
+        from meshc.sync.rename import identity_of
+
+        return [identity_of(applied)]
     if not getattr(args, "repo", None):
         return []
     from meshc.diagnostics import MeshcError

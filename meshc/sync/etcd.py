@@ -150,8 +150,9 @@ class EtcdTarget:
             op = Op(layout.record_key(prefix, generation, relative), value)
             if op.size + len(layout.current_key(prefix)) + _OP_OVERHEAD > self.max_txn_bytes:
                 raise PermanentError(f"etcd: the record {layout.seed_key(prefix, relative)} is {len(value)} bytes; "
-                                     f"one transaction carries at most {self.max_txn_bytes} bytes (--etcd-max-txn-bytes, below "
-                                     "etcd's --max-request-bytes, 1.5 MiB by default); nothing was written")
+                                     f"one transaction carries at most {self.max_txn_bytes} bytes "
+                                     "(--etcd-max-txn-bytes, below etcd's --max-request-bytes, 1.5 MiB by default); "
+                                     "nothing was written")
         ledger = Op(layout.ledger_key(prefix, generation), layout.encode_ledger(generation, desired))
         if ledger.size + 3 * (len(prefix) + 64) > self.max_txn_bytes:
             raise PermanentError(f"etcd: the list of the mesh's {len(desired)} records is {ledger.size} bytes, more "
