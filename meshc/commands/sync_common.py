@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from meshc.commands.common import EXIT_INVALID, at_least, usage_error
+from meshc.commands.common import EXIT_INVALID, at_least, config_dir, usage_error
 from meshc.bundle import Bundle
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
@@ -191,7 +191,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     from meshc.defaults import ENVOY_CONFIG_DIR
 
     group = parser.add_argument_group("compiling")
-    group.add_argument("--envoy-config-dir", default=ENVOY_CONFIG_DIR, metavar="DIR",
+    group.add_argument("--envoy-config-dir", default=ENVOY_CONFIG_DIR, metavar="DIR", type=config_dir,
                        help=f"where sidecars read cds/lds (default {ENVOY_CONFIG_DIR}, the ConfigMap mount); "
                        "{service} in DIR becomes each sidecar's name (e.g. OUT/envoy/{service} with --output OUT)")
     group.add_argument("--envoy-host", action="append", default=[], type=_envoy_host,

@@ -86,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
 
     problem = _usage_problem(args)
     if problem:
-        sys.stderr.write(f"meshc watch: error: {problem}\n")
+        sys.stderr.write(f"meshc: error: {problem}\n")
         return EXIT_USAGE
     log = StatusLog(sys.stdout, args.log_format)
     with contextlib.ExitStack() as stack:
         try:
             watcher = _build(args, log, stack)
         except _UsageError as exc:
-            sys.stderr.write(f"meshc watch: error: {exc}\n")
+            sys.stderr.write(f"meshc: error: {exc}\n")
             return EXIT_USAGE
         with _stop_on_signals(watcher):
             return watcher.run_once() if args.once else watcher.run()

@@ -26,7 +26,7 @@ from meshc.emit.naming import (
     CONFIG_HASH_ANNOTATION, FIELD_MANAGER, KUSTOMIZATION_PATH, MANAGED_BY, MANAGED_BY_LABEL, MESH_LABEL,
     NAMESPACE_PATH, mesh_selector,
 )
-from meshc.kinds import API_VERSIONS, APPLY_ORDER, apply_sort_key, kind_rank
+from meshc.kinds import API_VERSIONS, APPLY_ORDER, OPTIONAL_KINDS, apply_sort_key, kind_rank
 from meshc.sync import drift
 from meshc.sync.delta import FileDelta, file_delta
 from meshc.sync.scrub import scrub
@@ -204,6 +204,8 @@ class KubernetesTarget:
         selector = mesh_selector(mesh)
         live: dict[str, Obj] = {}
         for kind in sorted(api_versions, key=kind_rank):
+            if kind in OPTIONAL_KINDS and kind not in (kinds or {}) and not self._serves(api_versions[kind], kind):
+                continue   # an add-on's kind the cluster lacks (cert-manager): nothing of it to prune
             resource = self._resource(api_versions[kind], kind)
             scopes = sorted(set(namespaces)) if resource.namespaced else [None]
             for namespace in scopes:
@@ -316,6 +318,13 @@ class KubernetesTarget:
             raise PermanentError(f"the cluster does not serve {api_version} {kind}") from None
         self._resources[(api_version, kind)] = resource
         return resource
+
+    def _serves(self, api_version: str, kind: str) -> bool:
+        try:
+            self._resource(api_version, kind)
+        except PermanentError:
+            return False
+        return True
 
     def _list(self, resource: Any, namespace: str | None, selector: str,
               interrupt: Interrupt | None = None) -> Iterator[Obj]:

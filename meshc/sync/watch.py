@@ -314,7 +314,7 @@ class Watcher:
             return PassOutcome(Result.STANDBY)
         if self.stopping:
             return PassOutcome(Result.STOPPED)
-        if new:
+        if new and self.state.refused_logged != desired.commit.sha:   # a refused commit is announced once
             self.log.event("applying", f'{desired.commit.short} "{desired.commit.subject}"',
                            commit=desired.commit.sha, subject=desired.commit.subject)
         baseline = self.state.baseline if new else None   # drift passes plan the whole mesh

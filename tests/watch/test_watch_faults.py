@@ -115,6 +115,7 @@ def test_a_commit_over_the_prune_limit_is_refused(mesh_repo: GitRepo, kube_api: 
         events = watcher.events()
     assert "prune-limit" in refused["message"]
     assert len(matching(events, "refused", commit=shrink)) == 1
+    assert len(matching(events, "applying", commit=shrink)) == 1   # rechecks of a refused commit say nothing new
     assert kube_api.writes() == []
     assert etcd_store_revision(etcd_server) == etcd_before
     assert etcd_value(etcd_server, f"{PREFIX}/revision") == first
