@@ -147,6 +147,11 @@ def route_name(service: str) -> str:
     return f"to|{service}"
 
 
+def request_route_name(service: str, route: str | None, index: int) -> str:
+    """One of a service's routes in a caller's route table: `to|reviews|testers` (or its position)."""
+    return f"to|{service}|{route if route is not None else index}"
+
+
 def node_id(mesh: ir.Mesh, service: str) -> str:
     return f"{service}.{mesh.namespace}"
 

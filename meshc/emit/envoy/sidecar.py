@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from meshc.emit.envoy import mirror
 from meshc.emit.envoy.access_log import access_logs
 from meshc.emit.envoy.clusters import local_app_cluster, targets, upstream_clusters
 from meshc.emit.envoy.hosts import HostAddress
@@ -28,6 +29,16 @@ class MeshContext:
     http_logs: list[Json] = field(init=False)
     tcp_logs: list[Json] = field(init=False)
     cluster_cache: dict[_CacheKey, list[Json]] = field(init=False, default_factory=dict)
+    # kept, so that their ids (cluster_cache keys) stay theirs for the whole build
+    own_destinations: dict[str, ir.Destination] = field(init=False, default_factory=dict)
+
+    def own_destination(self, service: ir.Service) -> ir.Destination:
+        """The destination policies a service declares, as a caller without overrides applies them."""
+        if service.name not in self.own_destinations:
+            self.own_destinations[service.name] = ir.Destination(
+                service.load_balancing, service.connect_timeout_ms, service.outlier_detection,
+                service.circuit_breaker, service.health_check)
+        return self.own_destinations[service.name]
 
     def __post_init__(self) -> None:
         self.services = {s.name: s for s in self.mesh.services}
@@ -50,10 +61,12 @@ def sidecar_resources(ctx: MeshContext, service: ir.Service) -> tuple[list[Json]
     clusters = [local_app_cluster(service)]
     for group in _groups(ctx, service, variants):
         clusters += _clusters(ctx, group)
+    for name in mirror.extra_services(service):
+        clusters += _clusters(ctx, _Group(ctx.services[name], None, ()))
     listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, ctx.http_logs, ctx.tcp_logs)]
     for upstream in service.upstreams:
         callee_targets = targets(ctx.services[upstream.service], variants[id(upstream)])
-        listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs))
+        listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs, ctx.services))
     return clusters, listeners
 
 
@@ -77,8 +90,9 @@ def _groups(ctx: MeshContext, service: ir.Service, variants: dict[int, str | Non
 
 def _clusters(ctx: MeshContext, group: _Group) -> list[Json]:
     # Entries of one group have equal destinations; a retry budget is added if any of them retries.
-    destination = group.upstreams[0].destination
-    retries = any(u.retries is not None for u in group.upstreams)
+    # A group without entries is a service only mirrored to: its own policies, and no retries.
+    destination = group.upstreams[0].destination if group.upstreams else ctx.own_destination(group.callee)
+    retries = any(u.retries is not None or any(r.retries is not None for r in u.routes) for u in group.upstreams)
     key = (id(destination), retries, group.variant)
     cached = ctx.cluster_cache.get(key)
     if cached is None:
@@ -86,3 +100,4 @@ def _clusters(ctx: MeshContext, group: _Group) -> list[Json]:
             group.callee, destination, retries, group.variant, ctx.mesh.proxy.inbound_port, ctx.mesh.namespace,
             ctx.hosts)
     return cached
+
