@@ -19,6 +19,7 @@ from meshc.commands.common import (
     failed,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
+from meshc.defaults import GATEWAY_TLS_DIR
 
 NAME = "build"
 HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"
@@ -34,6 +35,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
+    parser.add_argument("--gateway-tls-dir", default=GATEWAY_TLS_DIR, metavar="DIR",
+                        help=f"where gateways read their TLS Secrets' tls.crt and tls.key (default {GATEWAY_TLS_DIR}, "
+                        "the Secret mount); {secret} in DIR becomes each Secret's name")
     parser.add_argument("-j", "--jobs", type=at_least(1), default=None, metavar="N",
                         help="processes that render and write files at once, for large meshes "
                         f"(default: the usable CPUs, at most {MAX_DEFAULT_JOBS}); the output is the same for any N")

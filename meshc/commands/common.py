@@ -76,7 +76,10 @@ def usage_error(message: str) -> MeshcError:
 def build_options(args: argparse.Namespace) -> BuildOptions:
     from meshc.pipeline import BuildOptions
 
-    return BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=dict(args.envoy_host))
+    from meshc.defaults import GATEWAY_TLS_DIR
+
+    return BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=dict(args.envoy_host),
+                        gateway_tls_dir=getattr(args, "gateway_tls_dir", GATEWAY_TLS_DIR))
 
 
 def check_from_args(args: argparse.Namespace) -> Checked:

@@ -11,7 +11,7 @@ METHOD_HEADER = ":method"
 
 def match(route: ir.RouteMatch) -> Json:
     """Envoy's RouteMatch; a route that says nothing about the path matches every path."""
-    result: Json = _path(route.path)
+    result: Json = path_match(route.path)
     headers = [header_matcher(h) for h in route.headers]
     if route.methods:
         headers.append(_methods(route.methods))
@@ -22,7 +22,7 @@ def match(route: ir.RouteMatch) -> Json:
     return result
 
 
-def _path(path: ir.PathMatch | None) -> Json:
+def path_match(path: ir.PathMatch | None) -> Json:
     if path is None:
         return {"prefix": "/"}
     if path.kind == "regex":
