@@ -402,7 +402,7 @@ def _with_routes(upstream: ir.Upstream, caller: str, declared: spec.Upstream, ca
     """The callee's routes as this caller applies them: only those scoped to it (or to everyone),
     with the route's timeout and retries over this caller's own (retries field by field)."""
     routes = []
-    for index, route in enumerate(callee.routes):
+    for index, route in enumerate(callee.routes or ()):
         callers = route.match.callers if route.match else None
         if callers is not None and caller not in callers:
             continue

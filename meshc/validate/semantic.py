@@ -512,6 +512,10 @@ def _match_shapes(ctx: Context, where: Path, match: RouteMatch | GatewayRouteMat
             for name, condition in (getattr(match, section) or {}).items():
                 yield from _exactly_one(ctx, where + (section, name), condition, _STRING_MATCH,
                                         f"the match on {section} '{name}'")
+                if section == "query" and condition.absent:
+                    item = where + (section, name, "absent")
+                    yield error("E603", f"a query parameter match cannot test absence ('{name}'): Envoy matches "
+                                "present parameters only", ctx.key(*item), item)
 
 
 def route_shapes(ctx: Context) -> Iterator[Diagnostic]:
@@ -539,9 +543,9 @@ def route_shapes(ctx: Context) -> Iterator[Diagnostic]:
 
 def route_callers(ctx: Context) -> Iterator[Diagnostic]:
     callers_of: dict[str, set[str]] = {}
-    for _, caller in services(ctx):
-        for upstream in caller.upstreams:
-            callers_of.setdefault(upstream.service, set()).add(caller.name)
+    for _, calling in services(ctx):
+        for upstream in calling.upstreams:
+            callers_of.setdefault(upstream.service, set()).add(calling.name)
     for path, service, index, route in routes_of(ctx):
         actual = callers_of.get(service.name, set())
         for i, caller in enumerate(route.match.callers or () if route.match else ()):
@@ -559,8 +563,8 @@ def tcp_routes(ctx: Context) -> Iterator[Diagnostic]:
         if service.protocol is Protocol.TCP and service.routes:
             faulty = next((i for i, r in enumerate(service.routes) if r.fault is not None), None)
             where = path + (("routes", faulty, "fault") if faulty is not None else ("routes",))
-            what = "a fault" if faulty is not None else "routes"
-            yield error("E605", f"'{service.name}' speaks tcp: {what} need HTTP requests to act on",
+            what = "a fault needs" if faulty is not None else "routes need"
+            yield error("E605", f"'{service.name}' speaks tcp: {what} HTTP requests to act on",
                         ctx.key(*where), where, hint="routes, faults and mirrors work on http, http2 and grpc")
 
 
@@ -682,9 +686,11 @@ def regexes(ctx: Context) -> Iterator[Diagnostic]:
         return
     import re2   # the engine Envoy uses; loaded only for specs that have a regex
 
+    options = re2.Options()
+    options.log_errors = False      # the diagnostic says it; RE2 would also print to stderr
     for pattern, where in found:
         try:
-            re2.compile(pattern)
+            re2.compile(pattern, options)
         except re2.error as exc:
             yield error("E610", f"regex {pattern!r} is not valid RE2 (Envoy's regex engine): {_re2_reason(exc)}",
                         ctx.at(*where), where)
@@ -855,7 +861,9 @@ def _string_covers(earlier: StringMatch, later: StringMatch) -> bool:
 
 def _conditions_cover(earlier: dict[str, StringMatch] | None, later: dict[str, StringMatch] | None,
                       fold: bool) -> bool:
-    norm = (lambda n: n.lower()) if fold else (lambda n: n)
+    def norm(name: str) -> str:
+        return name.lower() if fold else name
+
     theirs = {norm(k): v for k, v in (later or {}).items()}
     return all(norm(name) in theirs and _string_covers(condition, theirs[norm(name)])
                for name, condition in (earlier or {}).items())
