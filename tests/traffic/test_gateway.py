@@ -82,10 +82,11 @@ class Edge:
             connection.close()
 
 
-def install_gateway(files: Mapping[str, bytes], root: Path) -> Path:
-    directory = root / GATEWAY
+def install_gateway(files: Mapping[str, bytes], root: Path, gateway: str = GATEWAY) -> Path:
+    """Write every Envoy file of one gateway into root/<gateway>; returns the bootstrap's path."""
+    directory = root / gateway
     directory.mkdir(parents=True, exist_ok=True)
-    prefix = f"envoy/{GATEWAY}/"
+    prefix = f"envoy/{gateway}/"
     for path, data in files.items():
         if path.startswith(prefix):
             atomic_write(directory / path.removeprefix(prefix), data.decode())
