@@ -129,7 +129,8 @@ def _route_subjects(service: ir.Service) -> Iterator[Subject]:
 
 def load_balancer(lb: ir.LoadBalancing) -> dict[str, Any]:
     key = lb.hash_key
-    hash_on = None if key is None else ({"header": key.header} if key.header else {"sourceIp": True})
+    hash_on: dict[str, Any] | None = None if key is None else (
+        {"header": key.header} if key.header else {"sourceIp": True})
     if key is not None and key.cookie is not None:
         hash_on = {"cookie": {"name": key.cookie.name, "ttl": fmt(key.cookie.ttl_ms) if key.cookie.ttl_ms else None,
                               "path": key.cookie.path}}
