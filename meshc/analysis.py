@@ -30,8 +30,12 @@ def _http(upstream: ir.Upstream) -> bool:
 
 
 def tries(upstream: ir.Upstream) -> int:
-    """How many times one request through this edge may reach the callee: 1 + retries."""
-    return 1 + (upstream.retries.attempts if upstream.retries and _http(upstream) else 0)
+    """How many times one request through this edge may reach the callee: 1 + retries (the most
+    any of the callee's routes for this caller allows)."""
+    if not _http(upstream):
+        return 1
+    policies = [upstream.retries, *(r.retries for r in upstream.routes)]
+    return 1 + max((p.attempts for p in policies if p is not None), default=0)
 
 
 def backoff_worst_ms(retries: ir.RetryPolicy) -> int:

@@ -1,0 +1,35 @@
+"""Routes take part in the call-graph analysis: a route's own retries count towards amplification."""
+
+from __future__ import annotations
+
+from meshc.analysis import amplification
+from meshc.load import SpecSource
+from meshc.pipeline import check
+
+SPEC = """
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: amp}
+spec:
+  analysis: {maxRetryAmplification: 3}
+  services:
+  - name: web
+    image: web:1
+    port: 8080
+    upstreams: [{service: api, localPort: 9001, retries: {attempts: 1}}]
+  - name: api
+    image: api:1
+    port: 8080
+    routes:
+    - name: patient
+      match: {path: {prefix: /slow}}
+      retries: {attempts: 4}
+"""
+
+
+def test_route_retries_raise_the_worst_case() -> None:
+    checked = check(SpecSource("mesh.yaml", SPEC.encode()))
+    assert checked.mesh is not None
+    assert amplification(checked.mesh)["api"].factor == 5
+    assert [d.code for d in checked.diagnostics] == ["W301"]
+    assert checked.mesh.service("web").upstreams[0].routes[0].retries.attempts == 4   # type: ignore[union-attr]
