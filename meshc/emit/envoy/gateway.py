@@ -16,7 +16,7 @@ from meshc.emit.envoy.bootstrap import bootstrap_for, config_dir_of
 from meshc.emit.envoy.clusters import targets, upstream_clusters
 from meshc.emit.envoy.hosts import HostAddress
 from meshc.emit.envoy.route_match import path_match
-from meshc.emit.envoy.routes import cluster_choice, retry_policy
+from meshc.emit.envoy.routes import cluster_choice, hash_policy, retry_policy
 from meshc.emit.envoy.values import (
     ANY_ADDRESS,
     CLUSTER_TYPE,
@@ -178,8 +178,12 @@ def _virtual_host(host: str, routes: list[Json]) -> Json:
 
 
 def _route(mesh: ir.Mesh, gateway: ir.Gateway, index: int, route: ir.GatewayRoute) -> Json:
+    service = mesh.service(route.service)
+    hashing = hash_policy(service.load_balancing)       # a hash load balancer needs its key here too
     action: Json = {"timeout": duration(route.timeout_ms)}
-    action |= cluster_choice(targets(mesh.service(route.service), None))
+    action |= cluster_choice(targets(service, None), hashed=bool(hashing))
+    if hashing:
+        action["hash_policy"] = hashing
     if route.retries is not None:
         action["retry_policy"] = retry_policy(route.retries)
     if route.prefix_rewrite is not None:
