@@ -5,7 +5,8 @@ Both specs come from bench/gen_mesh.py and are written the same way (PyYAML's C 
 differ only by the routes: on every tenth deployed HTTP-family service, four routes (a header
 canary, a weighted path route with its own timeout and retries, a fault for test traffic, a
 mirror) and an inbound rate limit. Builds alternate (plain, routed, plain, ...); the report gives
-the best of each and the paired ratio (median of routed / the plain build run just before it).
+the best of each and the paired ratio (median of routed / the plain build run just before it), and
+the same for the compile step alone (load to bundle in this process, no disk).
 
     python -m bench.routes                     # N = 1,000, 7 pairs
     python -m bench.routes --n 1000 --repeat 9
@@ -27,7 +28,7 @@ if __package__ in (None, ""):     # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import floor, gen_mesh
-from bench.run_build import RESULTS, build_once, machine
+from bench.run_build import RESULTS, build_once, machine, meshc_compile_seconds
 
 TARGET_RATIO = 1.3
 ROUTED_SHARE = 10      # every tenth eligible service
@@ -80,7 +81,13 @@ def measure(n: int, seed: int, repeat: int, work: Path) -> dict[str, Any]:
         plain_runs.append(build_once(plain, work / "out-plain", trash).seconds)
         routed_runs.append(build_once(routed, work / "out-routed", trash).seconds)
     files = len(floor.read_tree(work / "out-routed"))
+    compile_plain, compile_routed = [], []
+    for _ in range(repeat):      # alternating too: load to bundle in this process, no disk
+        compile_plain.append(meshc_compile_seconds(plain, 1))
+        compile_routed.append(meshc_compile_seconds(routed, 1))
     return {
+        "compile_plain_best": min(compile_plain), "compile_routed_best": min(compile_routed),
+        "compile_paired_ratio": statistics.median(r / p for r, p in zip(compile_routed, compile_plain, strict=True)),
         "n": n, "routed_services": count, "files": files, "repeat": repeat,
         "plain_runs": [round(s, 4) for s in plain_runs], "routed_runs": [round(s, 4) for s in routed_runs],
         "plain_best": min(plain_runs), "routed_best": min(routed_runs),
@@ -103,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"without routes: best {result['plain_best']:.3f} s   with routes: best {result['routed_best']:.3f} s")
     print(f"ratio best/best {result['best_ratio']:.3f}, paired (median) {result['paired_ratio']:.3f}  "
           f"(target <= {TARGET_RATIO})")
+    print(f"compile only (no disk): {result['compile_plain_best']:.3f} s vs {result['compile_routed_best']:.3f} s, "
+          f"paired {result['compile_paired_ratio']:.3f}")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "routes-latest.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0 if result["paired_ratio"] <= TARGET_RATIO else 1

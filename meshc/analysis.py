@@ -250,7 +250,7 @@ def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     entry_points = mesh.analysis.entry_points
     if entry_points is None:
         return
-    called = {u.service for _, u in _edges(mesh)}
+    called = {u.service for _, u in _edges(mesh)} | {name for g in mesh.gateways for name in g.services}
     for service in mesh.services:
         if service.name not in called and service.name not in entry_points:
             yield warning("W304", f"service '{service.name}' is called by no service and is not listed in "

@@ -33,3 +33,22 @@ def test_route_retries_raise_the_worst_case() -> None:
     assert amplification(checked.mesh)["api"].factor == 5
     assert [d.code for d in checked.diagnostics] == ["W301"]
     assert checked.mesh.service("web").upstreams[0].routes[0].retries.attempts == 4   # type: ignore[union-attr]
+
+
+def test_a_service_behind_a_gateway_counts_as_called() -> None:
+    spec = """
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: edge}
+spec:
+  analysis: {entryPoints: []}
+  services:
+  - {name: web, image: web:1, port: 8080}
+  - {name: admin, image: admin:1, port: 8080}
+  gateways:
+  - name: public
+    listeners: [{port: 80, hosts: ["*"]}]
+    routes: [{service: web}]
+"""
+    checked = check(SpecSource("mesh.yaml", spec.encode()))
+    assert [(d.code, d.message.split("'")[1]) for d in checked.diagnostics] == [("W304", "admin")]
