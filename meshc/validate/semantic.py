@@ -909,6 +909,20 @@ def shadowed_routes(ctx: Context) -> Iterator[Diagnostic]:
                           hint="put the narrower route first, first match wins")
 
 
+def shadowed_gateway_routes(ctx: Context) -> Iterator[Diagnostic]:
+    for path, gateway in _gateways(ctx):
+        for index, route in enumerate(gateway.routes):
+            earlier = next((i for i, e in enumerate(gateway.routes[:index])
+                            if e.match.host in (None, route.match.host)
+                            and _path_covers(e.match.path, route.match.path)), None)
+            if earlier is None:
+                continue
+            where = path + ("routes", index)
+            yield warning("W601", f"route {index + 1} of gateway '{gateway.name}' can never match: route "
+                          f"{earlier + 1} comes first and matches every request it would", ctx.at(*where), where,
+                          hint="put the narrower route first, first match wins")
+
+
 def total_aborts(ctx: Context) -> Iterator[Diagnostic]:
     for path, service, index, route in routes_of(ctx):
         abort = route.fault.abort if route.fault else None
@@ -969,6 +983,7 @@ CHECKS: tuple[Check, ...] = (
     gateway_consistency,
     gateway_names,
     shadowed_routes,
+    shadowed_gateway_routes,
     total_aborts,
 )
 

@@ -44,3 +44,29 @@ def test_covered(earlier: RouteMatch | None, later: RouteMatch) -> None:
 ])
 def test_not_covered(earlier: RouteMatch, later: RouteMatch) -> None:
     assert not match_covers(earlier, later)
+
+
+def test_gateway_route_after_a_catch_all_is_shadowed() -> None:
+    from meshc.load import SpecSource
+    from meshc.pipeline import check
+
+    spec = """
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: edge}
+spec:
+  services:
+  - {name: web, image: web:1, port: 8080}
+  - {name: api, image: api:1, port: 8080}
+  gateways:
+  - name: public
+    listeners: [{port: 80, hosts: [shop.example.com]}]
+    routes:
+    - {match: {path: {prefix: /}}, service: web}
+    - {match: {host: shop.example.com, path: {prefix: /api}}, service: api}
+"""
+    checked = check(SpecSource("mesh.yaml", spec.encode()))
+    assert [(d.code, d.span.line if d.span else 0) for d in checked.diagnostics] == [("W601", 14)]   # the second route
+    swapped = spec.replace("    - {match: {path: {prefix: /}}, service: web}\n", "") + \
+        "    - {match: {path: {prefix: /}}, service: web}\n"
+    assert check(SpecSource("mesh.yaml", swapped.encode())).diagnostics == ()
