@@ -73,6 +73,24 @@ def retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
                           retries.span, hint="raise timeout, or lower attempts or perTryTimeout")
 
 
+def route_retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """W201 for a request route whose own timeout or retries leave no room for every try (once per
+    route: the first caller that shows it)."""
+    seen: set[tuple[str, int]] = set()
+    for service, upstream in _edges(mesh):
+        for route in upstream.routes:
+            retries, timeout = route.retries, route.timeout_ms
+            if retries is None or retries.per_try_timeout_ms is None or timeout is None:
+                continue
+            needed = retries.per_try_timeout_ms * (retries.attempts + 1)
+            if timeout < needed and (upstream.service, route.index) not in seen:
+                seen.add((upstream.service, route.index))
+                yield warning("W201", f"{service.name} -> {upstream.service}, route {route.name or route.index + 1}: "
+                              f"retries cannot all happen: {retries.attempts + 1} tries x perTryTimeout "
+                              f"{fmt(retries.per_try_timeout_ms)} = {fmt(needed)} exceeds the route timeout "
+                              f"{fmt(timeout)}", route.span, hint="raise the route's timeout, or lower its retries")
+
+
 def grpc_retry_conditions(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     """gRPC errors travel as HTTP 200 with a grpc-status trailer: `5xx` never matches them."""
     for service, upstream in _edges(mesh):
@@ -261,6 +279,7 @@ Analysis = Callable[[ir.Mesh], Iterable[Diagnostic]]
 
 ANALYSES: tuple[Analysis, ...] = (
     retries_fit_timeout,
+    route_retries_fit_timeout,
     grpc_retry_conditions,
     retry_amplification,
     timeout_budgets,

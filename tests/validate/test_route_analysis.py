@@ -52,3 +52,12 @@ spec:
 """
     checked = check(SpecSource("mesh.yaml", spec.encode()))
     assert [(d.code, d.message.split("'")[1]) for d in checked.diagnostics] == [("W304", "admin")]
+
+
+def test_route_timeout_too_short_for_its_retries_warns_once() -> None:
+    spec = SPEC.replace("      retries: {attempts: 4}", "      timeout: 1s\n      retries: {attempts: 4, perTryTimeout: 500ms}") \
+        .replace("analysis: {maxRetryAmplification: 3}", "analysis: {maxRetryAmplification: 10}")
+    checked = check(SpecSource("mesh.yaml", spec.encode()))
+    assert [d.code for d in checked.diagnostics] == ["W201"]
+    assert "route patient" in checked.diagnostics[0].message and "5 tries x perTryTimeout 500ms" in \
+        checked.diagnostics[0].message
