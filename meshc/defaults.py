@@ -35,3 +35,9 @@ FAIL_FAST_MAX_PENDING = 1
 
 APP_RESOURCES = {"cpu_request": "100m", "memory_request": "128Mi", "cpu_limit": "1", "memory_limit": "512Mi"}
 PROXY_RESOURCES = {"cpu_request": "50m", "memory_request": "64Mi", "cpu_limit": "500m", "memory_limit": "256Mi"}
+
+# Zero trust (DESIGN.md section 9): where sidecars read their certificate, and meshc's own Issuer.
+TLS_DIR = "/etc/meshc/tls"        # the cert-manager Secret's keys: tls.crt, tls.key, ca.crt
+MESH_ISSUER = "meshc-ca"          # an Issuer of kind CA, reading its key pair from Secret meshc-ca
+SYSTEM_CA_BUNDLE = "system"       # tls.caBundle: the sidecar image's own CA file
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"   # where Debian/Ubuntu-based Envoy images keep it

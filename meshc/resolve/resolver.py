@@ -7,9 +7,10 @@ import dataclasses
 from meshc.diagnostics import Span
 from meshc.load import Positions
 from meshc import defaults as builtin
+from meshc import object_names
 from meshc.resolve import ir
 from meshc.validate import models as spec
-from meshc.vocabulary import FailurePolicy
+from meshc.vocabulary import FailurePolicy, MtlsMode
 
 Path = tuple[str | int, ...]
 
@@ -33,14 +34,21 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
     }
     routes = {s.name: _routes(s, ("spec", "services", indexes[s.name]), span)
               for s in mesh.spec.services if s.routes}
-    services = [
+    name = mesh.metadata.name
+    namespace = mesh.spec.namespace or name
+    security = _security(mesh.spec, span)
+    gateways = tuple(sorted((_gateway(g, ("spec", "gateways", i), defaults, span)
+                             for i, g in enumerate(mesh.spec.gateways or ())), key=lambda g: g.name))
+    if security.enabled:   # a gateway is a mesh member: its ServiceAccount gateway-<name> is its identity
+        gateways = tuple(dataclasses.replace(g, identity=identity(
+            security.trust_domain, namespace, object_names.gateway(g.name))) for g in gateways)
+    services = _with_zero_trust(mesh.spec, [
         _service(s, ("spec", "services", i), defaults, services_by_name, destinations, span, routes, indexes)
         for i, s in enumerate(mesh.spec.services)
-    ]
-    name = mesh.metadata.name
+    ], security, namespace, span, gateways)
     return ir.Mesh(
         name=name,
-        namespace=mesh.spec.namespace or name,
+        namespace=namespace,
         etcd_prefix=mesh.spec.etcd.prefix or f"/meshc/{name}",
         proxy=_proxy(mesh.spec.proxy),
         services=tuple(sorted(services, key=lambda s: s.name)),
@@ -50,8 +58,8 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
             if mesh.spec.analysis.entry_points is not None else None,
         ),
         span=span(),
-        gateways=tuple(sorted((_gateway(g, ("spec", "gateways", i), defaults, span)
-                               for i, g in enumerate(mesh.spec.gateways or ())), key=lambda g: g.name)),
+        gateways=gateways,
+        security=security,
     )
 
 
@@ -439,3 +447,88 @@ def _gateway(gateway: spec.Gateway, path: Path, defaults: spec.Defaults, span: _
             retries=retries if retries is not None and retries.attempts > 0 else None,
             prefix_rewrite=route.rewrite.prefix if route.rewrite else None, span=span(*where)))
     return ir.Gateway(gateway.name, gateway.replicas, listeners, tuple(routes), span(*path))
+# --- zero trust: identities and who may call whom -----------------------------------------
+
+def _security(mesh: spec.MeshSpec, span: _Spans) -> ir.Security:
+    security = mesh.security
+    ref = security.certificates.issuer_ref
+    return ir.Security(
+        mtls=security.mtls,
+        trust_domain=security.trust_domain,
+        certificates=ir.Certificates(
+            issuer_kind=ref.kind if ref else "Issuer",
+            issuer_name=ref.name if ref else builtin.MESH_ISSUER,
+            emit_issuer=ref is None,
+            duration_ms=security.certificates.duration,
+            renew_before_ms=security.certificates.renew_before,
+        ),
+        network_policies=security.network_policies,
+        monitoring_namespace=security.monitoring_namespace,
+        enabled=any((s.mtls or security.mtls) is not MtlsMode.OFF for s in mesh.services),
+        span=span("spec", "security"),
+    )
+
+
+def identity(trust_domain: str, namespace: str, service_account: str) -> ir.Identity:
+    return ir.Identity(namespace, service_account, f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+
+
+def _with_zero_trust(mesh: spec.MeshSpec, services: list[ir.Service], security: ir.Security, namespace: str,
+                     span: _Spans, gateways: tuple[ir.Gateway, ...] = ()) -> list[ir.Service]:
+    """Identities, modes and allowed callers. Authorization is decided here, once: a service may be
+    called by the services that list it in `upstreams` and by its `extraCallers`, no one else."""
+    identities = {s.name: identity(security.trust_domain, namespace, s.name) for s in services}
+    callers: dict[str, dict[str, ir.Caller]] = {s.name: {} for s in services}
+    for service in services:
+        for upstream in service.upstreams:
+            callers[upstream.service].setdefault(service.name, ir.Caller(
+                identities[service.name], service.name, upstream.span))
+            for route in upstream.routes:   # a mirror calls its target from this caller's sidecar
+                if route.mirror is not None and route.mirror.service != upstream.service:
+                    callers[route.mirror.service].setdefault(service.name, ir.Caller(
+                        identities[service.name], service.name, route.mirror.span))
+    for gateway in gateways:      # a gateway is a mesh caller of every service it routes to
+        account = object_names.gateway(gateway.name)
+        for name in gateway.services:
+            callers[name].setdefault(account, ir.Caller(
+                gateway.identity or identity(security.trust_domain, namespace, account), None, gateway.span,
+                gateway=gateway.name))
+    declared = {s.name: (i, s) for i, s in enumerate(mesh.services)}
+    external = {name: _external_tls(own, ("spec", "services", i), span) for name, (i, own) in declared.items()}
+    resolved = []
+    for service in services:
+        index, own = declared[service.name]
+        allowed = list(callers[service.name].values()) + [
+            ir.Caller(identity(security.trust_domain, extra.namespace, extra.service_account), None,
+                      span("spec", "services", index, "extraCallers", i))
+            for i, extra in enumerate(own.extra_callers or ())
+        ]
+        resolved.append(dataclasses.replace(
+            service,
+            identity=identities[service.name] if security.enabled and service.deployed else None,
+            mtls=(own.mtls or security.mtls) if service.deployed else MtlsMode.OFF,
+            allowed_callers=tuple(sorted({c.identity.spiffe_id: c for c in allowed}.values(),
+                                         key=lambda c: c.identity.spiffe_id)),
+            external_tls=external[service.name],
+            upstreams=tuple(_rewritten(u, external[u.service]) for u in service.upstreams),
+        ))
+    return resolved
+
+
+def _rewritten(upstream: ir.Upstream, tls: ir.ExternalTls | None) -> ir.Upstream:
+    if tls is None or tls.host_rewrite is None:
+        return upstream
+    return dataclasses.replace(upstream, host_rewrite=tls.host_rewrite)
+
+
+def _external_tls(service: spec.Service, path: Path, span: _Spans) -> ir.ExternalTls | None:
+    tls = service.tls
+    if tls is None or service.endpoints is None:
+        return None
+    sni = tls.sni or service.endpoints[0].address
+    return ir.ExternalTls(
+        sni=sni,
+        ca_bundle=None if tls.ca_bundle == builtin.SYSTEM_CA_BUNDLE else tls.ca_bundle,
+        host_rewrite=sni if tls.host_rewrite else None,
+        span=span(*path, "tls"),
+    )

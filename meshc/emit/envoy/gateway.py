@@ -2,7 +2,7 @@
 file-based SDS, or an HTTP->HTTPS redirect), virtual hosts by host, routes by path to mesh
 services, 404 for anything else; its clusters are a caller's copies of the services it routes to.
 
-Files: bootstrap.yaml, cds.yaml, lds.yaml and one sds-<secret>.yaml per TLS Secret, in
+Files: bootstrap.yaml, cds.yaml, lds.yaml and one sds-tls-<secret>.yaml per TLS Secret, in
 `envoy/gateway-<name>/`.
 """
 
@@ -12,6 +12,7 @@ import posixpath
 from collections.abc import Mapping
 
 from meshc.emit import Documents, naming
+from meshc.emit.envoy import tls
 from meshc.emit.envoy.bootstrap import bootstrap_for, config_dir_of
 from meshc.emit.envoy.clusters import targets, upstream_clusters
 from meshc.emit.envoy.hosts import HostAddress
@@ -31,26 +32,28 @@ from meshc.emit.envoy.values import (
 )
 from meshc.resolve import ir
 
-SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-TLS_SOCKET = "envoy.transport_sockets.tls"
-DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+SECRET_TYPE, TLS_SOCKET, DOWNSTREAM_TLS_TYPE = tls.SECRET_TYPE, tls.TLS_SOCKET, tls.DOWNSTREAM_TLS_TYPE
 TLS_CERT, TLS_KEY = "tls.crt", "tls.key"      # the keys of a kubernetes.io/tls Secret
 ANY_HOST = "*"
 HTTPS_PORT = 443
 
 
 def gateway_documents(mesh: ir.Mesh, gateway: ir.Gateway, config_dir: str, tls_dir: str,
-                      hosts: Mapping[str, HostAddress], shared: Json) -> Documents:
+                      hosts: Mapping[str, HostAddress], shared: Json,
+                      mesh_tls_dir: str = naming.DEFAULT_TLS_DIR) -> Documents:
     """File name -> documents; `shared` is bootstrap.proxy_parts(mesh.proxy)."""
     name = naming.gateway_name(gateway.name)
     directory = config_dir_of(config_dir, name)
     documents: Documents = {
         naming.BOOTSTRAP_FILE: [bootstrap_for(mesh, name, directory, shared)],
-        naming.CDS_FILE: [discovery_response(CLUSTER_TYPE, clusters(mesh, gateway, hosts))],
+        naming.CDS_FILE: [discovery_response(CLUSTER_TYPE, clusters(mesh, gateway, hosts, directory))],
         naming.LDS_FILE: [discovery_response(LISTENER_TYPE, listeners(mesh, gateway, directory))],
     }
     for secret in secrets(gateway):
         documents[naming.sds_file(secret)] = [discovery_response(SECRET_TYPE, [tls_secret(secret, tls_dir)])]
+    if gateway.identity is not None:   # its own mesh certificate and the mesh CA, as a sidecar has them
+        for filename, resource in tls.sds_resources(tls.tls_dir_of(mesh_tls_dir, name)).items():
+            documents[filename] = [discovery_response(SECRET_TYPE, [resource])]
     return documents
 
 
@@ -76,16 +79,21 @@ def tls_secret(secret: str, tls_dir: str) -> Json:
 
 # --- clusters -----------------------------------------------------------------------------
 
-def clusters(mesh: ir.Mesh, gateway: ir.Gateway, hosts: Mapping[str, HostAddress]) -> list[Json]:
-    """A caller's copy of every service the gateway routes to (the service's own destination policies)."""
+def clusters(mesh: ir.Mesh, gateway: ir.Gateway, hosts: Mapping[str, HostAddress], config_dir: str) -> list[Json]:
+    """A caller's copy of every service the gateway routes to (the service's own destination
+    policies); to an mTLS service it presents the gateway's certificate and accepts only the
+    service's identity, as a sidecar does."""
+    sds = tls.sds_config(config_dir) if gateway.identity is not None else {}
     result = []
     for name in gateway.services:
         service = mesh.service(name)
         destination = ir.Destination(service.load_balancing, service.connect_timeout_ms,
                                      service.outlier_detection, service.circuit_breaker, service.health_check)
         retries = any(r.retries is not None for r in gateway.routes if r.service == name)
-        result += upstream_clusters(service, destination, retries, None, mesh.proxy.inbound_port, mesh.namespace,
-                                    hosts)
+        copies = upstream_clusters(service, destination, retries, None, mesh.proxy.inbound_port, mesh.namespace,
+                                   hosts)
+        socket = tls.mesh_upstream_socket(service, sds) if gateway.identity is not None else None
+        result += copies if socket is None else [{**cluster, "transport_socket": socket} for cluster in copies]
     return result
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from meshc.emit import naming
 from meshc.emit.envoy import fault, header_mutation, mirror, route_match
 from meshc.emit.envoy.clusters import Target
+from meshc.emit.envoy.tls import route_fields
 from meshc.emit.envoy.values import (
     PREVIOUS_HOSTS_PREDICATE,
     PREVIOUS_HOSTS_TYPE,
@@ -53,6 +54,7 @@ def route_action(upstream: ir.Upstream, targets: Sequence[Target], timeout_ms: i
         action["retry_policy"] = retry_policy(policy)
     if hashing:
         action["hash_policy"] = hashing
+    action |= route_fields(upstream)
     return action
 
 

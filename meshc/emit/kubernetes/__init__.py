@@ -7,9 +7,10 @@ from collections.abc import Mapping
 
 from meshc import kinds, render
 from meshc.emit import Documents, DocumentStream, naming
-from meshc.emit.kubernetes import objects
+from meshc.emit.kubernetes import certificates, objects
 from meshc.emit.kubernetes.deployment import deployment
 from meshc.emit.kubernetes.gateway import gateway_objects
+from meshc.emit.kubernetes.network_policy import network_policy
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
@@ -35,12 +36,14 @@ def iter_documents(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes
 
 
 def mesh_documents(mesh: ir.Mesh) -> Documents:
-    """The files that are not any one service's: namespace.yaml, and kustomization.yaml listing
-    it and every service's file (in apply order: the namespace first)."""
+    """The files that are not any one service's: namespace.yaml (the Namespace, and the mesh's
+    cert-manager Issuer under mTLS), and kustomization.yaml listing it, every service's file and
+    every gateway's (in apply order: the namespace first)."""
     paths = [naming.NAMESPACE_PATH, *(naming.kubernetes_path(s.name) for s in mesh.deployed_services),
              *(naming.kubernetes_path(naming.gateway_name(g.name)) for g in mesh.gateways)]
+    issuer = certificates.issuer(mesh)
     return {
-        naming.NAMESPACE_PATH: [objects.namespace(mesh)],
+        naming.NAMESPACE_PATH: [objects.namespace(mesh), *([issuer] if issuer else [])],
         naming.KUSTOMIZATION_PATH: [objects.kustomization(paths)],
     }
 
@@ -54,4 +57,5 @@ def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[s
         *(objects.headless_service(mesh, service, v) for v in service.versions),
         *(deployment(mesh, service, v, bootstrap_hash) for v in service.versions),
     ]
+    built += [obj for obj in (certificates.certificate(mesh, service), network_policy(mesh, service)) if obj]
     return kinds.in_apply_order(built)

@@ -16,7 +16,7 @@ from typing import Any
 
 from meshc import kinds
 from meshc.emit import naming
-from meshc.emit.kubernetes import probes
+from meshc.emit.kubernetes import certificates, probes
 from meshc.emit.kubernetes.objects import Object, new_object, with_config_hash
 from meshc.resolve import ir
 
@@ -70,11 +70,13 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[st
         # the app, and in a large mesh enough of them to exceed the kernel's argument size limit.
         "enableServiceLinks": False,
         "securityContext": POD_SECURITY,
-        "containers": [app_container(service, version), sidecar_container(mesh.proxy)],
+        "containers": [app_container(service, version),
+                       certificates.with_tls_mount(sidecar_container(mesh.proxy), service)],
         "volumes": [
             {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": naming.config_map_name(service.name)}},
             {"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}},
             {"name": naming.APP_TMP_VOLUME, "emptyDir": {}},
+            *certificates.tls_volumes(service),
         ],
     }
 

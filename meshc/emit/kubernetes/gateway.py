@@ -14,7 +14,7 @@ from typing import Any
 
 from meshc import kinds, render
 from meshc.emit import naming
-from meshc.emit.kubernetes import probes
+from meshc.emit.kubernetes import certificates, probes
 from meshc.emit.kubernetes.deployment import POD_SECURITY, CONTAINER_SECURITY, TMP_DIR, resources
 from meshc.emit.kubernetes.objects import Object, new_object, with_config_hash
 from meshc.resolve import ir
@@ -33,6 +33,10 @@ def gateway_objects(mesh: ir.Mesh, gateway: ir.Gateway, envoy_files: Mapping[str
         load_balancer(mesh, gateway),
         deployment(mesh, gateway, bootstrap_hash, sorted(envoy_files)),
     ]
+    if gateway.identity is not None:   # its mesh certificate: the gateway calls services over mTLS
+        cert = certificates.workload_certificate(mesh, naming.gateway_name(gateway.name), gateway.identity,
+                                                 naming.gateway_labels(mesh, gateway.name))
+        built += [cert] if cert is not None else []
     return kinds.in_apply_order(built)
 
 
@@ -98,6 +102,8 @@ def _pod_spec(mesh: ir.Mesh, gateway: ir.Gateway) -> dict[str, Any]:
             {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": naming.config_map_name(name)}},
             {"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}},
             *({"name": naming.gateway_tls_volume(s), "secret": {"secretName": s}} for s in secrets),
+            *([{"name": naming.SIDECAR_TLS_VOLUME, "secret": {"secretName": naming.certificate_secret_name(name)}}]
+              if gateway.identity is not None else []),
         ],
     }
 
@@ -122,5 +128,7 @@ def _envoy_container(mesh: ir.Mesh, gateway: ir.Gateway, secrets: list[str]) -> 
             *({"name": naming.gateway_tls_volume(s),
                "mountPath": naming.GATEWAY_TLS_DIR.replace(naming.SECRET_PLACEHOLDER, s), "readOnly": True}
               for s in secrets),
+            *([{"name": naming.SIDECAR_TLS_VOLUME, "mountPath": naming.DEFAULT_TLS_DIR, "readOnly": True}]
+              if gateway.identity is not None else []),
         ],
     }

@@ -111,16 +111,20 @@ def test_each_service_file_holds_its_objects_in_apply_order(example: ir.Mesh) ->
         ranks = [kinds.kind_rank(o["kind"]) for o in objs]
         assert ranks == sorted(ranks)
         versions = len(service.versions)
+        zero_trust = {"Certificate": 1, "NetworkPolicy": 1} if service.identity else {}
         assert Counter(o["kind"] for o in objs) == {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1 + versions,
-                                                    "Deployment": versions}
+                                                    "Deployment": versions, **zero_trust}
         assert all(o["metadata"]["namespace"] == example.namespace for o in objs)
         assert all(o["apiVersion"] == kinds.API_VERSIONS[o["kind"]] for o in objs)
 
 
-def test_namespace_file_holds_only_the_namespace(example: ir.Mesh) -> None:
-    (namespace,) = emitted(example)[naming.NAMESPACE_PATH]
+def test_namespace_file_holds_the_namespace_and_the_mesh_issuer(example: ir.Mesh) -> None:
+    namespace, *rest = emitted(example)[naming.NAMESPACE_PATH]
     assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == example.namespace
     assert "namespace" not in namespace["metadata"]
+    assert example.security is not None
+    expected = ["Issuer"] if example.security.enabled and example.security.certificates.emit_issuer else []
+    assert [o["kind"] for o in rest] == expected
 
 
 def test_kustomization_lists_every_generated_file_relative_to_itself(example: ir.Mesh) -> None:

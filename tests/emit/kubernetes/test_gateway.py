@@ -41,7 +41,7 @@ def test_gateway_objects_and_their_shape() -> None:
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["ports"]] == [("https-443", 443, 443),
                                                                                  ("http-80", 80, 80)]
     assert service["selector"] == {naming.GATEWAY_LABEL: "public"}
-    assert set(objects["ConfigMap"]["data"]) == {"bootstrap.yaml", "cds.yaml", "lds.yaml", "sds-shop-tls.yaml"}
+    assert set(objects["ConfigMap"]["data"]) == {"bootstrap.yaml", "cds.yaml", "lds.yaml", "sds-tls-shop-tls.yaml"}
     deployment = objects["Deployment"]["spec"]
     assert deployment["replicas"] == 2
     assert deployment["selector"]["matchLabels"].items() <= deployment["template"]["metadata"]["labels"].items()
