@@ -40,8 +40,11 @@ JASON = {"end-user": "jason"}
 
 
 def sample(name: str) -> dict[str, Any]:
+    """The example as written, with mTLS off: the loopback backends stand in for the callees'
+    sidecars and speak plaintext (tests/traffic/test_gateway.py runs a gateway over mTLS)."""
     path = EXAMPLE / "samples" / f"{name}.yaml" if name != "mesh" else EXAMPLE / "mesh.yaml"
     loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    loaded["spec"]["security"] = {"mtls": "off"}
     return loaded
 
 

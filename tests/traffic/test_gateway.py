@@ -4,6 +4,7 @@ renewed certificate served without a restart."""
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,7 @@ from tests.support.certs import TestCA, write_tls_secret
 from tests.support.envoy import EnvoyProcess, atomic_write
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import LOOPBACK, free_ports, poll_until
-from tests.traffic.sidecars import CONFIG_DIR_TEMPLATE, source_of, with_free_ports
+from tests.traffic.sidecars import CONFIG_DIR_TEMPLATE, Client, install, source_of, with_free_ports
 
 pytestmark = pytest.mark.envoy
 
@@ -33,7 +34,7 @@ GATEWAY = naming.gateway_name("public")
 def gateway_spec(https_port: int, http_port: int) -> dict[str, Any]:
     return with_free_ports({
         "apiVersion": "meshc.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": "edge"},
-        "spec": {"proxy": {"accessLog": "off"}, "services": [
+        "spec": {"proxy": {"accessLog": "off"}, "security": {"mtls": "off"}, "services": [
             {"name": "api", "image": "api:1", "port": 8080},
             {"name": "frontend", "image": "frontend:1", "port": 8080},
         ], "gateways": [{"name": "public", "listeners": [
@@ -145,3 +146,51 @@ def test_renewed_certificate_is_served_without_a_restart(edge: tuple[Edge, Backe
     poll_until(lambda: gateway.https("/")[3] == renewed.serial, timeout=10)
     assert first != renewed.serial
     assert gateway.envoy.running
+
+
+# --- the gateway as a mesh caller ---------------------------------------------------------
+
+def test_gateway_reaches_a_strict_mtls_service_with_its_own_identity(
+        tmp_path: Path, envoy_runner: EnvoyRunner, backend_pool: BackendPoolFactory) -> None:
+    """Gateway -> api's sidecar (strict mTLS, RBAC from the call graph) -> api's app. Nobody in the
+    mesh calls `api`: only the gateway routing to it makes it an allowed caller."""
+    from meshc.cli import main as meshc_main
+
+    (app,) = backend_pool(names=["api-app"])
+    (http_port,) = free_ports(1)
+    spec = with_free_ports({
+        "apiVersion": "meshc.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": "edge"},
+        "spec": {"proxy": {"accessLog": "json"}, "security": {"mtls": "strict"},
+                 "services": [{"name": "api", "image": "api:1", "port": app.port}],
+                 "gateways": [{"name": "public", "listeners": [{"port": http_port, "hosts": ["*"]}],
+                               "routes": [{"match": {"path": {"prefix": "/api"}}, "service": "api"}]}]}})
+    spec_file = tmp_path / "mesh.json"
+    spec_file.write_text(json.dumps(spec))
+    assert meshc_main(["ca", "init", str(tmp_path / "ca")]) == 0
+    assert meshc_main(["ca", "issue", str(spec_file), "--ca", str(tmp_path / "ca"), "-o", str(tmp_path / "tls")]) == 0
+    assert (tmp_path / "tls" / GATEWAY / "tls.crt").exists()        # `meshc ca issue` covers gateways
+    root = tmp_path / "config"
+    inbound = spec["spec"]["proxy"]["inboundPort"]
+    options = BuildOptions(config_dir=str(root / CONFIG_DIR_TEMPLATE), envoy_hosts={"api": f"{LOOPBACK}:{inbound}"},
+                           tls_dir=str(tmp_path / "tls" / "{service}"))
+    compiled = compile(source_of(spec), options)
+    assert compiled.bundle is not None, [str(d) for d in compiled.diagnostics]
+    files = compiled.bundle.files
+    api = envoy_runner(install(files, "api", root), name="api")
+    api.wait_for_listener(naming.INBOUND_LISTENER)
+    # the gateway runs beside the api sidecar on one machine: its admin and stats ports must differ
+    gateway_spec_ports = with_free_ports(spec)
+    gateway_spec_ports["spec"]["proxy"]["inboundPort"] = inbound
+    gateway_files = compile(source_of(gateway_spec_ports), options).bundle
+    assert gateway_files is not None
+    gateway = envoy_runner(install_gateway(gateway_files.files, root), name=GATEWAY)
+    gateway.wait_for_listener(f"{GATEWAY}|{http_port}")
+    with Client(http_port) as client:
+        answers = [client.request("/api/items") for _ in range(10)]
+    assert [a.status for a in answers] == [200] * 10
+    assert app.path_hits("/api/items") == 10
+    assert gateway.stat("cluster.api.ssl.handshake") >= 1
+    assert api.stat("http.inbound.rbac.allowed") >= 10
+    logged = poll_until(lambda: [json.loads(line) for line in api.stdout_text().splitlines()
+                                 if line.startswith("{") and '"/api/items"' in line] or None, timeout=5)
+    assert {e["downstream_peer_identity"] for e in logged} == {"spiffe://cluster.local/ns/edge/sa/gateway-public"}

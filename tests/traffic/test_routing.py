@@ -114,7 +114,7 @@ def test_caller_scoped_route_applies_only_in_that_callers_sidecar(
     routes = [{"name": "from-web", "match": {"callers": ["web"]}, "version": "v3"}]
     spec = with_free_ports({
         "apiVersion": "meshc.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": "traffic"},
-        "spec": {"proxy": {"accessLog": "off"}, "services": [
+        "spec": {"proxy": {"accessLog": "off"}, "security": {"mtls": "off"}, "services": [
             {"name": "web", "image": "web:1", "port": 8080, "upstreams": [{"service": "reviews", "localPort": 1}]},
             {"name": "batch", "image": "batch:1", "port": 8081, "upstreams": [{"service": "reviews", "localPort": 1}]},
             reviews(routes)]}})
