@@ -4,6 +4,7 @@ strict schemas (tests/sync/test_gateway_sync.py applies and prunes them)."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -70,3 +71,44 @@ def test_gateway_pod_is_hardened_like_a_sidecar() -> None:
 def test_gateway_objects_are_schema_valid(version: str) -> None:
     problems = [p for obj in gateway_objects().values() for p in schemas.errors(obj, version)]
     assert problems == []
+
+
+# --- under mTLS: the gateway is a mesh member -----------------------------------------------
+
+def strict_objects() -> list[Obj]:
+    spec = spec_with_gateway()
+    spec["spec"]["security"] = {"mtls": "strict"}
+    return list(bundle_of(spec).kubernetes_objects())
+
+
+def test_gateway_gets_a_certificate_mounted_into_its_envoy() -> None:
+    objects = strict_objects()
+    (cert,) = [o for o in objects if o["kind"] == "Certificate" and o["metadata"]["name"] == "gateway-public"]
+    assert cert["spec"]["uris"] == ["spiffe://cluster.local/ns/sync-ns/sa/gateway-public"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "gateway-public"]
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == naming.DEFAULT_TLS_DIR]
+    assert mount["readOnly"] is True
+    assert volumes[mount["name"]]["secret"]["secretName"] == cert["spec"]["secretName"]
+
+
+def test_routed_service_admits_the_gateway_pods_and_its_identity() -> None:
+    objects = strict_objects()
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == service_name(0)]
+    sources = [s for rule in policy["spec"]["ingress"] for s in rule["from"]]
+    assert {"podSelector": {"matchLabels": {naming.GATEWAY_LABEL: "public"}}} in sources
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "gateway-public-envoy"]
+    assert {"sds-identity.yaml", "sds-trust.yaml", "sds-tls-shop-tls.yaml"} <= set(config["data"])
+    cds = json.loads(config["data"]["cds.yaml"])
+    (cluster,) = cds["resources"]
+    san = cluster["transport_socket"]["typed_config"]["common_tls_context"]["combined_validation_context"]
+    assert san["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": f"spiffe://cluster.local/ns/sync-ns/sa/{service_name(0)}"}}]
+
+
+@pytest.mark.parametrize("version", schemas.oldest_and_newest())
+def test_gateway_objects_under_mtls_are_schema_valid(version: str) -> None:
+    objects = [o for o in strict_objects() if o["metadata"]["name"].startswith("gateway-public")]
+    assert {o["kind"] for o in objects} >= {"Certificate", "Deployment"}
+    assert [p for obj in objects for p in schemas.errors(obj, version)] == []
