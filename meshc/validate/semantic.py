@@ -677,6 +677,8 @@ def route_shapes(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def route_callers(ctx: Context) -> Iterator[Diagnostic]:
+    if not any(r.match is not None and r.match.callers for _, _, _, r in routes_of(ctx)):
+        return
     callers_of: dict[str, set[str]] = {}
     for _, calling in services(ctx):
         for upstream in calling.upstreams:
@@ -735,19 +737,16 @@ def header_names(ctx: Context) -> Iterator[Diagnostic]:
                             where)
 
 
-def _mirror_target(ctx: Context, service: Service, mirror: Mirror) -> Service | None:
-    name = mirror.service or service.name
-    return next((s for s in ctx.mesh.spec.services if s.name == name), None)
-
-
 def mirror_targets(ctx: Context) -> Iterator[Diagnostic]:
-    names = [s.name for s in ctx.mesh.spec.services]
+    by_name: dict[str, Service] | None = None
     for path, service, index, route in routes_of(ctx):
         mirror = route.mirror
         if mirror is None or (mirror.service is None and mirror.version is None):
             continue
+        by_name = by_name if by_name is not None else {s.name: s for s in ctx.mesh.spec.services}
+        names = list(by_name)
         label = f"the mirror of {_route_label(service, index, route)}"
-        target = _mirror_target(ctx, service, mirror)
+        target = by_name.get(mirror.service or service.name)
         if target is None:
             where = path + ("mirror", "service")
             hint = _hint(str(mirror.service), names)
@@ -955,6 +954,9 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def gateway_names(ctx: Context) -> Iterator[Diagnostic]:
+    yield from _duplicate_route_names(ctx)
+    if not ctx.mesh.spec.gateways:
+        return
     seen: set[str] = set()
     claimed = {name for _, service in services(ctx) if service.endpoints is None
                for (_, name), _, _ in _claimed_names(service, ())}
@@ -968,7 +970,12 @@ def gateway_names(ctx: Context) -> Iterator[Diagnostic]:
         if generated in claimed or len(generated) > MAX_K8S_NAME - len("-envoy"):
             yield error("E616", f"gateway '{gateway.name}' creates objects named '{generated}', a name a service "
                         "already takes or longer than Kubernetes allows", ctx.at(*where), where)
+
+
+def _duplicate_route_names(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
+        if not service.routes:
+            continue
         names: set[str] = set()
         for index, route in enumerate(service.routes or ()):
             if route.name is not None and route.name in names:
