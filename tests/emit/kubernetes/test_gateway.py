@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,19 @@ def test_gateway_objects_under_mtls_are_schema_valid(version: str) -> None:
     objects = [o for o in strict_objects() if o["metadata"]["name"].startswith("gateway-public")]
     assert {o["kind"] for o in objects} >= {"Certificate", "Deployment"}
     assert [p for obj in objects for p in schemas.errors(obj, version)] == []
+
+
+def test_build_cli_takes_the_gateway_tls_dir(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    spec = tmp_path / "mesh.json"
+    spec.write_text(json.dumps(spec_with_gateway()))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "meshc.cli", "build", str(spec), "-o", str(out),
+                             "--gateway-tls-dir", "/srv/tls/{secret}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    sds = json.loads((out / "envoy" / "gateway-public" / "sds-tls-shop-tls.yaml").read_text())
+    (secret,) = sds["resources"]
+    assert secret["tls_certificate"]["certificate_chain"] == {"filename": "/srv/tls/shop-tls/tls.crt"}
+    assert secret["tls_certificate"]["watched_directory"] == {"path": "/srv/tls/shop-tls"}
