@@ -7,11 +7,10 @@ import gc
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from meshc import render
 from meshc.analysis import analyze
-from meshc.bundle import Bundle, StagedOutput, make_bundle, manifest, write_sharded
 from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
@@ -19,6 +18,9 @@ from meshc.resolve import ir, resolve
 from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
+
+if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
+    from meshc.bundle import Bundle
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
 # one costs more than it saves.
@@ -55,6 +57,8 @@ class BuildOptions:
     # SERVICE or SERVICE/VERSION -> HOST[:PORT]: sidecars reached outside Kubernetes DNS (hosts, VMs)
     envoy_hosts: Mapping[str, str] = field(default_factory=dict)
     tls_dir: str = naming.DEFAULT_TLS_DIR          # where sidecars read tls.crt, tls.key, ca.crt (mTLS)
+    # where a gateway finds its TLS Secrets' files; `{secret}` becomes each Secret's name
+    gateway_tls_dir: str = naming.GATEWAY_TLS_DIR
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,6 @@ def check(source: SpecSource) -> Checked:
     diagnostics += structural
     if model is None:   # references are still worth knowing about in the same run
         diagnostics += check_references_raw(loaded.data, loaded.positions)
-    if model is None or not loaded.ok:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     diagnostics += check_semantics(model, loaded.positions)
     if has_errors(diagnostics):
@@ -103,7 +106,8 @@ def check(source: SpecSource) -> Checked:
 def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
-    its Kubernetes file (whose ConfigMap carries them); then the files of the whole mesh.
+    its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
+    whole mesh.
 
     shard/shards split the work between processes: this shard's share of the services (every
     shards-th, from the shard-th), and the whole-mesh files in shard 0."""
@@ -118,6 +122,15 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
         objects = kubernetes.service_objects(mesh, service, envoy_files)
         yield naming.kubernetes_path(service.name), render.file(objects)
     if shard == 0:
+        gateway = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
+                                        options.tls_dir)
+        for each in mesh.gateways:
+            name = naming.gateway_name(each.name)
+            gateway_files = {}
+            for filename, docs in gateway(each).items():
+                gateway_files[filename] = data = render.file(docs)
+                yield naming.envoy_path(name, filename), data
+            yield naming.kubernetes_path(name), render.file(kubernetes.gateway_objects(mesh, each, gateway_files))
         for path, docs in (kubernetes.mesh_documents(mesh) | etcd.emit(mesh)).items():
             yield path, render.file(docs)
 
@@ -125,6 +138,8 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
 @no_cycle_collection
 def build_bundle(checked: Checked, options: BuildOptions = BuildOptions()) -> Bundle:
     """Every file of a spec that checked clean, in memory (what the sync side works from)."""
+    from meshc.bundle import make_bundle
+
     mesh = _checked_mesh(checked)
     return make_bundle(dict(iter_files(mesh, options)), mesh=mesh.name,
                        spec_digest=render.sha256(checked.source.data), revision=checked.source.revision)
@@ -139,6 +154,7 @@ def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOpt
     memory does not grow with its output. With jobs > 1 and enough services, that many processes
     share the work (meshc.bundle.shards: workers are forked, so call it from a process without
     other threads). Raises BundleWriteError or OSError, with OUT untouched."""
+    from meshc.bundle import StagedOutput, manifest, write_sharded
     from meshc.emit import envoy, etcd, kubernetes  # noqa: F401 - once, here, rather than in every worker
 
     mesh = _checked_mesh(checked)

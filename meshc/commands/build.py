@@ -23,6 +23,7 @@ from meshc.commands.common import (
     usage_error,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
+from meshc.defaults import GATEWAY_TLS_DIR
 from meshc.progress import Progress
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
+    parser.add_argument("--gateway-tls-dir", default=GATEWAY_TLS_DIR, metavar="DIR",
+                        help=f"where gateways read their TLS Secrets' tls.crt and tls.key (default {GATEWAY_TLS_DIR}, "
+                        "the Secret mount); {secret} in DIR becomes each Secret's name")
     parser.add_argument("--tls-dir", default=None, metavar="DIR",
                         help="where sidecars read their certificate (tls.crt, tls.key, ca.crt) under mTLS "
                         "(default /etc/meshc/tls, the Secret mount); {service} in DIR becomes each sidecar's "
@@ -121,18 +125,18 @@ def _envoy_accepts(checked: Checked, args: argparse.Namespace, envoy: str) -> bo
     """Every sidecar of the build through `envoy --mode validate`, cds/lds folded in; says what Envoy rejects."""
     from meshc import render
     from meshc.emit import envoy as envoy_emitter
-    from meshc.review.envoy_check import describe, validate_sidecars
+    from meshc.review.envoy_check import describe, sidecars, validate_sidecars
 
     assert checked.mesh is not None
     options = build_options(args)
     files = {path: render.file(docs) for path, docs in
-             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts)}
+             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts, options.tls_dir)}
     with Progress("verifying sidecars with Envoy") as progress:
         rejections = validate_sidecars(files, envoy, jobs=args.jobs or _default_jobs(), progress=progress.update)
     for line in describe(rejections):
         sys.stderr.write(f"meshc: error: {line}\n")
     if args.format == "text" and not rejections:
-        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(files) // 3} sidecars\n")
+        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(sidecars(files))} sidecars\n")
     return not rejections
 
 
