@@ -66,10 +66,11 @@ def config_map_data(service: ir.Service, sidecar_files: Mapping[str, bytes]) -> 
     """The sidecar's files by the ConfigMap that carries them (ConfigMap name -> file name -> bytes).
 
     Usually one ConfigMap with the files as written. When they would exceed the ConfigMap size
-    limit (a service calling a hundred others or more), every file is written compactly, each
-    repeated block once (render.shared_file: a sixth of the bytes), and cds and lds get a ConfigMap each; the pod projects them all into one
-    volume, so Envoy still watches one directory. Any part may still be over the limit: see
-    `oversized_config_maps`."""
+    limit (a service calling about 140 others or more), every file is written compactly, each
+    repeated block once (render.shared_file: a sixth of the bytes), and cds and lds get a
+    ConfigMap each; the pod projects them all into one volume, so Envoy still watches one
+    directory. Applied in name order, cds lands before the lds whose routes use its clusters.
+    Any part may still be over the limit: see `oversized_config_maps`."""
     if _data_size(sidecar_files) <= CONFIG_MAP_MAX_BYTES:
         return {naming.config_map_name(service.name): dict(sidecar_files)}
     compact = {name: render.shared_file(data) for name, data in sidecar_files.items()}
