@@ -29,10 +29,15 @@ SERVICE_ACCOUNT = Kind("ServiceAccount", "", "v1", "serviceaccounts", namespaced
 CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps", namespaced=True)
 SERVICE = Kind("Service", "", "v1", "services", namespaced=True)
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments", namespaced=True)
+HORIZONTAL_POD_AUTOSCALER = Kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers",
+                                 namespaced=True)
+POD_DISRUPTION_BUDGET = Kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", namespaced=True)
 
 # The table: a Namespace before what lives in it; a ServiceAccount and a ConfigMap before the
-# Deployment that runs as one and mounts the other; Services before the pods they select.
-KINDS: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, CONFIG_MAP, SERVICE, DEPLOYMENT)
+# Deployment that runs as one and mounts the other; Services before the pods they select; an
+# autoscaler and a disruption budget after the Deployment they scale and protect.
+KINDS: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, CONFIG_MAP, SERVICE, DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER,
+                           POD_DISRUPTION_BUDGET)
 
 APPLY_ORDER: tuple[str, ...] = tuple(k.kind for k in KINDS)
 PRUNE_ORDER: tuple[str, ...] = tuple(reversed(APPLY_ORDER))

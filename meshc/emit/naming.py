@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from meshc import object_names
 from meshc.defaults import ENVOY_CONFIG_DIR
-from meshc.resolve import ir
+from meshc.resolve import ir, workloads
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "meshc"
@@ -78,8 +78,9 @@ def service_account_name(service: str) -> str:
 
 
 def upstream_env_var(service: str) -> str:
-    """`CATALOG_URL` for service `catalog`: where the app reaches it through its sidecar."""
-    return service.upper().replace("-", "_") + "_URL"
+    """`CATALOG_URL` for service `catalog`: where the app reaches it through its sidecar (the
+    resolver writes the app's environment with this rule)."""
+    return workloads.upstream_env_var(service)
 
 
 def mesh_labels(mesh: ir.Mesh) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from meshc.diagnostics import Span
 from meshc.load import Positions
 from meshc import defaults as builtin
-from meshc.resolve import ir
+from meshc.resolve import ir, workloads
 from meshc.validate import models as spec
 from meshc.vocabulary import FailurePolicy
 
@@ -57,6 +57,8 @@ def _proxy(proxy: spec.Proxy) -> ir.Proxy:
         stats_port=proxy.stats_port,
         access_log=proxy.access_log,
         resources=_resources(proxy.resources, None, builtin.PROXY_RESOURCES),
+        native_sidecar=proxy.native_sidecar,
+        drain_ms=proxy.drain_duration,
     )
 
 
@@ -151,12 +153,13 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         _upstream(u, path + ("upstreams", i), defaults, by_name[u.service], destinations[u.service], span)
         for i, u in enumerate(service.upstreams)
     ]
+    protocols = {u.service: by_name[u.service].protocol for u in service.upstreams}
     return ir.Service(
         name=service.name,
         port=service.port,
         protocol=service.protocol,
         deployed=service.endpoints is None,
-        versions=_versions(service, path, span),
+        versions=_versions(service, path, span, workloads.upstream_env(service, path, protocols, span)),
         endpoints=tuple(sorted(
             (ir.Endpoint(e.address, e.port, e.weight, span(*path, "endpoints", i))
              for i, e in enumerate(service.endpoints or ())),
@@ -168,31 +171,55 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         circuit_breaker=own.circuit_breaker,
         health_check=own.health_check,
         upstreams=tuple(sorted(upstreams, key=lambda u: (u.service, u.local_port))),
-        env=tuple(sorted((service.env or {}).items())),
+        env=tuple(sorted((k, v) for k, v in (service.env or {}).items() if isinstance(v, str))),
         span=span(*path),
+        service_port=service.service_port or service.port,
+        volumes=workloads.volumes(service, path, span),
+        security=workloads.security(service.security_context),
+        init_containers=workloads.init_containers(
+            service, path, span, lambda own: _resources(own, None, builtin.APP_RESOURCES)),
+        probes=workloads.probes(service, path, span),
+        pod=workloads.pod(service),
     )
 
 
-def _versions(service: spec.Service, path: Path, span: _Spans) -> tuple[ir.Version, ...]:
+def _versions(service: spec.Service, path: Path, span: _Spans,
+              upstream_env: dict[str, ir.EnvVar]) -> tuple[ir.Version, ...]:
     if service.endpoints is not None:
         return ()
+    service_env = workloads.env_map(service.env, path + ("env",), span)
+    scaling = workloads.autoscaling(service, path, span)
     if not service.versions:
+        replicas = _first(service.replicas, builtin.REPLICAS)
         return (ir.Version(
             name=builtin.IMPLICIT_VERSION, implicit=True, image=service.image or "",
-            replicas=_first(service.replicas, builtin.REPLICAS), weight=100,
+            replicas=replicas, weight=100,
             resources=_resources(service.resources, None, builtin.APP_RESOURCES), span=span(*path),
+            command=_strings(service.command), args=_strings(service.args),
+            env=workloads.app_env(upstream_env, service_env), autoscaling=scaling,
+            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling, span(*path)),
         ),)
-    versions = [
-        ir.Version(
+    versions = []
+    for i, v in enumerate(service.versions):
+        replicas = _first(v.replicas, _first(service.replicas, builtin.REPLICAS))
+        where = path + ("versions", i)
+        versions.append(ir.Version(
             name=v.name, implicit=False, image=v.image or service.image or "",
-            replicas=_first(v.replicas, _first(service.replicas, builtin.REPLICAS)),
+            replicas=replicas,
             weight=_first(v.weight, 100),
             resources=_resources(v.resources, service.resources, builtin.APP_RESOURCES),
-            span=span(*path, "versions", i),
-        )
-        for i, v in enumerate(service.versions)
-    ]
+            span=span(*where),
+            command=_strings(v.command if v.command is not None else service.command),
+            args=_strings(v.args if v.args is not None else service.args),
+            env=workloads.app_env(upstream_env, service_env, workloads.env_map(v.env, where + ("env",), span)),
+            autoscaling=scaling,
+            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling, span(*where)),
+        ))
     return tuple(sorted(versions, key=lambda v: v.name))
+
+
+def _strings(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
 
 
 def _upstream(upstream: spec.Upstream, path: Path, defaults: spec.Defaults, callee: spec.Service,

@@ -360,7 +360,8 @@ class Autoscaling(Model):
 
     min_replicas: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
     max_replicas: Annotated[StrictInt, Field(ge=1, le=10_000)]
-    target_cpu_utilization: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+    target_cpu_utilization: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
+        default=None, alias="targetCPUUtilization")
     target_memory_utilization: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
 

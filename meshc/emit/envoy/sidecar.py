@@ -47,10 +47,13 @@ class _Group:
 def sidecar_resources(ctx: MeshContext, service: ir.Service) -> tuple[list[Json], list[Json]]:
     """(clusters, listeners) of the sidecar of `service`."""
     variants = _variants(service)
-    clusters = [local_app_cluster(service)]
+    # A client-only service (no port) takes no calls: no inbound listener, no cluster to the app.
+    takes_calls = service.port is not None
+    clusters = [local_app_cluster(service)] if takes_calls else []
     for group in _groups(ctx, service, variants):
         clusters += _clusters(ctx, group)
-    listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, ctx.http_logs, ctx.tcp_logs)]
+    listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, ctx.http_logs, ctx.tcp_logs)] \
+        if takes_calls else []
     for upstream in service.upstreams:
         callee_targets = targets(ctx.services[upstream.service], variants[id(upstream)])
         listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs))

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from meshc import kinds, render
 from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.kubernetes import objects
+from meshc.emit.kubernetes.autoscaler import autoscaler
 from meshc.emit.kubernetes.deployment import deployment
+from meshc.emit.kubernetes.disruption import disruption_budget
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
@@ -44,8 +46,12 @@ def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[s
     built = [
         objects.service_account(mesh, service),
         objects.config_map(mesh, service, sidecar_files),
-        objects.cluster_service(mesh, service),
-        *(objects.headless_service(mesh, service, v) for v in service.versions),
         *(deployment(mesh, service, v, bootstrap_hash) for v in service.versions),
     ]
+    if service.port is not None:    # a client-only service takes no calls: no Services
+        built.append(objects.cluster_service(mesh, service))
+        built += [objects.headless_service(mesh, service, v) for v in service.versions]
+    built += [autoscaler(mesh, service, v, v.autoscaling) for v in service.versions if v.autoscaling]
+    built += [disruption_budget(mesh, service, v, v.disruption_budget) for v in service.versions
+              if v.disruption_budget]
     return kinds.in_apply_order(built)
