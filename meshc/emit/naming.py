@@ -113,11 +113,11 @@ def version_selector(service: str, version: ir.Version) -> dict[str, str]:
 
 
 # Inside a pod: container, volume and port names (port names: at most 15 characters).
-APP_CONTAINER = "app"
-SIDECAR_CONTAINER = "envoy"
-SIDECAR_CONFIG_VOLUME = "envoy-config"
-SIDECAR_TMP_VOLUME = "envoy-tmp"
-APP_TMP_VOLUME = "tmp"
+APP_CONTAINER = object_names.APP_CONTAINER
+SIDECAR_CONTAINER = object_names.SIDECAR_CONTAINER
+SIDECAR_CONFIG_VOLUME = object_names.SIDECAR_CONFIG_VOLUME
+SIDECAR_TMP_VOLUME = object_names.SIDECAR_TMP_VOLUME
+APP_TMP_VOLUME = object_names.APP_TMP_VOLUME
 SIDECAR_INBOUND_PORT_NAME = "envoy-inbound"
 SIDECAR_STATS_PORT_NAME = "envoy-stats"
 

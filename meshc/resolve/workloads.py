@@ -8,13 +8,13 @@ winning. The semantic checks reject the clashes that are not such deliberate ove
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Mapping
 
 import orjson
 
 from meshc import defaults as builtin
 from meshc.diagnostics import Span
+from meshc.env_templates import DEFAULT_TEMPLATE, default_name, expand
 from meshc.resolve import ir
 from meshc.validate import models as spec
 
@@ -22,28 +22,17 @@ Path = tuple[str | int, ...]
 SpanAt = Callable[..., Span]
 
 LOCAL_HOST = "127.0.0.1"          # the app reaches every upstream through its sidecar on loopback
-PLACEHOLDERS = ("host", "port", "address", "url")
-DEFAULT_ENV_TEMPLATE = "{url}"
 
 
 def upstream_env_var(service: str) -> str:
     """`CATALOG_URL` for service `catalog`: the default variable for an upstream's address."""
-    return service.upper().replace("-", "_") + "_URL"
-
-
-def template_fields(template: str) -> list[str]:
-    """The placeholders a template uses; ValueError for a malformed one (`{` without `}`)."""
-    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    return default_name(service)
 
 
 def upstream_address(protocol: ir.Protocol, local_port: int) -> dict[str, str]:
     scheme = "tcp" if protocol is ir.Protocol.TCP else "http"
     return {"host": LOCAL_HOST, "port": str(local_port), "address": f"{LOCAL_HOST}:{local_port}",
             "url": f"{scheme}://{LOCAL_HOST}:{local_port}"}
-
-
-def expand(template: str, values: Mapping[str, str]) -> str:
-    return template.format_map(values)
 
 
 # --- environment ---------------------------------------------------------------------------
@@ -79,7 +68,7 @@ def upstream_env(service: spec.Service, path: Path, protocols: Mapping[str, ir.P
         where = path + ("upstreams", index)
         values = upstream_address(protocols[upstream.service], upstream.local_port)
         templates = upstream.env if upstream.env is not None else \
-            {upstream_env_var(upstream.service): DEFAULT_ENV_TEMPLATE}
+            {upstream_env_var(upstream.service): DEFAULT_TEMPLATE}
         for name, template in templates.items():
             at = span(*where, "env", name) if upstream.env is not None else span(*where)
             found.setdefault(name, ir.EnvVar(name, expand(template, values), None, at))

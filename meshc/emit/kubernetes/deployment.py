@@ -34,8 +34,6 @@ _CONTAINER_SECURITY: dict[str, Any] = {
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
-# meshc's own volumes in every pod; a service's volumes may not take these names
-RESERVED_VOLUMES = (naming.SIDECAR_CONFIG_VOLUME, naming.SIDECAR_TMP_VOLUME, naming.APP_TMP_VOLUME)
 
 
 def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstrap_hash: str) -> Object:
