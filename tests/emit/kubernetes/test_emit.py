@@ -72,8 +72,14 @@ def find(documents: dict[str, list[Obj]], kind: str, name: str) -> Obj:
     return matches[0]
 
 
+def all_containers(deployment: Obj) -> list[Obj]:
+    """The app, the sidecar (a native sidecar is an init container) and any init containers."""
+    pod = deployment["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", ()), *pod["containers"]]
+
+
 def container(deployment: Obj, name: str) -> Obj:
-    (found,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    (found,) = [c for c in all_containers(deployment) if c["name"] == name]
     return found
 
 
@@ -105,8 +111,10 @@ def test_each_service_file_holds_its_objects_in_apply_order(example: ir.Mesh) ->
         ranks = [kinds.kind_rank(o["kind"]) for o in objs]
         assert ranks == sorted(ranks)
         versions = len(service.versions)
-        assert Counter(o["kind"] for o in objs) == {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1 + versions,
-                                                    "Deployment": versions}
+        budgets = sum(1 for v in service.versions if v.replicas >= 2)
+        expected = {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1 + versions, "Deployment": versions,
+                    "PodDisruptionBudget": budgets}
+        assert Counter(o["kind"] for o in objs) == {kind: n for kind, n in expected.items() if n}
         assert all(o["metadata"]["namespace"] == example.namespace for o in objs)
         assert all(o["apiVersion"] == kinds.API_VERSIONS[o["kind"]] for o in objs)
 
@@ -150,7 +158,8 @@ def test_service_and_version_labels(example: ir.Mesh) -> None:
         for obj in documents[naming.kubernetes_path(service.name)]:
             labels = obj["metadata"]["labels"]
             assert labels[naming.SERVICE_LABEL] == labels[naming.APP_NAME_LABEL] == service.name
-            per_version = obj["kind"] == "Deployment" or obj["metadata"]["name"] != service.name and obj["kind"] == "Service"
+            per_version = obj["kind"] in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget") or \
+                obj["metadata"]["name"] != service.name and obj["kind"] == "Service"
             assert (naming.VERSION_LABEL in labels) == per_version, obj["metadata"]["name"]
             if per_version:
                 assert labels[naming.VERSION_LABEL] == labels[naming.APP_VERSION_LABEL]
@@ -249,7 +258,7 @@ def test_pods_are_locked_down(example: ir.Mesh) -> None:
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for c in pod["containers"]:
+        for c in all_containers(deployment):
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
             assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), c["name"]
@@ -281,7 +290,7 @@ def test_sidecar_runs_the_bootstrap_from_the_mounted_config_map(example: ir.Mesh
             (config_mount,) = [m for m in envoy["volumeMounts"] if m["mountPath"] == naming.DEFAULT_CONFIG_DIR]
             assert config_mount["readOnly"] is True and "subPath" not in config_mount
             assert volumes[config_mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
-            for c in pod["containers"]:
+            for c in all_containers(deployment):
                 assert {m["name"] for m in c["volumeMounts"]} <= set(volumes)
 
 
@@ -297,10 +306,10 @@ def test_ports_probes_and_scrape_annotations_agree(example: ir.Mesh) -> None:
         assert {p["name"]: p["containerPort"] for p in envoy["ports"]} == {
             naming.SIDECAR_INBOUND_PORT_NAME: proxy.inbound_port, naming.SIDECAR_STATS_PORT_NAME: proxy.stats_port}
         assert envoy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": proxy.stats_port}
-        assert proxy.admin_port not in {p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]}
-        names = [p["name"] for c in template["spec"]["containers"] for p in c["ports"]]
+        assert proxy.admin_port not in {p["containerPort"] for c in all_containers(deployment) for p in c["ports"]}
+        names = [p["name"] for c in all_containers(deployment) for p in c["ports"]]
         assert len(names) == len(set(names)) and all(len(n) <= 15 for n in names)
-        for c in template["spec"]["containers"]:
+        for c in all_containers(deployment):
             assert "successThreshold" not in c["livenessProbe"]   # Kubernetes demands 1 for liveness
 
 
