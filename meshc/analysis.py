@@ -248,7 +248,8 @@ def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
         return
     called = {u.service for _, u in _edges(mesh)}
     for service in mesh.services:
-        if service.name not in called and service.name not in entry_points:
+        # a client-only service (no port) cannot be called: it starts calls, like an entry point
+        if service.name not in called and service.name not in entry_points and service.port is not None:
             yield warning("W304", f"service '{service.name}' is called by no service and is not listed in "
                           "spec.analysis.entryPoints", service.span)
 

@@ -73,7 +73,7 @@ def pod_annotations(proxy: ir.Proxy, bootstrap_hash: str) -> dict[str, str]:
 def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[str, Any]:
     proxy = mesh.proxy
     sidecar = sidecar_container(proxy)
-    init = [init_container(service, c) for c in service.init_containers]
+    init = [init_container(service, version, c) for c in service.init_containers]
     containers = [app_container(service, version, proxy)]
     if proxy.native_sidecar:
         init.insert(0, sidecar)     # first: later init containers may call out through it
@@ -234,15 +234,17 @@ def volume(v: ir.Volume) -> dict[str, Any]:
     return {"name": v.name, v.kind: source}
 
 
-def init_container(service: ir.Service, container: ir.InitContainer) -> dict[str, Any]:
-    """Hardened like the app, with the app's volumes (to prepare them) and scratch /tmp."""
+def init_container(service: ir.Service, version: ir.Version, container: ir.InitContainer) -> dict[str, Any]:
+    """Hardened like the app, with the app's volumes (to prepare them), scratch /tmp, and the app's
+    environment (upstream addresses included) under its own variables."""
     found: dict[str, Any] = {"name": container.name, "image": container.image}
     if container.command is not None:
         found["command"] = list(container.command)
     if container.args is not None:
         found["args"] = list(container.args)
-    if container.env:
-        found["env"] = [env_var(v) for v in container.env]
+    env = {v.name: v for v in version.env} | {v.name: v for v in container.env}
+    if env:
+        found["env"] = [env_var(env[name]) for name in sorted(env)]
     found["resources"] = resources(container.resources)
     found["securityContext"] = container_security(service.security)
     found["volumeMounts"] = app_mounts(service)

@@ -83,6 +83,11 @@ def container(deployment: Obj, name: str) -> Obj:
     return found
 
 
+def takes_calls(mesh: ir.Mesh) -> list[ir.Service]:
+    """Deployed services with a port: the ones with Services (a client-only service has none)."""
+    return [s for s in mesh.deployed_services if s.port is not None]
+
+
 @pytest.fixture(scope="module")
 def protocols() -> ir.Mesh:
     return mesh_from_yaml(PROTOCOLS)
@@ -111,9 +116,10 @@ def test_each_service_file_holds_its_objects_in_apply_order(example: ir.Mesh) ->
         ranks = [kinds.kind_rank(o["kind"]) for o in objs]
         assert ranks == sorted(ranks)
         versions = len(service.versions)
-        budgets = sum(1 for v in service.versions if v.replicas >= 2)
-        expected = {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1 + versions, "Deployment": versions,
-                    "PodDisruptionBudget": budgets}
+        services = 0 if service.port is None else 1 + versions   # a client-only service takes no calls
+        expected = {"ServiceAccount": 1, "ConfigMap": 1, "Service": services, "Deployment": versions,
+                    "HorizontalPodAutoscaler": sum(1 for v in service.versions if v.autoscaling),
+                    "PodDisruptionBudget": sum(1 for v in service.versions if v.disruption_budget)}
         assert Counter(o["kind"] for o in objs) == {kind: n for kind, n in expected.items() if n}
         assert all(o["metadata"]["namespace"] == example.namespace for o in objs)
         assert all(o["apiVersion"] == kinds.API_VERSIONS[o["kind"]] for o in objs)
@@ -210,7 +216,7 @@ def test_selectors_are_stable_and_pick_exactly_the_right_pods(example: ir.Mesh) 
         assert set(selector) == {naming.SERVICE_LABEL, naming.VERSION_LABEL}
         assert [name for name, labels in pods.items() if selector.items() <= labels.items()] == \
             [deployment["metadata"]["name"]]
-    for service in example.deployed_services:
+    for service in takes_calls(example):
         cluster_ip = find(emitted(example), "Service", service.name)
         matched = {name for name, labels in pods.items() if cluster_ip["spec"]["selector"].items() <= labels.items()}
         assert matched == {naming.workload_name(service.name, v) for v in service.versions}
@@ -222,11 +228,11 @@ def test_selectors_are_stable_and_pick_exactly_the_right_pods(example: ir.Mesh) 
 
 def test_cluster_service_exposes_the_app_port_through_the_sidecar(example: ir.Mesh) -> None:
     documents = emitted(example)
-    for service in example.deployed_services:
+    for service in takes_calls(example):
         spec = find(documents, "Service", service.name)["spec"]
         assert spec["type"] == "ClusterIP"
         (port,) = spec["ports"]
-        assert port["port"] == service.port and port["name"] == service.protocol.value
+        assert port["port"] == service.service_port and port["name"] == service.protocol.value
         assert port["targetPort"] == example.proxy.inbound_port
         for version in service.versions:
             deployment = find(documents, "Deployment", naming.workload_name(service.name, version))
@@ -236,7 +242,7 @@ def test_cluster_service_exposes_the_app_port_through_the_sidecar(example: ir.Me
 
 def test_headless_service_per_version_publishes_ready_pods_on_the_inbound_port(example: ir.Mesh) -> None:
     documents = emitted(example)
-    for service in example.deployed_services:
+    for service in takes_calls(example):
         for version in service.versions:
             spec = find(documents, "Service", naming.headless_service_name(service.name, version))["spec"]
             assert spec["clusterIP"] == "None" and spec["publishNotReadyAddresses"] is False
@@ -253,13 +259,16 @@ def test_app_protocol_per_protocol(protocols: ir.Mesh) -> None:
 # --- pods ------------------------------------------------------------------------------------
 
 def test_pods_are_locked_down(example: ir.Mesh) -> None:
+    """Pod Security `restricted`; the app's root file system is read-only unless its service says not."""
     for deployment in (o for o in objects_of(emitted(example)) if o["kind"] == "Deployment"):
+        service = example.service(deployment["metadata"]["labels"][naming.SERVICE_LABEL])
         pod = deployment["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for c in all_containers(deployment):
-            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            read_only = c["name"] == naming.SIDECAR_CONTAINER or service.security.read_only_root_filesystem
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only,
                                             "capabilities": {"drop": ["ALL"]}}
             assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), c["name"]
 
@@ -306,11 +315,13 @@ def test_ports_probes_and_scrape_annotations_agree(example: ir.Mesh) -> None:
         assert {p["name"]: p["containerPort"] for p in envoy["ports"]} == {
             naming.SIDECAR_INBOUND_PORT_NAME: proxy.inbound_port, naming.SIDECAR_STATS_PORT_NAME: proxy.stats_port}
         assert envoy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": proxy.stats_port}
-        assert proxy.admin_port not in {p["containerPort"] for c in all_containers(deployment) for p in c["ports"]}
-        names = [p["name"] for c in all_containers(deployment) for p in c["ports"]]
+        ports = [p for c in all_containers(deployment) for p in c.get("ports", ())]
+        assert proxy.admin_port not in {p["containerPort"] for p in ports}
+        names = [p["name"] for p in ports]
         assert len(names) == len(set(names)) and all(len(n) <= 15 for n in names)
         for c in all_containers(deployment):
-            assert "successThreshold" not in c["livenessProbe"]   # Kubernetes demands 1 for liveness
+            for probe in ("livenessProbe", "startupProbe"):   # Kubernetes demands 1 for these
+                assert "successThreshold" not in c.get(probe, {})
 
 
 def test_readiness_follows_the_health_check_per_protocol(protocols: ir.Mesh) -> None:
