@@ -55,7 +55,8 @@ def _envoy_host(text: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.bundle import BundleWriteError
-    from meshc.pipeline import write_build
+    from meshc.emit.kubernetes.dependencies import describe
+    from meshc.pipeline import external_dependencies, write_build
 
     checked = check_from_args(args)
     if not checked.ok or failed(checked.diagnostics, args.strict):
@@ -68,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
+        external = external_dependencies(checked)
+        if external:
+            sys.stderr.write("meshc: the manifests use objects meshc does not create (they must exist before the "
+                             f"pods start; see externalDependencies in manifest.json): "
+                             f"{', '.join(describe(d) for d in external)}\n")
     return EXIT_OK
 
 

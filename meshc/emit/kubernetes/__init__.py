@@ -9,12 +9,13 @@ from meshc import kinds, render
 from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.kubernetes import objects
 from meshc.emit.kubernetes.autoscaler import autoscaler
+from meshc.emit.kubernetes.dependencies import external_dependencies
 from meshc.emit.kubernetes.deployment import deployment
 from meshc.emit.kubernetes.disruption import disruption_budget
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
-__all__ = ["emit", "iter_documents", "mesh_documents", "service_objects"]
+__all__ = ["emit", "external_dependencies", "iter_documents", "mesh_documents", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
