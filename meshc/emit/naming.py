@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from meshc import object_names
 from meshc.defaults import ENVOY_CONFIG_DIR
-from meshc.resolve import ir, workloads
+from meshc.env_templates import default_name
+from meshc.resolve import ir
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "meshc"
@@ -80,7 +81,7 @@ def service_account_name(service: str) -> str:
 def upstream_env_var(service: str) -> str:
     """`CATALOG_URL` for service `catalog`: where the app reaches it through its sidecar (the
     resolver writes the app's environment with this rule)."""
-    return workloads.upstream_env_var(service)
+    return default_name(service)
 
 
 def mesh_labels(mesh: ir.Mesh) -> dict[str, str]:

@@ -151,7 +151,9 @@ def probes(service: spec.Service, path: Path, span: SpanAt) -> ir.Probes:
 def _probe(probe: spec.Probe | str | None, where: Span) -> ir.ProbeChoice:
     if probe is None or isinstance(probe, str):
         return None if probe is None else ir.PROBE_OFF
-    handler, port, path, scheme, headers, grpc_service, command = "tcpSocket", None, None, None, (), None, ()
+    handler, port, path, scheme, grpc_service = "tcpSocket", None, None, None, None
+    headers: tuple[tuple[str, str], ...] = ()
+    command: tuple[str, ...] = ()
     if probe.http_get is not None:
         handler, port, path, scheme = "httpGet", probe.http_get.port, probe.http_get.path, probe.http_get.scheme
         headers = tuple(sorted((probe.http_get.headers or {}).items()))

@@ -215,14 +215,6 @@ def _scalar_or_mapping(value: object) -> str:
     return MAPPING_TAG if isinstance(value, dict) else SCALAR_TAG
 
 
-def scalar_or(scalar: Any, mapping: Any) -> Any:
-    """`scalar | mapping`, validated as the branch the value's shape picks (one error, not two)."""
-    return Annotated[
-        Annotated[scalar, Tag(SCALAR_TAG)] | Annotated[mapping, Tag(MAPPING_TAG)],
-        Discriminator(_scalar_or_mapping),
-    ]
-
-
 class KeySelector(Model):
     """One key of a Secret or ConfigMap."""
 
@@ -243,7 +235,11 @@ class EnvSource(Model):
     field_ref: FieldSelector | None = None
 
 
-EnvValue = scalar_or(Annotated[str, Field(max_length=65_536)], EnvSource)
+# `scalar | mapping` unions are validated as the branch the value's shape picks (one error, not two)
+EnvValue = Annotated[
+    Annotated[str, Field(max_length=65_536), Tag(SCALAR_TAG)] | Annotated[EnvSource, Tag(MAPPING_TAG)],
+    Discriminator(_scalar_or_mapping),
+]
 EnvMap = dict[EnvName, EnvValue]
 
 
@@ -346,7 +342,10 @@ class Probe(Model):
     failure_threshold: Threshold | None = None
 
 
-ProbeField = scalar_or(Literal["off"], Probe)
+ProbeField = Annotated[
+    Annotated[Literal["off"], Tag(SCALAR_TAG)] | Annotated[Probe, Tag(MAPPING_TAG)],
+    Discriminator(_scalar_or_mapping),
+]
 
 
 class Probes(Model):
@@ -379,7 +378,10 @@ class DisruptionBudget(Model):
     max_unavailable: IntOrPercent | None = None
 
 
-DisruptionBudgetField = scalar_or(Literal["off"], DisruptionBudget)
+DisruptionBudgetField = Annotated[
+    Annotated[Literal["off"], Tag(SCALAR_TAG)] | Annotated[DisruptionBudget, Tag(MAPPING_TAG)],
+    Discriminator(_scalar_or_mapping),
+]
 
 
 class Toleration(Model):

@@ -622,11 +622,15 @@ def _over_limit(ctx: Context, owner: Path, layers: list[tuple[Resources | None, 
         request, request_at = _pick(layers, "requests", resource, base[f"{resource}_request"], owner)
         limit, limit_at = _pick(layers, "limits", resource, base[f"{resource}_limit"], owner)
         if parse_quantity(request) > parse_quantity(limit):
-            origin = lambda at: "" if at != owner else " (default)"  # noqa: E731
             where = request_at if request_at != owner else limit_at
-            yield error("E711", f"{who} requests {resource} {request}{origin(request_at)}, more than its limit "
-                        f"{limit}{origin(limit_at)}: Kubernetes rejects such a pod", ctx.at(*where), where,
-                        hint=f"raise limits.{resource}, or lower requests.{resource}")
+            yield error("E711", f"{who} requests {resource} {request}{_default_mark(request_at, owner)}, more than "
+                        f"its limit {limit}{_default_mark(limit_at, owner)}: Kubernetes rejects such a pod",
+                        ctx.at(*where), where, hint=f"raise limits.{resource}, or lower requests.{resource}")
+
+
+def _default_mark(where: Path, owner: Path) -> str:
+    """A value found at the owner itself came from the built-in defaults."""
+    return " (default)" if where == owner else ""
 
 
 def _pick(layers: list[tuple[Resources | None, Path]], section: str, resource: str, default: str,
