@@ -102,3 +102,16 @@ def test_the_autoscalers_replica_count_survives_every_sync(kube_api: KubeAPIHand
     kube_api.reset_log()
     sync_once(bundle_of(autoscaled_spec(image="1.1"), revision="c" * 40), [kube_target])
     assert kube_api.writes() == [] and live_replicas(kube_api) == 3
+
+
+def test_turning_autoscaling_on_keeps_the_running_replica_count(kube_api: KubeAPIHandle,
+                                                               kube_target: KubernetesTarget) -> None:
+    """meshc owned `replicas` until now; applying without it must not reset a running Deployment to
+    one pod before the autoscaler acts (server-side apply removes a field its only owner drops)."""
+    sync_once(bundle_of(chain_spec(2, replicas={SCALED: 4})), [kube_target])
+    assert live_replicas(kube_api) == 4
+    sync_once(bundle_of(autoscaled_spec()), [kube_target])
+    assert live_replicas(kube_api) == 4
+    autoscaler_scales_to(kube_api, 5)
+    sync_once(bundle_of(autoscaled_spec(image="1.2")), [kube_target])
+    assert live_replicas(kube_api) == 5
