@@ -22,7 +22,8 @@ Every problem meshc finds is reported as `file:line:col: severity: message [CODE
 position, all at once (not just the first). Codes are stable: a code keeps its meaning forever.
 
 - `E0xx` reading and parsing the file, `E1xx` structure, types and ranges, `E2xx` meaning across
-  the spec, `W2xx` suspicious settings, `W3xx` call-graph analysis.
+  the spec, `W2xx` suspicious settings, `W3xx` call-graph analysis, `E7xx`/`W7xx` workloads
+  (pods, environment, volumes, probes, autoscaling).
 - Errors make `meshc validate`/`build` exit 1; warnings do not, unless `--strict`.
 - `--format json` prints a list of `{code, severity, message, file, line, col, path, hint}`;
   `--format github` prints workflow annotations (`::error file=...,line=...,col=...`).
