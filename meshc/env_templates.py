@@ -8,7 +8,6 @@ import string
 from collections.abc import Mapping
 
 PLACEHOLDERS = ("host", "port", "address", "url")
-DEFAULT_TEMPLATE = "{url}"
 
 
 def default_name(service: str) -> str:

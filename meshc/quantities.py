@@ -5,6 +5,7 @@ A neutral module: validation compares requests with limits through it; it import
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ _SUFFIXES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)   # a mesh spells the same few quantities over and over
 def parse_quantity(text: str) -> Decimal:
     """The value of a quantity the spec's pattern admits; ValueError for anything else."""
     match = _QUANTITY.match(text)

@@ -217,6 +217,13 @@ class PodSettings:
     termination_grace_period_s: int | None = None
 
 
+# The workload settings of a service that sets none: one shared object each (emitters may
+# recognise them by identity to skip work; equality still holds for any equal value).
+DEFAULT_APP_SECURITY = AppSecurity()
+NO_PROBES = Probes()
+NO_POD_SETTINGS = PodSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class Version:
     name: str
@@ -286,10 +293,10 @@ class Service:
     # workloads
     service_port: int | None = None   # the ClusterIP Service's port; None without `port`
     volumes: tuple[Volume, ...] = ()  # sorted by name
-    security: AppSecurity = AppSecurity()
+    security: AppSecurity = DEFAULT_APP_SECURITY
     init_containers: tuple[InitContainer, ...] = ()  # in the spec's order: they run one after another
-    probes: Probes = Probes()
-    pod: PodSettings = PodSettings()
+    probes: Probes = NO_PROBES
+    pod: PodSettings = NO_POD_SETTINGS
 
 
 @dataclass(frozen=True, slots=True)

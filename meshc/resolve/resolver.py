@@ -153,13 +153,12 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         _upstream(u, path + ("upstreams", i), defaults, by_name[u.service], destinations[u.service], span)
         for i, u in enumerate(service.upstreams)
     ]
-    protocols = {u.service: by_name[u.service].protocol for u in service.upstreams}
     return ir.Service(
         name=service.name,
         port=service.port,
         protocol=service.protocol,
         deployed=service.endpoints is None,
-        versions=_versions(service, path, span, workloads.upstream_env(service, path, protocols, span)),
+        versions=_versions(service, path, span, workloads.upstream_env(service, path, upstreams, span)),
         endpoints=tuple(sorted(
             (ir.Endpoint(e.address, e.port, e.weight, span(*path, "endpoints", i))
              for i, e in enumerate(service.endpoints or ())),
@@ -176,8 +175,7 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         service_port=service.service_port or service.port,
         volumes=workloads.volumes(service, path, span),
         security=workloads.security(service.security_context),
-        init_containers=workloads.init_containers(
-            service, path, span, lambda own: _resources(own, None, builtin.APP_RESOURCES)),
+        init_containers=workloads.init_containers(service, path, span, _init_resources),
         probes=workloads.probes(service, path, span),
         pod=workloads.pod(service),
     )
@@ -187,7 +185,7 @@ def _versions(service: spec.Service, path: Path, span: _Spans,
               upstream_env: dict[str, ir.EnvVar]) -> tuple[ir.Version, ...]:
     if service.endpoints is not None:
         return ()
-    service_env = workloads.env_map(service.env, path + ("env",), span)
+    service_env = workloads.env_map(service.env, path + ("env",), span) if service.env else {}
     scaling = workloads.autoscaling(service, path, span)
     if not service.versions:
         replicas = _first(service.replicas, builtin.REPLICAS)
@@ -197,7 +195,7 @@ def _versions(service: spec.Service, path: Path, span: _Spans,
             resources=_resources(service.resources, None, builtin.APP_RESOURCES), span=span(*path),
             command=_strings(service.command), args=_strings(service.args),
             env=workloads.app_env(upstream_env, service_env), autoscaling=scaling,
-            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling, span(*path)),
+            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling),
         ),)
     versions = []
     for i, v in enumerate(service.versions):
@@ -211,11 +209,16 @@ def _versions(service: spec.Service, path: Path, span: _Spans,
             span=span(*where),
             command=_strings(v.command if v.command is not None else service.command),
             args=_strings(v.args if v.args is not None else service.args),
-            env=workloads.app_env(upstream_env, service_env, workloads.env_map(v.env, where + ("env",), span)),
+            env=workloads.app_env(upstream_env, service_env, workloads.env_map(v.env, where + ("env",), span))
+            if v.env else workloads.app_env(upstream_env, service_env),
             autoscaling=scaling,
-            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling, span(*where)),
+            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling, where),
         ))
     return tuple(sorted(versions, key=lambda v: v.name))
+
+
+def _init_resources(own: spec.Resources | None) -> ir.Resources:
+    return _resources(own, None, builtin.APP_RESOURCES)
 
 
 def _strings(values: list[str] | None) -> tuple[str, ...] | None:

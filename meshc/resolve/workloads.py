@@ -14,7 +14,7 @@ import orjson
 
 from meshc import defaults as builtin
 from meshc.diagnostics import Span
-from meshc.env_templates import DEFAULT_TEMPLATE, default_name, expand
+from meshc.env_templates import default_name, expand
 from meshc.resolve import ir
 from meshc.validate import models as spec
 
@@ -30,9 +30,13 @@ def upstream_env_var(service: str) -> str:
 
 
 def upstream_address(protocol: ir.Protocol, local_port: int) -> dict[str, str]:
-    scheme = "tcp" if protocol is ir.Protocol.TCP else "http"
     return {"host": LOCAL_HOST, "port": str(local_port), "address": f"{LOCAL_HOST}:{local_port}",
-            "url": f"{scheme}://{LOCAL_HOST}:{local_port}"}
+            "url": _url(protocol, local_port)}
+
+
+def _url(protocol: ir.Protocol, local_port: int) -> str:
+    scheme = "tcp" if protocol is ir.Protocol.TCP else "http"
+    return f"{scheme}://{LOCAL_HOST}:{local_port}"
 
 
 # --- environment ---------------------------------------------------------------------------
@@ -58,19 +62,23 @@ def env_map(env: Mapping[str, object] | None, path: Path, span: SpanAt) -> dict[
     return {name: env_var(name, value, span(*path, name)) for name, value in (env or {}).items()}
 
 
-def upstream_env(service: spec.Service, path: Path, protocols: Mapping[str, ir.Protocol],
+def upstream_env(service: spec.Service, path: Path, upstreams: list[ir.Upstream],
                  span: SpanAt) -> dict[str, ir.EnvVar]:
-    """Address variables of every upstream. With the same upstream on two local ports, the default
-    `<SERVICE>_URL` names the lower port (a variable set twice would break server-side apply)."""
+    """Address variables of every upstream (`upstreams`: resolved, in the spec's order). With the
+    same upstream on two local ports, the default `<SERVICE>_URL` names the lower port (a variable
+    set twice would break server-side apply)."""
     found: dict[str, ir.EnvVar] = {}
-    ordered = sorted(enumerate(service.upstreams), key=lambda item: (item[1].service, item[1].local_port))
-    for index, upstream in ordered:
-        where = path + ("upstreams", index)
-        values = upstream_address(protocols[upstream.service], upstream.local_port)
-        templates = upstream.env if upstream.env is not None else \
-            {upstream_env_var(upstream.service): DEFAULT_TEMPLATE}
-        for name, template in templates.items():
-            at = span(*where, "env", name) if upstream.env is not None else span(*where)
+    ordered = sorted(zip(range(len(upstreams)), service.upstreams, upstreams),
+                     key=lambda item: (item[2].service, item[2].local_port))
+    for index, written, resolved in ordered:
+        if written.env is None:
+            name = upstream_env_var(resolved.service)
+            if name not in found:
+                found[name] = ir.EnvVar(name, _url(resolved.protocol, resolved.local_port), None, resolved.span)
+            continue
+        values = upstream_address(resolved.protocol, resolved.local_port)
+        for name, template in written.env.items():
+            at = span(*path, "upstreams", index, "env", name)
             found.setdefault(name, ir.EnvVar(name, expand(template, values), None, at))
     return found
 
@@ -79,12 +87,18 @@ def app_env(*layers: Mapping[str, ir.EnvVar]) -> tuple[ir.EnvVar, ...]:
     merged: dict[str, ir.EnvVar] = {}
     for layer in layers:
         merged.update(layer)
-    return tuple(merged[name] for name in sorted(merged))
+    return tuple(sorted(merged.values(), key=_by_name))
+
+
+def _by_name(var: ir.EnvVar) -> str:
+    return var.name
 
 
 # --- pod parts -----------------------------------------------------------------------------
 
 def volumes(service: spec.Service, path: Path, span: SpanAt) -> tuple[ir.Volume, ...]:
+    if not service.volumes:
+        return ()
     found = [_volume(v, span(*path, "volumes", i)) for i, v in enumerate(service.volumes or ())]
     return tuple(sorted(found, key=lambda v: v.name))
 
@@ -108,10 +122,15 @@ def _volume(volume: spec.Volume, where: Span) -> ir.Volume:
                      empty.medium, where)
 
 
+_DEFAULT_SECURITY = ir.DEFAULT_APP_SECURITY
+_NO_PROBES = ir.NO_PROBES
+_NO_POD_SETTINGS = ir.NO_POD_SETTINGS
+
+
 def security(context: spec.SecurityContext | None) -> ir.AppSecurity:
     if context is None:
-        return ir.AppSecurity()
-    base = ir.AppSecurity()
+        return _DEFAULT_SECURITY
+    base = _DEFAULT_SECURITY
     added = context.capabilities.add if context.capabilities and context.capabilities.add else ()
     return ir.AppSecurity(
         run_as_user=base.run_as_user if context.run_as_user is None else context.run_as_user,
@@ -125,6 +144,8 @@ def security(context: spec.SecurityContext | None) -> ir.AppSecurity:
 
 def init_containers(service: spec.Service, path: Path, span: SpanAt,
                     resources: Callable[[spec.Resources | None], ir.Resources]) -> tuple[ir.InitContainer, ...]:
+    if not service.init_containers:
+        return ()
     found = []
     for index, container in enumerate(service.init_containers or ()):
         where = path + ("initContainers", index)
@@ -139,7 +160,7 @@ def init_containers(service: spec.Service, path: Path, span: SpanAt,
 
 def probes(service: spec.Service, path: Path, span: SpanAt) -> ir.Probes:
     if service.probes is None:
-        return ir.Probes()
+        return _NO_PROBES
     where = path + ("probes",)
     return ir.Probes(
         liveness=_probe(service.probes.liveness, span(*where, "liveness")),
@@ -180,22 +201,22 @@ def autoscaling(service: spec.Service, path: Path, span: SpanAt) -> ir.Autoscali
 
 
 def disruption_budget(service: spec.Service, path: Path, span: SpanAt, replicas: int,
-                      scaling: ir.Autoscaling | None, where: Span) -> ir.DisruptionBudget | None:
+                      scaling: ir.Autoscaling | None, where: Path | None = None) -> ir.DisruptionBudget | None:
     """The service's budget; by default `maxUnavailable: 1` for a version that runs 2+ pods (one
     pod alone cannot stay available through a drain, and a budget would only block the drain)."""
     budget = service.disruption_budget
     if isinstance(budget, spec.DisruptionBudget):
         return ir.DisruptionBudget(budget.min_available, budget.max_unavailable, span(*path, "disruptionBudget"))
     least = scaling.min_replicas if scaling is not None else replicas
-    if budget is None and least >= 2:
-        return ir.DisruptionBudget(None, builtin.DISRUPTION_MAX_UNAVAILABLE, where)
+    if budget is None and least >= 2:   # spanned at the version (or the service without versions)
+        return ir.DisruptionBudget(None, builtin.DISRUPTION_MAX_UNAVAILABLE, span(*(where or path)))
     return None
 
 
 def pod(service: spec.Service) -> ir.PodSettings:
     settings = service.pod
     if settings is None:
-        return ir.PodSettings()
+        return _NO_POD_SETTINGS
     return ir.PodSettings(
         labels=_pairs(settings.labels),
         annotations=_pairs(settings.annotations),

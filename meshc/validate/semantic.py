@@ -7,7 +7,7 @@ the order they run. All of them run, so a user sees every problem at once.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
@@ -413,8 +413,17 @@ def deployed(ctx: Context) -> Iterator[tuple[Path, Service]]:
             yield path, service
 
 
+def setting(ctx: Context, field: str) -> Iterator[tuple[Path, Service]]:
+    """The services that set a workload field (most set none: this keeps the checks cheap)."""
+    for index, service in enumerate(ctx.mesh.spec.services):
+        if getattr(service, field) is not None:
+            yield ("spec", "services", index), service
+
+
 def calls_to_client_only(ctx: Context) -> Iterator[Diagnostic]:
     portless = {s.name for s in ctx.mesh.spec.services if s.port is None and s.endpoints is None}
+    if not portless:
+        return
     for path, service in services(ctx):
         for index, upstream in enumerate(service.upstreams):
             if upstream.service in portless:
@@ -426,9 +435,10 @@ def calls_to_client_only(ctx: Context) -> Iterator[Diagnostic]:
 
 def port_needed(ctx: Context) -> Iterator[Diagnostic]:
     """Settings that mean nothing without the app's port, or whose default is that port."""
-    for path, service in services(ctx):
+    for index, service in enumerate(ctx.mesh.spec.services):
         if service.port is not None or service.endpoints is not None:
             continue
+        path: Path = ("spec", "services", index)
         for field in ("servicePort", "healthCheck"):
             if ctx.positions.has(path + (field,)):
                 yield error("E702", f"service '{service.name}' has no port, so it takes no calls and {field} has "
@@ -448,16 +458,18 @@ def _probes(service: Service) -> Iterator[tuple[str, Probe]]:
             yield name, probe
 
 
-def _env_maps(service: Service, path: Path) -> Iterator[tuple[Path, dict[str, object]]]:
-    yield path + ("env",), dict(service.env or {})
+def _env_maps(service: Service, path: Path) -> Iterator[tuple[Path, Mapping[str, object]]]:
+    yield path + ("env",), service.env or {}
     for index, version in enumerate(service.versions or ()):
-        yield path + ("versions", index, "env"), dict(version.env or {})
+        yield path + ("versions", index, "env"), version.env or {}
     for index, container in enumerate(service.init_containers or ()):
-        yield path + ("initContainers", index, "env"), dict(container.env or {})
+        yield path + ("initContainers", index, "env"), container.env or {}
 
 
 def env_sources(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
+        if not (service.env or service.versions or service.init_containers):
+            continue
         for where, env in _env_maps(service, path):
             for name, value in env.items():
                 if isinstance(value, EnvSource):
@@ -493,6 +505,8 @@ def env_unique(ctx: Context) -> Iterator[Diagnostic]:
     """Upstream address variables are generated: a name two of them set, or one the service or a
     version also sets, is a mistake (the default `<SERVICE>_URL` may be overridden by `env`)."""
     for path, service in services(ctx):
+        if not any(upstream.env for upstream in service.upstreams):
+            continue
         generated: dict[str, str] = {}
         for index, upstream in enumerate(service.upstreams):
             for name in upstream.env or {}:
@@ -510,7 +524,7 @@ def env_unique(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def volume_sources(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "volumes"):
         for index, volume in enumerate(service.volumes or ()):
             sources = [volume.empty_dir, volume.config_map, volume.secret, volume.persistent_volume_claim]
             count = sum(x is not None for x in sources)
@@ -521,7 +535,7 @@ def volume_sources(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def volumes_unique(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "volumes"):
         names: set[str] = set()
         paths: set[str] = set()
         for index, volume in enumerate(service.volumes or ()):
@@ -545,10 +559,9 @@ _ALLOWED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
 
 
 def restricted_security(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "security_context"):
         context = service.security_context
-        if context is None:
-            continue
+        assert context is not None
         where = path + ("securityContext",)
         problems = [
             ("runAsUser", context.run_as_user == 0, "runs the app as root (user 0)"),
@@ -570,7 +583,7 @@ def restricted_security(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def init_container_names(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "init_containers"):
         seen: set[str] = set()
         for index, container in enumerate(service.init_containers or ()):
             where = path + ("initContainers", index, "name")
@@ -584,7 +597,7 @@ def init_container_names(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def probe_handlers(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "probes"):
         for name, probe in _probes(service):
             count = sum(x is not None for x in (probe.http_get, probe.tcp_socket, probe.grpc, probe.exec))
             if count > 1:
@@ -604,6 +617,9 @@ def requests_within_limits(ctx: Context) -> Iterator[Diagnostic]:
                            PROXY_RESOURCES, "the sidecar")
     for path, service in deployed(ctx):
         own = (service.resources, path + ("resources",))
+        if service.resources is None and not any(v.resources for v in service.versions or ()) \
+                and not service.init_containers:
+            continue    # the built-in defaults alone (test_defaults_fit_their_limits)
         if not service.versions:
             yield from _over_limit(ctx, path, [own], APP_RESOURCES, f"'{service.name}'")
         for index, version in enumerate(service.versions or ()):
@@ -644,10 +660,9 @@ def _pick(layers: list[tuple[Resources | None, Path]], section: str, resource: s
 
 
 def autoscaling_range(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "autoscaling"):
         scaling = service.autoscaling
-        if scaling is None:
-            continue
+        assert scaling is not None
         where = path + ("autoscaling",)
         if scaling.min_replicas > scaling.max_replicas:
             yield error("E712", f"autoscaling of '{service.name}': minReplicas {scaling.min_replicas} is greater "
@@ -662,7 +677,7 @@ def autoscaling_range(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def disruption_budget_choice(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "disruption_budget"):
         budget = service.disruption_budget
         if isinstance(budget, DisruptionBudget) and (budget.min_available is None) == (budget.max_unavailable is None):
             where = path + ("disruptionBudget",)
@@ -671,7 +686,7 @@ def disruption_budget_choice(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def pod_keys(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
+    for path, service in setting(ctx, "pod"):
         for field in ("labels", "annotations"):
             for key in getattr(service.pod, field, None) or {}:
                 if reserved_pod_key(key):
@@ -685,9 +700,7 @@ _WORKLOAD_FIELDS = ("command", "args", "env", "volumes", "securityContext", "ini
 
 
 def external_without_workload(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service in services(ctx):
-        if service.endpoints is None:
-            continue
+    for path, service in setting(ctx, "endpoints"):
         for field in _WORKLOAD_FIELDS:
             if ctx.positions.has(path + (field,)):
                 yield error("E715", f"service '{service.name}' has static endpoints (it runs outside the mesh), so "

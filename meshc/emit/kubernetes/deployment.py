@@ -34,6 +34,12 @@ _CONTAINER_SECURITY: dict[str, Any] = {
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+# What most pods share, built once (the resolver hands out these very defaults)
+_DEFAULT_SECURITY = ir.DEFAULT_APP_SECURITY
+_NO_POD_SETTINGS = ir.NO_POD_SETTINGS
+_APP_TMP_VOLUME: dict[str, Any] = {"name": naming.APP_TMP_VOLUME, "emptyDir": {}}
+_SCRATCH_VOLUMES = ({"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}}, _APP_TMP_VOLUME)
+_TMP_MOUNTS = [{"name": naming.APP_TMP_VOLUME, "mountPath": TMP_DIR}]
 
 
 def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstrap_hash: str) -> Object:
@@ -54,9 +60,12 @@ def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstra
 
 def pod_metadata(mesh: ir.Mesh, service: ir.Service, labels: dict[str, str], bootstrap_hash: str) -> dict[str, Any]:
     """The service's own pod labels and annotations, then meshc's (the checks forbid overlaps)."""
+    annotations = pod_annotations(mesh.proxy, bootstrap_hash)
+    if service.pod is _NO_POD_SETTINGS:
+        return {"labels": dict(labels), "annotations": annotations}
     return {
         "labels": {**dict(service.pod.labels), **labels},
-        "annotations": {**dict(service.pod.annotations), **pod_annotations(mesh.proxy, bootstrap_hash)},
+        "annotations": {**dict(service.pod.annotations), **annotations},
     }
 
 
@@ -93,16 +102,23 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[st
     pod["containers"] = containers
     pod["volumes"] = [
         {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": naming.config_map_name(service.name)}},
-        {"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}},
-        *([] if _mounts_tmp(service) else [{"name": naming.APP_TMP_VOLUME, "emptyDir": {}}]),
-        *(volume(v) for v in service.volumes),
+        *_SCRATCH_VOLUMES,
     ]
-    pod.update(scheduling(service, version))
+    if service.volumes:
+        if _mounts_tmp(service):
+            pod["volumes"].remove(_APP_TMP_VOLUME)
+        pod["volumes"] += [volume(v) for v in service.volumes]
+    if service.pod is not _NO_POD_SETTINGS:
+        pod.update(scheduling(service, version))
     return pod
 
 
-@functools.lru_cache(maxsize=64)
 def pod_security(security: ir.AppSecurity) -> dict[str, Any]:
+    return _DEFAULT_POD_SECURITY if security is _DEFAULT_SECURITY else _pod_security(security)
+
+
+@functools.lru_cache(maxsize=64)
+def _pod_security(security: ir.AppSecurity) -> dict[str, Any]:
     """Pod Security `restricted`: a non-root user the kubelet can verify (numeric), RuntimeDefault seccomp."""
     context: dict[str, Any] = {
         "runAsNonRoot": True,
@@ -115,10 +131,13 @@ def pod_security(security: ir.AppSecurity) -> dict[str, Any]:
     return context
 
 
+_DEFAULT_POD_SECURITY = _pod_security(_DEFAULT_SECURITY)
+
+
 def grace_period(service: ir.Service, proxy: ir.Proxy) -> int:
     if service.pod.termination_grace_period_s is not None:
         return service.pod.termination_grace_period_s
-    return probes.seconds(proxy.drain_ms) + defaults.APP_SHUTDOWN_S if proxy.drain_ms else defaults.APP_SHUTDOWN_S
+    return probes.seconds(proxy.drain_ms) + defaults.APP_SHUTDOWN_S
 
 
 def scheduling(service: ir.Service, version: ir.Version) -> dict[str, Any]:
@@ -169,7 +188,7 @@ def app_container(service: ir.Service, version: ir.Version, proxy: ir.Proxy) -> 
     container.update(probes.app_probes(service))
     if proxy.native_sidecar and proxy.drain_ms:
         # Keep serving while the endpoints controller and the callers' DNS let go of the pod.
-        container["lifecycle"] = {"preStop": {"sleep": {"seconds": probes.seconds(proxy.drain_ms)}}}
+        container["lifecycle"] = _drain_hook(proxy.drain_ms)
     container["resources"] = resources(version.resources)
     container["securityContext"] = container_security(service.security)
     container["volumeMounts"] = app_mounts(service)
@@ -188,9 +207,18 @@ def env_var(var: ir.EnvVar) -> dict[str, Any]:
     return {"name": var.name, "valueFrom": {source.kind: selector}}
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
+def _drain_hook(drain_ms: int) -> dict[str, Any]:
+    return {"preStop": {"sleep": {"seconds": probes.seconds(drain_ms)}}}
+
+
 def container_security(security: ir.AppSecurity) -> dict[str, Any]:
-    if security == ir.AppSecurity():
+    return _CONTAINER_SECURITY if security is _DEFAULT_SECURITY else _container_security(security)
+
+
+@functools.lru_cache(maxsize=64)
+def _container_security(security: ir.AppSecurity) -> dict[str, Any]:
+    if security == _DEFAULT_SECURITY:
         return _CONTAINER_SECURITY
     capabilities: dict[str, Any] = {"drop": ["ALL"]}
     if security.added_capabilities:
@@ -205,7 +233,9 @@ def _mounts_tmp(service: ir.Service) -> bool:
 
 
 def app_mounts(service: ir.Service) -> list[dict[str, Any]]:
-    mounts = [] if _mounts_tmp(service) else [{"name": naming.APP_TMP_VOLUME, "mountPath": TMP_DIR}]
+    if not service.volumes:
+        return _TMP_MOUNTS
+    mounts = [] if _mounts_tmp(service) else [*_TMP_MOUNTS]
     for v in service.volumes:
         mount: dict[str, Any] = {"name": v.name, "mountPath": v.mount_path}
         if v.read_only:

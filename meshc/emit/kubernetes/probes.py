@@ -39,6 +39,10 @@ def seconds(millis: int) -> int:
 
 def app_probes(service: ir.Service) -> dict[str, Probe]:
     """readinessProbe, livenessProbe and startupProbe of the app container, where there is one."""
+    if service.probes is ir.NO_PROBES:
+        if service.port is None:
+            return {}
+        return {"readinessProbe": app_readiness(service), "livenessProbe": app_liveness(service)}
     defaults = {"readinessProbe": app_readiness, "livenessProbe": app_liveness}
     found: dict[str, Probe] = {}
     for field, choice in (("readinessProbe", service.probes.readiness), ("livenessProbe", service.probes.liveness),
