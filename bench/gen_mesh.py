@@ -249,7 +249,9 @@ def _load_balancer(svc: Svc) -> list[str]:
 
 
 def _endpoints(svc: Svc, rng: random.Random) -> list[str]:
-    out = ["    connectTimeout: 250ms", "    endpoints:"]
+    # Providers answer HTTPS: callers' sidecars originate TLS to them (no random draw: the rest of
+    # the mesh stays what it was for a seed).
+    out = ["    connectTimeout: 250ms", f"    tls: {{sni: {svc.name}.example.com}}", "    endpoints:"]
     base = rng.randrange(2, 250)
     for k in range(rng.choice((2, 3, 3, 4))):
         weight = f", weight: {rng.choice((1, 2, 3, 5))}" if svc.lb == "weighted" else ""

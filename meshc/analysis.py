@@ -7,6 +7,7 @@ nobody calls. Each check is one function; ANALYSES lists them.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -254,6 +255,51 @@ def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
                           "spec.analysis.entryPoints", service.span)
 
 
+# --- zero trust ----------------------------------------------------------------------------
+
+def uncallable_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """Under mTLS a service's inbound admits only its allowed callers: with none it refuses everyone.
+
+    Entry points are reached from outside the mesh (their extraCallers, an ingress); as W304 does,
+    a mesh that declares no entryPoints is taken to enter at every service nobody calls."""
+    if mesh.analysis.entry_points is None:
+        return
+    entry_points = set(mesh.analysis.entry_points)
+    for service in mesh.deployed_services:
+        if service.mtls is ir.MtlsMode.OFF or service.allowed_callers or service.name in entry_points \
+                or service.port is None:    # a client-only service takes no calls by design
+            continue
+        yield warning("W501", f"under mTLS ({service.mtls}) '{service.name}' accepts no caller: no service lists it "
+                      "in upstreams and it has no extraCallers, so every request to it is refused",
+                      service.span, hint="give it extraCallers (an ingress), or list it in spec.analysis.entryPoints "
+                      "if something outside the mesh reaches it another way")
+
+
+def open_external_egress(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """NetworkPolicies take IP blocks only: an endpoint named by host opens its port to every address."""
+    security = mesh.security
+    if security is None or not security.enabled or not security.network_policies:
+        return
+    called = {u.service for _, u in _edges(mesh)}
+    for service in mesh.services:
+        if service.deployed or service.name not in called:
+            continue
+        for endpoint in service.endpoints:
+            if not _ip_literal(endpoint.address):
+                yield warning("W503", f"'{endpoint.address}' of '{service.name}' is a host name, which a NetworkPolicy "
+                              f"cannot name: its callers' egress on port {endpoint.port} is open to any address",
+                              endpoint.span, hint="list the service's IP addresses as endpoints to confine egress to "
+                              "them, or accept the open port (set spec.security.networkPolicies: false to drop them)")
+
+
+def _ip_literal(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 Analysis = Callable[[ir.Mesh], Iterable[Diagnostic]]
 
 ANALYSES: tuple[Analysis, ...] = (
@@ -263,6 +309,8 @@ ANALYSES: tuple[Analysis, ...] = (
     timeout_budgets,
     cycles,
     uncalled_services,
+    uncallable_services,
+    open_external_egress,
 )
 
 

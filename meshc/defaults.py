@@ -44,3 +44,9 @@ PROXY_DRAIN_MS = 5000               # spec.proxy.drainDuration
 APP_SHUTDOWN_S = 30                 # Kubernetes' own grace period, kept for the app after draining
 DISRUPTION_MAX_UNAVAILABLE = 1      # the PodDisruptionBudget of a version with 2+ replicas
 HPA_TARGET_CPU_UTILIZATION = 80     # autoscaling without a target
+
+# Zero trust (DESIGN.md section 9): where sidecars read their certificate, and meshc's own Issuer.
+TLS_DIR = "/etc/meshc/tls"        # the cert-manager Secret's keys: tls.crt, tls.key, ca.crt
+MESH_ISSUER = "meshc-ca"          # an Issuer of kind CA, reading its key pair from Secret meshc-ca
+SYSTEM_CA_BUNDLE = "system"       # tls.caBundle: the sidecar image's own CA file
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"   # where Debian/Ubuntu-based Envoy images keep it

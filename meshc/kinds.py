@@ -18,6 +18,8 @@ class Kind:
     version: str
     plural: str
     namespaced: bool
+    # Served only where an add-on is installed (cert-manager): a cluster without it has none live.
+    optional: bool = False
 
     @property
     def api_version(self) -> str:
@@ -32,18 +34,25 @@ DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments", namespaced=True)
 HORIZONTAL_POD_AUTOSCALER = Kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers",
                                  namespaced=True)
 POD_DISRUPTION_BUDGET = Kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", namespaced=True)
+ISSUER = Kind("Issuer", "cert-manager.io", "v1", "issuers", namespaced=True, optional=True)
+CERTIFICATE = Kind("Certificate", "cert-manager.io", "v1", "certificates", namespaced=True, optional=True)
+NETWORK_POLICY = Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", namespaced=True)
 
 # The table: a Namespace before what lives in it; a ServiceAccount and a ConfigMap before the
-# Deployment that runs as one and mounts the other; Services before the pods they select; an
+# Deployment that runs as one and mounts the other; Services before the pods they select. The
+# Issuer before the Certificates it signs, and those before the pods that mount their Secrets;
+# a NetworkPolicy before the pods it confines, so none runs unconfined even for a moment; an
 # autoscaler and a disruption budget after the Deployment they scale and protect.
-KINDS: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, CONFIG_MAP, SERVICE, DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER,
-                           POD_DISRUPTION_BUDGET)
+KINDS: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, ISSUER, CERTIFICATE, CONFIG_MAP, SERVICE, NETWORK_POLICY,
+                           DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER, POD_DISRUPTION_BUDGET)
 
 APPLY_ORDER: tuple[str, ...] = tuple(k.kind for k in KINDS)
 PRUNE_ORDER: tuple[str, ...] = tuple(reversed(APPLY_ORDER))
 
 # apiVersion of each managed kind, for lookups (discovery, listing) before any object is at hand
 API_VERSIONS: Mapping[str, str] = {k.kind: k.api_version for k in KINDS}
+
+OPTIONAL_KINDS: frozenset[str] = frozenset(k.kind for k in KINDS if k.optional)
 
 _BY_NAME = {k.kind: k for k in KINDS}
 

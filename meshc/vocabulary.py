@@ -31,6 +31,12 @@ class AccessLog(StrEnum):
     OFF = "off"
 
 
+class MtlsMode(StrEnum):
+    STRICT = "strict"
+    PERMISSIVE = "permissive"
+    OFF = "off"
+
+
 class FailurePolicy(StrEnum):
     RETRY = "retry"
     FAIL_FAST = "fail_fast"

@@ -15,6 +15,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_spec_argument(parser)
     parser.add_argument("--format", choices=("mermaid", "dot"), default="mermaid",
                         help="mermaid (GitHub renders it in Markdown) or dot (Graphviz); default mermaid")
+    parser.add_argument("--view", choices=("calls", "access"), default="calls",
+                        help="calls: the call graph with its policies (default); access: the authorization "
+                        "picture, who may call whom and in which mTLS mode")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,5 +29,10 @@ def run(args: argparse.Namespace) -> int:
         report([d for d in checked.diagnostics if d.is_error], argparse.Namespace(format="text"))
         sys.stderr.write("meshc: the spec is not valid; no graph\n")
         return EXIT_INVALID
-    sys.stdout.write(render(call_graph(checked.mesh), args.format))
+    if args.view == "access":
+        from meshc.review.access import authorization_graph
+
+        sys.stdout.write(render(authorization_graph(checked.mesh), args.format))
+    else:
+        sys.stdout.write(render(call_graph(checked.mesh), args.format))
     return EXIT_OK

@@ -7,7 +7,7 @@ clusters and listeners, etcd keys, output paths, labels); nothing else spells th
 from __future__ import annotations
 
 from meshc import object_names
-from meshc.defaults import ENVOY_CONFIG_DIR
+from meshc.defaults import ENVOY_CONFIG_DIR, MESH_ISSUER, TLS_DIR
 from meshc.env_templates import default_name
 from meshc.resolve import ir
 
@@ -161,3 +161,40 @@ def etcd_service_key(prefix: str, service: str) -> str:
 
 def etcd_revision_key(prefix: str) -> str:
     return f"{prefix}/revision"
+
+
+# --- zero trust ---------------------------------------------------------------------------
+
+IDENTITY_SECRET = "meshc_identity"   # the sidecar's own certificate and key
+TRUST_SECRET = "meshc_trust"         # the mesh CA that every peer's certificate must chain to
+# File-based SDS beside cds/lds, one secret per file (Envoy takes exactly one from each source):
+# each names certificate files in the TLS directory.
+SDS_FILES = {IDENTITY_SECRET: "sds-identity.yaml", TRUST_SECRET: "sds-trust.yaml"}
+DEFAULT_TLS_DIR = TLS_DIR
+TLS_CERT_FILE = "tls.crt"        # the keys of a kubernetes.io/tls Secret as cert-manager writes it
+TLS_KEY_FILE = "tls.key"
+TLS_CA_FILE = "ca.crt"
+SIDECAR_TLS_VOLUME = object_names.SIDECAR_TLS_VOLUME
+CA_SECRET = MESH_ISSUER          # the Secret holding the mesh CA's key pair, read by meshc's Issuer
+AUTHZ_STAT_PREFIX = "meshc_authz"    # RBAC shadow-rule stats: ...rbac.meshc_authz.shadow_denied
+
+
+def issuer_name() -> str:
+    return MESH_ISSUER
+
+
+def certificate_name(service: str) -> str:
+    return service
+
+
+def certificate_secret_name(service: str) -> str:
+    return f"{service}-tls"
+
+
+def network_policy_name(service: str) -> str:
+    return service
+
+
+def authz_policy_name(service: str) -> str:
+    """The RBAC policy of a service's inbound listener: its declared callers."""
+    return f"callers-of-{service}"

@@ -12,6 +12,7 @@ from meshc.diagnostics import Span
 # Re-exported: emitters speak of ir.LbPolicy, ir.Protocol, ir.AccessLog.
 from meshc.vocabulary import AccessLog as AccessLog
 from meshc.vocabulary import LbPolicy as LbPolicy
+from meshc.vocabulary import MtlsMode as MtlsMode
 from meshc.vocabulary import Protocol as Protocol
 
 
@@ -272,6 +273,35 @@ class Upstream:
     fail_fast: bool
     destination: Destination
     span: Span
+    host_rewrite: str | None = None   # the Host callers send to an external service with TLS (its name)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A workload identity: the SPIFFE ID `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`."""
+
+    namespace: str
+    service_account: str
+    spiffe_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """One identity allowed to call a service: a mesh service (`service` set) or an extra caller."""
+
+    identity: Identity
+    service: str | None           # the calling mesh service; None for spec `extraCallers`
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalTls:
+    """TLS origination from callers' sidecars to an external service."""
+
+    sni: str
+    ca_bundle: str | None         # a CA file; None for the sidecar image's system bundle
+    host_rewrite: str | None      # the Host/:authority callers send, or None to keep the app's
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +327,35 @@ class Service:
     init_containers: tuple[InitContainer, ...] = ()  # in the spec's order: they run one after another
     probes: Probes = NO_PROBES
     pod: PodSettings = NO_POD_SETTINGS
+    # Zero trust. mtls: this service's inbound mode (its own override, else the mesh's).
+    identity: Identity | None = None
+    mtls: MtlsMode = MtlsMode.OFF
+    # Who may call it: declared callers (from `upstreams`) and `extraCallers`, sorted by SPIFFE ID.
+    # The one place authorization is decided; every emitter reads it from here.
+    allowed_callers: tuple[Caller, ...] = ()
+    external_tls: ExternalTls | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    issuer_kind: str
+    issuer_name: str
+    emit_issuer: bool             # the Issuer is meshc's own (no issuerRef in the spec)
+    duration_ms: int
+    renew_before_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    mtls: MtlsMode                # the mesh-wide mode; services may override it
+    trust_domain: str
+    certificates: Certificates
+    network_policies: bool
+    monitoring_namespace: str | None
+    # Whether any service of the mesh is not `off`: then every deployed service has an identity
+    # and a certificate (a caller needs one to call an mTLS service, whatever its own mode).
+    enabled: bool
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +385,7 @@ class Mesh:
     services: tuple[Service, ...]  # sorted by name
     analysis: Analysis
     span: Span
+    security: Security | None = None   # None only for meshes built by hand in tests
 
     def service(self, name: str) -> Service:
         for service in self.services:

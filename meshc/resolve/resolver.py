@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshc.diagnostics import Span
 from meshc.load import Positions
 from meshc import defaults as builtin
 from meshc.resolve import ir, workloads
 from meshc.validate import models as spec
-from meshc.vocabulary import FailurePolicy
+from meshc.vocabulary import FailurePolicy, MtlsMode
 
 Path = tuple[str | int, ...]
 
@@ -29,14 +31,16 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
         s.name: _service_policies(s, defaults, span, ("spec", "services", indexes[s.name]))
         for s in mesh.spec.services
     }
-    services = [
+    name = mesh.metadata.name
+    namespace = mesh.spec.namespace or name
+    security = _security(mesh.spec, span)
+    services = _with_zero_trust(mesh.spec, [
         _service(s, ("spec", "services", i), defaults, services_by_name, destinations, span)
         for i, s in enumerate(mesh.spec.services)
-    ]
-    name = mesh.metadata.name
+    ], security, namespace, span)
     return ir.Mesh(
         name=name,
-        namespace=mesh.spec.namespace or name,
+        namespace=namespace,
         etcd_prefix=mesh.spec.etcd.prefix or f"/meshc/{name}",
         proxy=_proxy(mesh.spec.proxy),
         services=tuple(sorted(services, key=lambda s: s.name)),
@@ -46,6 +50,7 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
             if mesh.spec.analysis.entry_points is not None else None,
         ),
         span=span(),
+        security=security,
     )
 
 
@@ -295,4 +300,81 @@ def _fail_fast_destination(destination: ir.Destination, where: Span) -> ir.Desti
             span=circuit.span if circuit else where,
         ),
         health_check=destination.health_check,
+    )
+
+
+# --- zero trust: identities and who may call whom -----------------------------------------
+
+def _security(mesh: spec.MeshSpec, span: _Spans) -> ir.Security:
+    security = mesh.security
+    ref = security.certificates.issuer_ref
+    return ir.Security(
+        mtls=security.mtls,
+        trust_domain=security.trust_domain,
+        certificates=ir.Certificates(
+            issuer_kind=ref.kind if ref else "Issuer",
+            issuer_name=ref.name if ref else builtin.MESH_ISSUER,
+            emit_issuer=ref is None,
+            duration_ms=security.certificates.duration,
+            renew_before_ms=security.certificates.renew_before,
+        ),
+        network_policies=security.network_policies,
+        monitoring_namespace=security.monitoring_namespace,
+        enabled=any((s.mtls or security.mtls) is not MtlsMode.OFF for s in mesh.services),
+        span=span("spec", "security"),
+    )
+
+
+def identity(trust_domain: str, namespace: str, service_account: str) -> ir.Identity:
+    return ir.Identity(namespace, service_account, f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+
+
+def _with_zero_trust(mesh: spec.MeshSpec, services: list[ir.Service], security: ir.Security, namespace: str,
+                     span: _Spans) -> list[ir.Service]:
+    """Identities, modes and allowed callers. Authorization is decided here, once: a service may be
+    called by the services that list it in `upstreams` and by its `extraCallers`, no one else."""
+    identities = {s.name: identity(security.trust_domain, namespace, s.name) for s in services}
+    callers: dict[str, dict[str, ir.Caller]] = {s.name: {} for s in services}
+    for service in services:
+        for upstream in service.upstreams:
+            callers[upstream.service].setdefault(service.name, ir.Caller(
+                identities[service.name], service.name, upstream.span))
+    declared = {s.name: (i, s) for i, s in enumerate(mesh.services)}
+    external = {name: _external_tls(own, ("spec", "services", i), span) for name, (i, own) in declared.items()}
+    resolved = []
+    for service in services:
+        index, own = declared[service.name]
+        allowed = list(callers[service.name].values()) + [
+            ir.Caller(identity(security.trust_domain, extra.namespace, extra.service_account), None,
+                      span("spec", "services", index, "extraCallers", i))
+            for i, extra in enumerate(own.extra_callers or ())
+        ]
+        resolved.append(dataclasses.replace(
+            service,
+            identity=identities[service.name] if security.enabled and service.deployed else None,
+            mtls=(own.mtls or security.mtls) if service.deployed else MtlsMode.OFF,
+            allowed_callers=tuple(sorted({c.identity.spiffe_id: c for c in allowed}.values(),
+                                         key=lambda c: c.identity.spiffe_id)),
+            external_tls=external[service.name],
+            upstreams=tuple(_rewritten(u, external[u.service]) for u in service.upstreams),
+        ))
+    return resolved
+
+
+def _rewritten(upstream: ir.Upstream, tls: ir.ExternalTls | None) -> ir.Upstream:
+    if tls is None or tls.host_rewrite is None:
+        return upstream
+    return dataclasses.replace(upstream, host_rewrite=tls.host_rewrite)
+
+
+def _external_tls(service: spec.Service, path: Path, span: _Spans) -> ir.ExternalTls | None:
+    tls = service.tls
+    if tls is None or service.endpoints is None:
+        return None
+    sni = tls.sni or service.endpoints[0].address
+    return ir.ExternalTls(
+        sni=sni,
+        ca_bundle=None if tls.ca_bundle == builtin.SYSTEM_CA_BUNDLE else tls.ca_bundle,
+        host_rewrite=sni if tls.host_rewrite else None,
+        span=span(*path, "tls"),
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from meshc.diagnostics import Diagnostic, Path, Span
 from meshc.load import Positions, SpecSource, load_yaml
-from meshc.review import spec_view
+from meshc.review import access, spec_view
 from meshc.review.consequences import OutputChange, compare_bundles
 from meshc.review.spec_view import Subject
 
@@ -52,6 +52,7 @@ class Side:
     positions: Positions | None = None
     files: Mapping[str, bytes] | None = None  # the bundle's files; None when it could not be built
     build_note: str | None = None
+    access: access.AccessView | None = None   # who may call whom (zero trust); None when invalid
 
     @property
     def short(self) -> str:
@@ -71,6 +72,7 @@ class MeshDiff:
     warnings_added: tuple[Diagnostic, ...]
     warnings_resolved: tuple[Diagnostic, ...]
     consequences_note: str | None   # why consequences are missing, when they are
+    access_changes: tuple[access.AccessChange, ...] = ()   # permissions granted/revoked, mTLS modes
 
     @property
     def changed(self) -> bool:
@@ -100,7 +102,7 @@ def build_side(label: str, source: SpecSource) -> Side:
         note = f"the output cannot be built by this meshc ({exc})"
     loaded = load_yaml(source)
     return Side(label, source.revision, source.name, True, checked.diagnostics, spec_view.subjects(checked.mesh),
-                loaded.data, loaded.positions, files, note)
+                loaded.data, loaded.positions, files, note, access.view(checked.mesh))
 
 
 # --- comparing ----------------------------------------------------------------------------
@@ -112,7 +114,7 @@ def diff_sides(old: Side, new: Side) -> MeshDiff:
     if old.files is not None and new.files is not None and note is None:
         outputs = tuple(compare_bundles(old.files, new.files))
     added, resolved = _warning_changes(old.diagnostics, new.diagnostics)
-    return MeshDiff(old, new, changes, outputs, added, resolved, note)
+    return MeshDiff(old, new, changes, outputs, added, resolved, note, access.access_changes(old.access, new.access))
 
 
 def _spec_changes(old: Side, new: Side) -> Iterator[SpecChange]:

@@ -118,6 +118,7 @@ def text(diff: MeshDiff, color: bool = False) -> str:
     for change in diff.spec_changes:
         out.append(paint(change.action.value, f"  {_SIGNS[change.action.value]} {describe(change)}"))
         out.append(f"      at {_where(change, old, new)}")
+    out += _access_lines(diff, paint)
     out += _warning_lines("warnings introduced", diff.warnings_added)
     out += _warning_lines("warnings resolved", diff.warnings_resolved)
     if diff.consequences_note:
@@ -164,6 +165,7 @@ def as_dict(diff: MeshDiff) -> dict[str, Any]:
         "specChanges": [_change_dict(c) for c in diff.spec_changes],
         "outputChanges": [{"target": c.target, "action": c.action, "name": c.name, "file": c.file,
                            "details": list(c.details)} for c in diff.output_changes],
+        "accessChanges": [_access_dict(c) for c in diff.access_changes],
         "warningsIntroduced": [as_json(d) for d in diff.warnings_added],
         "warningsResolved": [as_json(d) for d in diff.warnings_resolved],
         "consequencesNote": diff.consequences_note,
@@ -194,6 +196,7 @@ def markdown(diff: MeshDiff) -> str:
         out.append("**No changes**: both revisions compile to the same mesh.")
         return "\n".join(out) + "\n"
     out += _summary_table(diff)
+    out += _access_markdown(diff)
     if diff.warnings_added:
         out += ["", f"**{len(diff.warnings_added)} new warning{'s' * (len(diff.warnings_added) != 1)}:**", ""]
         out += [f"- `{d.code}` {_md_span(d.span)}: {_md_inline(d.message)}" for d in diff.warnings_added]
@@ -270,3 +273,48 @@ def _md_inline(text: str) -> str:
 def _md_code(text: str) -> str:
     # Inside a table cell even code spans need the pipe escaped; backticks would end the span.
     return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+# --- access (zero trust): permissions and mTLS modes, in a section of their own ------------
+
+_ACCESS_SIGNS = {"granted": "+", "revoked": "-", "mode": "~"}
+_ACCESS_COLORS = {"granted": "added", "revoked": "removed", "mode": "changed"}
+
+
+def _access_counts(diff: MeshDiff) -> str:
+    counts = {"granted": 0, "revoked": 0, "mode": 0}
+    for change in diff.access_changes:
+        counts[change.action] += 1
+    words = {"granted": "granted", "revoked": "revoked", "mode": "mTLS mode changes"}
+    return ", ".join(f"{n} {words[action]}" for action, n in counts.items() if n)
+
+
+def _access_lines(diff: MeshDiff, paint: Any) -> list[str]:
+    if not diff.access_changes:
+        return []
+    out = ["", f"access: {_access_counts(diff)}"]
+    for change in diff.access_changes:
+        out.append(paint(_ACCESS_COLORS[change.action], f"  {_ACCESS_SIGNS[change.action]} {change.describe()}"))
+        if change.span is not None:
+            out.append(f"      at {change.span}")
+    return out
+
+
+def _access_dict(change: Any) -> dict[str, Any]:
+    return {"action": change.action, "caller": change.caller, "callee": change.callee, "identity": change.identity,
+            "oldMode": change.old_mode, "newMode": change.new_mode, "position": _span_dict(change.span)}
+
+
+def _access_markdown(diff: MeshDiff) -> list[str]:
+    if not diff.access_changes:
+        return []
+    lines = ["", f"**Access changes** ({_access_counts(diff)}):", "", "| | Who | Change | Where |", "|---|---|---|---|"]
+    for change in diff.access_changes:
+        if change.action == "mode":
+            who, what = f"`{change.callee}`", f"mtls `{change.old_mode}` → `{change.new_mode}`"
+        else:
+            verb = "may now call" if change.action == "granted" else "may no longer call"
+            who, what = f"`{_md_code(change.caller or '')}`", f"{verb} `{change.callee}`"
+        where = f"`{change.span}`" if change.span else ""
+        lines.append(f"| {_ACCESS_SIGNS[change.action]} | {who} | {what} | {where} |")
+    return _capped(lines, 5)

@@ -62,6 +62,8 @@ class ResourceType:
 
 
 RBAC = "rbac.authorization.k8s.io"
+CERT_MANAGER = "cert-manager.io"       # a CRD group, as an installed cert-manager serves it
+NETWORKING = "networking.k8s.io"
 RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",),
                  verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
@@ -78,6 +80,12 @@ RESOURCES: tuple[ResourceType, ...] = (
                  True, ("hpa",), ("all",), preserved_on_update=("status",)),
     ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
                  ("pdb",), has_generation=True, preserved_on_update=("status",)),
+    ResourceType(NETWORKING, "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True, ("netpol",),
+                 has_generation=True),
+    ResourceType(CERT_MANAGER, "v1", "issuers", "issuer", "Issuer", True, categories=("cert-manager",),
+                 has_generation=True, preserved_on_update=("status",)),
+    ResourceType(CERT_MANAGER, "v1", "certificates", "certificate", "Certificate", True, ("cert", "certs"),
+                 ("cert-manager",), has_generation=True, preserved_on_update=("status",)),
     ResourceType(RBAC, "v1", "roles", "role", "Role", True, name_rule="path"),
     ResourceType(RBAC, "v1", "rolebindings", "rolebinding", "RoleBinding", True, name_rule="path"),
     ResourceType(RBAC, "v1", "clusterroles", "clusterrole", "ClusterRole", False, name_rule="path"),

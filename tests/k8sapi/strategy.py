@@ -129,6 +129,10 @@ def _default_pod_spec(pod: dict[str, Any]) -> None:
         container.setdefault("resources", {})
         for port in container.get("ports", []):
             port.setdefault("protocol", "TCP")
+    for volume in pod.get("volumes", []):
+        for source in ("secret", "configMap"):
+            if source in volume:
+                volume[source].setdefault("defaultMode", 0o644)
 
 
 DEFAULTERS: dict[str, Callable[[dict[str, Any], Callable[[], str]], None]] = {

@@ -31,4 +31,6 @@ def test_entry_accepts_the_file_list_pre_commit_passes(tmp_path: Path) -> None:
     entry = str(hooks()["meshc-validate"]["entry"]).split()[1:]
     assert meshc(*entry, str(good), str(ROOT / "examples" / "canary" / "mesh.yaml")).returncode == 0
     result = meshc(*entry, str(good), str(bad))
-    assert result.returncode == 1 and f"{bad}:44:5: error:" in result.stderr and "1 error" in result.stderr
+    # E206 points at catalog's `versions:`
+    versions = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if line.strip() == "versions:")
+    assert result.returncode == 1 and f"{bad}:{versions}:5: error:" in result.stderr and "1 error" in result.stderr

@@ -21,8 +21,11 @@ def service_name(index: int) -> str:
 
 
 def chain_spec(services: int, *, replicas: Mapping[str, int] | None = None, images: Mapping[str, str] | None = None,
-               drop: frozenset[str] = frozenset(), namespace: str = NAMESPACE) -> dict[str, Any]:
-    """svc-000 -> svc-001 -> ... : each service calls the next one; `drop` leaves services out."""
+               drop: frozenset[str] = frozenset(), namespace: str = NAMESPACE, mtls: str = "off") -> dict[str, Any]:
+    """svc-000 -> svc-001 -> ... : each service calls the next one; `drop` leaves services out.
+
+    mTLS is off unless asked for: these tests count the core objects (test_zero_trust_sync.py
+    syncs the certificates and network policies)."""
     names = [service_name(i) for i in range(services) if service_name(i) not in drop]
     entries = []
     for position, name in enumerate(names):
@@ -40,7 +43,7 @@ def chain_spec(services: int, *, replicas: Mapping[str, int] | None = None, imag
         "kind": "Mesh",
         "metadata": {"name": MESH},
         "spec": {"namespace": namespace, "etcd": {"prefix": PREFIX}, "analysis": {"maxRetryAmplification": 1_000_000},
-                 "services": entries},
+                 "security": {"mtls": mtls}, "services": entries},
     }
 
 

@@ -56,10 +56,24 @@ def mesh_of(source: SpecSource) -> ir.Mesh:
 
 
 def envoy_files(spec: Mapping[str, Any] | SpecSource, root: Path,
-                hosts: Mapping[str, str] | None = None) -> dict[str, bytes]:
-    """meshc's rendered Envoy files, with each sidecar's config directory at root/<service>."""
+                hosts: Mapping[str, str] | None = None, tls_root: Path | None = None) -> dict[str, bytes]:
+    """meshc's rendered Envoy files, with each sidecar's config directory at root/<service> (and
+    its certificates at tls_root/<service>, the layout `meshc ca issue` writes)."""
     source = spec if isinstance(spec, SpecSource) else source_of(spec)
-    return render_files(envoy.emit(mesh_of(source), str(root / CONFIG_DIR_TEMPLATE), hosts))
+    tls_dir = str(tls_root / CONFIG_DIR_TEMPLATE) if tls_root is not None else naming.DEFAULT_TLS_DIR
+    return render_files(envoy.emit(mesh_of(source), str(root / CONFIG_DIR_TEMPLATE), hosts, tls_dir))
+
+
+def issue_certificates(spec: Mapping[str, Any], root: Path) -> Path:
+    """A CA at root/ca and every deployed service's certificate under root/tls/<service>, made by
+    `meshc ca`; returns root/tls (pass it to envoy_files as tls_root)."""
+    from meshc.cli import main
+
+    spec_file = root / "certificates-for.yaml"
+    spec_file.write_text(json.dumps(dict(spec)))
+    assert main(["ca", "init", str(root / "ca"), "--force"]) == 0
+    assert main(["ca", "issue", str(spec_file), "--ca", str(root / "ca"), "-o", str(root / "tls")]) == 0
+    return root / "tls"
 
 
 def load(files: Mapping[str, bytes], service: str, name: str) -> dict[str, Any]:
@@ -68,11 +82,13 @@ def load(files: Mapping[str, bytes], service: str, name: str) -> dict[str, Any]:
 
 
 def install(files: Mapping[str, bytes], service: str, root: Path) -> Path:
-    """Write one sidecar's three files into root/<service>; returns the bootstrap's path."""
+    """Write one sidecar's files (three, and the SDS files with mTLS) into root/<service>; returns the
+    bootstrap's path."""
     directory = root / service
     directory.mkdir(parents=True, exist_ok=True)
-    for name in naming.ENVOY_FILES:
-        atomic_write(directory / name, files[naming.envoy_path(service, name)].decode())
+    for name in (*naming.ENVOY_FILES, *naming.SDS_FILES.values()):
+        if naming.envoy_path(service, name) in files:
+            atomic_write(directory / name, files[naming.envoy_path(service, name)].decode())
     return directory / naming.ENVOY_FILES[0]
 
 
@@ -102,8 +118,11 @@ def static_bootstrap(files: Mapping[str, bytes], service: str) -> dict[str, Any]
 
 def caller_spec(callee: Mapping[str, Any], upstream: Mapping[str, Any] | None = None, *,
                 access_log: str = "off", defaults: Mapping[str, Any] | None = None,
-                extra_services: Sequence[Mapping[str, Any]] = ()) -> Spec:
-    """A mesh of `client` (whose sidecar the test drives) calling one service, with free ports."""
+                extra_services: Sequence[Mapping[str, Any]] = (), mtls: str = "off") -> Spec:
+    """A mesh of `client` (whose sidecar the test drives) calling one service, with free ports.
+
+    mTLS is off unless asked for: these meshes point the caller straight at test backends, which
+    speak plaintext (tests/traffic/test_zero_trust.py runs sidecar pairs with certificates)."""
     client = {"name": "client", "image": "example.com/client:1", "port": 8080,
               "upstreams": [{"service": callee["name"], "localPort": 1, **(upstream or {})}]}
     spec = {
@@ -112,6 +131,7 @@ def caller_spec(callee: Mapping[str, Any], upstream: Mapping[str, Any] | None = 
         "metadata": {"name": "traffic"},
         "spec": {
             "proxy": {"accessLog": access_log},
+            "security": {"mtls": mtls},
             "defaults": dict(defaults or {}),
             "services": [client, dict(callee), *map(dict, extra_services)],
         },

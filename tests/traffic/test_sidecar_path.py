@@ -1,5 +1,6 @@
 """The whole path on loopback: caller app -> caller sidecar (localPort) -> callee sidecar (inbound)
 -> callee app, two real Envoys built by meshc, the caller pointed at the callee with `envoy_hosts`.
+The hop between the sidecars is mTLS (the default), with certificates from `meshc ca`.
 
 Both sidecars share one machine, so each is built with its own proxy ports (on Kubernetes or VMs
 every sidecar uses the same ports on its own address).
@@ -19,6 +20,7 @@ from tests.traffic.sidecars import (
     Client,
     envoy_files,
     install,
+    issue_certificates,
     local_port,
     proxy_port,
     spread,
@@ -53,8 +55,9 @@ def test_request_crosses_both_sidecars_to_the_callee_app(backend_pool: BackendPo
     caller = with_free_ports(mesh(app.port))
     callee = with_free_ports(mesh(app.port))             # the callee's sidecar gets ports of its own
     callee_inbound = proxy_port(callee, "inboundPort")
-    caller_files = envoy_files(caller, root, hosts={"catalog": f"127.0.0.1:{callee_inbound}"})
-    callee_files = envoy_files(callee, root)
+    tls_root = issue_certificates(caller, tmp_path)
+    caller_files = envoy_files(caller, root, hosts={"catalog": f"127.0.0.1:{callee_inbound}"}, tls_root=tls_root)
+    callee_files = envoy_files(callee, root, tls_root=tls_root)
 
     catalog = envoy_runner(install(callee_files, "catalog", root), name="catalog")
     frontend = envoy_runner(install(caller_files, "frontend", root), name="frontend")
@@ -79,6 +82,8 @@ def test_request_crosses_both_sidecars_to_the_callee_app(backend_pool: BackendPo
     assert {e["upstream_cluster"] for e in outbound} == {"catalog"}
     assert outbound[-1]["upstream_host"] == f"127.0.0.1:{callee_inbound}"
     assert {e["upstream_cluster"] for e in inbound} == {"local_app"}
+    assert {e["downstream_peer_identity"] for e in inbound} == {"spiffe://cluster.local/ns/loopback/sa/frontend"}
+    assert frontend.stat("cluster.catalog.ssl.handshake") >= 1
     assert [e["response_code"] for e in inbound] == [503, 200]   # the callee saw both attempts
 
 

@@ -12,25 +12,29 @@ from meshc import render
 from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.envoy.bootstrap import bootstrap, proxy_parts
 from meshc.emit.envoy.hosts import parse_hosts
-from meshc.emit.envoy.sidecar import MeshContext, sidecar_resources
+from meshc.emit.envoy.sidecar import MeshContext, sds_resources, sidecar_resources
+from meshc.emit.envoy.tls import SECRET_TYPE
 from meshc.emit.envoy.values import CLUSTER_TYPE, LISTENER_TYPE, Json
 from meshc.resolve import ir
 
 __all__ = ["SidecarEmitter", "emit", "iter_documents", "sidecar_emitter"]
 
 
-def emit(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None) -> Documents:
-    """`envoy/<service>/{bootstrap,cds,lds}.yaml` for every deployed service."""
-    return dict(iter_documents(mesh, config_dir, hosts))
+def emit(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None,
+         tls_dir: str = naming.DEFAULT_TLS_DIR) -> Documents:
+    """`envoy/<service>/{bootstrap,cds,lds}.yaml` for every deployed service (and the SDS files with mTLS)."""
+    return dict(iter_documents(mesh, config_dir, hosts, tls_dir))
 
 
-def iter_documents(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None) -> DocumentStream:
+def iter_documents(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None,
+                   tls_dir: str = naming.DEFAULT_TLS_DIR) -> DocumentStream:
     """The files of one sidecar after another.
 
     `hosts` (SERVICE or SERVICE/VERSION -> HOST[:PORT]) points callers at sidecars outside
-    Kubernetes; see meshc.emit.envoy.hosts.
+    Kubernetes; see meshc.emit.envoy.hosts. `tls_dir` is where sidecars read their certificates
+    (`{service}` becomes the sidecar's name).
     """
-    sidecar = sidecar_emitter(mesh, config_dir, hosts)
+    sidecar = sidecar_emitter(mesh, config_dir, hosts, tls_dir)
     for service in mesh.deployed_services:
         for filename, docs in sidecar(service).items():
             yield naming.envoy_path(service.name, filename), docs
@@ -39,19 +43,23 @@ def iter_documents(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | No
 SidecarEmitter = Callable[[ir.Service], Documents]
 
 
-def sidecar_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None) -> SidecarEmitter:
+def sidecar_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None,
+                    tls_dir: str = naming.DEFAULT_TLS_DIR) -> SidecarEmitter:
     """A function giving one deployed service's sidecar files (file name -> documents), with what
     every sidecar of the mesh shares computed once: for builds that go one service at a time."""
-    ctx = MeshContext(mesh, parse_hosts(hosts or {}))
+    ctx = MeshContext(mesh, parse_hosts(hosts or {}), config_dir, tls_dir)
     shared = proxy_parts(mesh.proxy)
 
     def sidecar(service: ir.Service) -> Documents:
         clusters, listeners = sidecar_resources(ctx, service)
-        return {
+        files: Documents = {
             naming.BOOTSTRAP_FILE: [bootstrap(mesh, service, config_dir, shared)],
             naming.CDS_FILE: [discovery_response(CLUSTER_TYPE, clusters)],
             naming.LDS_FILE: [discovery_response(LISTENER_TYPE, listeners)],
         }
+        for filename, secret in sds_resources(ctx, service).items():
+            files[filename] = [discovery_response(SECRET_TYPE, [secret])]
+        return files
 
     return sidecar
 

@@ -41,14 +41,20 @@ TCP_JSON_FORMAT: Json = {
 }
 
 
-def access_logs(mode: ir.AccessLog, tcp: bool = False) -> list[Json]:
+# Who called, on an mTLS inbound listener: the URI SAN (SPIFFE ID) of the client certificate.
+PEER_IDENTITY_FORMAT: Json = {"downstream_peer_identity": "%DOWNSTREAM_PEER_URI_SAN%"}
+
+
+def access_logs(mode: ir.AccessLog, tcp: bool = False, peer_identity: bool = False) -> list[Json]:
     """The `access_log` list of an HTTP connection manager or a tcp_proxy; empty when off.
 
     `text` uses Envoy's default format, which operators already know how to read and parse.
+    `peer_identity` (json only): log the caller's SPIFFE ID, for listeners that take mTLS.
     """
     if mode is ir.AccessLog.OFF:
         return []
     config: Json = {"@type": STDOUT_LOG_TYPE}
     if mode is ir.AccessLog.JSON:
-        config["log_format"] = {"json_format": TCP_JSON_FORMAT if tcp else HTTP_JSON_FORMAT}
+        fields = TCP_JSON_FORMAT if tcp else HTTP_JSON_FORMAT
+        config["log_format"] = {"json_format": {**fields, **PEER_IDENTITY_FORMAT} if peer_identity else fields}
     return [{"name": STDOUT_LOGGER, "typed_config": config}]

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meshc.emit import naming
+from meshc.emit.envoy.tls import origination_socket
 from meshc.emit.envoy.hosts import HostAddress, host_key
 from meshc.emit.envoy.values import (
     CLUSTER_TYPE,
@@ -137,6 +138,8 @@ def _policies(callee: ir.Service, destination: ir.Destination, route_retries: bo
         policies["health_checks"] = health_checks(destination.health_check, callee)
     if callee.protocol in H2_PROTOCOLS:
         policies["typed_extension_protocol_options"] = _h2_options()
+    if callee.external_tls is not None:
+        policies["transport_socket"] = origination_socket(callee.external_tls)
     return policies
 
 

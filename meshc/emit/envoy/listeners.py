@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from meshc.emit import naming
 from meshc.emit.envoy.clusters import Target
@@ -24,11 +25,27 @@ from meshc.resolve import ir
 NO_TIMEOUT = "0s"
 
 
-def inbound_listener(service: ir.Service, inbound_port: int, http_logs: list[Json], tcp_logs: list[Json]) -> Json:
+@dataclass(frozen=True)
+class InboundGuard:
+    """What features guarding the inbound listener add to it (mTLS, authorization): filters before
+    the router or tcp_proxy, listener filters, and per filter chain its match and transport socket."""
+
+    http_filters: list[Json] = field(default_factory=list)
+    network_filters: list[Json] = field(default_factory=list)
+    listener_filters: list[Json] = field(default_factory=list)
+    chains: list[tuple[Json | None, Json | None]] = field(default_factory=lambda: [(None, None)])
+    tcp_proxy_fields: Json = field(default_factory=dict)
+
+
+OPEN = InboundGuard()
+
+
+def inbound_listener(service: ir.Service, inbound_port: int, http_logs: list[Json], tcp_logs: list[Json],
+                     guard: InboundGuard = OPEN) -> Json:
     """Traffic from other sidecars to this pod's app. No route timeout here: the caller's governs."""
     name = naming.INBOUND_LISTENER
     if service.protocol is ir.Protocol.TCP:
-        network = _tcp_proxy(name, {"cluster": naming.LOCAL_APP_CLUSTER}, tcp_logs)
+        network = _tcp_proxy(name, {"cluster": naming.LOCAL_APP_CLUSTER, **guard.tcp_proxy_fields}, tcp_logs)
     else:
         routes = {
             "name": name,
@@ -39,8 +56,23 @@ def inbound_listener(service: ir.Service, inbound_port: int, http_logs: list[Jso
                             "route": {"cluster": naming.LOCAL_APP_CLUSTER, "timeout": NO_TIMEOUT}}],
             }],
         }
-        network = _http_manager(name, routes, http_logs)
-    return _listener(name, ANY_ADDRESS, inbound_port, "INBOUND", network)
+        network = _http_manager(name, routes, http_logs, guard.http_filters + ROUTER_FILTERS)
+    listener = _listener(name, ANY_ADDRESS, inbound_port, "INBOUND", network)
+    if guard is not OPEN:
+        listener["filter_chains"] = [_chain(guard.network_filters + [network], match, socket)
+                                     for match, socket in guard.chains]
+        if guard.listener_filters:
+            listener["listener_filters"] = guard.listener_filters
+    return listener
+
+
+def _chain(filters: list[Json], match: Json | None, transport_socket: Json | None) -> Json:
+    chain: Json = {"filters": filters}
+    if match is not None:
+        chain["filter_chain_match"] = match
+    if transport_socket is not None:
+        chain["transport_socket"] = transport_socket
+    return chain
 
 
 def outbound_listener(upstream: ir.Upstream, targets: Sequence[Target], http_logs: list[Json],
@@ -68,14 +100,14 @@ def _listener(name: str, address: str, port: int, direction: str, network_filter
     }
 
 
-def _http_manager(stat_prefix: str, routes: Json, logs: list[Json]) -> Json:
+def _http_manager(stat_prefix: str, routes: Json, logs: list[Json], http_filters: list[Json] = ROUTER_FILTERS) -> Json:
     """HTTP/1.1 and HTTP/2 (gRPC) alike: the codec is detected per connection."""
     manager: Json = {
         "@type": HCM_TYPE,
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "route_config": routes,
-        "http_filters": ROUTER_FILTERS,
+        "http_filters": http_filters,
     }
     if logs:
         manager["access_log"] = logs

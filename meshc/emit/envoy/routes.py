@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from meshc.emit import naming
 from meshc.emit.envoy.clusters import Target
+from meshc.emit.envoy.tls import route_fields
 from meshc.emit.envoy.values import (
     PREVIOUS_HOSTS_PREDICATE,
     PREVIOUS_HOSTS_TYPE,
@@ -45,6 +46,7 @@ def route_action(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
         action["retry_policy"] = retry_policy(upstream.retries)
     if hashing:
         action["hash_policy"] = hashing
+    action |= route_fields(upstream)
     return action
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from meshc.emit import naming
+from meshc.emit.envoy import rbac, tls
 from meshc.emit.envoy.access_log import access_logs
+from meshc.emit.envoy.bootstrap import config_dir_of
 from meshc.emit.envoy.clusters import local_app_cluster, targets, upstream_clusters
 from meshc.emit.envoy.hosts import HostAddress
-from meshc.emit.envoy.listeners import inbound_listener, outbound_listener
+from meshc.emit.envoy.listeners import OPEN, InboundGuard, inbound_listener, outbound_listener
 from meshc.emit.envoy.values import Json
 from meshc.resolve import ir
 
@@ -24,15 +27,31 @@ class MeshContext:
 
     mesh: ir.Mesh
     hosts: Mapping[str, HostAddress]
+    config_dir: str = naming.DEFAULT_CONFIG_DIR
+    tls_dir: str = naming.DEFAULT_TLS_DIR
     services: dict[str, ir.Service] = field(init=False)
     http_logs: list[Json] = field(init=False)
     tcp_logs: list[Json] = field(init=False)
+    peer_logs: tuple[list[Json], list[Json]] = field(init=False)   # (http, tcp) with the caller's identity
     cluster_cache: dict[_CacheKey, list[Json]] = field(init=False, default_factory=dict)
+    socket_cache: dict[tuple[str, str], Json | None] = field(init=False, default_factory=dict)
+    sds_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
+    secrets_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.services = {s.name: s for s in self.mesh.services}
         self.http_logs = access_logs(self.mesh.proxy.access_log)
         self.tcp_logs = access_logs(self.mesh.proxy.access_log, tcp=True)
+        self.peer_logs = (access_logs(self.mesh.proxy.access_log, peer_identity=True),
+                          access_logs(self.mesh.proxy.access_log, tcp=True, peer_identity=True))
+
+    def sds_config(self, service: ir.Service) -> dict[str, Json]:
+        """Per config directory (one for the whole mesh in Kubernetes), built once and shared."""
+        directory = config_dir_of(self.config_dir, service.name)
+        cached = self.sds_cache.get(directory)
+        if cached is None:
+            cached = self.sds_cache[directory] = tls.sds_config(directory)
+        return cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +70,48 @@ def sidecar_resources(ctx: MeshContext, service: ir.Service) -> tuple[list[Json]
     takes_calls = service.port is not None
     clusters = [local_app_cluster(service)] if takes_calls else []
     for group in _groups(ctx, service, variants):
-        clusters += _clusters(ctx, group)
-    listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, ctx.http_logs, ctx.tcp_logs)] \
+        clusters += _secured(ctx, service, group.callee, _clusters(ctx, group))
+    guard = _inbound_guard(ctx, service)
+    http_logs, tcp_logs = ctx.peer_logs if guard is not OPEN else (ctx.http_logs, ctx.tcp_logs)
+    listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, http_logs, tcp_logs, guard)] \
         if takes_calls else []
     for upstream in service.upstreams:
         callee_targets = targets(ctx.services[upstream.service], variants[id(upstream)])
         listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs))
     return clusters, listeners
+
+
+def sds_resources(ctx: MeshContext, service: ir.Service) -> dict[str, Json]:
+    """SDS file name -> its secret, for a sidecar with an identity; none without one."""
+    if service.identity is None:
+        return {}
+    directory = tls.tls_dir_of(ctx.tls_dir, service.name)   # one for the whole mesh in Kubernetes
+    cached = ctx.secrets_cache.get(directory)
+    if cached is None:
+        cached = ctx.secrets_cache[directory] = tls.sds_resources(directory)
+    return cached
+
+
+def _inbound_guard(ctx: MeshContext, service: ir.Service) -> InboundGuard:
+    """mTLS and authorization on the inbound listener; OPEN (plaintext, anyone) when mtls is off."""
+    if not rbac.needs_rbac(service):
+        return OPEN
+    chains, listener_filters = tls.inbound_chains(service, ctx.sds_config(service))
+    return InboundGuard(http_filters=rbac.http_filters(service), network_filters=rbac.network_filters(service),
+                        listener_filters=listener_filters, chains=chains,
+                        tcp_proxy_fields=tls.inbound_tcp_proxy_fields(service))
+
+
+def _secured(ctx: MeshContext, caller: ir.Service, callee: ir.Service, clusters: list[Json]) -> list[Json]:
+    """A caller's clusters for an mTLS callee, with the caller's certificate and the callee's identity.
+    The socket depends on the caller's config directory only through its SDS path: built once per pair."""
+    if caller.identity is None or callee.identity is None:
+        return clusters
+    key = (callee.name, config_dir_of(ctx.config_dir, caller.name))
+    if key not in ctx.socket_cache:
+        ctx.socket_cache[key] = tls.mesh_upstream_socket(callee, ctx.sds_config(caller))
+    socket = ctx.socket_cache[key]
+    return clusters if socket is None else [{**cluster, "transport_socket": socket} for cluster in clusters]
 
 
 def _variants(service: ir.Service) -> dict[int, str | None]:

@@ -34,6 +34,9 @@ def service_record(mesh: ir.Mesh, service: ir.Service) -> dict[str, Any]:
         "circuitBreaker": _circuit(service.circuit_breaker),
         "upstreams": [_upstream(u) for u in service.upstreams],
     }
+    if service.identity is not None:   # zero trust: who it is, and who may call it
+        record["security"] = {"mtls": service.mtls.value, "identity": service.identity.spiffe_id,
+                              "allowedCallers": [c.identity.spiffe_id for c in service.allowed_callers]}
     record["configHash"] = render.content_hash(record)
     return record
 
@@ -67,11 +70,14 @@ def _circuit(circuit: ir.CircuitBreaker | None) -> dict[str, Any] | None:
 
 
 def _upstream(upstream: ir.Upstream) -> dict[str, Any]:
-    retries = upstream.retries
+    # A tcp callee is reached through tcp_proxy, which has no route timeout and no retries: the
+    # record says so rather than show values no proxy applies.
+    tcp = upstream.protocol is ir.Protocol.TCP
+    retries = None if tcp else upstream.retries
     return {
         "service": upstream.service,
         "localPort": upstream.local_port,
-        "timeout": fmt(upstream.timeout_ms),
+        "timeout": None if tcp else fmt(upstream.timeout_ms),
         "failurePolicy": "fail_fast" if upstream.fail_fast else "retry",
         "retries": None if retries is None else {
             "attempts": retries.attempts,

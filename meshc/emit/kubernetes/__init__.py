@@ -7,11 +7,12 @@ from collections.abc import Mapping
 
 from meshc import kinds, render
 from meshc.emit import Documents, DocumentStream, naming
-from meshc.emit.kubernetes import objects
+from meshc.emit.kubernetes import certificates, objects
 from meshc.emit.kubernetes.autoscaler import autoscaler
 from meshc.emit.kubernetes.dependencies import external_dependencies
 from meshc.emit.kubernetes.deployment import deployment
 from meshc.emit.kubernetes.disruption import disruption_budget
+from meshc.emit.kubernetes.network_policy import network_policy
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
@@ -33,11 +34,13 @@ def iter_documents(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes
 
 
 def mesh_documents(mesh: ir.Mesh) -> Documents:
-    """The files that are not any one service's: namespace.yaml, and kustomization.yaml listing
-    it and every service's file (in apply order: the namespace first)."""
+    """The files that are not any one service's: namespace.yaml (the Namespace, and the mesh's
+    cert-manager Issuer under mTLS), and kustomization.yaml listing it and every service's file
+    (in apply order: the namespace first)."""
     paths = [naming.NAMESPACE_PATH, *(naming.kubernetes_path(s.name) for s in mesh.deployed_services)]
+    issuer = certificates.issuer(mesh)
     return {
-        naming.NAMESPACE_PATH: [objects.namespace(mesh)],
+        naming.NAMESPACE_PATH: [objects.namespace(mesh), *([issuer] if issuer else [])],
         naming.KUSTOMIZATION_PATH: [objects.kustomization(paths)],
     }
 
@@ -55,4 +58,5 @@ def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[s
     built += [autoscaler(mesh, service, v, v.autoscaling) for v in service.versions if v.autoscaling]
     built += [disruption_budget(mesh, service, v, v.disruption_budget) for v in service.versions
               if v.disruption_budget]
+    built += [obj for obj in (certificates.certificate(mesh, service), network_policy(mesh, service)) if obj]
     return kinds.in_apply_order(built)

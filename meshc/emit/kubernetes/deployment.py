@@ -23,7 +23,7 @@ import orjson
 
 from meshc import defaults, kinds
 from meshc.emit import naming
-from meshc.emit.kubernetes import probes
+from meshc.emit.kubernetes import certificates, probes
 from meshc.emit.kubernetes.objects import Object, new_object, with_config_hash
 from meshc.resolve import ir
 
@@ -81,7 +81,7 @@ def pod_annotations(proxy: ir.Proxy, bootstrap_hash: str) -> dict[str, str]:
 
 def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[str, Any]:
     proxy = mesh.proxy
-    sidecar = sidecar_container(proxy)
+    sidecar = certificates.with_tls_mount(sidecar_container(proxy), service)
     init = [init_container(service, version, c) for c in service.init_containers]
     containers = [app_container(service, version, proxy)]
     if proxy.native_sidecar:
@@ -108,6 +108,7 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[st
         if _mounts_tmp(service):
             pod["volumes"].remove(_APP_TMP_VOLUME)
         pod["volumes"] += [volume(v) for v in service.volumes]
+    pod["volumes"] += certificates.tls_volumes(service)
     if service.pod is not _NO_POD_SETTINGS:
         pod.update(scheduling(service, version))
     return pod

@@ -55,10 +55,10 @@ def service_account(mesh: ir.Mesh, service: ir.Service) -> Object:
 
 
 def config_map(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> Object:
-    """The sidecar's three files, mounted at the config directory (bootstrap, cds, lds)."""
+    """The sidecar's files, mounted at the config directory (bootstrap, cds, lds; sds with mTLS)."""
     obj = new_object(kinds.CONFIG_MAP, naming.config_map_name(service.name), mesh.namespace,
                      naming.service_labels(mesh, service.name))
-    obj["data"] = {name: sidecar_files[name].decode("utf-8") for name in naming.ENVOY_FILES}
+    obj["data"] = {name: data.decode("utf-8") for name, data in sorted(sidecar_files.items())}
     return with_config_hash(obj)
 
 

@@ -17,6 +17,7 @@ from tests.support.envoy import assert_valid, validate_config, write_bootstrap
 from tests.support.fixtures import EnvoyRunner
 from tests.traffic.sidecars import (
     envoy_files,
+    issue_certificates,
     install,
     mesh_of,
     source_of,
@@ -45,7 +46,8 @@ def test_example_compiles_with_the_sidecar_files(example: str, tmp_path: Path) -
     assert compiled.bundle is not None, compiled.diagnostics
     mesh = mesh_of(source)
     sidecars = {path for path in compiled.bundle.files if path.startswith("envoy/")}
-    assert sidecars == {naming.envoy_path(s.name, f) for s in mesh.deployed_services for f in naming.ENVOY_FILES}
+    assert sidecars == {naming.envoy_path(s.name, f) for s in mesh.deployed_services
+                        for f in (*naming.ENVOY_FILES, *(naming.SDS_FILES.values() if s.identity else ()))}
     assert {naming.envoy_path(s.name, "bootstrap.yaml") for s in mesh.services if not s.deployed}.isdisjoint(sidecars)
     expected = envoy_files(source, tmp_path)
     assert all(compiled.bundle.files[path] == data for path, data in expected.items())
@@ -70,12 +72,15 @@ def test_envoy_validates_every_sidecar_of_the_example(example: str, tmp_path: Pa
 def test_real_envoy_loads_every_sidecar_of_the_example(example: str, tmp_path: Path, envoy_runner: EnvoyRunner) -> None:
     """File-based CDS/LDS accepted by a running Envoy: every cluster and listener present, nothing rejected."""
     spec = with_free_ports(example_spec(example))
-    files = envoy_files(spec, tmp_path)
+    tls_root = issue_certificates(spec, tmp_path)
+    files = envoy_files(spec, tmp_path, tls_root=tls_root)
     for service in mesh_of(source_of(spec)).deployed_services:
         sidecar = envoy_runner(install(files, service.name, tmp_path), name=service.name)
         cds = json.loads(files[naming.envoy_path(service.name, "cds.yaml")])
         lds = json.loads(files[naming.envoy_path(service.name, "lds.yaml")])
-        stats = sidecar.stats(r"(cds|lds)\.update_(rejected|success)|deprecated_feature_use|unknown_fields")
+        stats = sidecar.stats(r"(cds|lds)\.update_(rejected|success)|deprecated_feature_use|unknown_fields|"
+                              r"sds\..*update_rejected")
+        assert not any(v for k, v in stats.items() if k.startswith("sds."))   # every certificate loaded
         assert stats["cluster_manager.cds.update_rejected"] == 0
         assert stats["listener_manager.lds.update_rejected"] == 0
         assert stats["cluster_manager.cds.update_success"] >= 1

@@ -93,7 +93,9 @@ def test_shop_frontend(tmp_path: Path) -> None:
     assert (retry["num_retries"], retry["per_try_timeout"], retry["retry_on"]) == (3, "0.500s", "5xx,connect-failure,reset")
     assert retry["retry_back_off"] == {"base_interval": "0.050s", "max_interval": "0.500s"}
     to_payments = route(lds["outbound|9002|payments"])
-    assert to_payments == {"cluster": "payments", "timeout": "15s"}
+    # payments has `tls`: callers' sidecars originate TLS and ask for it by its own name
+    assert to_payments == {"cluster": "payments", "timeout": "15s", "host_rewrite_literal": "pay.example.net"}
+    assert payments["transport_socket"]["typed_config"]["sni"] == "pay.example.net"
     assert lds["outbound|9002|payments"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9002}
     inbound = lds["inbound"]
     assert inbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15006}

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -48,9 +49,25 @@ def _validator(version: str, api_version: str, kind: str) -> jsonschema.protocol
     return validator
 
 
+CERT_MANAGER_SCHEMA = Path(__file__).parents[3] / "schemas" / "cert-manager.v1.json"
+
+
+@functools.cache
+def _cert_manager_validator(kind: str) -> jsonschema.protocols.Validator:
+    """cert-manager's kinds are CRDs, not in the Kubernetes OpenAPI: schemas/cert-manager.v1.json."""
+    root = json.loads(CERT_MANAGER_SCHEMA.read_text())
+    validator: jsonschema.protocols.Validator = jsonschema.Draft202012Validator(
+        {"$defs": root["$defs"], "$ref": f"#/$defs/{kind}"},
+        format_checker=jsonschema.FormatChecker())
+    return validator
+
+
 def errors(obj: Mapping[str, Any], version: str) -> list[str]:
     """Every strict-schema violation of one object, as `kind/name: path: message`; empty when valid."""
-    validator = _validator(version, obj["apiVersion"], obj["kind"])
+    if obj["apiVersion"].startswith("cert-manager.io/"):
+        validator = _cert_manager_validator(obj["kind"])
+    else:
+        validator = _validator(version, obj["apiVersion"], obj["kind"])
     name = f"{obj['kind']}/{obj.get('metadata', {}).get('name', '?')}"
     return [f"{name}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
             for e in validator.iter_errors(obj)]

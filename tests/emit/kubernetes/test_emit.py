@@ -117,18 +117,22 @@ def test_each_service_file_holds_its_objects_in_apply_order(example: ir.Mesh) ->
         assert ranks == sorted(ranks)
         versions = len(service.versions)
         services = 0 if service.port is None else 1 + versions   # a client-only service takes no calls
+        zero_trust = {"Certificate": 1, "NetworkPolicy": 1} if service.identity else {}
         expected = {"ServiceAccount": 1, "ConfigMap": 1, "Service": services, "Deployment": versions,
                     "HorizontalPodAutoscaler": sum(1 for v in service.versions if v.autoscaling),
-                    "PodDisruptionBudget": sum(1 for v in service.versions if v.disruption_budget)}
+                    "PodDisruptionBudget": sum(1 for v in service.versions if v.disruption_budget), **zero_trust}
         assert Counter(o["kind"] for o in objs) == {kind: n for kind, n in expected.items() if n}
         assert all(o["metadata"]["namespace"] == example.namespace for o in objs)
         assert all(o["apiVersion"] == kinds.API_VERSIONS[o["kind"]] for o in objs)
 
 
-def test_namespace_file_holds_only_the_namespace(example: ir.Mesh) -> None:
-    (namespace,) = emitted(example)[naming.NAMESPACE_PATH]
+def test_namespace_file_holds_the_namespace_and_the_mesh_issuer(example: ir.Mesh) -> None:
+    namespace, *rest = emitted(example)[naming.NAMESPACE_PATH]
     assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == example.namespace
     assert "namespace" not in namespace["metadata"]
+    assert example.security is not None
+    expected = ["Issuer"] if example.security.enabled and example.security.certificates.emit_issuer else []
+    assert [o["kind"] for o in rest] == expected
 
 
 def test_kustomization_lists_every_generated_file_relative_to_itself(example: ir.Mesh) -> None:

@@ -92,8 +92,12 @@ def test_boutique_ports_probes_and_writable_paths(boutique: Bundle) -> None:
 
 
 def test_the_load_generator_listens_on_nothing_and_is_never_probed(boutique: Bundle) -> None:
-    kinds = {o["kind"] for o in boutique.documents(naming.kubernetes_path("loadgenerator"))}
-    assert kinds == {"ServiceAccount", "ConfigMap", "Deployment"}
+    objects = {o["kind"]: o for o in boutique.documents(naming.kubernetes_path("loadgenerator"))}
+    # its certificate lets it call the mTLS frontend; nothing may call it
+    assert set(objects) == {"ServiceAccount", "ConfigMap", "Deployment", "Certificate", "NetworkPolicy"}
+    inbound = {rule_port["port"] for rule in objects["NetworkPolicy"]["spec"].get("ingress", [])
+               for rule_port in rule["ports"]}
+    assert inbound == {15090}      # the stats port for scrapers only: no inbound port
     loadgen = deployments(boutique)["loadgenerator"]
     container = app(loadgen)
     assert "ports" not in container
