@@ -127,18 +127,18 @@ def _envoy_accepts(checked: Checked, args: argparse.Namespace, envoy: str) -> bo
     """Every sidecar of the build through `envoy --mode validate`, cds/lds folded in; says what Envoy rejects."""
     from meshc import render
     from meshc.emit import envoy as envoy_emitter
-    from meshc.review.envoy_check import describe, validate_sidecars
+    from meshc.review.envoy_check import describe, sidecars, validate_sidecars
 
     assert checked.mesh is not None
     options = build_options(args)
     files = {path: render.file(docs) for path, docs in
-             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts)}
+             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts, options.tls_dir)}
     with Progress("verifying sidecars with Envoy") as progress:
         rejections = validate_sidecars(files, envoy, jobs=args.jobs or _default_jobs(), progress=progress.update)
     for line in describe(rejections):
         sys.stderr.write(f"meshc: error: {line}\n")
     if args.format == "text" and not rejections:
-        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(files) // 3} sidecars\n")
+        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(sidecars(files))} sidecars\n")
     return not rejections
 
 
