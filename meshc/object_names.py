@@ -39,3 +39,7 @@ RESERVED_POD_KEYS = frozenset({
 
 def reserved_pod_key(key: str) -> bool:
     return key.startswith(RESERVED_KEY_PREFIX) or key in RESERVED_POD_KEYS
+
+def gateway(name: str) -> str:
+    """A gateway's Deployment, Service and ServiceAccount: `gateway-<name>`."""
+    return f"gateway-{name}"

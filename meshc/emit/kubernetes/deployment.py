@@ -29,7 +29,7 @@ from meshc.resolve import ir
 
 TMP_DIR = "/tmp"   # the root filesystem is read-only; scratch space is an emptyDir
 
-_CONTAINER_SECURITY: dict[str, Any] = {
+CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
@@ -133,6 +133,7 @@ def _pod_security(security: ir.AppSecurity) -> dict[str, Any]:
 
 
 _DEFAULT_POD_SECURITY = _pod_security(_DEFAULT_SECURITY)
+POD_SECURITY = _DEFAULT_POD_SECURITY      # a pod of meshc's own (a gateway's): the defaults
 
 
 def grace_period(service: ir.Service, proxy: ir.Proxy) -> int:
@@ -214,13 +215,13 @@ def _drain_hook(drain_ms: int) -> dict[str, Any]:
 
 
 def container_security(security: ir.AppSecurity) -> dict[str, Any]:
-    return _CONTAINER_SECURITY if security is _DEFAULT_SECURITY else _container_security(security)
+    return CONTAINER_SECURITY if security is _DEFAULT_SECURITY else _container_security(security)
 
 
 @functools.lru_cache(maxsize=64)
 def _container_security(security: ir.AppSecurity) -> dict[str, Any]:
     if security == _DEFAULT_SECURITY:
-        return _CONTAINER_SECURITY
+        return CONTAINER_SECURITY
     capabilities: dict[str, Any] = {"drop": ["ALL"]}
     if security.added_capabilities:
         capabilities["add"] = list(security.added_capabilities)
@@ -295,7 +296,7 @@ def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
         "readinessProbe": probes.sidecar_readiness(proxy),
         "livenessProbe": probes.sidecar_liveness(proxy),
         "resources": resources(proxy.resources),
-        "securityContext": _CONTAINER_SECURITY,
+        "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [
             # The whole directory, never subPath: kubelet swaps a ConfigMap volume's files by rename,
             # which is exactly the move Envoy's watched_directory reloads cds/lds on.
