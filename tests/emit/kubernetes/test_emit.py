@@ -271,13 +271,14 @@ def test_app_protocol_per_protocol(protocols: ir.Mesh) -> None:
 def test_pods_are_locked_down(example: ir.Mesh) -> None:
     """Pod Security `restricted`; the app's root file system is read-only unless its service says not."""
     for deployment in (o for o in objects_of(emitted(example)) if o["kind"] == "Deployment"):
-        service = example.service(deployment["metadata"]["labels"][naming.SERVICE_LABEL])
+        owner = deployment["metadata"]["labels"].get(naming.SERVICE_LABEL)   # none on a gateway's
+        writable_root = owner is not None and not example.service(owner).security.read_only_root_filesystem
         pod = deployment["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for c in all_containers(deployment):
-            read_only = c["name"] == naming.SIDECAR_CONTAINER or service.security.read_only_root_filesystem
+            read_only = c["name"] == naming.SIDECAR_CONTAINER or not writable_root
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only,
                                             "capabilities": {"drop": ["ALL"]}}
             assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), c["name"]
