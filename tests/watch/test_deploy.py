@@ -17,7 +17,8 @@ from meshc.kinds import API_VERSIONS
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 USED_VERBS = {"get", "list", "create", "patch", "delete"}
 PLURALS = {"Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps",
-           "Service": "services", "Deployment": "deployments"}
+           "Service": "services", "Deployment": "deployments", "Issuer": "issuers", "Certificate": "certificates",
+           "NetworkPolicy": "networkpolicies"}
 
 
 def documents() -> list[dict[str, Any]]:
