@@ -12,6 +12,10 @@ baselines (bench/baselines/). Prints a table, checks the targets and writes JSON
     python -m bench.run_build --sizes 10 100 --repeat 3 --no-validate
     python -m bench.run_build --baselines          # also Jsonnet and KCL at N=1000
     python -m bench.run_build --sizes 1000 --meshc-jobs 1    # meshc in one process
+    python -m bench.run_build --sizes 10 --report-only       # exit 0 whenever it ran, targets met or not
+
+The exit code is 1 when a target is missed, unless --report-only: the test suite runs the
+benchmark that way, so a busy machine cannot fail CI (timing targets are read from the report).
 """
 
 from __future__ import annotations
@@ -468,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--meshc-jobs", type=int, default=None, metavar="N",
                         help="run `meshc build --jobs N` (default: meshc's own default, the usable CPUs)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="report the targets but exit 0 even when one is missed (for the test suite)")
     args = parser.parse_args(argv)
     if args.meshc_jobs is not None:
         BUILD_ARGS[:] = ["--jobs", str(args.meshc_jobs)]
@@ -494,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(report)
     path = write_json(report, args.results)
     print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return 0 if all(c["ok"] for c in report.checks) else 1
+    return 0 if args.report_only or all(c["ok"] for c in report.checks) else 1
 
 
 if __name__ == "__main__":

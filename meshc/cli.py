@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except MeshcError as exc:
-        emit_diagnostics(exc.diagnostics, sys.stderr, "json" if getattr(args, "format", "") == "json" else "text")
+        as_json = getattr(args, "format", "") == "json"
+        emit_diagnostics(exc.diagnostics, sys.stdout if as_json else sys.stderr, "json" if as_json else "text")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("meshc: interrupted\n")

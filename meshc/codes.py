@@ -20,6 +20,7 @@ CODES: dict[str, str] = {
     "E010": "more than one YAML document in the file",
     "E011": "a mapping key is not a plain string",
     "E012": "unsupported YAML tag",
+    "E013": "the file holds more keys and values than a spec may",
     # E1xx: structure, types and ranges
     "E101": "unknown field",
     "E102": "missing required field",
@@ -31,6 +32,8 @@ CODES: dict[str, str] = {
     "E108": "unsupported kind",
     "E109": "name is not a DNS-1123 label",
     "E110": "invalid value",
+    "E111": "text holds a character no generated file may carry (control, C1, line separator, noncharacter)",
+    "E112": "an endpoint address is not an IPv4 address, an IPv6 address or a DNS name",
     # E2xx: meaning across the spec
     "E201": "upstream refers to a service that does not exist",
     "E202": "duplicate service name",
@@ -53,6 +56,7 @@ CODES: dict[str, str] = {
     "E220": "analysis refers to a service that does not exist",
     "E221": "backoff maxInterval is shorter than baseInterval",
     "E222": "generated Kubernetes objects would share a name (or a service takes a reserved name)",
+    "E230": "the etcd prefix is '/', the root of the whole keyspace",
     # W2xx: suspicious but valid
     "W001": "a byte order mark at the start of the file was ignored",
     "W201": "retries cannot all happen within the route timeout",
@@ -63,6 +67,8 @@ CODES: dict[str, str] = {
     "W206": "health check timeout is not shorter than its interval",
     "W207": "HTTP route policies (timeout, retries, hashOn header) do not apply to a tcp service",
     "W208": "retries to a gRPC service list no gRPC condition, so gRPC errors are never retried",
+    "W209": "retryOn, perTryTimeout or backoff set where attempts is 0, so they have no effect",
+    "W210": "a spec.analysis.ignore entry matches no warning",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+# Past this many diagnostics of one code, the rest are counted, not listed: 2.5 million "unknown
+# field" lines help nobody, and building each one costs time and memory.
+MAX_LISTED_PER_CODE = 100
 
 
 class Severity(StrEnum):
@@ -34,6 +39,7 @@ class Diagnostic:
     span: Span | None = None
     path: Path = ()
     hint: str | None = field(default=None, compare=False)
+    count: int = field(default=1, compare=False)   # > 1: it stands for this many problems of its code, not listed
 
     @property
     def is_error(self) -> bool:
@@ -66,6 +72,24 @@ def sorted_diagnostics(diagnostics: list[Diagnostic] | tuple[Diagnostic, ...]) -
             seen.add(key)
             unique.append(diag)
     return unique
+
+
+def listed_per_code(diagnostics: list[Diagnostic] | tuple[Diagnostic, ...],
+                    limit: int = MAX_LISTED_PER_CODE) -> list[Diagnostic]:
+    """The first `limit` diagnostics of each code, in order, then per code that has more one
+    diagnostic standing for the rest: "... and 2,499,900 more E101", at the first one left out."""
+    listed: Counter[str] = Counter()
+    kept: list[Diagnostic] = []
+    rest: dict[str, Diagnostic] = {}
+    for diag in diagnostics:
+        if listed[diag.code] < limit and diag.count == 1:
+            listed[diag.code] += 1
+            kept.append(diag)
+            continue
+        first = rest.get(diag.code)
+        rest[diag.code] = diag if first is None else replace(first, count=first.count + diag.count)
+    return kept + [replace(d, message=f"... and {d.count:,} more {d.code}", hint=None, count=d.count)
+                   for d in rest.values()]
 
 
 class MeshcError(Exception):

@@ -16,7 +16,8 @@ from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
 from meshc.resolve import ir, resolve
-from meshc.validate.semantic import check_semantics
+from meshc.validate.ignore import without_ignored
+from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
@@ -82,17 +83,20 @@ def check(source: SpecSource) -> Checked:
     """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR."""
     loaded = load_yaml(source)
     diagnostics = list(loaded.diagnostics)
-    if not loaded.ok:
+    if loaded.data is None:     # not YAML, or not one document: nothing to validate
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     model, structural = check_structure(loaded.data, loaded.positions)
     diagnostics += structural
-    if model is None:
+    if model is None:   # references are still worth knowing about in the same run
+        diagnostics += check_references_raw(loaded.data, loaded.positions)
+    if model is None or not loaded.ok:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     diagnostics += check_semantics(model, loaded.positions)
     if has_errors(diagnostics):
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     mesh = resolve(model, loaded.positions)
     diagnostics += analyze(mesh)
+    diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
 

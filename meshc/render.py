@@ -2,7 +2,9 @@
 
 Every generated document is written as indented JSON with sorted keys. JSON is valid YAML, so the
 `.yaml` files meshc writes are read by Envoy, kubectl and kustomize as YAML, while the build stays
-fast (orjson serializes ~50x faster than a YAML emitter) and byte-for-byte deterministic.
+fast (orjson serializes ~50x faster than a YAML emitter) and byte-for-byte deterministic. JSON
+allows a few characters raw that YAML refuses or reads as line breaks (DEL, C1 controls, U+2028,
+U+FFFF...): those are written as JSON escapes (meshc.text), so every file reads the same both ways.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from meshc.text import escape_json
+
 _PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 _COMPACT = orjson.OPT_SORT_KEYS
 DOCUMENT_SEPARATOR = b"---\n"
@@ -20,7 +24,7 @@ DOCUMENT_SEPARATOR = b"---\n"
 
 def document(doc: Any) -> bytes:
     """One document, pretty, newline-terminated."""
-    return orjson.dumps(doc, option=_PRETTY) + b"\n"
+    return escape_json(orjson.dumps(doc, option=_PRETTY)) + b"\n"
 
 
 def documents(docs: Sequence[Any]) -> bytes:
@@ -35,7 +39,7 @@ def file(docs: Sequence[Any]) -> bytes:
 
 def compact(doc: Any) -> str:
     """Canonical compact JSON text: for values stored in etcd and for hashing."""
-    return orjson.dumps(doc, option=_COMPACT).decode()
+    return escape_json(orjson.dumps(doc, option=_COMPACT)).decode()
 
 
 def content_hash(doc: Any, length: int = 16) -> str:

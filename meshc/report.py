@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import TextIO
 
-from meshc.diagnostics import Diagnostic, Severity
+from meshc.diagnostics import Diagnostic, Severity, listed_per_code
 
 FORMATS = ("text", "json", "github")
 
 
+def one_line(text: str) -> str:
+    """Text with every control character (newlines too) escaped: a diagnostic stays one line, and
+    a spec cannot write to the reader's terminal through its own values."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def format_text(diag: Diagnostic, *, hints: bool = True) -> str:
     where = f"{diag.span}: " if diag.span else "meshc: "
-    line = f"{where}{diag.severity.value}: {diag.message} [{diag.code}]"
+    line = f"{one_line(where)}{diag.severity.value}: {one_line(diag.message)} [{diag.code}]"
     if hints and diag.hint and f"'{diag.hint}'" not in diag.message:  # not when it only repeats "did you mean"
-        line += f"\n    hint: {diag.hint}"
+        line += f"\n    hint: {one_line(diag.hint)}"
     return line
 
 
@@ -32,18 +42,24 @@ def as_json(diag: Diagnostic) -> dict[str, object]:
         "code": diag.code, "severity": diag.severity.value, "message": diag.message,
         "file": span.file if span else None, "line": span.line if span else None,
         "col": span.col if span else None, "path": ".".join(str(p) for p in diag.path), "hint": diag.hint,
+        **({"count": diag.count} if diag.count != 1 else {}),
     }
 
 
-def summary(diagnostics: Sequence[Diagnostic]) -> str:
-    errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
-    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+def summary(diagnostics: Sequence[Diagnostic], strict: bool = False) -> str:
+    errors = sum(d.count for d in diagnostics if d.is_error)
+    warnings = sum(d.count for d in diagnostics) - errors
+    text = f"{errors:,} error{'s' * (errors != 1)}, {warnings:,} warning{'s' * (warnings != 1)}"
+    if strict and warnings:
+        text += f"; --strict treats {'the warning as an error' if warnings == 1 else 'warnings as errors'}"
+    return text
 
 
 def emit_diagnostics(diagnostics: Sequence[Diagnostic], stream: TextIO, fmt: str = "text") -> None:
+    """Every diagnostic, but at most MAX_LISTED_PER_CODE of one code: the rest as "... and N more"."""
+    listed = listed_per_code(list(diagnostics))
     if fmt == "json":
-        stream.write(json.dumps([as_json(d) for d in diagnostics], indent=2) + "\n")
+        stream.write(json.dumps([as_json(d) for d in listed], indent=2) + "\n")
         return
-    for diag in diagnostics:
+    for diag in listed:
         stream.write((format_github(diag) if fmt == "github" else format_text(diag)) + "\n")

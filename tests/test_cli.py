@@ -42,8 +42,8 @@ def test_warnings_pass_unless_strict() -> None:
 
 def test_json_format_lists_every_field() -> None:
     result = meshc("validate", "--format", "json", str(BAD))
-    assert result.returncode == 1
-    [item] = json.loads(result.stderr)
+    assert result.returncode == 1 and result.stderr == ""    # JSON goes to stdout, where `| jq` reads it
+    [item] = json.loads(result.stdout)
     assert {k: item[k] for k in ("code", "severity", "line", "col", "file")} == {
         "code": "E201", "severity": "error", "line": 11, "col": 16, "file": str(BAD)}
     assert item["path"] == "spec.services.0.upstreams.0.service"
@@ -87,3 +87,135 @@ def test_examples_validate_against_the_json_schema() -> None:
     for example in sorted((ROOT / "examples").glob("*/mesh.yaml")):
         errors = list(validator.iter_errors(yaml.safe_load(example.read_text())))
         assert errors == [], (example, errors[:1])
+
+
+# --- review workflow -----------------------------------------------------------------------------
+
+MIXED = """\
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: demo}
+spec:
+  services:
+  - name: web
+    image: ghcr.io/acme/web:1.0.0
+    port: 0
+    protocol: TCP
+    upstreams:
+    - {service: strpe, localPort: 9001}
+  - name: stripe
+    port: 443
+    endpoints: [{address: api.stripe.com, port: 443}]
+"""
+
+
+def test_structural_and_reference_errors_come_in_one_run_with_spelling_hints(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(MIXED)
+    result = meshc("validate", str(spec))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert any("[E104]" in line and ":8:11:" in line for line in lines)
+    assert any("[E106]" in line and "did you mean 'tcp'?" in line for line in lines)
+    assert any("[E201]" in line and "did you mean 'stripe'?" in line and ":11:17:" in line for line in lines)
+
+
+def test_validate_reads_the_spec_from_stdin() -> None:
+    ok = subprocess.run([sys.executable, "-m", "meshc.cli", "validate", "-"], input=SHOP.read_text(),
+                        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert ok.returncode == 0 and ok.stderr == ""
+    bad = subprocess.run([sys.executable, "-m", "meshc.cli", "validate", "-"], input=BAD.read_text(),
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 1 and bad.stderr.startswith("<stdin>:11:16: error: ")
+
+
+def test_strict_says_warnings_were_treated_as_errors() -> None:
+    result = meshc("validate", "--strict", str(WARN))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "0 errors, 1 warning; --strict treats the warning as an error"
+
+
+def test_ignore_flag_silences_one_warning_code_and_refuses_errors() -> None:
+    quiet = meshc("validate", "--strict", "--ignore", "W201", str(WARN))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    refused = meshc("validate", "--ignore", "E201", str(BAD))
+    assert refused.returncode == 2 and "errors cannot be ignored" in refused.stderr
+
+
+def test_spec_ignore_is_scoped_to_a_service_and_stale_entries_warn(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    accepted = WARN.read_text().replace("  services:\n", "  analysis:\n    ignore:\n    - {code: W201, service: web}\n"
+                                        "  services:\n", 1)
+    spec.write_text(accepted)
+    assert meshc("validate", "--strict", str(spec)).returncode == 0
+    spec.write_text(accepted.replace("service: web}", "service: api}"))
+    result = meshc("validate", str(spec))
+    assert "[W201]" in result.stderr and "[W210]" in result.stderr     # about web, not api; the entry is stale
+
+
+def test_json_goes_to_stdout_for_build_and_usage_errors(tmp_path: Path) -> None:
+    build = meshc("build", str(WARN), "-o", str(tmp_path / "out"), "--format", "json")
+    assert build.returncode == 0 and [d["code"] for d in json.loads(build.stdout)] == ["W201"]
+    missing = meshc("validate", str(tmp_path / "nope.yaml"), "--format", "json")
+    assert missing.returncode == 2 and json.loads(missing.stdout)[0]["code"] == "E001"
+
+
+def test_a_flood_of_one_code_is_listed_up_to_a_cap_and_counted(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(SHOP.read_text().replace("    port: 8080\n", "    port: 8080\n" + "".join(
+        f"    unknown{i}: 1\n" for i in range(250)), 1))
+    result = meshc("validate", str(spec))
+    lines = result.stderr.splitlines()
+    assert sum("[E101]" in line for line in lines) == 101
+    assert lines[-2].endswith("error: ... and 150 more E101 [E101]") and lines[-1] == "250 errors, 0 warnings"
+    listed = json.loads(meshc("validate", str(spec), "--format", "json").stdout)
+    assert len(listed) == 101 and listed[-1]["count"] == 150
+
+
+def test_an_empty_envoy_config_dir_is_a_usage_error(tmp_path: Path) -> None:
+    result = meshc("build", str(SHOP), "-o", str(tmp_path / "out"), "--envoy-config-dir", "")
+    assert result.returncode == 2 and "meshc: error: argument --envoy-config-dir: must name a directory" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_share_one_prefix() -> None:
+    watch = meshc("watch", "--repo", ".", "--keyring", "k.gpg", "--output", "/tmp/x")
+    build = meshc("build", str(SHOP))
+    for result in (watch, build):
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[-1].startswith("meshc: error: "), result.stderr
+
+
+def _run_on_a_terminal(*args: str) -> str:
+    """stderr of meshc when stderr is a terminal (a pseudo-terminal)."""
+    import os
+    import pty
+
+    main, child = pty.openpty()
+    env = {**os.environ, "MESHC_PROGRESS_DELAY": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "meshc.cli", *args], stdout=subprocess.DEVNULL,
+                               stderr=child, cwd=ROOT, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:      # the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=120)
+    os.close(main)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_is_shown_on_a_terminal_and_never_in_a_pipe(tmp_path: Path) -> None:
+    from bench import gen_mesh
+
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(gen_mesh.generate(150, 1))
+    on_terminal = _run_on_a_terminal("build", str(spec), "-o", str(tmp_path / "a"))
+    assert "\rmeshc: build: " in on_terminal and "wrote" in on_terminal
+    piped = meshc("build", str(spec), "-o", str(tmp_path / "b"))
+    assert piped.returncode == 0 and "\r" not in piped.stderr and "build:" not in piped.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -89,8 +90,9 @@ class StagedOutput:
 
     def __enter__(self) -> Self:
         self.target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(self.target)
         with interrupts_deferred():  # a Ctrl-C must not fall between creating and recording it
-            self._staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.new-", dir=self.target.parent))
+            self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(self.target, "new"), dir=self.target.parent))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -120,6 +122,62 @@ class StagedOutput:
         self._committed = True
 
 
+# ---- staging directories and their owners ---------------------------------------------------------
+# A staging directory is named `.OUT.new-<pid>-<start>-<random>` (`.old-` for the previous tree
+# set aside during a swap): the process that made it, and when that process started, so that a
+# later build can tell a directory whose owner died (SIGKILL, OOM, power loss) from one that a
+# running build is still writing, even after the pid was reused.
+
+
+def staging_prefix(target: Path, kind: str) -> str:
+    pid = os.getpid()
+    return f".{target.name}.{kind}-{pid}-{_process_start(pid) or 0}-"
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging directories of OUT that meshc made and no live process owns; return them.
+    Directories of other names, or whose owner still runs, are left alone."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:new|old)-(?P<pid>\d+)-(?P<start>\d+)-[A-Za-z0-9_]+$")
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        if _owner_alive(int(match["pid"]), int(match["start"])):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _owner_alive(pid: int, start: int) -> bool:
+    """The process `pid` runs and is the one that started at `start` (clock ticks after boot)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass            # it exists, someone else's
+    now = _process_start(pid)
+    return now is None or start == 0 or now == start
+
+
+def _process_start(pid: int) -> int | None:
+    """When the process started, from /proc/<pid>/stat (field 22); None where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
 def _swap(staging: Path, target: Path) -> None:
     """Replace target by staging: an atomic exchange where the kernel offers one (renameat2
     RENAME_EXCHANGE), else rename the old tree aside and the new one in (briefly absent)."""
@@ -129,7 +187,7 @@ def _swap(staging: Path, target: Path) -> None:
     if _exchange(staging, target):
         shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old tree
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=staging_prefix(target, "old"), dir=target.parent))
     os.rmdir(old)
     os.rename(target, old)
     try:

@@ -14,7 +14,7 @@ import sys
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
     add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, compile_bundle, open_targets,
-    sync_failure,
+    previous_meshes, sync_failure,
 )
 
 NAME = "apply"
@@ -31,8 +31,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meshc.sync.engine import PruneRefused, sync_once
-    from meshc.sync.output import plan_summary, plan_text, report_json, report_summary, result_text
+    from meshc.sync.engine import MeshRenameRefused, PruneRefused, sync_once
+    from meshc.sync.output import notes_text, plan_summary, plan_text, report_json, report_summary, result_text
     from meshc.sync.target import SyncError
 
     targets = open_targets(args)
@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         try:
             report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
-                               allow_prune_all=args.allow_prune_all)
+                               allow_prune_all=args.allow_prune_all, previous_meshes=previous_meshes(args, bundle),
+                               allow_mesh_rename=args.allow_mesh_rename)
         except PruneRefused as refused:
             if args.format == "text":
                 sys.stdout.write(plan_text(refused.plans))
+            what = "refusing to rename the mesh" if isinstance(refused, MeshRenameRefused) else "refusing to prune"
             for reason in refused.reasons:
-                sys.stderr.write(f"meshc: error: refusing to prune: {reason}\n")
+                sys.stderr.write(f"meshc: error: {what}: {reason}\n")
             sys.stderr.write("meshc: nothing was written\n")
             return EXIT_INVALID
         except SyncError as error:
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             return sync_failure(error)
     finally:
         close_targets(targets)
+    sys.stderr.write(notes_text(report.plans))
     if args.format == "json":
         sys.stdout.write(json.dumps(report_json(report), indent=2) + "\n")
     elif args.dry_run:

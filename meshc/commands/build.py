@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from meshc.commands.common import (
     EXIT_INVALID,
@@ -16,9 +18,15 @@ from meshc.commands.common import (
     at_least,
     build_options,
     check_from_args,
+    config_dir,
     failed,
+    usage_error,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
+from meshc.progress import Progress
+
+if TYPE_CHECKING:
+    from meshc.pipeline import Checked
 
 NAME = "build"
 HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"
@@ -27,7 +35,7 @@ HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"
 def register(parser: argparse.ArgumentParser) -> None:
     add_spec_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory (replaced atomically)")
-    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
+    parser.add_argument("--envoy-config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR", type=config_dir,
                         help=f"where sidecars read cds/lds (default {DEFAULT_CONFIG_DIR}, the ConfigMap mount); "
                         "set it for Envoy on hosts or VMs; {service} in DIR becomes each sidecar's name")
     parser.add_argument("--envoy-host", action="append", default=[], type=_envoy_host,
@@ -41,6 +49,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=at_least(1), default=None, metavar="N",
                         help="processes that render and write files at once, for large meshes "
                         f"(default: the usable CPUs, at most {MAX_DEFAULT_JOBS}); the output is the same for any N")
+    parser.add_argument("--verify-envoy", action="store_true",
+                        help="before writing OUT, have Envoy (`envoy` on PATH, or $MESHC_ENVOY) validate every "
+                        "sidecar with its cds/lds folded into the bootstrap; OUT is left unchanged if Envoy "
+                        "rejects one")
     add_format_argument(parser)
 
 
@@ -61,18 +73,67 @@ def run(args: argparse.Namespace) -> int:
     from meshc.bundle import BundleWriteError
     from meshc.pipeline import write_build
 
-    checked = check_from_args(args)
+    envoy = _envoy_binary() if args.verify_envoy else None
+    checked = check_from_args(args, always=True)
     if not checked.ok or failed(checked.diagnostics, args.strict):
-        sys.stderr.write(f"meshc: build failed; {args.output} was not changed\n")
+        reason = "; warnings are treated as errors (--strict)" if checked.ok else ""
+        sys.stderr.write(f"meshc: build failed{reason}; {args.output} was not changed\n")
+        return EXIT_INVALID
+    if envoy is not None and not _envoy_accepts(checked, args, envoy):
+        sys.stderr.write(f"meshc: build failed: Envoy rejects the output; {args.output} was not changed\n")
         return EXIT_INVALID
     try:
-        count = write_build(checked, args.output, build_options(args), jobs=args.jobs or _default_jobs())
+        with Progress("build") as progress:
+            progress.step(f"writing {args.output}", poll=_files_written(args.output, checked))
+            count = write_build(checked, args.output, build_options(args), jobs=args.jobs or _default_jobs())
     except (BundleWriteError, OSError) as exc:
         sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
         return EXIT_USAGE
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
     return EXIT_OK
+
+
+def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:
+    """For the progress line: files in the staging directory that will become OUT, and how many
+    there will be (four per deployed service, and a few for the whole mesh)."""
+    target = Path(out).absolute()
+    expected = 4 * len(checked.mesh.deployed_services) + 4 if checked.mesh is not None else 0
+
+    def count() -> tuple[int, int]:
+        staging = next(target.parent.glob(f".{target.name}.new-*"), None)
+        done = sum(len(files) for _, _, files in os.walk(staging)) if staging is not None else 0
+        return done, max(expected, done)
+
+    return count
+
+
+def _envoy_binary() -> str:
+    from meshc.review.envoy_check import ENVOY_ENV, find_envoy
+
+    envoy = find_envoy()
+    if envoy is None:
+        raise usage_error(f"--verify-envoy needs an envoy binary: none on PATH (or ${ENVOY_ENV} is not executable)")
+    return envoy
+
+
+def _envoy_accepts(checked: Checked, args: argparse.Namespace, envoy: str) -> bool:
+    """Every sidecar of the build through `envoy --mode validate`, cds/lds folded in; says what Envoy rejects."""
+    from meshc import render
+    from meshc.emit import envoy as envoy_emitter
+    from meshc.review.envoy_check import describe, validate_sidecars
+
+    assert checked.mesh is not None
+    options = build_options(args)
+    files = {path: render.file(docs) for path, docs in
+             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts)}
+    with Progress("verifying sidecars with Envoy") as progress:
+        rejections = validate_sidecars(files, envoy, jobs=args.jobs or _default_jobs(), progress=progress.update)
+    for line in describe(rejections):
+        sys.stderr.write(f"meshc: error: {line}\n")
+    if args.format == "text" and not rejections:
+        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(files) // 3} sidecars\n")
+    return not rejections
 
 
 # The default --jobs never exceeds this: every worker holds its own copy of the parts of the IR

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from meshc.diagnostics import Diagnostic, MeshcError, Severity
@@ -21,14 +22,32 @@ EXIT_USAGE = 2
 
 def add_spec_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", default="mesh.yaml", metavar="SPEC",
-                        help="path to mesh.yaml (default: ./mesh.yaml); inside the repo with --repo")
+                        help="path to mesh.yaml (default: ./mesh.yaml; - reads standard input); inside the repo "
+                        "with --repo")
     parser.add_argument("--repo", metavar="PATH", help="read SPEC from this Git repository instead of the work tree")
     parser.add_argument("--rev", metavar="REV", help="the revision to read SPEC at (default: HEAD); needs --repo")
 
 
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, default="text", help="how to print diagnostics")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="how to print diagnostics: text and github on stderr, json on stdout")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.add_argument("--ignore", action="append", default=[], type=_warning_code, metavar="CODE",
+                        help="do not report this warning (repeatable); to accept a warning for good, where "
+                        "reviewers see it, use spec.analysis.ignore")
+
+
+def _warning_code(text: str) -> str:
+    code = text.strip().upper()
+    if not (len(code) == 4 and code[0] == "W" and code[1:].isdigit()):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a warning code such as W302 (errors cannot be ignored)")
+    return code
+
+
+def ignored_codes_removed(diagnostics: Sequence[Diagnostic], args: argparse.Namespace) -> list[Diagnostic]:
+    """The diagnostics without the warnings --ignore names."""
+    ignored = set(getattr(args, "ignore", None) or ())
+    return [d for d in diagnostics if d.is_error or d.code not in ignored]
 
 
 def read_source(args: argparse.Namespace) -> SpecSource:
@@ -39,16 +58,40 @@ def read_source(args: argparse.Namespace) -> SpecSource:
         return read_spec_at_revision(args.repo, args.rev or "HEAD", args.spec)
     if getattr(args, "rev", None):
         raise MeshcError([Diagnostic("E001", Severity.ERROR, "--rev needs --repo PATH")], EXIT_USAGE)
+    if args.spec == STDIN:
+        return read_spec_stdin()
     return read_spec_file(args.spec)
 
 
-def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], args: argparse.Namespace) -> None:
+STDIN = "-"
+
+
+def read_spec_stdin() -> SpecSource:
+    """`meshc validate -`: the spec from standard input (an editor, `git show REV:mesh.yaml | ...`)."""
+    from meshc.load.source import MAX_SPEC_BYTES
+
+    try:
+        data = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise usage_error(f"cannot read the spec from standard input: {exc}") from None
+    return SpecSource(name="<stdin>", data=data)
+
+
+def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], args: argparse.Namespace,
+           *, always: bool = False) -> None:
+    """Print diagnostics: text and github to stderr; json to stdout, where `| jq` reads it. A verb
+    whose own result is JSON (plan, apply, set-weights) prints the list only when it is not
+    empty (`always` prints `[]` too: validate and build, whose result the list is)."""
     fmt = getattr(args, "format", "text")
     if fmt not in FORMATS:
         fmt = "text"
+    if fmt == "json":
+        if diagnostics or always:
+            emit_diagnostics(diagnostics, sys.stdout, fmt)
+        return
     emit_diagnostics(diagnostics, sys.stderr, fmt)
     if fmt == "text" and diagnostics:
-        sys.stderr.write(f"{summary(diagnostics)}\n")
+        sys.stderr.write(f"{summary(diagnostics, strict=bool(getattr(args, 'strict', False)))}\n")
 
 
 def failed(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic], strict: bool) -> bool:
@@ -69,6 +112,18 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return whole_number
 
 
+def config_dir(text: str) -> str:
+    """An argparse type for --envoy-config-dir: a directory Envoy can be pointed at. An empty one
+    would give a bootstrap whose cds/lds paths Envoy rejects; control characters cannot be written."""
+    from meshc.text import first_unsafe
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory, e.g. /etc/envoy")
+    if first_unsafe(text, token=False) is not None or "\n" in text or "\t" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a control character")
+    return text
+
+
 def usage_error(message: str) -> MeshcError:
     return MeshcError([Diagnostic("E001", Severity.ERROR, message)], EXIT_USAGE)
 
@@ -82,13 +137,17 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
                         tls_dir=getattr(args, "tls_dir", None) or DEFAULT_TLS_DIR)
 
 
-def check_from_args(args: argparse.Namespace) -> Checked:
+def check_from_args(args: argparse.Namespace, *, always: bool = False) -> Checked:
     """Check SPEC (or --repo/--rev), printing its diagnostics. A --envoy-host naming no deployed
     service or version is a usage error."""
     from meshc.pipeline import check
+    from meshc.progress import Progress
 
-    checked = check(read_source(args))
-    report(checked.diagnostics, args)
+    with Progress("build") as progress:
+        progress.step(f"checking {args.spec}")
+        checked = check(read_source(args))
+    checked = replace(checked, diagnostics=tuple(ignored_codes_removed(checked.diagnostics, args)))
+    report(checked.diagnostics, args, always=always)
     hosts = dict(args.envoy_host)
     if checked.mesh is not None and hosts:
         from meshc.emit.envoy.hosts import unknown_host_keys

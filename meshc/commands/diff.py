@@ -1,4 +1,7 @@
-"""`meshc diff --repo PATH REV_A REV_B [SPEC]`: what changing mesh.yaml from REV_A to REV_B means.
+"""`meshc diff [--repo PATH] [REV_A [REV_B [SPEC]]]`: what changing mesh.yaml from REV_A to REV_B means.
+
+As `git diff` does: with one revision, REV_A is compared with the work tree (the spec as edited,
+not yet committed); with none, HEAD is.
 
 Exit codes, as `git diff --exit-code` does: 0 nothing changed, 3 something changed, 1 a side is
 invalid (its diagnostics are printed, and which side it is), 2 usage or I/O (unknown revision...).
@@ -13,21 +16,27 @@ from typing import TYPE_CHECKING
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, report
 from meshc.diagnostics import MeshcError, error
+from meshc.progress import Progress
 
 if TYPE_CHECKING:
     from meshc.load.git import GitSpecReader
     from meshc.review.diff import Side
 
 NAME = "diff"
-HELP = "semantic diff of mesh.yaml between two Git revisions, and the output it would change"
+HELP = ("semantic diff of mesh.yaml between two Git revisions (or a revision and the work tree), "
+        "and the output it would change")
 EXIT_CHANGED = 3
+WORK_TREE = "work tree"
+DEFAULT_SPEC = "mesh.yaml"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", default=".", metavar="PATH", help="the Git repository (default: .)")
-    parser.add_argument("rev_a", metavar="REV_A", help="the revision to compare from (e.g. the target branch)")
-    parser.add_argument("rev_b", metavar="REV_B", help="the revision to compare to (e.g. HEAD)")
-    parser.add_argument("spec", nargs="?", default="mesh.yaml", metavar="SPEC",
+    parser.add_argument("rev_a", nargs="?", default="HEAD", metavar="REV_A",
+                        help="the revision to compare from (e.g. the target branch; default HEAD)")
+    parser.add_argument("rev_b", nargs="?", default=None, metavar="REV_B",
+                        help="the revision to compare to (default: the work tree, as `git diff` does)")
+    parser.add_argument("spec", nargs="?", default=None, metavar="SPEC",
                         help="path of mesh.yaml inside the repository (default: mesh.yaml)")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="text (terminal), json (tools) or markdown (a pull-request comment)")
@@ -37,26 +46,55 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.load.git import GitSpecReader
+
+    args.spec_given = args.spec is not None
+    args.spec = args.spec or DEFAULT_SPEC
     from meshc.review.diff import diff_sides
     from meshc.review.diff_format import render
 
-    with GitSpecReader(args.repo) as reader:
-        old = _read_side(reader, args.rev_a, args.spec)
-        new = _read_side(reader, args.rev_b, args.spec)
-    if not old.exists and not new.exists:
-        raise MeshcError([error("E001", f"{args.spec}: no such file at {args.rev_a} nor at {args.rev_b}", None,
-                                hint="the path is relative to the repository root")], 2)
+    with Progress("comparing") as progress:
+        with GitSpecReader(args.repo) as reader:
+            _path_as_second_argument(reader, args)
+            progress.step(f"compiling {args.rev_a}")
+            old = _read_side(reader, args.rev_a, args.spec)
+            progress.step(f"compiling {args.rev_b or WORK_TREE}")
+            new = _read_side(reader, args.rev_b, args.spec) if args.rev_b else _work_tree_side(reader, args.spec)
+        progress.step("comparing")
+        if not old.exists and not new.exists:
+            raise MeshcError([error("E001", f"{args.spec}: no such file at {args.rev_a} nor "
+                                    f"{f'at {args.rev_b}' if args.rev_b else 'in the work tree'}", None,
+                                    hint="the path is relative to the repository root")], 2)
+        diff = diff_sides(old, new) if old.valid and new.valid else None
     invalid = [side for side in (old, new) if not side.valid]
     for side in invalid:
-        sys.stderr.write(f"meshc: {side.path} is not valid at {side.label} ({side.short}):\n")
+        sys.stderr.write(f"meshc: {side.path} is not valid at {side.label}{f' ({side.short})' if side.short else ''}:\n")
         report([d for d in side.diagnostics if d.is_error], argparse.Namespace(format="text"))
-    if invalid:
+    if invalid or diff is None:
         which = " and ".join(side.label for side in invalid)
         sys.stderr.write(f"meshc: no diff: the spec is invalid at {which}\n")
         return EXIT_INVALID
-    diff = diff_sides(old, new)
     sys.stdout.write(render(diff, args.format, color=_color(args)))
     return EXIT_CHANGED if diff.changed else EXIT_OK
+
+
+def _path_as_second_argument(reader: GitSpecReader, args: argparse.Namespace) -> None:
+    """`meshc diff HEAD other.yaml`: a second argument that is a file and no revision is SPEC, and
+    the work tree the other side, as git tells paths from revisions."""
+    if args.rev_b is None or args.spec_given or not os.path.isfile(os.path.join(args.repo, args.rev_b)):
+        return
+    try:
+        reader.resolve(args.rev_b)
+    except MeshcError:
+        args.spec, args.rev_b = args.rev_b, None
+
+
+def _work_tree_side(reader: GitSpecReader, spec: str) -> Side:
+    from meshc.review.diff import absent_side, build_side
+
+    source = reader.read_work_tree(spec)
+    if source is None:
+        return absent_side(WORK_TREE, None, reader.relative_path(spec))
+    return build_side(WORK_TREE, source)
 
 
 def _read_side(reader: GitSpecReader, rev: str, spec: str) -> Side:

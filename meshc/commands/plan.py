@@ -14,7 +14,7 @@ import sys
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
     EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, compile_bundle,
-    open_targets, sync_failure,
+    open_targets, previous_meshes, sync_failure,
 )
 
 NAME = "plan"
@@ -33,7 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meshc.sync.engine import plan_targets, prune_refusals
+    from meshc.sync.engine import plan_sync
     from meshc.sync.output import plan_summary, plan_text, plans_json, content_would_change
     from meshc.sync.target import SyncError
 
@@ -43,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
         if bundle is None:
             return EXIT_INVALID
         try:
-            plans = plan_targets(bundle, targets)
+            planned = plan_sync(bundle, targets, previous_meshes=previous_meshes(args, bundle))
         except SyncError as error:
             return sync_failure(error)
     finally:
         close_targets(targets)
-    refusals = prune_refusals(plans, prune_limit=args.prune_limit, allow_prune_all=args.allow_prune_all)
+    plans = planned.all_plans
+    refusals = planned.refusals(prune_limit=args.prune_limit, allow_prune_all=args.allow_prune_all,
+                                allow_mesh_rename=args.allow_mesh_rename)
     if args.format == "json":
         document = plans_json(plans, show_unchanged=args.show_unchanged) | {"refusals": refusals}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")

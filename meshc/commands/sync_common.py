@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from meshc.commands.common import EXIT_INVALID, at_least, usage_error
+from meshc.commands.common import EXIT_INVALID, at_least, config_dir, usage_error
 from meshc.bundle import Bundle
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
+
+if TYPE_CHECKING:
+    from meshc.sync.etcd_client import EtcdAccess
+    from meshc.sync.target import MeshIdentity
 
 EXIT_CHANGES = 3   # `plan --detailed-exitcode`: changes pending (2 is taken by usage/IO errors)
 
@@ -25,9 +30,14 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--in-cluster", action="store_true",
                        help="sync Kubernetes objects using the pod's service account")
     group.add_argument("--etcd", metavar="URL", help="sync service records to etcd, e.g. http://127.0.0.1:2379")
-    group.add_argument("--etcd-ca", metavar="FILE", help="CA certificate to verify an https etcd")
-    group.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd")
-    group.add_argument("--etcd-key", metavar="FILE", help="client key for etcd")
+    group.add_argument("--etcd-cacert", "--etcd-ca", dest="etcd_cacert", metavar="FILE",
+                       help="CA certificate to verify an https etcd")
+    group.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
+    group.add_argument("--etcd-key", metavar="FILE", help="client key for etcd (with --etcd-cert)")
+    group.add_argument("--etcd-user", metavar="NAME",
+                       help="authenticate to etcd as NAME; the password comes from $MESHC_ETCD_PASSWORD or "
+                       "--etcd-password-file (never from a flag value)")
+    group.add_argument("--etcd-password-file", metavar="FILE", help="the etcd password, on the first line of FILE")
     group.add_argument("--output", metavar="DIR", help="keep DIR equal to the compiled files (Envoy on plain hosts)")
     group.add_argument("--no-drift", dest="detect_drift", action="store_false",
                        help="trust config hashes only; do not compare live fields meshc sets")
@@ -39,6 +49,9 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"refuse to delete more than N objects per target at once (default {DEFAULT_PRUNE_LIMIT})")
     group.add_argument("--allow-prune-all", action="store_true",
                        help="allow deleting everything the mesh has on a target, or more than --prune-limit")
+    group.add_argument("--allow-mesh-rename", action="store_true",
+                       help="allow a change of metadata.name or spec.namespace while the old mesh is live: apply the "
+                       "new mesh, then prune the old one (within --prune-limit)")
 
 
 def has_targets(args: argparse.Namespace) -> bool:
@@ -67,12 +80,23 @@ def open_targets(args: argparse.Namespace) -> list[Target]:
         if args.etcd:
             from meshc.sync.etcd import EtcdTarget
 
-            targets.append(EtcdTarget(args.etcd, ca_cert=args.etcd_ca, cert_cert=args.etcd_cert,
-                                      cert_key=args.etcd_key))
+            targets.append(EtcdTarget(etcd_access(args)))
     except SyncError as error:
         close_targets(targets)
         raise usage_error(str(error)) from None
     return targets
+
+
+def etcd_access(args: argparse.Namespace) -> EtcdAccess:
+    """How to reach `--etcd`: TLS files, user, and the password from the environment or a file.
+    Raises PermanentError for flags that do not go together (a usage error for the verbs)."""
+    from meshc.sync.etcd_client import EtcdAccess, read_password
+
+    if args.etcd_password_file and not args.etcd_user:
+        raise PermanentError("--etcd-password-file needs --etcd-user NAME")
+    password = read_password(args.etcd_password_file) if args.etcd_user else None
+    return EtcdAccess(args.etcd, user=args.etcd_user, password=password, ca_cert=args.etcd_cacert,
+                      cert=args.etcd_cert, key=args.etcd_key)
 
 
 def close_targets(targets: list[Target]) -> None:
@@ -93,12 +117,39 @@ def sync_failure(error: SyncError) -> int:
     return EXIT_INVALID
 
 
+def previous_meshes(args: argparse.Namespace, bundle: Bundle) -> list[MeshIdentity]:
+    """With --repo: the mesh the spec declared at the parent commit(s) of the one applied, when
+    another than the bundle's (a rename); the targets' own records are asked by the sync."""
+    if not getattr(args, "repo", None):
+        return []
+    from meshc.diagnostics import MeshcError
+    from meshc.load.git import GitSpecReader
+    from meshc.sync.rename import identity_of_spec
+
+    revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
+    if not revision:
+        return []
+    identities = []
+    try:
+        with GitSpecReader(args.repo) as reader:
+            for parent in reader.parents(revision):
+                try:
+                    identity = identity_of_spec(reader.read(parent, args.spec))
+                except MeshcError:      # no spec there (yet): nothing was renamed
+                    continue
+                if identity is not None:
+                    identities.append(identity)
+    except MeshcError:
+        return []
+    return identities
+
+
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     from meshc.commands.build import _envoy_host
     from meshc.defaults import ENVOY_CONFIG_DIR
 
     group = parser.add_argument_group("compiling")
-    group.add_argument("--envoy-config-dir", default=ENVOY_CONFIG_DIR, metavar="DIR",
+    group.add_argument("--envoy-config-dir", default=ENVOY_CONFIG_DIR, metavar="DIR", type=config_dir,
                        help=f"where sidecars read cds/lds (default {ENVOY_CONFIG_DIR}, the ConfigMap mount); "
                        "{service} in DIR becomes each sidecar's name (e.g. OUT/envoy/{service} with --output OUT)")
     group.add_argument("--envoy-host", action="append", default=[], type=_envoy_host,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument, failed, read_source, report
+from meshc.commands.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    add_format_argument,
+    add_spec_argument,
+    failed,
+    ignored_codes_removed,
+    read_source,
+    report,
+)
 from meshc.diagnostics import Diagnostic
 
 NAME = "validate"
@@ -24,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
     diagnostics: list[Diagnostic] = []
     for spec in [args.spec, *getattr(args, "more_specs", [])]:
         diagnostics += check(read_source(argparse.Namespace(**{**vars(args), "spec": spec}))).diagnostics
-    report(diagnostics, args)
+    diagnostics = ignored_codes_removed(diagnostics, args)
+    report(diagnostics, args, always=True)
     return EXIT_INVALID if failed(diagnostics, args.strict) else EXIT_OK

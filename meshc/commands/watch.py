@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from meshc.commands.sync_common import (
     add_prune_arguments,
     add_target_arguments,
     close_targets,
+    etcd_access,
     open_targets,
 )
 from meshc.durations import parse_duration
@@ -84,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
 
     problem = _usage_problem(args)
     if problem:
-        sys.stderr.write(f"meshc watch: error: {problem}\n")
+        sys.stderr.write(f"meshc: error: {problem}\n")
         return EXIT_USAGE
     log = StatusLog(sys.stdout, args.log_format)
     with contextlib.ExitStack() as stack:
         try:
             watcher = _build(args, log, stack)
         except _UsageError as exc:
-            sys.stderr.write(f"meshc watch: error: {exc}\n")
+            sys.stderr.write(f"meshc: error: {exc}\n")
             return EXIT_USAGE
         with _stop_on_signals(watcher):
             return watcher.run_once() if args.once else watcher.run()
@@ -143,6 +145,7 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
         backoff_base=min(1.0, args.interval),
         backoff_cap=max(args.max_backoff, min(1.0, args.interval)),
         gnupg_home=gnupg_home,
+        allow_mesh_rename=args.allow_mesh_rename,
     )
     metrics = _start_metrics(args, stack)
     lock_for = _lock_factory(args, stack) if args.etcd and args.leader_election else None
@@ -168,9 +171,14 @@ def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] 
 
 
 def _lock_factory(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
-    from meshc.sync.watch_lock import LeaderLock, etcd_client
+    from meshc.sync.etcd_client import open_client
+    from meshc.sync.target import SyncError
+    from meshc.sync.watch_lock import LeaderLock
 
-    client = etcd_client(args.etcd, ca_cert=args.etcd_ca, cert_cert=args.etcd_cert, cert_key=args.etcd_key)
+    try:
+        client = open_client(dataclasses.replace(etcd_access(args), timeout=5.0))
+    except SyncError as error:
+        raise _UsageError(str(error)) from None
     stack.callback(client.session.close)
     ttl = max(2, round(args.lock_ttl))
 

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from meshc.diagnostics import MeshcError, error
-from meshc.load.source import MAX_SPEC_BYTES, SpecSource
+from meshc.load.source import MAX_SPEC_BYTES, SpecSource, read_spec_file
 
 if TYPE_CHECKING:
     import git
@@ -60,11 +60,31 @@ class GitSpecReader:
         """The full sha of the commit `rev` names (a branch, tag, sha, `HEAD~2`, ...)."""
         return str(self._commit(rev).hexsha)
 
+    def parents(self, rev: str) -> list[str]:
+        """The full shas of the parents of the commit `rev` names."""
+        return [str(parent.hexsha) for parent in self._commit(rev).parents]
+
     def read(self, rev: str, spec_path: str) -> SpecSource:
         commit = self._commit(rev)
         relpath = self.relative_path(spec_path)
         data = _blob_data(commit, relpath, rev)
         return SpecSource(name=relpath, data=data, revision=str(commit.hexsha))
+
+    def read_work_tree(self, spec_path: str) -> SpecSource | None:
+        """The spec as it is in the work tree (edited, not yet committed), as `git diff` compares
+        it; None when the file is not there."""
+        work_tree = self._repo.working_tree_dir
+        if work_tree is None:
+            raise _fail(f"{self.path} is a bare repository: it has no work tree to compare with",
+                        hint="name two revisions")
+        relpath = self.relative_path(spec_path)
+        try:
+            source = read_spec_file(os.path.join(work_tree, *relpath.split("/")))
+        except MeshcError as exc:
+            if not os.path.lexists(os.path.join(work_tree, *relpath.split("/"))):
+                return None
+            raise exc from None
+        return SpecSource(name=relpath, data=source.data)
 
     def relative_path(self, spec_path: str) -> str:
         """`spec_path` as a normalized path inside the repository; absolute paths must lie in its work tree."""

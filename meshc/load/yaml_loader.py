@@ -17,6 +17,7 @@ import yaml
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
 from meshc.load.source import MAX_SPEC_BYTES, SpecSource
+from meshc.text import describe, first_unsafe, may_hold_unsafe
 
 try:  # libyaml is what makes this fast; the pure parser is a correct fallback.
     from yaml import CSafeLoader as _Parser
@@ -24,7 +25,10 @@ except ImportError:  # pragma: no cover - PyYAML without libyaml
     from yaml import SafeLoader as _Parser  # type: ignore[assignment]
 
 MAX_DEPTH = 64
-MIN_EXPANSION_BUDGET = 100_000
+# Keys and values a spec may hold, aliases expanded: a 10,000-service spec holds about 700,000.
+# A fixed number, not one that grows with the file, so that neither an alias bomb padded with
+# megabytes of comments nor a file of millions of keys costs more time and memory than this many.
+MAX_NODES = 1_000_000
 
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
 _TRUE = re.compile(r"^(?:true|True|TRUE)$")
@@ -96,7 +100,7 @@ def load_yaml(source: SpecSource) -> Loaded:
     text, diagnostics = _decode(source)
     if text is None:
         return Loaded(None, empty, diagnostics)
-    builder = _Builder(source.name, text)
+    builder = _Builder(source.name, text, source.data)
     try:
         data = builder.build()
     except _Abort as abort:
@@ -195,7 +199,7 @@ class _Frame:
 class _Builder:
     """Consumes libyaml events and builds plain data; records one position entry per node."""
 
-    def __init__(self, file: str, text: str) -> None:
+    def __init__(self, file: str, text: str, data: bytes) -> None:
         self.file = file
         self.text = text
         self.parser = _Parser(text)
@@ -204,7 +208,10 @@ class _Builder:
         self.entries: list[tuple[Path, bool, int, int]] = []
         self.anchors: dict[str, tuple[Any, Path, int, int]] = {}
         self.stack: list[_Frame] = []
-        self.budget = MIN_EXPANSION_BUDGET + 4 * len(text) // 10
+        self.budget = MAX_NODES
+        # Such characters reach a scalar only through an escape ("\x7f") or raw where YAML allows
+        # them (U+0085, U+2028, noncharacters): a file with neither skips the check per scalar.
+        self.check_text = may_hold_unsafe(text, data)
 
     def positions(self) -> Positions:
         values: dict[Path, tuple[int, int]] = {}
@@ -271,6 +278,8 @@ class _Builder:
     def _event(self, event: Any) -> None:
         kind = type(event)
         if kind is yaml.ScalarEvent:
+            if self.check_text:
+                self._refuse_unsafe_text(event)
             frame = self.stack[-1]
             if frame.key_pending and isinstance(frame.container, dict):
                 self._take_key(frame, event)
@@ -284,6 +293,14 @@ class _Builder:
             self._close()
 
     # -- scalars and keys ------------------------------------------------------------------
+
+    def _refuse_unsafe_text(self, event: yaml.ScalarEvent) -> None:
+        """Characters no generated file may hold (meshc.text): an error at the scalar, loading goes on."""
+        index = first_unsafe(event.value)
+        if index is not None:
+            self.diagnostics.append(error(
+                "E111", f"the text holds {describe(event.value[index])}, which Envoy or YAML readers refuse or read "
+                "as a line break; remove it", self.span(event.start_mark), self.stack[-1].path))
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag
@@ -327,6 +344,7 @@ class _Builder:
         frame.explicit.setdefault(key, line)
         frame.key = key
         self.entries.append((frame.path + (key,), True, line, col))
+        self._spend(1, event)
         return True
 
     def _skip_subtree(self) -> None:
@@ -398,9 +416,13 @@ class _Builder:
 
     def _spend(self, nodes: int, event: Any) -> None:
         self.budget -= nodes
-        if self.budget < 0:
-            raise _Abort(error("E008", "aliases expand to more nodes than a spec may hold "
-                               "(an alias bomb?)", self.span(event.start_mark)))
+        if self.budget >= 0:
+            return
+        if isinstance(event, yaml.AliasEvent):
+            raise _Abort(error("E008", f"aliases expand to more than {MAX_NODES:,} keys and values, more than a "
+                               "spec may hold (an alias bomb?)", self.span(event.start_mark)))
+        raise _Abort(error("E013", f"the file holds more than {MAX_NODES:,} keys and values, more than a spec may "
+                           "hold (10,000 services take about 700,000)", self.span(event.start_mark)))
 
     # -- collections -------------------------------------------------------------------------
 

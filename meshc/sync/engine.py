@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meshc.bundle import Bundle
+from meshc.sync.rename import identity_of, removal_plans, rename_refusal
 from meshc.sync.target import (
-    Action, ApplyResult, Change, Interrupt, Interrupted, PermanentError, Plan, StalePlan, Target,
+    Action, ApplyResult, Change, Interrupt, Interrupted, MeshIdentity, PermanentError, Plan, StalePlan, Target,
 )
 
 DEFAULT_PRUNE_LIMIT = 20
@@ -28,6 +29,52 @@ class PruneRefused(PermanentError):
         super().__init__("; ".join(reasons))
         self.reasons = list(reasons)
         self.plans = list(plans)
+
+
+class MeshRenameRefused(PruneRefused):
+    """The mesh's name or namespace changed while the old mesh is live, and the rename was not
+    allowed; nothing was written."""
+
+    def __init__(self, old: Sequence[MeshIdentity], new: MeshIdentity, plans: Sequence[Plan]) -> None:
+        super().__init__([rename_refusal(old, new)], plans)
+        self.old = list(old)
+        self.new = new
+
+
+@dataclass
+class SyncPlan:
+    """Every target's plan for the bundle, and the plans that prune a renamed mesh's old self."""
+
+    new: MeshIdentity
+    plans: list[Plan]
+    renamed_from: list[MeshIdentity] = field(default_factory=list)
+    removals: list[tuple[Target, Plan]] = field(default_factory=list)
+
+    @property
+    def all_plans(self) -> list[Plan]:
+        return self.plans + [plan for _, plan in self.removals]
+
+    def refusals(self, *, prune_limit: int, allow_prune_all: bool, allow_mesh_rename: bool) -> list[str]:
+        """Why this must not be applied as it is; empty when every guard passes."""
+        reasons = []
+        if self.renamed_from and not allow_mesh_rename:
+            reasons.append(rename_refusal(self.renamed_from, self.new))
+        plans = self.all_plans
+        if self.renamed_from and allow_mesh_rename:
+            # the consent to prune the old mesh covers a target emptied of it (etcd, same prefix)
+            plans = [replace(plan, empties=False) if plan.applied_meshes else plan for plan in plans]
+        return reasons + prune_refusals(plans, prune_limit=prune_limit, allow_prune_all=allow_prune_all)
+
+
+def plan_sync(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None,
+              previous: Bundle | None = None, previous_revision: str | None = None,
+              previous_meshes: Sequence[MeshIdentity] = (), interrupt: Interrupt | None = None) -> SyncPlan:
+    """plan_targets, and for a mesh applied before under another name or namespace (from
+    `previous_meshes` or the targets' own records) the plans that would prune it."""
+    plans = plan_targets(bundle, targets, revision=revision, previous=previous, previous_revision=previous_revision,
+                         interrupt=interrupt)
+    renamed, removals = removal_plans(bundle, targets, plans, previous_meshes)
+    return SyncPlan(identity_of(bundle), plans, renamed, removals)
 
 
 @dataclass
@@ -51,7 +98,7 @@ class SyncReport:
         """The revision records written, as (target, change): etcd `<prefix>/revision`, the
         directory's manifest.json. A new commit updates them even when it changes no content."""
         return [(result.target, change) for result in self.results for change in result.applied
-                if change.bookkeeping]
+                if change.bookkeeping and change.action is not Action.DELETE]
 
     @property
     def incremental(self) -> bool:
@@ -123,7 +170,8 @@ def prune_refusals(plans: Sequence[Plan], *, prune_limit: int = DEFAULT_PRUNE_LI
 def sync_once(bundle: Bundle, targets: Sequence[Target], *, revision: str | None = None, dry_run: bool = False,
               prune_limit: int = DEFAULT_PRUNE_LIMIT, allow_prune_all: bool = False,
               previous: Bundle | None = None, previous_revision: str | None = None,
-              interrupt: Interrupt | None = None) -> SyncReport:
+              interrupt: Interrupt | None = None, previous_meshes: Sequence[MeshIdentity] = (),
+              allow_mesh_rename: bool = False) -> SyncReport:
     """Plan every target, then (unless dry_run) apply the plans in the order of `targets`.
 
     Nothing is written unless every target could be planned and the prune guards pass. Only
@@ -134,17 +182,30 @@ def sync_once(bundle: Bundle, targets: Sequence[Target], *, revision: str | None
     A target whose live state moved since its plan (StalePlan) is planned again in full, guards
     re-checked, at most MAX_REPLANS times. Raises PruneRefused, TransientError or
     PermanentError; targets applied before an error keep what they applied.
+
+    A mesh applied before under another name or namespace (`previous_meshes`, or what the
+    targets record) that is still live makes the sync refuse (MeshRenameRefused) unless
+    `allow_mesh_rename`; then the old mesh is pruned once the new one is applied.
     """
     started = time.monotonic()
-    plans = plan_targets(bundle, targets, revision=revision, previous=previous, previous_revision=previous_revision,
-                         interrupt=interrupt)
-    _check_guards(plans, prune_limit, allow_prune_all)
+    planned = plan_sync(bundle, targets, revision=revision, previous=previous, previous_revision=previous_revision,
+                        previous_meshes=previous_meshes, interrupt=interrupt)
+    if planned.renamed_from and not allow_mesh_rename:
+        raise MeshRenameRefused(planned.renamed_from, planned.new, planned.all_plans)
+    reasons = planned.refusals(prune_limit=prune_limit, allow_prune_all=allow_prune_all,
+                               allow_mesh_rename=allow_mesh_rename)
+    if reasons:
+        raise PruneRefused(reasons, planned.all_plans)
+    plans = planned.plans
     report = SyncReport(bundle_revision(bundle, revision), plans, dry_run=dry_run)
     if not dry_run:
         for index, target in enumerate(targets):
             if plans[index].writes:
                 report.results.append(_apply_with_replans(target, index, bundle, report, prune_limit,
-                                                          allow_prune_all))
+                                                          allow_prune_all, allow_mesh_rename))
+        for target, removal in planned.removals:
+            report.results.append(target.apply(removal, bundle))
+    report.plans = plans + [plan for _, plan in planned.removals]
     report.duration_s = time.monotonic() - started
     return report
 
@@ -156,7 +217,7 @@ def _check_guards(plans: Sequence[Plan], prune_limit: int, allow_prune_all: bool
 
 
 def _apply_with_replans(target: Target, index: int, bundle: Bundle, report: SyncReport, prune_limit: int,
-                        allow_prune_all: bool) -> ApplyResult:
+                        allow_prune_all: bool, allow_mesh_rename: bool) -> ApplyResult:
     attempt = 0
     while True:
         try:
@@ -167,4 +228,7 @@ def _apply_with_replans(target: Target, index: int, bundle: Bundle, report: Sync
                 raise
         report.replans += 1
         report.plans[index] = target.plan(bundle, revision=report.revision)
-        _check_guards([report.plans[index]], prune_limit, allow_prune_all)
+        again = report.plans[index]
+        if allow_mesh_rename and again.applied_meshes:
+            again = replace(again, empties=False)    # consented to with the rename
+        _check_guards([again], prune_limit, allow_prune_all)

@@ -1,65 +1,80 @@
-"""The etcd target: the bundle's seed keys under the mesh prefix, applied in guarded transactions.
+"""The etcd target: the bundle's seed records under the mesh prefix, switched in one guarded
+transaction so that a reader never sees records of two commits (layout: etcd_layout.py).
 
-One transaction per sync puts changed keys, deletes removed ones and sets `<prefix>/revision`,
-guarded by compares on the mod revisions the plan saw (the revision key's, and each written
-key's): a concurrent writer makes the transaction fail and the engine plans again — meshc never
-writes over a state it did not see. A new commit that changes no record writes one transaction
-setting only `<prefix>/revision`; syncing the commit already recorded writes nothing.
+A change that fits in one transaction (etcd's --max-txn-ops, 128 by default, and a byte budget
+under its --max-request-bytes, 1.5 MiB by default) is written in place into the generation
+readers read, together with `<prefix>/revision`: a one-service commit is one small transaction.
+A bigger change (the first sync of a large mesh) is written as a new generation: its ledger is
+reserved, its records put in batches bounded by count and bytes, and one small transaction
+switches `<prefix>/current` and `<prefix>/revision` to it; the old generation is deleted after.
+Every transaction is guarded by compares on what the plan saw (`current`, `revision`, each key it
+writes): a concurrent writer makes it fail and the engine plans again; meshc never writes over a
+state it did not see, and a writer fenced off mid-way leaves nothing a reader reads.
 
-Every plan reads the whole prefix (one range request, cheap even for 1,000 services), so a
-previous bundle is not needed; the revision key it reads tells the engine whether someone else
-synced since (Plan.recorded).
-
-etcd refuses transactions with more than --max-txn-ops operations (128 by default); a sync
-bigger than that (the first sync of a large mesh) is split into several guarded transactions,
-the revision key going with the last one.
+meshc deletes only keys its ledgers list. Other keys under the prefix (another tool's, another
+mesh's nested prefix, records of an older meshc that kept no ledger) are reported, never touched.
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from meshc.bundle import Bundle
-from meshc.emit.naming import etcd_revision_key
+from meshc.emit.naming import NAMESPACE_PATH
+from meshc.sync import etcd_client
+from meshc.sync import etcd_layout as layout
+from meshc.sync.etcd_client import EtcdAccess, b64, display_url
+from meshc.sync.rename import DEFAULT_PREFIX_ROOT
 from meshc.sync.target import (
-    Action, ApplyResult, Change, Interrupt, PermanentError, Plan, StalePlan, TransientError,
+    Action, ApplyResult, Change, Interrupt, MeshIdentity, PermanentError, Plan, StalePlan, SyncError,
 )
 
 NAME = "etcd"
-DEFAULT_MAX_TXN_OPS = 128     # etcd's --max-txn-ops default
+DEFAULT_MAX_TXN_OPS = 128               # etcd's --max-txn-ops default
+DEFAULT_MAX_TXN_BYTES = 1024 * 1024     # under etcd's --max-request-bytes default (1.5 MiB), with room
 DEFAULT_TIMEOUT = 10.0
-SERVICES_FAMILY = "services"
+_OP_OVERHEAD = 32                       # protobuf framing per operation or compare, generously
+FOREIGN_SHOWN = 5
+
+__all__ = ["DEFAULT_MAX_TXN_BYTES", "DEFAULT_MAX_TXN_OPS", "EtcdTarget", "display_url"]
 
 
 @dataclass(frozen=True)
-class LiveKey:
-    value: bytes
-    mod_revision: int
+class Op:
+    """One put or delete of a transaction."""
+
+    key: str
+    value: bytes | None = None          # None: delete
+    range_end: str | None = None        # a delete of every key in [key, range_end)
+
+    @property
+    def size(self) -> int:
+        return len(self.key.encode()) + len(self.value or b"") + _OP_OVERHEAD
+
+    def request(self) -> dict[str, Any]:
+        if self.range_end is not None:
+            return {"request_delete_range": {"key": b64(self.key.encode()), "range_end": b64(self.range_end.encode())}}
+        if self.value is None:
+            return {"request_delete_range": {"key": b64(self.key.encode())}}
+        return {"request_put": {"key": b64(self.key.encode()), "value": b64(self.value)}}
 
 
 class EtcdTarget:
-    """Keys of one mesh in etcd, through the v3 HTTP gateway (etcd3gw)."""
+    """Records of one mesh in etcd, through the v3 HTTP gateway (etcd3gw)."""
 
     name = NAME
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
-                 ca_cert: str | None = None, cert_cert: str | None = None, cert_key: str | None = None) -> None:
-        import etcd3gw
-
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PermanentError(f"--etcd wants http(s)://HOST:PORT, not {display_url(url)!r}")
-        self.url = display_url(url)
-        self.max_txn_ops = max(2, max_txn_ops)
-        self._client = etcd3gw.client(host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme,
-                                      timeout=timeout, api_path="/v3/", ca_cert=ca_cert, cert_cert=cert_cert,
-                                      cert_key=cert_key)
+    def __init__(self, url: str | EtcdAccess, *, timeout: float = DEFAULT_TIMEOUT,
+                 max_txn_ops: int = DEFAULT_MAX_TXN_OPS, max_txn_bytes: int = DEFAULT_MAX_TXN_BYTES) -> None:
+        self.access = url if isinstance(url, EtcdAccess) else EtcdAccess(url, timeout=timeout)
+        self.url = self.access.display
+        self.max_txn_ops = max(4, max_txn_ops)
+        self.max_txn_bytes = max(4096, max_txn_bytes)
+        self._client = etcd_client.open_client(self.access)
 
     def __repr__(self) -> str:
         return f"EtcdTarget({self.url!r})"
@@ -70,90 +85,269 @@ class EtcdTarget:
              interrupt: Interrupt | None = None) -> Plan:
         seed = bundle.etcd_seed()
         prefix = str(seed["prefix"]).rstrip("/")
-        desired = {str(key): str(value) for key, value in (seed.get("kvs") or {}).items()}
-        live, store_revision = self.read_prefix(prefix)
-        revision_key = etcd_revision_key(prefix)
-        families = {_family(prefix, key) for key in desired} | {SERVICES_FAMILY}
-        managed = {key for key in live if key != revision_key and _family(prefix, key) in families}
-        changes = [_key_change(key, value.encode(), live.get(key)) for key, value in sorted(desired.items())]
-        changes += [Change(Action.DELETE, key, "no longer in the spec") for key in sorted(managed - set(desired))]
+        if not prefix.strip("/"):
+            raise PermanentError("refusing to sync etcd prefix '/': meshc needs a prefix of its own "
+                                 "(spec.etcd.prefix, default /meshc/<metadata.name>)")
+        desired = {layout.relative_key(prefix, str(key)): str(value).encode()
+                   for key, value in (seed.get("kvs") or {}).items()}
+        state = self.read_state(prefix)
+        live = state.records()
+        changes = [_key_change(layout.seed_key(prefix, rel), value, live.get(layout.seed_key(prefix, rel)))
+                   for rel, value in sorted(desired.items())]
+        gone = sorted(set(live) - {layout.seed_key(prefix, rel) for rel in desired})
+        changes += [Change(Action.DELETE, key, "no longer in the spec") for key in gone]
         stamp = revision or str((bundle.manifest.get("source") or {}).get("digest") or "")
-        changes.append(_revision_change(revision_key, stamp, live.get(revision_key)))
-        seen = {key: live[key].mod_revision if key in live else 0 for key in (*desired, *managed, revision_key)}
-        empties = bool(managed) and not managed & set(desired)   # every live record would go
-        recorded = live[revision_key].value.decode(errors="replace") if revision_key in live else ""
-        return Plan(NAME, tuple(changes), revision=revision, state_token=str(store_revision), empties=empties,
-                    recorded=recorded, context={"prefix": prefix, "revision_key": revision_key, "stamp": stamp, "desired": desired,
-                             "seen": seen})
+        revision_key = layout.revision_key(prefix)
+        changes.append(_revision_change(revision_key, stamp, state.value(revision_key)))
+        changes += [_stale_change(state, generation) for generation in state.stale_generations()]
+        recorded = state.value(revision_key)
+        mesh, namespace = str(bundle.manifest.get("mesh") or ""), _namespace(bundle)
+        pointer = state.pointer
+        renamed = (MeshIdentity(pointer.mesh or "", pointer.namespace or "", prefix),) if (
+            pointer is not None and pointer.mesh is not None and (pointer.mesh, pointer.namespace) != (mesh, namespace)
+        ) else ()
+        return Plan(NAME, tuple(changes), revision=revision, state_token=str(state.store_revision),
+                    empties=bool(gone) and len(gone) == len(live), notes=_foreign_notes(state), applied_meshes=renamed,
+                    recorded=recorded.decode(errors="replace") if recorded is not None else "",
+                    context={"state": state, "desired": desired, "stamp": stamp.encode(), "mesh": mesh,
+                             "namespace": namespace})
 
-    def read_prefix(self, prefix: str) -> tuple[dict[str, LiveKey], int]:
-        """Every key under `<prefix>/` with its value and mod revision, and the store's revision."""
-        start = f"{prefix}/".encode()
-        payload = {"key": _b64(start), "range_end": _b64(_prefix_end(start))}
-        answer = self._post("/kv/range", payload)
-        live = {}
-        for kv in answer.get("kvs", []):
-            key = base64.b64decode(kv["key"]).decode()
-            live[key] = LiveKey(base64.b64decode(kv.get("value", "")), int(kv.get("mod_revision", 0)))
-        return live, int(answer.get("header", {}).get("revision", 0))
+    def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:
+        """Deleting what meshc wrote for the mesh `old` under its own prefix (another than the new
+        mesh's; a shared prefix is rewritten by the new mesh's plan). None when `old`'s prefix
+        holds nothing meshc wrote for that mesh."""
+        prefix = (old.prefix or f"{DEFAULT_PREFIX_ROOT}/{old.name}").rstrip("/")
+        if not prefix.strip("/") or prefix == (new.prefix or "").rstrip("/"):
+            return None
+        state = self.read_state(prefix)
+        if state.pointer is None or state.pointer.mesh != old.name:
+            return None
+        why = f"mesh {old} renamed to {new}"
+        changes = [Change(Action.DELETE, key, why) for key in sorted(state.records())]
+        changes += [Change(Action.DELETE, key, "the mesh's record", bookkeeping=True)
+                    for key in (layout.revision_key(prefix), layout.current_key(prefix)) if key in state.live]
+        changes += [_stale_change(state, generation) for generation in state.stale_generations()]
+        return Plan(NAME, tuple(changes), notes=(f"prunes the mesh applied as {old} under {prefix}/",),
+                    context={"removal": True, "state": state})
+
+    def read_state(self, prefix: str) -> layout.PrefixState:
+        """Every key under `<prefix>/` at one etcd revision, sorted into meshc's and foreign ones."""
+        kvs, store_revision = layout.parse_range(self._post("/kv/range", layout.range_request(prefix)))
+        return layout.classify(prefix, kvs, store_revision)
 
     # ---- apply ------------------------------------------------------------------------------------
 
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
-        context = plan.context
-        revision_key: str = context["revision_key"]
-        seen: Mapping[str, int] = context["seen"]
-        desired: Mapping[str, str] = context["desired"]
         result = ApplyResult(NAME)
-        content = [c for c in plan.writes if not c.bookkeeping]
-        stamp = [c for c in plan.writes if c.bookkeeping]
-        batches = _batches(content, self.max_txn_ops - 1) or [[]]
-        for number, batch in enumerate(batches, start=1):
-            last = number == len(batches)
-            writes = batch + (stamp if last else [])
-            if not writes:
-                continue
-            operations = [_operation(c, desired, context["stamp"]) for c in writes]
-            guarded = [c.key for c in batch] + [revision_key]
-            compares = [{"key": _b64(key.encode()), "result": "EQUAL", "target": "MOD", "mod_revision": seen[key]}
-                        for key in guarded]
-            answer = self._post("/kv/txn", {"compare": compares, "success": operations})
-            result.write_requests += 1
-            if not answer.get("succeeded"):
-                raise StalePlan(f"etcd keys under {context['prefix']}/ changed since the plan was made")
-            result.applied += writes
+        try:
+            if plan.context.get("removal"):
+                _remove_mesh(self, plan, result)
+            else:
+                _Apply(self, plan, result).run()
+        except SyncError as error:
+            error.partial = result
+            raise
         return result
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        from etcd3gw import exceptions
+    def txn(self, compares: Mapping[str, int], ops: Sequence[Op], result: ApplyResult,
+            created_by: Sequence[tuple[str, str, int]] = ()) -> int:
+        """One transaction guarded by `key mod_revision == n` for each compare (and, for each
+        `(key, range_end, revision)` of `created_by`, by every key of that range having been
+        created at or before `revision`); the etcd revision it made. StalePlan when a compare
+        fails (someone else wrote since the plan)."""
+        payload = {
+            "compare": [{"key": b64(key.encode()), "result": "EQUAL", "target": "MOD", "mod_revision": mod}
+                        for key, mod in compares.items()]
+            + [{"key": b64(key.encode()), "range_end": b64(end.encode()), "result": "LESS", "target": "CREATE",
+                "create_revision": revision + 1} for key, end, revision in created_by],
+            "success": [op.request() for op in ops],
+        }
+        result.write_requests += 1
+        answer = self._post("/kv/txn", payload)
+        if not answer.get("succeeded"):
+            raise StalePlan(f"etcd keys under {_prefix_of(compares)} changed since the plan was made")
+        return int(answer.get("header", {}).get("revision", 0))
 
-        try:
-            answer: dict[str, Any] = self._client.post(self._client.get_url(path), data=orjson.dumps(payload))
-            return answer
-        except (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError,
-                exceptions.InternalServerError) as error:
-            raise TransientError(f"etcd at {self.url} is unavailable: {_first_line(error)}") from None
-        except exceptions.Etcd3Exception as error:
-            raise PermanentError(f"etcd at {self.url} refused the request: {_first_line(error)}") from None
+    def fits(self, compares: Mapping[str, int], ops: Sequence[Op]) -> bool:
+        size = sum(op.size for op in ops) + sum(len(key) + _OP_OVERHEAD for key in compares)
+        return len(ops) <= self.max_txn_ops and len(compares) <= self.max_txn_ops and size <= self.max_txn_bytes
+
+    def batches(self, ops: Iterable[Op], compares: Mapping[str, int]) -> list[list[Op]]:
+        """`ops` in order, cut into transactions of at most max_txn_ops operations and
+        max_txn_bytes bytes (with the compares each carries)."""
+        budget = self.max_txn_bytes - sum(len(key) + _OP_OVERHEAD for key in compares)
+        batches: list[list[Op]] = [[]]
+        size = 0
+        for op in ops:
+            if op.size > budget:
+                raise PermanentError(f"etcd: {op.key} is {op.size} bytes, more than one transaction may carry "
+                                     f"({self.max_txn_bytes} bytes, --etcd-max-txn-bytes)")
+            if len(batches[-1]) >= self.max_txn_ops or size + op.size > budget:
+                batches.append([])
+                size = 0
+            batches[-1].append(op)
+            size += op.size
+        return [batch for batch in batches if batch]
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return etcd_client.post(self._client, self.access, path, payload)
 
     def close(self) -> None:
         self._client.session.close()
 
 
-def _key_change(key: str, value: bytes, live: LiveKey | None) -> Change:
+class _Apply:
+    """Carries out one plan: the in-place transaction or the switch to a new generation, then
+    the removal of generations no reader reads."""
+
+    def __init__(self, target: EtcdTarget, plan: Plan, result: ApplyResult) -> None:
+        self.target, self.plan, self.result = target, plan, result
+        context = plan.context
+        self.state: layout.PrefixState = context["state"]
+        self.desired: Mapping[str, bytes] = context["desired"]
+        self.stamp: bytes = context["stamp"]
+        self.prefix = self.state.prefix
+        self.pointer_key = layout.current_key(self.prefix)
+        self.revision_key = layout.revision_key(self.prefix)
+        self.mesh: str = context["mesh"]
+        self.namespace: str = context["namespace"]
+
+    def run(self) -> None:
+        content = list(self.plan.content_writes)
+        stamp = [c for c in self.plan.writes if c.bookkeeping and c.key == self.revision_key]
+        stale = [c for c in self.plan.writes if c.bookkeeping and c.key != self.revision_key]
+        guard = self.state.mod(self.pointer_key)
+        cleanup = list(self.state.stale_generations())
+        compares, ops = self._in_place(content, bool(stamp))
+        if ops and self.target.fits(compares, ops):
+            guard = self.target.txn(compares, ops, self.result)
+            self.result.applied += content + stamp
+        elif ops:
+            guard = self._switch(guard)
+            self.result.applied += content + stamp
+            if self.state.generation is not None:
+                cleanup.append(self.state.generation)
+        self._remove_generations(cleanup, guard)
+        self.result.applied += stale
+
+    def _in_place(self, content: list[Change], stamp: bool) -> tuple[dict[str, int], list[Op]]:
+        """The one transaction that applies the plan to the generation readers read (a new one
+        when there is none yet); empty when there is nothing to write."""
+        generation = self.state.generation or layout.generation_name(self.state.store_revision)
+        compares = {self.pointer_key: self.state.mod(self.pointer_key),
+                    self.revision_key: self.state.mod(self.revision_key)}
+        ops = []
+        for change in content:
+            relative = layout.relative_key(self.prefix, change.key)
+            key = layout.record_key(self.prefix, generation, relative)
+            compares[key] = self.state.mod(key)
+            ops.append(Op(key, None if change.action is Action.DELETE else self.desired[relative]))
+        if self.state.ledgers.get(generation) != frozenset(self.desired):
+            ledger = layout.ledger_key(self.prefix, generation)
+            compares[ledger] = self.state.mod(ledger)
+            ops.append(Op(ledger, layout.encode_ledger(generation, self.desired)))
+        pointer = layout.Pointer(generation, None, self.mesh, self.namespace)
+        if self.state.pointer != pointer:
+            ops.append(Op(self.pointer_key, pointer.encode()))
+        if stamp:
+            ops.append(Op(self.revision_key, self.stamp))
+        return compares, ops
+
+    def _switch(self, guard: int) -> int:
+        """Write every record into a new generation, then switch readers to it in one small
+        transaction; returns the etcd revision of the switch."""
+        new = layout.generation_name(self.state.store_revision)
+        reserved = layout.Pointer(self.state.generation, new, *self._old_identity())
+        guard = self.target.txn(
+            {self.pointer_key: guard, self.revision_key: self.state.mod(self.revision_key),
+             layout.ledger_key(self.prefix, new): 0},
+            [Op(self.pointer_key, reserved.encode()),
+             Op(layout.ledger_key(self.prefix, new), layout.encode_ledger(new, self.desired))], self.result)
+        records = (Op(layout.record_key(self.prefix, new, rel), value) for rel, value in sorted(self.desired.items()))
+        for batch in self.target.batches(records, {self.pointer_key: guard}):
+            self.target.txn({self.pointer_key: guard}, batch, self.result)
+        switched = layout.Pointer(new, None, self.mesh, self.namespace)
+        return self.target.txn({self.pointer_key: guard},
+                               [Op(self.pointer_key, switched.encode()), Op(self.revision_key, self.stamp)],
+                               self.result)
+
+    def _old_identity(self) -> tuple[str | None, str | None]:
+        pointer = self.state.pointer
+        return (pointer.mesh, pointer.namespace) if pointer else (self.mesh, self.namespace)
+
+    def _remove_generations(self, generations: Sequence[str], guard: int) -> None:
+        """Delete what meshc wrote in generations no reader reads: the keys their ledgers list,
+        then the ledgers; each transaction guarded by the pointer staying as it is. A generation
+        that holds only what its ledger lists goes in one transaction; one where someone put keys
+        of their own goes key by key (theirs stay)."""
+        if not generations:
+            return
+        ops: list[Op] = []
+        for generation in generations:
+            root = layout.record_key(self.prefix, generation, "")
+            if not any(key.startswith(root) for key in self.state.foreign):
+                # Everything under the root is in its ledger: one range delete, guarded by nothing
+                # having been created there since the plan read it (so nothing foreign either).
+                self.target.txn({self.pointer_key: guard},
+                                [Op(root, range_end=layout.range_end(root)),
+                                 Op(layout.ledger_key(self.prefix, generation))],
+                                self.result, created_by=[(root, layout.range_end(root), self.state.store_revision)])
+                continue
+            ops += [Op(layout.record_key(self.prefix, generation, rel))
+                    for rel in sorted(self.state.ledgers.get(generation, frozenset()))]
+            ops.append(Op(layout.ledger_key(self.prefix, generation)))
+        # A pending generation's writer was fenced off already: the main transaction rewrote
+        # `current` without it (or no main transaction was needed, so nothing was pending).
+        for batch in self.target.batches(ops, {self.pointer_key: guard}):
+            self.target.txn({self.pointer_key: guard}, batch, self.result)
+
+
+def _remove_mesh(target: EtcdTarget, plan: Plan, result: ApplyResult) -> None:
+    """Take a whole mesh off its prefix: first `current` and `revision` in one transaction (readers
+    then see no mesh, never part of one), then every key its ledgers list, then the ledgers; each
+    later transaction guarded by `current` staying absent."""
+    state: layout.PrefixState = plan.context["state"]
+    prefix = state.prefix
+    pointer, revision = layout.current_key(prefix), layout.revision_key(prefix)
+    target.txn({pointer: state.mod(pointer), revision: state.mod(revision)}, [Op(pointer), Op(revision)], result)
+    ops = [Op(layout.record_key(prefix, generation, relative))
+           for generation in sorted(state.ledgers) for relative in sorted(state.ledgers[generation])]
+    ops += [Op(layout.ledger_key(prefix, generation)) for generation in sorted(state.ledgers)]
+    for batch in target.batches(ops, {pointer: 0}):
+        target.txn({pointer: 0}, batch, result)
+    result.applied += list(plan.writes)
+
+
+def _key_change(key: str, value: bytes, live: bytes | None) -> Change:
     if live is None:
         return Change(Action.CREATE, key)
-    if live.value == value:
+    if live == value:
         return Change(Action.UNCHANGED, key)
-    return Change(Action.UPDATE, key, _value_difference(live.value, value))
+    return Change(Action.UPDATE, key, _value_difference(live, value))
 
 
-def _revision_change(key: str, stamp: str, live: LiveKey | None) -> Change:
-    if live is not None and live.value == stamp.encode():
+def _revision_change(key: str, stamp: str, live: bytes | None) -> Change:
+    if live is not None and live == stamp.encode():
         return Change(Action.UNCHANGED, key, bookkeeping=True)
-    before = "none" if live is None else live.value.decode(errors="replace")[:12]
+    before = "none" if live is None else live.decode(errors="replace")[:12]
     return Change(Action.CREATE if live is None else Action.UPDATE, key, f"revision {before} -> {stamp[:12]}",
                   bookkeeping=True)
+
+
+def _stale_change(state: layout.PrefixState, generation: str) -> Change:
+    listed = state.ledgers[generation]
+    what = "an unfinished apply" if state.pointer and state.pointer.pending == generation else "an earlier apply"
+    return Change(Action.DELETE, f"{state.prefix}/{layout.GENERATIONS}/{generation}/",
+                  f"generation no reader reads, left by {what}: {len(listed)} keys meshc wrote", bookkeeping=True)
+
+
+def _foreign_notes(state: layout.PrefixState) -> tuple[str, ...]:
+    if not state.foreign:
+        return ()
+    shown = ", ".join(state.foreign[:FOREIGN_SHOWN]) + (", ..." if len(state.foreign) > FOREIGN_SHOWN else "")
+    count = len(state.foreign)
+    return (f"{count} key{'s' if count != 1 else ''} under {state.prefix}/ that meshc did not write, left "
+            f"alone: {shown}",)
 
 
 def _value_difference(before: bytes, after: bytes) -> str:
@@ -168,39 +362,17 @@ def _value_difference(before: bytes, after: bytes) -> str:
     return ", ".join(fields) if fields else "value"
 
 
-def _operation(change: Change, desired: Mapping[str, str], stamp: str) -> dict[str, Any]:
-    key = _b64(change.key.encode())
-    if change.action is Action.DELETE:
-        return {"request_delete_range": {"key": key}}
-    value = stamp if change.bookkeeping else desired[change.key]
-    return {"request_put": {"key": key, "value": _b64(value.encode())}}
+def _namespace(bundle: Bundle) -> str:
+    """The mesh's Kubernetes namespace, from the Namespace object the bundle carries."""
+    if NAMESPACE_PATH not in bundle.files:
+        return ""
+    for document in bundle.documents(NAMESPACE_PATH):
+        if isinstance(document, dict) and document.get("kind") == "Namespace":
+            return str((document.get("metadata") or {}).get("name") or "")
+    return ""
 
 
-def _batches(changes: list[Change], size: int) -> list[list[Change]]:
-    return [changes[i:i + size] for i in range(0, len(changes), size)]
-
-
-def _family(prefix: str, key: str) -> str:
-    """`services` for `<prefix>/services/catalog`: the kind of record a key holds."""
-    return key[len(prefix) + 1:].split("/", 1)[0]
-
-
-def _prefix_end(start: bytes) -> bytes:
-    return start[:-1] + bytes([start[-1] + 1])
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _first_line(error: BaseException) -> str:
-    text = " ".join(str(arg) for arg in error.args) or type(error).__name__
-    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
-
-
-def display_url(url: str) -> str:
-    """The URL without user:password, for messages."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"
+def _prefix_of(compares: Mapping[str, int]) -> str:
+    """The prefix, from the pointer key every transaction compares (`<prefix>/current`)."""
+    suffix = f"/{layout.CURRENT}"
+    return next((key[:-len(suffix)] + "/" for key in compares if key.endswith(suffix)), "the prefix")

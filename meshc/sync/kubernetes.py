@@ -29,8 +29,10 @@ from meshc.emit.naming import (
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, OPTIONAL_KINDS, apply_sort_key, kind_rank
 from meshc.sync import drift
 from meshc.sync.delta import FileDelta, file_delta
+from meshc.sync.scrub import scrub
 from meshc.sync.target import (
-    Action, ApplyResult, Change, Interrupt, Interrupted, PermanentError, Plan, SyncError, TransientError,
+    Action, ApplyResult, Change, Interrupt, Interrupted, MeshIdentity, PermanentError, Plan, SyncError,
+    TransientError,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +81,7 @@ class KubernetesTarget:
                 description = f"{kubeconfig}" + (f" (context {context})" if context else "")
         except (config.ConfigException, OSError, ValueError, TypeError) as error:
             where = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
-            raise PermanentError(f"cannot load {where}: {_first_line(str(error))}") from None
+            raise PermanentError(f"cannot load {where}: {scrub(_first_line(str(error)))}") from None
         return cls(api_client, description=description, **options)
 
     def __repr__(self) -> str:
@@ -99,13 +101,41 @@ class KubernetesTarget:
         mesh = str(bundle.manifest["mesh"])
         desired = sorted(desired_objects(bundle), key=apply_sort_key)
         kinds = {str(o["kind"]): str(o["apiVersion"]) for o in desired}
-        live = self.live_objects(mesh, _namespaces_of(desired), kinds, interrupt=interrupt)
+        namespaces = _namespaces_of(desired)
+        live = self.live_objects(mesh, namespaces, kinds, interrupt=interrupt)
+        # This mesh's Namespaces elsewhere are a move of the mesh: pruned as a rename, not here.
+        moved = [MeshIdentity(mesh, name) for name in sorted(_namespace_names(live.values()) - namespaces)]
+        live = {key: obj for key, obj in live.items() if not _is_namespace_of(obj, moved)}
         changes = [self._change(obj, live.get(object_key(obj))) for obj in desired]
         removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
                          key=apply_sort_key, reverse=True)
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
         return Plan(NAME, tuple(changes), revision=revision, empties=_empties(live, removed),
+                    applied_meshes=(*moved, *self._other_meshes_in(desired, mesh)),
                     context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
+
+    def _other_meshes_in(self, desired: list[Obj], mesh: str) -> list[MeshIdentity]:
+        """Another meshc mesh whose Namespace this bundle's Namespace is (a rename of metadata.name)."""
+        wanted = [obj for obj in desired if obj.get("kind") == "Namespace"]
+        others = []
+        for live in self.get_objects(wanted).values():
+            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(MESH_LABEL) not in (None, mesh):
+                others.append(MeshIdentity(str(labels[MESH_LABEL]), str(live["metadata"]["name"])))  # type: ignore[index]
+        return others
+
+    def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:
+        """Deleting every object of the mesh `old` (in its namespace), but never the Namespace the
+        new mesh uses; None when nothing of it is live."""
+        live = self.live_objects(old.name, [old.namespace])
+        removed = sorted((obj for obj in live.values()
+                          if not (obj.get("kind") == "Namespace" and _name(obj) == new.namespace)),
+                         key=apply_sort_key, reverse=True)
+        if not removed:
+            return None
+        why = f"mesh {old} renamed to {new}"
+        return Plan(NAME, tuple(Change(Action.DELETE, object_key(obj), why) for obj in removed),
+                    notes=(f"prunes the mesh applied as {old}",), context={"mesh": old.name, "desired": {}})
 
     def _plan_incremental(self, bundle: Bundle, previous: Bundle, revision: str | None) -> Plan | None:
         """Plan only the objects of the files that differ from `previous`; None: plan everything.
@@ -337,7 +367,7 @@ class KubernetesTarget:
             raise api_error(what, error.status, error.reason, error.body) from None
         except (HTTPError, OSError) as error:
             raise TransientError(f"kubernetes: cannot {what}: {type(error).__name__}: "
-                                 f"{_first_line(str(error))}") from None
+                                 f"{scrub(_first_line(str(error)))}") from None
 
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
@@ -357,7 +387,7 @@ _TRANSIENT_STATUSES = frozenset({0, 408, 409, 425, 429, 500, 502, 503, 504})
 def api_error(what: str, status: int | None, reason: str | None, body: Any) -> SyncError:
     """A Status answer as TransientError (5xx, 409, 429, timeouts) or PermanentError (the rest)."""
     code = int(status or 0)
-    message = _status_message(body) or reason or "no message"
+    message = _status_message(body) or scrub(reason or "") or "no message"
     if code in (401, 403):
         hint = " (check the credentials and RBAC of the kubeconfig/service account)"
         error: SyncError = PermanentError(f"kubernetes: not allowed to {what}: {code} {message}{hint}")
@@ -370,6 +400,9 @@ def api_error(what: str, status: int | None, reason: str | None, body: Any) -> S
 
 
 def _status_message(body: Any) -> str:
+    """The `message` of a Kubernetes Status answer, scrubbed; "" for anything else. A body that is
+    not a Status (a proxy's or load balancer's HTML page) is never shown: it may echo request
+    headers, tokens included."""
     if isinstance(body, bytes):
         body = body.decode(errors="replace")
     if not isinstance(body, str) or not body:
@@ -377,8 +410,10 @@ def _status_message(body: Any) -> str:
     try:
         status = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _first_line(body)
-    return _first_line(str(status.get("message", ""))) if isinstance(status, dict) else ""
+        return ""
+    if not isinstance(status, dict) or status.get("kind") != "Status":
+        return ""
+    return scrub(_first_line(str(status.get("message", ""))))
 
 
 def _first_line(text: str) -> str:
@@ -452,6 +487,18 @@ def _namespaces_of(objects: Iterable[Obj]) -> set[str]:
         elif metadata.get("namespace"):
             namespaces.add(str(metadata["namespace"]))
     return namespaces
+
+
+def _name(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _namespace_names(objects: Iterable[Obj]) -> set[str]:
+    return {_name(obj) for obj in objects if obj.get("kind") == "Namespace"}
+
+
+def _is_namespace_of(obj: Obj, meshes: list[MeshIdentity]) -> bool:
+    return obj.get("kind") == "Namespace" and any(_name(obj) == mesh.namespace for mesh in meshes)
 
 
 def _managed_or_none(obj: Obj | None, mesh: str) -> Obj | None:

@@ -36,8 +36,14 @@ def plan_text(plans: Sequence[Plan], *, show_unchanged: bool = False) -> str:
         what = "no changes" if plan.empty else f"{len(plan.content_writes)} to change"
         if plan.empty and plan.bookkeeping_writes:
             what += ", the revision record only"
-        blocks.append("\n".join([f"{plan.target}: {what} ({unchanged} unchanged)", *(change_line(c) for c in shown)]))
+        blocks.append("\n".join([f"{plan.target}: {what} ({unchanged} unchanged)", *(change_line(c) for c in shown),
+                                 *(f"  ! note: {note}" for note in plan.notes)]))
     return "\n".join(blocks) + "\n"
+
+
+def notes_text(plans: Sequence[Plan]) -> str:
+    """`meshc: note: etcd: 2 keys ... left alone`, one line per note, for stderr."""
+    return "".join(f"meshc: note: {plan.target}: {note}\n" for plan in plans for note in plan.notes)
 
 
 def plan_summary(plans: Sequence[Plan]) -> str:
@@ -91,6 +97,7 @@ def plan_json(plan: Plan, *, show_unchanged: bool = False) -> dict[str, Any]:
         "revision": plan.revision,
         "counts": {action.value: plan.count(action) for action in Action},
         "empties": plan.empties,
+        "notes": list(plan.notes),
         "changes": [change_json(c) for c in plan.changes if show_unchanged or c.action is not Action.UNCHANGED],
     }
 

@@ -31,6 +31,22 @@ class Change:
     bookkeeping: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class MeshIdentity:
+    """What names a mesh on the targets: its name (the `meshc.dev/mesh` label), its Kubernetes
+    namespace and its etcd prefix (None when not known: the default `/meshc/<name>` is tried)."""
+
+    name: str
+    namespace: str
+    prefix: str | None = None
+
+    def same_mesh(self, other: MeshIdentity) -> bool:
+        return self.name == other.name and self.namespace == other.namespace
+
+    def __str__(self) -> str:
+        return f"{self.name} (namespace {self.namespace})"
+
+
 @dataclass(frozen=True)
 class Plan:
     target: str                                   # "kubernetes", "etcd", "directory"
@@ -45,6 +61,11 @@ class Plan:
     recorded: str | None = None
     # Planned against a previous bundle (only the objects of files that differ), not the whole mesh.
     incremental: bool = False
+    # Meshes other than the bundle's that this target's live records name (a rename of the mesh
+    # or a move of its namespace since they were applied).
+    applied_meshes: tuple[MeshIdentity, ...] = ()
+    # Things a person should know that are not changes (e.g. foreign keys left alone).
+    notes: tuple[str, ...] = ()
     # What the target itself needs to carry the plan out (e.g. etcd mod revisions it saw); not shown.
     context: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -34,7 +34,8 @@ from meshc.load.source import SpecSource
 from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, sync_once
 from meshc.sync.output import recorded_targets
-from meshc.sync.target import Action, Interrupted, PermanentError, Plan, Target, TransientError
+from meshc.sync.rename import identity_of, identity_of_spec
+from meshc.sync.target import Action, Interrupted, MeshIdentity, PermanentError, Plan, Target, TransientError
 from meshc.sync.watch_lock import LeaderLock
 from meshc.sync.watch_log import StatusLog, seconds
 from meshc.sync.watch_source import Commit, GitSource, SignatureError, SourceError
@@ -86,6 +87,7 @@ class WatchOptions:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     gnupg_home: str | None = None         # verify commit signatures against this keyring when set
+    allow_mesh_rename: bool = False       # apply a renamed/moved mesh and prune the old one
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class _Seen:
     head: Commit | None = None               # the branch head last evaluated
     desired: Desired | None = None
     applied: str | None = None               # sha of the commit all targets were last synced to
+    applied_mesh: MeshIdentity | None = None  # the mesh (name, namespace, prefix) of that commit
     leader: bool | None = None
     refused_logged: str | None = None        # commit whose prune refusal is already reported
     drift_logged: int = 0                    # drift count last reported (correction off)
@@ -311,7 +314,7 @@ class Watcher:
             return PassOutcome(Result.STANDBY)
         if self.stopping:
             return PassOutcome(Result.STOPPED)
-        if new:
+        if new and self.state.refused_logged != desired.commit.sha:   # a refused commit is announced once
             self.log.event("applying", f'{desired.commit.short} "{desired.commit.subject}"',
                            commit=desired.commit.sha, subject=desired.commit.subject)
         baseline = self.state.baseline if new else None   # drift passes plan the whole mesh
@@ -322,7 +325,9 @@ class Watcher:
             report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
                                   prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all,
                                   previous=baseline.bundle if baseline else None,
-                                  previous_revision=baseline.commit.sha if baseline else None, interrupt=interrupt)
+                                  previous_revision=baseline.commit.sha if baseline else None, interrupt=interrupt,
+                                  previous_meshes=self._previous_meshes(desired),
+                                  allow_mesh_rename=self.options.allow_mesh_rename)
         except Interrupted:
             if self.stopping:
                 return PassOutcome(Result.STOPPED)
@@ -347,7 +352,20 @@ class Watcher:
         if dry_run:
             return self._drift_reported(desired, report, duration)
         self.state.baseline = desired
+        self.state.applied_mesh = identity_of(desired.bundle)
         return self._synced(desired, report, duration, new)
+
+    def _previous_meshes(self, desired: Desired) -> list[MeshIdentity]:
+        """The mesh applied before this commit, to see a rename: the one this watcher applied,
+        or (after a start) the one the spec declared at the commit's parents."""
+        if self.state.applied_mesh is not None:
+            return [self.state.applied_mesh]
+        identities = []
+        for spec in self.source.parent_specs(desired.commit, self.options.spec_path):
+            identity = identity_of_spec(spec)
+            if identity is not None:
+                identities.append(identity)
+        return identities
 
     def _full_sync_done(self, started: float, *, incremental: bool) -> None:
         """Remember when the last full plan of the mesh ran: drift checks are paced by it."""

@@ -14,7 +14,6 @@ import secrets
 import socket
 import threading
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 DEFAULT_TTL = 15
 
@@ -27,14 +26,12 @@ class EtcdLockClient(Protocol):
     def transaction(self, txn: dict[str, Any]) -> Any: ...
 
 
-def etcd_client(url: str, *, timeout: float = 5.0, ca_cert: str | None = None, cert_cert: str | None = None,
-                cert_key: str | None = None) -> Any:
-    """An etcd3gw client for the lock, from the same `--etcd` URL the etcd target uses."""
-    import etcd3gw
+def etcd_client(url: str, *, timeout: float = 5.0) -> Any:
+    """An etcd3gw client for the lock, from a plain `--etcd` URL (no TLS, no auth: tests, and
+    etcds that need neither); `meshc watch` opens its own from the full etcd settings."""
+    from meshc.sync.etcd_client import EtcdAccess, open_client
 
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    return etcd3gw.client(host=parts.hostname or "localhost", port=parts.port or 2379, protocol=parts.scheme,
-                          timeout=timeout, api_path="/v3/", ca_cert=ca_cert, cert_cert=cert_cert, cert_key=cert_key)
+    return open_client(EtcdAccess(url, timeout=timeout))
 
 
 def default_identity() -> str:
@@ -167,5 +164,6 @@ def _holder(txn_result: Any) -> str | None:
 
 
 def _describe(exc: Exception) -> str:
-    detail = getattr(exc, "detail_text", None)
-    return f"{type(exc).__name__}: {detail or exc}"
+    from meshc.sync.etcd_client import describe
+
+    return f"{type(exc).__name__}: {describe(exc)}"

@@ -13,18 +13,27 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from meshc.diagnostics import MeshcError
 from meshc.load.git import GitSpecReader
 from meshc.load.source import SpecSource
+from meshc.sync.scrub import scrub
 
 FETCH_TIMEOUT = 120.0
 # Git must never stop to ask for a password or read the user's config that could sign or rewrite.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# Credentials of a URL reach `git fetch` through the environment, never its command line (which
+# every local user can read in /proc/<pid>/cmdline): a credential helper, set through
+# GIT_CONFIG_COUNT/KEY/VALUE, answers git's `get` with these two variables. The helper's own
+# command line holds no secret either.
+_USERNAME_VAR, _PASSWORD_VAR = "MESHC_GIT_USERNAME", "MESHC_GIT_PASSWORD"
+_CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; printf "username=%s\\npassword=%s\\n" '
+                      f'"${_USERNAME_VAR}" "${_PASSWORD_VAR}"; }}; f')
 _REMOTE_URL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)")
 
 
@@ -47,8 +56,35 @@ class Commit:
 
 
 def redact(text: str) -> str:
-    """Hide `user:token@` in URLs: credentials never reach logs, status or errors."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+    """Hide `user:token@` in URLs (and other secret-looking text): credentials never reach logs,
+    status or errors."""
+    return scrub(text)
+
+
+def split_credentials(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The URL without `user:password@`, and the environment that hands those to git instead.
+    A URL without credentials uses MESHC_GIT_USERNAME/MESHC_GIT_PASSWORD when they are set."""
+    parts = urlsplit(url)
+    environ = os.environ if environ is None else environ
+    if "://" not in url or (parts.username is None and parts.password is None):
+        if environ.get(_PASSWORD_VAR) and "://" in url:
+            return url, _helper_env(environ.get(_USERNAME_VAR) or "git", environ[_PASSWORD_VAR])
+        return url, {}
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    public = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return public, _helper_env(unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def _helper_env(username: str, password: str) -> dict[str, str]:
+    return {
+        _USERNAME_VAR: username, _PASSWORD_VAR: password,
+        "GIT_CONFIG_COUNT": "2",
+        # an empty helper first: no helper of the user's config is asked (or told) anything
+        "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
+        "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
+    }
 
 
 def is_remote(location: str) -> bool:
@@ -103,6 +139,17 @@ class GitSource:
         """The spec blob at a commit; raises MeshcError (with diagnostics) when it is not there."""
         return self._open().read(commit.sha, spec_path)
 
+    def parent_specs(self, commit: Commit, spec_path: str) -> list[SpecSource]:
+        """The spec at each parent of a commit that has one (to see what it changed from)."""
+        reader = self._open()
+        specs = []
+        for parent in reader.parents(commit.sha):
+            try:
+                specs.append(reader.read(parent, spec_path))
+            except MeshcError:
+                continue
+        return specs
+
     def verify_signature(self, commit: Commit, gnupg_home: str) -> None:
         """`git verify-commit` with the trusted keyring; raises SignatureError when it fails."""
         import git
@@ -143,8 +190,9 @@ class GitSource:
         return message.strip().splitlines()[0] if message.strip() else ""
 
     def _mirror_path(self) -> Path:
-        digest = hashlib.sha256(self.location.encode()).hexdigest()[:16]
-        tail = re.sub(r"[^A-Za-z0-9._-]", "_", self.location.rstrip("/").rsplit("/", 1)[-1])[:40]
+        public, _ = split_credentials(self.location)   # a new token keeps the same mirror
+        digest = hashlib.sha256(public.encode()).hexdigest()[:16]
+        tail = re.sub(r"[^A-Za-z0-9._-]", "_", public.rstrip("/").rsplit("/", 1)[-1])[:40]
         return self._cache_dir / f"{tail}-{digest}.git"
 
     def _fetch(self) -> None:
@@ -153,7 +201,8 @@ class GitSource:
         if not (mirror / "HEAD").exists():
             self._init_mirror(mirror)
         refspec = f"+refs/heads/{self.branch}:refs/heads/{self.branch}"
-        self._git(["--git-dir", str(mirror), "fetch", "--quiet", "--no-tags", "--prune", self.location, refspec])
+        url, credentials = split_credentials(self.location)
+        self._git(["--git-dir", str(mirror), "fetch", "--quiet", "--no-tags", "--prune", url, refspec], credentials)
 
     def _init_mirror(self, mirror: Path) -> None:
         mirror.parent.mkdir(parents=True, exist_ok=True)
@@ -165,8 +214,8 @@ class GitSource:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def _git(self, argv: list[str]) -> None:
-        env = {**os.environ, **_GIT_ENV}
+    def _git(self, argv: list[str], credentials: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **_GIT_ENV, **(credentials or {})}
         try:
             subprocess.run(["git", *argv], env=env, capture_output=True, text=True,
                            timeout=FETCH_TIMEOUT, check=True, stdin=subprocess.DEVNULL)

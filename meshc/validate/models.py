@@ -7,8 +7,10 @@ resolve stage applies them, in one place, so that "unset" stays visible to the s
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -32,20 +34,26 @@ from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, 
 API_VERSION = "meshc.dev/v1alpha1"
 KIND = "Mesh"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_LABEL_PATTERN = _DNS_LABEL.pattern
+# Patterns given to pydantic (`Field(pattern=...)`) run on Rust's regex engine and in JSON Schema,
+# where `$` ends the text. Patterns matched in Python use fullmatch: there `$` also matches before
+# a trailing newline, and "web\n" would pass for a DNS label.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_LABEL_PATTERN = f"^{_DNS_LABEL.pattern}$"
 _QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 _ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_HEADER_NAME_PATTERN = r"^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$"
+_HEADER_NAME_PATTERN = r"^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$"          # RFC 9110 token (Envoy: HTTP_HEADER_NAME)
+_HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"           # Envoy's HTTP_HEADER_VALUE, strict
+_HTTP_PATH_PATTERN = r"^/[!-~]*$"                                 # printable ASCII, no space: percent-encode the rest
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise PydanticCustomError(
             "dns_label",
-            "'{value}' is not a DNS-1123 label: lower-case letters, digits and '-', "
+            "{value} is not a DNS-1123 label: lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters",
-            {"value": value},
+            {"value": repr(value)},
         )
     return value
 
@@ -58,12 +66,65 @@ Name = Annotated[
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 
 
+# --- strings that reach generated files --------------------------------------------------------
+# Every spec string is already free of control characters, C1, U+2028/2029 and noncharacters
+# (the loader refuses them, E111; meshc.text). These types add what Envoy and Kubernetes require of
+# particular strings; new fields that reach output should use one of them.
+
+Token = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\s]+$")]   # one word, no whitespace
+HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=_HEADER_NAME_PATTERN)]
+HeaderValue = Annotated[str, Field(max_length=8192, pattern=_HEADER_VALUE_PATTERN)]
+HttpPath = Annotated[str, Field(min_length=1, max_length=1024, pattern=_HTTP_PATH_PATTERN)]
+
+
+def _host_name(value: str) -> str:
+    """A DNS name as RFC 1123 allows it: dot-separated labels of letters, digits and '-' (not at
+    either end), 63 characters a label, 253 in all, and a last label that is not all digits (so a
+    mistyped IPv4 address is not taken for a name)."""
+    labels = value.split(".")
+    if (len(value) > 253 or not all(len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise PydanticCustomError(
+            "address", "{value} is not a DNS name: dot-separated labels of letters, digits and '-', "
+            "each 1-63 characters, not starting or ending with '-', the last not all digits", {"value": repr(value)})
+    return value
+
+
+def _endpoint_address(value: str) -> str:
+    """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
+    parse: Callable[[str], object]
+    if ":" in value:
+        kind, parse = "IPv6", ipaddress.IPv6Address
+    elif re.fullmatch(r"[0-9.]+", value):
+        kind, parse = "IPv4", ipaddress.IPv4Address
+    else:
+        return _host_name(value)
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise PydanticCustomError("address", "{value} is not an {kind} address: {reason}",
+                                  {"value": repr(value), "kind": kind, "reason": _lower_first(str(exc))}) from None
+    return value
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+HostName = Annotated[str, AfterValidator(_host_name),
+                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 253})]
+EndpointAddress = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_endpoint_address),
+                            WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 253,
+                                            "pattern": r"^[A-Za-z0-9.:-]+$"})]
+
+
 @dataclass(frozen=True)
 class DurationBounds:
     """Annotated metadata: the field is a duration string, validated to milliseconds in bounds."""
 
     min_ms: int = 1
     max_ms: int = 24 * 3_600_000
+    zero_means: str | None = None   # what Envoy would make of 0, said when a user writes it
 
     def parse(self, value: object) -> int:
         if not isinstance(value, str):
@@ -75,6 +136,13 @@ class DurationBounds:
             millis = parse_duration(value)
         except ValueError as exc:
             raise PydanticCustomError("duration", str(exc)) from None
+        if millis == 0 and self.min_ms > 0 and self.zero_means:
+            raise PydanticCustomError(
+                "duration_range", "{value} is out of range: must be between {low} and {high} (Envoy would read 0 "
+                "as {zero_means}; meshc keeps every wait bounded, so that timeout budgets can be checked)",
+                {"value": value, "low": format_duration(self.min_ms), "high": format_duration(self.max_ms),
+                 "zero_means": self.zero_means},
+            )
         if not self.min_ms <= millis <= self.max_ms:
             raise PydanticCustomError(
                 "duration_range", "{value} is out of range: must be between {low} and {high}",
@@ -89,7 +157,7 @@ class DurationBounds:
         return {"type": "string", "pattern": DURATION_PATTERN}
 
 
-Timeout = Annotated[int, DurationBounds(1, 3_600_000)]
+Timeout = Annotated[int, DurationBounds(1, 3_600_000, zero_means="'no timeout'")]
 Interval = Annotated[int, DurationBounds(1, 3_600_000)]
 BackoffBase = Annotated[int, DurationBounds(1, 60_000)]
 BackoffMax = Annotated[int, DurationBounds(1, 600_000)]
@@ -107,7 +175,7 @@ class Model(BaseModel):
 class HashOn(Model):
     """What a hash load balancer hashes: one request header, or the caller's address."""
 
-    header: Annotated[str, Field(pattern=_HEADER_NAME_PATTERN, max_length=256)] | None = None
+    header: HeaderName | None = None
     source_ip: StrictBool | None = Field(default=None, alias="sourceIp")
 
 
@@ -157,7 +225,7 @@ class CircuitBreaker(Model):
 
 
 class HealthCheck(Model):
-    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=1024)] | None = None  # http/http2 only
+    path: HttpPath | None = None  # http/http2 only
     interval: Interval = Field(default=5000, json_schema_extra={"default": "5s"})
     timeout: Timeout = Field(default=1000, json_schema_extra={"default": "1s"})
     healthy_threshold: Annotated[StrictInt, Field(ge=1, le=100)] = 2
@@ -176,7 +244,7 @@ class Resources(Model):
     limits: ResourceList | None = None
 
 
-Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
+Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]   # a Token of image length
 Replicas = Annotated[StrictInt, Field(ge=0, le=10_000)]
 
 
@@ -189,7 +257,7 @@ class Version(Model):
 
 
 class Endpoint(Model):
-    address: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
+    address: EndpointAddress
     port: Port
     weight: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
 
@@ -251,11 +319,22 @@ class Defaults(Model):
     circuit_breaker: CircuitBreaker | None = None
 
 
+WarningCode = Annotated[str, Field(pattern=r"^W[0-9]{3}$")]
+
+
+class Ignore(Model):
+    """A warning the team has looked at and accepted: its code, for one service or everywhere."""
+
+    code: WarningCode
+    service: Name | None = None
+
+
 class Analysis(Model):
-    """Budgets for the call-graph analysis (retry amplification, entry points)."""
+    """Budgets for the call-graph analysis (retry amplification, entry points), accepted warnings."""
 
     max_retry_amplification: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 10
     entry_points: list[Name] | None = None
+    ignore: list[Ignore] | None = None
 
 
 class MeshSpec(Model):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
 from meshc.load import Positions
 from meshc import object_names
+from meshc import defaults as builtin
 from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
-from meshc.validate.models import LoadBalancer, Mesh, Service
+from meshc.validate.models import LoadBalancer, Mesh, Retries, Service
 from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
@@ -45,25 +47,34 @@ def _hint(name: str, known: Iterable[str]) -> str | None:
 
 
 def duplicate_services(ctx: Context) -> Iterator[Diagnostic]:
+    yield from _duplicate_names([(path, service.name) for path, service in services(ctx)], ctx.positions)
+
+
+def _duplicate_names(named: list[tuple[Path, str]], positions: Positions) -> Iterator[Diagnostic]:
     first: dict[str, int] = {}
-    for path, service in services(ctx):
-        line = ctx.at(*path, "name").line
-        if service.name in first:
-            yield error("E202", f"service '{service.name}' is defined twice (first on line {first[service.name]})",
-                        ctx.at(*path, "name"), path + ("name",))
-        first.setdefault(service.name, line)
+    for path, name in named:
+        where = path + ("name",)
+        if name in first:
+            yield error("E202", f"service '{name}' is defined twice (first on line {first[name]})",
+                        positions.value(where), where)
+        first.setdefault(name, positions.value(where).line)
 
 
 def unknown_upstreams(ctx: Context) -> Iterator[Diagnostic]:
-    names = {s.name for s in ctx.mesh.spec.services}
-    for path, service in services(ctx):
-        for index, upstream in enumerate(service.upstreams):
-            if upstream.service not in names:
-                where = path + ("upstreams", index, "service")
-                hint = _hint(upstream.service, names)
-                suffix = f"; did you mean '{hint}'?" if hint else ""
-                yield error("E201", f"service '{service.name}' calls '{upstream.service}', which is not a "
-                            f"service of this mesh{suffix}", ctx.at(*where), where, hint)
+    calls = [(path + ("upstreams", index), service.name, upstream.service)
+             for path, service in services(ctx) for index, upstream in enumerate(service.upstreams)]
+    yield from _unknown_callees(calls, {s.name for s in ctx.mesh.spec.services}, ctx.positions)
+
+
+def _unknown_callees(calls: Sequence[tuple[Path, str, str]], names: set[str],
+                     positions: Positions) -> Iterator[Diagnostic]:
+    for path, caller, callee in calls:
+        if callee not in names:
+            where = path + ("service",)
+            hint = _hint(callee, names)
+            suffix = f"; did you mean '{hint}'?" if hint else ""
+            yield error("E201", f"service '{caller}' calls '{callee}', which is not a service of this mesh{suffix}",
+                        positions.value(where), where, hint)
 
 
 def duplicate_versions(ctx: Context) -> Iterator[Diagnostic]:
@@ -300,6 +311,32 @@ def backoff_order(ctx: Context) -> Iterator[Diagnostic]:
             yield error("E221", "backoff maxInterval is shorter than baseInterval", ctx.at(*item), item)
 
 
+def retry_settings_without_attempts(ctx: Context) -> Iterator[Diagnostic]:
+    """retryOn, perTryTimeout or backoff where no retry happens (attempts: 0) are dropped: say so."""
+    defaults = ctx.mesh.spec.defaults.retries
+    default_attempts = defaults.attempts if defaults is not None and defaults.attempts is not None else \
+        builtin.RETRY_ATTEMPTS
+    blocks: list[tuple[Path, Retries, int]] = []
+    retrying_upstream = False
+    for path, service in services(ctx):
+        for index, upstream in enumerate(service.upstreams):
+            retries = upstream.retries
+            attempts = retries.attempts if retries is not None and retries.attempts is not None else default_attempts
+            retrying_upstream |= attempts > 0 and retries is not None and retries.attempts is not None
+            if retries is not None:
+                blocks.append((path + ("upstreams", index, "retries"), retries, attempts))
+    if defaults is not None and not retrying_upstream:
+        blocks.insert(0, (("spec", "defaults", "retries"), defaults, default_attempts))
+    for where, retries, attempts in blocks:
+        unused = [name for name, value in (("retryOn", retries.retry_on), ("perTryTimeout", retries.per_try_timeout),
+                                           ("backoff", retries.backoff)) if value is not None]
+        if attempts == 0 and unused:
+            origin = "" if retries.attempts is not None else " (attempts: 0 from spec.defaults)"
+            yield warning("W209", f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with "
+                          f"attempts: 0{origin}: no request is retried", ctx.key(*where, unused[0]),
+                          where + (unused[0],), hint="set attempts, or remove these settings")
+
+
 def health_check_path(ctx: Context) -> Iterator[Diagnostic]:
     """HTTP services are checked with GET <path>; gRPC ones speak gRPC Health, tcp ones connect."""
     for path, service in services(ctx):
@@ -332,6 +369,22 @@ def tcp_route_policies(ctx: Context) -> Iterator[Diagnostic]:
                                   ctx.key(*where), where)
 
 
+def tcp_hash_header(ctx: Context) -> Iterator[Diagnostic]:
+    """tcp_proxy sees no headers: hashing a tcp service's connections on one keeps nobody anywhere."""
+    for path, service in services(ctx):
+        lb, inherited = effective_lb(ctx, service)
+        if service.protocol is not Protocol.TCP or lb is None or lb.hash_on is None or lb.hash_on.header is None:
+            continue
+        if lb.policy not in HASH_POLICIES:
+            continue   # W202 already says hashOn does nothing here
+        span, where, origin = _lb_span(ctx, path, inherited)
+        if not inherited:
+            span, where = ctx.at(*where, "hashOn", "header"), where + ("hashOn", "header")
+        yield warning("W207", f"'{service.name}' speaks tcp: hashOn header{origin} has no effect, since tcp_proxy "
+                      "sees no headers; connections are spread as if at random", span, where,
+                      hint="use hashOn: {sourceIp: true} to keep each caller on one host")
+
+
 def etcd_prefix(ctx: Context) -> Iterator[Diagnostic]:
     prefix = ctx.mesh.spec.etcd.prefix
     if prefix is None:
@@ -339,7 +392,11 @@ def etcd_prefix(ctx: Context) -> Iterator[Diagnostic]:
     where = ("spec", "etcd", "prefix")
     if not prefix.startswith("/"):
         yield error("E213", f"etcd prefix '{prefix}' must start with '/'", ctx.at(*where), where)
-    elif prefix != "/" and (prefix.endswith("/") or "//" in prefix):
+    elif prefix == "/":
+        # every key of the cluster would lie under it: other tools' keys would look like meshc's
+        yield error("E230", "etcd prefix '/' is the root of the whole keyspace: give the mesh a prefix of its own",
+                    ctx.at(*where), where, hint="e.g. /meshc/<metadata.name>, the default")
+    elif (prefix.endswith("/") or "//" in prefix):
         yield error("E213", f"etcd prefix '{prefix}' must not end with '/' or contain '//'", ctx.at(*where), where)
 
 
@@ -393,11 +450,16 @@ def _claimed_names(service: Service, path: Path) -> Iterator[tuple[tuple[str, st
 
 
 def analysis_references(ctx: Context) -> Iterator[Diagnostic]:
-    names = {s.name for s in ctx.mesh.spec.services}
-    for index, name in enumerate(ctx.mesh.spec.analysis.entry_points or ()):
+    entry_points = list(enumerate(ctx.mesh.spec.analysis.entry_points or ()))
+    yield from _unknown_entry_points(entry_points, {s.name for s in ctx.mesh.spec.services}, ctx.positions)
+
+
+def _unknown_entry_points(entry_points: list[tuple[int, str]], names: set[str],
+                          positions: Positions) -> Iterator[Diagnostic]:
+    for index, name in entry_points:
         if name not in names:
             where = ("spec", "analysis", "entryPoints", index)
-            yield error("E220", f"entry point '{name}' is not a service of this mesh", ctx.at(*where), where)
+            yield error("E220", f"entry point '{name}' is not a service of this mesh", positions.value(where), where)
 
 
 # --- zero trust ----------------------------------------------------------------------------
@@ -493,9 +555,11 @@ CHECKS: tuple[Check, ...] = (
     retry_on_known,
     fail_fast_without_retries,
     backoff_order,
+    retry_settings_without_attempts,
     health_check_path,
     health_check_timing,
     tcp_route_policies,
+    tcp_hash_header,
     etcd_prefix,
     kubernetes_names,
     generated_names_unique,
@@ -512,3 +576,29 @@ CHECKS: tuple[Check, ...] = (
 def check_semantics(mesh: Mesh, positions: Positions) -> list[Diagnostic]:
     ctx = Context(mesh, positions)
     return [diagnostic for check in CHECKS for diagnostic in check(ctx)]
+
+
+def check_references_raw(data: Any, positions: Positions) -> list[Diagnostic]:
+    """The reference checks (E201, E202, E220) on data that failed structural validation, so that
+    a spec with a bad port and a misspelt upstream hears about both in one run. Whatever is not
+    shaped as expected is skipped: the structural diagnostics already speak about it."""
+    raw_services = [(i, s) for i, s in _items(_field(data, "spec", "services")) if isinstance(_field(s, "name"), str)]
+    named: list[tuple[Path, str]] = [(("spec", "services", i), s["name"]) for i, s in raw_services]
+    names = {name for _, name in named}
+    calls: list[tuple[Path, str, str]] = [(("spec", "services", i, "upstreams", j), s["name"], upstream["service"])
+             for i, s in raw_services for j, upstream in _items(_field(s, "upstreams"))
+             if isinstance(_field(upstream, "service"), str)]
+    entry_points = [(i, name) for i, name in _items(_field(data, "spec", "analysis", "entryPoints"))
+                    if isinstance(name, str)]
+    return [*_duplicate_names(named, positions), *_unknown_callees(calls, names, positions),
+            *_unknown_entry_points(entry_points, names, positions)]
+
+
+def _field(data: Any, *keys: str) -> Any:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _items(value: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(value)) if isinstance(value, list) else []

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from meshc.diagnostics import Diagnostic, Path, error
+from meshc.diagnostics import MAX_LISTED_PER_CODE, Diagnostic, Path, error, listed_per_code
 from meshc.load import Positions
 from meshc.validate.models import API_VERSION, KIND, Mesh
 
@@ -32,7 +35,27 @@ def check_structure(data: Any, positions: Positions) -> tuple[Mesh | None, list[
     try:
         return Mesh.model_validate(data), []
     except ValidationError as exc:
-        return None, [_diagnostic(err, data, positions) for err in exc.errors(include_url=False)]
+        return None, _diagnostics(exc.errors(include_url=False), data, positions)
+
+
+def _diagnostics(errors: list[Any], data: Any, positions: Positions) -> list[Diagnostic]:
+    """One diagnostic per error, up to MAX_LISTED_PER_CODE of each kind; the rest of a kind are
+    counted into one (a file of a million unknown keys costs a million cheap counts, not a million
+    "did you mean" searches)."""
+    listed: Counter[str] = Counter()
+    left_out: dict[str, tuple[Any, int]] = {}
+    diagnostics = []
+    for err in errors:
+        kind = err["type"]
+        if listed[kind] < MAX_LISTED_PER_CODE:
+            listed[kind] += 1
+            diagnostics.append(_diagnostic(err, data, positions))
+        else:
+            first, count = left_out.get(kind, (err, 0))
+            left_out[kind] = (first, count + 1)
+    for first, count in left_out.values():
+        diagnostics.append(replace(_diagnostic(first, data, positions), count=count))
+    return listed_per_code(diagnostics)
 
 
 def dotted(path: Path) -> str:
@@ -63,15 +86,20 @@ def _diagnostic(err: Any, data: Any, positions: Positions) -> Diagnostic:
     if kind == "literal_error" and path == ("kind",):
         return error("E108", f"kind must be {KIND}, not {err['input']!r}", value_span, path)
     if kind in ("literal_error", "enum"):
-        return error("E106", f"{where}: {_choices(err)}", value_span, path)
+        hint = _closest_choice(err)
+        suffix = f"; did you mean '{hint}'?" if hint else ""
+        return error("E106", f"{where}: {_choices(err)}{suffix}", value_span, path, hint)
     if kind == "dns_label":
         return error("E109", f"{where}: {err['msg']}", value_span, path)
     if kind == "duration":
         return error("E105", f"{where}: {err['msg']}", value_span, path)
+    if kind == "address":
+        return error("E112", f"{where}: {err['msg']}", value_span, path)
     if kind == "string_pattern_mismatch":
         return error("E110", f"{where}: {_show(err.get('input'))} {_pattern_hint(path)}", value_span, path)
     if kind in _RANGE_TYPES:
-        return error("E104", f"{where}: {_range_message(err)}", value_span, path)
+        hint = _RANGE_HINTS.get(str(path[-1])) if err.get("input") == 0 and path else None
+        return error("E104", f"{where}: {_range_message(err)}", value_span, path, hint)
     base = kind.split("_")[0] if kind.endswith(("_type", "_parsing")) else None
     if base is not None or kind in ("int_from_float", "model_attributes_type"):
         wanted = _TYPE_WORDS.get(base or "int", "another type")
@@ -90,7 +118,7 @@ def _show(value: Any) -> str:
 
 
 _PATTERN_HINTS = {
-    "path": "must start with '/' and contain no spaces",
+    "path": "must start with '/' and hold printable ASCII only, no spaces (percent-encode other characters)",
     "image": "must be an image reference without spaces",
     "address": "must be an IP address or a DNS name",
     "header": "must be an HTTP header name",
@@ -101,9 +129,33 @@ _PATTERN_HINTS = {
 
 def _pattern_hint(path: Path) -> str:
     field = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if field == "code" and "ignore" in path:
+        return "is not a warning code such as W302: only warnings can be ignored"
     if len(path) >= 2 and path[-2] == "env":
         return "is not a valid environment variable name"
     return _PATTERN_HINTS.get(field, "does not have the expected form")
+
+
+# Why 0 is refused where a neighbouring field accepts it.
+_RANGE_HINTS = {
+    "maxConnections": "Envoy would open no connection at all, and every request would fail with 503; "
+                      "maxPendingRequests: 0 (no queue) is the setting that fails fast",
+    "maxRequests": "Envoy would let no request through, and every request would fail with 503; "
+                   "maxPendingRequests: 0 (no queue) is the setting that fails fast",
+}
+
+
+def _closest_choice(err: Any) -> str | None:
+    """`tcp` for `TCP`, `round_robin` for `round-robin`: the allowed value the input was meant to be."""
+    value = err.get("input")
+    if not isinstance(value, str):
+        return None
+    allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+    folded = {choice.lower().replace("-", "_"): choice for choice in allowed}
+    if value.lower().replace("-", "_") in folded:
+        return str(folded[value.lower().replace("-", "_")])
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _choices(err: Any) -> str:

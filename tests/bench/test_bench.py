@@ -101,8 +101,8 @@ def test_floor_writes_the_same_files_as_meshc(small_build: tuple[Path, Path], tm
 
 def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run_build.main(["--sizes", "10", "--repeat", "2", "--results", str(tmp_path / "results"),
-                           "--workdir", str(tmp_path)])
-    assert code == 0    # no target applies to N=10 alone
+                           "--workdir", str(tmp_path), "--report-only"])
+    assert code == 0    # it ran; whether a target was met is the report's business, not the test's
     latest: dict[str, Any] = json.loads((tmp_path / "results" / "build-latest.json").read_text())
     (size,) = latest["sizes"]
     assert size["n"] == 10 and size["files"] >= 4 * 9     # per deployed service 3 Envoy files + 1 Kubernetes
@@ -110,6 +110,8 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     assert size["meshc_tree_pss_kib"] > 10_000 and size["paired_ratio"] > 0
     assert len(size["meshc_runs"]) == 2 and len(size["floor_runs"]) == 2
     assert latest["machine"]["cpus"] >= 1
+    validate = {c["check"]: c for c in latest["checks"]}["validate small spec"]
+    assert validate["value"] > 0 and isinstance(validate["ok"], bool)    # measured and judged, not asserted
     assert "N" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["results"]    # scratch removed
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from meshc.load import SpecSource, load_yaml
+from meshc.load import SpecSource, load_yaml, yaml_loader
 from meshc.load.source import MAX_SPEC_BYTES
 
 
@@ -92,13 +91,33 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
     assert data is None and diags and diags[0].endswith("E008")
 
 
+BOMB = "\n".join(["l0: &l0 [" + ",".join(["x"] * 10) + "]"]
+                 + [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]) + "\n"
+
+
 def test_alias_bomb_is_bounded() -> None:
-    levels = ["l0: &l0 [" + ",".join(["x"] * 10) + "]"]
-    levels += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
-    started = time.perf_counter()
-    data, diags, _ = load("\n".join(levels) + "\n")
+    data, diags, _ = load(BOMB)     # a billion nodes: it stops after MAX_NODES
     assert data is None and any(d.endswith("E008") for d in diags)
-    assert time.perf_counter() - started < 5  # a billion nodes would take hours: bounded, not fast-tuned
+
+
+@pytest.mark.parametrize("padding_lines", [0, 1_000, 100_000])
+def test_the_node_budget_does_not_grow_with_padding(padding_lines: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Comments cost libyaml a scan and nothing else: the bomb stops after the same number of nodes."""
+    monkeypatch.setattr(yaml_loader, "MAX_NODES", 5_000)
+    padding = "# " + "x" * 70 + "\n"
+    data, diags, _ = load(padding * padding_lines + BOMB)
+    assert data is None
+    (diag,) = diags
+    # the alias expansion that crosses 5,000 nodes: always the same one, wherever the bomb starts
+    assert diag == f"{padding_lines + 4}:22 E008"
+
+
+def test_a_file_of_more_nodes_than_the_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(yaml_loader, "MAX_NODES", 1_000)
+    data, diags, _ = load("a: [" + "1," * 600 + "1]\n")
+    assert data == {"a": [1] * 601} and diags == []
+    data, diags, _ = load("a: {" + ", ".join(f"k{i}: 1" for i in range(600)) + "}\n")   # keys count too
+    assert data is None and diags and diags[0].endswith("E013")
 
 
 def test_oversized_input_is_refused_before_parsing() -> None:

@@ -158,7 +158,7 @@ def test_usage_and_io_errors_exit_two(history: History, tmp_path: Path) -> None:
     assert meshc("diff", "--repo", str(tmp_path), "main", "feature").returncode == 2
     both_missing = meshc("diff", "--repo", repo, "main", "feature", "nothing.yaml")
     assert both_missing.returncode == 2 and "no such file at main nor at feature" in both_missing.stderr
-    assert meshc("diff", "--repo", repo, "main").returncode == 2
+    assert meshc("diff", "--repo", repo, "main", "--", "--bad").returncode == 2   # not a revision
 
 
 def test_spec_appearing_in_a_revision_is_all_added(git_repo: GitRepo) -> None:

@@ -13,7 +13,7 @@ from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
 from meshc.sync.target import Action, Change, Plan, TransientError
 from tests.k8sapi.fixtures import KubeAPIHandle
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdServer, mesh_value
 from tests.sync.specs import PREFIX, bundle_of, chain_spec
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
@@ -24,8 +24,7 @@ def store_revision(etcd: EtcdServer) -> int:
 
 
 def etcd_value(etcd: EtcdServer, key: str) -> str | None:
-    values = etcd.client().get(key)
-    return values[0].decode() if values else None
+    return mesh_value(etcd, PREFIX, key)
 
 
 def test_revision_is_recorded_when_any_target_changes(kube_api: KubeAPIHandle, etcd_server: EtcdServer,

@@ -9,6 +9,7 @@ import pytest
 from meshc.bundle import Bundle
 from meshc.sync.engine import PruneRefused, sync_once
 from meshc.sync.etcd import EtcdTarget
+from meshc.sync.etcd_layout import read_snapshot, record_key, relative_key
 from meshc.sync.target import Action, ApplyResult, Plan, StalePlan, TransientError
 from tests.support.etcd import EtcdServer
 from tests.sync.specs import PREFIX, bundle_of, chain_spec
@@ -24,7 +25,24 @@ def store_revision(etcd: EtcdServer) -> int:
 
 
 def live_keys(etcd: EtcdServer) -> dict[str, str]:
+    """What a reader sees (read the documented way): the records by their seed key, and the revision."""
+    snapshot = read_snapshot(etcd.client(), PREFIX)
+    keys = {key: value.decode() for key, value in snapshot.records.items()}
+    if snapshot.revision is not None:
+        keys[REVISION_KEY] = snapshot.revision
+    return keys
+
+
+def raw_keys(etcd: EtcdServer) -> dict[str, str]:
+    """Every key under the prefix, as stored."""
     return {meta["key"].decode(): value.decode() for value, meta in etcd.client().get_prefix(PREFIX + "/")}
+
+
+def stored_key(etcd: EtcdServer, seed_key: str) -> str:
+    """Where the record a reader reads as `seed_key` is stored now."""
+    generation = read_snapshot(etcd.client(), PREFIX).generation
+    assert generation is not None
+    return record_key(PREFIX, generation, relative_key(PREFIX, seed_key))
 
 
 def test_first_sync_puts_every_record_and_the_revision_in_one_transaction(
@@ -70,7 +88,7 @@ def test_one_service_change_in_100_service_mesh_writes_its_key_and_the_revision(
         etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
     sync_once(bundle_of(chain_spec(100)), [etcd_target], revision="a" * 40)
     before = store_revision(etcd_server)
-    old = live_keys(etcd_server)
+    old, raw_before = live_keys(etcd_server), raw_keys(etcd_server)
 
     report = sync_once(bundle_of(chain_spec(100, replicas={"svc-042": 3})), [etcd_target], revision="c" * 40)
 
@@ -79,6 +97,8 @@ def test_one_service_change_in_100_service_mesh_writes_its_key_and_the_revision(
     assert (change.action, change.key, change.detail) == (Action.UPDATE, f"{PREFIX}/services/svc-042", "versions")
     new = live_keys(etcd_server)
     assert {k for k in new if new[k] != old.get(k)} == {f"{PREFIX}/services/svc-042", REVISION_KEY}
+    assert {k for k, v in raw_keys(etcd_server).items() if v != raw_before.get(k)} == {
+        stored_key(etcd_server, f"{PREFIX}/services/svc-042"), REVISION_KEY}   # written in place: nothing else
     assert new[REVISION_KEY] == "c" * 40
     assert json.loads(new[f"{PREFIX}/services/svc-042"])["versions"][0]["replicas"] == 3
 
@@ -93,8 +113,9 @@ def test_removed_service_key_is_deleted_and_other_keys_are_left_alone(
     assert [c.key for c in report.plans[0].deletes] == [f"{PREFIX}/services/svc-002"]
     keys = live_keys(etcd_server)
     assert f"{PREFIX}/services/svc-002" not in keys
-    assert keys[f"{PREFIX}/locks/watch"] == "someone else's"
+    assert raw_keys(etcd_server)[f"{PREFIX}/locks/watch"] == "someone else's"
     assert keys[REVISION_KEY] == "b" * 40
+    assert any(f"{PREFIX}/locks/watch" in note for note in report.plans[0].notes)
 
 
 def test_deleting_every_record_is_refused(etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
@@ -128,9 +149,11 @@ def test_concurrent_writer_makes_the_transaction_fail_then_replan_converges(etcd
     client = etcd_server.client()
     changed = bundle_of(chain_spec(3, replicas={"svc-001": 2}))
 
+    rival_key = stored_key(etcd_server, f"{PREFIX}/services/svc-001")
+
     def rival_commit() -> None:
         client.put(REVISION_KEY, "rival")
-        client.put(f"{PREFIX}/services/svc-001", "rival record")
+        client.put(rival_key, "rival record")
 
     target = _RacedEtcdTarget(etcd_server.url, rival_commit)
     report = sync_once(changed, [target], revision="b" * 40)
@@ -163,7 +186,8 @@ def test_big_syncs_are_split_into_guarded_transactions(etcd_server: EtcdServer) 
 
     report = sync_once(bundle, [target], revision="a" * 40)
 
-    assert report.write_requests == 3     # 20 records in batches of 7, the revision with the last
+    # reserve the generation, 20 records in batches of 8, then one transaction switches readers
+    assert report.write_requests == 1 + 3 + 1
     keys = live_keys(etcd_server)
     assert keys.pop(REVISION_KEY) == "a" * 40
     assert keys == bundle.etcd_seed()["kvs"]

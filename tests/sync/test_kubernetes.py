@@ -268,19 +268,20 @@ def test_missing_kubeconfig_is_permanent(tmp_path: Any) -> None:
         KubernetesTarget.from_kubeconfig(str(tmp_path / "absent"))
 
 
-def test_moving_the_mesh_to_another_namespace_needs_allow_prune_all(kube_api: KubeAPIHandle,
-                                                                    kube_target: KubernetesTarget) -> None:
+def test_moving_the_mesh_to_another_namespace_is_a_rename(kube_api: KubeAPIHandle,
+                                                         kube_target: KubernetesTarget) -> None:
     sync_once(bundle_of(chain_spec(1)), [kube_target])
     kube_api.reset_log()
     moved = bundle_of(chain_spec(1, namespace="sync-moved"))
 
     plan = kube_target.plan(moved)
-    assert plan.empties and f"v1 Namespace {NAMESPACE}" in [c.key for c in plan.deletes]
-    with pytest.raises(PruneRefused, match="everything"):
-        sync_once(moved, [kube_target], prune_limit=100)
+    assert [str(m) for m in plan.applied_meshes] == [f"sync (namespace {NAMESPACE})"]
+    assert plan.deletes == ()        # the old namespace is pruned as a rename, never by the plan itself
+    with pytest.raises(PruneRefused, match="--allow-mesh-rename"):
+        sync_once(moved, [kube_target], prune_limit=100, allow_prune_all=True)
     assert kube_api.writes() == []
 
-    sync_once(moved, [kube_target], allow_prune_all=True)
+    sync_once(moved, [kube_target], allow_mesh_rename=True)
     assert kube_api.store_get("deployments", "svc-000", "sync-moved") is not None
     deleted = [w for w in kube_api.writes() if w.method == "DELETE"]
     assert [kind_of(w) for w in deleted][-1] == "Namespace"     # the old namespace goes last

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,8 @@ def watching(repo: Path | str, targets: Sequence[Target], **kwargs: Any) -> Iter
 class WatchProcess:
     """`meshc watch --log-format json ...` as a child process (own process group, output in files)."""
 
-    def __init__(self, workdir: Path, args: Sequence[str], name: str = "watch") -> None:
+    def __init__(self, workdir: Path, args: Sequence[str], name: str = "watch",
+                 env: Mapping[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = workdir / f"{name}.out"
         self.process = ManagedProcess(
@@ -157,7 +158,9 @@ class WatchProcess:
             argv=[sys.executable, "-m", "meshc.cli", "watch", "--log-format", "json", *args],
             stdout_path=self.stdout_path,
             stderr_path=workdir / f"{name}.err",
+            env=env,
         )
+        self.stderr_path = workdir / f"{name}.err"
 
     def start(self) -> WatchProcess:
         self.process.start()

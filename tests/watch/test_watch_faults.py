@@ -8,10 +8,10 @@ from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
 from meshc.sync.watch_lock import LeaderLock, etcd_client
 from tests.k8sapi.fixtures import KubeAPIHandle
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdServer, stored_key
 from tests.support.gitrepo import GitRepo
 from tests.watch.harness import matching, watching
-from tests.watch.specs import NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
+from tests.watch.specs import MESH, NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
 from tests.watch.test_watch_loop import (
     deployment_image,
     etcd_store_revision,
@@ -71,7 +71,7 @@ def test_drift_on_managed_objects_is_corrected(mesh_repo: GitRepo, kube_api: Kub
         watcher.wait("applied", commit=head)
         apps = client.AppsV1Api(kube_api.api_client())
         apps.patch_namespaced_deployment("svc-01", NAMESPACE, {"spec": {"replicas": 7}})
-        etcd_server.client().put(f"{PREFIX}/services/svc-02", '{"edited": "by hand"}')
+        etcd_server.client().put(stored_key(etcd_server, PREFIX, f"{PREFIX}/services/svc-02"), '{"edited": "by hand"}')
         drift = watcher.wait("drift", commit=head)
         watcher.wait_passes(2)
         events = watcher.events()
@@ -115,6 +115,7 @@ def test_a_commit_over_the_prune_limit_is_refused(mesh_repo: GitRepo, kube_api: 
         events = watcher.events()
     assert "prune-limit" in refused["message"]
     assert len(matching(events, "refused", commit=shrink)) == 1
+    assert len(matching(events, "applying", commit=shrink)) == 1   # rechecks of a refused commit say nothing new
     assert kube_api.writes() == []
     assert etcd_store_revision(etcd_server) == etcd_before
     assert etcd_value(etcd_server, f"{PREFIX}/revision") == first
@@ -158,3 +159,23 @@ def test_the_leader_survives_an_etcd_outage_longer_than_its_lease(mesh_repo: Git
     assert leaders[0] is True and False in leaders and leaders[-1] is True
     assert deployment_image(kube_api, "svc-00") == "ghcr.io/acme/svc-00:6.0.0"
     assert etcd_value(etcd_server, f"{PREFIX}/revision") == change
+
+
+def test_a_renamed_mesh_is_refused_unless_allowed(mesh_repo: GitRepo, kube_api: KubeAPIHandle,
+                                                   kube_target: KubernetesTarget) -> None:
+    first = mesh_repo.head_sha
+    with watching(mesh_repo.path, [kube_target]) as watcher:
+        watcher.wait("applied", commit=first)
+        kube_api.reset_log()
+        rename = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3).replace(f"name: {MESH}\n", "name: shop\n"),
+                                       "Rename the mesh")
+        refused = watcher.wait("refused", commit=rename)
+        assert kube_api.writes() == []        # nothing of the new mesh, nothing pruned
+    assert "--allow-mesh-rename" in refused["message"]
+    # a watcher started anew (no memory of the applied mesh) sees it from the parent commit,
+    # and with the flag applies the new mesh and prunes the old one
+    with watching(mesh_repo.path, [kube_target], allow_mesh_rename=True) as watcher:
+        watcher.wait("applied", commit=rename)
+    assert kube_api.store_get("deployments", "svc-00", "shop") is not None
+    assert kube_api.store_get("deployments", "svc-00", NAMESPACE) is None
+    assert kube_api.store_get("namespaces", NAMESPACE) is None

@@ -11,15 +11,14 @@ from meshc.sync.directory import DirectoryTarget
 from meshc.sync.etcd import EtcdTarget
 from meshc.sync.kubernetes import KubernetesTarget
 from tests.k8sapi.fixtures import KubeAPIHandle
-from tests.support.etcd import EtcdServer
+from tests.support.etcd import EtcdServer, mesh_value
 from tests.support.gitrepo import GitRepo
 from tests.watch.harness import watching
 from tests.watch.specs import BROKEN_SPEC, NAMESPACE, PREFIX, SPEC_PATH, mesh_spec
 
 
 def etcd_value(etcd: EtcdServer, key: str) -> str | None:
-    values = etcd.client().get(key)
-    return values[0].decode() if values else None
+    return mesh_value(etcd, PREFIX, key)
 
 
 def etcd_store_revision(etcd: EtcdServer) -> int:

@@ -70,11 +70,14 @@ def _circuit(circuit: ir.CircuitBreaker | None) -> dict[str, Any] | None:
 
 
 def _upstream(upstream: ir.Upstream) -> dict[str, Any]:
-    retries = upstream.retries
+    # A tcp callee is reached through tcp_proxy, which has no route timeout and no retries: the
+    # record says so rather than show values no proxy applies.
+    tcp = upstream.protocol is ir.Protocol.TCP
+    retries = None if tcp else upstream.retries
     return {
         "service": upstream.service,
         "localPort": upstream.local_port,
-        "timeout": fmt(upstream.timeout_ms),
+        "timeout": None if tcp else fmt(upstream.timeout_ms),
         "failurePolicy": "fail_fast" if upstream.fail_fast else "retry",
         "retries": None if retries is None else {
             "attempts": retries.attempts,

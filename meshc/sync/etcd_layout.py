@@ -1,0 +1,223 @@
+"""Where meshc keeps a mesh's records in etcd, what of a prefix is meshc's, and how to read it
+consistently.
+
+    <prefix>/revision                     the applied commit sha (what DESIGN.md §3 promises)
+    <prefix>/current                      {"generation": G, "mesh": ..., "namespace": ...}: which
+                                          generation readers read (+ "pending" while a new one is
+                                          being written)
+    <prefix>/generations/G/services/NAME  the records of generation G: the seed's key
+                                          `<prefix>/services/NAME` with `generations/G/` put in
+    <prefix>/written/G                    the ledger of G: every record key meshc wrote there
+    <prefix>/lock                         the leader lock of `meshc watch` replicas
+
+`current` and `revision` change together, in one small transaction: a reader that reads the
+prefix in one range request (one etcd revision), or reads `current` and then the generation at
+the revision of that first answer, sees the records of exactly one commit. meshc deletes only
+keys a ledger lists (and the ledgers themselves); every other key under the prefix is foreign
+and left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+CURRENT = "current"
+REVISION = "revision"
+LOCK = "lock"
+GENERATIONS = "generations"
+WRITTEN = "written"
+LEDGER_FORMAT = "meshc.dev/etcd-ledger/v1"
+
+
+def current_key(prefix: str) -> str:
+    return f"{prefix}/{CURRENT}"
+
+
+def revision_key(prefix: str) -> str:
+    return f"{prefix}/{REVISION}"
+
+
+def ledger_key(prefix: str, generation: str) -> str:
+    return f"{prefix}/{WRITTEN}/{generation}"
+
+
+def record_key(prefix: str, generation: str, relative: str) -> str:
+    """Where the record the seed calls `<prefix>/<relative>` lives in generation `generation`."""
+    return f"{prefix}/{GENERATIONS}/{generation}/{relative}"
+
+
+def relative_key(prefix: str, seed_key: str) -> str:
+    """`services/catalog` for the seed key `<prefix>/services/catalog`."""
+    return seed_key[len(prefix) + 1:]
+
+
+def seed_key(prefix: str, relative: str) -> str:
+    return f"{prefix}/{relative}"
+
+
+def generation_name(store_revision: int) -> str:
+    """Generations are named after the etcd revision their plan read, zero-padded so that they
+    sort in the order they were made; a guarded write makes them unique."""
+    return f"{store_revision:012d}"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The value of `<prefix>/current`."""
+
+    generation: str | None = None
+    pending: str | None = None
+    mesh: str | None = None
+    namespace: str | None = None
+
+    def encode(self) -> bytes:
+        data = {"generation": self.generation, "pending": self.pending, "mesh": self.mesh,
+                "namespace": self.namespace}
+        return orjson.dumps({k: v for k, v in data.items() if v is not None}, option=orjson.OPT_SORT_KEYS)
+
+    @staticmethod
+    def decode(value: bytes | None) -> Pointer | None:
+        """None when the value is not a pointer meshc wrote."""
+        if value is None:
+            return None
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            return None
+        if not set(data) <= {"generation", "pending", "mesh", "namespace"}:
+            return None
+        return Pointer(data.get("generation"), data.get("pending"), data.get("mesh"), data.get("namespace"))
+
+
+def encode_ledger(generation: str, relatives: Iterable[str]) -> bytes:
+    return orjson.dumps({"format": LEDGER_FORMAT, "generation": generation, "keys": sorted(set(relatives))})
+
+
+def decode_ledger(generation: str, value: bytes) -> frozenset[str] | None:
+    """The relative keys a ledger lists; None when the value is not a ledger meshc wrote for
+    that generation (then neither it nor anything it names is meshc's to delete)."""
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT or data.get("generation") != generation:
+        return None
+    keys = data.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        return None
+    return frozenset(keys)
+
+
+@dataclass(frozen=True)
+class PrefixState:
+    """One range read of `<prefix>/`, sorted into what is meshc's and what is not."""
+
+    prefix: str
+    store_revision: int
+    pointer: Pointer | None
+    ledgers: Mapping[str, frozenset[str]]            # generation -> relative keys meshc wrote
+    live: Mapping[str, tuple[bytes, int]]            # every key -> (value, mod revision)
+    foreign: tuple[str, ...] = field(default=())     # keys under the prefix that meshc did not write
+
+    @property
+    def generation(self) -> str | None:
+        return self.pointer.generation if self.pointer else None
+
+    def mod(self, key: str) -> int:
+        return self.live[key][1] if key in self.live else 0
+
+    def value(self, key: str) -> bytes | None:
+        return self.live[key][0] if key in self.live else None
+
+    def records(self, generation: str | None = None) -> dict[str, bytes]:
+        """The records of a generation (default: the one readers read), by seed key."""
+        generation = generation or self.generation
+        if generation is None:
+            return {}
+        listed = self.ledgers.get(generation, frozenset())
+        out = {}
+        for relative in sorted(listed):
+            value = self.value(record_key(self.prefix, generation, relative))
+            if value is not None:
+                out[seed_key(self.prefix, relative)] = value
+        return out
+
+    def stale_generations(self) -> list[str]:
+        """Generations with a ledger that no reader reads: left by an apply that stopped before
+        or after its switch. (A pending generation is stale too: the next guarded write of this
+        prefix fences off whoever was writing it.)"""
+        return sorted(g for g in self.ledgers if g != self.generation)
+
+
+def classify(prefix: str, kvs: Mapping[str, tuple[bytes, int]], store_revision: int) -> PrefixState:
+    """Sort a range read of `<prefix>/` into meshc's keys and foreign ones."""
+    pointer = Pointer.decode(kvs[current_key(prefix)][0]) if current_key(prefix) in kvs else None
+    ledgers = {}
+    ledger_root = f"{prefix}/{WRITTEN}/"
+    for key, (value, _) in kvs.items():
+        if key.startswith(ledger_root) and "/" not in key[len(ledger_root):]:
+            listed = decode_ledger(key[len(ledger_root):], value)
+            if listed is not None:
+                ledgers[key[len(ledger_root):]] = listed
+    owned = {revision_key(prefix), f"{prefix}/{LOCK}"}
+    if pointer is not None:
+        owned.add(current_key(prefix))
+    for generation, listed in ledgers.items():
+        owned.add(ledger_key(prefix, generation))
+        owned.update(record_key(prefix, generation, relative) for relative in listed)
+    foreign = tuple(sorted(key for key in kvs if key not in owned))
+    return PrefixState(prefix, store_revision, pointer, ledgers, dict(kvs), foreign)
+
+
+def range_end(start: str) -> str:
+    """The end of the range of keys that begin with `start` (which ends in '/')."""
+    return start[:-1] + chr(ord(start[-1]) + 1)
+
+
+def range_request(prefix: str, revision: int | None = None) -> dict[str, Any]:
+    """The gateway payload of a range over `<prefix>/` (at `revision`, if given)."""
+    import base64
+
+    start = f"{prefix}/".encode()
+    end = start[:-1] + bytes([start[-1] + 1])
+    payload: dict[str, Any] = {"key": base64.b64encode(start).decode(), "range_end": base64.b64encode(end).decode()}
+    if revision:
+        payload["revision"] = revision
+    return payload
+
+
+def parse_range(answer: Mapping[str, Any]) -> tuple[dict[str, tuple[bytes, int]], int]:
+    import base64
+
+    kvs = {}
+    for kv in answer.get("kvs", []):
+        kvs[base64.b64decode(kv["key"]).decode()] = (base64.b64decode(kv.get("value", "")),
+                                                     int(kv.get("mod_revision", 0)))
+    return kvs, int(answer.get("header", {}).get("revision", 0))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a reader sees: the records of exactly one applied commit."""
+
+    revision: str | None            # `<prefix>/revision`: the commit these records are from
+    generation: str | None
+    records: dict[str, bytes]       # by the seed's key, e.g. `<prefix>/services/catalog`
+    store_revision: int             # the etcd revision the read was made at
+
+
+def read_snapshot(client: Any, prefix: str) -> Snapshot:
+    """Read a mesh's records the consistent way: one range request over `<prefix>/` (one etcd
+    revision), then the generation `<prefix>/current` names. `client` is an etcd3gw client."""
+    prefix = prefix.rstrip("/")
+    kvs, store_revision = parse_range(client.post(client.get_url("/kv/range"), json=range_request(prefix)))
+    state = classify(prefix, kvs, store_revision)
+    revision = state.value(revision_key(prefix))
+    return Snapshot(revision.decode(errors="replace") if revision is not None else None, state.generation,
+                    state.records(), store_revision)
