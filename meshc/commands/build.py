@@ -96,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:
     """For the progress line: files in the staging directory that will become OUT, and how many
-    there will be (four per deployed service, and a few for the whole mesh)."""
+    there will be (four per deployed service, two more under mTLS, and a few for the whole mesh)."""
     target = Path(out).absolute()
-    expected = 4 * len(checked.mesh.deployed_services) + 4 if checked.mesh is not None else 0
+    services = checked.mesh.deployed_services if checked.mesh is not None else ()
+    expected = sum(6 if s.identity is not None else 4 for s in services) + 4 if services else 0
 
     def count() -> tuple[int, int]:
         staging = next(target.parent.glob(f".{target.name}.new-*"), None)
@@ -121,18 +122,18 @@ def _envoy_accepts(checked: Checked, args: argparse.Namespace, envoy: str) -> bo
     """Every sidecar of the build through `envoy --mode validate`, cds/lds folded in; says what Envoy rejects."""
     from meshc import render
     from meshc.emit import envoy as envoy_emitter
-    from meshc.review.envoy_check import describe, validate_sidecars
+    from meshc.review.envoy_check import describe, sidecars, validate_sidecars
 
     assert checked.mesh is not None
     options = build_options(args)
     files = {path: render.file(docs) for path, docs in
-             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts)}
+             envoy_emitter.iter_documents(checked.mesh, options.config_dir, options.envoy_hosts, options.tls_dir)}
     with Progress("verifying sidecars with Envoy") as progress:
         rejections = validate_sidecars(files, envoy, jobs=args.jobs or _default_jobs(), progress=progress.update)
     for line in describe(rejections):
         sys.stderr.write(f"meshc: error: {line}\n")
     if args.format == "text" and not rejections:
-        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(files) // 3} sidecars\n")
+        sys.stderr.write(f"meshc: Envoy ({envoy}) accepts all {len(sidecars(files))} sidecars\n")
     return not rejections
 
 

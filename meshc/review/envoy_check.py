@@ -57,6 +57,31 @@ def static_bootstrap(bootstrap: bytes, cds: bytes, lds: bytes) -> dict[str, Any]
     return config
 
 
+def local_sds(config: Any, files: Mapping[str, bytes], service: str, directory: str) -> None:
+    """Under mTLS, clusters and listeners name the sidecar's SDS files (sds-identity.yaml,
+    sds-trust.yaml) by their path in its config directory, and validate mode wants those paths to
+    exist: write the build's SDS files into `directory` and point the folded config at them."""
+    names = set(naming.SDS_FILES.values())
+    present = [name for name in sorted(names) if naming.envoy_path(service, name) in files]
+    if not present:
+        return
+    os.makedirs(directory, exist_ok=True)
+    for name in present:
+        with open(os.path.join(directory, name), "wb") as handle:
+            handle.write(files[naming.envoy_path(service, name)])
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            source = node.get("path_config_source")
+            if isinstance(source, dict) and os.path.basename(str(source.get("path", ""))) in names:
+                node["path_config_source"] = {**source, "path": os.path.join(directory, os.path.basename(source["path"])),
+                                              "watched_directory": {"path": directory}}
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def sidecars(files: Mapping[str, bytes]) -> list[str]:
     """The services with sidecar files in a build, sorted."""
     found = {path.split("/")[1] for path in files if path.startswith("envoy/") and path.count("/") == 2}
@@ -70,6 +95,7 @@ def validate_sidecars(files: Mapping[str, bytes], envoy: str, *, jobs: int = 2,
     with tempfile.TemporaryDirectory(prefix="meshc-verify-envoy-") as scratch:
         def one(service: str) -> Rejection | None:
             config = static_bootstrap(*(files[naming.envoy_path(service, f)] for f in naming.ENVOY_FILES))
+            local_sds(config, files, service, os.path.join(scratch, service))
             path = os.path.join(scratch, f"{service}.json")
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(config, handle)
