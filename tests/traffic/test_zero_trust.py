@@ -257,6 +257,22 @@ def test_tcp_service_closes_connections_of_undeclared_callers(pair_of: Any) -> N
         echo.close()
 
 
+def test_tcp_permissive_accepts_plaintext_and_counts_it(pair_of: Any) -> None:
+    echo = EchoServer()
+    try:
+        pair = pair_of(mesh(echo.port, protocol="tcp", mode="permissive"))
+        api = pair.start_api()
+        client = pair.start_client()
+        client.wait_for_listener(f"outbound|{local_port(pair.caller)}|api")
+        assert _echo_through(pair.inbound, None) == b"ping"                 # plaintext: served
+        assert _echo_through(local_port(pair.caller), None) == b"ping"      # the declared caller, over mTLS
+        assert api.wait_for_stat("inbound.rbac.meshc_authz.shadow_denied") == 1
+        assert api.stat("inbound.rbac.meshc_authz.shadow_allowed") == 1
+        assert echo.connections == 2
+    finally:
+        echo.close()
+
+
 # --- certificates replaced on disk --------------------------------------------------------
 
 def _serial(der: bytes) -> int:

@@ -122,6 +122,19 @@ def inbound_tcp_proxy_fields(service: ir.Service) -> Json:
     return {"upstream_connect_mode": "ON_DOWNSTREAM_TLS_HANDSHAKE", "max_early_data_bytes": EARLY_DATA_BYTES}
 
 
+# Permissive: the TLS inspector waits for a ClientHello; a plaintext client that sends fewer bytes
+# than a TLS record header, or waits for the server to speak first, would wait forever. After this
+# long the connection is taken as plaintext.
+INSPECTOR_TIMEOUT = "1s"
+
+
+def inbound_listener_fields(service: ir.Service) -> Json:
+    """Listener settings for the permissive inbound listener (none otherwise)."""
+    if service.mtls is not ir.MtlsMode.PERMISSIVE or service.identity is None:
+        return {}
+    return {"listener_filters_timeout": INSPECTOR_TIMEOUT, "continue_on_listener_filters_timeout": True}
+
+
 def route_fields(upstream: ir.Upstream) -> Json:
     """Per route: an external service with TLS is asked for by its own name (Host / :authority)."""
     return {"host_rewrite_literal": upstream.host_rewrite} if upstream.host_rewrite else {}

@@ -98,6 +98,7 @@ def test_permissive_takes_tls_and_plaintext_and_only_shadows_the_rules() -> None
     files = files_of(spec(api={"mtls": "permissive"}))
     listener = inbound(files, "api")
     assert [f["name"] for f in listener["listener_filters"]] == ["envoy.filters.listener.tls_inspector"]
+    assert listener["continue_on_listener_filters_timeout"] is True   # short or server-first plaintext
     tls_chain, plain_chain = listener["filter_chains"]
     assert tls_chain["filter_chain_match"] == {"transport_protocol": "tls"} and "transport_socket" in tls_chain
     assert plain_chain["filter_chain_match"] == {"transport_protocol": "raw_buffer"}

@@ -133,7 +133,7 @@ spec:
     port: 8080
     extraCallers: [{namespace: ingress, serviceAccount: nginx.ingress}]
     upstreams: [{service: api, localPort: 9001}, {service: db, localPort: 9002}, {service: ext, localPort: 9003},
-                {service: legacy, localPort: 9004}]
+                {service: legacy, localPort: 9004}, {service: cache, localPort: 9005}]
   - name: api
     mtls: permissive
     port: 9090
@@ -142,6 +142,11 @@ spec:
   - name: db
     image: db:1
     port: 5432
+    protocol: tcp
+  - name: cache
+    mtls: permissive
+    image: cache:1
+    port: 6379
     protocol: tcp
   - name: ext
     port: 443
