@@ -73,6 +73,13 @@ def many_services(size: int) -> str:
     return gen_mesh.generate(n, 1)
 
 
+def misspelt_upstreams(size: int) -> str:
+    """Structurally valid services, each calling a service that does not exist: the semantic checks
+    and their "did you mean" searches over every service name."""
+    return _fill(size, HEADER + "spec:\n  services:\n",
+                 lambda i: f"  - {{name: s{i}, image: x, port: 1, upstreams: [{{service: s{i}x, localPort: 2}}]}}\n")
+
+
 def long_scalar(size: int) -> str:
     """One enormous string value."""
     return HEADER + "spec:\n  services:\n  - name: a\n    image: " + "x" * (size - 200) + "\n    port: 1\n"
@@ -90,6 +97,7 @@ INPUTS: dict[str, Callable[[int], str]] = {
     "alias-bomb-padded": alias_bomb_padded,
     "flow-scalars": flow_scalars,
     "many-services": many_services,
+    "misspelt-upstreams": misspelt_upstreams,
     "long-scalar": long_scalar,
     "deep-flow": deep_flow,
 }

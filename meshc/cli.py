@@ -41,9 +41,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _command_modules() -> list[ModuleType]:
+def _command_modules(names: Sequence[str] = COMMANDS) -> list[ModuleType]:
     modules = []
-    for name in COMMANDS:
+    for name in names:
         try:
             modules.append(importlib.import_module(f"meshc.commands.{name}"))
         except ModuleNotFoundError as exc:
@@ -52,12 +52,26 @@ def _command_modules() -> list[ModuleType]:
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _verb_modules(args: Sequence[str] | None) -> Sequence[str]:
+    """The command modules the parser needs: only the verb's own when args name one. Importing a
+    verb pulls in what it needs (a cluster client, Git, pydantic...): `meshc validate` must not
+    pay for `meshc apply`. Help, a verb meshc does not know, or no args at all need every verb."""
+    if args is None:
+        return COMMANDS
+    verb = next((arg for arg in args if not arg.startswith("-")), None)
+    if verb is None or any(arg in ("-h", "--help") for arg in args[:args.index(verb)]):
+        return COMMANDS
+    module = verb.replace("-", "_")
+    return (module,) if module in COMMANDS else COMMANDS
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for argv: every verb's sub-parser, or (given argv) only the one argv names."""
     parser = _Parser(prog="meshc", description="Compile mesh.yaml into Envoy, Kubernetes and etcd config, "
                      "and keep a cluster in sync with it.")
     parser.add_argument("--version", action="version", version=f"meshc {__version__}")
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in _command_modules():
+    for module in _command_modules(_verb_modules(argv)):
         sub = verbs.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.register(sub)
         sub.set_defaults(run=module.run)
@@ -65,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)

@@ -7,11 +7,10 @@ import gc
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from meshc import render
 from meshc.analysis import analyze
-from meshc.bundle import Bundle, StagedOutput, make_bundle, manifest, write_sharded
 from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
 from meshc.emit import naming
 from meshc.load import SpecSource, load_yaml
@@ -19,6 +18,9 @@ from meshc.resolve import ir, resolve
 from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
+
+if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
+    from meshc.bundle import Bundle
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
 # one costs more than it saves.
@@ -89,7 +91,6 @@ def check(source: SpecSource) -> Checked:
     diagnostics += structural
     if model is None:   # references are still worth knowing about in the same run
         diagnostics += check_references_raw(loaded.data, loaded.positions)
-    if model is None or not loaded.ok:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     diagnostics += check_semantics(model, loaded.positions)
     if has_errors(diagnostics):
@@ -125,6 +126,8 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
 @no_cycle_collection
 def build_bundle(checked: Checked, options: BuildOptions = BuildOptions()) -> Bundle:
     """Every file of a spec that checked clean, in memory (what the sync side works from)."""
+    from meshc.bundle import make_bundle
+
     mesh = _checked_mesh(checked)
     return make_bundle(dict(iter_files(mesh, options)), mesh=mesh.name,
                        spec_digest=render.sha256(checked.source.data), revision=checked.source.revision)
@@ -139,6 +142,7 @@ def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOpt
     memory does not grow with its output. With jobs > 1 and enough services, that many processes
     share the work (meshc.bundle.shards: workers are forked, so call it from a process without
     other threads). Raises BundleWriteError or OSError, with OUT untouched."""
+    from meshc.bundle import StagedOutput, manifest, write_sharded
     from meshc.emit import envoy, etcd, kubernetes  # noqa: F401 - once, here, rather than in every worker
 
     mesh = _checked_mesh(checked)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import subprocess
 import tempfile
@@ -38,11 +39,15 @@ def find_envoy() -> str | None:
     return shutil.which("envoy")
 
 
-def static_bootstrap(bootstrap: bytes, cds: bytes, lds: bytes) -> dict[str, Any]:
+def static_bootstrap(bootstrap: bytes, cds: bytes, lds: bytes, local_dir: str | None = None,
+                     local_files: Iterable[str] = ()) -> dict[str, Any]:
     """One sidecar's bootstrap with the resources of its cds/lds files made static.
 
     The files are JSON (meshc.render), which is also how Envoy reads them. Each resource loses its
-    `@type`, which a DiscoveryResponse needs and a static resource does not have."""
+    `@type`, which a DiscoveryResponse needs and a static resource does not have. The sidecar's
+    other files (file-based SDS, read from its config directory) stay file-based: a
+    `path_config_source` naming one of `local_files` is pointed at the copy in `local_dir`,
+    because validate mode insists that such paths exist (it does not read them)."""
     config: dict[str, Any] = json.loads(bootstrap)
     static = config.pop("static_resources", {})
     config.pop("dynamic_resources", None)
@@ -54,32 +59,31 @@ def static_bootstrap(bootstrap: bytes, cds: bytes, lds: bytes) -> dict[str, Any]
         "listeners": static.get("listeners", []) + plain(lds),
         "clusters": static.get("clusters", []) + plain(cds),
     }
+    if local_dir is not None:
+        _redirect_file_sources(config, local_dir, frozenset(local_files))
     return config
 
 
-def local_sds(config: Any, files: Mapping[str, bytes], service: str, directory: str) -> None:
-    """Under mTLS, clusters and listeners name the sidecar's SDS files (sds-identity.yaml,
-    sds-trust.yaml) by their path in its config directory, and validate mode wants those paths to
-    exist: write the build's SDS files into `directory` and point the folded config at them."""
-    names = set(naming.SDS_FILES.values())
-    present = [name for name in sorted(names) if naming.envoy_path(service, name) in files]
-    if not present:
-        return
-    os.makedirs(directory, exist_ok=True)
-    for name in present:
-        with open(os.path.join(directory, name), "wb") as handle:
-            handle.write(files[naming.envoy_path(service, name)])
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            source = node.get("path_config_source")
-            if isinstance(source, dict) and os.path.basename(str(source.get("path", ""))) in names:
-                node["path_config_source"] = {**source, "path": os.path.join(directory, os.path.basename(source["path"])),
-                                              "watched_directory": {"path": directory}}
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+def _redirect_file_sources(node: Any, local_dir: str, names: frozenset[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _redirect_file_sources(item, local_dir, names)
+    elif isinstance(node, dict):
+        source = node.get("path_config_source")
+        if isinstance(source, dict) and posixpath.basename(str(source.get("path", ""))) in names:
+            source["path"] = os.path.join(local_dir, posixpath.basename(source["path"]))
+            if "watched_directory" in source:
+                source["watched_directory"] = {"path": local_dir}
+        for value in node.values():
+            _redirect_file_sources(value, local_dir, names)
+
+
+def _other_files(files: Mapping[str, bytes], service: str) -> dict[str, bytes]:
+    """A sidecar's files besides bootstrap, cds and lds (file-based SDS), by file name."""
+    prefix = f"envoy/{service}/"
+    return {path[len(prefix):]: data for path, data in files.items()
+            if path.startswith(prefix) and "/" not in path[len(prefix):]
+            and path[len(prefix):] not in naming.ENVOY_FILES}
 
 
 def sidecars(files: Mapping[str, bytes]) -> list[str]:
@@ -94,8 +98,14 @@ def validate_sidecars(files: Mapping[str, bytes], envoy: str, *, jobs: int = 2,
     services = sidecars(files)
     with tempfile.TemporaryDirectory(prefix="meshc-verify-envoy-") as scratch:
         def one(service: str) -> Rejection | None:
-            config = static_bootstrap(*(files[naming.envoy_path(service, f)] for f in naming.ENVOY_FILES))
-            local_sds(config, files, service, os.path.join(scratch, service))
+            local_dir = os.path.join(scratch, service)
+            os.makedirs(local_dir)
+            others = _other_files(files, service)
+            for name, data in others.items():
+                with open(os.path.join(local_dir, name), "wb") as handle:
+                    handle.write(data)
+            bootstrap, cds, lds = (files[naming.envoy_path(service, f)] for f in naming.ENVOY_FILES)
+            config = static_bootstrap(bootstrap, cds, lds, local_dir=local_dir, local_files=others)
             path = os.path.join(scratch, f"{service}.json")
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(config, handle)

@@ -66,12 +66,20 @@ def unknown_upstreams(ctx: Context) -> Iterator[Diagnostic]:
     yield from _unknown_callees(calls, {s.name for s in ctx.mesh.spec.services}, ctx.positions)
 
 
+# "Did you mean" is looked for for this many misspelt names at most, and for fewer in a huge mesh:
+# each search compares the name with every service, and a hostile spec can hold 100,000 of each.
+MAX_SPELLING_HINTS = 20
+MAX_SPELLING_COMPARISONS = 200_000
+
+
 def _unknown_callees(calls: Sequence[tuple[Path, str, str]], names: set[str],
                      positions: Positions) -> Iterator[Diagnostic]:
+    hints_left = min(MAX_SPELLING_HINTS, MAX_SPELLING_COMPARISONS // max(len(names), 1))
     for path, caller, callee in calls:
         if callee not in names:
             where = path + ("service",)
-            hint = _hint(callee, names)
+            hint = _hint(callee, names) if hints_left > 0 else None
+            hints_left -= 1
             suffix = f"; did you mean '{hint}'?" if hint else ""
             yield error("E201", f"service '{caller}' calls '{callee}', which is not a service of this mesh{suffix}",
                         positions.value(where), where, hint)

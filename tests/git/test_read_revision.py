@@ -129,5 +129,7 @@ def test_validate_at_revision_positions_name_the_repo_path(git_repo: GitRepo) ->
     git_repo.commit_file("deploy/mesh.yaml", SHOP.replace("weight: 10}", "weight: 20}"), "broken weights")
     result = meshc("validate", "--repo", str(git_repo.path), "--rev", "HEAD", "deploy/mesh.yaml")
     assert result.returncode == 1
-    line = next(i for i, text in enumerate(SHOP.splitlines(), 1) if text.strip() == "versions:")
-    assert f"deploy/mesh.yaml:{line}:5: error: version weights of 'catalog' sum to 110, not 100 [E206]" in result.stderr
+    lines = SHOP.splitlines()
+    versions = lines.index("    versions:", lines.index("  - name: catalog")) + 1   # where E206 points
+    assert f"deploy/mesh.yaml:{versions}:5: error: version weights of 'catalog' sum to 110, not 100 [E206]" \
+        in result.stderr
