@@ -11,6 +11,7 @@ gRPC and health checks work over mTLS; TLS origination sends the right SNI and H
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -150,6 +151,26 @@ def test_mesh_identity_that_is_not_a_declared_caller_gets_403(pair_of: Any, back
     assert status == 200
     assert app.hits == 1                           # the intruder never reached the app
     assert api.stat("http.inbound.rbac.denied") == 1
+
+
+def test_a_sidecar_whose_service_is_not_a_declared_caller_gets_403(
+        pair_of: Any, backend_pool: BackendPoolFactory, envoy_runner: EnvoyRunner) -> None:
+    """intruder's sidecar is built from a spec in which it calls api (a stale or forged config), with
+    its real mesh certificate; api's sidecar is built from the reviewed spec, where it does not."""
+    (app,) = backend_pool(names=["api-app"])
+    pair = pair_of(mesh(app.port))
+    pair.start_api()
+    forged = copy.deepcopy(pair.caller)
+    intruder = next(s for s in forged["spec"]["services"] if s["name"] == "intruder")
+    intruder["upstreams"] = [{"service": "api", "localPort": free_port()}]
+    files = envoy_files(forged, pair.root / "config", {"api": f"{LOOPBACK}:{pair.inbound}"}, pair.tls)
+    sidecar = envoy_runner(install(files, "intruder", pair.root / "config"), name="intruder")
+    sidecar.wait_for_listener(f"outbound|{intruder['upstreams'][0]['localPort']}|api")
+    with Client(intruder["upstreams"][0]["localPort"]) as http:
+        answer = http.request("/secret")
+    assert answer.status == 403 and b"RBAC" in answer.body
+    assert sidecar.stat("cluster.api.ssl.handshake") >= 1      # mTLS itself succeeded: the identity is refused
+    assert app.hits == 0
 
 
 def test_strict_refuses_plaintext_and_certificates_of_another_ca(
