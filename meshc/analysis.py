@@ -31,8 +31,12 @@ def _http(upstream: ir.Upstream) -> bool:
 
 
 def tries(upstream: ir.Upstream) -> int:
-    """How many times one request through this edge may reach the callee: 1 + retries."""
-    return 1 + (upstream.retries.attempts if upstream.retries and _http(upstream) else 0)
+    """How many times one request through this edge may reach the callee: 1 + retries (the most
+    any of the callee's routes for this caller allows)."""
+    if not _http(upstream):
+        return 1
+    policies = [upstream.retries, *(r.retries for r in upstream.routes)]
+    return 1 + max((p.attempts for p in policies if p is not None), default=0)
 
 
 def backoff_worst_ms(retries: ir.RetryPolicy) -> int:
@@ -68,6 +72,24 @@ def retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
                           f"{tries} tries x perTryTimeout {fmt(retries.per_try_timeout_ms)} = {fmt(needed)} "
                           f"exceeds the route timeout {fmt(upstream.timeout_ms)}, which includes every retry",
                           retries.span, hint="raise timeout, or lower attempts or perTryTimeout")
+
+
+def route_retries_fit_timeout(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """W201 for a request route whose own timeout or retries leave no room for every try (once per
+    route: the first caller that shows it)."""
+    seen: set[tuple[str, int]] = set()
+    for service, upstream in _edges(mesh):
+        for route in upstream.routes:
+            retries, timeout = route.retries, route.timeout_ms
+            if retries is None or retries.per_try_timeout_ms is None or timeout is None:
+                continue
+            needed = retries.per_try_timeout_ms * (retries.attempts + 1)
+            if timeout < needed and (upstream.service, route.index) not in seen:
+                seen.add((upstream.service, route.index))
+                yield warning("W201", f"{service.name} -> {upstream.service}, route {route.name or route.index + 1}: "
+                              f"retries cannot all happen: {retries.attempts + 1} tries x perTryTimeout "
+                              f"{fmt(retries.per_try_timeout_ms)} = {fmt(needed)} exceeds the route timeout "
+                              f"{fmt(timeout)}", route.span, hint="raise the route's timeout, or lower its retries")
 
 
 def grpc_retry_conditions(mesh: ir.Mesh) -> Iterator[Diagnostic]:
@@ -247,7 +269,7 @@ def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     entry_points = mesh.analysis.entry_points
     if entry_points is None:
         return
-    called = {u.service for _, u in _edges(mesh)}
+    called = {u.service for _, u in _edges(mesh)} | {name for g in mesh.gateways for name in g.services}
     for service in mesh.services:
         if service.name not in called and service.name not in entry_points:
             yield warning("W304", f"service '{service.name}' is called by no service and is not listed in "
@@ -302,6 +324,7 @@ Analysis = Callable[[ir.Mesh], Iterable[Diagnostic]]
 
 ANALYSES: tuple[Analysis, ...] = (
     retries_fit_timeout,
+    route_retries_fit_timeout,
     grpc_retry_conditions,
     retry_amplification,
     timeout_budgets,

@@ -14,6 +14,7 @@ BACKOFF_MAX_FACTOR = 10           # Envoy's default max_interval is 10x base_int
 REPLICAS = 1
 IMPLICIT_VERSION = "default"
 ENVOY_CONFIG_DIR = "/etc/envoy"  # where the sidecar ConfigMap is mounted
+GATEWAY_TLS_DIR = "/etc/meshc/gateway-tls/{secret}"   # where a gateway's TLS Secret is mounted
 
 OUTLIER_CONSECUTIVE_5XX = 5
 OUTLIER_INTERVAL_MS = 10_000

@@ -19,3 +19,8 @@ def workload(service: str, version: str, implicit: bool) -> str:
 def headless_service(service: str, version: str) -> str:
     """Headless Service through which Envoy (STRICT_DNS) finds one version's pods."""
     return f"{service}-{version}"
+
+
+def gateway(name: str) -> str:
+    """A gateway's Deployment, Service and ServiceAccount: `gateway-<name>`."""
+    return f"gateway-{name}"

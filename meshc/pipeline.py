@@ -57,6 +57,8 @@ class BuildOptions:
     # SERVICE or SERVICE/VERSION -> HOST[:PORT]: sidecars reached outside Kubernetes DNS (hosts, VMs)
     envoy_hosts: Mapping[str, str] = field(default_factory=dict)
     tls_dir: str = naming.DEFAULT_TLS_DIR          # where sidecars read tls.crt, tls.key, ca.crt (mTLS)
+    # where a gateway finds its TLS Secrets' files; `{secret}` becomes each Secret's name
+    gateway_tls_dir: str = naming.GATEWAY_TLS_DIR
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def check(source: SpecSource) -> Checked:
 def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
-    its Kubernetes file (whose ConfigMap carries them); then the files of the whole mesh.
+    its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
+    whole mesh.
 
     shard/shards split the work between processes: this shard's share of the services (every
     shards-th, from the shard-th), and the whole-mesh files in shard 0."""
@@ -119,6 +122,15 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
         objects = kubernetes.service_objects(mesh, service, envoy_files)
         yield naming.kubernetes_path(service.name), render.file(objects)
     if shard == 0:
+        gateway = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
+                                        options.tls_dir)
+        for each in mesh.gateways:
+            name = naming.gateway_name(each.name)
+            gateway_files = {}
+            for filename, docs in gateway(each).items():
+                gateway_files[filename] = data = render.file(docs)
+                yield naming.envoy_path(name, filename), data
+            yield naming.kubernetes_path(name), render.file(kubernetes.gateway_objects(mesh, each, gateway_files))
         for path, docs in (kubernetes.mesh_documents(mesh) | etcd.emit(mesh)).items():
             yield path, render.file(docs)
 

@@ -23,6 +23,7 @@ from meshc.commands.common import (
     usage_error,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
+from meshc.defaults import GATEWAY_TLS_DIR
 from meshc.progress import Progress
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         metavar="SERVICE[/VERSION]=HOST[:PORT]",
                         help="callers reach this service's (or version's) sidecar at HOST[:PORT] instead of its "
                         "Kubernetes DNS name; PORT defaults to the proxy inboundPort (repeatable; hosts and VMs)")
+    parser.add_argument("--gateway-tls-dir", default=GATEWAY_TLS_DIR, metavar="DIR",
+                        help=f"where gateways read their TLS Secrets' tls.crt and tls.key (default {GATEWAY_TLS_DIR}, "
+                        "the Secret mount); {secret} in DIR becomes each Secret's name")
     parser.add_argument("--tls-dir", default=None, metavar="DIR",
                         help="where sidecars read their certificate (tls.crt, tls.key, ca.crt) under mTLS "
                         "(default /etc/meshc/tls, the Secret mount); {service} in DIR becomes each sidecar's "

@@ -98,17 +98,19 @@ def run_issue(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     mesh = checked.mesh
     trust_domain = mesh.security.trust_domain if mesh.security else "cluster.local"
-    services = [s for s in mesh.deployed_services if not args.service or s.name in args.service]
-    unknown = sorted(set(args.service) - {s.name for s in mesh.deployed_services})
+    # Workloads with an identity: every deployed service, and every gateway (`gateway-<name>`).
+    workloads = [s.name for s in mesh.deployed_services] + [f"gateway-{g.name}" for g in mesh.gateways]
+    services = [name for name in workloads if not args.service or name in args.service]
+    unknown = sorted(set(args.service) - set(workloads))
     if unknown:
         sys.stderr.write(f"meshc: error: no deployed service called {', '.join(unknown)}\n")
         return EXIT_USAGE
     output = Path(args.output)
     try:
-        for service in services:
-            spiffe = f"spiffe://{trust_domain}/ns/{mesh.namespace}/sa/{service.name}"
+        for name in services:
+            spiffe = f"spiffe://{trust_domain}/ns/{mesh.namespace}/sa/{name}"
             certificate, key = certs.issue(authority, spiffe, args.validity)
-            certs.write_workload(output / service.name, certificate, key, authority.certificate_pem)
+            certs.write_workload(output / name, certificate, key, authority.certificate_pem)
     except OSError as exc:
         sys.stderr.write(f"meshc: error: cannot write {output}: {exc}\n")
         return EXIT_USAGE

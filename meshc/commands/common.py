@@ -131,10 +131,12 @@ def usage_error(message: str) -> MeshcError:
 def build_options(args: argparse.Namespace) -> BuildOptions:
     from meshc.pipeline import BuildOptions
 
+    from meshc.defaults import GATEWAY_TLS_DIR
     from meshc.emit.naming import DEFAULT_TLS_DIR
 
     return BuildOptions(config_dir=args.envoy_config_dir, envoy_hosts=dict(args.envoy_host),
-                        tls_dir=getattr(args, "tls_dir", None) or DEFAULT_TLS_DIR)
+                        tls_dir=getattr(args, "tls_dir", None) or DEFAULT_TLS_DIR,
+                        gateway_tls_dir=getattr(args, "gateway_tls_dir", GATEWAY_TLS_DIR))
 
 
 def check_from_args(args: argparse.Namespace, *, always: bool = False) -> Checked:

@@ -7,6 +7,7 @@ clusters and listeners, etcd keys, output paths, labels); nothing else spells th
 from __future__ import annotations
 
 from meshc import object_names
+from meshc import defaults
 from meshc.defaults import ENVOY_CONFIG_DIR, MESH_ISSUER, TLS_DIR
 from meshc.resolve import ir
 
@@ -15,6 +16,7 @@ MANAGED_BY = "meshc"
 MESH_LABEL = "meshc.dev/mesh"
 SERVICE_LABEL = "meshc.dev/service"
 VERSION_LABEL = "meshc.dev/version"
+GATEWAY_LABEL = "meshc.dev/gateway"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 APP_VERSION_LABEL = "app.kubernetes.io/version"
 CONFIG_HASH_ANNOTATION = "meshc.dev/config-hash"
@@ -69,6 +71,24 @@ def headless_dns_name(service: str, version: ir.Version, namespace: str) -> str:
     return f"{headless_service_name(service, version)}.{namespace}.svc.{CLUSTER_DOMAIN}"
 
 
+def gateway_name(gateway: str) -> str:
+    """A gateway's Deployment, Service, ServiceAccount, Envoy directory and Kubernetes file stem."""
+    return object_names.gateway(gateway)
+
+
+def gateway_labels(mesh: ir.Mesh, gateway: str) -> dict[str, str]:
+    return {**mesh_labels(mesh), APP_NAME_LABEL: gateway_name(gateway), GATEWAY_LABEL: gateway}
+
+
+def gateway_selector(gateway: str) -> dict[str, str]:
+    return {GATEWAY_LABEL: gateway}
+
+
+def sds_file(secret: str) -> str:
+    """The file-based SDS resource naming one TLS Secret's files, beside the gateway's cds/lds."""
+    return f"sds-tls-{secret}.yaml"
+
+
 def config_map_name(service: str) -> str:
     return f"{service}-envoy"
 
@@ -119,6 +139,16 @@ SIDECAR_TMP_VOLUME = "envoy-tmp"
 APP_TMP_VOLUME = "tmp"
 SIDECAR_INBOUND_PORT_NAME = "envoy-inbound"
 SIDECAR_STATS_PORT_NAME = "envoy-stats"
+GATEWAY_TLS_DIR = defaults.GATEWAY_TLS_DIR
+SECRET_PLACEHOLDER = "{secret}"
+
+
+def gateway_tls_volume(secret: str) -> str:
+    return f"tls-{secret}"[:63]
+
+
+def gateway_port_name(port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}-{port}"
 
 
 def app_port_name(protocol: ir.Protocol) -> str:
@@ -145,6 +175,11 @@ def outbound_listener_name(service: str, local_port: int) -> str:
 
 def route_name(service: str) -> str:
     return f"to|{service}"
+
+
+def request_route_name(service: str, route: str | None, index: int) -> str:
+    """One of a service's routes in a caller's route table: `to|reviews|testers` (or its position)."""
+    return f"to|{service}|{route if route is not None else index}"
 
 
 def node_id(mesh: ir.Mesh, service: str) -> str:

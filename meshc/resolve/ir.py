@@ -22,6 +22,17 @@ class HashKey:
 
     header: str | None
     source_ip: bool
+    cookie: CookieKey | None = None
+    query_parameter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CookieKey:
+    """Hash on a cookie; with a ttl the proxy sets it on a first answer, so later requests stick."""
+
+    name: str
+    ttl_ms: int | None
+    path: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +55,14 @@ class RetryPolicy:
     retry_on: tuple[str, ...]
     backoff: Backoff | None
     span: Span
+    retriable_status_codes: tuple[int, ...] = ()   # sorted; retried under retriable-status-codes
+    retriable_headers: tuple[str, ...] = ()        # response headers that mean "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    percent: float | None           # of active requests that may be retries; None: the proxy's default
+    min_concurrency: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +82,7 @@ class CircuitBreaker:
     max_requests: int
     max_retries: int
     span: Span
+    retry_budget: RetryBudget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +147,7 @@ class Upstream:
     fail_fast: bool
     destination: Destination
     span: Span
+    routes: tuple[Route, ...] = ()   # the callee's routes this caller applies, timeout/retries resolved
     host_rewrite: str | None = None   # the Host callers send to an external service with TLS (its name)
 
 
@@ -144,8 +165,9 @@ class Caller:
     """One identity allowed to call a service: a mesh service (`service` set) or an extra caller."""
 
     identity: Identity
-    service: str | None           # the calling mesh service; None for spec `extraCallers`
+    service: str | None           # the calling mesh service; None for spec `extraCallers` and gateways
     span: Span
+    gateway: str | None = None    # the calling gateway (spec.gateways[].name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +196,8 @@ class Service:
     upstreams: tuple[Upstream, ...]  # sorted by service name
     env: tuple[tuple[str, str], ...]  # sorted by name
     span: Span
+    routes: tuple[Route, ...] = ()   # in spec order: the first match wins
+    rate_limit: RateLimit | None = None
     # Zero trust. mtls: this service's inbound mode (its own override, else the mesh's).
     identity: Identity | None = None
     mtls: MtlsMode = MtlsMode.OFF
@@ -230,6 +254,7 @@ class Mesh:
     services: tuple[Service, ...]  # sorted by name
     analysis: Analysis
     span: Span
+    gateways: tuple[Gateway, ...] = ()   # sorted by name
     security: Security | None = None   # None only for meshes built by hand in tests
 
     def service(self, name: str) -> Service:
@@ -241,3 +266,127 @@ class Mesh:
     @property
     def deployed_services(self) -> tuple[Service, ...]:
         return tuple(s for s in self.services if s.deployed)
+
+
+# --- request routing, faults, rate limits and gateways ------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    kind: str                     # exact | prefix | suffix | regex | present | absent
+    value: str | None             # None for present / absent
+
+
+@dataclass(frozen=True, slots=True)
+class NamedMatch:
+    """A condition on one header or query parameter."""
+
+    name: str
+    match: StringMatch
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatch:
+    kind: str                     # prefix | exact | regex
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    path: PathMatch | None
+    headers: tuple[NamedMatch, ...]   # in spec order
+    methods: tuple[str, ...]          # empty: any method
+    query: tuple[NamedMatch, ...]
+    callers: tuple[str, ...] | None   # None: every caller
+
+
+@dataclass(frozen=True, slots=True)
+class VersionShare:
+    name: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    delay_ms: int | None
+    delay_percent: float
+    abort_status: int | None
+    abort_grpc_status: int | None
+    abort_percent: float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    service: str
+    version: str | None           # None: the service's only version, or its static endpoints
+    percent: float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderChanges:
+    set: tuple[tuple[str, str], ...]   # in spec order
+    remove: tuple[str, ...]
+
+
+NO_HEADER_CHANGES = HeaderChanges((), ())
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str | None
+    index: int                    # position among the service's routes
+    match: RouteMatch
+    versions: tuple[VersionShare, ...]   # empty: the service's own version weights
+    timeout_ms: int | None        # None in a service's declaration; resolved per caller in Upstream.routes
+    retries: RetryPolicy | None
+    retries_set: bool             # the route sets retries of its own
+    fault: Fault | None
+    mirror: Mirror | None
+    prefix_rewrite: str | None
+    request_headers: HeaderChanges
+    response_headers: HeaderChanges
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests: int                 # tokens added every per_ms
+    per_ms: int
+    burst: int                    # the bucket's size
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayListener:
+    port: int
+    hosts: tuple[str, ...]
+    tls_secret: str | None        # a kubernetes.io/tls Secret
+    redirect_to_https: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRoute:
+    host: str | None              # None: every host of the gateway's listeners
+    path: PathMatch | None
+    service: str
+    timeout_ms: int
+    retries: RetryPolicy | None
+    prefix_rewrite: str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    name: str
+    replicas: int
+    listeners: tuple[GatewayListener, ...]   # in spec order
+    routes: tuple[GatewayRoute, ...]         # in spec order: the first match wins
+    span: Span
+    identity: Identity | None = None         # its workload identity, whenever the mesh uses mTLS
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services it routes to, sorted: its callees."""
+        return tuple(sorted({r.service for r in self.routes}))

@@ -7,6 +7,7 @@ import dataclasses
 from meshc.diagnostics import Span
 from meshc.load import Positions
 from meshc import defaults as builtin
+from meshc import object_names
 from meshc.resolve import ir
 from meshc.validate import models as spec
 from meshc.vocabulary import FailurePolicy, MtlsMode
@@ -31,13 +32,20 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
         s.name: _service_policies(s, defaults, span, ("spec", "services", indexes[s.name]))
         for s in mesh.spec.services
     }
+    routes = {s.name: _routes(s, ("spec", "services", indexes[s.name]), span)
+              for s in mesh.spec.services if s.routes}
     name = mesh.metadata.name
     namespace = mesh.spec.namespace or name
     security = _security(mesh.spec, span)
+    gateways = tuple(sorted((_gateway(g, ("spec", "gateways", i), defaults, span)
+                             for i, g in enumerate(mesh.spec.gateways or ())), key=lambda g: g.name))
+    if security.enabled:   # a gateway is a mesh member: its ServiceAccount gateway-<name> is its identity
+        gateways = tuple(dataclasses.replace(g, identity=identity(
+            security.trust_domain, namespace, object_names.gateway(g.name))) for g in gateways)
     services = _with_zero_trust(mesh.spec, [
-        _service(s, ("spec", "services", i), defaults, services_by_name, destinations, span)
+        _service(s, ("spec", "services", i), defaults, services_by_name, destinations, span, routes, indexes)
         for i, s in enumerate(mesh.spec.services)
-    ], security, namespace, span)
+    ], security, namespace, span, gateways)
     return ir.Mesh(
         name=name,
         namespace=namespace,
@@ -50,6 +58,7 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
             if mesh.spec.analysis.entry_points is not None else None,
         ),
         span=span(),
+        gateways=gateways,
         security=security,
     )
 
@@ -102,6 +111,8 @@ def _load_balancing(lb: spec.LoadBalancer | None, where: Span) -> ir.LoadBalanci
     key = None
     if lb.hash_on is not None and (lb.hash_on.header or lb.hash_on.source_ip):
         key = ir.HashKey(header=lb.hash_on.header, source_ip=bool(lb.hash_on.source_ip) and not lb.hash_on.header)
+    elif lb.hash_on is not None and (lb.hash_on.cookie or lb.hash_on.query_parameter):
+        key = _request_hash_key(lb.hash_on)
     return ir.LoadBalancing(lb.policy, key, where)
 
 
@@ -133,6 +144,8 @@ def _circuit(own: spec.CircuitBreaker | None, path: Path, defaults: spec.Default
         max_requests=chosen.max_requests or builtin.CIRCUIT_MAX_REQUESTS,
         max_retries=_first(chosen.max_retries, builtin.CIRCUIT_MAX_RETRIES),
         span=where,
+        retry_budget=ir.RetryBudget(chosen.retry_budget.percent, chosen.retry_budget.min_concurrency)
+        if chosen.retry_budget is not None else None,
     )
 
 
@@ -150,11 +163,17 @@ def _first(value: int | None, default: int) -> int:
 # --- services and their routes ------------------------------------------------------------
 
 def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name: dict[str, spec.Service],
-             destinations: dict[str, ir.Destination], span: _Spans) -> ir.Service:
+             destinations: dict[str, ir.Destination], span: _Spans,
+             routes: dict[str, tuple[ir.Route, ...]], indexes: dict[str, int]) -> ir.Service:
     own = destinations[service.name]
     upstreams = [
         _upstream(u, path + ("upstreams", i), defaults, by_name[u.service], destinations[u.service], span)
         for i, u in enumerate(service.upstreams)
+    ]
+    upstreams = [
+        _with_routes(up, service.name, u, by_name[u.service], routes[u.service],
+                     ("spec", "services", indexes[u.service]), defaults, span) if u.service in routes else up
+        for up, u in zip(upstreams, service.upstreams)
     ]
     return ir.Service(
         name=service.name,
@@ -175,6 +194,8 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         upstreams=tuple(sorted(upstreams, key=lambda u: (u.service, u.local_port))),
         env=tuple(sorted((service.env or {}).items())),
         span=span(*path),
+        routes=routes.get(service.name, ()),
+        rate_limit=_rate_limit(service.rate_limit, path + ("rateLimit",), span),
     )
 
 
@@ -232,13 +253,13 @@ def _retries(own: spec.Retries | None, inherited: spec.Retries | None, path: Pat
     retry_on = pick("retry_on")
     backoff = _backoff(own.backoff if own else None, inherited.backoff if inherited else None)
     where = span(*path, "retries") if own else (span("spec", "defaults", "retries") if inherited else span(*path))
-    return ir.RetryPolicy(
+    return _with_retry_inputs(ir.RetryPolicy(
         attempts=attempts if isinstance(attempts, int) else builtin.RETRY_ATTEMPTS,
         per_try_timeout_ms=per_try if isinstance(per_try, int) else None,
         retry_on=tuple(retry_on) if isinstance(retry_on, list) else builtin.RETRY_ON,
         backoff=backoff,
         span=where,
-    )
+    ), pick("retriable_headers"))
 
 
 def _backoff(own: spec.Backoff | None, inherited: spec.Backoff | None) -> ir.Backoff:
@@ -273,6 +294,159 @@ def _fail_fast_destination(destination: ir.Destination, where: Span) -> ir.Desti
     )
 
 
+# --- request routing, rate limits and gateways --------------------------------------------
+
+_RETRY_STATUS_CODES = "retriable-status-codes"
+_RETRY_HEADERS = "retriable-headers"
+
+
+def _with_retry_inputs(policy: ir.RetryPolicy, headers: object) -> ir.RetryPolicy:
+    """HTTP status codes in retryOn become retriable_status_codes (and imply that condition);
+    retriableHeaders imply retriable-headers."""
+    conditions = [str(c) for c in policy.retry_on]
+    codes = sorted({int(c) for c in conditions if c.isdigit()})
+    named = [c for c in conditions if not c.isdigit()]
+    header_names = tuple(headers) if isinstance(headers, list) else ()
+    if codes and _RETRY_STATUS_CODES not in named:
+        named.append(_RETRY_STATUS_CODES)
+    if header_names and _RETRY_HEADERS not in named:
+        named.append(_RETRY_HEADERS)
+    if not codes and not header_names and len(named) == len(policy.retry_on):
+        return policy
+    return dataclasses.replace(policy, retry_on=tuple(named), retriable_status_codes=tuple(codes),
+                               retriable_headers=header_names)
+
+
+def _request_hash_key(hash_on: spec.HashOn) -> ir.HashKey:
+    cookie = hash_on.cookie
+    return ir.HashKey(
+        header=None, source_ip=False,
+        cookie=ir.CookieKey(cookie.name, cookie.ttl, cookie.path) if cookie is not None else None,
+        query_parameter=hash_on.query_parameter if cookie is None else None,
+    )
+
+
+def _string_match(match: spec.StringMatch) -> ir.StringMatch:
+    for kind in ("exact", "prefix", "suffix", "regex"):
+        value = getattr(match, kind)
+        if value is not None:
+            return ir.StringMatch(kind, value)
+    return ir.StringMatch("absent" if match.absent else "present", None)
+
+
+def _path_match(match: spec.PathMatch | None) -> ir.PathMatch | None:
+    if match is None:
+        return None
+    for kind in ("prefix", "exact", "regex"):
+        value = getattr(match, kind)
+        if value is not None:
+            return ir.PathMatch(kind, value)
+    return None
+
+
+def _route_match(match: spec.RouteMatch | None) -> ir.RouteMatch:
+    if match is None:
+        return ir.RouteMatch(None, (), (), (), None)
+    return ir.RouteMatch(
+        path=_path_match(match.path),
+        headers=tuple(ir.NamedMatch(n, _string_match(m)) for n, m in (match.headers or {}).items()),
+        methods=tuple(match.methods or ()),
+        query=tuple(ir.NamedMatch(n, _string_match(m)) for n, m in (match.query or {}).items()),
+        callers=tuple(sorted(match.callers)) if match.callers is not None else None,
+    )
+
+
+def _header_changes(changes: spec.HeaderChanges | None) -> ir.HeaderChanges:
+    if changes is None:
+        return ir.NO_HEADER_CHANGES
+    return ir.HeaderChanges(tuple((changes.set or {}).items()), tuple(changes.remove or ()))
+
+
+def _fault(fault: spec.Fault | None, where: Span) -> ir.Fault | None:
+    if fault is None:
+        return None
+    delay, abort = fault.delay, fault.abort
+    return ir.Fault(
+        delay_ms=delay.duration if delay else None, delay_percent=delay.percent if delay else 0.0,
+        abort_status=abort.status if abort else None, abort_grpc_status=abort.grpc_status if abort else None,
+        abort_percent=abort.percent if abort else 0.0, span=where,
+    )
+
+
+def _routes(service: spec.Service, path: Path, span: _Spans) -> tuple[ir.Route, ...]:
+    """A service's declared routes; their timeout and retries are resolved per caller later."""
+    routes = []
+    for index, route in enumerate(service.routes or ()):
+        where = path + ("routes", index)
+        versions = tuple(ir.VersionShare(v.name, v.weight) for v in route.versions or ()) or \
+            ((ir.VersionShare(route.version, 100),) if route.version else ())
+        mirror = route.mirror
+        routes.append(ir.Route(
+            name=route.name, index=index, match=_route_match(route.match), versions=versions,
+            timeout_ms=route.timeout, retries=None, retries_set=route.retries is not None,
+            fault=_fault(route.fault, span(*where, "fault")),
+            mirror=ir.Mirror(mirror.service or service.name, mirror.version, mirror.percent, span(*where, "mirror"))
+            if mirror is not None else None,
+            prefix_rewrite=route.rewrite.prefix if route.rewrite else None,
+            request_headers=_header_changes(route.headers.request if route.headers else None),
+            response_headers=_header_changes(route.headers.response if route.headers else None),
+            span=span(*where),
+        ))
+    return tuple(routes)
+
+
+def _layered(upper: spec.Retries | None, lower: spec.Retries | None) -> spec.Retries | None:
+    """Field by field, `upper` where it says something, else `lower`."""
+    if upper is None or lower is None:
+        return upper or lower
+    fields = {name: getattr(upper, name) if getattr(upper, name) is not None else getattr(lower, name)
+              for name in spec.Retries.model_fields}
+    return spec.Retries.model_construct(**fields)
+
+
+def _with_routes(upstream: ir.Upstream, caller: str, declared: spec.Upstream, callee: spec.Service,
+                 declared_routes: tuple[ir.Route, ...], callee_path: Path, defaults: spec.Defaults,
+                 span: _Spans) -> ir.Upstream:
+    """The callee's routes as this caller applies them: only those scoped to it (or to everyone),
+    with the route's timeout and retries over this caller's own (retries field by field)."""
+    routes = []
+    for index, route in enumerate(callee.routes or ()):
+        callers = route.match.callers if route.match else None
+        if callers is not None and caller not in callers:
+            continue
+        retries = upstream.retries
+        if route.retries is not None:
+            where = callee_path + ("routes", index)
+            resolved = _retries(route.retries, _layered(declared.retries, defaults.retries), where, span)
+            retries = resolved if resolved.attempts > 0 else None
+        routes.append((index, route.timeout or upstream.timeout_ms, retries, route.retries is not None))
+    return dataclasses.replace(upstream, routes=tuple(
+        dataclasses.replace(declared_routes[index], timeout_ms=timeout, retries=retries, retries_set=own)
+        for index, timeout, retries, own in routes))
+
+
+def _rate_limit(limit: spec.RateLimit | None, path: Path, span: _Spans) -> ir.RateLimit | None:
+    if limit is None:
+        return None
+    return ir.RateLimit(limit.requests, limit.per, limit.burst or limit.requests, span(*path))
+
+
+def _gateway(gateway: spec.Gateway, path: Path, defaults: spec.Defaults, span: _Spans) -> ir.Gateway:
+    listeners = tuple(
+        ir.GatewayListener(li.port, tuple(li.hosts), li.tls.secret_name if li.tls else None, li.redirect_to_https,
+                           span(*path, "listeners", i))
+        for i, li in enumerate(gateway.listeners))
+    routes = []
+    for index, route in enumerate(gateway.routes):
+        where = path + ("routes", index)
+        retries = _retries(None, defaults.retries, where, span) if (defaults.failure_policy
+                                                                      is not FailurePolicy.FAIL_FAST) else None
+        routes.append(ir.GatewayRoute(
+            host=route.match.host, path=_path_match(route.match.path), service=route.service,
+            timeout_ms=route.timeout or defaults.timeout or builtin.ROUTE_TIMEOUT_MS,
+            retries=retries if retries is not None and retries.attempts > 0 else None,
+            prefix_rewrite=route.rewrite.prefix if route.rewrite else None, span=span(*where)))
+    return ir.Gateway(gateway.name, gateway.replicas, listeners, tuple(routes), span(*path))
 # --- zero trust: identities and who may call whom -----------------------------------------
 
 def _security(mesh: spec.MeshSpec, span: _Spans) -> ir.Security:
@@ -300,7 +474,7 @@ def identity(trust_domain: str, namespace: str, service_account: str) -> ir.Iden
 
 
 def _with_zero_trust(mesh: spec.MeshSpec, services: list[ir.Service], security: ir.Security, namespace: str,
-                     span: _Spans) -> list[ir.Service]:
+                     span: _Spans, gateways: tuple[ir.Gateway, ...] = ()) -> list[ir.Service]:
     """Identities, modes and allowed callers. Authorization is decided here, once: a service may be
     called by the services that list it in `upstreams` and by its `extraCallers`, no one else."""
     identities = {s.name: identity(security.trust_domain, namespace, s.name) for s in services}
@@ -309,6 +483,16 @@ def _with_zero_trust(mesh: spec.MeshSpec, services: list[ir.Service], security: 
         for upstream in service.upstreams:
             callers[upstream.service].setdefault(service.name, ir.Caller(
                 identities[service.name], service.name, upstream.span))
+            for route in upstream.routes:   # a mirror calls its target from this caller's sidecar
+                if route.mirror is not None and route.mirror.service != upstream.service:
+                    callers[route.mirror.service].setdefault(service.name, ir.Caller(
+                        identities[service.name], service.name, route.mirror.span))
+    for gateway in gateways:      # a gateway is a mesh caller of every service it routes to
+        account = object_names.gateway(gateway.name)
+        for name in gateway.services:
+            callers[name].setdefault(account, ir.Caller(
+                gateway.identity or identity(security.trust_domain, namespace, account), None, gateway.span,
+                gateway=gateway.name))
     declared = {s.name: (i, s) for i, s in enumerate(mesh.services)}
     external = {name: _external_tls(own, ("spec", "services", i), span) for name, (i, own) in declared.items()}
     resolved = []

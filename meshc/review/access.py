@@ -50,6 +50,8 @@ class AccessChange:
 
 
 def caller_label(caller: ir.Caller) -> str:
+    if caller.gateway is not None:
+        return caller.identity.service_account      # gateway-<name>
     return caller.service or f"{caller.identity.namespace}/{caller.identity.service_account}"
 
 
@@ -89,9 +91,10 @@ def authorization_graph(mesh: ir.Mesh) -> CallGraph:
     identity a service admits (dashed: plaintext is admitted too, or mtls is off)."""
     nodes = [Node(s.name, (s.name, f"mtls {s.mtls.value}", *( (s.identity.spiffe_id,) if s.identity else ())),
                   False, False) for s in mesh.deployed_services]
-    outsiders = sorted({caller_label(c) for s in mesh.deployed_services for c in s.allowed_callers
-                        if c.service is None})
-    nodes += [Node(_node_name(label), (label, "outside the call graph"), True, True) for label in outsiders]
+    outsiders = sorted({(caller_label(c), c.gateway is not None) for s in mesh.deployed_services
+                        for c in s.allowed_callers if c.service is None})
+    nodes += [Node(_node_name(label), (label, "ingress gateway" if gateway else "outside the call graph"),
+                   not gateway, True) for label, gateway in outsiders]
     edges = []
     for service in mesh.deployed_services:
         enforced = service.mtls is ir.MtlsMode.STRICT

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from meshc.analysis import amplification
 from meshc.durations import format_duration as fmt
+from meshc import object_names
 from meshc.resolve import ir
+from meshc.review.spec_view import fault_text, gateway_route_text, match_text
 
 FORMATS = ("mermaid", "dot")
 
@@ -45,13 +47,16 @@ def call_graph(mesh: ir.Mesh) -> CallGraph:
     nodes = tuple(_node(s, worst[s.name].factor if s.name in worst else 1, s.name in entry_points)
                   for s in mesh.services)
     edges = tuple(_edge(s, u, mesh.service(u.service)) for s in mesh.services for u in s.upstreams)
-    return CallGraph(mesh.name, nodes, edges)
+    return CallGraph(mesh.name, nodes + gateway_nodes(mesh), edges + gateway_edges(mesh))
 
 
 def lb_label(lb: ir.LoadBalancing) -> str:
     key = lb.hash_key
     if key is None:
         return lb.policy.value
+    if key.cookie is not None or key.query_parameter is not None:
+        on = f"cookie {key.cookie.name}" if key.cookie is not None else f"query {key.query_parameter}"
+        return f"{lb.policy.value} on {on}"
     return f"{lb.policy.value} on {'header ' + key.header if key.header else 'source IP'}"
 
 
@@ -72,7 +77,41 @@ def _edge(caller: ir.Service, upstream: ir.Upstream, callee: ir.Service) -> Edge
         lines.append(_retries_label(upstream))
     if len(callee.versions) > 1:
         lines.append(" / ".join(f"{v.name} {v.weight}%" for v in callee.versions))
+    lines += route_lines(upstream)
     return Edge(caller.name, upstream.service, tuple(lines), upstream.fail_fast)
+
+
+# --- request routes and gateways -------------------------------------------------------------
+
+def route_lines(upstream: ir.Upstream) -> list[str]:
+    """The callee's routes this caller applies, first match first: `if <match>: <action>`."""
+    return [f"if {match_text(r.match) or 'any'}: {_route_action(r)}" for r in upstream.routes]
+
+
+def _route_action(route: ir.Route) -> str:
+    parts = [" / ".join(f"{v.name} {v.weight}%" if len(route.versions) > 1 else v.name for v in route.versions)]
+    if route.fault is not None:
+        parts.append(fault_text(route.fault))
+    if route.mirror is not None:
+        parts.append(f"mirror {route.mirror.version or route.mirror.service} {route.mirror.percent:g}%")
+    return ", ".join(p for p in parts if p) or "default split"
+
+
+def gateway_nodes(mesh: ir.Mesh) -> tuple[Node, ...]:
+    """Gateways are where requests enter: entry-point nodes named as their Deployment is."""
+    return tuple(Node(object_names.gateway(g.name), (
+        object_names.gateway(g.name),
+        " ".join(f"{'https' if li.tls_secret else 'http'}:{li.port}" for li in g.listeners)), False, True)
+        for g in mesh.gateways)
+
+
+def gateway_edges(mesh: ir.Mesh) -> tuple[Edge, ...]:
+    edges = []
+    for gateway in mesh.gateways:
+        for service in gateway.services:
+            lines = tuple(gateway_route_text(r).rsplit(" -> ", 1)[0] for r in gateway.routes if r.service == service)
+            edges.append(Edge(object_names.gateway(gateway.name), service, lines, False))
+    return tuple(edges)
 
 
 def _retries_label(upstream: ir.Upstream) -> str:

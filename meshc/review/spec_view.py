@@ -16,7 +16,7 @@ from meshc.diagnostics import Path, Span
 from meshc.durations import format_duration as fmt
 from meshc.resolve import ir
 
-KIND_ORDER = {"mesh": 0, "service": 1, "version": 2, "endpoint": 3, "route": 4}
+KIND_ORDER = {"mesh": 0, "service": 1, "version": 2, "endpoint": 3, "route": 4, "request-route": 5, "gateway": 6}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,8 @@ def subjects(mesh: ir.Mesh) -> dict[tuple[str, ...], Subject]:
         found += [_version_subject(service, v) for v in service.versions if not v.implicit]
         found += [_endpoint_subject(service, e) for e in service.endpoints]
         found += list(_route_subjects(service))
+        found += list(request_route_subjects(service))
+    found += [gateway_subject(g) for g in mesh.gateways]
     return {s.key: s for s in found}
 
 
@@ -127,7 +129,13 @@ def _route_subjects(service: ir.Service) -> Iterator[Subject]:
 
 def load_balancer(lb: ir.LoadBalancing) -> dict[str, Any]:
     key = lb.hash_key
-    hash_on = None if key is None else ({"header": key.header} if key.header else {"sourceIp": True})
+    hash_on: dict[str, Any] | None = None if key is None else (
+        {"header": key.header} if key.header else {"sourceIp": True})
+    if key is not None and key.cookie is not None:
+        hash_on = {"cookie": {"name": key.cookie.name, "ttl": fmt(key.cookie.ttl_ms) if key.cookie.ttl_ms else None,
+                              "path": key.cookie.path}}
+    elif key is not None and key.query_parameter is not None:
+        hash_on = {"queryParameter": key.query_parameter}
     return {"policy": lb.policy.value, "hashOn": hash_on}
 
 
@@ -166,6 +174,75 @@ def retries(policy: ir.RetryPolicy | None) -> dict[str, Any] | None:
     }
 
 
+# --- request routes and gateways -----------------------------------------------------------
+
+def request_route_subjects(service: ir.Service) -> Iterator[Subject]:
+    """A service's routes, by name (or position), in the spec's spelling."""
+    for route in service.routes:
+        label = route.name or f"#{route.index + 1}"
+        yield Subject(("request-route", service.name, label, str(route.index)), "request-route",
+                      f"service {service.name}, route {label}", service.name, request_route(route), route.span)
+
+
+def request_route(route: ir.Route) -> dict[str, Any]:
+    values: dict[str, Any] = {"position": route.index + 1, "match": match_text(route.match) or "every request"}
+    if route.versions:
+        values["versions"] = {v.name: v.weight for v in route.versions}
+    if route.timeout_ms is not None:
+        values["timeout"] = fmt(route.timeout_ms)
+    if route.fault is not None:
+        values["fault"] = fault_text(route.fault)
+    if route.mirror is not None:
+        target = route.mirror.service + (f" {route.mirror.version}" if route.mirror.version else "")
+        values["mirror"] = f"{target} {route.mirror.percent:g}%"
+    if route.prefix_rewrite is not None:
+        values["rewrite"] = {"prefix": route.prefix_rewrite}
+    for side, changes in (("request", route.request_headers), ("response", route.response_headers)):
+        if changes.set or changes.remove:
+            values[f"{side}Headers"] = {"set": dict(changes.set), "remove": list(changes.remove)}
+    return values
+
+
+def match_text(match: ir.RouteMatch) -> str:
+    """`path prefix /api, header end-user exact jason, GET, from productpage` (empty: everything)."""
+    parts = [f"path {match.path.kind} {match.path.value}"] if match.path else []
+    parts += [f"header {h.name} {_condition(h.match)}" for h in match.headers]
+    parts += [f"query {q.name} {_condition(q.match)}" for q in match.query]
+    parts += ["|".join(match.methods)] if match.methods else []
+    parts += [f"from {', '.join(match.callers)}"] if match.callers is not None else []
+    return ", ".join(parts)
+
+
+def _condition(condition: ir.StringMatch) -> str:
+    return condition.kind if condition.value is None else f"{condition.kind} {condition.value}"
+
+
+def fault_text(fault: ir.Fault) -> str:
+    parts = []
+    if fault.delay_ms is not None:
+        parts.append(f"delay {fmt(fault.delay_ms)} {fault.delay_percent:g}%")
+    status = fault.abort_status if fault.abort_status is not None else (
+        f"grpc {fault.abort_grpc_status}" if fault.abort_grpc_status is not None else None)
+    if status is not None:
+        parts.append(f"abort {status} {fault.abort_percent:g}%")
+    return ", ".join(parts)
+
+
+def gateway_subject(gateway: ir.Gateway) -> Subject:
+    values = {
+        "replicas": gateway.replicas,
+        "listeners": [{"port": li.port, "hosts": list(li.hosts), "tls": li.tls_secret,
+                       "redirectToHttps": li.redirect_to_https} for li in gateway.listeners],
+        "routes": [gateway_route_text(r) for r in gateway.routes],
+    }
+    return Subject(("gateway", gateway.name), "gateway", f"gateway {gateway.name}", None, values, gateway.span)
+
+
+def gateway_route_text(route: ir.GatewayRoute) -> str:
+    where = (route.host or "*") + (f" {route.path.kind} {route.path.value}" if route.path else "")
+    return f"{where} -> {route.service}"
+
+
 def _resources(resources: ir.Resources) -> dict[str, Any]:
     return {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
             "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit}}
@@ -177,6 +254,12 @@ def data_path(data: Any, subject: Subject) -> Path | None:
     """The subject's path in the loaded document, so a changed field can be located to its key."""
     if subject.kind == "mesh":
         return ("spec",)
+    if subject.kind == "gateway":
+        gateways = data.get("spec", {}).get("gateways", []) if isinstance(data, Mapping) else []
+        for position, entry in enumerate(gateways if isinstance(gateways, list) else []):
+            if isinstance(entry, Mapping) and entry.get("name") == subject.key[1]:
+                return ("spec", "gateways", position)
+        return None
     index = _service_index(data, subject.service or "")
     if index is None:
         return None
@@ -188,6 +271,9 @@ def data_path(data: Any, subject: Subject) -> Path | None:
         return _list_path(base, "versions", entry, lambda v: v.get("name") == subject.key[2])
     if subject.kind == "endpoint":
         return _list_path(base, "endpoints", entry, lambda e: f"{e.get('address')}:{e.get('port')}" == subject.key[2])
+    if subject.kind == "request-route":
+        routes = _entries(entry, "routes")
+        return base + ("routes", int(subject.key[3])) if int(subject.key[3]) < len(routes) else None
     callee, ordinal = subject.key[2], int(subject.key[3])
     matches = [i for i, u in enumerate(_entries(entry, "upstreams")) if u.get("service") == callee]
     return base + ("upstreams", matches[ordinal]) if ordinal < len(matches) else None

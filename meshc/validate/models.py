@@ -183,6 +183,8 @@ class HashOn(Model):
 
     header: HeaderName | None = None
     source_ip: StrictBool | None = Field(default=None, alias="sourceIp")
+    cookie: HashCookie | None = None
+    query_parameter: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 
 def _policy_name_to_mapping(value: object) -> object:
@@ -201,6 +203,14 @@ LoadBalancerField = Annotated[
 ]
 
 
+class HashCookie(Model):
+    """Hash on a cookie; with a ttl, Envoy sets the cookie when the request has none (stickiness)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    ttl: Annotated[int, DurationBounds(0, 365 * 24 * 3_600_000)] | None = None
+    path: Annotated[str, Field(pattern=r"^/[^\s;]*$", max_length=1024)] | None = None
+
+
 # --- failure handling -----------------------------------------------------------------------
 
 class Backoff(Model):
@@ -211,8 +221,9 @@ class Backoff(Model):
 class Retries(Model):
     attempts: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
     per_try_timeout: Timeout | None = None
-    retry_on: Annotated[list[str], Field(min_length=1)] | None = None
+    retry_on: Annotated[list[str | StrictInt], Field(min_length=1)] | None = None
     backoff: Backoff | None = None
+    retriable_headers: Annotated[list[str], Field(min_length=1)] | None = None
 
 
 class OutlierDetection(Model):
@@ -228,6 +239,14 @@ class CircuitBreaker(Model):
     max_pending_requests: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
     max_requests: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     max_retries: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
+    retry_budget: RetryBudget | None = None
+
+
+class RetryBudget(Model):
+    """Retries may be at most `percent` of the active requests (never fewer than minConcurrency)."""
+
+    percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    min_concurrency: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
 
 
 class HealthCheck(Model):
@@ -295,6 +314,8 @@ class Service(Model):
     outlier_detection: OutlierDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
     endpoints: Annotated[list[Endpoint], Field(min_length=1)] | None = None
+    routes: list[Route] | None = None
+    rate_limit: RateLimit | None = None
     mtls: MtlsMode | None = None
     extra_callers: list[ExtraCaller] | None = None
     tls: ExternalTls | None = None
@@ -351,6 +372,7 @@ class MeshSpec(Model):
     analysis: Analysis = Analysis()
     security: Security = Field(default_factory=lambda: Security())
     services: Annotated[list[Service], Field(min_length=1)]
+    gateways: list[Gateway] | None = None
 
 
 class Metadata(Model):
@@ -366,6 +388,143 @@ class Mesh(Model):
     spec: MeshSpec
 
 
+# --- request routing, faults, rate limits and gateways (DESIGN §10) -------------------------
+# Header names are plain strings here; the semantic checks refuse what is not an RFC 7230 token
+# (E606) with a message of their own, so nothing but a token reaches Envoy's configuration.
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+MatchText = Annotated[str, Field(min_length=1, max_length=4096)]
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+
+class StringMatch(Model):
+    """How one header or query parameter must look: exactly one of these."""
+
+    exact: Annotated[str, Field(max_length=4096)] | None = None
+    prefix: MatchText | None = None
+    suffix: MatchText | None = None
+    regex: MatchText | None = None
+    present: Literal[True] | None = None
+    absent: Literal[True] | None = None
+
+
+class PathMatch(Model):
+    """Exactly one of prefix, exact, regex; prefix and exact start with '/'."""
+
+    prefix: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)] | None = None
+    exact: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)] | None = None
+    regex: MatchText | None = None
+
+
+class RouteMatch(Model):
+    path: PathMatch | None = None
+    headers: dict[str, StringMatch] | None = None
+    methods: Annotated[list[HttpMethod], Field(min_length=1)] | None = None
+    query: dict[Annotated[str, Field(min_length=1, max_length=256)], StringMatch] | None = None
+    callers: Annotated[list[Name], Field(min_length=1)] | None = None
+
+
+class WeightedVersion(Model):
+    name: Name
+    weight: Annotated[StrictInt, Field(ge=0, le=100)]
+
+
+class FaultDelay(Model):
+    duration: Timeout
+    percent: Percent = 100
+
+
+class FaultAbort(Model):
+    status: Annotated[StrictInt, Field(ge=200, le=599)] | None = None
+    grpc_status: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
+    percent: Percent = 100
+
+
+class Fault(Model):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+class Mirror(Model):
+    """A copy of each request (fire and forget) to another version of this service, or another service."""
+
+    version: Name | None = None
+    service: Name | None = None
+    percent: Percent = 100
+
+
+class Rewrite(Model):
+    prefix: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)]
+
+
+class HeaderChanges(Model):
+    set: dict[str, HeaderValue] | None = None
+    remove: list[str] | None = None
+
+
+class HeaderMutations(Model):
+    request: HeaderChanges | None = None
+    response: HeaderChanges | None = None
+
+
+class Route(Model):
+    """One rule in every caller's route table for this service; the first that matches wins."""
+
+    name: Name | None = None
+    match: RouteMatch | None = None
+    version: Name | None = None
+    versions: Annotated[list[WeightedVersion], Field(min_length=1)] | None = None
+    timeout: Timeout | None = None
+    retries: Retries | None = None
+    fault: Fault | None = None
+    mirror: Mirror | None = None
+    rewrite: Rewrite | None = None
+    headers: HeaderMutations | None = None
+
+
+class RateLimit(Model):
+    """Inbound token bucket: `burst` tokens (default `requests`), `requests` more every `per`."""
+
+    requests: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
+    per: Annotated[int, DurationBounds(1, 24 * 3_600_000)] = Field(default=1000, json_schema_extra={"default": "1s"})
+    burst: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)] | None = None
+
+
+GatewayHost = Annotated[str, Field(min_length=1, max_length=253,
+                                 pattern=r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")]
+SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+
+
+class GatewayTls(Model):
+    secret_name: SecretName
+
+
+class GatewayListener(Model):
+    port: Port
+    hosts: Annotated[list[GatewayHost], Field(min_length=1)]
+    tls: GatewayTls | None = None
+    redirect_to_https: StrictBool = False
+
+
+class GatewayRouteMatch(Model):
+    host: GatewayHost | None = None
+    path: PathMatch | None = None
+
+
+class GatewayRoute(Model):
+    match: GatewayRouteMatch = GatewayRouteMatch()
+    service: Name
+    timeout: Timeout | None = None
+    rewrite: Rewrite | None = None
+
+
+class Gateway(Model):
+    """North-south entry: an Envoy Deployment behind a LoadBalancer Service."""
+
+    name: Name
+    replicas: Replicas = 1
+    listeners: Annotated[list[GatewayListener], Field(min_length=1)]
+    routes: Annotated[list[GatewayRoute], Field(min_length=1)]
 # --- zero trust: identities, mTLS, authorization (DESIGN.md section 9) -------------------------
 
 _DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,21 @@ from meshc import object_names
 from meshc import defaults as builtin
 from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
-from meshc.validate.models import LoadBalancer, Mesh, Retries, Service
+from pydantic.alias_generators import to_camel
+
+from meshc.validate.models import (
+    Gateway,
+    GatewayRouteMatch,
+    LoadBalancer,
+    Mesh,
+    Mirror,
+    PathMatch,
+    Retries,
+    Route,
+    RouteMatch,
+    Service,
+    StringMatch,
+)
 from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
@@ -154,11 +169,23 @@ def version_weights(ctx: Context) -> Iterator[Diagnostic]:
             yield error("E206", f"version weights of '{service.name}' sum to {total}, not 100",
                         ctx.key(*path, "versions"), path + ("versions",),
                         hint="weights are percentages of requests")
+        routed = _routed_versions(service)
         for index, version in enumerate(versions):
-            if version.weight == 0 and len(versions) > 1:
+            if version.weight == 0 and len(versions) > 1 and version.name not in routed:
                 where = path + ("versions", index, "weight")
                 yield warning("W204", f"version '{version.name}' of '{service.name}' has weight 0 and receives no "
                               "traffic", ctx.at(*where), where)
+
+
+def _routed_versions(service: Service) -> set[str]:
+    """Versions a route sends requests (or copies of them) to, whatever their weight."""
+    names = set()
+    for route in service.routes or ():
+        names |= {route.version} if route.version else set()
+        names |= {v.name for v in route.versions or () if v.weight > 0}
+        if route.mirror is not None and route.mirror.service in (None, service.name) and route.mirror.version:
+            names.add(route.mirror.version)
+    return names
 
 
 def effective_lb(ctx: Context, service: Service) -> tuple[LoadBalancer | None, bool]:
@@ -196,7 +223,8 @@ def hash_lb_needs_key(ctx: Context) -> Iterator[Diagnostic]:
         if lb is None:
             continue
         span, where, origin = _lb_span(ctx, path, inherited)
-        has_key = lb.hash_on is not None and (lb.hash_on.header is not None or bool(lb.hash_on.source_ip))
+        has_key = lb.hash_on is not None and (lb.hash_on.header is not None or bool(lb.hash_on.source_ip)
+                                              or lb.hash_on.cookie is not None or lb.hash_on.query_parameter is not None)
         if lb.policy in HASH_POLICIES and not has_key:
             yield error("E208", f"service '{service.name}' uses {lb.policy.value}{origin} without a hash key",
                         span, where, hint="add hashOn: {header: x-user-id} or hashOn: {sourceIp: true}")
@@ -208,8 +236,9 @@ def hash_lb_needs_key(ctx: Context) -> Iterator[Diagnostic]:
 def hash_key_complete(ctx: Context) -> Iterator[Diagnostic]:
     for path, lb in _explicit_lbs(ctx):
         hash_on = lb.hash_on
-        if hash_on is not None and hash_on.header is not None and hash_on.source_ip:
-            yield error("E110", "hashOn takes one key: header or sourceIp, not both", ctx.at(*path, "hashOn"),
+        keys = [hash_on.header, hash_on.source_ip or None, hash_on.cookie, hash_on.query_parameter] if hash_on else []
+        if sum(key is not None for key in keys) > 1:
+            yield error("E110", "hashOn takes one key: header, sourceIp, cookie or queryParameter", ctx.at(*path, "hashOn"),
                         path + ("hashOn",))
 
 
@@ -277,21 +306,33 @@ def deployed_needs_image(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def retry_on_known(ctx: Context) -> Iterator[Diagnostic]:
-    places: list[tuple[Path, list[str] | None]] = []
+    places: list[tuple[Path, list[str | int] | None]] = []
     if ctx.mesh.spec.defaults.retries is not None:
         places.append((("spec", "defaults", "retries"), ctx.mesh.spec.defaults.retries.retry_on))
     for path, service in services(ctx):
         for index, upstream in enumerate(service.upstreams):
             if upstream.retries is not None:
                 places.append((path + ("upstreams", index, "retries"), upstream.retries.retry_on))
+    for path, service in services(ctx):
+        for index, route in enumerate(service.routes or ()):
+            if route.retries is not None:
+                places.append((path + ("routes", index, "retries"), route.retries.retry_on))
     for where, conditions in places:
         for index, condition in enumerate(conditions or ()):
-            if condition not in RETRY_ON:
+            if isinstance(condition, int) or condition.isdigit():
+                yield from _retry_status_code(ctx, int(condition), where + ("retryOn", index))
+            elif condition not in RETRY_ON:
                 item = where + ("retryOn", index)
                 hint = _hint(condition, RETRY_ON)
                 suffix = f"; did you mean '{hint}'?" if hint else ""
                 yield error("E211", f"'{condition}' is not a retryOn condition Envoy knows{suffix}",
                             ctx.at(*item), item, hint or ", ".join(sorted(RETRY_ON)))
+
+
+def _retry_status_code(ctx: Context, code: int, where: Path) -> Iterator[Diagnostic]:
+    """An HTTP status in retryOn retries answers with that status (Envoy's retriable_status_codes)."""
+    if not 100 <= code <= 599:
+        yield error("E211", f"retryOn status code {code} is not an HTTP status (100-599)", ctx.at(*where), where)
 
 
 def fail_fast_without_retries(ctx: Context) -> Iterator[Diagnostic]:
@@ -542,6 +583,510 @@ def external_https_without_tls(ctx: Context) -> Iterator[Diagnostic]:
 HTTPS_PORT = 443
 
 
+# --- request routing and gateways (E6xx / W6xx) -------------------------------------------
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # RFC 7230 token: what a header name may be
+
+
+def routes_of(ctx: Context) -> Iterator[tuple[Path, Service, int, Route]]:
+    for path, service in services(ctx):
+        for index, route in enumerate(service.routes or ()):
+            yield path + ("routes", index), service, index, route
+
+
+def _route_label(service: Service, index: int, route: Route) -> str:
+    return f"route '{route.name}' of '{service.name}'" if route.name else f"route {index + 1} of '{service.name}'"
+
+
+def _version_names(service: Service) -> list[str]:
+    return [v.name for v in service.versions or ()]
+
+
+def _unknown_version(ctx: Context, service: Service, name: str, where: Path, what: str) -> Iterator[Diagnostic]:
+    known = _version_names(service)
+    if name in known:
+        return
+    if not known:
+        yield error("E601", f"{what} names version '{name}', but '{service.name}' declares no versions",
+                    ctx.at(*where), where, hint=f"add versions to '{service.name}', or drop the version")
+        return
+    hint = _hint(name, known)
+    suffix = f"; did you mean '{hint}'?" if hint else f" (it has {', '.join(known)})"
+    yield error("E601", f"{what} names version '{name}', which '{service.name}' does not have{suffix}",
+                ctx.at(*where), where, hint)
+
+
+def route_versions(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service, index, route in routes_of(ctx):
+        label = _route_label(service, index, route)
+        if route.version is not None:
+            yield from _unknown_version(ctx, service, route.version, path + ("version",), label)
+        for i, weighted in enumerate(route.versions or ()):
+            yield from _unknown_version(ctx, service, weighted.name, path + ("versions", i, "name"), label)
+
+
+def route_weights(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service, index, route in routes_of(ctx):
+        if route.versions is None:
+            continue
+        total = sum(v.weight for v in route.versions)
+        if total != 100:
+            yield error("E602", f"version weights of {_route_label(service, index, route)} sum to {total}, not 100",
+                        ctx.key(*path, "versions"), path + ("versions",), hint="weights are percentages of requests")
+
+
+def _exactly_one(ctx: Context, where: Path, model: object, fields: tuple[str, ...], what: str) -> Iterator[Diagnostic]:
+    given = [f for f in fields if getattr(model, f) is not None]
+    if len(given) != 1:
+        names = [to_camel(f) for f in fields]
+        found = f"got {', '.join(to_camel(f) for f in given)}" if given else "got none"
+        yield error("E603", f"{what} takes exactly one of {', '.join(names)} ({found})", ctx.at(*where), where)
+
+
+_STRING_MATCH = ("exact", "prefix", "suffix", "regex", "present", "absent")
+_PATH_MATCH = ("prefix", "exact", "regex")
+
+
+def _match_shapes(ctx: Context, where: Path, match: RouteMatch | GatewayRouteMatch) -> Iterator[Diagnostic]:
+    if match.path is not None:
+        yield from _exactly_one(ctx, where + ("path",), match.path, _PATH_MATCH, "a path match")
+    if isinstance(match, RouteMatch):
+        for section in ("headers", "query"):
+            for name, condition in (getattr(match, section) or {}).items():
+                yield from _exactly_one(ctx, where + (section, name), condition, _STRING_MATCH,
+                                        f"the match on {section} '{name}'")
+                if section == "query" and condition.absent:
+                    item = where + (section, name, "absent")
+                    yield error("E603", f"a query parameter match cannot test absence ('{name}'): Envoy matches "
+                                "present parameters only", ctx.key(*item), item)
+
+
+def route_shapes(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service, index, route in routes_of(ctx):
+        label = _route_label(service, index, route)
+        if route.version is not None and route.versions is not None:
+            yield error("E603", f"{label} sets both version and versions; give one", ctx.key(*path, "versions"),
+                        path + ("versions",))
+        if route.match is not None:
+            yield from _match_shapes(ctx, path + ("match",), route.match)
+        if route.mirror is not None and route.mirror.version is None and route.mirror.service is None:
+            yield error("E603", f"the mirror of {label} needs a version or a service to copy requests to",
+                        ctx.at(*path, "mirror"), path + ("mirror",))
+        fault = route.fault
+        if fault is not None and fault.delay is None and fault.abort is None:
+            yield error("E603", f"the fault of {label} needs a delay or an abort", ctx.at(*path, "fault"),
+                        path + ("fault",))
+        if fault is not None and fault.abort is not None:
+            yield from _exactly_one(ctx, path + ("fault", "abort"), fault.abort, ("status", "grpc_status"),
+                                    f"the abort of {label}")
+    for gpath, gateway in _gateways(ctx):
+        for index, groute in enumerate(gateway.routes):
+            yield from _match_shapes(ctx, gpath + ("routes", index, "match"), groute.match)
+
+
+def route_callers(ctx: Context) -> Iterator[Diagnostic]:
+    if not any(r.match is not None and r.match.callers for _, _, _, r in routes_of(ctx)):
+        return
+    callers_of: dict[str, set[str]] = {}
+    for _, calling in services(ctx):
+        for upstream in calling.upstreams:
+            callers_of.setdefault(upstream.service, set()).add(calling.name)
+    for path, service, index, route in routes_of(ctx):
+        actual = callers_of.get(service.name, set())
+        for i, caller in enumerate(route.match.callers or () if route.match else ()):
+            if caller in actual:
+                continue
+            where = path + ("match", "callers", i)
+            hint = _hint(caller, actual)
+            suffix = f"; did you mean '{hint}'?" if hint else ""
+            yield error("E604", f"{_route_label(service, index, route)} is scoped to caller '{caller}', which does "
+                        f"not call '{service.name}'{suffix}", ctx.at(*where), where, hint)
+
+
+def tcp_routes(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if service.protocol is Protocol.TCP and service.routes:
+            faulty = next((i for i, r in enumerate(service.routes) if r.fault is not None), None)
+            where = path + (("routes", faulty, "fault") if faulty is not None else ("routes",))
+            what = "a fault needs" if faulty is not None else "routes need"
+            yield error("E605", f"'{service.name}' speaks tcp: {what} HTTP requests to act on",
+                        ctx.key(*where), where, hint="routes, faults and mirrors work on http, http2 and grpc")
+
+
+def _header_names(service: Service, path: Path) -> Iterator[tuple[str, Path, bool]]:
+    """(name, where, a key in a mapping) of every header name a service's spec writes."""
+    for index, route in enumerate(service.routes or ()):
+        rpath = path + ("routes", index)
+        for name in (route.match.headers or {}) if route.match else {}:
+            yield name, rpath + ("match", "headers", name), True
+        for side in ("request", "response"):
+            changes = getattr(route.headers, side, None) if route.headers else None
+            for name in (changes.set or {}) if changes else {}:
+                yield name, rpath + ("headers", side, "set", name), True
+            for i, name in enumerate((changes.remove or []) if changes else []):
+                yield name, rpath + ("headers", side, "remove", i), False
+        for i, name in enumerate(route.retries.retriable_headers or [] if route.retries else []):
+            yield name, rpath + ("retries", "retriableHeaders", i), False
+    for index, upstream in enumerate(service.upstreams):
+        for i, name in enumerate(upstream.retries.retriable_headers or [] if upstream.retries else []):
+            yield name, path + ("upstreams", index, "retries", "retriableHeaders", i), False
+    cookie = service.load_balancer.hash_on.cookie if service.load_balancer and service.load_balancer.hash_on else None
+    if cookie is not None:
+        yield cookie.name, path + ("loadBalancer", "hashOn", "cookie", "name"), False
+
+
+def header_names(ctx: Context) -> Iterator[Diagnostic]:
+    """Names go into Envoy's configuration and onto the wire as they are: only RFC 7230 tokens."""
+    for path, service in services(ctx):
+        for name, where, is_key in _header_names(service, path):
+            if not _TOKEN.match(name):
+                yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
+                            "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
+                            where)
+
+
+def mirror_targets(ctx: Context) -> Iterator[Diagnostic]:
+    by_name: dict[str, Service] | None = None
+    for path, service, index, route in routes_of(ctx):
+        mirror = route.mirror
+        if mirror is None or (mirror.service is None and mirror.version is None):
+            continue
+        by_name = by_name if by_name is not None else {s.name: s for s in ctx.mesh.spec.services}
+        names = list(by_name)
+        label = f"the mirror of {_route_label(service, index, route)}"
+        target = by_name.get(mirror.service or service.name)
+        if target is None:
+            where = path + ("mirror", "service")
+            hint = _hint(str(mirror.service), names)
+            suffix = f"; did you mean '{hint}'?" if hint else ""
+            yield error("E608", f"{label} copies requests to '{mirror.service}', which is not a service of this "
+                        f"mesh{suffix}", ctx.at(*where), where, hint)
+        elif target.protocol is Protocol.TCP:
+            where = path + ("mirror", "service")
+            yield error("E608", f"{label} copies requests to '{target.name}', which speaks tcp", ctx.at(*where), where)
+        elif mirror.version is not None and target.endpoints is None:
+            known = _version_names(target)
+            if mirror.version not in known:
+                where = path + ("mirror", "version")
+                hint = _hint(mirror.version, known)
+                suffix = f"; did you mean '{hint}'?" if hint else ""
+                yield error("E608", f"{label} names version '{mirror.version}', which '{target.name}' does not "
+                            f"have{suffix}", ctx.at(*where), where, hint)
+        elif mirror.version is None and len(target.versions or ()) > 1:
+            where = path + ("mirror",)
+            yield error("E608", f"{label} copies requests to '{target.name}', which has several versions: name one",
+                        ctx.at(*where), where, hint=f"versions: {', '.join(_version_names(target))}")
+
+
+def mirror_to_itself(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service, index, route in routes_of(ctx):
+        mirror = route.mirror
+        if mirror is None or (mirror.service not in (None, service.name)):
+            continue
+        primary = {route.version} if route.version else {v.name for v in route.versions or () if v.weight > 0}
+        if route.version is None and route.versions is None:
+            weights = [v for v in service.versions or () if v.weight != 0]
+            primary = {v.name for v in weights} if service.versions else {IMPLICIT_VERSION}
+        mirrored = mirror.version or (IMPLICIT_VERSION if not service.versions else None)
+        if mirrored is not None and primary == {mirrored}:
+            yield error("E607", f"{_route_label(service, index, route)} mirrors its requests to "
+                        f"'{service.name}' {'' if mirrored == IMPLICIT_VERSION else mirrored + ' '}"
+                        "where they already go: every request would arrive twice", ctx.at(*path, "mirror"),
+                        path + ("mirror",), hint="mirror to another version or service")
+
+
+def abort_status(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service, index, route in routes_of(ctx):
+        abort = route.fault.abort if route.fault else None
+        if abort is not None and abort.grpc_status is not None and service.protocol is not Protocol.GRPC:
+            where = path + ("fault", "abort", "grpcStatus")
+            yield error("E609", f"'{service.name}' speaks {service.protocol.value}, not grpc: abort with an HTTP "
+                        "status instead", ctx.key(*where), where, hint="abort: {status: 503, percent: 10}")
+
+
+def _regexes(ctx: Context) -> Iterator[tuple[str, Path]]:
+    for path, _, _, route in routes_of(ctx):
+        match = route.match
+        if match is None:
+            continue
+        if match.path is not None and match.path.regex is not None:
+            yield match.path.regex, path + ("match", "path", "regex")
+        for section in ("headers", "query"):
+            for name, condition in (getattr(match, section) or {}).items():
+                if condition.regex is not None:
+                    yield condition.regex, path + ("match", section, name, "regex")
+    for gpath, gateway in _gateways(ctx):
+        for index, groute in enumerate(gateway.routes):
+            if groute.match.path is not None and groute.match.path.regex is not None:
+                yield groute.match.path.regex, gpath + ("routes", index, "match", "path", "regex")
+
+
+def regexes(ctx: Context) -> Iterator[Diagnostic]:
+    """Envoy compiles every regex with RE2 (no look-around, no back-references): so does this check."""
+    found = list(_regexes(ctx))
+    if not found:
+        return
+    import re2   # the engine Envoy uses; loaded only for specs that have a regex
+
+    options = re2.Options()
+    options.log_errors = False      # the diagnostic says it; RE2 would also print to stderr
+    for pattern, where in found:
+        try:
+            re2.compile(pattern, options)
+        except re2.error as exc:
+            yield error("E610", f"regex {pattern!r} is not valid RE2 (Envoy's regex engine): {_re2_reason(exc)}",
+                        ctx.at(*where), where)
+
+
+def _re2_reason(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else exc
+    return reason.decode() if isinstance(reason, bytes) else str(reason)
+
+
+def _all_retries(ctx: Context) -> Iterator[tuple[Path, Retries]]:
+    if ctx.mesh.spec.defaults.retries is not None:
+        yield ("spec", "defaults", "retries"), ctx.mesh.spec.defaults.retries
+    for path, service in services(ctx):
+        for index, upstream in enumerate(service.upstreams):
+            if upstream.retries is not None:
+                yield path + ("upstreams", index, "retries"), upstream.retries
+        for index, route in enumerate(service.routes or ()):
+            if route.retries is not None:
+                yield path + ("routes", index, "retries"), route.retries
+
+
+def retry_condition_inputs(ctx: Context) -> Iterator[Diagnostic]:
+    """`retriable-status-codes` with no code (or `retriable-headers` with no header) retries nothing."""
+    for where, retries in _all_retries(ctx):
+        conditions = retries.retry_on or []
+        codes = [c for c in conditions if isinstance(c, int) or c.isdigit()]
+        if "retriable-status-codes" in conditions and not codes:
+            item = where + ("retryOn", conditions.index("retriable-status-codes"))
+            yield error("E611", "retriable-status-codes needs the codes to retry on, listed in retryOn",
+                        ctx.at(*item), item, hint="retryOn: [503, 504]")
+        if "retriable-headers" in conditions and not retries.retriable_headers:
+            item = where + ("retryOn", conditions.index("retriable-headers"))
+            yield error("E611", "retriable-headers needs retriableHeaders: the response headers that mean retry",
+                        ctx.at(*item), item, hint="retriableHeaders: [x-retry-me]")
+
+
+def rate_limit_protocol(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if service.rate_limit is None:
+            continue
+        where = path + ("rateLimit",)
+        if service.protocol is Protocol.TCP:
+            yield error("E612", f"'{service.name}' speaks tcp: rateLimit counts HTTP requests",
+                        ctx.key(*where), where)
+        elif service.endpoints is not None:
+            yield error("E612", f"'{service.name}' runs outside the mesh (static endpoints): it has no sidecar to "
+                        "enforce rateLimit", ctx.key(*where), where)
+
+
+def _gateways(ctx: Context) -> Iterator[tuple[Path, Gateway]]:
+    for index, gateway in enumerate(ctx.mesh.spec.gateways or ()):
+        yield ("spec", "gateways", index), gateway
+
+
+def gateway_services(ctx: Context) -> Iterator[Diagnostic]:
+    by_name = {s.name: s for s in ctx.mesh.spec.services}
+    for path, gateway in _gateways(ctx):
+        for index, route in enumerate(gateway.routes):
+            where = path + ("routes", index, "service")
+            target = by_name.get(route.service)
+            if target is None:
+                hint = _hint(route.service, by_name)
+                suffix = f"; did you mean '{hint}'?" if hint else ""
+                yield error("E613", f"gateway '{gateway.name}' routes to '{route.service}', which is not a service "
+                            f"of this mesh{suffix}", ctx.at(*where), where, hint)
+            elif target.protocol is Protocol.TCP:
+                yield error("E613", f"gateway '{gateway.name}' routes HTTP requests to '{route.service}', which "
+                            "speaks tcp", ctx.at(*where), where)
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    """Could one Host header match both? `*` matches all; `*.x.com` any name ending in `.x.com`."""
+    if a == "*" or b == "*" or a == b:
+        return True
+    for wild, other in ((a, b), (b, a)):
+        if wild.startswith("*.") and other.endswith(wild[1:]):
+            return True
+    return False
+
+
+def gateway_host_overlap(ctx: Context) -> Iterator[Diagnostic]:
+    """Behind one DNS name only one LoadBalancer answers: two gateways for a host means one never sees it."""
+    claimed: list[tuple[str, str]] = []   # (host, gateway)
+    for path, gateway in _gateways(ctx):
+        mine: set[str] = set()
+        for li, listener in enumerate(gateway.listeners):
+            for hi, host in enumerate(listener.hosts):
+                if host in mine:
+                    continue
+                mine.add(host)
+                clash = next(((h, g) for h, g in claimed if g != gateway.name and _hosts_overlap(h, host)), None)
+                if clash is not None:
+                    where = path + ("listeners", li, "hosts", hi)
+                    yield error("E614", f"host '{host}' of gateway '{gateway.name}' overlaps '{clash[0]}' of gateway "
+                                f"'{clash[1]}'", ctx.at(*where), where, hint="give each host to one gateway")
+        claimed += [(h, gateway.name) for h in sorted(mine)]
+
+
+def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
+    proxy = ctx.mesh.spec.proxy
+    reserved = {proxy.admin_port: "the proxy adminPort", proxy.stats_port: "the proxy statsPort"}
+    for path, gateway in _gateways(ctx):
+        ports: set[int] = set()
+        for index, listener in enumerate(gateway.listeners):
+            where = path + ("listeners", index)
+            if listener.port in ports or listener.port in reserved:
+                clash = reserved.get(listener.port, "another listener of this gateway")
+                yield error("E615", f"listener port {listener.port} of gateway '{gateway.name}' is already "
+                            f"{clash}", ctx.at(*where, "port"), where + ("port",))
+            ports.add(listener.port)
+            if listener.redirect_to_https and listener.tls is not None:
+                yield error("E615", f"a listener of gateway '{gateway.name}' both terminates TLS and redirects to "
+                            "HTTPS", ctx.key(*where, "redirectToHttps"), where + ("redirectToHttps",))
+        if any(li.redirect_to_https for li in gateway.listeners) and not any(li.tls for li in gateway.listeners):
+            index = next(i for i, li in enumerate(gateway.listeners) if li.redirect_to_https)
+            where = path + ("listeners", index, "redirectToHttps")
+            yield error("E615", f"gateway '{gateway.name}' redirects to HTTPS but has no TLS listener",
+                        ctx.key(*where), where)
+        served = [h for li in gateway.listeners if not li.redirect_to_https for h in li.hosts]
+        for index, route in enumerate(gateway.routes):
+            host = route.match.host
+            if host is not None and not any(_hosts_overlap(host, h) for h in served):
+                where = path + ("routes", index, "match", "host")
+                yield error("E615", f"gateway '{gateway.name}' routes host '{host}', which none of its listeners "
+                            "serves", ctx.at(*where), where)
+
+
+def gateway_names(ctx: Context) -> Iterator[Diagnostic]:
+    yield from _duplicate_route_names(ctx)
+    if not ctx.mesh.spec.gateways:
+        return
+    seen: set[str] = set()
+    claimed = {name for _, service in services(ctx) if service.endpoints is None
+               for (_, name), _, _ in _claimed_names(service, ())}
+    claimed |= {s.name for s in ctx.mesh.spec.services}
+    for path, gateway in _gateways(ctx):
+        where = path + ("name",)
+        if gateway.name in seen:
+            yield error("E616", f"gateway '{gateway.name}' is defined twice", ctx.at(*where), where)
+        seen.add(gateway.name)
+        generated = object_names.gateway(gateway.name)
+        if generated in claimed or len(generated) > MAX_K8S_NAME - len("-envoy"):
+            yield error("E616", f"gateway '{gateway.name}' creates objects named '{generated}', a name a service "
+                        "already takes or longer than Kubernetes allows", ctx.at(*where), where)
+
+
+def _duplicate_route_names(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if not service.routes:
+            continue
+        names: set[str] = set()
+        for index, route in enumerate(service.routes or ()):
+            if route.name is not None and route.name in names:
+                where = path + ("routes", index, "name")
+                yield error("E616", f"'{service.name}' has two routes named '{route.name}'", ctx.at(*where), where)
+            names.add(route.name or "")
+
+
+# Shadowing: does every request the later route matches also match the earlier one? Answered
+# conservatively: "yes" only when provable from the conditions, so a warning is never wrong.
+
+def _string_covers(earlier: StringMatch, later: StringMatch) -> bool:
+    if earlier == later:
+        return True
+    if earlier.present:
+        return later.absent is None
+    for value in (later.exact, later.prefix):
+        if earlier.prefix is not None and value is not None and value.startswith(earlier.prefix):
+            return True
+    for value in (later.exact, later.suffix):
+        if earlier.suffix is not None and value is not None and value.endswith(earlier.suffix):
+            return True
+    return False
+
+
+def _conditions_cover(earlier: dict[str, StringMatch] | None, later: dict[str, StringMatch] | None,
+                      fold: bool) -> bool:
+    def norm(name: str) -> str:
+        return name.lower() if fold else name
+
+    theirs = {norm(k): v for k, v in (later or {}).items()}
+    return all(norm(name) in theirs and _string_covers(condition, theirs[norm(name)])
+               for name, condition in (earlier or {}).items())
+
+
+def _path_covers(earlier: PathMatch | None, later: PathMatch | None) -> bool:
+    if earlier is None or earlier.prefix == "/":
+        return True
+    if later is None:
+        return False
+    if earlier.prefix is not None:
+        return any(v is not None and v.startswith(earlier.prefix) for v in (later.prefix, later.exact))
+    if earlier.exact is not None:
+        return later.exact == earlier.exact
+    return earlier.regex is not None and earlier.regex == later.regex
+
+
+def match_covers(earlier: RouteMatch | None, later: RouteMatch | None) -> bool:
+    """True when every request `later` matches is matched by `earlier` too."""
+    if earlier is None:
+        return True
+    later = later or RouteMatch()
+    if earlier.callers is not None and (later.callers is None or not set(later.callers) <= set(earlier.callers)):
+        return False
+    if earlier.methods is not None and (later.methods is None or not set(later.methods) <= set(earlier.methods)):
+        return False
+    return (_path_covers(earlier.path, later.path)
+            and _conditions_cover(earlier.headers, later.headers, fold=True)
+            and _conditions_cover(earlier.query, later.query, fold=False))
+
+
+def shadowed_routes(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        routes = service.routes or []
+        for index, route in enumerate(routes):
+            earlier = next((i for i in range(index) if match_covers(routes[i].match, route.match)), None)
+            if earlier is None:
+                continue
+            where = path + ("routes", index)
+            yield warning("W601", f"{_route_label(service, index, route)} can never match: "
+                          f"{_route_label(service, earlier, routes[earlier])} comes first and matches every "
+                          "request it would", ctx.at(*where), where,
+                          hint="put the narrower route first, first match wins")
+
+
+def shadowed_gateway_routes(ctx: Context) -> Iterator[Diagnostic]:
+    for path, gateway in _gateways(ctx):
+        for index, route in enumerate(gateway.routes):
+            earlier = next((i for i, e in enumerate(gateway.routes[:index])
+                            if e.match.host in (None, route.match.host)
+                            and _path_covers(e.match.path, route.match.path)), None)
+            if earlier is None:
+                continue
+            where = path + ("routes", index)
+            yield warning("W601", f"route {index + 1} of gateway '{gateway.name}' can never match: route "
+                          f"{earlier + 1} comes first and matches every request it would", ctx.at(*where), where,
+                          hint="put the narrower route first, first match wins")
+
+
+def total_aborts(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service, index, route in routes_of(ctx):
+        abort = route.fault.abort if route.fault else None
+        match = route.match
+        narrowed = match is not None and any(
+            getattr(match, f) is not None for f in ("path", "headers", "methods", "query"))
+        if abort is not None and abort.percent >= 100 and not narrowed:
+            where = path + ("fault", "abort")
+            yield warning("W602", f"{_route_label(service, index, route)} aborts every request "
+                          f"{'from its callers ' if match and match.callers else ''}to '{service.name}': an outage "
+                          "written as config", ctx.at(*where), where,
+                          hint="match only test traffic (a header, a path), or lower percent")
+
+
 Check = Callable[[Context], Iterable[Diagnostic]]
 
 CHECKS: tuple[Check, ...] = (
@@ -578,6 +1123,26 @@ CHECKS: tuple[Check, ...] = (
     tls_origination_needs_a_name,
     extra_callers_outside_the_mesh,
     external_https_without_tls,
+    # routing and gateways
+    route_versions,
+    route_weights,
+    route_shapes,
+    route_callers,
+    tcp_routes,
+    header_names,
+    mirror_targets,
+    mirror_to_itself,
+    abort_status,
+    regexes,
+    retry_condition_inputs,
+    rate_limit_protocol,
+    gateway_services,
+    gateway_host_overlap,
+    gateway_consistency,
+    gateway_names,
+    shadowed_routes,
+    shadowed_gateway_routes,
+    total_aborts,
 )
 
 

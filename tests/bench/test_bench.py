@@ -197,3 +197,18 @@ def test_baseline_programs_produce_meshc_files(key: str, module: str,
     produced = baselines.IMPLEMENTATIONS[key][2](mesh_json)
     assert sorted(produced) == sorted(reference)
     assert _documents(produced) == _documents(reference)
+
+
+def test_routed_benchmark_mesh_is_clean_and_routes_a_tenth(tmp_path: Path) -> None:
+    from bench import routes
+
+    plain, routed, count = routes.write_specs(200, 1, tmp_path)
+    base = check(SpecSource("plain.yaml", plain.read_bytes()))
+    result = check(SpecSource("routed.yaml", routed.read_bytes()))
+    assert result.mesh is not None and base.mesh is not None
+    assert [str(d) for d in result.diagnostics if d.is_error] == []
+    with_routes = [s for s in result.mesh.services if s.routes]
+    assert len(with_routes) == count > 0
+    eligible = [s for s in base.mesh.services if s.deployed and s.protocol is not ir.Protocol.TCP]
+    assert count == -(-len(eligible) // routes.ROUTED_SHARE)
+    assert all(s.rate_limit is not None for s in with_routes)

@@ -66,7 +66,9 @@ def test_every_file_is_a_stream_of_objects_of_one_namespace(outputs: dict[str, P
         for path in directory.glob("*.yaml"):
             if path.name not in ("namespace.yaml", "kustomization.yaml"):
                 docs = list(yaml.safe_load_all(path.read_text()))
-                assert len(docs) >= 5 and all(d["metadata"]["labels"][naming.SERVICE_LABEL] == path.stem for d in docs)
+                label = naming.GATEWAY_LABEL if path.stem.startswith("gateway-") else naming.SERVICE_LABEL
+                owner = path.stem.removeprefix("gateway-") if label == naming.GATEWAY_LABEL else path.stem
+                assert len(docs) >= 4 and all(d["metadata"]["labels"][label] == owner for d in docs)
 
 
 @needs_kubectl

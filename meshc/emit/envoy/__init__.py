@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from meshc import render
 from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.envoy.bootstrap import bootstrap, proxy_parts
 from meshc.emit.envoy.hosts import parse_hosts
+from meshc.emit.envoy.gateway import gateway_documents
 from meshc.emit.envoy.sidecar import MeshContext, sds_resources, sidecar_resources
 from meshc.emit.envoy.tls import SECRET_TYPE
-from meshc.emit.envoy.values import CLUSTER_TYPE, LISTENER_TYPE, Json
+from meshc.emit.envoy.values import CLUSTER_TYPE, LISTENER_TYPE, Json, discovery_response
 from meshc.resolve import ir
 
-__all__ = ["SidecarEmitter", "emit", "iter_documents", "sidecar_emitter"]
+__all__ = ["GatewayEmitter", "SidecarEmitter", "discovery_response", "emit", "gateway_emitter", "iter_documents",
+           "sidecar_emitter"]
 
 
 def emit(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None,
@@ -38,6 +39,10 @@ def iter_documents(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | No
     for service in mesh.deployed_services:
         for filename, docs in sidecar(service).items():
             yield naming.envoy_path(service.name, filename), docs
+    gateway = gateway_emitter(mesh, config_dir, hosts, mesh_tls_dir=tls_dir)
+    for each in mesh.gateways:
+        for filename, docs in gateway(each).items():
+            yield naming.envoy_path(naming.gateway_name(each.name), filename), docs
 
 
 SidecarEmitter = Callable[[ir.Service], Documents]
@@ -64,6 +69,18 @@ def sidecar_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | N
     return sidecar
 
 
-def discovery_response(type_url: str, resources: list[Json]) -> Json:
-    """What a file-based xDS source holds; version_info changes exactly when the content does."""
-    return {"version_info": render.content_hash(resources), "type_url": type_url, "resources": resources}
+GatewayEmitter = Callable[[ir.Gateway], Documents]
+
+
+def gateway_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | None = None,
+                    tls_dir: str = naming.GATEWAY_TLS_DIR, mesh_tls_dir: str = naming.DEFAULT_TLS_DIR) -> GatewayEmitter:
+    """A function giving one gateway's Envoy files; `tls_dir` is where its TLS Secrets are mounted
+    (`{secret}` becomes each Secret's name), `mesh_tls_dir` where its own mesh certificate is (as
+    for sidecars, `{service}` becomes `gateway-<name>`)."""
+    addresses = parse_hosts(hosts or {})
+    shared = proxy_parts(mesh.proxy)
+
+    def gateway(each: ir.Gateway) -> Documents:
+        return gateway_documents(mesh, each, config_dir, tls_dir, addresses, shared, mesh_tls_dir)
+
+    return gateway

@@ -40,9 +40,13 @@ def proxy_parts(proxy: ir.Proxy) -> Json:
 
 def bootstrap(mesh: ir.Mesh, service: ir.Service, config_dir: str, shared: Json) -> Json:
     """`shared` is proxy_parts(mesh.proxy), built once per mesh."""
-    config_dir = config_dir_of(config_dir, service.name)
+    return bootstrap_for(mesh, service.name, config_dir_of(config_dir, service.name), shared)
+
+
+def bootstrap_for(mesh: ir.Mesh, name: str, config_dir: str, shared: Json) -> Json:
+    """The bootstrap of the proxy `name` (a sidecar's service, or a gateway) reading its own config_dir."""
     return {
-        "node": {"id": naming.node_id(mesh, service.name), "cluster": service.name},
+        "node": {"id": naming.node_id(mesh, name), "cluster": name},
         **shared,
         "dynamic_resources": {
             "cds_config": _file_source(config_dir, "cds.yaml"),

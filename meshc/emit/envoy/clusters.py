@@ -173,10 +173,20 @@ def circuit_breakers(circuit: ir.CircuitBreaker | None, route_retries: bool) -> 
                       "max_requests": circuit.max_requests,
                       "max_retries": circuit.max_retries}
     min_concurrency = circuit.max_retries if circuit is not None else DEFAULT_MIN_RETRY_CONCURRENCY
-    if route_retries and min_concurrency > 0:
+    budget = circuit.retry_budget if circuit is not None else None
+    if budget is not None:
+        threshold["retry_budget"] = retry_budget(budget, min_concurrency)
+    elif route_retries and min_concurrency > 0:
         threshold["retry_budget"] = {"budget_percent": {"value": RETRY_BUDGET_PERCENT},
                                      "min_retry_concurrency": min_concurrency}
     return {"thresholds": [threshold]} if len(threshold) > 1 else None
+
+
+def retry_budget(budget: ir.RetryBudget, max_retries: int) -> Json:
+    """The spec's retry budget; what it leaves unset takes the values meshc uses by default."""
+    percent = RETRY_BUDGET_PERCENT if budget.percent is None else budget.percent
+    floor = max_retries if budget.min_concurrency is None else budget.min_concurrency
+    return {"budget_percent": {"value": percent}, "min_retry_concurrency": floor}
 
 
 def health_checks(check: ir.HealthCheck, callee: ir.Service) -> list[Json]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshc.emit import naming
+from meshc.emit.envoy import http_filters, local_ratelimit
 from meshc.emit.envoy.clusters import Target
 from meshc.emit.envoy.routes import cluster_choice, route_config, tcp_hash_policy
 from meshc.emit.envoy.values import (
@@ -48,16 +49,17 @@ def inbound_listener(service: ir.Service, inbound_port: int, http_logs: list[Jso
     if service.protocol is ir.Protocol.TCP:
         network = _tcp_proxy(name, {"cluster": naming.LOCAL_APP_CLUSTER, **guard.tcp_proxy_fields}, tcp_logs)
     else:
+        to_app = {"cluster": naming.LOCAL_APP_CLUSTER, "timeout": NO_TIMEOUT}
         routes = {
             "name": name,
             "virtual_hosts": [{
                 "name": naming.LOCAL_APP_CLUSTER,
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"},
-                            "route": {"cluster": naming.LOCAL_APP_CLUSTER, "timeout": NO_TIMEOUT}}],
+                "routes": [*(_exempt_route(service, path, to_app) for path in local_ratelimit.exempt_paths(service)),
+                           {"match": {"prefix": "/"}, "route": to_app}],
             }],
         }
-        network = _http_manager(name, routes, http_logs, guard.http_filters + ROUTER_FILTERS)
+        network = _http_manager(name, routes, http_logs, http_filters.inbound(service, guard.http_filters))
     listener = _listener(name, ANY_ADDRESS, inbound_port, "INBOUND", network)
     if guard is not OPEN:
         listener["filter_chains"] = [_chain(guard.network_filters + [network], match, socket)
@@ -77,8 +79,13 @@ def _chain(filters: list[Json], match: Json | None, transport_socket: Json | Non
     return chain
 
 
+def _exempt_route(service: ir.Service, path: str, to_app: Json) -> Json:
+    return {"match": {"path": path}, "route": to_app,
+            "typed_per_filter_config": local_ratelimit.exempt_route_config(service)}
+
+
 def outbound_listener(upstream: ir.Upstream, targets: Sequence[Target], http_logs: list[Json],
-                      tcp_logs: list[Json]) -> Json:
+                      tcp_logs: list[Json], services: Mapping[str, ir.Service] | None = None) -> Json:
     """Where the app reaches one upstream: 127.0.0.1:localPort, never reachable from outside the pod."""
     name = naming.outbound_listener_name(upstream.service, upstream.local_port)
     if upstream.protocol is ir.Protocol.TCP:
@@ -88,7 +95,8 @@ def outbound_listener(upstream: ir.Upstream, targets: Sequence[Target], http_log
             proxy["hash_policy"] = hashing
         network = _tcp_proxy(name, proxy, tcp_logs)
     else:
-        network = _http_manager(name, route_config(upstream, targets), http_logs)
+        network = _http_manager(name, route_config(upstream, targets, services), http_logs,
+                                http_filters.outbound(upstream))
     return _listener(name, LOOPBACK, upstream.local_port, "OUTBOUND", network)
 
 
@@ -102,14 +110,14 @@ def _listener(name: str, address: str, port: int, direction: str, network_filter
     }
 
 
-def _http_manager(stat_prefix: str, routes: Json, logs: list[Json], http_filters: list[Json] = ROUTER_FILTERS) -> Json:
+def _http_manager(stat_prefix: str, routes: Json, logs: list[Json], filters: list[Json] = ROUTER_FILTERS) -> Json:
     """HTTP/1.1 and HTTP/2 (gRPC) alike: the codec is detected per connection."""
     manager: Json = {
         "@type": HCM_TYPE,
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "route_config": routes,
-        "http_filters": http_filters,
+        "http_filters": filters,
     }
     if logs:
         manager["access_log"] = logs

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from meshc.emit import naming
+from meshc.emit.envoy import fault, header_mutation, mirror, route_match
 from meshc.emit.envoy.clusters import Target
 from meshc.emit.envoy.tls import route_fields
 from meshc.emit.envoy.values import (
@@ -19,9 +20,13 @@ HASH_POLICIES = frozenset({ir.LbPolicy.RING_HASH, ir.LbPolicy.MAGLEV})
 HOST_SELECTION_ATTEMPTS = 3    # how hard a retry tries to pick a host other than the one that failed
 
 
-def route_config(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
-    """An outbound listener's inline route table: everything to this upstream."""
+def route_config(upstream: ir.Upstream, targets: Sequence[Target],
+                 services: Mapping[str, ir.Service] | None = None) -> Json:
+    """An outbound listener's inline route table: the callee's routes for this caller, in order
+    (first match wins), then everything else to the callee's version split."""
     name = naming.route_name(upstream.service)
+    routes = [_route(route, upstream, targets, services or {}) for route in upstream.routes]
+    routes.append({"name": name, "match": {"prefix": "/"}, "route": route_action(upstream, targets)})
     return {
         "name": name,
         # Envoy re-reads lds.yaml and cds.yaml on any move into the config directory, in no promised
@@ -33,21 +38,47 @@ def route_config(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
             "name": upstream.service,
             "domains": ["*"],
             "include_request_attempt_count": True,   # x-envoy-attempt-count tells the callee a retry from a try
-            "routes": [{"name": name, "match": {"prefix": "/"}, "route": route_action(upstream, targets)}],
+            "routes": routes,
         }],
     }
 
 
-def route_action(upstream: ir.Upstream, targets: Sequence[Target]) -> Json:
-    action: Json = {"timeout": duration(upstream.timeout_ms)}
+def route_action(upstream: ir.Upstream, targets: Sequence[Target], timeout_ms: int | None = None,
+                 retries: ir.RetryPolicy | None | bool = True) -> Json:
+    """`timeout_ms`/`retries` override the upstream's (a route's own); retries=True keeps its."""
+    action: Json = {"timeout": duration(upstream.timeout_ms if timeout_ms is None else timeout_ms)}
     hashing = hash_policy(upstream.destination.load_balancing)
     action |= cluster_choice(targets, hashed=bool(hashing))
-    if upstream.retries is not None:
-        action["retry_policy"] = retry_policy(upstream.retries)
+    policy = upstream.retries if retries is True else retries
+    if isinstance(policy, ir.RetryPolicy):
+        action["retry_policy"] = retry_policy(policy)
     if hashing:
         action["hash_policy"] = hashing
     action |= route_fields(upstream)
     return action
+
+
+def _route(route: ir.Route, upstream: ir.Upstream, targets: Sequence[Target],
+           services: Mapping[str, ir.Service]) -> Json:
+    """One of the callee's routes: its match, its versions, and what each feature adds to it."""
+    action = route_action(upstream, route_targets(route, targets), route.timeout_ms, route.retries)
+    action |= mirror.route_fields(route, upstream, targets, services) | header_mutation.action_fields(route)
+    envoy_route: Json = {"name": naming.request_route_name(upstream.service, route.name, route.index),
+                         "match": route_match.match(route.match), "route": action}
+    envoy_route |= header_mutation.route_fields(route)
+    per_filter = fault.route_config(route)
+    if per_filter:
+        envoy_route["typed_per_filter_config"] = per_filter
+    return envoy_route
+
+
+def route_targets(route: ir.Route, targets: Sequence[Target]) -> list[Target]:
+    """The route's own version split over this caller's clusters, or the service's."""
+    if not route.versions:
+        return list(targets)
+    by_version = {t.version.name: t for t in targets if t.version is not None}
+    return [Target(by_version[share.name].version, by_version[share.name].cluster, share.weight)
+            for share in route.versions]
 
 
 def cluster_choice(targets: Sequence[Target], hashed: bool = False) -> Json:
@@ -80,6 +111,10 @@ def retry_policy(retries: ir.RetryPolicy) -> Json:
     if retries.backoff is not None:
         policy["retry_back_off"] = {"base_interval": duration(retries.backoff.base_interval_ms),
                                     "max_interval": duration(retries.backoff.max_interval_ms)}
+    if retries.retriable_status_codes:
+        policy["retriable_status_codes"] = list(retries.retriable_status_codes)
+    if retries.retriable_headers:
+        policy["retriable_headers"] = [{"name": name, "present_match": True} for name in retries.retriable_headers]
     return policy
 
 
@@ -89,7 +124,21 @@ def hash_policy(lb: ir.LoadBalancing) -> list[Json]:
         return []
     if lb.hash_key.header:
         return [{"header": {"header_name": lb.hash_key.header}}]
+    if lb.hash_key.cookie is not None:
+        return [{"cookie": cookie_hash(lb.hash_key.cookie)}]
+    if lb.hash_key.query_parameter is not None:
+        return [{"query_parameter": {"name": lb.hash_key.query_parameter}}]
     return [{"connection_properties": {"source_ip": True}}]
+
+
+def cookie_hash(cookie: ir.CookieKey) -> Json:
+    """With a ttl, Envoy sets the cookie on the answer to a request without one: the client sticks."""
+    hashed: Json = {"name": cookie.name}
+    if cookie.ttl_ms is not None:
+        hashed["ttl"] = duration(cookie.ttl_ms)
+    if cookie.path is not None:
+        hashed["path"] = cookie.path
+    return hashed
 
 
 def tcp_hash_policy(lb: ir.LoadBalancing) -> list[Json]:

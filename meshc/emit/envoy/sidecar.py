@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshc.emit import naming
-from meshc.emit.envoy import rbac, tls
+from meshc.emit.envoy import mirror, rbac, tls
 from meshc.emit.envoy.access_log import access_logs
 from meshc.emit.envoy.bootstrap import config_dir_of
 from meshc.emit.envoy.clusters import local_app_cluster, targets, upstream_clusters
@@ -34,6 +34,16 @@ class MeshContext:
     tcp_logs: list[Json] = field(init=False)
     peer_logs: tuple[list[Json], list[Json]] = field(init=False)   # (http, tcp) with the caller's identity
     cluster_cache: dict[_CacheKey, list[Json]] = field(init=False, default_factory=dict)
+    # kept, so that their ids (cluster_cache keys) stay theirs for the whole build
+    own_destinations: dict[str, ir.Destination] = field(init=False, default_factory=dict)
+
+    def own_destination(self, service: ir.Service) -> ir.Destination:
+        """The destination policies a service declares, as a caller without overrides applies them."""
+        if service.name not in self.own_destinations:
+            self.own_destinations[service.name] = ir.Destination(
+                service.load_balancing, service.connect_timeout_ms, service.outlier_detection,
+                service.circuit_breaker, service.health_check)
+        return self.own_destinations[service.name]
     socket_cache: dict[tuple[str, str], Json | None] = field(init=False, default_factory=dict)
     sds_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
     secrets_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
@@ -69,12 +79,15 @@ def sidecar_resources(ctx: MeshContext, service: ir.Service) -> tuple[list[Json]
     clusters = [local_app_cluster(service)]
     for group in _groups(ctx, service, variants):
         clusters += _secured(ctx, service, group.callee, _clusters(ctx, group))
+    for name in mirror.extra_services(service):
+        callee = ctx.services[name]
+        clusters += _secured(ctx, service, callee, _clusters(ctx, _Group(callee, None, ())))
     guard = _inbound_guard(ctx, service)
     http_logs, tcp_logs = ctx.peer_logs if guard is not OPEN else (ctx.http_logs, ctx.tcp_logs)
     listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, http_logs, tcp_logs, guard)]
     for upstream in service.upstreams:
         callee_targets = targets(ctx.services[upstream.service], variants[id(upstream)])
-        listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs))
+        listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs, ctx.services))
     return clusters, listeners
 
 
@@ -132,8 +145,9 @@ def _groups(ctx: MeshContext, service: ir.Service, variants: dict[int, str | Non
 
 def _clusters(ctx: MeshContext, group: _Group) -> list[Json]:
     # Entries of one group have equal destinations; a retry budget is added if any of them retries.
-    destination = group.upstreams[0].destination
-    retries = any(u.retries is not None for u in group.upstreams)
+    # A group without entries is a service only mirrored to: its own policies, and no retries.
+    destination = group.upstreams[0].destination if group.upstreams else ctx.own_destination(group.callee)
+    retries = any(u.retries is not None or any(r.retries is not None for r in u.routes) for u in group.upstreams)
     key = (id(destination), retries, group.variant)
     cached = ctx.cluster_cache.get(key)
     if cached is None:
@@ -141,3 +155,4 @@ def _clusters(ctx: MeshContext, group: _Group) -> list[Json]:
             group.callee, destination, retries, group.variant, ctx.mesh.proxy.inbound_port, ctx.mesh.namespace,
             ctx.hosts)
     return cached
+

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from meshc import render
+
 Json = dict[str, Any]
 
 ANY_ADDRESS = "0.0.0.0"
@@ -49,3 +51,8 @@ def is_ip_address(address: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def discovery_response(type_url: str, resources: list[Json]) -> Json:
+    """What a file-based xDS source holds; version_info changes exactly when the content does."""
+    return {"version_info": render.content_hash(resources), "type_url": type_url, "resources": resources}

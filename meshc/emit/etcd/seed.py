@@ -34,6 +34,11 @@ def service_record(mesh: ir.Mesh, service: ir.Service) -> dict[str, Any]:
         "circuitBreaker": _circuit(service.circuit_breaker),
         "upstreams": [_upstream(u) for u in service.upstreams],
     }
+    if service.routes:
+        record["routes"] = [_route(r) for r in service.routes]
+    if service.rate_limit is not None:
+        limit = service.rate_limit
+        record["rateLimit"] = {"requests": limit.requests, "per": fmt(limit.per_ms), "burst": limit.burst}
     if service.identity is not None:   # zero trust: who it is, and who may call it
         record["security"] = {"mtls": service.mtls.value, "identity": service.identity.spiffe_id,
                               "allowedCallers": [c.identity.spiffe_id for c in service.allowed_callers]}
@@ -43,8 +48,40 @@ def service_record(mesh: ir.Mesh, service: ir.Service) -> dict[str, Any]:
 
 def _load_balancing(lb: ir.LoadBalancing) -> dict[str, Any]:
     key = lb.hash_key
-    hash_on = None if key is None else ({"header": key.header} if key.header else {"sourceIp": True})
+    hash_on: dict[str, Any] | None = None if key is None else (
+        {"header": key.header} if key.header else {"sourceIp": True})
+    if key is not None and key.cookie is not None:
+        hash_on = {"cookie": {"name": key.cookie.name, "path": key.cookie.path,
+                              "ttl": fmt(key.cookie.ttl_ms) if key.cookie.ttl_ms is not None else None}}
+    elif key is not None and key.query_parameter is not None:
+        hash_on = {"queryParameter": key.query_parameter}
     return {"policy": lb.policy.value, "hashOn": hash_on}
+
+
+def _route(route: ir.Route) -> dict[str, Any]:
+    """A request route in the spec's shape (timeout/retries as declared are per caller: left out)."""
+    match = route.match
+    fault = route.fault
+    return {
+        "name": route.name,
+        "match": {
+            "path": {match.path.kind: match.path.value} if match.path else None,
+            "headers": {h.name: {h.match.kind: h.match.value if h.match.value is not None else True}
+                        for h in match.headers},
+            "query": {q.name: {q.match.kind: q.match.value if q.match.value is not None else True} for q in match.query},
+            "methods": list(match.methods),
+            "callers": list(match.callers) if match.callers is not None else None,
+        },
+        "versions": [{"name": v.name, "weight": v.weight} for v in route.versions],
+        "fault": None if fault is None else {
+            "delay": {"duration": fmt(fault.delay_ms), "percent": fault.delay_percent} if fault.delay_ms else None,
+            "abort": {"status": fault.abort_status, "grpcStatus": fault.abort_grpc_status, "percent": fault.abort_percent}
+            if fault.abort_status is not None or fault.abort_grpc_status is not None else None,
+        },
+        "mirror": None if route.mirror is None else {"service": route.mirror.service, "version": route.mirror.version,
+                                                     "percent": route.mirror.percent},
+        "rewrite": {"prefix": route.prefix_rewrite} if route.prefix_rewrite is not None else None,
+    }
 
 
 def _health_check(check: ir.HealthCheck | None) -> dict[str, Any] | None:

@@ -9,15 +9,17 @@ from meshc import kinds, render
 from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.kubernetes import certificates, objects
 from meshc.emit.kubernetes.deployment import deployment
+from meshc.emit.kubernetes.gateway import gateway_objects
 from meshc.emit.kubernetes.network_policy import network_policy
 from meshc.emit.kubernetes.objects import Object
 from meshc.resolve import ir
 
-__all__ = ["emit", "iter_documents", "mesh_documents", "service_objects"]
+__all__ = ["emit", "gateway_objects", "iter_documents", "mesh_documents", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
-    """`sidecar_files`: per deployed service, its rendered Envoy files (bootstrap, cds, lds)."""
+    """`sidecar_files`: per deployed service (and per gateway, by `gateway-<name>`), its rendered
+    Envoy files (bootstrap, cds, lds, ...)."""
     return dict(iter_documents(mesh, sidecar_files))
 
 
@@ -27,14 +29,18 @@ def iter_documents(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes
     yield naming.NAMESPACE_PATH, whole_mesh[naming.NAMESPACE_PATH]
     for service in mesh.deployed_services:
         yield naming.kubernetes_path(service.name), service_objects(mesh, service, sidecar_files[service.name])
+    for gateway in mesh.gateways:
+        name = naming.gateway_name(gateway.name)
+        yield naming.kubernetes_path(name), gateway_objects(mesh, gateway, sidecar_files[name])
     yield naming.KUSTOMIZATION_PATH, whole_mesh[naming.KUSTOMIZATION_PATH]
 
 
 def mesh_documents(mesh: ir.Mesh) -> Documents:
     """The files that are not any one service's: namespace.yaml (the Namespace, and the mesh's
-    cert-manager Issuer under mTLS), and kustomization.yaml listing it and every service's file
-    (in apply order: the namespace first)."""
-    paths = [naming.NAMESPACE_PATH, *(naming.kubernetes_path(s.name) for s in mesh.deployed_services)]
+    cert-manager Issuer under mTLS), and kustomization.yaml listing it, every service's file and
+    every gateway's (in apply order: the namespace first)."""
+    paths = [naming.NAMESPACE_PATH, *(naming.kubernetes_path(s.name) for s in mesh.deployed_services),
+             *(naming.kubernetes_path(naming.gateway_name(g.name)) for g in mesh.gateways)]
     issuer = certificates.issuer(mesh)
     return {
         naming.NAMESPACE_PATH: [objects.namespace(mesh), *([issuer] if issuer else [])],

@@ -29,16 +29,22 @@ def issuer(mesh: ir.Mesh) -> Object | None:
 
 
 def certificate(mesh: ir.Mesh, service: ir.Service) -> Object | None:
+    if service.identity is None:
+        return None
+    return workload_certificate(mesh, service.name, service.identity, naming.service_labels(mesh, service.name))
+
+
+def workload_certificate(mesh: ir.Mesh, workload: str, identity: ir.Identity, labels: dict[str, str]) -> Object | None:
+    """The Certificate of one workload (a service's sidecars, or a gateway's Envoys)."""
     security = mesh.security
-    if security is None or service.identity is None:
+    if security is None:
         return None
     certs = security.certificates
-    obj = new_object(kinds.CERTIFICATE, naming.certificate_name(service.name), mesh.namespace,
-                     naming.service_labels(mesh, service.name))
+    obj = new_object(kinds.CERTIFICATE, naming.certificate_name(workload), mesh.namespace, labels)
     obj["spec"] = {
-        "secretName": naming.certificate_secret_name(service.name),
-        "secretTemplate": {"labels": naming.service_labels(mesh, service.name)},
-        "uris": [service.identity.spiffe_id],
+        "secretName": naming.certificate_secret_name(workload),
+        "secretTemplate": {"labels": labels},
+        "uris": [identity.spiffe_id],
         "duration": format_duration(certs.duration_ms),
         "renewBefore": format_duration(certs.renew_before_ms),
         # A fresh key at every renewal: a leaked key is worth at most one certificate's lifetime.

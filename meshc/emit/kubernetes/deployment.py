@@ -25,13 +25,13 @@ from meshc.resolve import ir
 RUN_AS_USER = 65532
 TMP_DIR = "/tmp"   # the root filesystem is read-only; scratch space is an emptyDir
 
-_POD_SECURITY: dict[str, Any] = {
+POD_SECURITY: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS_USER,
     "runAsGroup": RUN_AS_USER,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-_CONTAINER_SECURITY: dict[str, Any] = {
+CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
@@ -69,7 +69,7 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[st
         # Docker-link variables (FOO_SERVICE_HOST, ...) for every Service of the namespace: noise for
         # the app, and in a large mesh enough of them to exceed the kernel's argument size limit.
         "enableServiceLinks": False,
-        "securityContext": _POD_SECURITY,
+        "securityContext": POD_SECURITY,
         "containers": [app_container(service, version),
                        certificates.with_tls_mount(sidecar_container(mesh.proxy), service)],
         "volumes": [
@@ -89,7 +89,7 @@ def app_container(service: ir.Service, version: ir.Version) -> dict[str, Any]:
         "readinessProbe": probes.app_readiness(service),
         "livenessProbe": probes.app_liveness(service),
         "resources": resources(version.resources),
-        "securityContext": _CONTAINER_SECURITY,
+        "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [{"name": naming.APP_TMP_VOLUME, "mountPath": TMP_DIR}],
     }
     env = app_env(service)
@@ -127,7 +127,7 @@ def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
         "readinessProbe": probes.sidecar_readiness(proxy),
         "livenessProbe": probes.sidecar_liveness(proxy),
         "resources": resources(proxy.resources),
-        "securityContext": _CONTAINER_SECURITY,
+        "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [
             # The whole directory, never subPath: kubelet swaps a ConfigMap volume's files by rename,
             # which is exactly the move Envoy's watched_directory reloads cds/lds on.

@@ -52,8 +52,10 @@ def ingress(mesh: ir.Mesh, service: ir.Service, monitoring: str | None) -> list[
     # An empty `from` would admit everyone: a service nobody may call gets no inbound rule at all.
     sources = [{"podSelector": {"matchLabels": naming.service_selector(c.service)}}
                for c in service.allowed_callers if c.service is not None]
+    sources += [{"podSelector": {"matchLabels": naming.gateway_selector(c.gateway)}}
+                for c in service.allowed_callers if c.gateway is not None]
     sources += [_namespace(ns) for ns in sorted({c.identity.namespace for c in service.allowed_callers
-                                                 if c.service is None})]
+                                                 if c.service is None and c.gateway is None})]
     rules = [{"from": sources, "ports": [_port(mesh.proxy.inbound_port)]}] if sources else []
     scrapers = _namespace(monitoring) if monitoring else {"namespaceSelector": {}}
     rules.append({"from": [scrapers], "ports": [_port(mesh.proxy.stats_port)]})

@@ -36,4 +36,7 @@ def fake_sidecars(mesh: ir.Mesh, **overrides: bytes) -> dict[str, dict[str, byte
             name: overrides.get(name.removesuffix(".yaml"), f'{{"service": "{service.name}", "file": "{name}"}}\n'.encode())
             for name in naming.ENVOY_FILES
         }
+    for gateway in mesh.gateways:
+        name = naming.gateway_name(gateway.name)
+        files[name] = {file: f'{{"gateway": "{name}", "file": "{file}"}}\n'.encode() for file in naming.ENVOY_FILES}
     return files

@@ -62,6 +62,11 @@ def emitted(mesh: ir.Mesh, **overrides: bytes) -> dict[str, list[Obj]]:
     return kubernetes.emit(mesh, fake_sidecars(mesh, **overrides))
 
 
+def is_gateway(obj: Obj) -> bool:
+    """A gateway's objects (tests/emit/kubernetes/test_gateway.py) are not any service's."""
+    return naming.GATEWAY_LABEL in obj["metadata"]["labels"]
+
+
 def objects_of(documents: dict[str, list[Obj]]) -> list[Obj]:
     return [obj for path, docs in documents.items() if path != naming.KUSTOMIZATION_PATH for obj in docs]
 
@@ -92,6 +97,7 @@ def example(request: pytest.FixtureRequest) -> ir.Mesh:
 def test_one_file_per_deployed_service_plus_namespace_and_kustomization(example: ir.Mesh) -> None:
     documents = emitted(example)
     expected = [naming.NAMESPACE_PATH, *(naming.kubernetes_path(s.name) for s in example.deployed_services),
+                *(naming.kubernetes_path(naming.gateway_name(g.name)) for g in example.gateways),
                 naming.KUSTOMIZATION_PATH]
     assert list(documents) == expected
     external = [s for s in example.services if not s.deployed]
@@ -200,7 +206,7 @@ def test_a_bootstrap_change_rolls_the_pods() -> None:
 def test_selectors_are_stable_and_pick_exactly_the_right_pods(example: ir.Mesh) -> None:
     objs = objects_of(emitted(example))
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in objs if d["kind"] == "Deployment"}
-    for deployment in (o for o in objs if o["kind"] == "Deployment"):
+    for deployment in (o for o in objs if o["kind"] == "Deployment" and not is_gateway(o)):
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert set(selector) == {naming.SERVICE_LABEL, naming.VERSION_LABEL}
         assert [name for name, labels in pods.items() if selector.items() <= labels.items()] == \
@@ -291,7 +297,7 @@ def test_sidecar_runs_the_bootstrap_from_the_mounted_config_map(example: ir.Mesh
 
 def test_ports_probes_and_scrape_annotations_agree(example: ir.Mesh) -> None:
     proxy = example.proxy
-    for deployment in (o for o in objects_of(emitted(example)) if o["kind"] == "Deployment"):
+    for deployment in (o for o in objects_of(emitted(example)) if o["kind"] == "Deployment" and not is_gateway(o)):
         template = deployment["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
