@@ -13,8 +13,8 @@ import sys
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
-    add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, compile_bundle, open_targets,
-    previous_meshes, sync_failure,
+    add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, applied_bundle, close_targets,
+    compile_bundle, open_targets, previous_meshes, sync_failure,
 )
 
 NAME = "apply"
@@ -26,6 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     add_prune_arguments(parser)
     add_build_arguments(parser)
+    add_scope_argument(parser)
     add_format_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="plan only: print what would change, write nothing")
 
@@ -41,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
         if bundle is None:
             return EXIT_INVALID
         try:
+            previous, previous_revision = applied_bundle(args, bundle, targets)
             report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
-                               allow_prune_all=args.allow_prune_all, previous_meshes=previous_meshes(args, bundle),
-                               allow_mesh_rename=args.allow_mesh_rename)
+                               allow_prune_all=args.allow_prune_all, allow_mesh_rename=args.allow_mesh_rename,
+                               previous_meshes=previous_meshes(args, bundle, previous), previous=previous,
+                               previous_revision=previous_revision)
         except PruneRefused as refused:
             if args.format == "text":
                 sys.stdout.write(plan_text(refused.plans))

@@ -106,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:
     """For the progress line: files in the staging directory that will become OUT, and how many
-    there will be (four per deployed service, and a few for the whole mesh)."""
+    there will be (four per deployed service, two more under mTLS, and a few for the whole mesh)."""
     target = Path(out).absolute()
-    expected = 4 * len(checked.mesh.deployed_services) + 4 if checked.mesh is not None else 0
+    services = checked.mesh.deployed_services if checked.mesh is not None else ()
+    expected = sum(6 if s.identity is not None else 4 for s in services) + 4 if services else 0
 
     def count() -> tuple[int, int]:
         staging = next(target.parent.glob(f".{target.name}.new-*"), None)

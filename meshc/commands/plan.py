@@ -13,8 +13,8 @@ import sys
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
-    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_target_arguments, close_targets, compile_bundle,
-    open_targets, previous_meshes, sync_failure,
+    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, applied_bundle,
+    close_targets, compile_bundle, open_targets, previous_meshes, sync_failure,
 )
 
 NAME = "plan"
@@ -26,6 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     add_prune_arguments(parser)
     add_build_arguments(parser)
+    add_scope_argument(parser)
     add_format_argument(parser)
     parser.add_argument("--show-unchanged", action="store_true", help="list unchanged objects too")
     parser.add_argument("--detailed-exitcode", action="store_true",
@@ -43,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if bundle is None:
             return EXIT_INVALID
         try:
-            planned = plan_sync(bundle, targets, previous_meshes=previous_meshes(args, bundle))
+            previous, previous_revision = applied_bundle(args, bundle, targets)
+            planned = plan_sync(bundle, targets, previous=previous, previous_revision=previous_revision,
+                                previous_meshes=previous_meshes(args, bundle, previous))
         except SyncError as error:
             return sync_failure(error)
     finally:

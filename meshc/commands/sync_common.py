@@ -38,6 +38,11 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                        help="authenticate to etcd as NAME; the password comes from $MESHC_ETCD_PASSWORD or "
                        "--etcd-password-file (never from a flag value)")
     group.add_argument("--etcd-password-file", metavar="FILE", help="the etcd password, on the first line of FILE")
+    group.add_argument("--etcd-max-txn-ops", type=at_least(4), default=128, metavar="N",
+                       help="operations per etcd transaction, at most etcd's --max-txn-ops (default 128)")
+    group.add_argument("--etcd-max-txn-bytes", type=at_least(4096), default=1024 * 1024, metavar="BYTES",
+                       help="bytes per etcd transaction, below etcd's --max-request-bytes (default 1 MiB; "
+                       "etcd's default limit is 1.5 MiB)")
     group.add_argument("--output", metavar="DIR", help="keep DIR equal to the compiled files (Envoy on plain hosts)")
     group.add_argument("--no-drift", dest="detect_drift", action="store_false",
                        help="trust config hashes only; do not compare live fields meshc sets")
@@ -52,6 +57,37 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-mesh-rename", action="store_true",
                        help="allow a change of metadata.name or spec.namespace while the old mesh is live: apply the "
                        "new mesh, then prune the old one (within --prune-limit)")
+
+
+def add_scope_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--full", action="store_true",
+                        help="with --repo: plan every object, not only those of the files that changed since the "
+                        "commit etcd records as applied (finds hand edits of unchanged objects)")
+
+
+def applied_bundle(args: argparse.Namespace, bundle: Bundle, targets: list[Target]) -> tuple[Bundle | None, str | None]:
+    """With --repo (and without --full): the bundle of the commit the targets record as applied
+    (etcd's `<prefix>/revision`), compiled from the repository, to plan only what differs from it.
+    (None, None) when there is no such record, it names the commit being applied (a re-apply is a
+    drift check: planned in full), or that commit cannot be read or compiled."""
+    if not getattr(args, "repo", None) or getattr(args, "full", False):
+        return None, None
+    revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
+    recorded = next((ask(bundle) for ask in (getattr(t, "recorded_revision", None) for t in targets) if ask), None)
+    if not recorded or not revision or recorded == revision:
+        return None, None
+    from meshc.commands.common import build_options
+    from meshc.diagnostics import MeshcError
+    from meshc.load.git import GitSpecReader
+    from meshc.pipeline import compile
+
+    try:
+        with GitSpecReader(args.repo) as reader:
+            source = reader.read(recorded, args.spec)
+    except MeshcError:
+        return None, None
+    previous = compile(source, build_options(args)).bundle
+    return (previous, recorded) if previous is not None else (None, None)
 
 
 def has_targets(args: argparse.Namespace) -> bool:
@@ -80,7 +116,8 @@ def open_targets(args: argparse.Namespace) -> list[Target]:
         if args.etcd:
             from meshc.sync.etcd import EtcdTarget
 
-            targets.append(EtcdTarget(etcd_access(args)))
+            targets.append(EtcdTarget(etcd_access(args), max_txn_ops=args.etcd_max_txn_ops,
+                                      max_txn_bytes=args.etcd_max_txn_bytes))
     except SyncError as error:
         close_targets(targets)
         raise usage_error(str(error)) from None
@@ -117,9 +154,14 @@ def sync_failure(error: SyncError) -> int:
     return EXIT_INVALID
 
 
-def previous_meshes(args: argparse.Namespace, bundle: Bundle) -> list[MeshIdentity]:
-    """With --repo: the mesh the spec declared at the parent commit(s) of the one applied, when
-    another than the bundle's (a rename); the targets' own records are asked by the sync."""
+def previous_meshes(args: argparse.Namespace, bundle: Bundle, applied: Bundle | None = None) -> list[MeshIdentity]:
+    """The mesh applied before, to see a rename: that of `applied` (the bundle of the commit etcd
+    records), else with --repo the mesh the spec declared at the parent commit(s) of the one
+    applied; the targets' own records are asked by the sync."""
+    if applied is not None:
+        from meshc.sync.rename import identity_of
+
+        return [identity_of(applied)]
     if not getattr(args, "repo", None):
         return []
     from meshc.diagnostics import MeshcError

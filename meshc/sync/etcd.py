@@ -17,6 +17,7 @@ mesh's nested prefix, records of an older meshc that kept no ledger) are reporte
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +91,7 @@ class EtcdTarget:
                                  "(spec.etcd.prefix, default /meshc/<metadata.name>)")
         desired = {layout.relative_key(prefix, str(key)): str(value).encode()
                    for key, value in (seed.get("kvs") or {}).items()}
+        self._check_sizes(prefix, desired)
         state = self.read_state(prefix)
         live = state.records()
         changes = [_key_change(layout.seed_key(prefix, rel), value, live.get(layout.seed_key(prefix, rel)))
@@ -129,6 +131,32 @@ class EtcdTarget:
         changes += [_stale_change(state, generation) for generation in state.stale_generations()]
         return Plan(NAME, tuple(changes), notes=(f"prunes the mesh applied as {old} under {prefix}/",),
                     context={"removal": True, "state": state})
+
+    def recorded_revision(self, bundle: Bundle) -> str | None:
+        """What `<prefix>/revision` names (one small read); None when unset or unreadable (the
+        plan will say why)."""
+        prefix = str(bundle.etcd_seed().get("prefix") or "").rstrip("/")
+        try:
+            answer = self._post("/kv/range", {"key": b64(layout.revision_key(prefix).encode())})
+        except SyncError:
+            return None
+        kvs = answer.get("kvs") or []
+        return base64.b64decode(kvs[0].get("value", "")).decode(errors="replace") if kvs else None
+
+    def _check_sizes(self, prefix: str, desired: Mapping[str, bytes]) -> None:
+        """A record that no transaction can carry is refused before anything is written."""
+        generation = layout.generation_name(0)
+        for relative, value in sorted(desired.items()):
+            op = Op(layout.record_key(prefix, generation, relative), value)
+            if op.size + len(layout.current_key(prefix)) + _OP_OVERHEAD > self.max_txn_bytes:
+                raise PermanentError(f"etcd: the record {layout.seed_key(prefix, relative)} is {len(value)} bytes; "
+                                     f"one transaction carries at most {self.max_txn_bytes} bytes "
+                                     "(--etcd-max-txn-bytes, below etcd's --max-request-bytes, 1.5 MiB by default); "
+                                     "nothing was written")
+        ledger = Op(layout.ledger_key(prefix, generation), layout.encode_ledger(generation, desired))
+        if ledger.size + 3 * (len(prefix) + 64) > self.max_txn_bytes:
+            raise PermanentError(f"etcd: the list of the mesh's {len(desired)} records is {ledger.size} bytes, more "
+                                 f"than one transaction carries ({self.max_txn_bytes} bytes); nothing was written")
 
     def read_state(self, prefix: str) -> layout.PrefixState:
         """Every key under `<prefix>/` at one etcd revision, sorted into meshc's and foreign ones."""

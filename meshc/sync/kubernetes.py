@@ -121,9 +121,11 @@ class KubernetesTarget:
         wanted = [obj for obj in desired if obj.get("kind") == "Namespace"]
         others = []
         for live in self.get_objects(wanted).values():
-            labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+            if live is None:
+                continue
+            labels = (live.get("metadata") or {}).get("labels") or {}
             if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(MESH_LABEL) not in (None, mesh):
-                others.append(MeshIdentity(str(labels[MESH_LABEL]), str(live["metadata"]["name"])))  # type: ignore[index]
+                others.append(MeshIdentity(str(labels[MESH_LABEL]), _name(live)))
         return others
 
     def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:

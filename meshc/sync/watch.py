@@ -579,7 +579,7 @@ def _listing(plans: Sequence[Plan]) -> list[str]:
              for target, c in changes[:LISTED_CHANGES]]
     if len(changes) > LISTED_CHANGES:
         lines.append(f"... and {len(changes) - LISTED_CHANGES} more")
-    return lines
+    return lines + [f"note   {plan.target}: {note}" for plan in plans for note in plan.notes]
 
 
 def _recorded_note(report: SyncReport) -> str:

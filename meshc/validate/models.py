@@ -817,7 +817,7 @@ class Certificates(Model):
 class Security(Model):
     mtls: MtlsMode = MtlsMode.STRICT
     trust_domain: DnsSubdomain = "cluster.local"
-    certificates: Certificates = Certificates()
+    certificates: Certificates = Field(default_factory=lambda: Certificates())
     network_policies: StrictBool = True
     monitoring_namespace: Name | None = None
 

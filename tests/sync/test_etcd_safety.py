@@ -78,7 +78,14 @@ def test_one_record_bigger_than_a_transaction_is_refused_before_anything_is_writ
     target = EtcdTarget(etcd_server.url, max_txn_bytes=4096)
     with pytest.raises(PermanentError, match="more than one transaction may carry"):
         target.batches([Op("/k", b"x" * 5000)], {})
+    before = int(etcd_server.client().status()["header"]["revision"])
+    wide = chain_spec(30)
+    wide["spec"]["services"][0]["upstreams"] = [{"service": f"svc-{i:03d}", "localPort": 9000 + i}
+                                                for i in range(1, 30)]
+    with pytest.raises(PermanentError, match=f"the record {PREFIX}/services/svc-000 is [0-9]+ bytes; one transaction .*; nothing was written"):
+        sync_once(bundle_of(wide), [target], revision="a" * 40)
     target.close()
+    assert int(etcd_server.client().status()["header"]["revision"]) == before
 
 
 class _CrashingTarget(EtcdTarget):

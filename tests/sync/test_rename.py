@@ -24,7 +24,8 @@ from tests.sync.specs import MESH, NAMESPACE, PREFIX, bundle_of, chain_spec
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(180)]
 ROOT = Path(__file__).parents[2]
-RESOURCES = ("namespaces", "serviceaccounts", "configmaps", "services", "deployments")
+RESOURCES = ("namespaces", "serviceaccounts", "issuers", "certificates", "configmaps", "services", "networkpolicies",
+             "deployments")
 
 
 def meshc(*args: str) -> subprocess.CompletedProcess[str]:

@@ -173,8 +173,8 @@ def test_a_renamed_mesh_is_refused_unless_allowed(mesh_repo: GitRepo, kube_api: 
         assert kube_api.writes() == []        # nothing of the new mesh, nothing pruned
     assert "--allow-mesh-rename" in refused["message"]
     # a watcher started anew (no memory of the applied mesh) sees it from the parent commit,
-    # and with the flag applies the new mesh and prunes the old one
-    with watching(mesh_repo.path, [kube_target], allow_mesh_rename=True) as watcher:
+    # and with the flag (and a prune limit above the old mesh's size) applies the new mesh and prunes the old one
+    with watching(mesh_repo.path, [kube_target], allow_mesh_rename=True, prune_limit=100) as watcher:
         watcher.wait("applied", commit=rename)
     assert kube_api.store_get("deployments", "svc-00", "shop") is not None
     assert kube_api.store_get("deployments", "svc-00", NAMESPACE) is None

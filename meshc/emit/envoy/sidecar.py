@@ -112,7 +112,8 @@ def _inbound_guard(ctx: MeshContext, service: ir.Service) -> InboundGuard:
     chains, listener_filters = tls.inbound_chains(service, ctx.sds_config(service))
     return InboundGuard(http_filters=rbac.http_filters(service), network_filters=rbac.network_filters(service),
                         listener_filters=listener_filters, chains=chains,
-                        tcp_proxy_fields=tls.inbound_tcp_proxy_fields(service))
+                        tcp_proxy_fields=tls.inbound_tcp_proxy_fields(service),
+                        listener_fields=tls.inbound_listener_fields(service))
 
 
 def _secured(ctx: MeshContext, caller: ir.Service, callee: ir.Service, clusters: list[Json]) -> list[Json]:

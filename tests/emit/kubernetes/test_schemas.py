@@ -127,3 +127,55 @@ def test_the_cert_manager_schema_is_a_schema_and_refuses_what_cert_manager_would
     issuer_broken = copy.deepcopy(issuer)
     issuer_broken["spec"]["ca"] = {}
     assert schemas.errors(issuer_broken, VERSIONS[-1])
+
+
+ZERO_TRUST = """
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: zt}
+spec:
+  security:
+    mtls: strict
+    trustDomain: prod.example.org
+    certificates: {issuerRef: {kind: ClusterIssuer, name: corp-ca}, duration: 72h, renewBefore: 90m}
+    monitoringNamespace: monitoring
+  analysis: {entryPoints: [web]}
+  services:
+  - name: web
+    image: web:1
+    port: 8080
+    extraCallers: [{namespace: ingress, serviceAccount: nginx.ingress}]
+    upstreams: [{service: api, localPort: 9001}, {service: db, localPort: 9002}, {service: ext, localPort: 9003},
+                {service: legacy, localPort: 9004}, {service: cache, localPort: 9005}]
+  - name: api
+    mtls: permissive
+    port: 9090
+    protocol: grpc
+    versions: [{name: v1, image: api:1, weight: 50}, {name: v2, image: api:2, weight: 50}]
+  - name: db
+    image: db:1
+    port: 5432
+    protocol: tcp
+  - name: cache
+    mtls: permissive
+    image: cache:1
+    port: 6379
+    protocol: tcp
+  - name: ext
+    port: 443
+    tls: {sni: api.example.com, caBundle: /etc/ssl/corp.pem}
+    endpoints: [{address: 203.0.113.9, port: 443}, {address: "2001:db8::9", port: 443}]
+  - name: legacy
+    port: 8080
+    endpoints: [{address: legacy.corp.example, port: 8080}]
+"""
+
+
+@pytest.mark.parametrize("version", schemas.bundled_versions())
+def test_every_zero_trust_option_is_schema_valid_on_every_bundled_version(version: str) -> None:
+    bundle = build(SpecSource("mesh.yaml", ZERO_TRUST.encode()))
+    objects = list(bundle.kubernetes_objects())
+    assert {"Certificate", "NetworkPolicy"} <= {o["kind"] for o in objects}
+    assert "Issuer" not in {o["kind"] for o in objects}          # issuerRef names another
+    problems = [problem for obj in objects for problem in schemas.errors(obj, version)]
+    assert problems == []

@@ -1,0 +1,96 @@
+"""`meshc apply --repo` of a one-service commit, as a whole process, incremental against full.
+
+Against the Kubernetes API test double (served from this process) and a real etcd, with a real
+Git repository holding `bench/gen_mesh.py N`: after a first apply, each round commits a change of
+one image tag and times `meshc apply --repo R --kubeconfig K --etcd E` (planned against the commit
+etcd records: only that service's objects read), then commits another and times the same with
+`--full` (every object LISTed, as before); the ratio is the median of incremental/full over the
+rounds. The requests each made are counted in the double's log.
+
+    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.gen_mesh import generate
+from bench.sync.run_sync import SPEC_PATH, one_service_change
+from tests.k8sapi.server import FakeKubeAPI
+from tests.support.etcd import EtcdServer
+from tests.support.gitrepo import GitRepo
+
+ROOT = Path(__file__).parents[2]
+
+
+def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str) -> float:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "meshc.cli", "apply", "--repo", str(repo.path), SPEC_PATH,
+                             "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"meshc apply failed: {result.stderr}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    spec = generate(args.services)
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="meshc-bench-cli-") as tmp:
+        workdir = Path(tmp)
+        repo = GitRepo.init(workdir / "repo")
+        repo.commit_file(SPEC_PATH, spec, f"A {args.services}-service mesh")
+        kube = FakeKubeAPI().start()
+        try:
+            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+            with EtcdServer(workdir / "etcd") as etcd:
+                first = apply(repo, kubeconfig, etcd)
+                print(f"first apply: {first:.2f}s", flush=True)
+                for number in range(1, args.rounds + 1):
+                    figures: dict[str, Any] = {}
+                    for mode, extra in (("incremental", ()), ("full", ("--full",))):
+                        service, spec = one_service_change(spec, number * 2 + (mode == "full"), number)
+                        repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
+                        kube.reset_log()
+                        figures[f"{mode}_s"] = apply(repo, kubeconfig, etcd, *extra)
+                        figures[f"{mode}_requests"] = len(kube.requests)
+                        figures[f"{mode}_lists"] = sum(1 for r in kube.requests if "labelSelector" in r.query)
+                        figures[f"{mode}_writes"] = len(kube.writes())
+                    rounds.append(figures)
+                    print(f"round {number}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                                          for k, v in figures.items()), flush=True)
+        finally:
+            kube.stop()
+    summary = {
+        "services": args.services, "rounds": args.rounds,
+        "incremental_s": round(statistics.median(r["incremental_s"] for r in rounds), 3),
+        "full_s": round(statistics.median(r["full_s"] for r in rounds), 3),
+        "paired_ratio": round(statistics.median(r["incremental_s"] / r["full_s"] for r in rounds), 3),
+        "incremental_requests": sorted({r["incremental_requests"] for r in rounds}),
+        "incremental_lists": sorted({r["incremental_lists"] for r in rounds}),
+        "writes": sorted({r["incremental_writes"] for r in rounds} | {r["full_writes"] for r in rounds}),
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
