@@ -34,7 +34,9 @@ def for_version(spec: str, version: str) -> str:
     """The spec as a cluster of that version can run it: ordinary sidecars before 1.29."""
     if PackagingVersion(version) >= PackagingVersion(NATIVE_SIDECARS):
         return spec
-    return spec.replace("\n  proxy:\n", "\n  proxy:\n    nativeSidecar: false\n", 1)
+    if "\n  proxy:\n" in spec:
+        return spec.replace("\n  proxy:\n", "\n  proxy:\n    nativeSidecar: false\n", 1)
+    return spec.replace("\nspec:\n", "\nspec:\n  proxy: {nativeSidecar: false}\n", 1)
 
 
 def build(source: SpecSource) -> Bundle:
@@ -173,7 +175,7 @@ spec:
 
 @pytest.mark.parametrize("version", schemas.bundled_versions())
 def test_every_zero_trust_option_is_schema_valid_on_every_bundled_version(version: str) -> None:
-    bundle = build(SpecSource("mesh.yaml", ZERO_TRUST.encode()))
+    bundle = build(SpecSource("mesh.yaml", for_version(ZERO_TRUST, version).encode()))
     objects = list(bundle.kubernetes_objects())
     assert {"Certificate", "NetworkPolicy"} <= {o["kind"] for o in objects}
     assert "Issuer" not in {o["kind"] for o in objects}          # issuerRef names another
