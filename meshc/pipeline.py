@@ -208,7 +208,8 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions()) -> Bu
 
     mesh = _checked_mesh(checked)
     return make_bundle(dict(iter_files(mesh, options)), mesh=mesh.name,
-                       spec_digest=render.sha256(checked.source.data), revision=checked.source.revision)
+                       spec_digest=render.sha256(checked.source.data), revision=checked.source.revision,
+                       external=external_dependencies(checked))
 
 
 @no_cycle_collection
@@ -228,9 +229,17 @@ def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOpt
     with StagedOutput(out) as staged:
         entries = write_sharded(staged, functools.partial(iter_files, mesh, options), shards)
         staged.write(naming.MANIFEST_PATH, manifest(entries, mesh=mesh.name, spec_digest=render.sha256(
-            checked.source.data), revision=checked.source.revision))
+            checked.source.data), revision=checked.source.revision, external=external_dependencies(checked)))
         staged.commit()
     return len(entries) + 1
+
+
+def external_dependencies(checked: Checked) -> list[dict[str, object]]:
+    """Objects the Kubernetes manifests refer to that meshc does not create (Secrets, ConfigMaps,
+    claims, ...): they must exist before the pods start."""
+    from meshc.emit import kubernetes
+
+    return kubernetes.external_dependencies(_checked_mesh(checked))
 
 
 @no_cycle_collection

@@ -24,7 +24,8 @@ position, all at once (not just the first). Codes are stable: a code keeps its m
 - `E0xx` reading and parsing the file, `E1xx` structure, types and ranges, `E2xx` meaning across
   the spec, `W2xx` suspicious settings, `W3xx` call-graph analysis, `E5xx`/`W5xx` zero trust
   (mTLS identities, authorization from the call graph, network policy, TLS origination), `E6xx`/`W6xx`
-  request routing and gateways.
+  request routing and gateways, `E7xx`/`W7xx` workloads (pods, environment, volumes, probes,
+  autoscaling).
 - Errors make `meshc validate`/`build` exit 1; warnings do not, unless `--strict`.
 - Text goes to stderr. `--format json` prints a list of `{code, severity, message, file, line,
   col, path, hint}` to stdout (for `| jq`); `--format github` prints workflow annotations

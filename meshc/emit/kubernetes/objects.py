@@ -114,12 +114,14 @@ def config_volume(config_map_names: list[str]) -> dict[str, Any]:
 
 
 def cluster_service(mesh: ir.Mesh, service: ir.Service) -> Object:
-    """The ClusterIP Service on the app's port; traffic enters through the sidecar's inbound port."""
+    """The ClusterIP Service on `servicePort` (default: the app's port); traffic enters through the
+    sidecar's inbound port."""
+    assert service.service_port is not None, "only a service with a port gets a Service"
     obj = new_object(kinds.SERVICE, service.name, mesh.namespace, naming.service_labels(mesh, service.name))
     obj["spec"] = {
         "type": "ClusterIP",
         "selector": naming.service_selector(service.name),
-        "ports": [_service_port(service.protocol, service.port, mesh.proxy.inbound_port)],
+        "ports": [_service_port(service.protocol, service.service_port, mesh.proxy.inbound_port)],
     }
     return with_config_hash(obj)
 
