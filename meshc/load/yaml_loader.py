@@ -309,7 +309,7 @@ class _Builder:
         frame = root_frame
         budget = self.budget
         while True:
-            event = get_event()
+            event: Any = get_event()
             kind = type(event)
             if kind is scalar_event and event.anchor is None and event.tag is None:
                 if check_text:
