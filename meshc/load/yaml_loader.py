@@ -40,6 +40,9 @@ _HEX = re.compile(r"^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+# Any of the six above: most scalars that start with a digit are durations, sizes or versions
+# ("5s", "500ms", "1.2.3"), which this one match turns away instead of six.
+_NUMERIC = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in (_INT, _OCT, _HEX, _FLOAT, _INF, _NAN)))
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_KEY = "<<"
@@ -169,6 +172,10 @@ def resolve_plain_scalar(value: str) -> Any:
 
 def _resolve_number(value: str) -> Any:
     """A scalar starting with a digit, a sign or a dot: int, float, inf/nan, or still a string."""
+    if value.isdigit() and value.isascii():  # ports, counts, weights: the common number
+        return int(value)
+    if not _NUMERIC.match(value):
+        return value
     if _INT.match(value):
         return int(value)
     if _OCT.match(value):
