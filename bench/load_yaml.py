@@ -47,7 +47,7 @@ def _module_loader(path: str) -> Callable[[SpecSource], Any]:
 
 
 def _cpu(run: Callable[[SpecSource], Any], source: SpecSource) -> float:
-    gc.collect()
+    gc.collect()  # what the previous run left does not count against this one
     start = time.process_time()
     result = run(source)
     elapsed = time.process_time() - start
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("spec", help="a mesh.yaml (see bench/gen_mesh.py)")
     parser.add_argument("--pairs", type=int, default=5, help="alternated rounds (default 5)")
     parser.add_argument("--against", help="another yaml_loader.py to time in the same rounds")
+    parser.add_argument("--no-gc", action="store_true",
+                        help="keep the cycle collector off for every run, as `meshc build` does")
     args = parser.parse_args()
     with open(args.spec, "rb") as handle:
         source = SpecSource(args.spec, handle.read())
@@ -68,6 +70,8 @@ def main() -> None:
         runs["other"] = _module_loader(args.against)
     assert load_yaml(source).ok, "the spec must load cleanly"
     times: dict[str, list[float]] = {name: [] for name in runs}
+    if args.no_gc:
+        gc.disable()
     for round_ in range(args.pairs):
         order = list(runs.items()) if round_ % 2 == 0 else list(reversed(runs.items()))
         for name, run in order:
