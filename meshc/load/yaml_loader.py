@@ -226,8 +226,8 @@ class _Builder:
         self.text = text
         self.parser = _Parser(text)
         self.diagnostics: list[Diagnostic] = []
-        # (path, is_key, line, col), in document order: an anchored subtree is a contiguous slice.
-        self.entries: list[tuple[Path, bool, int, int]] = []
+        # (path, is_key, (line, col)), in document order: an anchored subtree is a contiguous slice.
+        self.entries: list[tuple[Path, bool, tuple[int, int]]] = []
         self.anchors: dict[str, tuple[Any, Path, int, int]] = {}
         self.stack: list[_Frame] = []
         self.budget = MAX_NODES
@@ -238,8 +238,8 @@ class _Builder:
     def positions(self) -> Positions:
         # Later entries win, as they would in a loop: comprehensions are just the faster loop.
         entries = self.entries
-        values = {path: (line, col) for path, is_key, line, col in entries if not is_key}
-        keys = {path: (line, col) for path, is_key, line, col in entries if is_key}
+        values = {path: at for path, is_key, at in entries if not is_key}
+        keys = {path: at for path, is_key, at in entries if is_key}
         return Positions(self.file, values, keys)
 
     def span(self, mark: Any) -> Span:
@@ -336,7 +336,7 @@ class _Builder:
                     else:
                         explicit[text] = line
                     frame.key = text
-                    record((frame.path + (text,), True, line, col))
+                    record((frame.path + (text,), True, (line, col)))
                     budget -= 1
                     if budget < 0:
                         self.budget = budget
@@ -352,7 +352,7 @@ class _Builder:
                 if frame.is_map:
                     key = frame.key
                     start = len(entries)
-                    record((frame.path + (key or "",), False, line, col))
+                    record((frame.path + (key or "",), False, (line, col)))
                     budget -= 1
                     if budget < 0:
                         self.budget = budget
@@ -366,7 +366,7 @@ class _Builder:
                     elif key not in container:
                         container[key] = value  # type: ignore[call-overload]
                     continue
-                record((frame.path + (len(container),) if frame is not root_frame else (), False, line, col))
+                record((frame.path + (len(container),) if frame is not root_frame else (), False, (line, col)))
                 budget -= 1
                 if budget < 0:
                     self.budget = budget
@@ -383,7 +383,7 @@ class _Builder:
                 else:
                     path = frame.path + (len(frame.container),)
                 start = len(entries)
-                record((path, False, mark.line + 1, mark.column + 1))
+                record((path, False, (mark.line + 1, mark.column + 1)))
                 budget -= 1
                 if budget < 0:
                     self.budget = budget
@@ -479,7 +479,7 @@ class _Builder:
                                           Span(self.file, line, col), frame.path + (key,)))
         frame.explicit.setdefault(key, line)
         frame.key = key
-        self.entries.append((frame.path + (key,), True, line, col))
+        self.entries.append((frame.path + (key,), True, (line, col)))
         self._spend(1, event)
         return True
 
@@ -506,7 +506,7 @@ class _Builder:
         frame = self.stack[-1]
         path = self._child_path(frame)
         start = len(self.entries)
-        self.entries.append((path, False, event.start_mark.line + 1, event.start_mark.column + 1))
+        self.entries.append((path, False, (event.start_mark.line + 1, event.start_mark.column + 1)))
         self._spend(1, event)
         anchor = getattr(event, "anchor", None)
         if anchor:
@@ -540,15 +540,15 @@ class _Builder:
         path = self._child_path(frame)
         start = len(self.entries)
         self._spend(end - begin, event)
-        self.entries.append((path, False, span.line, span.col))
+        self.entries.append((path, False, (span.line, span.col)))
         self._copy_entries(begin, end, source_path, path)
         self._place(frame, value, start)
 
     def _copy_entries(self, begin: int, end: int, old: Path, new: Path) -> None:
         cut = len(old)
-        for path, is_key, line, col in self.entries[begin:end]:
+        for path, is_key, at in self.entries[begin:end]:
             if path != old:
-                self.entries.append((new + path[cut:], is_key, line, col))
+                self.entries.append((new + path[cut:], is_key, at))
 
     def _spend(self, nodes: int, event: Any) -> None:
         self.budget -= nodes
@@ -570,7 +570,7 @@ class _Builder:
             raise _Abort(error("E008", f"collections nest deeper than {MAX_DEPTH} levels", self.span(event.start_mark)))
         path = self._child_path(frame)
         start = len(self.entries)
-        self.entries.append((path, False, event.start_mark.line + 1, event.start_mark.column + 1))
+        self.entries.append((path, False, (event.start_mark.line + 1, event.start_mark.column + 1)))
         self._spend(1, event)
         container: dict[str, Any] | list[Any] = {} if isinstance(event, yaml.MappingStartEvent) else []
         self.stack.append(_Frame(container, path, event.anchor, start, isinstance(container, dict)))
@@ -596,7 +596,7 @@ class _Builder:
                 (item, merge_path + (index,)) for index, item in enumerate(value)
             ] if isinstance(value, list) else []
             if not sources or not all(isinstance(item, dict) for item, _ in sources):
-                line, col = self.entries[begin][2], self.entries[begin][3]
+                line, col = self.entries[begin][2]
                 self.diagnostics.append(error("E005", "a merge key (<<) takes a mapping or a list of mappings",
                                               Span(self.file, line, col), frame.path))
                 continue
@@ -609,6 +609,6 @@ class _Builder:
 
     def _rename_entries(self, begin: int, end: int, old: Path, new: Path) -> None:
         cut = len(old)
-        for path, is_key, line, col in self.entries[begin:end]:
+        for path, is_key, at in self.entries[begin:end]:
             if path[:cut] == old:
-                self.entries.append((new + path[cut:], is_key, line, col))
+                self.entries.append((new + path[cut:], is_key, at))
