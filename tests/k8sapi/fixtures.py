@@ -98,6 +98,11 @@ class KubeAPIHandle:
     def store_get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         return self._need_double().store_get(resource, name, namespace)
 
+    def compact_history(self) -> None:
+        """Forget the watch history up to now: older resource versions answer 410 Gone."""
+        double = self._need_double()
+        double.store.events.compact(double.store.revision)
+
     # ---- teardown -----------------------------------------------------------------------------------
 
     def close(self) -> None:
