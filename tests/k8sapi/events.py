@@ -41,7 +41,9 @@ class EventLog:
         self._events: list[Event] = []
         self._revisions: list[int] = []
         self._compacted = 0      # events up to this revision are gone
+        self._generation = 0     # bumped by end_streams: open streams end, as at a server restart
         self.closed = False
+        self.expired = 0         # watches answered 410 Gone
 
     def record(self, event: Event) -> None:
         """Called with the store's lock held."""
@@ -66,6 +68,12 @@ class EventLog:
     def _after(self, revision: int) -> list[Event]:
         return self._events[bisect.bisect_right(self._revisions, revision):]
 
+    def end_streams(self) -> None:
+        """End every open stream cleanly (the server's timeout, a restart): clients resume."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
     def close(self) -> None:
         with self._changed:
             self.closed = True
@@ -78,9 +86,11 @@ class EventLog:
         Raises TooOld."""
         with self._changed:
             if after < self._compacted:
+                self.expired += 1
                 raise TooOld(after)
         position = after
-        while not self.closed:
+        generation = self._generation
+        while not self.closed and generation == self._generation:
             with self._changed:
                 if position < self._compacted:
                     raise TooOld(position)
@@ -90,6 +100,8 @@ class EventLog:
                     if left <= 0:
                         return
                     self._changed.wait(min(left, BOOKMARK_EVERY))
+                    if generation != self._generation:
+                        return
                     batch = self._after(position)
                     if not batch:
                         if clock() < deadline:

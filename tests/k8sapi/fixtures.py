@@ -103,6 +103,14 @@ class KubeAPIHandle:
         double = self._need_double()
         double.store.events.compact(double.store.revision)
 
+    def expired_watches(self) -> int:
+        """How many watches were answered 410 Gone (their resourceVersion was compacted)."""
+        return self._need_double().store.events.expired
+
+    def end_watches(self) -> None:
+        """End every open watch stream cleanly, as the server does at its timeout."""
+        self._need_double().store.events.end_streams()
+
     # ---- teardown -----------------------------------------------------------------------------------
 
     def close(self) -> None:

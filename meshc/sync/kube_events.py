@@ -1,0 +1,252 @@
+"""Drift found by Kubernetes watch streams: what lets `meshc watch` idle instead of LISTing.
+
+One stream per managed kind (and namespace) with the mesh's label selector, started from the
+resourceVersion of a LIST of that kind. Each event's object is compared with the desired object
+as a plan would (config hash, then the fields meshc sets): an object edited by hand, deleted, or
+carrying the mesh's labels without being in the spec is marked, and the loop is woken to plan and
+correct just the marked objects. meshc's own applies produce events too; they match the desired
+objects and mark nothing.
+
+A stream that ends (its timeout) resumes from the last resourceVersion seen (bookmarks keep it
+fresh); one whose version is too old (410 Gone) or that fails LISTs again, and that LIST is itself
+compared in full, so nothing that happened meanwhile is missed. Full drift checks still run, at
+a long interval (watch's --drift-interval), as a backstop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from meshc.bundle import Bundle
+from meshc.emit.naming import mesh_selector
+from meshc.sync.kubernetes import KubernetesTarget, desired_objects, object_key
+from meshc.sync.target import SyncError
+
+Obj = dict[str, Any]
+WATCH_SECONDS = 300        # each stream is re-opened this often (the server's own limit is 30-60 min)
+RETRY_BASE = 0.5           # seconds before a failed stream LISTs again; doubles up to RETRY_CAP
+RETRY_CAP = 30.0
+HTTP_GONE = 410
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One stream: a kind, in a namespace (None: a cluster-scoped kind)."""
+
+    api_version: str
+    kind: str
+    namespace: str | None
+
+
+@dataclass(frozen=True)
+class _Desired:
+    mesh: str
+    objects: dict[str, Obj]            # by object key
+
+
+class KubeEvents:
+    """Watches a mesh's objects on one cluster; `take()` hands over the keys that need a plan."""
+
+    def __init__(self, target: KubernetesTarget, notify: Callable[[], None]) -> None:
+        self.target = target
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._desired: _Desired | None = None
+        self._dirty: set[str] = set()
+        self._streams: dict[Scope, _Stream] = {}
+        self._client: Any = None
+        self.relists = 0               # LISTs after the first of each stream (410 Gone, failures)
+        self.events = 0                # object events received
+        self.last_error: str | None = None
+
+    # ---- what the loop calls -------------------------------------------------------------------
+
+    def expect(self, bundle: Bundle) -> None:
+        """From now on compare events with this bundle (before it is applied: its own writes then
+        match and mark nothing)."""
+        objects = {object_key(obj): obj for obj in desired_objects(bundle)}
+        self._desired = _Desired(str(bundle.manifest["mesh"]), objects)
+
+    def follow(self, bundle: Bundle) -> None:
+        """The bundle is applied: compare with it, and stream every kind and namespace it has."""
+        self.expect(bundle)
+        scopes = self._scopes(bundle)
+        for scope in [s for s in self._streams if s not in scopes]:
+            self._streams.pop(scope).stop()
+        missing = [s for s in scopes if s not in self._streams]
+        if not missing:
+            return
+        if self._client is None:
+            self._client = self.target.streaming_client(len(scopes) + 4)
+        for scope in missing:
+            stream = _Stream(self, scope)
+            self._streams[scope] = stream
+            stream.start()
+
+    def take(self) -> set[str]:
+        """The keys marked since the last take (and forget them)."""
+        with self._lock:
+            taken, self._dirty = self._dirty, set()
+        return taken
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._dirty)
+
+    def give_back(self, keys: Iterable[str]) -> None:
+        """Keys whose correction failed: try again with the next ones."""
+        with self._lock:
+            self._dirty.update(keys)
+
+    def close(self) -> None:
+        for stream in self._streams.values():
+            stream.stop()
+        for stream in self._streams.values():
+            stream.join()
+        self._streams.clear()
+        if self._client is not None:
+            self._client.client.close()
+
+    @property
+    def healthy(self) -> bool:
+        """Every stream has LISTed and is following its kind: drift there would be seen."""
+        return bool(self._streams) and all(stream.following for stream in self._streams.values())
+
+    @property
+    def scopes(self) -> list[Scope]:
+        return sorted(self._streams, key=lambda s: (s.kind, s.namespace or ""))
+
+    # ---- what the streams call -----------------------------------------------------------------
+
+    def _scopes(self, bundle: Bundle) -> set[Scope]:
+        scopes = set()
+        for obj in desired_objects(bundle):
+            namespace = (obj.get("metadata") or {}).get("namespace")
+            scopes.add(Scope(str(obj["apiVersion"]), str(obj["kind"]), str(namespace) if namespace else None))
+        return scopes
+
+    def _seen(self, obj: Obj, deleted: bool) -> None:
+        desired = self._desired
+        if desired is None:
+            return
+        key = object_key(obj)
+        want = desired.objects.get(key)
+        if deleted:
+            drifted = want is not None
+        else:
+            drifted = self.target.changed(want, obj, desired.mesh)
+        if drifted:
+            self._mark([key])
+
+    def _listed(self, scope: Scope, items: list[Obj]) -> None:
+        """A LIST of one stream's kind: compare all of it, and what it lacks."""
+        desired = self._desired
+        if desired is None:
+            return
+        present = set()
+        for item in items:
+            present.add(object_key(item))
+            self._seen(item, deleted=False)
+        missing = [key for key, obj in desired.objects.items()
+                   if key not in present and _in_scope(obj, scope)]
+        self._mark(missing)
+
+    def _mark(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        with self._lock:
+            self._dirty.update(keys)
+        self._notify()
+
+
+class _Stream:
+    """One kind's LIST-then-watch loop, on a thread of its own."""
+
+    def __init__(self, owner: KubeEvents, scope: Scope) -> None:
+        self.owner = owner
+        self.scope = scope
+        self._stopped = threading.Event()
+        self._watch: Any = None
+        self.following = False         # LISTed, and the stream has not failed since
+        self._thread = threading.Thread(target=self._run, name=f"watch {scope.kind}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._watch is not None:
+            self._watch.stop()     # shuts the stream's socket: a blocked read returns
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        delay = RETRY_BASE
+        listed_before = False
+        while not self._stopped.is_set():
+            try:
+                resource = self.owner.target.resource(self.scope.api_version, self.scope.kind)
+                desired = self.owner._desired
+                selector = mesh_selector(desired.mesh) if desired else ""
+                items, version = self.owner.target.list_versioned(resource, self.scope.namespace, selector)
+                if listed_before:
+                    self.owner.relists += 1
+                listed_before = True
+                self.owner._listed(self.scope, items)
+                self.following = True
+                self._follow(resource, selector, version)
+                delay = RETRY_BASE
+            except _Gone:
+                continue                       # LIST again at once: that is what 410 asks for
+            except (SyncError, OSError, ValueError) as error:
+                self.following = False
+                self.owner.last_error = f"{self.scope.kind}: {error}"
+            except Exception as error:  # noqa: BLE001 - the client raises many types; a stream must not die
+                self.following = False
+                self.owner.last_error = f"{self.scope.kind}: {type(error).__name__}: {error}"
+            self._stopped.wait(delay)
+            delay = min(delay * 2, RETRY_CAP)
+
+    def _follow(self, resource: Any, selector: str, version: str) -> None:
+        """Stream events from `version` on, re-opening the stream when it times out; returns (to
+        LIST again) only when stopped; raises _Gone when the version is too old."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        while not self._stopped.is_set():
+            self._watch = watch.Watch()   # type: ignore[no-untyped-call]
+            try:
+                for event in self._watch.stream(self.owner._client.get, resource, namespace=self.scope.namespace,
+                                                label_selector=selector, resource_version=version,
+                                                timeout_seconds=WATCH_SECONDS, allow_watch_bookmarks=True,
+                                                serialize=False):
+                    kind = event.get("type")
+                    obj = event.get("raw_object") or {}
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        self.owner.events += 1
+                        obj.setdefault("apiVersion", resource.group_version)
+                        obj.setdefault("kind", resource.kind)
+                        self.owner._seen(obj, deleted=kind == "DELETED")
+            except ApiException as error:
+                if error.status == HTTP_GONE:
+                    raise _Gone() from None
+                raise
+            finally:
+                self._watch = None
+            if self._stopped.is_set():
+                return
+
+
+class _Gone(Exception):
+    """The stream's resourceVersion is older than the server keeps: LIST again."""
+
+
+def _in_scope(obj: Obj, scope: Scope) -> bool:
+    namespace = (obj.get("metadata") or {}).get("namespace") or None
+    return str(obj.get("apiVersion")) == scope.api_version and str(obj.get("kind")) == scope.kind \
+        and namespace == scope.namespace
