@@ -18,7 +18,7 @@ from tests.k8sapi.catalog import ResourceType
 
 Object = dict[str, Any]
 DEFAULT_HISTORY = 20_000     # events kept; older resource versions answer 410 Gone
-BOOKMARK_EVERY = 1.0         # seconds of an idle stream between bookmarks (when asked for)
+BOOKMARK_EVERY = 60.0        # seconds of an idle stream between bookmarks (when asked for), as kube-apiserver
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class EventLog:
         self._generation = 0     # bumped by end_streams: open streams end, as at a server restart
         self.closed = False
         self.expired = 0         # watches answered 410 Gone
+        self.bookmark_every = BOOKMARK_EVERY
 
     def record(self, event: Event) -> None:
         """Called with the store's lock held."""
@@ -82,7 +83,7 @@ class EventLog:
     def follow(self, after: int, matches: Callable[[Event], bool], deadline: float,
                clock: Callable[[], float]) -> Iterator[Event | int]:
         """Events after revision `after` that match, oldest first, waiting for new ones until
-        `deadline`; the revision reached (for a bookmark) when BOOKMARK_EVERY passed without one.
+        `deadline`; the revision reached (for a bookmark) when `bookmark_every` passed without one.
         Raises TooOld."""
         with self._changed:
             if after < self._compacted:
@@ -99,7 +100,7 @@ class EventLog:
                     left = deadline - clock()
                     if left <= 0:
                         return
-                    self._changed.wait(min(left, BOOKMARK_EVERY))
+                    self._changed.wait(min(left, self.bookmark_every))
                     if generation != self._generation:
                         return
                     batch = self._after(position)

@@ -88,6 +88,8 @@ def test_an_idle_watch_sends_bookmarks_when_asked(
         kube_api: KubeAPIHandle, dyn: DynamicClient, configmaps: Resource) -> None:
     if not kube_api.is_double:
         pytest.skip("a real server sends bookmarks at its own pace (about once a minute)")
+    assert kube_api.double is not None
+    kube_api.double.store.events.bookmark_every = 0.2
     ns = kube_api.create_namespace()
     version = configmaps.get(namespace=ns).metadata.resourceVersion
     event = next(iter(_stream(dyn, configmaps, ns, version, allow_watch_bookmarks=True)))

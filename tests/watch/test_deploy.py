@@ -15,7 +15,7 @@ from meshc.cli import build_parser
 from meshc.kinds import API_VERSIONS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-USED_VERBS = {"get", "list", "create", "patch", "delete"}
+USED_VERBS = {"get", "list", "create", "patch", "delete", "watch"}
 PLURALS = {"Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps",
            "Service": "services", "Deployment": "deployments", "Issuer": "issuers", "Certificate": "certificates",
            "NetworkPolicy": "networkpolicies"}
