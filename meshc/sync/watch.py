@@ -54,6 +54,7 @@ LISTED_CHANGES = 10          # changes named one per line in a text status line;
 # A drift pass starts no sooner than this many times its last full sync's duration after that
 # sync ended: full plans take at most a third of the loop's time, the rest is free for commits.
 DRIFT_SPACING = 2.0
+REF_CHECK = 0.1             # seconds between looks at a local repository's branch files while waiting
 ONCE_TRANSIENT_RETRIES = 5   # `--once` retries transient failures this often before giving up
 # With watch streams finding drift on a cluster, its full plan (a LIST of every managed kind) is
 # only a backstop: this often, unless --drift-interval says otherwise.
@@ -151,6 +152,7 @@ class _Seen:
     drift_set_aside: bool = False            # the last drift check was set aside for a new commit
     streamed_checked: float | None = None    # monotonic time the streamed targets were last planned in full
     events_error: str | None = None          # last watch stream failure reported
+    ref_stamp: Any = None                    # the local branch files' fingerprint at the last poll
 
 
 class Watcher:
@@ -275,6 +277,7 @@ class Watcher:
     def _poll(self) -> PassOutcome | None:
         """Look at the branch head; a new commit is evaluated. Returns an outcome if that ends the pass."""
         self.state.polled_at = time.monotonic()
+        self.state.ref_stamp = self._ref_stamp()   # before the poll: a commit in between is not missed
         try:
             commit = self.source.poll()
         except SourceError as exc:
@@ -619,9 +622,18 @@ class Watcher:
                 return
             if self.log.live and left >= 1:
                 self.log.status(self._live_text(left))
-            if self._wake.wait(min(left, 1.0) if self.log.live else left):
+            slice_s = min(left, 1.0) if self.log.live else left
+            if self.state.ref_stamp is not None:
+                slice_s = min(slice_s, REF_CHECK)
+            if self._wake.wait(slice_s):
                 self._wake.clear()
                 return
+            if self.state.ref_stamp is not None and self._ref_stamp() != self.state.ref_stamp:
+                return      # the branch's files moved: poll now, not at the next interval
+
+    def _ref_stamp(self) -> Any:
+        stamp = getattr(self.source, "ref_stamp", None)
+        return stamp() if stamp is not None else None
 
     def _live_text(self, left: float) -> str:
         desired, result = self.state.desired, self.state.last_result

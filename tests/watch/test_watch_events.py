@@ -9,7 +9,7 @@ from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.k8sapi.routes import READ_METHODS
 from tests.support.gitrepo import GitRepo
 from tests.watch.harness import matching, watching
-from tests.watch.specs import NAMESPACE
+from tests.watch.specs import NAMESPACE, SPEC_PATH, mesh_spec
 
 NO_FULL_CHECK = 600.0   # the full drift check is not due during these tests
 
@@ -96,3 +96,16 @@ def test_a_stream_too_old_to_resume_lists_again_and_finds_what_it_missed(
     assert [(c["action"], c["key"]) for c in drift["changes"]] == [
         ("update", f"apps/v1 Deployment {NAMESPACE}/svc-00")]
     assert _replicas(kube_api, "svc-00") == 1
+
+
+def test_a_commit_to_a_local_repository_is_seen_without_waiting_for_the_interval(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    # With an hour between polls, only the look at the branch's files can pick the commit up.
+    with watching(mesh_repo.path, [kube_target], interval=3600.0) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "9.0.0"}), "Bump svc-01")
+        applied = watcher.wait("applied", commit=change)
+    assert applied["incremental"] is True
+    deployment = kube_api.store_get("deployments", "svc-01", NAMESPACE)
+    assert deployment is not None
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":9.0.0")
