@@ -16,6 +16,7 @@ a long interval (watch's --drift-interval), as a backstop.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ WATCH_SECONDS = 300        # each stream is re-opened this often (the server's o
 RETRY_BASE = 0.5           # seconds before a failed stream LISTs again; doubles up to RETRY_CAP
 RETRY_CAP = 30.0
 HTTP_GONE = 410
+CLOSE_WAIT = 2.0           # seconds close() waits for all streams together
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,13 @@ class KubeEvents:
             self._dirty.update(keys)
 
     def close(self) -> None:
+        """Stop the streams; wait for them briefly (a stream opening just now may only notice
+        at its next event; its thread is a daemon and holds nothing that needs cleaning up)."""
         for stream in self._streams.values():
             stream.stop()
+        deadline = time.monotonic() + CLOSE_WAIT
         for stream in self._streams.values():
-            stream.join()
+            stream.join(max(0.0, deadline - time.monotonic()))
         self._streams.clear()
         if self._client is not None:
             self._client.client.close()
@@ -169,6 +174,7 @@ class _Stream:
         self.owner = owner
         self.scope = scope
         self._stopped = threading.Event()
+        self._lock = threading.Lock()  # stop() and the opening of a stream do not interleave
         self._watch: Any = None
         self.following = False         # LISTed, and the stream has not failed since
         self._thread = threading.Thread(target=self._run, name=f"watch {scope.kind}", daemon=True)
@@ -177,12 +183,13 @@ class _Stream:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopped.set()
-        if self._watch is not None:
-            self._watch.stop()     # shuts the stream's socket: a blocked read returns
+        with self._lock:
+            self._stopped.set()
+            if self._watch is not None:
+                self._watch.stop()     # shuts the stream's socket: a blocked read returns
 
-    def join(self) -> None:
-        self._thread.join(timeout=5)
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         delay = RETRY_BASE
@@ -217,10 +224,14 @@ class _Stream:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
-        while not self._stopped.is_set():
-            self._watch = watch.Watch()   # type: ignore[no-untyped-call]
+        while True:
+            with self._lock:
+                if self._stopped.is_set():
+                    return
+                watcher: Any = watch.Watch()   # type: ignore[no-untyped-call]
+                self._watch = watcher
             try:
-                for event in self._watch.stream(self.owner._client.get, resource, namespace=self.scope.namespace,
+                for event in watcher.stream(self.owner._client.get, resource, namespace=self.scope.namespace,
                                                 label_selector=selector, resource_version=version,
                                                 timeout_seconds=WATCH_SECONDS, allow_watch_bookmarks=True,
                                                 serialize=False):
@@ -232,14 +243,15 @@ class _Stream:
                         obj.setdefault("apiVersion", resource.group_version)
                         obj.setdefault("kind", resource.kind)
                         self.owner._seen(obj, deleted=kind == "DELETED")
+                    if self._stopped.is_set():
+                        return
             except ApiException as error:
                 if error.status == HTTP_GONE:
                     raise _Gone() from None
                 raise
             finally:
-                self._watch = None
-            if self._stopped.is_set():
-                return
+                with self._lock:
+                    self._watch = None
 
 
 class _Gone(Exception):
