@@ -7,6 +7,11 @@ carrying the mesh's labels without being in the spec is marked, and the loop is 
 correct just the marked objects. meshc's own applies produce events too; they match the desired
 objects and mark nothing.
 
+At rest this must cost next to nothing, whatever the mesh's size: only an index of which bundle
+file holds each object is kept (strings: nothing for the garbage collector to walk), a desired
+object is parsed from its file when an event needs it, and LISTs are compared a page at a time,
+one kind at a time.
+
 A stream that ends (its timeout) resumes from the last resourceVersion seen (bookmarks keep it
 fresh); one whose version is too old (410 Gone) or that fails LISTs again, and that LIST is itself
 compared in full, so nothing that happened meanwhile is missed. Full drift checks still run, at
@@ -22,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshc.bundle import Bundle
-from meshc.emit.naming import mesh_selector
-from meshc.sync.kubernetes import KubernetesTarget, desired_objects, object_key
+from meshc.emit.naming import KUSTOMIZATION_PATH, mesh_selector
+from meshc.sync.delta import file_delta
+from meshc.sync.kubernetes import KubernetesTarget, file_objects, object_files, object_key
 from meshc.sync.target import SyncError
 
 Obj = dict[str, Any]
@@ -43,10 +49,52 @@ class Scope:
     namespace: str | None
 
 
-@dataclass(frozen=True)
 class _Desired:
-    mesh: str
-    objects: dict[str, Obj]            # by object key
+    """The applied bundle, as events are compared with it."""
+
+    PARSED_FILES = 64              # parsed files kept (events come in bursts of one service's files)
+
+    def __init__(self, bundle: Bundle, previous: _Desired | None = None) -> None:
+        self.mesh = str(bundle.manifest["mesh"])
+        self.bundle = bundle
+        self.files = _index(bundle, previous)     # object key -> the bundle file that holds it
+        self._parsed: dict[str, dict[str, Obj]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Obj | None:
+        path = self.files.get(key)
+        if path is None:
+            return None
+        with self._lock:
+            objects = self._parsed.get(path)
+            if objects is None:
+                if len(self._parsed) >= self.PARSED_FILES:
+                    self._parsed.clear()
+                objects = self._parsed[path] = file_objects(self.bundle, path)
+        return objects.get(key)
+
+    def keys_in(self, scope: Scope) -> list[str]:
+        """The desired objects of one stream's kind and namespace."""
+        prefix = f"{scope.api_version} {scope.kind} " + (f"{scope.namespace}/" if scope.namespace else "")
+        return [key for key in self.files if key.startswith(prefix)
+                and (scope.namespace is not None or "/" not in key[len(prefix):])]
+
+
+def _index(bundle: Bundle, previous: _Desired | None) -> dict[str, str]:
+    """Which file holds each object; from the previous index and the files that differ, when the
+    manifests say which (a one-service commit parses that service's files only)."""
+    delta = file_delta(previous.bundle, bundle) if previous is not None else None
+    if previous is None or delta is None:
+        return object_files(bundle)
+    files = delta.under("kubernetes/")
+    gone = files.old_or_changed
+    index = {key: path for key, path in previous.files.items() if path not in gone}
+    for path in sorted(files.new_or_changed - {KUSTOMIZATION_PATH}):
+        index.update((key, path) for key in file_objects(bundle, path))
+    return index
+
+
+_LISTING = threading.Lock()   # one LIST at a time across streams: a short, low memory peak
 
 
 class KubeEvents:
@@ -69,13 +117,14 @@ class KubeEvents:
     def expect(self, bundle: Bundle) -> None:
         """From now on compare events with this bundle (before it is applied: its own writes then
         match and mark nothing)."""
-        objects = {object_key(obj): obj for obj in desired_objects(bundle)}
-        self._desired = _Desired(str(bundle.manifest["mesh"]), objects)
+        current = self._desired
+        if current is None or current.bundle is not bundle:
+            self._desired = _Desired(bundle, current)
 
     def follow(self, bundle: Bundle) -> None:
         """The bundle is applied: compare with it, and stream every kind and namespace it has."""
         self.expect(bundle)
-        scopes = self._scopes(bundle)
+        scopes = self._scopes()
         for scope in [s for s in self._streams if s not in scopes]:
             self._streams.pop(scope).stop()
         missing = [s for s in scopes if s not in self._streams]
@@ -126,11 +175,13 @@ class KubeEvents:
 
     # ---- what the streams call -----------------------------------------------------------------
 
-    def _scopes(self, bundle: Bundle) -> set[Scope]:
+    def _scopes(self) -> set[Scope]:
+        desired = self._desired
         scopes = set()
-        for obj in desired_objects(bundle):
-            namespace = (obj.get("metadata") or {}).get("namespace")
-            scopes.add(Scope(str(obj["apiVersion"]), str(obj["kind"]), str(namespace) if namespace else None))
+        for key in desired.files if desired else ():
+            api_version, kind, name = key.split(" ", 2)
+            namespace, _, _ = name.rpartition("/")
+            scopes.add(Scope(api_version, kind, namespace or None))
         return scopes
 
     def _seen(self, obj: Obj, deleted: bool) -> None:
@@ -138,7 +189,7 @@ class KubeEvents:
         if desired is None:
             return
         key = object_key(obj)
-        want = desired.objects.get(key)
+        want = desired.get(key)
         if deleted:
             drifted = want is not None
         else:
@@ -146,18 +197,22 @@ class KubeEvents:
         if drifted:
             self._mark([key])
 
-    def _listed(self, scope: Scope, items: list[Obj]) -> None:
-        """A LIST of one stream's kind: compare all of it, and what it lacks."""
+    def _list(self, scope: Scope, resource: Any, selector: str) -> str:
+        """LIST one stream's kind, compare every object (a page at a time) and mark what it lacks;
+        the resourceVersion to watch from."""
+        present: set[str] = set()
+
+        def page(items: list[Obj]) -> None:
+            for item in items:
+                present.add(object_key(item))
+                self._seen(item, deleted=False)
+
+        with _LISTING:
+            version = self.target.list_versioned(resource, scope.namespace, selector, page)
         desired = self._desired
-        if desired is None:
-            return
-        present = set()
-        for item in items:
-            present.add(object_key(item))
-            self._seen(item, deleted=False)
-        missing = [key for key, obj in desired.objects.items()
-                   if key not in present and _in_scope(obj, scope)]
-        self._mark(missing)
+        if desired is not None:
+            self._mark([key for key in desired.keys_in(scope) if key not in present])
+        return version
 
     def _mark(self, keys: list[str]) -> None:
         if not keys:
@@ -199,11 +254,10 @@ class _Stream:
                 resource = self.owner.target.resource(self.scope.api_version, self.scope.kind)
                 desired = self.owner._desired
                 selector = mesh_selector(desired.mesh) if desired else ""
-                items, version = self.owner.target.list_versioned(resource, self.scope.namespace, selector)
+                version = self.owner._list(self.scope, resource, selector)
                 if listed_before:
                     self.owner.relists += 1
                 listed_before = True
-                self.owner._listed(self.scope, items)
                 self.following = True
                 self._follow(resource, selector, version)
                 delay = RETRY_BASE
@@ -256,9 +310,3 @@ class _Stream:
 
 class _Gone(Exception):
     """The stream's resourceVersion is older than the server keeps: LIST again."""
-
-
-def _in_scope(obj: Obj, scope: Scope) -> bool:
-    namespace = (obj.get("metadata") or {}).get("namespace") or None
-    return str(obj.get("apiVersion")) == scope.api_version and str(obj.get("kind")) == scope.kind \
-        and namespace == scope.namespace

@@ -365,21 +365,23 @@ class KubernetesTarget:
             if not token:
                 return
 
-    def list_versioned(self, resource: Any, namespace: str | None, selector: str) -> tuple[list[Obj], str]:
-        """Every selected object of one kind, and the resourceVersion to watch from after it."""
-        items: list[Obj] = []
+    def list_versioned(self, resource: Any, namespace: str | None, selector: str,
+                       each_page: Callable[[list[Obj]], None]) -> str:
+        """Hand every selected object of one kind to `each_page`, a page at a time (so a large
+        kind is never held whole), and return the resourceVersion to watch from after it."""
         token: str | None = None
         while True:
             answer = self._call(f"list {resource.kind}", partial(self._list_page, resource, namespace, selector, token))
             page = orjson.loads(answer.data)
-            for item in page.get("items") or []:
+            items = page.get("items") or []
+            for item in items:
                 item.setdefault("apiVersion", resource.group_version)
                 item.setdefault("kind", resource.kind)
-                items.append(item)
+            each_page(items)
             metadata = page.get("metadata") or {}
             token = metadata.get("continue")
             if not token:
-                return items, str(metadata.get("resourceVersion") or "")
+                return str(metadata.get("resourceVersion") or "")
 
     def resource(self, api_version: str, kind: str) -> Any:
         """The discovered API resource of a kind (PermanentError when the cluster lacks it)."""
@@ -484,6 +486,17 @@ def _first_line(text: str) -> str:
 def desired_objects(bundle: Bundle) -> list[Obj]:
     """The bundle's Kubernetes objects."""
     return objects_in(bundle, bundle.paths("kubernetes/"))
+
+
+def object_files(bundle: Bundle) -> dict[str, str]:
+    """Which file of the bundle holds each Kubernetes object, by object key."""
+    return {object_key(obj): path for path in bundle.paths("kubernetes/") if path != KUSTOMIZATION_PATH
+            for obj in _file_objects(bundle, path)}
+
+
+def file_objects(bundle: Bundle, path: str) -> dict[str, Obj]:
+    """The objects of one of the bundle's files, by object key."""
+    return {object_key(obj): obj for obj in _file_objects(bundle, path)}
 
 
 def objects_in(bundle: Bundle, paths: Iterable[str]) -> list[Obj]:

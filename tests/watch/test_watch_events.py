@@ -109,3 +109,16 @@ def test_a_commit_to_a_local_repository_is_seen_without_waiting_for_the_interval
     deployment = kube_api.store_get("deployments", "svc-01", NAMESPACE)
     assert deployment is not None
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":9.0.0")
+
+
+def test_after_a_commit_adds_a_service_its_objects_are_watched_too(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    with watching(mesh_repo.path, [kube_target], drift_interval=NO_FULL_CHECK) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(4), "Add svc-03")
+        watcher.wait("applied", commit=change)
+        watcher.wait_streaming()
+        client.CoreV1Api(kube_api.api_client()).delete_namespaced_config_map("svc-03-envoy", NAMESPACE)
+        drift = watcher.wait("drift", commit=change)
+    assert [(c["action"], c["key"]) for c in drift["changes"]] == [("create", f"v1 ConfigMap {NAMESPACE}/svc-03-envoy")]
+    assert kube_api.store_get("configmaps", "svc-03-envoy", NAMESPACE) is not None
