@@ -29,6 +29,7 @@ from typing import Any
 from meshc.bundle import Bundle
 from meshc.emit.naming import KUSTOMIZATION_PATH, mesh_selector
 from meshc.sync.delta import file_delta
+from meshc.sync.memory import release_memory
 from meshc.sync.kubernetes import KubernetesTarget, file_objects, object_files, object_key
 from meshc.sync.target import SyncError
 
@@ -108,6 +109,7 @@ class KubeEvents:
         self._dirty: set[str] = set()
         self._streams: dict[Scope, _Stream] = {}
         self._client: Any = None
+        self._listed: set[Scope] = set()   # streams that have LISTed at least once
         self.relists = 0               # LISTs after the first of each stream (410 Gone, failures)
         self.events = 0                # object events received
         self.last_error: str | None = None
@@ -209,6 +211,9 @@ class KubeEvents:
 
         with _LISTING:
             version = self.target.list_versioned(resource, scope.namespace, selector, page)
+            self._listed.add(scope)
+            if self._listed >= set(self._streams):
+                release_memory()        # the last stream has listed: the peak is over
         desired = self._desired
         if desired is not None:
             self._mark([key for key in desired.keys_in(scope) if key not in present])

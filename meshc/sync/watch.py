@@ -39,6 +39,7 @@ from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, prune_refusals, sync_once
 from meshc.sync.kube_events import KubeEvents
 from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.memory import release_memory
 from meshc.sync.output import recorded_targets
 from meshc.sync.rename import identity_of, identity_of_spec
 from meshc.sync.target import Action, Interrupted, MeshIdentity, PermanentError, Plan, Target, TransientError
@@ -387,6 +388,8 @@ class Watcher:
         self._backoff.reset()
         if len(targets) == len(self.targets):
             self.state.streamed_checked = time.monotonic()
+        if len(targets) == len(self.targets) and not report.incremental:
+            release_memory()     # a full plan of every target parsed the whole mesh
         if dry_run:
             self._follow_events(desired)
             return self._drift_reported(desired, report, duration)
