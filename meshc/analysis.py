@@ -271,7 +271,8 @@ def uncalled_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
         return
     called = {u.service for _, u in _edges(mesh)} | {name for g in mesh.gateways for name in g.services}
     for service in mesh.services:
-        if service.name not in called and service.name not in entry_points:
+        # a client-only service (no port) cannot be called: it starts calls, like an entry point
+        if service.name not in called and service.name not in entry_points and service.port is not None:
             yield warning("W304", f"service '{service.name}' is called by no service and is not listed in "
                           "spec.analysis.entryPoints", service.span)
 
@@ -287,7 +288,8 @@ def uncallable_services(mesh: ir.Mesh) -> Iterator[Diagnostic]:
         return
     entry_points = set(mesh.analysis.entry_points)
     for service in mesh.deployed_services:
-        if service.mtls is ir.MtlsMode.OFF or service.allowed_callers or service.name in entry_points:
+        if service.mtls is ir.MtlsMode.OFF or service.allowed_callers or service.name in entry_points \
+                or service.port is None:    # a client-only service takes no calls by design
             continue
         yield warning("W501", f"under mTLS ({service.mtls}) '{service.name}' accepts no caller: no service lists it "
                       "in upstreams and it has no extraCallers, so every request to it is refused",

@@ -57,6 +57,9 @@ CODES: dict[str, str] = {
     "E221": "backoff maxInterval is shorter than baseInterval",
     "E222": "generated Kubernetes objects would share a name (or a service takes a reserved name)",
     "E230": "the etcd prefix is '/', the root of the whole keyspace",
+    # E25x: sizes of generated objects against the limits of Kubernetes and etcd
+    "E250": "a sidecar's Envoy files exceed the Kubernetes ConfigMap size limit (1 MiB)",
+    "E251": "a service's etcd record exceeds etcd's request size limit (1.5 MiB)",
     # W2xx: suspicious but valid
     "W001": "a byte order mark at the start of the file was ignored",
     "W201": "retries cannot all happen within the route timeout",
@@ -108,4 +111,21 @@ CODES: dict[str, str] = {
     "E616": "duplicate gateway or route name, or a gateway whose generated names clash",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
+    # E7xx/W7xx: workloads
+    "E701": "a service calls a client-only service (one without a port)",
+    "E702": "a setting needs the application's port, but the service has none",
+    "E703": "an env value must take its value from exactly one source",
+    "E704": "unknown placeholder in an upstream env template",
+    "E705": "an environment variable is set twice",
+    "E706": "a volume must have exactly one source",
+    "E707": "duplicate volume name or mount path, or a name meshc uses itself",
+    "E708": "the securityContext is weaker than the restricted Pod Security profile allows",
+    "E709": "duplicate init container name, or a name meshc uses itself",
+    "E710": "a probe must have exactly one handler",
+    "E711": "a resource request is larger than its limit",
+    "E712": "autoscaling minReplicas is greater than maxReplicas",
+    "E713": "a disruption budget needs exactly one of minAvailable and maxUnavailable",
+    "E714": "pod labels or annotations take a key meshc sets",
+    "E715": "workload settings on a service with static endpoints (it runs outside the mesh)",
+    "W701": "replicas are ignored: the autoscaler sets them",
 }

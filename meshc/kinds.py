@@ -31,6 +31,9 @@ SERVICE_ACCOUNT = Kind("ServiceAccount", "", "v1", "serviceaccounts", namespaced
 CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps", namespaced=True)
 SERVICE = Kind("Service", "", "v1", "services", namespaced=True)
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments", namespaced=True)
+HORIZONTAL_POD_AUTOSCALER = Kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers",
+                                 namespaced=True)
+POD_DISRUPTION_BUDGET = Kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", namespaced=True)
 ISSUER = Kind("Issuer", "cert-manager.io", "v1", "issuers", namespaced=True, optional=True)
 CERTIFICATE = Kind("Certificate", "cert-manager.io", "v1", "certificates", namespaced=True, optional=True)
 NETWORK_POLICY = Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", namespaced=True)
@@ -38,9 +41,10 @@ NETWORK_POLICY = Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolici
 # The table: a Namespace before what lives in it; a ServiceAccount and a ConfigMap before the
 # Deployment that runs as one and mounts the other; Services before the pods they select. The
 # Issuer before the Certificates it signs, and those before the pods that mount their Secrets;
-# a NetworkPolicy before the pods it confines, so none runs unconfined even for a moment.
+# a NetworkPolicy before the pods it confines, so none runs unconfined even for a moment; an
+# autoscaler and a disruption budget after the Deployment they scale and protect.
 KINDS: tuple[Kind, ...] = (NAMESPACE, SERVICE_ACCOUNT, ISSUER, CERTIFICATE, CONFIG_MAP, SERVICE, NETWORK_POLICY,
-                           DEPLOYMENT)
+                           DEPLOYMENT, HORIZONTAL_POD_AUTOSCALER, POD_DISRUPTION_BUDGET)
 
 APPLY_ORDER: tuple[str, ...] = tuple(k.kind for k in KINDS)
 PRUNE_ORDER: tuple[str, ...] = tuple(reversed(APPLY_ORDER))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import functools
 import gc
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from meshc import render
 from meshc.analysis import analyze
-from meshc.diagnostics import Diagnostic, has_errors, sorted_diagnostics
+from meshc.diagnostics import Diagnostic, error, has_errors, sorted_diagnostics
 from meshc.emit import naming
-from meshc.load import SpecSource, load_yaml
+from meshc.load import Loaded, SpecSource, load_yaml
 from meshc.resolve import ir, resolve
 from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
@@ -81,11 +81,76 @@ class Compiled:
     def diagnostics(self) -> tuple[Diagnostic, ...]:
         return self.checked.diagnostics
 
+# Sidecars of services with at least this much fan-out (upstreams, plus one per 8 endpoints or
+# versions behind them) are rendered at check time to measure their ConfigMaps: a few ms per
+# hundred upstreams. Below it, each upstream would need tens of kilobytes of Envoy configuration.
+SIZE_CHECK_FROM_UPSTREAMS = 32
+# Records of services with at least this many entries (upstreams, endpoints, versions, allowed
+# callers) are rendered to measure them; below it, a record stays far under a megabyte.
+SIZE_CHECK_FROM_ENTRIES = 1000
+
+
+def check_sizes(mesh: ir.Mesh, options: BuildOptions = BuildOptions()) -> list[Diagnostic]:
+    """Generated objects over the size limits of Kubernetes (E250) and etcd (E251), found before
+    anything is written. Only services large enough to come near a limit are rendered."""
+    by_name = {service.name: service for service in mesh.services}
+
+    def fan_out(service: ir.Service) -> int:
+        behind = (by_name[u.service] for u in service.upstreams if u.service in by_name)
+        return len(service.upstreams) + sum(len(s.endpoints) + len(s.versions) for s in behind) // 8
+
+    def entries(service: ir.Service) -> int:
+        return (len(service.upstreams) + len(service.endpoints) + len(service.versions)
+                + len(service.allowed_callers))
+
+    sidecars = [s for s in mesh.deployed_services if fan_out(s) >= SIZE_CHECK_FROM_UPSTREAMS]
+    records = [s for s in mesh.services if entries(s) >= SIZE_CHECK_FROM_ENTRIES]
+    return [*_oversized_sidecars(mesh, sidecars, options), *_oversized_records(mesh, records)]
+
+
+def _oversized_sidecars(mesh: ir.Mesh, services: Sequence[ir.Service], options: BuildOptions) -> Iterator[Diagnostic]:
+    if not services:
+        return
+    from meshc.emit import envoy, kubernetes
+
+    sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
+    for service in services:
+        files = {filename: render.file(docs) for filename, docs in sidecar(service).items()}
+        for name, size in kubernetes.oversized_config_maps(service, files).items():
+            yield error("E250", f"service '{service.name}' ({len(service.upstreams)} upstreams): its sidecar's "
+                        f"Envoy files need a ConfigMap '{name}' of {size:,} bytes, over Kubernetes' limit of "
+                        f"{kubernetes.CONFIG_MAP_MAX_BYTES:,}", service.span,
+                        hint="split the service, or route its calls through fewer upstreams (a gateway service)")
+
+
+def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterator[Diagnostic]:
+    if not services:
+        return
+    from meshc.emit import etcd
+
+    for service in services:
+        size = etcd.record_size(mesh, service)
+        if size > etcd.MAX_REQUEST_BYTES:
+            yield error("E251", f"service '{service.name}' has an etcd record of {size:,} bytes, over etcd's request "
+                        f"limit of {etcd.MAX_REQUEST_BYTES:,} (--max-request-bytes): it cannot be written",
+                        service.span, hint="split the service: fewer endpoints, upstreams or callers each")
+
 
 @no_cycle_collection
 def check(source: SpecSource) -> Checked:
     """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR."""
+    return _checked(source, load_yaml(source))
+
+
+@no_cycle_collection
+def check_loaded(source: SpecSource) -> tuple[Checked, Loaded]:
+    """`check`, and the loaded document with its positions, for tools that point into the spec
+    (meshc diff) without loading it twice."""
     loaded = load_yaml(source)
+    return _checked(source, loaded), loaded
+
+
+def _checked(source: SpecSource, loaded: Loaded) -> Checked:
     diagnostics = list(loaded.diagnostics)
     if loaded.data is None:     # not YAML, or not one document: nothing to validate
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
@@ -99,6 +164,7 @@ def check(source: SpecSource) -> Checked:
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     mesh = resolve(model, loaded.positions)
     diagnostics += analyze(mesh)
+    diagnostics += check_sizes(mesh)
     diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
@@ -142,7 +208,8 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions()) -> Bu
 
     mesh = _checked_mesh(checked)
     return make_bundle(dict(iter_files(mesh, options)), mesh=mesh.name,
-                       spec_digest=render.sha256(checked.source.data), revision=checked.source.revision)
+                       spec_digest=render.sha256(checked.source.data), revision=checked.source.revision,
+                       external=external_dependencies(checked))
 
 
 @no_cycle_collection
@@ -162,9 +229,17 @@ def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOpt
     with StagedOutput(out) as staged:
         entries = write_sharded(staged, functools.partial(iter_files, mesh, options), shards)
         staged.write(naming.MANIFEST_PATH, manifest(entries, mesh=mesh.name, spec_digest=render.sha256(
-            checked.source.data), revision=checked.source.revision))
+            checked.source.data), revision=checked.source.revision, external=external_dependencies(checked)))
         staged.commit()
     return len(entries) + 1
+
+
+def external_dependencies(checked: Checked) -> list[dict[str, object]]:
+    """Objects the Kubernetes manifests refer to that meshc does not create (Secrets, ConfigMaps,
+    claims, ...): they must exist before the pods start."""
+    from meshc.emit import kubernetes
+
+    return kubernetes.external_dependencies(_checked_mesh(checked))
 
 
 @no_cycle_collection

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,22 +64,29 @@ class FileEntry:
         return cls(render.sha256(data), len(data))
 
 
-def manifest(entries: Mapping[str, FileEntry], *, mesh: str, spec_digest: str, revision: str | None = None) -> bytes:
+def manifest(entries: Mapping[str, FileEntry], *, mesh: str, spec_digest: str, revision: str | None = None,
+             external: Sequence[Mapping[str, Any]] = ()) -> bytes:
     """manifest.json: what was built from which spec, and the digest of every other file (no
-    clocks: same input, same bytes)."""
-    return render.document({
+    clocks: same input, same bytes); `external`: objects the manifests need that meshc does not
+    create (listed only when there are any)."""
+    document: dict[str, Any] = {
         "apiVersion": "meshc.dev/v1alpha1",
         "kind": "BuildManifest",
         "meshcVersion": __version__,
         "mesh": mesh,
         "source": {"revision": revision, "digest": spec_digest},
         "files": {path: {"sha256": entries[path].sha256, "size": entries[path].size} for path in sorted(entries)},
-    })
+    }
+    if external:
+        document["externalDependencies"] = [dict(item) for item in external]
+    return render.document(document)
 
 
-def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str, revision: str | None = None) -> Bundle:
+def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str, revision: str | None = None,
+                external: Sequence[Mapping[str, Any]] = ()) -> Bundle:
     """Rendered files plus their manifest.json, in path order."""
     ordered = {path: files[path] for path in sorted(files)}
     entries = {path: FileEntry.of(data) for path, data in ordered.items()}
-    ordered[MANIFEST_PATH] = manifest(entries, mesh=mesh, spec_digest=spec_digest, revision=revision)
+    ordered[MANIFEST_PATH] = manifest(entries, mesh=mesh, spec_digest=spec_digest, revision=revision,
+                                      external=external)
     return Bundle(ordered)

@@ -75,7 +75,8 @@ def _envoy_host(text: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from meshc.bundle import BundleWriteError
-    from meshc.pipeline import write_build
+    from meshc.emit.kubernetes.dependencies import describe
+    from meshc.pipeline import external_dependencies, write_build
 
     envoy = _envoy_binary() if args.verify_envoy else None
     checked = check_from_args(args, always=True)
@@ -95,14 +96,20 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
+        external = external_dependencies(checked)
+        if external:
+            sys.stderr.write("meshc: the manifests use objects meshc does not create (they must exist before the "
+                             f"pods start; see externalDependencies in manifest.json): "
+                             f"{', '.join(describe(d) for d in external)}\n")
     return EXIT_OK
 
 
 def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:
     """For the progress line: files in the staging directory that will become OUT, and how many
-    there will be (four per deployed service, and a few for the whole mesh)."""
+    there will be (four per deployed service, two more under mTLS, and a few for the whole mesh)."""
     target = Path(out).absolute()
-    expected = 4 * len(checked.mesh.deployed_services) + 4 if checked.mesh is not None else 0
+    services = checked.mesh.deployed_services if checked.mesh is not None else ()
+    expected = sum(6 if s.identity is not None else 4 for s in services) + 4 if services else 0
 
     def count() -> tuple[int, int]:
         staging = next(target.parent.glob(f".{target.name}.new-*"), None)

@@ -6,9 +6,12 @@ clusters and listeners, etcd keys, output paths, labels); nothing else spells th
 
 from __future__ import annotations
 
+import posixpath
+
 from meshc import object_names
 from meshc import defaults
 from meshc.defaults import ENVOY_CONFIG_DIR, MESH_ISSUER, TLS_DIR
+from meshc.env_templates import default_name
 from meshc.resolve import ir
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -93,13 +96,20 @@ def config_map_name(service: str) -> str:
     return f"{service}-envoy"
 
 
+def split_config_map_name(service: str, filename: str) -> str:
+    """The ConfigMap holding one sidecar file on its own, when the files do not fit one ConfigMap:
+    `web-envoy-lds` (never the name of another service's `<service>-envoy`, which ends in `-envoy`)."""
+    return f"{config_map_name(service)}-{posixpath.splitext(filename)[0]}"
+
+
 def service_account_name(service: str) -> str:
     return service
 
 
 def upstream_env_var(service: str) -> str:
-    """`CATALOG_URL` for service `catalog`: where the app reaches it through its sidecar."""
-    return service.upper().replace("-", "_") + "_URL"
+    """`CATALOG_URL` for service `catalog`: where the app reaches it through its sidecar (the
+    resolver writes the app's environment with this rule)."""
+    return default_name(service)
 
 
 def mesh_labels(mesh: ir.Mesh) -> dict[str, str]:
@@ -132,11 +142,11 @@ def version_selector(service: str, version: ir.Version) -> dict[str, str]:
 
 
 # Inside a pod: container, volume and port names (port names: at most 15 characters).
-APP_CONTAINER = "app"
-SIDECAR_CONTAINER = "envoy"
-SIDECAR_CONFIG_VOLUME = "envoy-config"
-SIDECAR_TMP_VOLUME = "envoy-tmp"
-APP_TMP_VOLUME = "tmp"
+APP_CONTAINER = object_names.APP_CONTAINER
+SIDECAR_CONTAINER = object_names.SIDECAR_CONTAINER
+SIDECAR_CONFIG_VOLUME = object_names.SIDECAR_CONFIG_VOLUME
+SIDECAR_TMP_VOLUME = object_names.SIDECAR_TMP_VOLUME
+APP_TMP_VOLUME = object_names.APP_TMP_VOLUME
 SIDECAR_INBOUND_PORT_NAME = "envoy-inbound"
 SIDECAR_STATS_PORT_NAME = "envoy-stats"
 GATEWAY_TLS_DIR = defaults.GATEWAY_TLS_DIR
@@ -207,7 +217,7 @@ DEFAULT_TLS_DIR = TLS_DIR
 TLS_CERT_FILE = "tls.crt"        # the keys of a kubernetes.io/tls Secret as cert-manager writes it
 TLS_KEY_FILE = "tls.key"
 TLS_CA_FILE = "ca.crt"
-SIDECAR_TLS_VOLUME = "meshc-tls"
+SIDECAR_TLS_VOLUME = object_names.SIDECAR_TLS_VOLUME
 CA_SECRET = MESH_ISSUER          # the Secret holding the mesh CA's key pair, read by meshc's Issuer
 AUTHZ_STAT_PREFIX = "meshc_authz"    # RBAC shadow-rule stats: ...rbac.meshc_authz.shadow_denied
 

@@ -105,6 +105,146 @@ class Resources:
     memory_limit: str | None
 
 
+# --- workloads -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EnvSource:
+    """A variable whose value the platform reads: a Secret's or ConfigMap's key, or a pod field."""
+
+    kind: str                     # "secretKeyRef" | "configMapKeyRef" | "fieldRef"
+    name: str | None              # the Secret or ConfigMap; None for fieldRef
+    key: str                      # the key, or the field path of a fieldRef
+    optional: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    name: str
+    value: str | None             # a literal value, or
+    source: EnvSource | None      # where the value comes from
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    name: str
+    mount_path: str
+    read_only: bool
+    kind: str                     # "emptyDir" | "configMap" | "secret" | "persistentVolumeClaim"
+    source: str | None            # the ConfigMap, Secret or claim; None for emptyDir
+    items: tuple[tuple[str, str], ...]  # (key, path) for configMap/secret; empty: every key
+    optional: bool | None
+    size_limit: str | None        # emptyDir
+    medium: str | None            # emptyDir
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AppSecurity:
+    """The app's identity and file system (restricted Pod Security is checked before this)."""
+
+    run_as_user: int = 65532      # the conventional "nonroot" user of distroless images
+    run_as_group: int = 65532
+    fs_group: int | None = None
+    read_only_root_filesystem: bool = True
+    added_capabilities: tuple[str, ...] = ()   # NET_BIND_SERVICE at most
+
+
+@dataclass(frozen=True, slots=True)
+class InitContainer:
+    name: str
+    image: str
+    command: tuple[str, ...] | None
+    args: tuple[str, ...] | None
+    env: tuple[EnvVar, ...]       # sorted by name
+    resources: Resources
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe as the spec states it; `port` None means the app's port."""
+
+    handler: str                  # "httpGet" | "tcpSocket" | "grpc" | "exec"
+    port: int | None
+    path: str | None
+    scheme: str | None
+    headers: tuple[tuple[str, str], ...]
+    grpc_service: str | None
+    command: tuple[str, ...]
+    initial_delay_s: int | None
+    period_s: int | None
+    timeout_s: int | None
+    success_threshold: int | None
+    failure_threshold: int | None
+    span: Span
+
+
+PROBE_OFF = "off"
+# A probe the spec sets, PROBE_OFF (none at all), or None (meshc's default for it)
+ProbeChoice = Probe | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Probes:
+    liveness: ProbeChoice = None
+    readiness: ProbeChoice = None
+    startup: ProbeChoice = None
+
+
+@dataclass(frozen=True, slots=True)
+class Autoscaling:
+    min_replicas: int
+    max_replicas: int
+    cpu_utilization: int | None
+    memory_utilization: int | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DisruptionBudget:
+    min_available: int | str | None
+    max_unavailable: int | str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Toleration:
+    key: str | None
+    operator: str | None
+    value: str | None
+    effect: str | None
+    seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopologySpread:
+    max_skew: int
+    topology_key: str
+    when_unsatisfiable: str
+    min_domains: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PodSettings:
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    affinity_json: str | None = None      # Kubernetes' Affinity as canonical JSON (kept as given)
+    topology_spread: tuple[TopologySpread, ...] = ()
+    priority_class_name: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    termination_grace_period_s: int | None = None
+
+
+# The workload settings of a service that sets none: one shared object each (emitters may
+# recognise them by identity to skip work; equality still holds for any equal value).
+DEFAULT_APP_SECURITY = AppSecurity()
+NO_PROBES = Probes()
+NO_POD_SETTINGS = PodSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class Version:
     name: str
@@ -114,6 +254,12 @@ class Version:
     weight: int                   # percent of requests; 100 for an implicit version
     resources: Resources
     span: Span
+    # workloads: the version's app container, its own settings over the service's
+    command: tuple[str, ...] | None = None
+    args: tuple[str, ...] | None = None
+    env: tuple[EnvVar, ...] = ()  # upstream addresses, service env, version env; sorted by name
+    autoscaling: Autoscaling | None = None          # replicas are the autoscaler's when set
+    disruption_budget: DisruptionBudget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +329,7 @@ class ExternalTls:
 @dataclass(frozen=True, slots=True)
 class Service:
     name: str
-    port: int
+    port: int | None              # None: a client-only service (calls out, takes no calls)
     protocol: Protocol
     deployed: bool                # False for a service reached through static endpoints
     versions: tuple[Version, ...]  # sorted by name; empty for static-endpoint services
@@ -194,8 +340,15 @@ class Service:
     circuit_breaker: CircuitBreaker | None
     health_check: HealthCheck | None
     upstreams: tuple[Upstream, ...]  # sorted by service name
-    env: tuple[tuple[str, str], ...]  # sorted by name
+    env: tuple[tuple[str, str], ...]  # the literal values of the service's env, sorted by name
     span: Span
+    # workloads
+    service_port: int | None = None   # the ClusterIP Service's port; None without `port`
+    volumes: tuple[Volume, ...] = ()  # sorted by name
+    security: AppSecurity = DEFAULT_APP_SECURITY
+    init_containers: tuple[InitContainer, ...] = ()  # in the spec's order: they run one after another
+    probes: Probes = NO_PROBES
+    pod: PodSettings = NO_POD_SETTINGS
     routes: tuple[Route, ...] = ()   # in spec order: the first match wins
     rate_limit: RateLimit | None = None
     # Zero trust. mtls: this service's inbound mode (its own override, else the mesh's).
@@ -237,6 +390,8 @@ class Proxy:
     stats_port: int
     access_log: AccessLog
     resources: Resources
+    native_sidecar: bool = True   # Envoy as an init container with restartPolicy Always (Kubernetes 1.29+)
+    drain_ms: int = 5000          # how long a stopping pod keeps serving while callers let go of it
 
 
 @dataclass(frozen=True, slots=True)

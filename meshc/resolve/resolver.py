@@ -8,7 +8,7 @@ from meshc.diagnostics import Span
 from meshc.load import Positions
 from meshc import defaults as builtin
 from meshc import object_names
-from meshc.resolve import ir
+from meshc.resolve import ir, workloads
 from meshc.validate import models as spec
 from meshc.vocabulary import FailurePolicy, MtlsMode
 
@@ -71,6 +71,8 @@ def _proxy(proxy: spec.Proxy) -> ir.Proxy:
         stats_port=proxy.stats_port,
         access_log=proxy.access_log,
         resources=_resources(proxy.resources, None, builtin.PROXY_RESOURCES),
+        native_sidecar=proxy.native_sidecar,
+        drain_ms=proxy.drain_duration,
     )
 
 
@@ -180,7 +182,7 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         port=service.port,
         protocol=service.protocol,
         deployed=service.endpoints is None,
-        versions=_versions(service, path, span),
+        versions=_versions(service, path, span, workloads.upstream_env(service, path, upstreams, span)),
         endpoints=tuple(sorted(
             (ir.Endpoint(e.address, e.port, e.weight, span(*path, "endpoints", i))
              for i, e in enumerate(service.endpoints or ())),
@@ -192,33 +194,61 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         circuit_breaker=own.circuit_breaker,
         health_check=own.health_check,
         upstreams=tuple(sorted(upstreams, key=lambda u: (u.service, u.local_port))),
-        env=tuple(sorted((service.env or {}).items())),
+        env=tuple(sorted((k, v) for k, v in (service.env or {}).items() if isinstance(v, str))),
         span=span(*path),
+        service_port=service.service_port or service.port,
+        volumes=workloads.volumes(service, path, span),
+        security=workloads.security(service.security_context),
+        init_containers=workloads.init_containers(service, path, span, _init_resources),
+        probes=workloads.probes(service, path, span),
+        pod=workloads.pod(service),
         routes=routes.get(service.name, ()),
         rate_limit=_rate_limit(service.rate_limit, path + ("rateLimit",), span),
     )
 
 
-def _versions(service: spec.Service, path: Path, span: _Spans) -> tuple[ir.Version, ...]:
+def _versions(service: spec.Service, path: Path, span: _Spans,
+              upstream_env: dict[str, ir.EnvVar]) -> tuple[ir.Version, ...]:
     if service.endpoints is not None:
         return ()
+    service_env = workloads.env_map(service.env, path + ("env",), span) if service.env else {}
+    scaling = workloads.autoscaling(service, path, span)
     if not service.versions:
+        replicas = _first(service.replicas, builtin.REPLICAS)
         return (ir.Version(
             name=builtin.IMPLICIT_VERSION, implicit=True, image=service.image or "",
-            replicas=_first(service.replicas, builtin.REPLICAS), weight=100,
+            replicas=replicas, weight=100,
             resources=_resources(service.resources, None, builtin.APP_RESOURCES), span=span(*path),
+            command=_strings(service.command), args=_strings(service.args),
+            env=workloads.app_env(upstream_env, service_env), autoscaling=scaling,
+            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling),
         ),)
-    versions = [
-        ir.Version(
+    versions = []
+    for i, v in enumerate(service.versions):
+        replicas = _first(v.replicas, _first(service.replicas, builtin.REPLICAS))
+        where = path + ("versions", i)
+        versions.append(ir.Version(
             name=v.name, implicit=False, image=v.image or service.image or "",
-            replicas=_first(v.replicas, _first(service.replicas, builtin.REPLICAS)),
+            replicas=replicas,
             weight=_first(v.weight, 100),
             resources=_resources(v.resources, service.resources, builtin.APP_RESOURCES),
-            span=span(*path, "versions", i),
-        )
-        for i, v in enumerate(service.versions)
-    ]
+            span=span(*where),
+            command=_strings(v.command if v.command is not None else service.command),
+            args=_strings(v.args if v.args is not None else service.args),
+            env=workloads.app_env(upstream_env, service_env, workloads.env_map(v.env, where + ("env",), span))
+            if v.env else workloads.app_env(upstream_env, service_env),
+            autoscaling=scaling,
+            disruption_budget=workloads.disruption_budget(service, path, span, replicas, scaling, where),
+        ))
     return tuple(sorted(versions, key=lambda v: v.name))
+
+
+def _init_resources(own: spec.Resources | None) -> ir.Resources:
+    return _resources(own, None, builtin.APP_RESOURCES)
+
+
+def _strings(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
 
 
 def _upstream(upstream: spec.Upstream, path: Path, defaults: spec.Defaults, callee: spec.Service,

@@ -59,7 +59,12 @@ def _is_kubernetes_object_file(path: str) -> bool:
 
 
 def _kubernetes(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> Iterator[OutputChange]:
-    before, after = _objects(old), _objects(new)
+    # A file with the same bytes on both sides holds the same objects: only the others are parsed
+    # (one service's change touches one file of thousands). Object names are unique in a bundle,
+    # so an object cannot be in an unchanged file on one side and elsewhere on the other.
+    changed = [p for p in set(old) | set(new) if _is_kubernetes_object_file(p) and old.get(p) != new.get(p)]
+    before = _objects({p: old[p] for p in changed if p in old})
+    after = _objects({p: new[p] for p in changed if p in new})
     for key in sorted(set(before) | set(after)):
         was, now = before.get(key), after.get(key)
         action = _action(was and was[1], now and now[1])

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from meshc.diagnostics import Diagnostic, Path, Span
-from meshc.load import Positions, SpecSource, load_yaml
+from meshc.load import Positions, SpecSource
 from meshc.review import access, spec_view
 from meshc.review.consequences import OutputChange, compare_bundles
 from meshc.review.spec_view import Subject
@@ -86,21 +86,20 @@ def absent_side(label: str, revision: str | None, path: str) -> Side:
 
 
 def build_side(label: str, source: SpecSource) -> Side:
-    """Check and compile one revision's spec; the emitters may be unable to build it (a note says why)."""
-    from meshc.pipeline import check, compile
+    """Check and compile one revision's spec, loading and checking it once; the emitters may be
+    unable to build it (a note says why)."""
+    from meshc.pipeline import build_bundle, check_loaded
 
-    checked = check(source)
+    checked, loaded = check_loaded(source)
     base = Side(label, source.revision, source.name, True, checked.diagnostics)
     if not checked.ok or checked.mesh is None:
         return base
     files: Mapping[str, bytes] | None = None
     note = None
     try:
-        compiled = compile(source)
-        files = compiled.bundle.files if compiled.bundle is not None else None
+        files = build_bundle(checked).files
     except NotImplementedError as exc:
         note = f"the output cannot be built by this meshc ({exc})"
-    loaded = load_yaml(source)
     return Side(label, source.revision, source.name, True, checked.diagnostics, spec_view.subjects(checked.mesh),
                 loaded.data, loaded.positions, files, note, access.view(checked.mesh))
 

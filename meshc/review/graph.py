@@ -61,7 +61,8 @@ def lb_label(lb: ir.LoadBalancing) -> str:
 
 
 def _node(service: ir.Service, factor: int, entry_point: bool) -> Node:
-    lines = [service.name, f"{service.protocol.value} :{service.port}", lb_label(service.load_balancing)]
+    listens = f"{service.protocol.value} :{service.port}" if service.port is not None else "client only (no port)"
+    lines = [service.name, listens, lb_label(service.load_balancing)]
     if not service.deployed:
         count = len(service.endpoints)
         lines.append(f"external, {count} endpoint{'s' * (count != 1)}")

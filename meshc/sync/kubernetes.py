@@ -44,6 +44,8 @@ DEFAULT_REQUEST_TIMEOUT = 30.0   # seconds, per request
 LIST_PAGE = 500
 # An incremental plan GETs each object of the changed files; past this many a LIST is cheaper.
 INCREMENTAL_MAX_OBJECTS = 300
+# Applies the running replica count once, when a Deployment becomes autoscaled (see _hand_over_replicas)
+REPLICAS_HANDOVER_MANAGER = "meshc-replicas-handover"
 Obj = dict[str, Any]
 T = TypeVar("T")
 
@@ -271,11 +273,31 @@ class KubernetesTarget:
     def _apply_one(self, change: Change, obj: Obj) -> Change:
         resource = self._resource(str(obj["apiVersion"]), str(obj["kind"]))
         metadata = obj["metadata"]
+        if change.action is Action.UPDATE and _leaves_replicas_to_autoscaler(obj):
+            self._hand_over_replicas(resource, obj)
         self._call(f"apply {change.key}", lambda: _drained(self._dynamic.server_side_apply(
             resource, body=obj, name=metadata["name"], namespace=metadata.get("namespace"),
             field_manager=FIELD_MANAGER, force_conflicts=True, serialize=False,
             _request_timeout=self.request_timeout)))
         return change
+
+    def _hand_over_replicas(self, resource: Any, obj: Obj) -> None:
+        """A Deployment meshc gave `replicas` until now is autoscaled from now on. Server-side apply
+        removes a field whose only owner stops applying it (the Deployment would drop to 1 pod until
+        the autoscaler acts), so the running count is first applied by a second field manager too:
+        the field then survives meshc's apply, and the autoscaler takes it over when it scales."""
+        metadata = obj["metadata"]
+        live = self._get(resource, metadata["name"], metadata.get("namespace") or "")
+        replicas = ((live or {}).get("spec") or {}).get("replicas")
+        if live is None or replicas is None or not _applies_replicas(live):
+            return
+        handover = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                    "metadata": {"name": metadata["name"], "namespace": metadata.get("namespace")},
+                    "spec": {"replicas": replicas}}
+        self._call(f"hand over replicas of {metadata['name']}", lambda: _drained(self._dynamic.server_side_apply(
+            resource, body=handover, name=metadata["name"], namespace=metadata.get("namespace"),
+            field_manager=REPLICAS_HANDOVER_MANAGER, force_conflicts=True, serialize=False,
+            _request_timeout=self.request_timeout)))
 
     def _run_parallel(self, work: list[tuple[Change, Obj]], call: Callable[[Change, Obj], Change],
                       result: ApplyResult) -> None:
@@ -543,6 +565,19 @@ def _key_object(key: str) -> Obj:
 
 def _kind_of(key: str) -> str:
     return key.split(" ", 2)[1]
+
+
+def _leaves_replicas_to_autoscaler(obj: Obj) -> bool:
+    return obj.get("kind") == "Deployment" and "replicas" not in (obj.get("spec") or {})
+
+
+def _applies_replicas(live: Obj) -> bool:
+    """Whether meshc's own apply is an owner of the live object's spec.replicas."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+                return True
+    return False
 
 
 def _config_hash(obj: Obj) -> str | None:

@@ -21,6 +21,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from pydantic import (
     AfterValidator,
+    Discriminator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,11 +30,13 @@ from pydantic import (
     GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
+    Tag,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+from meshc.defaults import PROXY_DRAIN_MS, SIDECAR_IMAGE
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
 from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
@@ -273,12 +276,247 @@ Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 Replicas = Annotated[StrictInt, Field(ge=0, le=10_000)]
 
 
+# --- workloads: what real applications need (DESIGN 11) -----------------------------------------
+# The shapes follow Kubernetes (camelCase, same meaning) so that manifests translate one to one.
+
+# Discriminated unions (a scalar or a mapping) name their branch in error locations; the
+# structural stage drops these tags from data paths.
+SCALAR_TAG = "<scalar>"
+MAPPING_TAG = "<mapping>"
+PERCENT_TAG = "<percent>"
+UNION_TAGS = frozenset({SCALAR_TAG, MAPPING_TAG, PERCENT_TAG})
+OFF = "off"
+
+_DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_ABSOLUTE_PATH_PATTERN = r"^/[^\s:]*$"
+_LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+_LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+_CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN_PATTERN)]
+EnvName = Annotated[str, Field(pattern=_ENV_NAME_PATTERN, max_length=256)]
+Command = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1)]
+Quantity = Annotated[str, Field(pattern=_QUANTITY_PATTERN)]
+AbsolutePath = Annotated[str, Field(pattern=_ABSOLUTE_PATH_PATTERN, max_length=1024)]
+LabelMap = dict[Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)],
+                Annotated[str, Field(pattern=_LABEL_VALUE_PATTERN, max_length=63)]]
+Seconds = Annotated[StrictInt, Field(ge=0, le=86_400)]
+Threshold = Annotated[StrictInt, Field(ge=1, le=1000)]
+
+
+def _scalar_or_mapping(value: object) -> str:
+    return MAPPING_TAG if isinstance(value, dict) else SCALAR_TAG
+
+
+class KeySelector(Model):
+    """One key of a Secret or ConfigMap."""
+
+    name: ObjectName
+    key: Annotated[str, Field(pattern=_CONFIG_KEY_PATTERN, max_length=253)]
+    optional: StrictBool | None = None
+
+
+class FieldSelector(Model):
+    field_path: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class EnvSource(Model):
+    """Where a variable's value comes from, instead of the spec: exactly one of the three."""
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: FieldSelector | None = None
+
+
+# `scalar | mapping` unions are validated as the branch the value's shape picks (one error, not two)
+EnvValue = Annotated[
+    Annotated[str, Field(max_length=65_536), Tag(SCALAR_TAG)] | Annotated[EnvSource, Tag(MAPPING_TAG)],
+    Discriminator(_scalar_or_mapping),
+]
+EnvMap = dict[EnvName, EnvValue]
+
+
+class EmptyDirSource(Model):
+    size_limit: Quantity | None = None
+    medium: Literal["Memory"] | None = None
+
+
+class KeyToPath(Model):
+    key: Annotated[str, Field(pattern=_CONFIG_KEY_PATTERN, max_length=253)]
+    path: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^/\s][^\s]*$")]
+
+
+class ConfigSource(Model):
+    """A ConfigMap or Secret mounted as files (all keys, or the listed ones)."""
+
+    name: ObjectName
+    items: list[KeyToPath] | None = None
+    optional: StrictBool | None = None
+
+
+class ClaimSource(Model):
+    claim_name: ObjectName
+    read_only: StrictBool | None = None
+
+
+class Volume(Model):
+    """A volume and where the app container mounts it: exactly one source."""
+
+    name: Name
+    mount_path: AbsolutePath
+    read_only: StrictBool | None = None
+    empty_dir: EmptyDirSource | None = None
+    config_map: ConfigSource | None = None
+    secret: ConfigSource | None = None
+    persistent_volume_claim: ClaimSource | None = None
+
+
+class Capabilities(Model):
+    add: list[Annotated[str, Field(pattern=r"^[A-Z_]+$", max_length=64)]] | None = None
+    drop: list[Annotated[str, Field(pattern=r"^[A-Z_]+$", max_length=64)]] | None = None
+
+
+class SecurityContext(Model):
+    """The app's identity and file system; never weaker than Pod Security `restricted` (checked)."""
+
+    run_as_user: Annotated[StrictInt, Field(ge=0, le=2_147_483_647)] | None = None
+    run_as_group: Annotated[StrictInt, Field(ge=0, le=2_147_483_647)] | None = None
+    fs_group: Annotated[StrictInt, Field(ge=0, le=2_147_483_647)] | None = None
+    run_as_non_root: StrictBool | None = None
+    read_only_root_filesystem: StrictBool | None = None
+    allow_privilege_escalation: StrictBool | None = None
+    privileged: StrictBool | None = None
+    capabilities: Capabilities | None = None
+
+
+class InitContainer(Model):
+    """Runs to completion before the app starts, hardened like the app, with the app's volumes."""
+
+    name: Name
+    image: Image
+    command: Command | None = None
+    args: Command | None = None
+    env: EnvMap | None = None
+    resources: Resources | None = None
+
+
+class HttpGetAction(Model):
+    path: HttpPath = "/"
+    port: Port | None = None      # default: the app's port
+    scheme: Literal["HTTP", "HTTPS"] | None = None
+    headers: dict[HeaderName, HeaderValue] | None = None
+
+
+class PortAction(Model):
+    port: Port | None = None      # default: the app's port
+
+
+class GrpcAction(Model):
+    port: Port | None = None      # default: the app's port
+    service: Annotated[str, Field(max_length=256)] | None = None
+
+
+class ExecAction(Model):
+    command: Command
+
+
+class Probe(Model):
+    """A Kubernetes probe: one handler, and its timing."""
+
+    http_get: HttpGetAction | None = None
+    tcp_socket: PortAction | None = None
+    grpc: GrpcAction | None = None
+    exec: ExecAction | None = None
+    initial_delay_seconds: Seconds | None = None
+    period_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] | None = None
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] | None = None
+    success_threshold: Threshold | None = None
+    failure_threshold: Threshold | None = None
+
+
+ProbeField = Annotated[
+    Annotated[Literal["off"], Tag(SCALAR_TAG)] | Annotated[Probe, Tag(MAPPING_TAG)],
+    Discriminator(_scalar_or_mapping),
+]
+
+
+class Probes(Model):
+    liveness: ProbeField | None = None
+    readiness: ProbeField | None = None
+    startup: ProbeField | None = None
+
+
+class Autoscaling(Model):
+    """A HorizontalPodAutoscaler per version; the Deployment's replicas are then the autoscaler's."""
+
+    min_replicas: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
+    max_replicas: Annotated[StrictInt, Field(ge=1, le=10_000)]
+    target_cpu_utilization: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
+        default=None, alias="targetCPUUtilization")
+    target_memory_utilization: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+
+
+IntOrPercent = Annotated[
+    Annotated[Annotated[StrictInt, Field(ge=0, le=10_000)], Tag(SCALAR_TAG)]
+    | Annotated[Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$")], Tag(PERCENT_TAG)],
+    Discriminator(lambda value: PERCENT_TAG if isinstance(value, str) else SCALAR_TAG),
+]
+
+
+class DisruptionBudget(Model):
+    """A PodDisruptionBudget per version: one of the two."""
+
+    min_available: IntOrPercent | None = None
+    max_unavailable: IntOrPercent | None = None
+
+
+DisruptionBudgetField = Annotated[
+    Annotated[Literal["off"], Tag(SCALAR_TAG)] | Annotated[DisruptionBudget, Tag(MAPPING_TAG)],
+    Discriminator(_scalar_or_mapping),
+]
+
+
+class Toleration(Model):
+    key: Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)] | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: Annotated[str, Field(pattern=_LABEL_VALUE_PATTERN, max_length=63)] | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: StrictInt | None = None
+
+
+class TopologySpread(Model):
+    """Spreads one version's pods; the label selector is the version's own (meshc writes it)."""
+
+    max_skew: Annotated[StrictInt, Field(ge=1, le=1000)]
+    topology_key: Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)]
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = "DoNotSchedule"
+    min_domains: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+
+
+class PodSettings(Model):
+    """Scheduling and metadata of the service's pods. `affinity` is Kubernetes' Affinity, as is."""
+
+    labels: LabelMap | None = None
+    annotations: dict[Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)], str] | None = None
+    node_selector: LabelMap | None = None
+    tolerations: list[Toleration] | None = None
+    affinity: dict[Literal["nodeAffinity", "podAffinity", "podAntiAffinity"], dict[str, Any]] | None = None
+    topology_spread_constraints: list[TopologySpread] | None = None
+    priority_class_name: ObjectName | None = None
+    image_pull_secrets: list[ObjectName] | None = None
+    termination_grace_period_seconds: Seconds | None = None
+
+
 class Version(Model):
     name: Name
     image: Image | None = None
     replicas: Replicas | None = None
     weight: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
     resources: Resources | None = None
+    # workloads: a version's own container settings, over the service's
+    env: EnvMap | None = None
+    command: Command | None = None
+    args: Command | None = None
 
 
 class Endpoint(Model):
@@ -293,6 +531,8 @@ class Upstream(Model):
     timeout: Timeout | None = None
     retries: Retries | None = None
     failure_policy: FailurePolicy | None = None
+    # workloads: the app's variables for this upstream ({host} {port} {address} {url})
+    env: dict[EnvName, Annotated[str, Field(max_length=4096)]] | None = None
 
 
 class Service(Model):
@@ -301,11 +541,11 @@ class Service(Model):
 
     name: Name
     image: Image | None = None
-    port: Port
+    port: Port | None = None      # None: a client-only service (no inbound listener, no Service)
     protocol: Protocol = Protocol.HTTP
     replicas: Replicas | None = None
     resources: Resources | None = None
-    env: dict[Annotated[str, Field(pattern=_ENV_NAME_PATTERN)], str] | None = None
+    env: EnvMap | None = None
     health_check: HealthCheck | None = None
     upstreams: list[Upstream] = []
     load_balancer: LoadBalancerField | None = None
@@ -319,17 +559,31 @@ class Service(Model):
     mtls: MtlsMode | None = None
     extra_callers: list[ExtraCaller] | None = None
     tls: ExternalTls | None = None
+    # workloads: what real applications need (DESIGN 11)
+    service_port: Port | None = None
+    command: Command | None = None
+    args: Command | None = None
+    volumes: list[Volume] | None = None
+    security_context: SecurityContext | None = None
+    init_containers: list[InitContainer] | None = None
+    probes: Probes | None = None
+    autoscaling: Autoscaling | None = None
+    disruption_budget: DisruptionBudgetField | None = None
+    pod: PodSettings | None = None
 
 
 # --- mesh-wide settings ---------------------------------------------------------------------
 
 class Proxy(Model):
-    image: Image = "envoyproxy/envoy:v1.32.1"
+    image: Image = SIDECAR_IMAGE
     admin_port: Port = 9901
     inbound_port: Port = 15006
     stats_port: Port = 15090
     access_log: AccessLog = AccessLog.JSON
     resources: Resources | None = None
+    # workloads: sidecar lifecycle
+    native_sidecar: StrictBool = True
+    drain_duration: Annotated[int, DurationBounds(0, 300_000)] = Field(default=PROXY_DRAIN_MS, json_schema_extra={"default": "5s"})
 
 
 class Etcd(Model):
@@ -563,7 +817,7 @@ class Certificates(Model):
 class Security(Model):
     mtls: MtlsMode = MtlsMode.STRICT
     trust_domain: DnsSubdomain = "cluster.local"
-    certificates: Certificates = Certificates()
+    certificates: Certificates = Field(default_factory=lambda: Certificates())
     network_policies: StrictBool = True
     monitoring_namespace: Name | None = None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +22,26 @@ from meshc.object_names import RESERVED_SERVICE_NAMES
 from pydantic.alias_generators import to_camel
 
 from meshc.validate.models import (
+    DisruptionBudget,
+    EnvSource,
     Gateway,
     GatewayRouteMatch,
     LoadBalancer,
     Mesh,
     Mirror,
     PathMatch,
+    Probe,
+    Resources,
     Retries,
     Route,
     RouteMatch,
     Service,
     StringMatch,
 )
+from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
+from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_pod_key
+from meshc.quantities import parse_quantity
+from meshc.env_templates import PLACEHOLDERS, template_fields
 from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
@@ -583,6 +591,306 @@ def external_https_without_tls(ctx: Context) -> Iterator[Diagnostic]:
 HTTPS_PORT = 443
 
 
+# --- workloads (DESIGN 11) -------------------------------------------------------------------
+
+def deployed(ctx: Context) -> Iterator[tuple[Path, Service]]:
+    for path, service in services(ctx):
+        if service.endpoints is None:
+            yield path, service
+
+
+def setting(ctx: Context, field: str) -> Iterator[tuple[Path, Service]]:
+    """The services that set a workload field (most set none: this keeps the checks cheap)."""
+    for index, service in enumerate(ctx.mesh.spec.services):
+        if getattr(service, field) is not None:
+            yield ("spec", "services", index), service
+
+
+def calls_to_client_only(ctx: Context) -> Iterator[Diagnostic]:
+    portless = {s.name for s in ctx.mesh.spec.services if s.port is None and s.endpoints is None}
+    if not portless:
+        return
+    for path, service in services(ctx):
+        for index, upstream in enumerate(service.upstreams):
+            if upstream.service in portless:
+                where = path + ("upstreams", index, "service")
+                yield error("E701", f"service '{service.name}' calls '{upstream.service}', which has no port: it only "
+                            "calls out and takes no calls", ctx.at(*where), where,
+                            hint=f"give '{upstream.service}' the port its application listens on")
+
+
+def port_needed(ctx: Context) -> Iterator[Diagnostic]:
+    """Settings that mean nothing without the app's port, or whose default is that port."""
+    for index, service in enumerate(ctx.mesh.spec.services):
+        if service.port is not None or service.endpoints is not None:
+            continue
+        path: Path = ("spec", "services", index)
+        for field in ("servicePort", "healthCheck"):
+            if ctx.positions.has(path + (field,)):
+                yield error("E702", f"service '{service.name}' has no port, so it takes no calls and {field} has "
+                            "nothing to apply to", ctx.key(*path, field), path + (field,))
+        for name, probe in _probes(service):
+            handler = probe.http_get or probe.tcp_socket or probe.grpc
+            if handler is not None and handler.port is None:
+                where = path + ("probes", name)
+                yield error("E702", f"the {name} probe of '{service.name}' needs a port: the service has none to "
+                            "default to", ctx.at(*where), where, hint="set the probe's port, or use exec")
+
+
+def _probes(service: Service) -> Iterator[tuple[str, Probe]]:
+    for name in ("liveness", "readiness", "startup"):
+        probe = getattr(service.probes, name, None) if service.probes else None
+        if isinstance(probe, Probe):
+            yield name, probe
+
+
+def _env_maps(service: Service, path: Path) -> Iterator[tuple[Path, Mapping[str, object]]]:
+    yield path + ("env",), service.env or {}
+    for index, version in enumerate(service.versions or ()):
+        yield path + ("versions", index, "env"), version.env or {}
+    for index, container in enumerate(service.init_containers or ()):
+        yield path + ("initContainers", index, "env"), container.env or {}
+
+
+def env_sources(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in services(ctx):
+        if not (service.env or service.versions or service.init_containers):
+            continue
+        for where, env in _env_maps(service, path):
+            for name, value in env.items():
+                if isinstance(value, EnvSource):
+                    count = sum(x is not None for x in (value.secret_key_ref, value.config_map_key_ref,
+                                                        value.field_ref))
+                    if count != 1:
+                        yield error("E703", f"env {name} of '{service.name}' names {count} sources; give exactly one "
+                                    "of secretKeyRef, configMapKeyRef and fieldRef", ctx.at(*where, name),
+                                    where + (name,))
+
+
+def env_templates(ctx: Context) -> Iterator[Diagnostic]:
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    for path, service in services(ctx):
+        for index, upstream in enumerate(service.upstreams):
+            for name, template in (upstream.env or {}).items():
+                where = path + ("upstreams", index, "env", name)
+                try:
+                    fields = template_fields(template)
+                except ValueError:
+                    yield error("E704", f"env {name}: '{template}' is not a template: write a literal brace as "
+                                "'{{' or '}}'", ctx.at(*where), where, hint=f"placeholders are {known}")
+                    continue
+                for field in fields:
+                    if field not in PLACEHOLDERS:
+                        close = _hint(field, PLACEHOLDERS)
+                        suffix = f"; did you mean '{{{close}}}'?" if close else ""
+                        yield error("E704", f"env {name}: unknown placeholder '{{{field}}}'{suffix}", ctx.at(*where),
+                                    where, hint=f"placeholders are {known}")
+
+
+def env_unique(ctx: Context) -> Iterator[Diagnostic]:
+    """Upstream address variables are generated: a name two of them set, or one the service or a
+    version also sets, is a mistake (the default `<SERVICE>_URL` may be overridden by `env`)."""
+    for path, service in services(ctx):
+        if not any(upstream.env for upstream in service.upstreams):
+            continue
+        generated: dict[str, str] = {}
+        for index, upstream in enumerate(service.upstreams):
+            for name in upstream.env or {}:
+                where = path + ("upstreams", index, "env", name)
+                if name in generated and generated[name] != upstream.service:
+                    yield error("E705", f"env {name} of '{service.name}' is set for upstream '{generated[name]}' and "
+                                f"for '{upstream.service}'", ctx.key(*where), where)
+                generated.setdefault(name, upstream.service)
+        for where, env in list(_env_maps(service, path))[:1 + len(service.versions or ())]:
+            for name in env:
+                if name in generated:
+                    yield error("E705", f"env {name} of '{service.name}' is also the address of upstream "
+                                f"'{generated[name]}' (its env sets it)", ctx.key(*where, name), where + (name,),
+                                hint="rename one of them")
+
+
+def volume_sources(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "volumes"):
+        for index, volume in enumerate(service.volumes or ()):
+            sources = [volume.empty_dir, volume.config_map, volume.secret, volume.persistent_volume_claim]
+            count = sum(x is not None for x in sources)
+            if count != 1:
+                where = path + ("volumes", index)
+                yield error("E706", f"volume '{volume.name}' of '{service.name}' has {count} sources; give exactly "
+                            "one of emptyDir, configMap, secret and persistentVolumeClaim", ctx.at(*where), where)
+
+
+def volumes_unique(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "volumes"):
+        names: set[str] = set()
+        paths: set[str] = set()
+        for index, volume in enumerate(service.volumes or ()):
+            where = path + ("volumes", index)
+            if volume.name in RESERVED_VOLUMES:
+                yield error("E707", f"volume name '{volume.name}' is one meshc gives its own volumes", 
+                            ctx.at(*where, "name"), where + ("name",))
+            elif volume.name in names:
+                yield error("E707", f"service '{service.name}' has two volumes named '{volume.name}'",
+                            ctx.at(*where, "name"), where + ("name",))
+            mount = volume.mount_path.rstrip("/") or "/"
+            if mount in paths:
+                yield error("E707", f"service '{service.name}' mounts two volumes at {mount}",
+                            ctx.at(*where, "mountPath"), where + ("mountPath",))
+            names.add(volume.name)
+            paths.add(mount)
+
+
+# Pod Security `restricted` lets a container add this capability and no other.
+_ALLOWED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+
+
+def restricted_security(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "security_context"):
+        context = service.security_context
+        assert context is not None
+        where = path + ("securityContext",)
+        problems = [
+            ("runAsUser", context.run_as_user == 0, "runs the app as root (user 0)"),
+            ("runAsNonRoot", context.run_as_non_root is False, "allows the app to run as root"),
+            ("privileged", bool(context.privileged), "makes the app privileged"),
+            ("allowPrivilegeEscalation", bool(context.allow_privilege_escalation), "lets the app gain privileges"),
+        ]
+        for field, wrong, what in problems:
+            if wrong:
+                yield error("E708", f"the securityContext of '{service.name}' {what}; the restricted Pod Security "
+                            "profile forbids it", ctx.at(*where, field), where + (field,),
+                            hint="use an image that runs as a non-root user, with runAsUser set to that user")
+        added = context.capabilities.add if context.capabilities else None
+        for index, capability in enumerate(added or ()):
+            if capability not in _ALLOWED_CAPABILITIES:
+                item = where + ("capabilities", "add", index)
+                yield error("E708", f"capability {capability} of '{service.name}' is not allowed by the restricted "
+                            "Pod Security profile (only NET_BIND_SERVICE may be added)", ctx.at(*item), item)
+
+
+def init_container_names(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "init_containers"):
+        seen: set[str] = set()
+        for index, container in enumerate(service.init_containers or ()):
+            where = path + ("initContainers", index, "name")
+            if container.name in RESERVED_CONTAINERS:
+                yield error("E709", f"init container name '{container.name}' is one meshc gives its own containers",
+                            ctx.at(*where), where)
+            elif container.name in seen:
+                yield error("E709", f"service '{service.name}' has two init containers named '{container.name}'",
+                            ctx.at(*where), where)
+            seen.add(container.name)
+
+
+def probe_handlers(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "probes"):
+        for name, probe in _probes(service):
+            count = sum(x is not None for x in (probe.http_get, probe.tcp_socket, probe.grpc, probe.exec))
+            if count > 1:
+                where = path + ("probes", name)
+                yield error("E710", f"the {name} probe of '{service.name}' has {count} handlers; give one of "
+                            "httpGet, tcpSocket, grpc and exec", ctx.at(*where), where)
+            elif count == 0 and service.port is None:
+                where = path + ("probes", name)
+                yield error("E710", f"the {name} probe of '{service.name}' has no handler, and the service no port "
+                            "for a tcpSocket one", ctx.at(*where), where)
+
+
+def requests_within_limits(ctx: Context) -> Iterator[Diagnostic]:
+    """After inheritance and defaults, as the resolver combines them, field by field."""
+    proxy = ctx.mesh.spec.proxy
+    yield from _over_limit(ctx, ("spec", "proxy", "resources"), [(proxy.resources, ("spec", "proxy", "resources"))],
+                           PROXY_RESOURCES, "the sidecar")
+    for path, service in deployed(ctx):
+        own = (service.resources, path + ("resources",))
+        if service.resources is None and not any(v.resources for v in service.versions or ()) \
+                and not service.init_containers:
+            continue    # the built-in defaults alone (test_defaults_fit_their_limits)
+        if not service.versions:
+            yield from _over_limit(ctx, path, [own], APP_RESOURCES, f"'{service.name}'")
+        for index, version in enumerate(service.versions or ()):
+            where = path + ("versions", index)
+            yield from _over_limit(ctx, where, [(version.resources, where + ("resources",)), own], APP_RESOURCES,
+                                   f"version '{version.name}' of '{service.name}'")
+        for index, container in enumerate(service.init_containers or ()):
+            where = path + ("initContainers", index)
+            yield from _over_limit(ctx, where, [(container.resources, where + ("resources",))], APP_RESOURCES,
+                                   f"init container '{container.name}' of '{service.name}'")
+
+
+def _over_limit(ctx: Context, owner: Path, layers: list[tuple[Resources | None, Path]], base: dict[str, str],
+                who: str) -> Iterator[Diagnostic]:
+    for resource in ("cpu", "memory"):
+        request, request_at = _pick(layers, "requests", resource, base[f"{resource}_request"], owner)
+        limit, limit_at = _pick(layers, "limits", resource, base[f"{resource}_limit"], owner)
+        if parse_quantity(request) > parse_quantity(limit):
+            where = request_at if request_at != owner else limit_at
+            yield error("E711", f"{who} requests {resource} {request}{_default_mark(request_at, owner)}, more than "
+                        f"its limit {limit}{_default_mark(limit_at, owner)}: Kubernetes rejects such a pod",
+                        ctx.at(*where), where, hint=f"raise limits.{resource}, or lower requests.{resource}")
+
+
+def _default_mark(where: Path, owner: Path) -> str:
+    """A value found at the owner itself came from the built-in defaults."""
+    return " (default)" if where == owner else ""
+
+
+def _pick(layers: list[tuple[Resources | None, Path]], section: str, resource: str, default: str,
+          owner: Path) -> tuple[str, Path]:
+    for resources, where in layers:
+        values = getattr(resources, section, None) if resources else None
+        value = getattr(values, resource, None) if values else None
+        if value is not None:
+            return str(value), where + (section, resource)
+    return default, owner
+
+
+def autoscaling_range(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "autoscaling"):
+        scaling = service.autoscaling
+        assert scaling is not None
+        where = path + ("autoscaling",)
+        if scaling.min_replicas > scaling.max_replicas:
+            yield error("E712", f"autoscaling of '{service.name}': minReplicas {scaling.min_replicas} is greater "
+                        f"than maxReplicas {scaling.max_replicas}", ctx.at(*where, "minReplicas"),
+                        where + ("minReplicas",))
+        places = [path + ("replicas",)] + [path + ("versions", i, "replicas") for i, v in
+                                           enumerate(service.versions or ()) if v.replicas is not None]
+        for place in places:
+            if ctx.positions.has(place):
+                yield warning("W701", f"replicas of '{service.name}' are ignored: its autoscaler sets them "
+                              f"(between {scaling.min_replicas} and {scaling.max_replicas})", ctx.key(*place), place)
+
+
+def disruption_budget_choice(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "disruption_budget"):
+        budget = service.disruption_budget
+        if isinstance(budget, DisruptionBudget) and (budget.min_available is None) == (budget.max_unavailable is None):
+            where = path + ("disruptionBudget",)
+            yield error("E713", f"the disruptionBudget of '{service.name}' needs exactly one of minAvailable and "
+                        "maxUnavailable", ctx.at(*where), where)
+
+
+def pod_keys(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "pod"):
+        for field in ("labels", "annotations"):
+            for key in getattr(service.pod, field, None) or {}:
+                if reserved_pod_key(key):
+                    where = path + ("pod", field, key)
+                    yield error("E714", f"pod {field[:-1]} '{key}' of '{service.name}' is one meshc sets itself",
+                                ctx.key(*where), where)
+
+
+_WORKLOAD_FIELDS = ("command", "args", "env", "volumes", "securityContext", "initContainers", "probes",
+                    "autoscaling", "disruptionBudget", "pod", "servicePort")
+
+
+def external_without_workload(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "endpoints"):
+        for field in _WORKLOAD_FIELDS:
+            if ctx.positions.has(path + (field,)):
+                yield error("E715", f"service '{service.name}' has static endpoints (it runs outside the mesh), so "
+                            f"it has no pods for {field}", ctx.key(*path, field), path + (field,))
 # --- request routing and gateways (E6xx / W6xx) -------------------------------------------
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # RFC 7230 token: what a header name may be
@@ -1123,6 +1431,22 @@ CHECKS: tuple[Check, ...] = (
     tls_origination_needs_a_name,
     extra_callers_outside_the_mesh,
     external_https_without_tls,
+    # workloads
+    calls_to_client_only,
+    port_needed,
+    env_sources,
+    env_templates,
+    env_unique,
+    volume_sources,
+    volumes_unique,
+    restricted_security,
+    init_container_names,
+    probe_handlers,
+    requests_within_limits,
+    autoscaling_range,
+    disruption_budget_choice,
+    pod_keys,
+    external_without_workload,
     # routing and gateways
     route_versions,
     route_weights,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from meshc.diagnostics import MAX_LISTED_PER_CODE, Diagnostic, Path, error, listed_per_code
 from meshc.load import Positions
-from meshc.validate.models import API_VERSION, KIND, Mesh
+from meshc.validate.models import API_VERSION, KIND, UNION_TAGS, Mesh
 
 _TYPE_WORDS = {
     "int": "an integer", "string": "a string", "bool": "true or false", "float": "a number",
@@ -70,7 +70,7 @@ def _diagnostic(err: Any, data: Any, positions: Positions) -> Diagnostic:
     kind: str = err["type"]
     loc = tuple(err["loc"])
     is_dict_key = bool(loc) and loc[-1] == "[key]"
-    path: Path = tuple(p for p in loc if p != "[key]")
+    path: Path = tuple(p for p in loc if p != "[key]" and p not in UNION_TAGS)
     where = dotted(path)
     value_span = positions.key(path) if is_dict_key else positions.value(path)
     if kind == "extra_forbidden":

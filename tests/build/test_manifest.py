@@ -57,3 +57,50 @@ def test_a_build_from_git_records_the_revision_in_the_manifest_only(
         # An unchanged object stays byte-identical across commits: only the manifest moves.
         assert {p: d for p, d in written.items() if p != naming.MANIFEST_PATH} == \
             {p: d for p, d in from_tree.items() if p != naming.MANIFEST_PATH}
+
+
+EXTERNAL_SPEC = """apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: shop}
+spec:
+  services:
+  - name: web
+    image: example.com/web:1
+    port: 8080
+    env:
+      DB_PASSWORD: {secretKeyRef: {name: db, key: password}}
+      FLAGS: {configMapKeyRef: {name: flags, key: all, optional: true}}     # optional: not needed to start
+      POD_IP: {fieldRef: {fieldPath: status.podIP}}
+    volumes:
+    - {name: tls, mountPath: /etc/tls, secret: {name: web-tls}}
+    - {name: data, mountPath: /data, persistentVolumeClaim: {claimName: web-data}}
+    pod: {imagePullSecrets: [regcred]}
+  - name: worker
+    image: example.com/worker:1
+    versions:
+    - {name: v1, weight: 100, env: {DB_PASSWORD: {secretKeyRef: {name: db, key: password}}}}
+"""
+
+
+def test_objects_meshc_does_not_create_are_listed_as_external_dependencies(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(EXTERNAL_SPEC)
+    out = tmp_path / "out"
+    result = run_meshc("build", str(spec), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    manifest = orjson.loads((out / naming.MANIFEST_PATH).read_bytes())
+    assert manifest["externalDependencies"] == [
+        {"kind": "PersistentVolumeClaim", "name": "web-data", "namespace": "shop", "usedBy": ["web"]},
+        {"kind": "Secret", "name": "db", "namespace": "shop", "usedBy": ["web", "worker"]},
+        {"kind": "Secret", "name": "regcred", "namespace": "shop", "usedBy": ["web"]},
+        {"kind": "Secret", "name": "web-tls", "namespace": "shop", "usedBy": ["web"]},
+    ]
+    (line,) = [line for line in result.stderr.splitlines() if "does not create" in line]
+    assert line.endswith("PersistentVolumeClaim/web-data, Secret/db, Secret/regcred, Secret/web-tls")
+
+
+def test_a_mesh_without_external_objects_lists_none(spec_paths: dict[str, Path], tmp_path: Path) -> None:
+    spec = next(iter(spec_paths.values()))
+    result = run_meshc("build", str(spec), "-o", str(tmp_path / "out"))
+    assert "externalDependencies" not in orjson.loads((tmp_path / "out" / naming.MANIFEST_PATH).read_bytes())
+    assert "does not create" not in result.stderr

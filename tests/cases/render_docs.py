@@ -24,7 +24,8 @@ position, all at once (not just the first). Codes are stable: a code keeps its m
 - `E0xx` reading and parsing the file, `E1xx` structure, types and ranges, `E2xx` meaning across
   the spec, `W2xx` suspicious settings, `W3xx` call-graph analysis, `E5xx`/`W5xx` zero trust
   (mTLS identities, authorization from the call graph, network policy, TLS origination), `E6xx`/`W6xx`
-  request routing and gateways.
+  request routing and gateways, `E7xx`/`W7xx` workloads (pods, environment, volumes, probes,
+  autoscaling).
 - Errors make `meshc validate`/`build` exit 1; warnings do not, unless `--strict`.
 - Text goes to stderr. `--format json` prints a list of `{code, severity, message, file, line,
   col, path, hint}` to stdout (for `| jq`); `--format github` prints workflow annotations
@@ -45,6 +46,26 @@ SPECIAL = {
             "spec holds about 700,000). Loading stops there, so that no file under the size limit costs "
             "more than that many nodes' worth of time and memory, however it is padded. Split the mesh, "
             "or fix the generator that wrote the file.",
+    "E250": "A sidecar's Envoy files travel to its pods in ConfigMaps, and the API server refuses a "
+            "ConfigMap holding more than 1 MiB. Usually one ConfigMap `<service>-envoy` holds them all, as "
+            "written to `envoy/<service>/`; when they would not fit (a service calling about 140 others or "
+            "more), they are written compactly, each repeated block once (YAML anchors), and cds and lds get "
+            "a ConfigMap each (`<service>-envoy-cds`, `<service>-envoy-lds`), projected into the one volume "
+            "([kubernetes.md](kubernetes.md#sidecar-configmaps)): about 1,150 upstreams fit. Beyond that, "
+            "`validate` and `build` report E250 at the service, before anything is written, e.g. "
+            "`mesh.yaml:7:5: error: service 'hub' (1300 upstreams): its sidecar's Envoy files need a "
+            "ConfigMap 'hub-envoy-cds' of 1,179,426 bytes, over Kubernetes' limit of 1,048,576 [E250]` "
+            "(the case `tests/cases/invalid/E250-fan-out/`). Fix: split the service's calls between "
+            "services (the case's fixed.yaml gives half of them to a second hub), or route them through a "
+            "gateway service. The check renders the sidecars of services with 32 upstreams or more.",
+    "E251": "etcd refuses a request over its `--max-request-bytes` (1.5 MiB by default), so a service "
+            "record (`etcd/seed.json`) whose key, value and framing exceed it could never be written. "
+            "Records grow with a service's upstreams, endpoints, versions and allowed callers: it takes "
+            "tens of thousands of them, e.g. an external service with 40,000 endpoints: `mesh.yaml:13:5: "
+            "error: service 'legacy-db' has an etcd record of 2,075,001 bytes, over etcd's request limit of "
+            "1,572,864 (--max-request-bytes): it cannot be written [E251]` (tested in "
+            "`tests/emit/etcd/test_record_size.py`). Fix: split the service. The check renders the records "
+            "of services with 1,000 entries or more.",
     "E009": "The file is larger than 32 MiB. A real mesh of 10,000 services is about 9 MB; a file "
             "this size is almost certainly not a spec. Split generated content or fix the path.",
 }

@@ -76,6 +76,10 @@ RESOURCES: tuple[ResourceType, ...] = (
                  name_rule="dns1035", preserved_on_update=("status",), returns_deleted_object=True),
     ResourceType("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), ("all",),
                  has_generation=True, preserved_on_update=("status",)),
+    ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler",
+                 True, ("hpa",), ("all",), preserved_on_update=("status",)),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
+                 ("pdb",), has_generation=True, preserved_on_update=("status",)),
     ResourceType(NETWORKING, "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True, ("netpol",),
                  has_generation=True),
     ResourceType(CERT_MANAGER, "v1", "issuers", "issuer", "Issuer", True, categories=("cert-manager",),
@@ -111,7 +115,9 @@ def groups() -> list[str]:
 
 
 def _group_version(group: str) -> dict[str, str]:
-    return {"groupVersion": f"{group}/v1", "version": "v1"}
+    """The one version the double serves of a group (v1, or v2 for autoscaling)."""
+    version = next(r.version for r in RESOURCES if r.group == group)
+    return {"groupVersion": f"{group}/{version}", "version": version}
 
 
 def api_versions(server_address: str) -> dict[str, Any]:

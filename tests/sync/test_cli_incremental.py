@@ -48,7 +48,9 @@ def test_a_new_commit_is_planned_against_the_recorded_one(tmp_path: Path, kube_a
 
     assert planned.returncode == 0 and applied.returncode == 0, applied.stderr
     assert lists(kube_api) == 0                                   # only the changed file's objects were read
-    assert [w.path.rsplit("/", 1)[-1] for w in kube_api.writes()] == ["svc-001"]
+    # svc-001's Deployment, and the disruption budget it gets now that it runs more than one replica
+    assert sorted(w.path.rsplit("/", 2)[-2:] for w in kube_api.writes()) == [
+        ["deployments", "svc-001"], ["poddisruptionbudgets", "svc-001"]]
     assert f"~ update    apps/v1 Deployment {NAMESPACE}/svc-001" in planned.stdout
     assert "svc-004" not in planned.stdout                       # not looked at: the edit stays, for now
     assert read_snapshot(etcd_server.client(), PREFIX).revision == change

@@ -12,13 +12,11 @@ import yaml
 from packaging.version import Version
 
 from meshc.cli import build_parser
-from meshc.kinds import API_VERSIONS
+from meshc.kinds import API_VERSIONS, by_name
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-USED_VERBS = {"get", "list", "create", "patch", "delete", "watch"}
-PLURALS = {"Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps",
-           "Service": "services", "Deployment": "deployments", "Issuer": "issuers", "Certificate": "certificates",
-           "NetworkPolicy": "networkpolicies"}
+USED_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
+PLURALS = {kind: by_name(kind).plural for kind in API_VERSIONS}
 
 
 def documents() -> list[dict[str, Any]]:

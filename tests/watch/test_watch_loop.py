@@ -139,10 +139,11 @@ def test_in_a_100_service_mesh_a_change_touches_one_service_and_a_removal_is_pru
     assert change_transactions == 1
     deletes = [r for r in kube_api.writes() if r.method == "DELETE"]
     assert deletes and all("svc-99" in r.path for r in deletes)
-    # besides svc-99's objects, only its callee's change: svc-00 no longer admits it as a caller
-    # (mTLS authorization and NetworkPolicy)
+    # Under mTLS (the default) svc-00 stops admitting svc-99: its sidecar's authorization (ConfigMap)
+    # and its NetworkPolicy change with the removal; nothing else does.
     others = [(r.method, r.path) for r in kube_api.writes() if r.method != "DELETE"]
-    assert all(method == "PATCH" and "/svc-00" in path for method, path in others), others
+    assert sorted(path.rsplit("/", 2)[1:] for _, path in others) == [["configmaps", "svc-00-envoy"],
+                                                                      ["networkpolicies", "svc-00"]], others
     assert pruned["targets"]["kubernetes"]["delete"] == len(deletes)
     assert kube_api.store_get("deployments", "svc-99", NAMESPACE) is None
     assert etcd_value(etcd_server, f"{PREFIX}/services/svc-99") is None

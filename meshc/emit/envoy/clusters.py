@@ -60,6 +60,7 @@ def _name(base: str, variant: str | None) -> str:
 # --- the local application ----------------------------------------------------------------
 
 def local_app_cluster(service: ir.Service) -> Json:
+    assert service.port is not None, "a client-only service has no local app to route to"
     cluster: Json = {
         "@type": CLUSTER_TYPE,
         "name": naming.LOCAL_APP_CLUSTER,

@@ -36,6 +36,7 @@ class InboundGuard:
     listener_filters: list[Json] = field(default_factory=list)
     chains: list[tuple[Json | None, Json | None]] = field(default_factory=lambda: [(None, None)])
     tcp_proxy_fields: Json = field(default_factory=dict)
+    listener_fields: Json = field(default_factory=dict)
 
 
 OPEN = InboundGuard()
@@ -65,6 +66,7 @@ def inbound_listener(service: ir.Service, inbound_port: int, http_logs: list[Jso
                                      for match, socket in guard.chains]
         if guard.listener_filters:
             listener["listener_filters"] = guard.listener_filters
+        listener.update(guard.listener_fields)
     return listener
 
 

@@ -76,7 +76,9 @@ class _Group:
 def sidecar_resources(ctx: MeshContext, service: ir.Service) -> tuple[list[Json], list[Json]]:
     """(clusters, listeners) of the sidecar of `service`."""
     variants = _variants(service)
-    clusters = [local_app_cluster(service)]
+    # A client-only service (no port) takes no calls: no inbound listener, no cluster to the app.
+    takes_calls = service.port is not None
+    clusters = [local_app_cluster(service)] if takes_calls else []
     for group in _groups(ctx, service, variants):
         clusters += _secured(ctx, service, group.callee, _clusters(ctx, group))
     for name in mirror.extra_services(service):
@@ -84,7 +86,8 @@ def sidecar_resources(ctx: MeshContext, service: ir.Service) -> tuple[list[Json]
         clusters += _secured(ctx, service, callee, _clusters(ctx, _Group(callee, None, ())))
     guard = _inbound_guard(ctx, service)
     http_logs, tcp_logs = ctx.peer_logs if guard is not OPEN else (ctx.http_logs, ctx.tcp_logs)
-    listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, http_logs, tcp_logs, guard)]
+    listeners = [inbound_listener(service, ctx.mesh.proxy.inbound_port, http_logs, tcp_logs, guard)] \
+        if takes_calls else []
     for upstream in service.upstreams:
         callee_targets = targets(ctx.services[upstream.service], variants[id(upstream)])
         listeners.append(outbound_listener(upstream, callee_targets, ctx.http_logs, ctx.tcp_logs, ctx.services))
@@ -109,7 +112,8 @@ def _inbound_guard(ctx: MeshContext, service: ir.Service) -> InboundGuard:
     chains, listener_filters = tls.inbound_chains(service, ctx.sds_config(service))
     return InboundGuard(http_filters=rbac.http_filters(service), network_filters=rbac.network_filters(service),
                         listener_filters=listener_filters, chains=chains,
-                        tcp_proxy_fields=tls.inbound_tcp_proxy_fields(service))
+                        tcp_proxy_fields=tls.inbound_tcp_proxy_fields(service),
+                        listener_fields=tls.inbound_listener_fields(service))
 
 
 def _secured(ctx: MeshContext, caller: ir.Service, callee: ir.Service, clusters: list[Json]) -> list[Json]:

@@ -1,12 +1,14 @@
 """mTLS between sidecars and TLS origination to external services (Envoy's tls transport socket).
 
 Certificates reach Envoy through file-based SDS: `sds-identity.yaml` and `sds-trust.yaml`, beside
-cds/lds in the sidecar's config directory, name the certificate files; Envoy watches their directory, so a renewed certificate
-(files or the kubelet's `..data` link swapped by rename) is used by new connections without a restart.
+cds/lds in the sidecar's config directory, name the certificate files; Envoy watches their
+directory, so a renewed certificate (files or the kubelet's `..data` link swapped by rename) is used
+by new connections without a restart.
 
-The three hooks: the inbound listener's filter chains and listener filters (inbound_chains), the
-transport socket of a caller's clusters for an mTLS callee (mesh_upstream_socket) or an external
-service with `tls` (origination_socket), and the extra resources (sds_resources).
+The hooks: what the inbound listener needs (inbound_chains, inbound_listener_fields,
+inbound_tcp_proxy_fields), the transport socket of a caller's clusters for an mTLS callee
+(mesh_upstream_socket) or an external service with `tls` (origination_socket), what a route to such
+a service needs (route_fields), and the extra resources (sds_resources, one file per secret).
 """
 
 from __future__ import annotations
@@ -120,6 +122,19 @@ def inbound_tcp_proxy_fields(service: ir.Service) -> Json:
     if service.mtls is not ir.MtlsMode.STRICT or service.identity is None or service.protocol is not ir.Protocol.TCP:
         return {}
     return {"upstream_connect_mode": "ON_DOWNSTREAM_TLS_HANDSHAKE", "max_early_data_bytes": EARLY_DATA_BYTES}
+
+
+# Permissive: the TLS inspector waits for a ClientHello; a plaintext client that sends fewer bytes
+# than a TLS record header, or waits for the server to speak first, would wait forever. After this
+# long the connection is taken as plaintext.
+INSPECTOR_TIMEOUT = "1s"
+
+
+def inbound_listener_fields(service: ir.Service) -> Json:
+    """Listener settings for the permissive inbound listener (none otherwise)."""
+    if service.mtls is not ir.MtlsMode.PERMISSIVE or service.identity is None:
+        return {}
+    return {"listener_filters_timeout": INSPECTOR_TIMEOUT, "continue_on_listener_filters_timeout": True}
 
 
 def route_fields(upstream: ir.Upstream) -> Json:

@@ -11,6 +11,18 @@ from meshc.resolve import ir
 from meshc.durations import format_duration as fmt
 
 
+# etcd refuses a request larger than its --max-request-bytes (1.5 MiB by default): a record whose
+# key and value, with a put's framing, exceed it cannot be written at all.
+MAX_REQUEST_BYTES = 1536 * 1024
+PUT_OVERHEAD_BYTES = 64
+
+
+def record_size(mesh: ir.Mesh, service: ir.Service) -> int:
+    """The bytes a put of the service's record sends: key, value and framing."""
+    key = naming.etcd_service_key(mesh.etcd_prefix, service.name)
+    return len(key.encode()) + len(render.compact(service_record(mesh, service)).encode()) + PUT_OVERHEAD_BYTES
+
+
 def emit(mesh: ir.Mesh) -> Documents:
     kvs = {naming.etcd_service_key(mesh.etcd_prefix, s.name): render.compact(service_record(mesh, s))
            for s in mesh.services}

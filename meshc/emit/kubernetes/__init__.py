@@ -8,13 +8,17 @@ from collections.abc import Mapping
 from meshc import kinds, render
 from meshc.emit import Documents, DocumentStream, naming
 from meshc.emit.kubernetes import certificates, objects
+from meshc.emit.kubernetes.autoscaler import autoscaler
+from meshc.emit.kubernetes.dependencies import external_dependencies
 from meshc.emit.kubernetes.deployment import deployment
+from meshc.emit.kubernetes.disruption import disruption_budget
 from meshc.emit.kubernetes.gateway import gateway_objects
 from meshc.emit.kubernetes.network_policy import network_policy
-from meshc.emit.kubernetes.objects import Object
+from meshc.emit.kubernetes.objects import CONFIG_MAP_MAX_BYTES, Object, oversized_config_maps
 from meshc.resolve import ir
 
-__all__ = ["emit", "gateway_objects", "iter_documents", "mesh_documents", "service_objects"]
+__all__ = ["CONFIG_MAP_MAX_BYTES", "emit", "external_dependencies", "gateway_objects", "iter_documents",
+           "mesh_documents", "oversized_config_maps", "service_objects"]
 
 
 def emit(mesh: ir.Mesh, sidecar_files: Mapping[str, Mapping[str, bytes]]) -> Documents:
@@ -50,12 +54,18 @@ def mesh_documents(mesh: ir.Mesh) -> Documents:
 
 def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
     bootstrap_hash = render.sha256(sidecar_files[naming.BOOTSTRAP_FILE])[:16]
+    config_maps = objects.config_maps(mesh, service, sidecar_files)
+    volume = objects.config_volume([config_map["metadata"]["name"] for config_map in config_maps])
     built = [
         objects.service_account(mesh, service),
-        objects.config_map(mesh, service, sidecar_files),
-        objects.cluster_service(mesh, service),
-        *(objects.headless_service(mesh, service, v) for v in service.versions),
-        *(deployment(mesh, service, v, bootstrap_hash) for v in service.versions),
+        *config_maps,
+        *(deployment(mesh, service, v, bootstrap_hash, volume) for v in service.versions),
     ]
+    if service.port is not None:    # a client-only service takes no calls: no Services
+        built.append(objects.cluster_service(mesh, service))
+        built += [objects.headless_service(mesh, service, v) for v in service.versions]
+    built += [autoscaler(mesh, service, v, v.autoscaling) for v in service.versions if v.autoscaling]
+    built += [disruption_budget(mesh, service, v, v.disruption_budget) for v in service.versions
+              if v.disruption_budget]
     built += [obj for obj in (certificates.certificate(mesh, service), network_policy(mesh, service)) if obj]
     return kinds.in_apply_order(built)

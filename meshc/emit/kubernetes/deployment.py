@@ -4,6 +4,11 @@ The pod template changes only when the pod must be replaced: its bootstrap-hash 
 the sidecar's bootstrap alone, because cds/lds changes reach running proxies through the mounted
 ConfigMap (Envoy watches the directory) without a restart.
 
+The sidecar is a native sidecar by default (an init container with `restartPolicy: Always`,
+Kubernetes 1.29+): it is started and ready before the app, and stopped after it. On a rollout the
+app keeps serving for `proxy.drainDuration` (a preStop sleep) while callers stop picking the pod,
+then gets SIGTERM; its sidecar still carries the calls it makes while it shuts down.
+
 Parts that are the same in many pods (the sidecar container, resource blocks, security contexts)
 are built once and shared between objects: emitted documents are read-only.
 """
@@ -14,42 +19,55 @@ import functools
 import posixpath
 from typing import Any
 
-from meshc import kinds
+import orjson
+
+from meshc import defaults, kinds
 from meshc.emit import naming
 from meshc.emit.kubernetes import certificates, probes
 from meshc.emit.kubernetes.objects import Object, new_object, with_config_hash
 from meshc.resolve import ir
 
-# A fixed numeric non-root user: the kubelet can only enforce runAsNonRoot for images whose USER
-# is numeric, and many images name theirs. 65532 is the conventional "nonroot" of distroless images.
-RUN_AS_USER = 65532
 TMP_DIR = "/tmp"   # the root filesystem is read-only; scratch space is an emptyDir
 
-POD_SECURITY: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "runAsUser": RUN_AS_USER,
-    "runAsGroup": RUN_AS_USER,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+# What most pods share, built once (the resolver hands out these very defaults)
+_DEFAULT_SECURITY = ir.DEFAULT_APP_SECURITY
+_NO_POD_SETTINGS = ir.NO_POD_SETTINGS
+_APP_TMP_VOLUME: dict[str, Any] = {"name": naming.APP_TMP_VOLUME, "emptyDir": {}}
+_SCRATCH_VOLUMES = ({"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}}, _APP_TMP_VOLUME)
+_TMP_MOUNTS = [{"name": naming.APP_TMP_VOLUME, "mountPath": TMP_DIR}]
 
 
-def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstrap_hash: str) -> Object:
+def deployment(mesh: ir.Mesh, service: ir.Service, version: ir.Version, bootstrap_hash: str,
+               config_volume: dict[str, Any] | None = None) -> Object:
     labels = naming.version_labels(mesh, service.name, version)
     obj = new_object(kinds.DEPLOYMENT, naming.workload_name(service.name, version), mesh.namespace, labels)
-    obj["spec"] = {
-        "replicas": version.replicas,
-        "selector": {"matchLabels": naming.version_selector(service.name, version)},
-        "template": {
-            "metadata": {"labels": dict(labels), "annotations": pod_annotations(mesh.proxy, bootstrap_hash)},
-            "spec": pod_spec(mesh, service, version),
-        },
+    spec: dict[str, Any] = {}
+    if version.autoscaling is None:
+        # With an autoscaler the field is left out: server-side apply then never resets its count.
+        spec["replicas"] = version.replicas
+    spec["selector"] = {"matchLabels": naming.version_selector(service.name, version)}
+    spec["template"] = {
+        "metadata": pod_metadata(mesh, service, labels, bootstrap_hash),
+        "spec": pod_spec(mesh, service, version, config_volume),
     }
+    obj["spec"] = spec
     return with_config_hash(obj)
+
+
+def pod_metadata(mesh: ir.Mesh, service: ir.Service, labels: dict[str, str], bootstrap_hash: str) -> dict[str, Any]:
+    """The service's own pod labels and annotations, then meshc's (the checks forbid overlaps)."""
+    annotations = pod_annotations(mesh.proxy, bootstrap_hash)
+    if service.pod is _NO_POD_SETTINGS:
+        return {"labels": dict(labels), "annotations": annotations}
+    return {
+        "labels": {**dict(service.pod.labels), **labels},
+        "annotations": {**dict(service.pod.annotations), **annotations},
+    }
 
 
 def pod_annotations(proxy: ir.Proxy, bootstrap_hash: str) -> dict[str, str]:
@@ -62,63 +80,218 @@ def pod_annotations(proxy: ir.Proxy, bootstrap_hash: str) -> dict[str, str]:
     }
 
 
-def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version) -> dict[str, Any]:
-    return {
+def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version,
+             config_volume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config_volume: the sidecar files' volume (objects.config_volume), when not the one ConfigMap."""
+    proxy = mesh.proxy
+    sidecar = certificates.with_tls_mount(sidecar_container(proxy), service)
+    init = [init_container(service, version, c) for c in service.init_containers]
+    containers = [app_container(service, version, proxy)]
+    if proxy.native_sidecar:
+        init.insert(0, sidecar)     # first: later init containers may call out through it
+    else:
+        containers.append(sidecar)
+    pod: dict[str, Any] = {
         "serviceAccountName": naming.service_account_name(service.name),
         "automountServiceAccountToken": False,
         # Docker-link variables (FOO_SERVICE_HOST, ...) for every Service of the namespace: noise for
         # the app, and in a large mesh enough of them to exceed the kernel's argument size limit.
         "enableServiceLinks": False,
-        "securityContext": POD_SECURITY,
-        "containers": [app_container(service, version),
-                       certificates.with_tls_mount(sidecar_container(mesh.proxy), service)],
-        "volumes": [
-            {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": naming.config_map_name(service.name)}},
-            {"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}},
-            {"name": naming.APP_TMP_VOLUME, "emptyDir": {}},
-            *certificates.tls_volumes(service),
-        ],
+        "securityContext": pod_security(service.security),
+        "terminationGracePeriodSeconds": grace_period(service, proxy),
     }
+    if init:
+        pod["initContainers"] = init
+    pod["containers"] = containers
+    pod["volumes"] = [
+        config_volume or {"name": naming.SIDECAR_CONFIG_VOLUME,
+                          "configMap": {"name": naming.config_map_name(service.name)}},
+        *_SCRATCH_VOLUMES,
+    ]
+    if service.volumes:
+        if _mounts_tmp(service):
+            pod["volumes"].remove(_APP_TMP_VOLUME)
+        pod["volumes"] += [volume(v) for v in service.volumes]
+    pod["volumes"] += certificates.tls_volumes(service)
+    if service.pod is not _NO_POD_SETTINGS:
+        pod.update(scheduling(service, version))
+    return pod
 
 
-def app_container(service: ir.Service, version: ir.Version) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": naming.APP_CONTAINER,
-        "image": version.image,
-        "ports": [_port(naming.app_port_name(service.protocol), service.port)],
-        "readinessProbe": probes.app_readiness(service),
-        "livenessProbe": probes.app_liveness(service),
-        "resources": resources(version.resources),
-        "securityContext": CONTAINER_SECURITY,
-        "volumeMounts": [{"name": naming.APP_TMP_VOLUME, "mountPath": TMP_DIR}],
+def pod_security(security: ir.AppSecurity) -> dict[str, Any]:
+    return _DEFAULT_POD_SECURITY if security is _DEFAULT_SECURITY else _pod_security(security)
+
+
+@functools.lru_cache(maxsize=64)
+def _pod_security(security: ir.AppSecurity) -> dict[str, Any]:
+    """Pod Security `restricted`: a non-root user the kubelet can verify (numeric), RuntimeDefault seccomp."""
+    context: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": security.run_as_user,
+        "runAsGroup": security.run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
-    env = app_env(service)
-    if env:
-        container["env"] = [{"name": name, "value": value} for name, value in sorted(env.items())]
+    if security.fs_group is not None:
+        context["fsGroup"] = security.fs_group
+    return context
+
+
+_DEFAULT_POD_SECURITY = _pod_security(_DEFAULT_SECURITY)
+POD_SECURITY = _DEFAULT_POD_SECURITY      # a pod of meshc's own (a gateway's): the defaults
+
+
+def grace_period(service: ir.Service, proxy: ir.Proxy) -> int:
+    if service.pod.termination_grace_period_s is not None:
+        return service.pod.termination_grace_period_s
+    return probes.seconds(proxy.drain_ms) + defaults.APP_SHUTDOWN_S
+
+
+def scheduling(service: ir.Service, version: ir.Version) -> dict[str, Any]:
+    pod = service.pod
+    found: dict[str, Any] = {}
+    if pod.node_selector:
+        found["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        found["tolerations"] = [_toleration(t) for t in pod.tolerations]
+    if pod.affinity_json is not None:
+        found["affinity"] = orjson.loads(pod.affinity_json)
+    if pod.topology_spread:
+        selector = {"matchLabels": naming.version_selector(service.name, version)}
+        found["topologySpreadConstraints"] = [_spread(s, selector) for s in pod.topology_spread]
+    if pod.priority_class_name is not None:
+        found["priorityClassName"] = pod.priority_class_name
+    if pod.image_pull_secrets:
+        found["imagePullSecrets"] = [{"name": name} for name in pod.image_pull_secrets]
+    return found
+
+
+def _toleration(toleration: ir.Toleration) -> dict[str, Any]:
+    fields = {"key": toleration.key, "operator": toleration.operator, "value": toleration.value,
+              "effect": toleration.effect, "tolerationSeconds": toleration.seconds}
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _spread(spread: ir.TopologySpread, selector: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {"maxSkew": spread.max_skew, "topologyKey": spread.topology_key,
+                             "whenUnsatisfiable": spread.when_unsatisfiable, "labelSelector": selector}
+    if spread.min_domains is not None:
+        found["minDomains"] = spread.min_domains
+    return found
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+def app_container(service: ir.Service, version: ir.Version, proxy: ir.Proxy) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": naming.APP_CONTAINER, "image": version.image}
+    if version.command is not None:
+        container["command"] = list(version.command)
+    if version.args is not None:
+        container["args"] = list(version.args)
+    if service.port is not None:
+        container["ports"] = [_port(naming.app_port_name(service.protocol), service.port)]
+    if version.env:
+        container["env"] = [env_var(v) for v in version.env]
+    container.update(probes.app_probes(service))
+    if proxy.native_sidecar and proxy.drain_ms:
+        # Keep serving while the endpoints controller and the callers' DNS let go of the pod.
+        container["lifecycle"] = _drain_hook(proxy.drain_ms)
+    container["resources"] = resources(version.resources)
+    container["securityContext"] = container_security(service.security)
+    container["volumeMounts"] = app_mounts(service)
     return container
 
 
-def app_env(service: ir.Service) -> dict[str, str]:
-    """`<UPSTREAM>_URL` for every upstream, then the service's own env (which wins on a clash).
-
-    A service calling the same upstream on two local ports gets the lower port in `<UPSTREAM>_URL`
-    (upstreams are sorted by service, then port): a variable set twice would break server-side apply.
-    """
-    env: dict[str, str] = {}
-    for upstream in service.upstreams:
-        env.setdefault(naming.upstream_env_var(upstream.service), upstream_url(upstream))
-    env.update(service.env)
-    return env
-
-
-def upstream_url(upstream: ir.Upstream) -> str:
-    scheme = "tcp" if upstream.protocol is ir.Protocol.TCP else "http"
-    return f"{scheme}://127.0.0.1:{upstream.local_port}"
+def env_var(var: ir.EnvVar) -> dict[str, Any]:
+    if var.source is None:
+        return {"name": var.name, "value": var.value}
+    source = var.source
+    if source.kind == "fieldRef":
+        return {"name": var.name, "valueFrom": {"fieldRef": {"fieldPath": source.key}}}
+    selector: dict[str, Any] = {"name": source.name, "key": source.key}
+    if source.optional is not None:
+        selector["optional"] = source.optional
+    return {"name": var.name, "valueFrom": {source.kind: selector}}
 
 
 @functools.lru_cache(maxsize=8)
+def _drain_hook(drain_ms: int) -> dict[str, Any]:
+    return {"preStop": {"sleep": {"seconds": probes.seconds(drain_ms)}}}
+
+
+def container_security(security: ir.AppSecurity) -> dict[str, Any]:
+    return CONTAINER_SECURITY if security is _DEFAULT_SECURITY else _container_security(security)
+
+
+@functools.lru_cache(maxsize=64)
+def _container_security(security: ir.AppSecurity) -> dict[str, Any]:
+    if security == _DEFAULT_SECURITY:
+        return CONTAINER_SECURITY
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if security.added_capabilities:
+        capabilities["add"] = list(security.added_capabilities)
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": security.read_only_root_filesystem,
+            "capabilities": capabilities}
+
+
+def _mounts_tmp(service: ir.Service) -> bool:
+    """A service volume at /tmp replaces meshc's scratch emptyDir (to size it, say)."""
+    return any(v.mount_path == TMP_DIR for v in service.volumes)
+
+
+def app_mounts(service: ir.Service) -> list[dict[str, Any]]:
+    if not service.volumes:
+        return _TMP_MOUNTS
+    mounts = [] if _mounts_tmp(service) else [*_TMP_MOUNTS]
+    for v in service.volumes:
+        mount: dict[str, Any] = {"name": v.name, "mountPath": v.mount_path}
+        if v.read_only:
+            mount["readOnly"] = True
+        mounts.append(mount)
+    return mounts
+
+
+def volume(v: ir.Volume) -> dict[str, Any]:
+    if v.kind == "emptyDir":
+        source: dict[str, Any] = {}
+        if v.size_limit is not None:
+            source["sizeLimit"] = v.size_limit
+        if v.medium is not None:
+            source["medium"] = v.medium
+    elif v.kind == "persistentVolumeClaim":
+        source = {"claimName": v.source}
+        if v.read_only:
+            source["readOnly"] = True
+    else:
+        source = {"secretName" if v.kind == "secret" else "name": v.source}
+        if v.items:
+            source["items"] = [{"key": key, "path": path} for key, path in v.items]
+        if v.optional is not None:
+            source["optional"] = v.optional
+    return {"name": v.name, v.kind: source}
+
+
+def init_container(service: ir.Service, version: ir.Version, container: ir.InitContainer) -> dict[str, Any]:
+    """Hardened like the app, with the app's volumes (to prepare them), scratch /tmp, and the app's
+    environment (upstream addresses included) under its own variables."""
+    found: dict[str, Any] = {"name": container.name, "image": container.image}
+    if container.command is not None:
+        found["command"] = list(container.command)
+    if container.args is not None:
+        found["args"] = list(container.args)
+    env = {v.name: v for v in version.env} | {v.name: v for v in container.env}
+    if env:
+        found["env"] = [env_var(env[name]) for name in sorted(env)]
+    found["resources"] = resources(container.resources)
+    found["securityContext"] = container_security(service.security)
+    found["volumeMounts"] = app_mounts(service)
+    return found
+
+
+# --- the sidecar ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
 def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
-    return {
+    container: dict[str, Any] = {
         "name": naming.SIDECAR_CONTAINER,
         "image": proxy.image,
         "args": ["-c", posixpath.join(naming.DEFAULT_CONFIG_DIR, naming.BOOTSTRAP_FILE)],
@@ -135,6 +308,17 @@ def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
             {"name": naming.SIDECAR_TMP_VOLUME, "mountPath": TMP_DIR},
         ],
     }
+    if proxy.native_sidecar:
+        # The kubelet starts the app only once the startup probe passes: Envoy has loaded its
+        # listeners, so the app's first outbound calls find them. It stops Envoy after the app.
+        container["restartPolicy"] = "Always"
+        container["startupProbe"] = probes.sidecar_startup(proxy)
+    elif proxy.drain_ms:
+        # An ordinary container is stopped together with the app: Envoy (which exits at once on
+        # SIGTERM) is held back for the drain time, so the app's calls while it stops still go out.
+        seconds = str(probes.seconds(proxy.drain_ms))
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", seconds]}}}
+    return container
 
 
 def _port(name: str, number: int) -> dict[str, Any]:

@@ -54,21 +54,74 @@ def service_account(mesh: ir.Mesh, service: ir.Service) -> Object:
     return with_config_hash(obj)
 
 
-def config_map(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> Object:
+# The API server refuses a ConfigMap whose data exceeds 1 MiB (it counts the values' bytes; the
+# keys are counted here too, to stay on the safe side of it).
+CONFIG_MAP_MAX_BYTES = 1024 * 1024
+# The sidecar files that grow with the number of upstreams: each gets a ConfigMap of its own when
+# a sidecar's files do not fit one.
+SPLIT_FILES = (naming.CDS_FILE, naming.LDS_FILE)
+
+
+def config_map_data(service: ir.Service, sidecar_files: Mapping[str, bytes]) -> dict[str, dict[str, bytes]]:
+    """The sidecar's files by the ConfigMap that carries them (ConfigMap name -> file name -> bytes).
+
+    Usually one ConfigMap with the files as written. When they would exceed the ConfigMap size
+    limit (a service calling about 140 others or more), every file is written compactly, each
+    repeated block once (render.shared_file: a sixth of the bytes), and cds and lds get a
+    ConfigMap each; the pod projects them all into one volume, so Envoy still watches one
+    directory. Applied in name order, cds lands before the lds whose routes use its clusters.
+    Any part may still be over the limit: see `oversized_config_maps`."""
+    if _data_size(sidecar_files) <= CONFIG_MAP_MAX_BYTES:
+        return {naming.config_map_name(service.name): dict(sidecar_files)}
+    compact = {name: render.shared_file(data) for name, data in sidecar_files.items()}
+    parts = {naming.config_map_name(service.name): {n: d for n, d in compact.items() if n not in SPLIT_FILES}}
+    for name in SPLIT_FILES:
+        if name in compact:
+            parts[naming.split_config_map_name(service.name, name)] = {name: compact[name]}
+    return parts
+
+
+def oversized_config_maps(service: ir.Service, sidecar_files: Mapping[str, bytes]) -> dict[str, int]:
+    """The ConfigMaps of a sidecar that would still exceed the size limit, with their sizes."""
+    parts = config_map_data(service, sidecar_files)
+    return {name: size for name, files in parts.items() if (size := _data_size(files)) > CONFIG_MAP_MAX_BYTES}
+
+
+def _data_size(files: Mapping[str, bytes]) -> int:
+    return sum(len(name) + len(data) for name, data in files.items())
+
+
+def config_maps(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
     """The sidecar's files, mounted at the config directory (bootstrap, cds, lds; sds with mTLS)."""
-    obj = new_object(kinds.CONFIG_MAP, naming.config_map_name(service.name), mesh.namespace,
-                     naming.service_labels(mesh, service.name))
-    obj["data"] = {name: data.decode("utf-8") for name, data in sorted(sidecar_files.items())}
+    return [_config_map(mesh, service, name, files)
+            for name, files in config_map_data(service, sidecar_files).items()]
+
+
+def _config_map(mesh: ir.Mesh, service: ir.Service, name: str, files: Mapping[str, bytes]) -> Object:
+    obj = new_object(kinds.CONFIG_MAP, name, mesh.namespace, naming.service_labels(mesh, service.name))
+    obj["data"] = {filename: data.decode("utf-8") for filename, data in sorted(files.items())}
     return with_config_hash(obj)
 
 
+def config_volume(config_map_names: list[str]) -> dict[str, Any]:
+    """The pod volume of the sidecar's files: its ConfigMap, or its ConfigMaps projected into one
+    directory (kubelet swaps a projected volume's files atomically too, as Envoy's
+    watched_directory needs)."""
+    if len(config_map_names) == 1:
+        return {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": config_map_names[0]}}
+    return {"name": naming.SIDECAR_CONFIG_VOLUME,
+            "projected": {"sources": [{"configMap": {"name": name}} for name in config_map_names]}}
+
+
 def cluster_service(mesh: ir.Mesh, service: ir.Service) -> Object:
-    """The ClusterIP Service on the app's port; traffic enters through the sidecar's inbound port."""
+    """The ClusterIP Service on `servicePort` (default: the app's port); traffic enters through the
+    sidecar's inbound port."""
+    assert service.service_port is not None, "only a service with a port gets a Service"
     obj = new_object(kinds.SERVICE, service.name, mesh.namespace, naming.service_labels(mesh, service.name))
     obj["spec"] = {
         "type": "ClusterIP",
         "selector": naming.service_selector(service.name),
-        "ports": [_service_port(service.protocol, service.port, mesh.proxy.inbound_port)],
+        "ports": [_service_port(service.protocol, service.service_port, mesh.proxy.inbound_port)],
     }
     return with_config_hash(obj)
 

@@ -12,11 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from meshc import certs
 from meshc.emit import naming
 from meshc.load import SpecSource
 from meshc.pipeline import BuildOptions, compile
+from tests.emit.kubernetes.test_schemas import ZERO_TRUST
+from tests.support.envoy import validate_config, write_bootstrap
+from tests.traffic.sidecars import envoy_files, install, mesh_of, static_bootstrap
 
 ROOT = Path(__file__).parents[3]
 
@@ -93,6 +98,7 @@ def test_permissive_takes_tls_and_plaintext_and_only_shadows_the_rules() -> None
     files = files_of(spec(api={"mtls": "permissive"}))
     listener = inbound(files, "api")
     assert [f["name"] for f in listener["listener_filters"]] == ["envoy.filters.listener.tls_inspector"]
+    assert listener["continue_on_listener_filters_timeout"] is True   # short or server-first plaintext
     tls_chain, plain_chain = listener["filter_chains"]
     assert tls_chain["filter_chain_match"] == {"transport_protocol": "tls"} and "transport_socket" in tls_chain
     assert plain_chain["filter_chain_match"] == {"transport_protocol": "raw_buffer"}
@@ -139,7 +145,8 @@ def test_kubernetes_mounts_the_certificate_into_the_sidecar_only() -> None:
     objects = list(yaml.safe_load_all(files[naming.kubernetes_path("api")]))
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    app, sidecar = pod["containers"]
+    (app,) = pod["containers"]
+    (sidecar,) = pod["initContainers"]          # a native sidecar
     assert {"name": naming.SIDECAR_TLS_VOLUME, "mountPath": "/etc/meshc/tls", "readOnly": True} \
         in sidecar["volumeMounts"]
     assert all(m["name"] != naming.SIDECAR_TLS_VOLUME for m in app["volumeMounts"])
@@ -178,3 +185,25 @@ def test_issuer_ref_names_another_issuer_and_meshc_emits_none() -> None:
     assert b"cert-manager.io/v1" not in files[naming.NAMESPACE_PATH]
     certificate = next(o for o in yaml.safe_load_all(files[naming.kubernetes_path("api")]) if o["kind"] == "Certificate")
     assert certificate["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp-ca"}
+
+
+@pytest.mark.envoy
+def test_envoy_accepts_every_zero_trust_variant(tmp_path: Path) -> None:
+    """Permissive grpc with versions, strict tcp, extra callers, TLS origination (IPv4 and IPv6
+    endpoints, a CA file): every sidecar validated by real Envoy."""
+    ca_file = tmp_path / "corp.pem"
+    ca_file.write_bytes(certs.new_authority().certificate_pem)
+    source = SpecSource("mesh.yaml", ZERO_TRUST.replace("/etc/ssl/corp.pem", str(ca_file)).encode())
+    tls_root = tmp_path / "tls"
+    authority = certs.new_authority()
+    mesh = mesh_of(source)
+    for service in mesh.deployed_services:
+        assert service.identity is not None
+        cert, key = certs.issue(authority, service.identity.spiffe_id, certs.CA_VALIDITY)
+        certs.write_workload(tls_root / service.name, cert, key, authority.certificate_pem)
+    files = envoy_files(source, tmp_path / "config", tls_root=tls_root)
+    for service in mesh.deployed_services:
+        install(files, service.name, tmp_path / "config")
+        path = write_bootstrap(static_bootstrap(files, service.name), tmp_path / f"{service.name}.json")
+        result = validate_config(path)
+        assert result.returncode == 0, f"{service.name}: {result.stderr}{result.stdout}"

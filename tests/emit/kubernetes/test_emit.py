@@ -77,9 +77,20 @@ def find(documents: dict[str, list[Obj]], kind: str, name: str) -> Obj:
     return matches[0]
 
 
+def all_containers(deployment: Obj) -> list[Obj]:
+    """The app, the sidecar (a native sidecar is an init container) and any init containers."""
+    pod = deployment["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", ()), *pod["containers"]]
+
+
 def container(deployment: Obj, name: str) -> Obj:
-    (found,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    (found,) = [c for c in all_containers(deployment) if c["name"] == name]
     return found
+
+
+def takes_calls(mesh: ir.Mesh) -> list[ir.Service]:
+    """Deployed services with a port: the ones with Services (a client-only service has none)."""
+    return [s for s in mesh.deployed_services if s.port is not None]
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +122,12 @@ def test_each_service_file_holds_its_objects_in_apply_order(example: ir.Mesh) ->
         ranks = [kinds.kind_rank(o["kind"]) for o in objs]
         assert ranks == sorted(ranks)
         versions = len(service.versions)
+        services = 0 if service.port is None else 1 + versions   # a client-only service takes no calls
         zero_trust = {"Certificate": 1, "NetworkPolicy": 1} if service.identity else {}
-        assert Counter(o["kind"] for o in objs) == {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1 + versions,
-                                                    "Deployment": versions, **zero_trust}
+        expected = {"ServiceAccount": 1, "ConfigMap": 1, "Service": services, "Deployment": versions,
+                    "HorizontalPodAutoscaler": sum(1 for v in service.versions if v.autoscaling),
+                    "PodDisruptionBudget": sum(1 for v in service.versions if v.disruption_budget), **zero_trust}
+        assert Counter(o["kind"] for o in objs) == {kind: n for kind, n in expected.items() if n}
         assert all(o["metadata"]["namespace"] == example.namespace for o in objs)
         assert all(o["apiVersion"] == kinds.API_VERSIONS[o["kind"]] for o in objs)
 
@@ -160,7 +174,8 @@ def test_service_and_version_labels(example: ir.Mesh) -> None:
         for obj in documents[naming.kubernetes_path(service.name)]:
             labels = obj["metadata"]["labels"]
             assert labels[naming.SERVICE_LABEL] == labels[naming.APP_NAME_LABEL] == service.name
-            per_version = obj["kind"] == "Deployment" or obj["metadata"]["name"] != service.name and obj["kind"] == "Service"
+            per_version = obj["kind"] in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget") or \
+                obj["metadata"]["name"] != service.name and obj["kind"] == "Service"
             assert (naming.VERSION_LABEL in labels) == per_version, obj["metadata"]["name"]
             if per_version:
                 assert labels[naming.VERSION_LABEL] == labels[naming.APP_VERSION_LABEL]
@@ -211,7 +226,7 @@ def test_selectors_are_stable_and_pick_exactly_the_right_pods(example: ir.Mesh) 
         assert set(selector) == {naming.SERVICE_LABEL, naming.VERSION_LABEL}
         assert [name for name, labels in pods.items() if selector.items() <= labels.items()] == \
             [deployment["metadata"]["name"]]
-    for service in example.deployed_services:
+    for service in takes_calls(example):
         cluster_ip = find(emitted(example), "Service", service.name)
         matched = {name for name, labels in pods.items() if cluster_ip["spec"]["selector"].items() <= labels.items()}
         assert matched == {naming.workload_name(service.name, v) for v in service.versions}
@@ -223,11 +238,11 @@ def test_selectors_are_stable_and_pick_exactly_the_right_pods(example: ir.Mesh) 
 
 def test_cluster_service_exposes_the_app_port_through_the_sidecar(example: ir.Mesh) -> None:
     documents = emitted(example)
-    for service in example.deployed_services:
+    for service in takes_calls(example):
         spec = find(documents, "Service", service.name)["spec"]
         assert spec["type"] == "ClusterIP"
         (port,) = spec["ports"]
-        assert port["port"] == service.port and port["name"] == service.protocol.value
+        assert port["port"] == service.service_port and port["name"] == service.protocol.value
         assert port["targetPort"] == example.proxy.inbound_port
         for version in service.versions:
             deployment = find(documents, "Deployment", naming.workload_name(service.name, version))
@@ -237,7 +252,7 @@ def test_cluster_service_exposes_the_app_port_through_the_sidecar(example: ir.Me
 
 def test_headless_service_per_version_publishes_ready_pods_on_the_inbound_port(example: ir.Mesh) -> None:
     documents = emitted(example)
-    for service in example.deployed_services:
+    for service in takes_calls(example):
         for version in service.versions:
             spec = find(documents, "Service", naming.headless_service_name(service.name, version))["spec"]
             assert spec["clusterIP"] == "None" and spec["publishNotReadyAddresses"] is False
@@ -254,13 +269,17 @@ def test_app_protocol_per_protocol(protocols: ir.Mesh) -> None:
 # --- pods ------------------------------------------------------------------------------------
 
 def test_pods_are_locked_down(example: ir.Mesh) -> None:
+    """Pod Security `restricted`; the app's root file system is read-only unless its service says not."""
     for deployment in (o for o in objects_of(emitted(example)) if o["kind"] == "Deployment"):
+        owner = deployment["metadata"]["labels"].get(naming.SERVICE_LABEL)   # none on a gateway's
+        writable_root = owner is not None and not example.service(owner).security.read_only_root_filesystem
         pod = deployment["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for c in pod["containers"]:
-            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        for c in all_containers(deployment):
+            read_only = c["name"] == naming.SIDECAR_CONTAINER or not writable_root
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only,
                                             "capabilities": {"drop": ["ALL"]}}
             assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), c["name"]
 
@@ -291,7 +310,7 @@ def test_sidecar_runs_the_bootstrap_from_the_mounted_config_map(example: ir.Mesh
             (config_mount,) = [m for m in envoy["volumeMounts"] if m["mountPath"] == naming.DEFAULT_CONFIG_DIR]
             assert config_mount["readOnly"] is True and "subPath" not in config_mount
             assert volumes[config_mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
-            for c in pod["containers"]:
+            for c in all_containers(deployment):
                 assert {m["name"] for m in c["volumeMounts"]} <= set(volumes)
 
 
@@ -307,11 +326,13 @@ def test_ports_probes_and_scrape_annotations_agree(example: ir.Mesh) -> None:
         assert {p["name"]: p["containerPort"] for p in envoy["ports"]} == {
             naming.SIDECAR_INBOUND_PORT_NAME: proxy.inbound_port, naming.SIDECAR_STATS_PORT_NAME: proxy.stats_port}
         assert envoy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": proxy.stats_port}
-        assert proxy.admin_port not in {p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]}
-        names = [p["name"] for c in template["spec"]["containers"] for p in c["ports"]]
+        ports = [p for c in all_containers(deployment) for p in c.get("ports", ())]
+        assert proxy.admin_port not in {p["containerPort"] for p in ports}
+        names = [p["name"] for p in ports]
         assert len(names) == len(set(names)) and all(len(n) <= 15 for n in names)
-        for c in template["spec"]["containers"]:
-            assert "successThreshold" not in c["livenessProbe"]   # Kubernetes demands 1 for liveness
+        for c in all_containers(deployment):
+            for probe in ("livenessProbe", "startupProbe"):   # Kubernetes demands 1 for these
+                assert "successThreshold" not in c.get(probe, {})
 
 
 def test_readiness_follows_the_health_check_per_protocol(protocols: ir.Mesh) -> None:

@@ -12,7 +12,7 @@ SOURCE = Path(kinds.__file__)
 
 def test_apply_order_puts_dependencies_first() -> None:
     assert kinds.APPLY_ORDER == ("Namespace", "ServiceAccount", "Issuer", "Certificate", "ConfigMap", "Service",
-                                 "NetworkPolicy", "Deployment")
+                                 "NetworkPolicy", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget")
     assert kinds.PRUNE_ORDER == tuple(reversed(kinds.APPLY_ORDER))
     assert [kinds.kind_rank(k) for k in kinds.APPLY_ORDER] == list(range(len(kinds.APPLY_ORDER)))
     assert kinds.kind_rank("CronJob") == len(kinds.APPLY_ORDER)
@@ -21,7 +21,8 @@ def test_apply_order_puts_dependencies_first() -> None:
 def test_table_describes_each_kind_for_the_api() -> None:
     assert kinds.API_VERSIONS == {"Namespace": "v1", "ServiceAccount": "v1", "ConfigMap": "v1", "Service": "v1",
                                   "Deployment": "apps/v1", "Issuer": "cert-manager.io/v1",
-                                  "Certificate": "cert-manager.io/v1", "NetworkPolicy": "networking.k8s.io/v1"}
+                                  "Certificate": "cert-manager.io/v1", "NetworkPolicy": "networking.k8s.io/v1",
+                                  "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}
     assert kinds.OPTIONAL_KINDS == {"Issuer", "Certificate"}   # CRDs: served only where cert-manager runs
     assert kinds.by_name("Deployment").plural == "deployments"
     assert not kinds.by_name("Namespace").namespaced

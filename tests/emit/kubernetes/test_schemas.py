@@ -1,7 +1,9 @@
 """Every generated Kubernetes object validates strictly against the real OpenAPI schemas.
 
-Versions: the oldest and the newest Kubernetes minor that kubernetes-validate bundles; a further
-test walks every bundled minor in between for one rich mesh.
+Versions: Kubernetes 1.29 (the first with native sidecars on by default, which meshc's pods use
+unless `proxy.nativeSidecar: false`) and the newest minor that kubernetes-validate bundles; a
+further test walks every bundled minor for one rich mesh, with ordinary sidecar containers before
+1.29.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from packaging.version import Version as PackagingVersion
 
+from meshc import kinds
 from meshc.bundle import Bundle
 from meshc.emit import kubernetes, naming
 from meshc.load import SpecSource, read_spec_file
@@ -21,7 +25,18 @@ from tests.emit.kubernetes import schemas
 from tests.emit.kubernetes.meshes import EXAMPLES, ROOT, fake_sidecars, mesh_from_yaml
 from tests.emit.kubernetes.test_emit import PROTOCOLS
 
-VERSIONS = schemas.oldest_and_newest()
+NATIVE_SIDECARS = "1.29.0"
+VERSIONS = [NATIVE_SIDECARS, schemas.bundled_versions()[-1]]
+BASE_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment"}
+
+
+def for_version(spec: str, version: str) -> str:
+    """The spec as a cluster of that version can run it: ordinary sidecars before 1.29."""
+    if PackagingVersion(version) >= PackagingVersion(NATIVE_SIDECARS):
+        return spec
+    if "\n  proxy:\n" in spec:
+        return spec.replace("\n  proxy:\n", "\n  proxy:\n    nativeSidecar: false\n", 1)
+    return spec.replace("\nspec:\n", "\nspec:\n  proxy: {nativeSidecar: false}\n", 1)
 
 
 def build(source: SpecSource) -> Bundle:
@@ -38,8 +53,8 @@ def example_bundle(request: pytest.FixtureRequest) -> Bundle:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_of_every_example_is_schema_valid(example_bundle: Bundle, version: str) -> None:
     objects = list(example_bundle.kubernetes_objects())
-    assert {o["kind"] for o in objects} == {"Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment",
-                                            "Issuer", "Certificate", "NetworkPolicy"}   # the examples use mTLS
+    assert BASE_KINDS | {"Issuer", "Certificate", "NetworkPolicy"} <= {o["kind"] for o in objects} \
+        <= set(kinds.APPLY_ORDER)   # the examples use mTLS
     problems = [problem for obj in objects for problem in schemas.errors(obj, version)]
     assert problems == []
 
@@ -55,7 +70,7 @@ def test_every_object_of_a_large_varied_mesh_is_schema_valid(version: str) -> No
 
 @pytest.mark.parametrize("version", schemas.bundled_versions())
 def test_every_protocol_and_option_is_schema_valid_on_every_bundled_version(version: str) -> None:
-    bundle = build(SpecSource("mesh.yaml", PROTOCOLS.encode()))
+    bundle = build(SpecSource("mesh.yaml", for_version(PROTOCOLS, version).encode()))
     problems = [problem for obj in bundle.kubernetes_objects() for problem in schemas.errors(obj, version)]
     assert problems == []
 
@@ -114,3 +129,55 @@ def test_the_cert_manager_schema_is_a_schema_and_refuses_what_cert_manager_would
     issuer_broken = copy.deepcopy(issuer)
     issuer_broken["spec"]["ca"] = {}
     assert schemas.errors(issuer_broken, VERSIONS[-1])
+
+
+ZERO_TRUST = """
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: zt}
+spec:
+  security:
+    mtls: strict
+    trustDomain: prod.example.org
+    certificates: {issuerRef: {kind: ClusterIssuer, name: corp-ca}, duration: 72h, renewBefore: 90m}
+    monitoringNamespace: monitoring
+  analysis: {entryPoints: [web]}
+  services:
+  - name: web
+    image: web:1
+    port: 8080
+    extraCallers: [{namespace: ingress, serviceAccount: nginx.ingress}]
+    upstreams: [{service: api, localPort: 9001}, {service: db, localPort: 9002}, {service: ext, localPort: 9003},
+                {service: legacy, localPort: 9004}, {service: cache, localPort: 9005}]
+  - name: api
+    mtls: permissive
+    port: 9090
+    protocol: grpc
+    versions: [{name: v1, image: api:1, weight: 50}, {name: v2, image: api:2, weight: 50}]
+  - name: db
+    image: db:1
+    port: 5432
+    protocol: tcp
+  - name: cache
+    mtls: permissive
+    image: cache:1
+    port: 6379
+    protocol: tcp
+  - name: ext
+    port: 443
+    tls: {sni: api.example.com, caBundle: /etc/ssl/corp.pem}
+    endpoints: [{address: 203.0.113.9, port: 443}, {address: "2001:db8::9", port: 443}]
+  - name: legacy
+    port: 8080
+    endpoints: [{address: legacy.corp.example, port: 8080}]
+"""
+
+
+@pytest.mark.parametrize("version", schemas.bundled_versions())
+def test_every_zero_trust_option_is_schema_valid_on_every_bundled_version(version: str) -> None:
+    bundle = build(SpecSource("mesh.yaml", for_version(ZERO_TRUST, version).encode()))
+    objects = list(bundle.kubernetes_objects())
+    assert {"Certificate", "NetworkPolicy"} <= {o["kind"] for o in objects}
+    assert "Issuer" not in {o["kind"] for o in objects}          # issuerRef names another
+    problems = [problem for obj in objects for problem in schemas.errors(obj, version)]
+    assert problems == []
