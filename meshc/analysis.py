@@ -7,10 +7,10 @@ nobody calls. Each check is one function; ANALYSES lists them.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from meshc.addresses import is_ip_literal
 from meshc.diagnostics import Diagnostic, warning
 from meshc.resolve import ir
 from meshc.vocabulary import GRPC_RETRY_ON
@@ -307,19 +307,11 @@ def open_external_egress(mesh: ir.Mesh) -> Iterator[Diagnostic]:
         if service.deployed or service.name not in called:
             continue
         for endpoint in service.endpoints:
-            if not _ip_literal(endpoint.address):
+            if not is_ip_literal(endpoint.address):
                 yield warning("W503", f"'{endpoint.address}' of '{service.name}' is a host name, which a NetworkPolicy "
                               f"cannot name: its callers' egress on port {endpoint.port} is open to any address",
                               endpoint.span, hint="list the service's IP addresses as endpoints to confine egress to "
                               "them, or accept the open port (set spec.security.networkPolicies: false to drop them)")
-
-
-def _ip_literal(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 Analysis = Callable[[ir.Mesh], Iterable[Diagnostic]]

@@ -59,7 +59,7 @@ CODES: dict[str, str] = {
     "E230": "the etcd prefix is '/', the root of the whole keyspace",
     # E25x: sizes of generated objects against the limits of Kubernetes and etcd
     "E250": "a sidecar's Envoy files exceed the Kubernetes ConfigMap size limit (1 MiB)",
-    "E251": "a service's etcd record exceeds etcd's request size limit (1.5 MiB)",
+    "E251": "a service's etcd record exceeds what one etcd transaction carries (1 MiB)",
     # W2xx: suspicious but valid
     "W001": "a byte order mark at the start of the file was ignored",
     "W201": "retries cannot all happen within the route timeout",

@@ -130,9 +130,10 @@ def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterato
 
     for service in services:
         size = etcd.record_size(mesh, service)
-        if size > etcd.MAX_REQUEST_BYTES:
-            yield error("E251", f"service '{service.name}' has an etcd record of {size:,} bytes, over etcd's request "
-                        f"limit of {etcd.MAX_REQUEST_BYTES:,} (--max-request-bytes): it cannot be written",
+        if size > etcd.MAX_RECORD_BYTES:
+            yield error("E251", f"service '{service.name}' has an etcd record of {size:,} bytes, more than one "
+                        f"transaction of meshc carries ({etcd.MAX_RECORD_BYTES:,} bytes, under etcd's request "
+                        f"limit of {etcd.MAX_REQUEST_BYTES:,}): it cannot be written",
                         service.span, hint="split the service: fewer endpoints, upstreams or callers each")
 
 

@@ -7,12 +7,12 @@ the order they run. All of them run, so a user sees every problem at once.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meshc.addresses import is_ip_literal
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
 from meshc.load import Positions
 from meshc import object_names
@@ -552,7 +552,7 @@ def tls_origination_needs_a_name(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
         if service.tls is None or service.endpoints is None or service.tls.sni is not None:
             continue
-        if _is_ip(service.endpoints[0].address):
+        if is_ip_literal(service.endpoints[0].address):
             yield error("E504", f"service '{service.name}' is reached by IP address, so tls needs sni: the name its "
                         "certificate is issued for", ctx.key(*path, "tls"), path + ("tls",),
                         hint="tls: {sni: api.example.com}")
@@ -568,14 +568,6 @@ def extra_callers_outside_the_mesh(ctx: Context) -> Iterator[Diagnostic]:
                 yield error("E505", f"'{caller.service_account}' is a service of this mesh: list '{service.name}' in "
                             f"its upstreams instead, so the call is part of the reviewed call graph",
                             ctx.at(*where), where)
-
-
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 def external_https_without_tls(ctx: Context) -> Iterator[Diagnostic]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from meshc.addresses import is_ip_literal
 from meshc.emit import naming
 from meshc.emit.envoy.tls import origination_socket
 from meshc.emit.envoy.hosts import HostAddress, host_key
@@ -19,7 +20,6 @@ from meshc.emit.envoy.values import (
     LOOPBACK,
     Json,
     duration,
-    is_ip_address,
     socket_address,
 )
 from meshc.resolve import ir
@@ -103,7 +103,7 @@ def _cluster(name: str, discovery: str, endpoints: list[Json], policies: Json) -
 
 def _discovery(addresses: Iterable[str]) -> str:
     """STATIC when every address is an IP literal; STRICT_DNS resolves names (and keeps every A record)."""
-    return "STATIC" if all(is_ip_address(a) for a in addresses) else "STRICT_DNS"
+    return "STATIC" if all(is_ip_literal(a) for a in addresses) else "STRICT_DNS"
 
 
 def _weight(weight: int | None, destination: ir.Destination) -> int | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from meshc import render
@@ -42,15 +41,6 @@ def typed(type_url: str, **fields: Any) -> Json:
 
 # Documents are never mutated after they are built, so constant parts are shared, not copied.
 ROUTER_FILTERS: list[Json] = [{"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}}]
-
-
-def is_ip_address(address: str) -> bool:
-    """True for an IPv4/IPv6 literal (a STATIC endpoint), False for a host name (STRICT_DNS)."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 def discovery_response(type_url: str, resources: list[Json]) -> Json:

@@ -14,6 +14,10 @@ from meshc.durations import format_duration as fmt
 # etcd refuses a request larger than its --max-request-bytes (1.5 MiB by default): a record whose
 # key and value, with a put's framing, exceed it cannot be written at all.
 MAX_REQUEST_BYTES = 1536 * 1024
+# The largest record meshc accepts: what one of its transactions carries by default
+# (meshc.sync.etcd.DEFAULT_MAX_TXN_BYTES, 1 MiB), which leaves etcd's limit room for the compares
+# that guard the write. A record that validates can therefore always be applied.
+MAX_RECORD_BYTES = 1024 * 1024
 PUT_OVERHEAD_BYTES = 64
 
 

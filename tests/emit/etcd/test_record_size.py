@@ -47,7 +47,7 @@ def test_a_record_over_the_request_limit_is_an_error_at_its_service() -> None:
     assert "E251" in errors and not checked.ok
     span = errors["E251"].span
     assert span is not None and (span.line, span.col) == (13, 5)
-    assert "'legacy-db'" in errors["E251"].message and "1,572,864" in errors["E251"].message
+    assert "'legacy-db'" in errors["E251"].message and "1,048,576" in errors["E251"].message
 
 
 def test_records_of_ordinary_services_are_not_measured_or_refused() -> None:
@@ -56,14 +56,15 @@ def test_records_of_ordinary_services_are_not_measured_or_refused() -> None:
 
 
 @pytest.mark.etcd
-def test_the_limit_is_etcds_own(etcd_server: EtcdServer) -> None:
-    """Just under the limit meshc accepts the record and etcd writes it; just over, meshc refuses
-    it and so does etcd (with its default --max-request-bytes)."""
-    checked = check(SpecSource("mesh.yaml", external_service_spec(29_000)))
+def test_what_meshc_accepts_etcd_writes_and_what_etcd_refuses_meshc_refuses(etcd_server: EtcdServer) -> None:
+    """Just under meshc's limit (one transaction's budget) the record is accepted and etcd writes
+    it; just over it meshc refuses; past etcd's own --max-request-bytes, etcd refuses it too."""
+    checked = check(SpecSource("mesh.yaml", external_service_spec(19_000)))
     assert "E251" not in {d.code for d in checked.diagnostics}
-    mesh = _unchecked_mesh(29_000)
+    mesh = _unchecked_mesh(19_000)
     under = _service(mesh)
-    assert 1_400_000 < etcd.record_size(mesh, under) <= etcd.MAX_REQUEST_BYTES
+    assert 900_000 < etcd.record_size(mesh, under) <= etcd.MAX_RECORD_BYTES
+    assert "E251" in {d.code for d in check(SpecSource("mesh.yaml", external_service_spec(21_000))).diagnostics}
     over_mesh = _unchecked_mesh(31_000)
     over = _service(over_mesh)
     assert etcd.record_size(over_mesh, over) > etcd.MAX_REQUEST_BYTES
