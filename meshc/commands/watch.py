@@ -62,7 +62,11 @@ def register(parser: argparse.ArgumentParser) -> None:
                            help="re-plan and report drift, but never write it back")
     behaviour.add_argument("--drift-interval", type=_duration, metavar="DURATION",
                            help="re-plan an already applied commit this often to find drift (default: every "
-                           "--interval); new commits are still picked up every --interval")
+                           "--interval; a cluster followed by watch streams every 10m); new commits are still "
+                           "picked up every --interval")
+    behaviour.add_argument("--no-watch-streams", dest="watch_events", action="store_false",
+                           help="find drift on the cluster only by full plans (LISTs every --drift-interval), "
+                           "not by Kubernetes watch streams")
     behaviour.add_argument("--max-backoff", default="60s", type=_duration, metavar="DURATION",
                            help="longest wait between retries of a transient failure (default: 60s)")
     behaviour.add_argument("--lock-ttl", default=DEFAULT_LOCK_TTL, type=_duration, metavar="DURATION",
@@ -146,6 +150,7 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
         backoff_cap=max(args.max_backoff, min(1.0, args.interval)),
         gnupg_home=gnupg_home,
         allow_mesh_rename=args.allow_mesh_rename,
+        watch_events=args.watch_events,
     )
     metrics = _start_metrics(args, stack)
     lock_for = _lock_factory(args, stack) if args.etcd and args.leader_election else None

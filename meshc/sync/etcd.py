@@ -76,6 +76,9 @@ class EtcdTarget:
         self.max_txn_ops = max(4, max_txn_ops)
         self.max_txn_bytes = max(4096, max_txn_bytes)
         self._client = etcd_client.open_client(self.access)
+        # The last plan that found nothing to write, with the bundle, revision and etcd store
+        # revision it was made for: while etcd's revision has not moved, nothing in it changed.
+        self._unchanged: tuple[Bundle, str | None, int, Plan] | None = None
 
     def __repr__(self) -> str:
         return f"EtcdTarget({self.url!r})"
@@ -89,6 +92,21 @@ class EtcdTarget:
         if not prefix.strip("/"):
             raise PermanentError("refusing to sync etcd prefix '/': meshc needs a prefix of its own "
                                  "(spec.etcd.prefix, default /meshc/<metadata.name>)")
+        unchanged = self._unchanged
+        if unchanged is not None and unchanged[0] is bundle and unchanged[1] == revision \
+                and self._store_revision(prefix) == unchanged[2]:
+            return unchanged[3]     # a drift check of an idle etcd: one count-only request
+        plan = self._plan(bundle, prefix, seed, revision)
+        state = plan.context["state"]
+        self._unchanged = (bundle, revision, state.store_revision, plan) if not plan.writes else None
+        return plan
+
+    def _store_revision(self, prefix: str) -> int:
+        """etcd's current revision (it moves with every write anywhere in the store)."""
+        answer = self._post("/kv/range", {**layout.range_request(prefix), "count_only": True})
+        return int(answer.get("header", {}).get("revision", 0))
+
+    def _plan(self, bundle: Bundle, prefix: str, seed: dict[str, Any], revision: str | None) -> Plan:
         desired = {layout.relative_key(prefix, str(key)): str(value).encode()
                    for key, value in (seed.get("kvs") or {}).items()}
         self._check_sizes(prefix, desired)

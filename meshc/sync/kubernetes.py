@@ -171,6 +171,29 @@ class KubernetesTarget:
         return Plan(NAME, tuple(changes), revision=revision, empties=empties, incremental=True,
                     context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
 
+    def plan_keys(self, bundle: Bundle, keys: Iterable[str], *, revision: str | None = None) -> Plan:
+        """Plan only the objects named by `keys` (those a watch event showed changed or gone): one
+        GET each, compared as in a full plan; a key the bundle no longer has is pruned if it still
+        carries this mesh's labels. What `meshc watch` corrects between full drift checks."""
+        mesh = str(bundle.manifest["mesh"])
+        wanted = set(keys)
+        desired = sorted((obj for obj in desired_objects(bundle) if object_key(obj) in wanted), key=apply_sort_key)
+        strays = sorted(wanted - {object_key(obj) for obj in desired})
+        gone = [_key_object(key) for key in strays]
+        live = self.get_objects([*desired, *gone])
+        changes = [self._change(obj, _managed_or_none(live[object_key(obj)], mesh)) for obj in desired]
+        changes += [Change(Action.DELETE, object_key(obj), "not in the spec")
+                    for obj in gone if _managed_or_none(live[object_key(obj)], mesh) is not None
+                    and obj["kind"] != "Namespace"]
+        return Plan(NAME, tuple(changes), revision=revision, incremental=True,
+                    context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
+
+    def changed(self, desired: Obj | None, live: Obj, mesh: str) -> bool:
+        """Would a plan write `live` (seen in a watch event)? Not ours: no; ours but not desired: yes."""
+        if desired is None:
+            return _is_managed(live, mesh)
+        return self._change(desired, live).action is not Action.UNCHANGED
+
     def get_objects(self, objects: list[Obj]) -> dict[str, Obj | None]:
         """The live object of each given (desired or previous) object, by key; None when absent.
         One GET each, `workers` at a time."""
@@ -364,6 +387,41 @@ class KubernetesTarget:
             if not token:
                 return
 
+    def list_versioned(self, resource: Any, namespace: str | None, selector: str,
+                       each_page: Callable[[list[Obj]], None]) -> str:
+        """Hand every selected object of one kind to `each_page`, a page at a time (so a large
+        kind is never held whole), and return the resourceVersion to watch from after it."""
+        token: str | None = None
+        while True:
+            answer = self._call(f"list {resource.kind}", partial(self._list_page, resource, namespace, selector, token))
+            page = orjson.loads(answer.data)
+            items = page.get("items") or []
+            for item in items:
+                item.setdefault("apiVersion", resource.group_version)
+                item.setdefault("kind", resource.kind)
+            each_page(items)
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return str(metadata.get("resourceVersion") or "")
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        """The discovered API resource of a kind (PermanentError when the cluster lacks it)."""
+        self._client()
+        return self._resource(api_version, kind)
+
+    def streaming_client(self, connections: int) -> Any:
+        """A DynamicClient of its own for long-lived watch streams, with a connection pool big
+        enough for them, so they never take the connections plans and applies use."""
+        import copy
+
+        from kubernetes.client import ApiClient
+        from kubernetes.dynamic import DynamicClient
+
+        configuration = copy.copy(self._api_client.configuration)
+        configuration.connection_pool_maxsize = connections
+        return self._call("discover the API", lambda: DynamicClient(ApiClient(configuration)))  # type: ignore[no-untyped-call]
+
     def _list_page(self, resource: Any, namespace: str | None, selector: str, token: str | None) -> Any:
         return self._dynamic.get(resource, namespace=namespace, label_selector=selector, limit=LIST_PAGE,
                                  _continue=token, serialize=False, _request_timeout=self.request_timeout)
@@ -452,6 +510,17 @@ def desired_objects(bundle: Bundle) -> list[Obj]:
     return objects_in(bundle, bundle.paths("kubernetes/"))
 
 
+def object_files(bundle: Bundle) -> dict[str, str]:
+    """Which file of the bundle holds each Kubernetes object, by object key."""
+    return {object_key(obj): path for path in bundle.paths("kubernetes/") if path != KUSTOMIZATION_PATH
+            for obj in _file_objects(bundle, path)}
+
+
+def file_objects(bundle: Bundle, path: str) -> dict[str, Obj]:
+    """The objects of one of the bundle's files, by object key."""
+    return {object_key(obj): obj for obj in _file_objects(bundle, path)}
+
+
 def objects_in(bundle: Bundle, paths: Iterable[str]) -> list[Obj]:
     """The Kubernetes objects of some of the bundle's files (in path order). meshc writes each
     document as JSON (valid YAML) joined by `---` lines, and JSON text never holds a raw newline,
@@ -485,6 +554,13 @@ def _parse_key(key: str) -> tuple[str, str, str, str]:
     api_version, kind, name = key.split(" ", 2)
     namespace, _, short = name.rpartition("/")
     return api_version, kind, namespace, short
+
+
+def _key_object(key: str) -> Obj:
+    """A stand-in object for a key (enough to GET it by name)."""
+    api_version, kind, namespace, name = _parse_key(key)
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata}
 
 
 def _kind_of(key: str) -> str:

@@ -8,7 +8,11 @@ is corrected (or only reported, with drift correction off). Transient target fai
 capped exponential backoff; with a leader lock only its holder applies.
 
 A new commit is planned against the bundle last applied (the baseline): only the objects of
-files that differ are read. Drift passes plan the whole mesh, and are spaced so that they take
+files that differ are read. On Kubernetes, drift is found by watch streams (kube_events.py): an
+event that shows a managed object edited, deleted or added by hand wakes the loop, which plans
+and corrects just those objects; the cluster is then planned in full only every --drift-interval
+(FULL_DRIFT_INTERVAL by default), or every interval while a stream is failing. Drift passes plan
+the other targets (and, when due, the cluster), and are spaced so that they take
 at most a third of the loop's time; while one plans, the branch is polled every interval and a
 new commit sets it aside (not twice in a row, so drift is still checked under a stream of
 commits). Any doubt about the baseline (start, failure, refusal, standby) makes the next plan a
@@ -32,7 +36,10 @@ from meshc.diagnostics import Diagnostic, MeshcError
 from meshc.durations import format_duration
 from meshc.load.source import SpecSource
 from meshc.sync.backoff import Backoff
-from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, sync_once
+from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, prune_refusals, sync_once
+from meshc.sync.kube_events import KubeEvents
+from meshc.sync.kubernetes import KubernetesTarget
+from meshc.sync.memory import release_memory
 from meshc.sync.output import recorded_targets
 from meshc.sync.rename import identity_of, identity_of_spec
 from meshc.sync.target import Action, Interrupted, MeshIdentity, PermanentError, Plan, Target, TransientError
@@ -48,7 +55,11 @@ LISTED_CHANGES = 10          # changes named one per line in a text status line;
 # A drift pass starts no sooner than this many times its last full sync's duration after that
 # sync ended: full plans take at most a third of the loop's time, the rest is free for commits.
 DRIFT_SPACING = 2.0
+REF_CHECK = 0.1             # seconds between looks at a local repository's branch files while waiting
 ONCE_TRANSIENT_RETRIES = 5   # `--once` retries transient failures this often before giving up
+# With watch streams finding drift on a cluster, its full plan (a LIST of every managed kind) is
+# only a backstop: this often, unless --drift-interval says otherwise.
+FULL_DRIFT_INTERVAL = 600.0
 
 
 class Result(StrEnum):
@@ -88,6 +99,7 @@ class WatchOptions:
     backoff_cap: float = 60.0
     gnupg_home: str | None = None         # verify commit signatures against this keyring when set
     allow_mesh_rename: bool = False       # apply a renamed/moved mesh and prune the old one
+    watch_events: bool = True             # find drift on clusters by watch streams, not by LISTs
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ class _Seen:
     full_s: float = 0.0                      # ... how long the sync took
     polled_at: float = 0.0                   # monotonic time of the last poll of the branch
     drift_set_aside: bool = False            # the last drift check was set aside for a new commit
+    streamed_checked: float | None = None    # monotonic time the streamed targets were last planned in full
+    events_error: str | None = None          # last watch stream failure reported
+    ref_stamp: Any = None                    # the local branch files' fingerprint at the last poll
 
 
 class Watcher:
@@ -159,6 +174,10 @@ class Watcher:
         self._backoff = Backoff(options.backoff_base, max(options.backoff_cap, options.backoff_base),
                                 rng=rng or random.Random())
         self._stop = threading.Event()
+        self._wake = threading.Event()      # set by stop() and by a watch event that needs a plan
+        self.events: dict[str, KubeEvents] = {}
+        if options.watch_events:
+            self.events = {t.name: KubeEvents(t, self.wake) for t in self.targets if isinstance(t, KubernetesTarget)}
         self.stop_reason: str | None = None
         self.passes = 0
         self.drift_checks_set_aside = 0
@@ -170,6 +189,11 @@ class Watcher:
         """Stop after the current step: an apply under way finishes, one not yet begun is abandoned."""
         self.stop_reason = self.stop_reason or reason
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run the next pass now (a watch stream saw an object that needs a plan)."""
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -210,6 +234,8 @@ class Watcher:
         return 0 if outcome.result in (Result.APPLIED, Result.NOOP, Result.STANDBY) else 1
 
     def close(self) -> None:
+        for events in self.events.values():
+            events.close()
         if self.lock is not None:
             was_leader = self.lock.held
             self.lock.release()
@@ -252,6 +278,7 @@ class Watcher:
     def _poll(self) -> PassOutcome | None:
         """Look at the branch head; a new commit is evaluated. Returns an outcome if that ends the pass."""
         self.state.polled_at = time.monotonic()
+        self.state.ref_stamp = self._ref_stamp()   # before the poll: a commit in between is not missed
         try:
             commit = self.source.poll()
         except SourceError as exc:
@@ -304,9 +331,16 @@ class Watcher:
     def _sync(self, desired: Desired) -> PassOutcome:
         new = desired.commit.sha != self.state.applied
         dry_run = not new and not self.options.drift_correction
+        self._report_stream_errors()
+        if not new and not self.state.retry_due and any(e.pending() for e in self.events.values()):
+            return self._correct_events(desired)
         # A refused commit is checked again at the pace of drift checks, not every pass.
         recheck = not new or self.state.refused_logged == desired.commit.sha
         if recheck and not (self.state.retry_due or self._drift_check_due()):
+            return PassOutcome(Result.IDLE)
+        targets = self.targets if new or self.state.retry_due else self._drift_targets()
+        if not targets:
+            self._full_sync_done(time.monotonic(), incremental=False)
             return PassOutcome(Result.IDLE)
         if not self._lead(desired):
             self.state.baseline = None   # the leader may apply meanwhile: what is live is its doing
@@ -318,11 +352,14 @@ class Watcher:
             self.log.event("applying", f'{desired.commit.short} "{desired.commit.subject}"',
                            commit=desired.commit.sha, subject=desired.commit.subject)
         baseline = self.state.baseline if new else None   # drift passes plan the whole mesh
+        if new:
+            for events in self.events.values():
+                events.expect(desired.bundle)   # this commit's own writes are no drift
         # A drift check (or a refused commit's check) gives way to a new commit, not twice in a row.
         interrupt = self._commit_waiting if recheck and not self.state.drift_set_aside else None
         started = time.monotonic()
         try:
-            report = self.sync_fn(desired.bundle, self.targets, revision=desired.commit.sha, dry_run=dry_run,
+            report = self.sync_fn(desired.bundle, targets, revision=desired.commit.sha, dry_run=dry_run,
                                   prune_limit=self.options.prune_limit, allow_prune_all=self.options.allow_prune_all,
                                   previous=baseline.bundle if baseline else None,
                                   previous_revision=baseline.commit.sha if baseline else None, interrupt=interrupt,
@@ -349,11 +386,81 @@ class Watcher:
         self._full_sync_done(started, incremental=report.incremental)
         self.state.retry_due = False
         self._backoff.reset()
+        if len(targets) == len(self.targets):
+            self.state.streamed_checked = time.monotonic()
+        if len(targets) == len(self.targets) and not report.incremental:
+            release_memory()     # a full plan of every target parsed the whole mesh
         if dry_run:
+            self._follow_events(desired)
             return self._drift_reported(desired, report, duration)
         self.state.baseline = desired
         self.state.applied_mesh = identity_of(desired.bundle)
+        self._follow_events(desired)
         return self._synced(desired, report, duration, new)
+
+    # -- drift found by watch streams ----------------------------------------------------------
+    def _drift_targets(self) -> list[Target]:
+        """What a drift pass plans: every target whose drift no healthy stream watches, and the
+        streamed ones too when their full check is due."""
+        every = self.options.drift_interval if self.options.drift_interval is not None else FULL_DRIFT_INTERVAL
+        checked = self.state.streamed_checked
+        if checked is None or time.monotonic() - checked >= every - 0.001:
+            return self.targets
+        return [t for t in self.targets if t.name not in self.events or not self.events[t.name].healthy]
+
+    def _follow_events(self, desired: Desired) -> None:
+        for events in self.events.values():
+            try:
+                events.follow(desired.bundle)
+            except (TransientError, PermanentError) as exc:   # the streams start again after the next sync
+                self._report_stream_error(f"cannot start watch streams: {exc}")
+
+    def _report_stream_errors(self) -> None:
+        for events in self.events.values():
+            if events.last_error is not None and events.last_error != self.state.events_error:
+                self._report_stream_error(events.last_error)
+
+    def _report_stream_error(self, error: str) -> None:
+        self.state.events_error = error
+        self.log.event("source", f"kubernetes watch stream: {error}; drift is checked by full plans until it "
+                       "recovers", error=error)
+
+    def _correct_events(self, desired: Desired) -> PassOutcome:
+        """Plan (and unless drift correction is off, apply) just the objects watch events marked."""
+        if not self._lead(desired):
+            for events in self.events.values():
+                events.take()          # the leader corrects them
+            return PassOutcome(Result.STANDBY)
+        started = time.monotonic()
+        marked = {name: events.take() for name, events in self.events.items()}
+        targets = [t for t in self.targets if marked.get(t.name)]
+        dry_run = not self.options.drift_correction
+        report = SyncReport(desired.commit.sha, [], dry_run=dry_run)
+        try:
+            for target in targets:
+                assert isinstance(target, KubernetesTarget)
+                report.plans.append(target.plan_keys(desired.bundle, marked[target.name],
+                                                     revision=desired.commit.sha))
+            reasons = prune_refusals(report.plans, prune_limit=self.options.prune_limit,
+                                     allow_prune_all=self.options.allow_prune_all)
+            if reasons:
+                raise PruneRefused(reasons, report.plans)
+            if not dry_run:
+                for target, plan in zip(targets, report.plans):
+                    if plan.writes:
+                        report.results.append(target.apply(plan, desired.bundle))
+        except PruneRefused as exc:
+            return self._refused(desired, exc, time.monotonic() - started)
+        except (TransientError, PermanentError) as exc:
+            for name, keys in marked.items():
+                self.events[name].give_back(keys)
+            transient = isinstance(exc, TransientError)
+            return self._failed(desired, exc, time.monotonic() - started, transient=transient)
+        duration = time.monotonic() - started
+        self._backoff.reset()
+        if dry_run:
+            return self._drift_reported(desired, report, duration)
+        return self._synced(desired, report, duration, False)
 
     def _previous_meshes(self, desired: Desired) -> list[MeshIdentity]:
         """The mesh applied before this commit, to see a rename: the one this watcher applied,
@@ -518,7 +625,18 @@ class Watcher:
                 return
             if self.log.live and left >= 1:
                 self.log.status(self._live_text(left))
-            self._stop.wait(min(left, 1.0) if self.log.live else left)
+            slice_s = min(left, 1.0) if self.log.live else left
+            if self.state.ref_stamp is not None:
+                slice_s = min(slice_s, REF_CHECK)
+            if self._wake.wait(slice_s):
+                self._wake.clear()
+                return
+            if self.state.ref_stamp is not None and self._ref_stamp() != self.state.ref_stamp:
+                return      # the branch's files moved: poll now, not at the next interval
+
+    def _ref_stamp(self) -> Any:
+        stamp = getattr(self.source, "ref_stamp", None)
+        return stamp() if stamp is not None else None
 
     def _live_text(self, left: float) -> str:
         desired, result = self.state.desired, self.state.last_result

@@ -94,6 +94,22 @@ def is_remote(location: str) -> bool:
     return bool(_REMOTE_URL.match(location))
 
 
+def _common_dir(path: Path) -> Path:
+    """Where a repository keeps its branches: `.git` of a work tree (the common directory of a
+    linked worktree), or the repository itself when bare."""
+    dot_git = path / ".git"
+    if dot_git.is_file():
+        text = dot_git.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            dot_git = (path / text.removeprefix("gitdir:").strip()).resolve()
+    if not dot_git.is_dir():
+        return path
+    common = dot_git / "commondir"
+    if common.is_file():
+        return (dot_git / common.read_text(errors="replace").strip()).resolve()
+    return dot_git
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "meshc" / "mirrors"
@@ -121,6 +137,23 @@ class GitSource:
         return str(self._repo_path)
 
     # -- polling -----------------------------------------------------------------------------
+    def ref_stamp(self) -> tuple[tuple[int, int, int] | None, ...] | None:
+        """For a local repository, a cheap fingerprint of the files a new commit on the branch
+        changes (its loose ref and packed-refs): when it moves, the branch may have moved, and the
+        loop polls at once instead of at the next interval. None for a URL (a fetch is needed)."""
+        if self.remote:
+            return None
+        git_dir = _common_dir(Path(self.location))
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in (git_dir / "refs" / "heads" / self.branch, git_dir / "packed-refs"):
+            try:
+                stat = path.stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        return tuple(stamps)
+
     def poll(self) -> Commit:
         """Fetch (for a URL) and return the commit the branch names now."""
         if self.remote:

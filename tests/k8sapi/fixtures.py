@@ -98,6 +98,19 @@ class KubeAPIHandle:
     def store_get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         return self._need_double().store_get(resource, name, namespace)
 
+    def compact_history(self) -> None:
+        """Forget the watch history up to now: older resource versions answer 410 Gone."""
+        double = self._need_double()
+        double.store.events.compact(double.store.revision)
+
+    def expired_watches(self) -> int:
+        """How many watches were answered 410 Gone (their resourceVersion was compacted)."""
+        return self._need_double().store.events.expired
+
+    def end_watches(self) -> None:
+        """End every open watch stream cleanly, as the server does at its timeout."""
+        self._need_double().store.events.end_streams()
+
     # ---- teardown -----------------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ import yaml
 
 from tests.k8sapi import catalog, errors, patches
 from tests.k8sapi.catalog import ResourceType
+from tests.k8sapi.events import TooOld
 from tests.k8sapi.store import Outcome, Store
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -42,6 +45,7 @@ class Response:
     changed: bool = False
     injected: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[dict[str, Any]] | None = None   # a watch: events sent one JSON line each
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ def route(store: Store, request: Request, server_address: str) -> Response:
     verb = VERBS.get(request.method)
     if verb is None:
         raise errors.method_not_allowed(request.method)
+    if request.method == "GET" and not target.name and request.query.get("watch") in ("true", "1"):
+        return watch_stream(store, target, request)
     outcome = verb(store, target, request)
     return Response(outcome.code, outcome.body, changed=outcome.changed)
 
@@ -134,9 +140,47 @@ def _yaml_body(request: Request) -> Any:
 def _get(store: Store, target: Target, request: Request) -> Outcome:
     if target.name:
         return Outcome(store.get(target.resource, target.namespace, target.name))
-    if request.query.get("watch") in ("true", "1"):
-        raise errors.bad_request("watch is not supported by the Kubernetes API test double")
     return Outcome(store.list_objects(target.resource, target.namespace or None, request.query))
+
+
+DEFAULT_WATCH_SECONDS = 1800   # the real server picks 30-60 minutes when no timeoutSeconds is given
+
+
+def watch_stream(store: Store, target: Target, request: Request) -> Response:
+    """`GET <collection>?watch=true`: ADDED/MODIFIED/DELETED events after `resourceVersion`
+    (with none or "0", the current objects first), BOOKMARKs when asked for, a 410 Expired ERROR
+    event when the version is older than the history kept."""
+    if target.name:
+        raise errors.method_not_allowed("watch of a single object by path (use a fieldSelector)")
+    query, namespace = request.query, target.namespace or None
+    try:
+        since = int(query.get("resourceVersion") or 0)
+        seconds = float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
+    except ValueError:
+        raise errors.bad_request("resourceVersion and timeoutSeconds must be numbers") from None
+    matcher = store.watch_matcher(target.resource, namespace, query)   # a bad selector fails now
+    bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+    resource = target.resource
+
+    def events() -> Iterator[dict[str, Any]]:
+        after = since
+        if since == 0:
+            initial, after = store.watch_start(resource, namespace, query)
+            yield from ({"type": "ADDED", "object": obj} for obj in initial)
+        try:
+            for event in store.events.follow(after, matcher, time.monotonic() + seconds, time.monotonic):
+                if isinstance(event, int):
+                    if bookmarks:
+                        yield {"type": "BOOKMARK", "object": {"kind": resource.kind, "apiVersion": resource.api_version,
+                                                               "metadata": {"resourceVersion": str(event)}}}
+                    continue
+                yield {"type": event.type, "object": event.object}
+        except TooOld as old:
+            status = errors.from_code(410, f"too old resource version: {old.args[0]} ({store.revision})").status()
+            status["reason"] = "Expired"
+            yield {"type": "ERROR", "object": status}
+
+    return Response(200, {}, stream=events())
 
 
 def _post(store: Store, target: Target, request: Request) -> Outcome:

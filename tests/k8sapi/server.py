@@ -77,6 +77,7 @@ class FakeKubeAPI:
     def stop(self) -> None:
         if self._server is None:
             return
+        self.store.events.close()   # open watch streams end
         self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()
@@ -257,6 +258,9 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, unquote(url.path), query, self.headers.get("Content-Type", ""), body,
                           self.headers.get("User-Agent", ""))
         response = self.server.api.handle(request)
+        if response.stream is not None:
+            self._send_stream(response)
+            return
         payload = orjson.dumps(response.body)
         self.send_response(response.code)
         self.send_header("Content-Type", "application/json")
@@ -267,6 +271,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _send_stream(self, response: Response) -> None:
+        """A watch: chunked, one JSON event per line, flushed as each event happens."""
+        assert response.stream is not None
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        try:
+            for event in response.stream:
+                line = orjson.dumps(event) + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:   # the client went away
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

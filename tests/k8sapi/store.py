@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.k8sapi import errors, managed, patches, strategy
+from tests.k8sapi.events import Event, EventLog, snapshot
 from tests.k8sapi.catalog import NAMESPACES, RESOURCES, ResourceType
 from tests.k8sapi.label_selectors import field_matcher, label_matcher
 
@@ -48,6 +49,7 @@ class Store:
         self._next_ip = int(ipaddress.IPv4Address("10.96.0.1"))
         self._seed_namespace_contents = seed_namespace_contents
         self._clock = clock
+        self.events = EventLog(self._lock)
         self._bootstrap()
 
     @property
@@ -82,6 +84,25 @@ class Store:
                 continue
             if labels(obj["metadata"].get("labels") or {}) and fields(obj):
                 yield obj
+
+    def watch_start(self, resource: ResourceType, namespace: str | None,
+                    query: dict[str, str]) -> tuple[list[Object], int]:
+        """What a watch from resourceVersion 0 (or none) begins with: the current objects, as
+        synthetic ADDED events, and the revision to follow from."""
+        with self._lock:
+            return [snapshot(obj, resource) for obj in self._selected(resource, namespace, query)], self._revision
+
+    def watch_matcher(self, resource: ResourceType, namespace: str | None,
+                      query: dict[str, str]) -> Callable[[Event], bool]:
+        labels = label_matcher(query.get("labelSelector"))
+        fields = field_matcher(query.get("fieldSelector"))
+
+        def matches(event: Event) -> bool:
+            if event.resource is not resource or (namespace and event.namespace != namespace):
+                return False
+            return labels(event.object["metadata"].get("labels") or {}) and fields(event.object)
+
+        return matches
 
     @staticmethod
     def _page(items: list[Object], query: dict[str, str], metadata: Object) -> list[Object]:
@@ -239,16 +260,21 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self._revision)
         obj = _ordered(obj, obj["metadata"])
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
-        self._objects[resource][key] = copy.deepcopy(obj)
+        stored = copy.deepcopy(obj)
+        kind = "MODIFIED" if key in self._objects[resource] else "ADDED"
+        self._objects[resource][key] = stored
+        self.events.record(Event(self._revision, kind, resource, key[0], snapshot(stored, resource)))
         return obj
 
     def _remove(self, resource: ResourceType, namespace: str, name: str) -> None:
-        del self._objects[resource][(namespace, name)]
-        self._revision += 1
-        if resource is NAMESPACES:
+        if resource is NAMESPACES:   # the namespace controller empties it first
             for other in RESOURCES:
                 for key in [key for key in self._objects[other] if other.namespaced and key[0] == name]:
-                    del self._objects[other][key]
+                    self._remove(other, *key)
+        gone = self._objects[resource].pop((namespace, name))
+        self._revision += 1
+        self.events.record(Event(self._revision, "DELETED", resource, namespace,
+                                 snapshot(gone, resource, self._revision)))
 
     # ---- checks -------------------------------------------------------------------------------------
 

@@ -203,3 +203,17 @@ def test_etcd_down_is_transient_and_the_next_sync_converges(etcd_server: EtcdSer
     sync_once(bundle, [etcd_target], revision="a" * 40)
 
     assert live_keys(etcd_server)[REVISION_KEY] == "a" * 40
+
+
+def test_a_plan_of_an_unchanged_etcd_is_remembered_but_any_write_makes_it_read_again(etcd_server: EtcdServer) -> None:
+    bundle = bundle_of(chain_spec(3))
+    target = EtcdTarget(etcd_server.url)
+    sync_once(bundle, [target], revision="r1")
+    first = target.plan(bundle, revision="r1")
+    assert first.writes == ()
+    assert target.plan(bundle, revision="r1") is first      # etcd did not move: nothing re-read
+    key = stored_key(etcd_server, next(iter(bundle.etcd_seed()["kvs"])))
+    etcd_server.client().put(key, "edited by hand")
+    again = target.plan(bundle, revision="r1")
+    assert [c.action for c in again.writes] == [Action.UPDATE]
+    assert target.plan(bundle_of(chain_spec(3)), revision="r1") is not first   # another bundle: planned

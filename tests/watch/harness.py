@@ -93,6 +93,11 @@ class ThreadedWatcher:
     def events(self) -> list[Event]:
         return self.stream.events()
 
+    def wait_streaming(self, timeout: float = WAIT) -> None:
+        """Wait until every Kubernetes target's watch streams have LISTed and are following."""
+        poll_until(lambda: all(events.healthy for events in self.watcher.events.values()), timeout=timeout,
+                   message="the watch streams did not start")
+
     def wait_passes(self, count: int, timeout: float = WAIT) -> None:
         """Let the loop run `count` more passes."""
         start = self.watcher.passes

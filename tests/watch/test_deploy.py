@@ -15,7 +15,7 @@ from meshc.cli import build_parser
 from meshc.kinds import API_VERSIONS, by_name
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-USED_VERBS = {"get", "list", "create", "patch", "delete"}
+USED_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 PLURALS = {kind: by_name(kind).plural for kind in API_VERSIONS}
 
 
