@@ -55,14 +55,14 @@ def _cpu(run: Callable[[SpecSource], Any], source: SpecSource) -> float:
     return elapsed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("spec", help="a mesh.yaml (see bench/gen_mesh.py)")
     parser.add_argument("--pairs", type=int, default=5, help="alternated rounds (default 5)")
     parser.add_argument("--against", help="another yaml_loader.py to time in the same rounds")
     parser.add_argument("--no-gc", action="store_true",
                         help="keep the cycle collector off for every run, as `meshc build` does")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with open(args.spec, "rb") as handle:
         source = SpecSource(args.spec, handle.read())
     runs: dict[str, Callable[[SpecSource], Any]] = {"floor": floor, "loader": load_yaml}
@@ -70,12 +70,17 @@ def main() -> None:
         runs["other"] = _module_loader(args.against)
     assert load_yaml(source).ok, "the spec must load cleanly"
     times: dict[str, list[float]] = {name: [] for name in runs}
+    collecting = gc.isenabled()
     if args.no_gc:
         gc.disable()
-    for round_ in range(args.pairs):
-        order = list(runs.items()) if round_ % 2 == 0 else list(reversed(runs.items()))
-        for name, run in order:
-            times[name].append(_cpu(run, source))
+    try:
+        for round_ in range(args.pairs):
+            order = list(runs.items()) if round_ % 2 == 0 else list(reversed(runs.items()))
+            for name, run in order:
+                times[name].append(_cpu(run, source))
+    finally:
+        if collecting:
+            gc.enable()
     for name, values in times.items():
         print(f"{name:>7}: median CPU {statistics.median(values):.3f} s  (min {min(values):.3f} s)")
     pairs = list(zip(times["loader"], times["floor"]))

@@ -4,6 +4,7 @@ baselines produce meshc's files. No timing is asserted here: speed targets live 
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench import floor, gen_mesh, profile_build, run_build
+from bench import floor, gen_mesh, load_yaml, profile_build, run_build
 from bench.baselines import run as baselines
 from meshc.analysis import strongly_connected
 from meshc.load import SpecSource
@@ -212,3 +213,15 @@ def test_routed_benchmark_mesh_is_clean_and_routes_a_tenth(tmp_path: Path) -> No
     eligible = [s for s in base.mesh.services if s.deployed and s.protocol is not ir.Protocol.TCP]
     assert count == -(-len(eligible) // routes.ROUTED_SHARE)
     assert all(s.rate_limit is not None for s in with_routes)
+
+
+def test_load_benchmark_times_loader_floor_and_another_loader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "mesh-10.yaml"
+    spec.write_text(gen_mesh.generate(10, 1))
+    other = Path(load_yaml.__file__).parent.parent / "meshc" / "load" / "yaml_loader.py"
+    load_yaml.main([str(spec), "--pairs", "2", "--against", str(other), "--no-gc"])
+    assert gc.isenabled()    # the collector is back on for whatever runs next
+    out = capsys.readouterr().out
+    for name in ("floor", "loader", "other"):
+        assert f"{name}: median CPU" in out
+    assert "loader/floor: median of ratios" in out and "loader/other: median of ratios" in out
