@@ -17,14 +17,12 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.gen_mesh import generate
-from bench.sync.run_sync import SPEC_PATH, one_service_change
-from tests.k8sapi.server import FakeKubeAPI
+from bench.sync.run_sync import SPEC_PATH, one_service_change, sync_bed
 from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
 
@@ -51,31 +49,22 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = generate(args.services)
     rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="meshc-bench-cli-") as tmp:
-        workdir = Path(tmp)
-        repo = GitRepo.init(workdir / "repo")
-        repo.commit_file(SPEC_PATH, spec, f"A {args.services}-service mesh")
-        kube = FakeKubeAPI().start()
-        try:
-            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
-            with EtcdServer(workdir / "etcd") as etcd:
-                first = apply(repo, kubeconfig, etcd)
-                print(f"first apply: {first:.2f}s", flush=True)
-                for number in range(1, args.rounds + 1):
-                    figures: dict[str, Any] = {}
-                    for mode, extra in (("incremental", ()), ("full", ("--full",))):
-                        service, spec = one_service_change(spec, number * 2 + (mode == "full"), number)
-                        repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
-                        kube.reset_log()
-                        figures[f"{mode}_s"] = apply(repo, kubeconfig, etcd, *extra)
-                        figures[f"{mode}_requests"] = len(kube.requests)
-                        figures[f"{mode}_lists"] = sum(1 for r in kube.requests if "labelSelector" in r.query)
-                        figures[f"{mode}_writes"] = len(kube.writes())
-                    rounds.append(figures)
-                    print(f"round {number}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                                          for k, v in figures.items()), flush=True)
-        finally:
-            kube.stop()
+    with sync_bed(spec, args.services, "meshc-bench-cli-") as bed:
+        first = apply(bed.repo, bed.kubeconfig, bed.etcd)
+        print(f"first apply: {first:.2f}s", flush=True)
+        for number in range(1, args.rounds + 1):
+            figures: dict[str, Any] = {}
+            for mode, extra in (("incremental", ()), ("full", ("--full",))):
+                service, spec = one_service_change(spec, number * 2 + (mode == "full"), number)
+                bed.repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
+                bed.kube.reset_log()
+                figures[f"{mode}_s"] = apply(bed.repo, bed.kubeconfig, bed.etcd, *extra)
+                figures[f"{mode}_requests"] = len(bed.kube.requests)
+                figures[f"{mode}_lists"] = sum(1 for r in bed.kube.requests if "labelSelector" in r.query)
+                figures[f"{mode}_writes"] = len(bed.kube.writes())
+            rounds.append(figures)
+            print(f"round {number}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in figures.items()), flush=True)
     summary = {
         "services": args.services, "rounds": args.rounds,
         "incremental_s": round(statistics.median(r["incremental_s"] for r in rounds), 3),

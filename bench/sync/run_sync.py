@@ -31,7 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,33 @@ def summary(results: Results) -> str:
     return "\n".join(lines)
 
 
+
+@dataclass
+class Bed:
+    """What a sync benchmark runs against: the spec committed to a Git repository, the API double
+    with a kubeconfig for it, and a real etcd, all in one temporary directory."""
+
+    workdir: Path
+    repo: GitRepo
+    kube: FakeKubeAPI
+    kubeconfig: Path
+    etcd: EtcdServer
+
+
+@contextmanager
+def sync_bed(spec: str, services: int, prefix: str) -> Iterator[Bed]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        repo = GitRepo.init(workdir / "repo")
+        repo.commit_file(SPEC_PATH, spec, f"A {services}-service mesh")
+        kube = FakeKubeAPI().start()
+        try:
+            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+            with EtcdServer(workdir / "etcd") as etcd:
+                yield Bed(workdir, repo, kube, kubeconfig, etcd)
+        finally:
+            kube.stop()
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=1000)
@@ -276,21 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = generate(args.services, args.seed)
     results = Results(args.services, 0, 0, interval=args.interval, drift_interval=args.drift_interval,
                       pause_max_s=args.pause_max, load_average=[os.getloadavg()[0]])
-    with tempfile.TemporaryDirectory(prefix="meshc-bench-sync-") as tmp:
-        workdir = Path(tmp)
-        repo = GitRepo.init(workdir / "repo")
-        repo.commit_file(SPEC_PATH, spec, f"A {args.services}-service mesh")
-        kube = FakeKubeAPI().start()
-        try:
-            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
-            with EtcdServer(workdir / "etcd") as etcd:
-                print(f"plan: {args.services} services", flush=True)
-                measure_plan(results, spec, kube, etcd, kubeconfig, args.plan_repeat)
-                print(f"watch: {args.changes} one-service commits, --interval {args.interval}", flush=True)
-                measure_watch(results, spec, repo, kube, etcd, kubeconfig, workdir, args.changes,
-                              random.Random(args.seed))
-        finally:
-            kube.stop()
+    with sync_bed(spec, args.services, "meshc-bench-sync-") as bed:
+        print(f"plan: {args.services} services", flush=True)
+        measure_plan(results, spec, bed.kube, bed.etcd, bed.kubeconfig, args.plan_repeat)
+        print(f"watch: {args.changes} one-service commits, --interval {args.interval}", flush=True)
+        measure_watch(results, spec, bed.repo, bed.kube, bed.etcd, bed.kubeconfig, bed.workdir, args.changes,
+                      random.Random(args.seed))
     results.load_average.append(os.getloadavg()[0])
     print(summary(results))
     if args.json:

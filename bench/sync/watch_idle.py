@@ -24,14 +24,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.gen_mesh import generate
-from bench.sync.run_sync import SPEC_PATH, read_events
+from bench.sync.run_sync import read_events, sync_bed
 from tests.k8sapi.server import FakeKubeAPI
 from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
@@ -154,19 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = generate(args.services, args.seed)
     modes = [Mode(name) for name in args.modes.split(",")]
     load = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(prefix="meshc-bench-idle-") as tmp:
-        workdir = Path(tmp)
-        repo = GitRepo.init(workdir / "repo")
-        repo.commit_file(SPEC_PATH, spec, f"A {args.services}-service mesh")
-        kube = FakeKubeAPI().start()
-        try:
-            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
-            with EtcdServer(workdir / "etcd") as etcd:
-                for mode in modes:
-                    print(f"{mode.name}: {args.services} services, {args.window:.0f} s idle", flush=True)
-                    run_mode(mode, repo, kube, etcd, kubeconfig, workdir, args.window, args.settle, args.edits)
-        finally:
-            kube.stop()
+    with sync_bed(spec, args.services, "meshc-bench-idle-") as bed:
+        for mode in modes:
+            print(f"{mode.name}: {args.services} services, {args.window:.0f} s idle", flush=True)
+            run_mode(mode, bed.repo, bed.kube, bed.etcd, bed.kubeconfig, bed.workdir, args.window, args.settle,
+                     args.edits)
     load.append(os.getloadavg()[0])
     print(summary(modes, args.services))
     print(f"  load average (1 min) {load[0]:.1f} -> {load[1]:.1f}")

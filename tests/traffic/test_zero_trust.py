@@ -32,7 +32,7 @@ from meshc.cli import main as meshc_main
 from tests.support.httpclient import http_request
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import LOOPBACK, free_port, poll_until
-from tests.traffic.sidecars import Client, envoy_files, install, local_port, proxy_port, with_free_ports
+from tests.traffic.sidecars import Client, envoy_files, Spec, install, local_port, proxy_port, with_free_ports
 
 pytestmark = pytest.mark.envoy
 
@@ -410,20 +410,27 @@ class TlsServer:
         self.httpd.server_close()
 
 
+def start_originating_client(server: TlsServer, tmp_path: Path, envoy_runner: EnvoyRunner) -> Spec:
+    """A client sidecar whose upstream `stripe` is the external TLS server, expected as
+    api.example.test; returns the spec once its outbound listener is up."""
+    spec = with_free_ports({
+        "apiVersion": "meshc.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": NAMESPACE},
+        "spec": {"security": {"mtls": "off"}, "services": [
+            {"name": "client", "image": "client:1", "port": 8080,
+             "upstreams": [{"service": "stripe", "localPort": 1}]},
+            {"name": "stripe", "port": server.port, "endpoints": [{"address": LOOPBACK, "port": server.port}],
+             "tls": {"sni": "api.example.test", "caBundle": str(server.ca_file)}},
+        ]}})
+    files = envoy_files(spec, tmp_path / "config")
+    client = envoy_runner(install(files, "client", tmp_path / "config"), name="client")
+    client.wait_for_listener(f"outbound|{local_port(spec)}|stripe")
+    return spec
+
+
 def test_tls_origination_sends_the_external_name_as_sni_and_host(tmp_path: Path, envoy_runner: EnvoyRunner) -> None:
     server = TlsServer(tmp_path / "external", "api.example.test")
     try:
-        spec = with_free_ports({
-            "apiVersion": "meshc.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": NAMESPACE},
-            "spec": {"security": {"mtls": "off"}, "services": [
-                {"name": "client", "image": "client:1", "port": 8080,
-                 "upstreams": [{"service": "stripe", "localPort": 1}]},
-                {"name": "stripe", "port": server.port, "endpoints": [{"address": LOOPBACK, "port": server.port}],
-                 "tls": {"sni": "api.example.test", "caBundle": str(server.ca_file)}},
-            ]}})
-        files = envoy_files(spec, tmp_path / "config")
-        client = envoy_runner(install(files, "client", tmp_path / "config"), name="client")
-        client.wait_for_listener(f"outbound|{local_port(spec)}|stripe")
+        spec = start_originating_client(server, tmp_path, envoy_runner)
         with Client(local_port(spec)) as http:
             answer = http.request("/v1/charges", headers={"Host": "localhost"})
         assert answer.status == 200 and answer.body == b"ok"
@@ -436,17 +443,7 @@ def test_tls_origination_sends_the_external_name_as_sni_and_host(tmp_path: Path,
 def test_tls_origination_refuses_a_server_with_another_name(tmp_path: Path, envoy_runner: EnvoyRunner) -> None:
     server = TlsServer(tmp_path / "external", "evil.example.test")
     try:
-        spec = with_free_ports({
-            "apiVersion": "meshc.dev/v1alpha1", "kind": "Mesh", "metadata": {"name": NAMESPACE},
-            "spec": {"security": {"mtls": "off"}, "services": [
-                {"name": "client", "image": "client:1", "port": 8080,
-                 "upstreams": [{"service": "stripe", "localPort": 1}]},
-                {"name": "stripe", "port": server.port, "endpoints": [{"address": LOOPBACK, "port": server.port}],
-                 "tls": {"sni": "api.example.test", "caBundle": str(server.ca_file)}},
-            ]}})
-        files = envoy_files(spec, tmp_path / "config")
-        client = envoy_runner(install(files, "client", tmp_path / "config"), name="client")
-        client.wait_for_listener(f"outbound|{local_port(spec)}|stripe")
+        spec = start_originating_client(server, tmp_path, envoy_runner)
         with Client(local_port(spec)) as http:
             assert http.request("/").status == 503
         assert server.hosts == []
