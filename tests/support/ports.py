@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from typing import TypeVar
 
@@ -12,6 +12,8 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_INTERVAL = 0.02
 
 T = TypeVar("T")
+
+_HANDED_OUT: set[int] = set()
 
 
 class WaitTimeout(AssertionError):
@@ -23,13 +25,22 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports: all sockets stay bound until every port is known."""
+def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+    """n distinct free ports: all sockets stay bound until every port is known.
+
+    A port is handed out once per test session, and never one in `avoid` (ports a spec names
+    but nothing has bound yet): a port given to a spec that is not running yet is free in the OS's
+    eyes, so a later call could otherwise hand it out again and two listeners would clash."""
+    ports: list[int] = []
     with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
-        for sock in sockets:
+        while len(ports) < n:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+            port = sock.getsockname()[1]
+            if port not in avoid and port not in _HANDED_OUT:
+                ports.append(port)
+    _HANDED_OUT.update(ports)
+    return ports
 
 
 def poll_until(

@@ -43,6 +43,14 @@ def test_free_ports_are_distinct_and_bindable() -> None:
             assert sock.getsockname() == (LOOPBACK, port)
 
 
+def test_free_ports_are_not_handed_out_twice_or_from_avoid() -> None:
+    first = free_ports(50)
+    avoid = set(free_ports(50))
+    # Nothing binds these ports in between, so the OS may well offer them again.
+    later = free_ports(200, avoid=avoid)
+    assert not set(later) & set(first) and not set(later) & avoid
+
+
 def test_poll_until_returns_the_first_truthy_value() -> None:
     calls: list[int] = []
 

@@ -48,6 +48,14 @@ def with_free_ports(spec: Mapping[str, Any]) -> Spec:
     return spec
 
 
+def ports_named(spec: Mapping[str, Any]) -> set[int]:
+    """The proxy ports and upstream localPorts a spec already names."""
+    proxy = spec["spec"].get("proxy", {})
+    named = {proxy[key] for key in ("adminPort", "inboundPort", "statsPort") if key in proxy}
+    return named | {upstream["localPort"] for service in spec["spec"]["services"]
+                    for upstream in service.get("upstreams", []) if "localPort" in upstream}
+
+
 def mesh_of(source: SpecSource) -> ir.Mesh:
     checked = check(source)
     errors = [str(d) for d in checked.diagnostics if d.is_error]
@@ -152,7 +160,7 @@ def with_new_upstream(spec: Mapping[str, Any], name: str, ports: Sequence[int],
                       caller_index: int = 0) -> tuple[Spec, int]:
     """A copy of spec whose caller also calls a new static service `name` on a free localPort."""
     changed: Spec = copy.deepcopy(dict(spec))
-    port = free_ports(1)[0]
+    port = free_ports(1, avoid=ports_named(changed))[0]
     changed["spec"]["services"][caller_index]["upstreams"].append({"service": name, "localPort": port})
     changed["spec"]["services"].append(static_service(name, ports))
     return changed, port

@@ -24,7 +24,7 @@ from tests.emit.kubernetes.schemas import bundled_versions, errors
 from tests.emit.kubernetes.test_config_map_reload import KubeletVolume, objects
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.ports import free_ports
-from tests.traffic.sidecars import Client, caller_spec, source_of, spread, static_service
+from tests.traffic.sidecars import Client, caller_spec, ports_named, source_of, spread, static_service
 
 UPSTREAMS = 500
 
@@ -104,7 +104,7 @@ def test_envoy_serves_500_upstreams_from_split_anchored_config_maps(
     names = [f"s{i:03d}" for i in range(UPSTREAMS)]
     spec = caller_spec(static_service(names[0], [pool["a"].port]), access_log="json",
                        extra_services=[static_service(name, [pool["a"].port]) for name in names[1:]])
-    ports = free_ports(UPSTREAMS - 1)
+    ports = free_ports(UPSTREAMS - 1, avoid=ports_named(spec))
     spec["spec"]["services"][0]["upstreams"] += [{"service": name, "localPort": port}
                                                  for name, port in zip(names[1:], ports)]
     root = tmp_path / "volumes"
