@@ -8,11 +8,17 @@ the peak memory of meshc and its build workers together in one more build (TreeM
 `meshc validate` on a small spec with its import profile, and optionally the Jsonnet and KCL
 baselines (bench/baselines/). Prints a table, checks the targets and writes JSON to bench/results/.
 
+Each size is measured twice: writing to the scratch directory's disk, and writing to a tmpfs
+(--tmpfs, /dev/shm by default), builds and floors alternating in each. A disk's file-creation
+speed can swing 2-10x for minutes and inflates both sides alike; on a tmpfs creating a file costs
+memory speed, so the tmpfs ratio is the one that measures meshc's own work.
+
     python -m bench.run_build                      # N = 10, 100, 1000, 10000
     python -m bench.run_build --sizes 10 100 --repeat 3 --no-validate
     python -m bench.run_build --baselines          # also Jsonnet and KCL at N=1000
     python -m bench.run_build --sizes 1000 --meshc-jobs 1    # meshc in one process
     python -m bench.run_build --sizes 10 --report-only       # exit 0 whenever it ran, targets met or not
+    python -m bench.run_build --sizes 1000 --no-tmpfs        # the disk only
 
 The exit code is 1 when a target is missed, unless --report-only: the test suite runs the
 benchmark that way, so a busy machine cannot fail CI (timing targets are read from the report).
@@ -49,6 +55,8 @@ DEFAULT_SIZES = (10, 100, 1000, 10_000)
 # Targets (issue: build benchmark). Seconds, ratios and KiB.
 TARGET_1K_SECONDS = 1.5
 TARGET_FLOOR_RATIO = 2.0
+TARGET_TMPFS_FLOOR_RATIO = 1.5     # N = 1,000, build and floor both writing to a tmpfs
+DEFAULT_TMPFS = Path("/dev/shm")
 TARGET_10K_RSS_KIB = 1024 * 1024
 TARGET_GROWTH = 12.0
 TARGET_VALIDATE_SECONDS = 0.3
@@ -64,6 +72,21 @@ class ProcessRun:
     max_rss_kib: int
     returncode: int
     stderr: str
+
+
+@dataclass
+class TmpfsResult:
+    """The same build and floor, both writing to a tmpfs: creating a file costs no disk time."""
+    directory: str
+    meshc_seconds: float
+    meshc_runs: list[float]
+    meshc_cpu_seconds: float
+    floor_seconds: float
+    floor_runs: list[float]
+    floor_parse_seconds: float
+    floor_write_seconds: float
+    ratio: float                  # best build / best floor
+    paired_ratio: float           # median of build / floor over neighbouring runs
 
 
 @dataclass
@@ -86,6 +109,7 @@ class SizeResult:
     floor_write_seconds: float
     ratio: float                  # best build / best floor: the target's measure
     paired_ratio: float           # median of build / floor over runs made back to back (see paired_ratio)
+    tmpfs: TmpfsResult | None = None    # the same, writing to a tmpfs (None with --no-tmpfs)
 
 
 @dataclass
@@ -236,22 +260,34 @@ def paired_ratio(builds: list[float], floors: list[float]) -> float:
     return statistics.median(b / f for b, f in zip(builds, floors, strict=True))
 
 
-def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
-    """Best of `repeat` builds and floors, interleaved (build, floor, build, floor, ...) so that both
-    see the same machine: on a shared machine, load from other processes comes and goes."""
+def alternate(spec: Path, out: Path, reference: floor.Files, work: Path, trash: Path | None,
+              repeat: int) -> tuple[list[ProcessRun], list[floor.FloorRun]]:
+    """`repeat` builds and floors, interleaved (build, floor, build, floor, ...) so that both see the
+    same machine: on a shared machine, load from other processes comes and goes."""
+    runs: list[ProcessRun] = []
+    floors: list[floor.FloorRun] = []
+    for _ in range(repeat):
+        runs.append(build_once(spec, out, trash))
+        floor.set_aside(out, trash)
+        floors.append(floor.run_once(spec, reference, work, trash))
+    return runs, floors
+
+
+def measure_size(n: int, seed: int, repeat: int, work: Path, tmpfs: Path | None = None) -> SizeResult:
+    """Best of `repeat` builds and floors writing to work's disk, then the same on the tmpfs
+    directory `tmpfs` (when given)."""
     spec = work / f"mesh-{n}.yaml"
     text = gen_mesh.generate(n, seed)
     spec.write_text(text, encoding="utf-8")
     out = work / f"out-{n}"
     trash = work / "trash"     # emptied when all timing is done (see floor.set_aside)
-    runs = [build_once(spec, out, trash)]
+    first = build_once(spec, out, trash)
     reference = floor.read_tree(out)
     floor.set_aside(out, trash)
     floors = [floor.run_once(spec, reference, work, trash)]
-    for _ in range(repeat - 1):
-        runs.append(build_once(spec, out, trash))
-        floor.set_aside(out, trash)
-        floors.append(floor.run_once(spec, reference, work, trash))
+    more_runs, more_floors = alternate(spec, out, reference, work, trash, repeat - 1)
+    runs = [first, *more_runs]
+    floors += more_floors
     tree_pss = build_memory_kib(spec, out, trash)
     floor.set_aside(out, trash)
     best = min(r.seconds for r in runs)
@@ -267,7 +303,39 @@ def measure_size(n: int, seed: int, repeat: int, work: Path) -> SizeResult:
         floor_parse_seconds=best_floor.parse_seconds, floor_write_seconds=best_floor.write_seconds,
         ratio=best / best_floor.seconds,
         paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]),
+        tmpfs=None if tmpfs is None else measure_tmpfs(spec, reference, tmpfs, repeat),
     )
+
+
+def measure_tmpfs(spec: Path, reference: floor.Files, tmpfs: Path, repeat: int) -> TmpfsResult:
+    """Builds and floors alternating, both writing under a new directory in `tmpfs`. Outputs are
+    deleted at once (untimed): a tmpfs has no discard to slow later creations, and keeping them
+    would hold their bytes in memory."""
+    work = Path(tempfile.mkdtemp(prefix="meshc-bench-", dir=tmpfs))
+    try:
+        build_once(spec, work / "out")      # warms the page cache and the imports, like the disk's first run
+        runs, floors = alternate(spec, work / "out", reference, work, None, repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best = min(r.seconds for r in runs)
+    best_floor = min(floors, key=lambda f: f.seconds)
+    return TmpfsResult(
+        directory=str(tmpfs), meshc_seconds=best, meshc_runs=[round(r.seconds, 4) for r in runs],
+        meshc_cpu_seconds=min(r.cpu_seconds for r in runs), floor_seconds=best_floor.seconds,
+        floor_runs=[round(f.seconds, 4) for f in floors], floor_parse_seconds=best_floor.parse_seconds,
+        floor_write_seconds=best_floor.write_seconds, ratio=best / best_floor.seconds,
+        paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]))
+
+
+def tmpfs_directory(requested: Path | None, disabled: bool) -> Path | None:
+    """Where the tmpfs runs write: --tmpfs, else /dev/shm when this machine has one."""
+    if disabled:
+        return None
+    if requested is not None:
+        if not requested.is_dir():
+            raise SystemExit(f"--tmpfs {requested}: not a directory")
+        return requested
+    return DEFAULT_TMPFS if DEFAULT_TMPFS.is_dir() and os.access(DEFAULT_TMPFS, os.W_OK) else None
 
 
 def meshc_compile_seconds(spec: Path, repeat: int) -> float:
@@ -371,6 +439,8 @@ def check_targets(report: Report) -> None:
     if 1000 in by_n:
         check(report, "N=1,000 build time", by_n[1000].meshc_seconds, TARGET_1K_SECONDS, "s")
         check(report, "N=1,000 meshc/floor", by_n[1000].ratio, TARGET_FLOOR_RATIO, "x")
+        if by_n[1000].tmpfs is not None:
+            check(report, "N=1,000 meshc/floor on tmpfs", by_n[1000].tmpfs.ratio, TARGET_TMPFS_FLOOR_RATIO, "x")
     if 10_000 in by_n:
         check(report, "N=10,000 meshc/floor", by_n[10_000].ratio, TARGET_FLOOR_RATIO, "x")
         check(report, "N=10,000 peak RSS (largest process)", by_n[10_000].meshc_max_rss_kib / 1024,
@@ -421,6 +491,15 @@ def print_table(report: Report) -> None:
         print(f"{r.n:>7} {r.spec_bytes / 1024:>8.0f} {r.files:>6} {r.output_bytes / 1e6:>7.1f} {r.meshc_seconds:>8.3f} "
               f"{r.floor_seconds:>8.3f} {r.ratio:>6.2f} {r.paired_ratio:>6.2f} {r.meshc_max_rss_kib / 1024:>8.0f} {r.meshc_tree_pss_kib / 1024:>8.0f} "
               f"{r.meshc_cpu_seconds:>9.3f} {r.floor_cpu_seconds:>9.3f} {r.compile_seconds:>9.3f}")
+    tmpfs = [(r, r.tmpfs) for r in report.sizes if r.tmpfs is not None]
+    if tmpfs:
+        print(f"\nthe same, build and floor both writing to a tmpfs ({tmpfs[0][1].directory}), beside the disk:")
+        print(f"{'N':>7} {'meshc s':>8} {'floor s':>8} {'ratio':>6} {'paired':>6} {'meshc cpu':>9} "
+              f"{'parse s':>8} {'write s':>8} {'disk ratio':>10} {'disk paired':>11}")
+        for r, t in tmpfs:
+            print(f"{r.n:>7} {t.meshc_seconds:>8.3f} {t.floor_seconds:>8.3f} {t.ratio:>6.2f} {t.paired_ratio:>6.2f} "
+                  f"{t.meshc_cpu_seconds:>9.3f} {t.floor_parse_seconds:>8.3f} {t.floor_write_seconds:>8.3f} "
+                  f"{r.ratio:>10.2f} {r.paired_ratio:>11.2f}")
     if report.file_create_us:
         print(f"creating one empty file took {min(report.file_create_us):.0f}-{max(report.file_create_us):.0f} us "
               f"during the run (probes: {', '.join(f'{u:.0f}' for u in report.file_create_us)})")
@@ -472,22 +551,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--meshc-jobs", type=int, default=None, metavar="N",
                         help="run `meshc build --jobs N` (default: meshc's own default, the usable CPUs)")
+    parser.add_argument("--tmpfs", type=Path, default=None, metavar="DIR",
+                        help="also build and floor into a new directory here (default: /dev/shm when it exists)")
+    parser.add_argument("--no-tmpfs", action="store_true", help="measure writing to the disk only")
     parser.add_argument("--report-only", action="store_true",
                         help="report the targets but exit 0 even when one is missed (for the test suite)")
     args = parser.parse_args(argv)
     if args.meshc_jobs is not None:
         BUILD_ARGS[:] = ["--jobs", str(args.meshc_jobs)]
 
+    tmpfs = tmpfs_directory(args.tmpfs, args.no_tmpfs)
     work = Path(tempfile.mkdtemp(prefix="meshc-bench-", dir=args.workdir))
     report = Report(machine=machine())
     try:
         for n in args.sizes:
             repeat = args.repeat_large if n >= 10_000 else args.repeat
             report.file_create_us.append(round(file_create_probe(work), 1))
-            report.sizes.append(measure_size(n, args.seed, repeat, work))
+            report.sizes.append(measure_size(n, args.seed, repeat, work, tmpfs))
             report.file_create_us.append(round(file_create_probe(work), 1))
             r = report.sizes[-1]
-            print(f"N={n}: meshc {r.meshc_seconds:.3f} s, floor {r.floor_seconds:.3f} s", file=sys.stderr)
+            on_tmpfs = "" if r.tmpfs is None else f"; on tmpfs {r.tmpfs.meshc_seconds:.3f} s / {r.tmpfs.floor_seconds:.3f} s"
+            print(f"N={n}: meshc {r.meshc_seconds:.3f} s, floor {r.floor_seconds:.3f} s{on_tmpfs}", file=sys.stderr)
         if not args.no_validate:
             report.validate = measure_validate(SMALL_SPEC, args.repeat)
         if args.baselines:

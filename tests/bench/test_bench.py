@@ -101,8 +101,10 @@ def test_floor_writes_the_same_files_as_meshc(small_build: tuple[Path, Path], tm
 
 
 def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmpfs = tmp_path / "tmpfs"    # any directory will do for the test; by default /dev/shm
+    tmpfs.mkdir()
     code = run_build.main(["--sizes", "10", "--repeat", "2", "--results", str(tmp_path / "results"),
-                           "--workdir", str(tmp_path), "--report-only"])
+                           "--workdir", str(tmp_path), "--tmpfs", str(tmpfs), "--report-only"])
     assert code == 0    # it ran; whether a target was met is the report's business, not the test's
     latest: dict[str, Any] = json.loads((tmp_path / "results" / "build-latest.json").read_text())
     (size,) = latest["sizes"]
@@ -110,11 +112,18 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     assert size["meshc_seconds"] > 0 and size["floor_seconds"] > 0 and size["meshc_max_rss_kib"] > 10_000
     assert size["meshc_tree_pss_kib"] > 10_000 and size["paired_ratio"] > 0
     assert len(size["meshc_runs"]) == 2 and len(size["floor_runs"]) == 2
+    on_tmpfs = size["tmpfs"]      # the same pairing, both sides writing to a tmpfs
+    assert on_tmpfs["directory"] == str(tmpfs)
+    assert len(on_tmpfs["meshc_runs"]) == 2 and len(on_tmpfs["floor_runs"]) == 2
+    assert on_tmpfs["floor_seconds"] >= on_tmpfs["floor_write_seconds"] > 0 and on_tmpfs["paired_ratio"] > 0
+    assert on_tmpfs["ratio"] == pytest.approx(on_tmpfs["meshc_seconds"] / on_tmpfs["floor_seconds"])
     assert latest["machine"]["cpus"] >= 1
     validate = {c["check"]: c for c in latest["checks"]}["validate small spec"]
     assert validate["value"] > 0 and isinstance(validate["ok"], bool)    # measured and judged, not asserted
-    assert "N" in capsys.readouterr().out
-    assert [p.name for p in tmp_path.iterdir()] == ["results"]    # scratch removed
+    printed = capsys.readouterr().out
+    assert "N" in printed and "writing to a tmpfs" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "tmpfs"]    # scratch removed
+    assert list(tmpfs.iterdir()) == []
 
 
 def test_paired_ratio_compares_neighbours_not_the_luckiest_runs() -> None:
@@ -225,3 +234,12 @@ def test_load_benchmark_times_loader_floor_and_another_loader(tmp_path: Path, ca
     for name in ("floor", "loader", "other"):
         assert f"{name}: median CPU" in out
     assert "loader/floor: median of ratios" in out and "loader/other: median of ratios" in out
+
+
+def test_tmpfs_runs_default_to_dev_shm_and_can_be_turned_off(tmp_path: Path) -> None:
+    assert run_build.tmpfs_directory(None, disabled=True) is None
+    assert run_build.tmpfs_directory(tmp_path, disabled=False) == tmp_path
+    expected = run_build.DEFAULT_TMPFS if run_build.DEFAULT_TMPFS.is_dir() else None
+    assert run_build.tmpfs_directory(None, disabled=False) == expected
+    with pytest.raises(SystemExit):
+        run_build.tmpfs_directory(tmp_path / "missing", disabled=False)
