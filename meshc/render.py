@@ -17,14 +17,42 @@ import orjson
 
 from meshc.text import escape_json
 
-_PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-_COMPACT = orjson.OPT_SORT_KEYS
+# Subclasses of str, int, dict and list go through _encoded, so that an EncodedText is written
+# from its stored encoding; exact types (nearly every value) are unaffected.
+_PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+_COMPACT = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 DOCUMENT_SEPARATOR = b"---\n"
+
+
+class EncodedText(str):
+    """A string that carries its JSON encoding. A large text that is serialized more than once (a
+    sidecar's Envoy files in its ConfigMap: hashed for the config-hash annotation, then rendered)
+    is escaped once; the bytes written are the same as for the plain string."""
+
+    json: bytes
+
+
+def encoded_text(text: str) -> str:
+    """text, as a string that renders from a stored encoding (see EncodedText)."""
+    found = EncodedText(text)
+    found.json = orjson.dumps(text)
+    return found
+
+
+def _encoded(value: Any) -> Any:
+    """orjson's fallback: an EncodedText as its stored bytes, other subclasses as their base type
+    (what orjson writes for them by default)."""
+    if isinstance(value, EncodedText):
+        return orjson.Fragment(value.json)
+    for base in (str, int, dict, list):
+        if isinstance(value, base):
+            return base(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def document(doc: Any) -> bytes:
     """One document, pretty, newline-terminated."""
-    return escape_json(orjson.dumps(doc, option=_PRETTY)) + b"\n"
+    return escape_json(orjson.dumps(doc, option=_PRETTY, default=_encoded)) + b"\n"
 
 
 def documents(docs: Sequence[Any]) -> bytes:
@@ -57,7 +85,7 @@ def _interned(node: Any, seen: dict[bytes, Any]) -> Any:
         node = [_interned(value, seen) for value in node]
     else:
         return node
-    key = orjson.dumps(node, option=_COMPACT)
+    key = orjson.dumps(node, option=_COMPACT, default=_encoded)
     return node if len(key) < _SHARED_MIN_BYTES else seen.setdefault(key, node)
 
 
@@ -115,12 +143,12 @@ _SHARED_MIN_BYTES = 48
 
 def compact(doc: Any) -> str:
     """Canonical compact JSON text: for values stored in etcd and for hashing."""
-    return escape_json(orjson.dumps(doc, option=_COMPACT)).decode()
+    return escape_json(orjson.dumps(doc, option=_COMPACT, default=_encoded)).decode()
 
 
 def content_hash(doc: Any, length: int = 16) -> str:
     """A short, stable hash of a document's canonical form."""
-    return hashlib.sha256(orjson.dumps(doc, option=_COMPACT)).hexdigest()[:length]
+    return hashlib.sha256(orjson.dumps(doc, option=_COMPACT, default=_encoded)).hexdigest()[:length]
 
 
 def sha256(data: bytes) -> str:

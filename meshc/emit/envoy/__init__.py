@@ -54,6 +54,10 @@ def sidecar_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | N
     every sidecar of the mesh shares computed once: for builds that go one service at a time."""
     ctx = MeshContext(mesh, parse_hosts(hosts or {}), config_dir, tls_dir)
     shared = proxy_parts(mesh.proxy)
+    # SDS files are the same for every sidecar reading one TLS directory (all of them, in
+    # Kubernetes): their documents, and the hash in them, are made once per secret. The secrets
+    # stay referenced from ctx, so their ids stay theirs.
+    sds_files: dict[int, list[Json]] = {}
 
     def sidecar(service: ir.Service) -> Documents:
         clusters, listeners = sidecar_resources(ctx, service)
@@ -63,7 +67,10 @@ def sidecar_emitter(mesh: ir.Mesh, config_dir: str, hosts: Mapping[str, str] | N
             naming.LDS_FILE: [discovery_response(LISTENER_TYPE, listeners)],
         }
         for filename, secret in sds_resources(ctx, service).items():
-            files[filename] = [discovery_response(SECRET_TYPE, [secret])]
+            docs = sds_files.get(id(secret))
+            if docs is None:
+                docs = sds_files[id(secret)] = [discovery_response(SECRET_TYPE, [secret])]
+            files[filename] = docs
         return files
 
     return sidecar

@@ -45,6 +45,9 @@ class MeshContext:
                 service.circuit_breaker, service.health_check)
         return self.own_destinations[service.name]
     socket_cache: dict[tuple[str, str], Json | None] = field(init=False, default_factory=dict)
+    # (id of a cached cluster list, callee, caller's config directory) -> those clusters with the
+    # callee's transport socket: every caller in one config directory shares them
+    secured_cache: dict[tuple[int, str, str], list[Json]] = field(init=False, default_factory=dict)
     sds_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
     secrets_cache: dict[str, dict[str, Json]] = field(init=False, default_factory=dict)
 
@@ -125,7 +128,14 @@ def _secured(ctx: MeshContext, caller: ir.Service, callee: ir.Service, clusters:
     if key not in ctx.socket_cache:
         ctx.socket_cache[key] = tls.mesh_upstream_socket(callee, ctx.sds_config(caller))
     socket = ctx.socket_cache[key]
-    return clusters if socket is None else [{**cluster, "transport_socket": socket} for cluster in clusters]
+    if socket is None:
+        return clusters
+    # `clusters` comes from ctx.cluster_cache, which keeps it (and so its id) for the whole build
+    secured_key = (id(clusters), *key)
+    secured = ctx.secured_cache.get(secured_key)
+    if secured is None:
+        secured = ctx.secured_cache[secured_key] = [{**cluster, "transport_socket": socket} for cluster in clusters]
+    return secured
 
 
 def _variants(service: ir.Service) -> dict[int, str | None]:

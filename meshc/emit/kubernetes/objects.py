@@ -99,7 +99,8 @@ def config_maps(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, 
 
 def _config_map(mesh: ir.Mesh, service: ir.Service, name: str, files: Mapping[str, bytes]) -> Object:
     obj = new_object(kinds.CONFIG_MAP, name, mesh.namespace, naming.service_labels(mesh, service.name))
-    obj["data"] = {filename: data.decode("utf-8") for filename, data in sorted(files.items())}
+    # Escaped once, for the config hash and the rendered file alike: most of a build's bytes.
+    obj["data"] = {filename: render.encoded_text(data.decode("utf-8")) for filename, data in sorted(files.items())}
     return with_config_hash(obj)
 
 
