@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import shutil
@@ -221,6 +220,8 @@ _RENAME_EXCHANGE = 2
 
 
 def _exchange(a: Path, b: Path) -> bool:
+    import ctypes   # only to replace an existing output: a first build does not pay for it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2

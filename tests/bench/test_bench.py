@@ -147,12 +147,14 @@ def test_tree_memory_adds_up_a_process_and_its_children() -> None:
     assert 2 * 40 * 1024 <= memory.peak_kib < 2 * 40 * 1024 + 64 * 1024
 
 
-def test_profile_times_every_stage_and_profiles_the_build(capsys: pytest.CaptureFixture[str]) -> None:
-    assert profile_build.main(["12", "--top", "5"]) == 0
+def test_profile_times_every_stage_and_profiles_the_build(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert profile_build.main(["12", "--top", "5", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for stage in ("load (YAML -> data + positions)", "emit kubernetes (documents)", "write output",
                   "write_build, --jobs 2", "function calls"):
         assert stage in out
+    assert f"writing under {tmp_path}/meshc-profile-" in out
+    assert list(tmp_path.iterdir()) == []     # its scratch directory is removed
 
 
 def test_import_profile_names_heavy_packages_and_their_importers() -> None:
