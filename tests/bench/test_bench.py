@@ -116,6 +116,7 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     assert on_tmpfs["directory"] == str(tmpfs)
     assert len(on_tmpfs["meshc_runs"]) == 2 and len(on_tmpfs["floor_runs"]) == 2
     assert on_tmpfs["floor_seconds"] >= on_tmpfs["floor_write_seconds"] > 0 and on_tmpfs["paired_ratio"] > 0
+    assert on_tmpfs["floor_cpu_seconds"] > 0 and on_tmpfs["meshc_cpu_seconds"] > 0
     assert on_tmpfs["ratio"] == pytest.approx(on_tmpfs["meshc_seconds"] / on_tmpfs["floor_seconds"])
     assert latest["machine"]["cpus"] >= 1
     validate = {c["check"]: c for c in latest["checks"]}["validate small spec"]
