@@ -44,9 +44,14 @@ def _encoded(value: Any) -> Any:
     (what orjson writes for them by default)."""
     if isinstance(value, EncodedText):
         return orjson.Fragment(value.json)
-    for base in (str, int, dict, list):
-        if isinstance(value, base):
-            return base(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
