@@ -22,7 +22,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +90,14 @@ def _load(path: Path) -> SchemaValidator | None:
     try:
         schema, config = pickle.loads(path.read_bytes())
         return SchemaValidator(schema, config)
-    except Exception:   # missing, truncated, or from another build: generate it again
+    except Exception:  # noqa: BLE001 - missing, truncated, from another build: generate it again
         return None
 
 
 def _store(path: Path, model: type[BaseModel]) -> None:
     """Write the model's core schema and config next to older ones, replacing them, atomically."""
+    import tempfile   # only a run that generated the schema writes it
+
     try:
         data = pickle.dumps((without_metadata(model.__pydantic_core_schema__), _core_config(model)),
                             protocol=pickle.HIGHEST_PROTOCOL)
