@@ -12,7 +12,7 @@ of the Python, pydantic and pydantic-core versions: a changed model or an upgrad
 no file and generates the schema again, as pydantic always did, then writes the file atomically.
 A file that cannot be read, unpickled or compiled is replaced; a directory that cannot be written
 costs only the time. `MESHC_CACHE_DIR` moves the cache (default: `$XDG_CACHE_HOME/meshc`, else
-`~/.cache/meshc`); the directory is the user's own, like Python's `__pycache__`.
+`~/.cache/meshc`); a file is read only when it is the user's own and writable by no one else.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def cache_dir() -> Path:
 
 def install(model: type[BaseModel]) -> None:
     """Give model (declared with `defer_build`) its compiled validator: from the cache when it holds
-    one for these sources, else built by pydantic and cached. Does nothing to a model already built."""
-    if model.__pydantic_complete__:
+    one for these sources, else built by pydantic and cached. Does nothing to a model that has one."""
+    if model.__pydantic_complete__ or type(model.__pydantic_validator__) is SchemaValidator:
         return
     path = cache_dir() / f"{_PREFIX}{cache_key(model)}{_SUFFIX}"
     validator = _load(path)
@@ -88,10 +88,20 @@ def schema_sources(module_name: str) -> list[str]:
 
 def _load(path: Path) -> SchemaValidator | None:
     try:
-        schema, config = pickle.loads(path.read_bytes())
+        with path.open("rb") as file:
+            if not _trusted(os.fstat(file.fileno())):
+                return None
+            schema, config = pickle.load(file)
         return SchemaValidator(schema, config)
     except Exception:  # noqa: BLE001 - missing, truncated, from another build: generate it again
         return None
+
+
+def _trusted(stat: os.stat_result) -> bool:
+    """Unpickling runs code the file names: read only a file of this user's that no one else may
+    have written (what meshc writes is 0600), wherever MESHC_CACHE_DIR points."""
+    owner = os.geteuid() if hasattr(os, "geteuid") else stat.st_uid
+    return stat.st_uid == owner and not stat.st_mode & 0o022
 
 
 def _store(path: Path, model: type[BaseModel]) -> None:
