@@ -2,7 +2,7 @@
 
 pydantic builds a model's validator by generating its core schema (a tree of dicts naming the
 models' classes, enums and validator functions) and compiling it in pydantic-core; for the spec's
-70 models that is most of a short `meshc validate`. The models are declared with `defer_build`,
+68 models that was a quarter of a short `meshc validate`. The models are declared with `defer_build`,
 and the first validation installs Mesh's validator compiled from a core schema pickled in the
 user's cache directory: unpickling and compiling it takes a few milliseconds.
 
