@@ -9,7 +9,8 @@ user's cache directory: unpickling and compiling it takes a few milliseconds.
 The models stay the one source of truth. The cache file is named by a digest of the sources the
 schema is generated from (the models module and the meshc modules it imports, transitively) and
 of the Python, pydantic and pydantic-core versions: a changed model or an upgraded pydantic finds
-no file and generates the schema again, as pydantic always did, then writes the file atomically.
+no file and generates the schema again, as pydantic always did, then writes the file atomically
+(the most recent few are kept: checkouts of other versions may share the directory).
 A file that cannot be read, unpickled or compiled is replaced; a directory that cannot be written
 costs only the time. `MESHC_CACHE_DIR` moves the cache (default: `$XDG_CACHE_HOME/meshc`, else
 `~/.cache/meshc`); a file is read only when it is the user's own and writable by no one else.
@@ -35,6 +36,7 @@ _PREFIX = "validator-"
 _SUFFIX = ".pickle"
 # A bump forces every cache to be regenerated when the file's layout changes.
 _FORMAT = "1"
+KEPT = 8
 _MESHC_IMPORT = re.compile(r"^\s*(?:from|import)\s+(meshc(?:\.\w+)*)", re.MULTILINE)
 
 
@@ -105,7 +107,7 @@ def _trusted(stat: os.stat_result) -> bool:
 
 
 def _store(path: Path, model: type[BaseModel]) -> None:
-    """Write the model's core schema and config next to older ones, replacing them, atomically."""
+    """Write the model's core schema and config, atomically, and forget the oldest files."""
     import tempfile   # only a run that generated the schema writes it
 
     try:
@@ -120,12 +122,18 @@ def _store(path: Path, model: type[BaseModel]) -> None:
         except BaseException:
             os.unlink(staging)
             raise
-        for stale in path.parent.glob(f"{_PREFIX}*{_SUFFIX}"):
-            if stale != path:
-                stale.unlink(missing_ok=True)
+        _prune(path.parent)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         # A read-only home, a full disk: validation goes on, the next run generates it again.
         return
+
+
+def _prune(directory: Path) -> None:
+    """Keep the KEPT most recently written files: several meshc versions (checkouts, a pinned
+    pre-commit hook) may share the directory, and must not evict each other at every run."""
+    files = sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for stale in files[KEPT:]:
+        stale.unlink(missing_ok=True)
 
 
 def _core_config(model: type[BaseModel]) -> Any:

@@ -97,16 +97,23 @@ def test_the_validator_is_installed_once_per_process(tmp_path: Path) -> None:
         assert result.stdout.strip() == expected
 
 
-def test_a_new_cache_file_replaces_those_of_older_sources(tmp_path: Path) -> None:
+def test_files_of_other_sources_are_kept_up_to_a_few_most_recent(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    older = cache / "validator-0123456789abcdef.pickle"
-    older.write_bytes(b"from an older meshc")
+    others = [cache / f"validator-{n:040x}.pickle" for n in range(compiled.KEPT + 2)]
+    for age, other in enumerate(others):          # other checkouts' files, the first the most recent
+        other.write_bytes(b"from another meshc")
+        os.utime(other, (1_700_000_000 - age * 60, 1_700_000_000 - age * 60))
     unrelated = cache / "notes.txt"
     unrelated.write_text("kept")
     assert validate(cache, ROOT / "examples" / "shop" / "mesh.yaml").returncode == 0
-    assert not older.exists() and unrelated.exists()
-    assert len(cache_files(cache)) == 1
+    kept = cache_files(cache)
+    assert len(kept) == compiled.KEPT and unrelated.exists()
+    [own] = set(kept) - set(others)
+    assert set(kept) - {own} == set(others[:compiled.KEPT - 1])   # the oldest of the others are gone
+    assert not validator_was_generated(cache)     # this version's own file is among them
+    assert validate(cache, ROOT / "examples" / "shop" / "mesh.yaml").returncode == 0
+    assert cache_files(cache) == kept             # a cache hit writes nothing
 
 
 def test_without_a_writable_cache_directory_validation_is_unchanged(tmp_path: Path) -> None:
