@@ -1,10 +1,10 @@
 """The spec's compiled validator, kept on disk so that `meshc validate` need not generate it.
 
 pydantic builds a model's validator by generating its core schema (a tree of dicts naming the
-models' classes, enums and validator functions) and compiling it in pydantic-core; for the spec's
-68 models that was a quarter of a short `meshc validate`. The models are declared with `defer_build`,
-and the first validation installs Mesh's validator compiled from a core schema pickled in the
-user's cache directory: unpickling and compiling it takes a few milliseconds.
+models' classes, enums and validator functions) and compiling it in pydantic-core; for the
+spec's 68 models that was a quarter of a short `meshc validate`. The models are declared with
+`defer_build`, and the first validation installs Mesh's validator compiled from a core schema
+pickled in the user's cache directory: unpickling and compiling it takes a few milliseconds.
 
 The models stay the one source of truth. The cache file is named by a digest of the sources the
 schema is generated from (the models module and the meshc modules it imports, transitively) and
