@@ -44,7 +44,9 @@ def cache_dir() -> Path:
     configured = os.environ.get(CACHE_DIR_ENV)
     if configured:
         return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):     # the XDG specification: a relative path is to be ignored
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "meshc"
 
 

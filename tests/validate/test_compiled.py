@@ -166,3 +166,14 @@ def test_metadata_is_dropped_from_schema_nodes_only(value: object) -> None:
     pickle.dumps(stripped)
     default = {"type": "default", "default": {"metadata": "data"}, "schema": {"type": "any"}}
     assert compiled.without_metadata(default) == default
+
+
+def test_the_cache_directory_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(compiled.CACHE_DIR_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")     # not absolute: ignored, as XDG says
+    assert compiled.cache_dir() == tmp_path / "home" / ".cache" / "meshc"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compiled.cache_dir() == tmp_path / "xdg" / "meshc"
+    monkeypatch.setenv(compiled.CACHE_DIR_ENV, str(tmp_path / "own"))
+    assert compiled.cache_dir() == tmp_path / "own"
