@@ -83,10 +83,12 @@ def manifest(entries: Mapping[str, FileEntry], *, mesh: str, spec_digest: str, r
 
 
 def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str, revision: str | None = None,
-                external: Sequence[Mapping[str, Any]] = ()) -> Bundle:
-    """Rendered files plus their manifest.json, in path order."""
+                external: Sequence[Mapping[str, Any]] = (), known: Mapping[str, FileEntry] | None = None) -> Bundle:
+    """Rendered files plus their manifest.json, in path order. `known`: entries of files whose
+    digest is already known (files taken unchanged from an earlier bundle), not hashed again."""
     ordered = {path: files[path] for path in sorted(files)}
-    entries = {path: FileEntry.of(data) for path, data in ordered.items()}
+    known = known or {}
+    entries = {path: known.get(path) or FileEntry.of(data) for path, data in ordered.items()}
     ordered[MANIFEST_PATH] = manifest(entries, mesh=mesh, spec_digest=spec_digest, revision=revision,
                                       external=external)
     return Bundle(ordered)
