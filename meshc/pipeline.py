@@ -208,6 +208,13 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
 
 
 @no_cycle_collection
+def build_files(mesh: ir.Mesh, options: BuildOptions = BuildOptions(),
+                only: Collection[str] | None = None) -> dict[str, bytes]:
+    """iter_files, kept in memory: every file but manifest.json, or those `only` selects."""
+    return dict(iter_files(mesh, options, only=only))
+
+
+@no_cycle_collection
 def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base: Compiled | None = None) -> Bundle:
     """Every file of a spec that checked clean, in memory (what the sync side works from).
 

@@ -162,14 +162,21 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
 
 
 def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] | None = None) -> CompileFn:
-    """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None)."""
+    """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None).
+
+    Each commit is built incrementally from the last one that compiled: only the services whose
+    output can differ are emitted again, the rest is that bundle's bytes (the same bundle a full
+    build makes). The last compilation's IR is kept for this; its bundle is the loop's anyway."""
     from meshc.defaults import ENVOY_CONFIG_DIR
-    from meshc.pipeline import BuildOptions, compile
+    from meshc.pipeline import BuildOptions, Compiled, compile
 
     options = BuildOptions(config_dir=config_dir or ENVOY_CONFIG_DIR, envoy_hosts=envoy_hosts or {})
+    last: list[Compiled] = []
 
     def compile_spec(source: SpecSource) -> tuple[Sequence[Diagnostic], Bundle | None]:
-        compiled = compile(source, options)
+        compiled = compile(source, options, base=last[0] if last else None)
+        if compiled.bundle is not None:
+            last[:] = [compiled]
         return compiled.diagnostics, compiled.bundle
 
     return compile_spec

@@ -278,3 +278,27 @@ def test_a_base_built_with_other_options_is_not_reused() -> None:
     assert base.bundle is not None and full.bundle is not None
     assert base.bundle.files != full.bundle.files
     assert _differing(full, incremental) == []
+
+
+@pytest.mark.parametrize(("name", "text"), BASES[-3:], ids=[name for name, _ in BASES[-3:]])
+def test_a_diff_built_from_what_can_differ_finds_every_output_change(name: str, text: str) -> None:
+    from meshc.review.consequences import compare_bundles
+    from meshc.review.diff import build_side, with_outputs
+
+    base = compile(_source(text))
+    assert base.bundle is not None
+    original: Spec = yaml.safe_load(text)
+    rng = random.Random(f"diff-{name}")
+    compared = 0
+    for _ in range(8):
+        edited = copy.deepcopy(original)
+        if not [edit for edit in rng.sample(EDITS, 2) if edit(edited, rng)]:
+            continue
+        full = compile(_source(edited))
+        if full.bundle is None:
+            continue
+        old, new = with_outputs(build_side("a", _source(text)), build_side("b", _source(edited)))
+        assert old.files is not None and new.files is not None
+        assert compare_bundles(old.files, new.files) == compare_bundles(base.bundle.files, full.bundle.files)
+        compared += 1
+    assert compared >= 4
