@@ -95,26 +95,34 @@ def build_side(label: str, source: SpecSource) -> Side:
     checked, loaded = check_loaded(source)
     if not checked.ok or checked.mesh is None:
         return Side(label, source.revision, source.name, True, checked.diagnostics)
-    return Side(label, source.revision, source.name, True, checked.diagnostics, spec_view.subjects(checked.mesh),
-                loaded.data, loaded.positions, None, None, access.view(checked.mesh), checked.mesh)
+    return Side(label, source.revision, source.name, True, checked.diagnostics, {}, loaded.data, loaded.positions,
+                None, None, access.view(checked.mesh), checked.mesh)
 
 
 def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
-    """Both sides with the files their outputs may differ in: when both compiled and no mesh-wide
-    setting changed, those of the services whose output can differ (`affected_services`), the
-    gateways' and the whole-mesh files; else every file. A file left out is the same on both
-    sides (a full build would give it the same bytes), so comparing these finds every change."""
+    """Both sides with what they may differ in. Subjects: those of the services whose IR differs
+    (with the mesh's and the gateways'). Files: when both compiled and no mesh-wide setting
+    changed, those of the services whose output can differ (`affected_services`), the gateways'
+    and the whole-mesh files; else every file. What is left out is the same on both sides (a full
+    build would give it the same bytes), so comparing these finds every change."""
     from meshc.pipeline import affected_services
 
-    affected = affected_services(old.mesh, new.mesh) if old.mesh is not None and new.mesh is not None else None
-    return _built(old, affected), _built(new, affected)
+    changed: set[str] | None = None
+    affected = None
+    if old.mesh is not None and new.mesh is not None:
+        before = {service.name: service for service in old.mesh.services}
+        after = {service.name: service for service in new.mesh.services}
+        changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+        affected = affected_services(old.mesh, new.mesh)
+    return _built(old, changed, affected), _built(new, changed, affected)
 
 
-def _built(side: Side, only: frozenset[str] | None) -> Side:
+def _built(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
     from meshc.pipeline import build_files
 
     if side.mesh is None:
         return side
+    side = replace(side, subjects=spec_view.subjects(side.mesh, changed))
     try:
         files = build_files(side.mesh, only=only)
     except NotImplementedError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -282,8 +283,8 @@ def test_a_base_built_with_other_options_is_not_reused() -> None:
 
 @pytest.mark.parametrize(("name", "text"), BASES[-3:], ids=[name for name, _ in BASES[-3:]])
 def test_a_diff_built_from_what_can_differ_finds_every_output_change(name: str, text: str) -> None:
-    from meshc.review.consequences import compare_bundles
-    from meshc.review.diff import build_side, with_outputs
+    from meshc.review import spec_view
+    from meshc.review.diff import build_side, diff_sides, with_outputs
 
     base = compile(_source(text))
     assert base.bundle is not None
@@ -297,8 +298,14 @@ def test_a_diff_built_from_what_can_differ_finds_every_output_change(name: str, 
         full = compile(_source(edited))
         if full.bundle is None:
             continue
-        old, new = with_outputs(build_side("a", _source(text)), build_side("b", _source(edited)))
-        assert old.files is not None and new.files is not None
-        assert compare_bundles(old.files, new.files) == compare_bundles(base.bundle.files, full.bundle.files)
-        compared += 1
+        old, new = build_side("a", _source(text)), build_side("b", _source(edited))
+        assert old.mesh is not None and new.mesh is not None
+        # what a diff that looks at everything sees: every subject, every file of both bundles
+        whole = diff_sides(replace(old, subjects=spec_view.subjects(old.mesh), files=base.bundle.files),
+                           replace(new, subjects=spec_view.subjects(new.mesh), files=full.bundle.files))
+        narrowed = diff_sides(*with_outputs(old, new))
+        assert narrowed.output_changes == whole.output_changes
+        assert narrowed.spec_changes == whole.spec_changes
+        assert narrowed.access_changes == whole.access_changes
+        compared += bool(whole.output_changes and whole.spec_changes)
     assert compared >= 4
