@@ -227,11 +227,12 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base:
     mesh = _checked_mesh(checked)
     usable = base is not None and base.bundle is not None and base.options == options
     affected = affected_services(base.checked.mesh, mesh) if usable and base is not None else None
-    reused, known = ({}, {}) if affected is None or base is None or base.bundle is None \
+    reused = _Reused({}, {}, {}) if affected is None or base is None or base.bundle is None \
         else _reusable(mesh, base.bundle, affected)
-    files = dict(iter_files(mesh, options, only=affected)) | reused
+    files = dict(iter_files(mesh, options, only=affected)) | reused.files
     return make_bundle(files, mesh=mesh.name, spec_digest=render.sha256(checked.source.data),
-                       revision=checked.source.revision, external=external_dependencies(checked), known=known)
+                       revision=checked.source.revision, external=external_dependencies(checked),
+                       known=reused.known, packed=reused.packed)
 
 
 def affected_services(old: ir.Mesh | None, new: ir.Mesh) -> frozenset[str] | None:
@@ -284,21 +285,34 @@ def _as_callee(service: ir.Service) -> ir.Service:
 _NO_RESOURCES = ir.Resources(None, None, None, None)
 
 
-def _reusable(mesh: ir.Mesh, base: Bundle, affected: frozenset[str]) -> tuple[dict[str, bytes], dict[str, FileEntry]]:
-    """Base's files of the deployed services that are not `affected`, and their manifest entries."""
-    from meshc.bundle import FileEntry
+def _reusable(mesh: ir.Mesh, base: Bundle, affected: frozenset[str]) -> _Reused:
+    """Base's files of the deployed services that are not `affected`, with their manifest entries
+    (files base keeps compressed are carried over compressed)."""
+    from meshc.bundle import FileEntry, PackedFiles
 
     unaffected = {service.name for service in mesh.deployed_services} - affected
     entries = base.manifest.get("files") or {}
-    reused: dict[str, bytes] = {}
-    known: dict[str, FileEntry] = {}
-    for path, data in base.files.items():
-        if _owner(path) in unaffected:
-            reused[path] = data
-            entry = entries.get(path)
-            if entry is not None:
-                known[path] = FileEntry(entry["sha256"], entry["size"])
-    return reused, known
+    packed_base = base.files if isinstance(base.files, PackedFiles) else None
+    reused = _Reused({}, {}, {})
+    for path in base.files:
+        if _owner(path) not in unaffected:
+            continue
+        entry = entries.get(path)
+        blob = packed_base.packed(path) if packed_base is not None else None
+        if entry is not None:
+            reused.known[path] = FileEntry(entry["sha256"], entry["size"])
+        if blob is not None and entry is not None:
+            reused.packed[path] = blob
+        else:
+            reused.files[path] = base.files[path]
+    return reused
+
+
+@dataclass(frozen=True)
+class _Reused:
+    files: dict[str, bytes]
+    known: dict[str, FileEntry]
+    packed: dict[str, bytes]
 
 
 def _owner(path: str) -> str | None:

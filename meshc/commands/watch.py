@@ -166,7 +166,10 @@ def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] 
 
     Each commit is built incrementally from the last one that compiled: only the services whose
     output can differ are emitted again, the rest is that bundle's bytes (the same bundle a full
-    build makes). The last compilation's IR is kept for this; its bundle is the loop's anyway."""
+    build makes). The last compilation's IR is kept for this; its bundle is the loop's anyway.
+    Bundles come packed (meshc.bundle.pack: the Envoy files, which the ConfigMaps carry too, kept
+    compressed in memory), and a packed file is carried into the next bundle as it is."""
+    from meshc.bundle import pack
     from meshc.defaults import ENVOY_CONFIG_DIR
     from meshc.pipeline import BuildOptions, Compiled, compile
 
@@ -175,9 +178,11 @@ def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] 
 
     def compile_spec(source: SpecSource) -> tuple[Sequence[Diagnostic], Bundle | None]:
         compiled = compile(source, options, base=last[0] if last else None)
-        if compiled.bundle is not None:
-            last[:] = [compiled]
-        return compiled.diagnostics, compiled.bundle
+        if compiled.bundle is None:
+            return compiled.diagnostics, None
+        bundle = pack(compiled.bundle)
+        last[:] = [dataclasses.replace(compiled, bundle=bundle)]
+        return compiled.diagnostics, bundle
 
     return compile_spec
 

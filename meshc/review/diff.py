@@ -120,11 +120,12 @@ def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
 def _built(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
     from meshc.pipeline import build_files
 
-    if side.mesh is None:
+    mesh = side.mesh
+    if mesh is None:
         return side
-    side = replace(side, subjects=spec_view.subjects(side.mesh, changed))
+    side = replace(side, subjects=spec_view.subjects(mesh, changed))
     try:
-        files = build_files(side.mesh, only=only)
+        files = build_files(mesh, only=only)
     except NotImplementedError as exc:
         return replace(side, build_note=f"the output cannot be built by this meshc ({exc})")
     return replace(side, files=files)

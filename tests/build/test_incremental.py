@@ -309,3 +309,35 @@ def test_a_diff_built_from_what_can_differ_finds_every_output_change(name: str, 
         assert narrowed.access_changes == whole.access_changes
         compared += bool(whole.output_changes and whole.spec_changes)
     assert compared >= 4
+
+
+def test_a_packed_bundle_reads_as_the_bundle_and_carries_its_packed_files_into_the_next() -> None:
+    from meshc.bundle import PackedFiles, pack
+
+    text = generate(60, seed=3)
+    base = compile(_source(text))
+    assert base.bundle is not None
+    packed = pack(base.bundle)
+    files = packed.files
+    assert isinstance(files, PackedFiles)
+    assert list(files) == list(base.bundle.files) and len(files) == len(base.bundle.files)
+    assert dict(files.items()) == dict(base.bundle.files)
+    envoy = [path for path in files if path.startswith("envoy/")]
+    assert envoy and all(files.packed(path) is not None for path in envoy)
+    assert sum(len(files.packed(path) or b"") for path in envoy) * 4 < sum(len(files[path]) for path in envoy)
+    assert files.packed("etcd/seed.json") is None and "etcd/seed.json" in files and "nothing" not in files
+
+    spec: Spec = yaml.safe_load(text)
+    rng = random.Random("packed")
+    packed_base = replace(base, bundle=packed)
+    for _ in range(6):
+        edited = copy.deepcopy(spec)
+        if not edit_image(edited, rng) or not edit_caller_timeout(edited, rng):
+            continue
+        full, incremental = compile(_source(edited)), compile(_source(edited), base=packed_base)
+        assert incremental.bundle is not None and full.bundle is not None
+        assert isinstance(incremental.bundle.files, PackedFiles)
+        carried = [p for p in envoy if incremental.bundle.files.packed(p) is files.packed(p)]
+        assert carried   # unaffected sidecars' files kept their compressed bytes, not packed again
+        assert dict(incremental.bundle.files.items()) == dict(full.bundle.files)
+        assert dict(pack(incremental.bundle).files.items()) == dict(full.bundle.files)
