@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -246,3 +247,13 @@ def test_tmpfs_runs_default_to_dev_shm_and_can_be_turned_off(tmp_path: Path) -> 
     assert run_build.tmpfs_directory(None, disabled=False) == expected
     with pytest.raises(SystemExit):
         run_build.tmpfs_directory(tmp_path / "missing", disabled=False)
+
+
+def test_incremental_benchmark_times_three_ways_of_compiling_a_commit(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import incremental
+
+    assert incremental.main(["--services", "40", "--pairs", "2"]) == 0
+    out = capsys.readouterr().out
+    for mode in ("full", "incremental", "check"):
+        assert re.search(rf"^{mode} +CPU median \d+\.\d{{3}} s$", out, re.MULTILINE), out
+    assert "incremental / full   paired median" in out
