@@ -171,6 +171,12 @@ _EXPLICIT_TAGS = {
 }
 
 
+_NO_KEYS: dict[str, Mark] = {}   # a sequence's: never written to, shared
+_NO_MERGES: list[tuple[Any, Position]] = []   # a mapping's until it meets `<<`: never written to, shared
+_MISSING = object()
+_KNOWN_SCALARS = 4096
+
+
 class _Frame(Node):
     """A mapping or sequence under construction, and its positions (a plain slotted class: one is
     made per collection, and once closed it stays in the positions as the collection's Node)."""
@@ -179,13 +185,16 @@ class _Frame(Node):
 
     def __init__(self, at: Mark, container: dict[str, Any] | list[Any], anchor: str | None,
                  level: int, is_map: bool) -> None:
-        super().__init__(at, {}, {} if is_map else [])
+        # Node's fields set here rather than through Node.__init__: one call less per collection.
+        self.at = at
+        self.keys = {} if is_map else _NO_KEYS
+        self.values = {} if is_map else []
         self.container = container
         self.anchor = anchor
         self.level = level       # _Builder.level() before the collection's own node: for its size
         self.key: str | None = None
         self.key_pending = is_map  # only a mapping ever waits for a key
-        self.merges: list[tuple[Any, Position]] = []  # each `<<` value, and its positions
+        self.merges: list[tuple[Any, Position]] = _NO_MERGES  # each `<<` value, and its positions
         self.is_map = is_map
 
     def part(self) -> str | int:
@@ -292,6 +301,11 @@ class _Builder:
         stack = self.stack
         check_text = self.check_text
         maybe_not_string = _MAYBE_NOT_STRING
+        # Values that may not be strings ("80", "5s", "true") repeat throughout a spec: each text is
+        # resolved once, up to a bound, so that a file of millions of distinct numbers is not kept twice.
+        known: dict[str, Any] = {}
+        resolved = known.get
+        missing = _MISSING
         scalar_event = yaml.ScalarEvent
         document_end = yaml.DocumentEndEvent
         mapping_start, mapping_end = yaml.MappingStartEvent, yaml.MappingEndEvent
@@ -326,7 +340,11 @@ class _Builder:
                 if event.style or not text:
                     value: Any = text if event.style else None
                 elif text[0] in maybe_not_string:
-                    value = resolve_plain_scalar(text)
+                    value = resolved(text, missing)
+                    if value is missing:
+                        value = resolve_plain_scalar(text)
+                        if len(known) < _KNOWN_SCALARS:
+                            known[text] = value
                 else:
                     value = text
                 budget -= 1
@@ -341,7 +359,7 @@ class _Builder:
                         continue
                     frame.values[key] = mark  # type: ignore[call-overload]
                     if key == merge_key:
-                        frame.merges.append((value, mark))
+                        self._merge(frame, value, mark)
                     elif key not in container:
                         container[key] = value  # type: ignore[call-overload]
                     continue
@@ -369,7 +387,19 @@ class _Builder:
                     self.budget = budget
                     self._finish(closed)
                 frame = stack[-1]
-                self._place(frame, closed.container, closed)
+                value = closed.container
+                container = frame.container
+                if frame.is_map:   # what _place does, inline: one call less per collection
+                    key = frame.key
+                    frame.key, frame.key_pending = None, True
+                    if key is None:
+                        continue
+                    if key == merge_key:
+                        self._merge(frame, value, closed)
+                    elif key not in container:
+                        container[key] = value  # type: ignore[call-overload]
+                    continue
+                container.append(value)  # type: ignore[union-attr]
                 continue
             if kind is document_end:
                 break
@@ -491,9 +521,16 @@ class _Builder:
         if key is None:
             return
         if key == _MERGE_KEY:
-            frame.merges.append((value, position))
+            self._merge(frame, value, position)
         elif key not in container:
             container[key] = value
+
+    @staticmethod
+    def _merge(frame: _Frame, value: Any, position: Position) -> None:
+        """A `<<` value, applied when its mapping closes (keys written after it still win)."""
+        if frame.merges is _NO_MERGES:
+            frame.merges = []
+        frame.merges.append((value, position))
 
     def _alias(self, event: yaml.AliasEvent) -> None:
         frame = self.stack[-1]
