@@ -62,3 +62,11 @@ def test_last_line_is_the_last_value_written_under_a_path() -> None:
     assert p.last_line(("e",)) == 9
     assert p.last_line(()) == 10
     assert p.last_line(("missing",)) == 0
+
+
+def test_diagnostics_name_the_data_path_they_are_about() -> None:
+    text = 'a:\n  - x\n  - b: {c: 1, c: 2}\n    ? [k]\n    : 3\n    d: {<<: 5}\n    e: ["\\x7f"]\n'
+    loaded = load_yaml(SpecSource("m.yaml", text.encode()))
+    paths = {d.code + ("-merge" if "merge" in d.message else ""): d.path for d in loaded.diagnostics}
+    assert paths == {"E006": ("a", 1, "b", "c"), "E011": ("a", 1), "E005-merge": ("a", 1, "d"),
+                     "E111": ("a", 1, "e")}
