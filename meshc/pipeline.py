@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -20,7 +21,7 @@ from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
 
 if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
-    from meshc.bundle import Bundle
+    from meshc.bundle import Bundle, FileEntry
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
 # one costs more than it saves.
@@ -76,6 +77,7 @@ class Checked:
 class Compiled:
     checked: Checked
     bundle: Bundle | None
+    options: BuildOptions | None = None   # what the bundle was built with (None: not recorded)
 
     @property
     def diagnostics(self) -> tuple[Diagnostic, ...]:
@@ -170,18 +172,21 @@ def _checked(source: SpecSource, loaded: Loaded) -> Checked:
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
 
-def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1) -> Iterator[tuple[str, bytes]]:
+def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1,
+               only: Collection[str] | None = None) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
     its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
     whole mesh.
 
     shard/shards split the work between processes: this shard's share of the services (every
-    shards-th, from the shard-th), and the whole-mesh files in shard 0."""
+    shards-th, from the shard-th), and the whole-mesh files in shard 0. `only`: the files of
+    these services alone (gateways and whole-mesh files still all), for an incremental build."""
     from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
-    for service in mesh.deployed_services[shard::shards]:
+    services = mesh.deployed_services if only is None else tuple(s for s in mesh.deployed_services if s.name in only)
+    for service in services[shard::shards]:
         envoy_files = {}
         for filename, docs in sidecar(service).items():
             envoy_files[filename] = data = render.file(docs)
@@ -203,14 +208,120 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
 
 
 @no_cycle_collection
-def build_bundle(checked: Checked, options: BuildOptions = BuildOptions()) -> Bundle:
-    """Every file of a spec that checked clean, in memory (what the sync side works from)."""
+def build_files(mesh: ir.Mesh, options: BuildOptions = BuildOptions(),
+                only: Collection[str] | None = None) -> dict[str, bytes]:
+    """iter_files, kept in memory: every file but manifest.json, or those `only` selects."""
+    return dict(iter_files(mesh, options, only=only))
+
+
+@no_cycle_collection
+def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base: Compiled | None = None) -> Bundle:
+    """Every file of a spec that checked clean, in memory (what the sync side works from).
+
+    With `base` (an earlier `compile` with the same options), only the services whose output
+    can differ from base's are emitted again (see `affected_services`); every other service's
+    files are base's bytes, and their digests base's manifest entries. The result is the bundle
+    a full build would make, byte for byte."""
     from meshc.bundle import make_bundle
 
     mesh = _checked_mesh(checked)
-    return make_bundle(dict(iter_files(mesh, options)), mesh=mesh.name,
-                       spec_digest=render.sha256(checked.source.data), revision=checked.source.revision,
-                       external=external_dependencies(checked))
+    usable = base is not None and base.bundle is not None and base.options == options
+    affected = affected_services(base.checked.mesh, mesh) if usable and base is not None else None
+    reused = _Reused({}, {}, {}) if affected is None or base is None or base.bundle is None \
+        else _reusable(mesh, base.bundle, affected)
+    files = dict(iter_files(mesh, options, only=affected)) | reused.files
+    return make_bundle(files, mesh=mesh.name, spec_digest=render.sha256(checked.source.data),
+                       revision=checked.source.revision, external=external_dependencies(checked),
+                       known=reused.known, packed=reused.packed)
+
+
+def affected_services(old: ir.Mesh | None, new: ir.Mesh) -> frozenset[str] | None:
+    """The deployed services of `new` whose files may differ from those `old` gave them; None
+    when every file may (a mesh-wide setting changed).
+
+    A service's files are made from the service itself (its callers and their identities are in
+    its `allowed_callers`), what callers see of the services it calls or mirrors to (`_as_callee`:
+    clusters, SANs, endpoints, NetworkPolicy egress), and the mesh-wide settings. Spans take no
+    part in IR equality, so lines moved by an edit elsewhere change nothing."""
+    if old is None or _mesh_wide(old) != _mesh_wide(new):
+        return None
+    before = {service.name: service for service in old.services}
+    after = {service.name: service for service in new.services}
+    names = before.keys() | after.keys()
+    changed = {name for name in names if before.get(name) != after.get(name)}
+    seen_changed = {name for name in changed
+                    if name not in before or name not in after or _as_callee(before[name]) != _as_callee(after[name])}
+
+    def affected(service: ir.Service) -> bool:
+        if service.name in changed:
+            return True
+        return bool(seen_changed & _callees(service)) or bool(seen_changed & _callees(before[service.name]))
+
+    return frozenset(service.name for service in new.deployed_services if affected(service))
+
+
+def _mesh_wide(mesh: ir.Mesh) -> ir.Mesh:
+    """The mesh without its services and gateways: what every file may depend on."""
+    return dataclasses.replace(mesh, services=(), gateways=())
+
+
+def _callees(service: ir.Service) -> set[str]:
+    """The services a service's files say something of: those it calls, and those it mirrors to."""
+    names = {upstream.service for upstream in service.upstreams}
+    names.update(route.mirror.service for upstream in service.upstreams for route in upstream.routes
+                 if route.mirror is not None)
+    return names
+
+
+def _as_callee(service: ir.Service) -> ir.Service:
+    """A service without what only its own pods use (their containers, volumes, pod settings,
+    its own calls and who may call it): what its callers' files are made from."""
+    versions = tuple(ir.Version(v.name, v.implicit, "", 0, v.weight, _NO_RESOURCES, v.span) for v in service.versions)
+    return dataclasses.replace(service, versions=versions, env=(), volumes=(), security=ir.DEFAULT_APP_SECURITY,
+                               init_containers=(), probes=ir.NO_PROBES, pod=ir.NO_POD_SETTINGS, upstreams=(),
+                               allowed_callers=(), rate_limit=None)
+
+
+_NO_RESOURCES = ir.Resources(None, None, None, None)
+
+
+def _reusable(mesh: ir.Mesh, base: Bundle, affected: frozenset[str]) -> _Reused:
+    """Base's files of the deployed services that are not `affected`, with their manifest entries
+    (files base keeps compressed are carried over compressed)."""
+    from meshc.bundle import FileEntry, PackedFiles
+
+    unaffected = {service.name for service in mesh.deployed_services} - affected
+    entries = base.manifest.get("files") or {}
+    packed_base = base.files if isinstance(base.files, PackedFiles) else None
+    reused = _Reused({}, {}, {})
+    for path in base.files:
+        if _owner(path) not in unaffected:
+            continue
+        entry = entries.get(path)
+        blob = packed_base.packed(path) if packed_base is not None else None
+        if entry is not None:
+            reused.known[path] = FileEntry(entry["sha256"], entry["size"])
+        if blob is not None and entry is not None:
+            reused.packed[path] = blob
+        else:
+            reused.files[path] = base.files[path]
+    return reused
+
+
+@dataclass(frozen=True)
+class _Reused:
+    files: dict[str, bytes]
+    known: dict[str, FileEntry]
+    packed: dict[str, bytes]
+
+
+def _owner(path: str) -> str | None:
+    """The deployed service whose file this is (envoy/<name>/..., kubernetes/<name>.yaml), if any."""
+    if path.startswith("envoy/"):
+        return path.split("/", 2)[1]
+    if path.startswith("kubernetes/") and path.count("/") == 1:
+        return path[len("kubernetes/"):-len(".yaml")]
+    return None
 
 
 @no_cycle_collection
@@ -244,11 +355,12 @@ def external_dependencies(checked: Checked) -> list[dict[str, object]]:
 
 
 @no_cycle_collection
-def compile(source: SpecSource, options: BuildOptions = BuildOptions()) -> Compiled:
+def compile(source: SpecSource, options: BuildOptions = BuildOptions(), base: Compiled | None = None) -> Compiled:
+    """check, then build_bundle (incrementally from `base`, compiled with the same options)."""
     checked = check(source)
     if not checked.ok:
         return Compiled(checked, None)
-    return Compiled(checked, build_bundle(checked, options))
+    return Compiled(checked, build_bundle(checked, options, base), options)
 
 
 def _checked_mesh(checked: Checked) -> ir.Mesh:

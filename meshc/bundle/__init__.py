@@ -4,11 +4,11 @@ A Bundle is the ONLY thing the sync side sees of a compilation. It can be writte
 (atomically: build beside, then swap) and read back.
 """
 
-from meshc.bundle.bundle import Bundle, FileEntry, make_bundle, manifest, render_files
+from meshc.bundle.bundle import Bundle, FileEntry, PackedFiles, make_bundle, manifest, pack, render_files
 from meshc.bundle.shards import write_sharded
 from meshc.bundle.store import BundleWriteError, StagedOutput, read_bundle, write_bundle
 
 __all__ = [
-    "Bundle", "BundleWriteError", "FileEntry", "StagedOutput", "make_bundle", "manifest", "read_bundle",
-    "render_files", "write_bundle", "write_sharded",
+    "Bundle", "BundleWriteError", "FileEntry", "PackedFiles", "StagedOutput", "make_bundle", "manifest", "pack",
+    "read_bundle", "render_files", "write_bundle", "write_sharded",
 ]

@@ -6,12 +6,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import zlib
+
 import orjson
 import yaml
 
 from meshc import __version__, render
 from meshc.emit import Documents
 from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH
+
+# zlib's fastest level: Envoy's JSON still shrinks about tenfold
+PACK_LEVEL = 1
+ENVOY_DIR = "envoy/"
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -45,6 +51,61 @@ class Bundle:
     def etcd_seed(self) -> dict[str, Any]:
         seed: dict[str, Any] = orjson.loads(self.files[ETCD_SEED_PATH])
         return seed
+
+
+class PackedFiles(Mapping[str, bytes]):
+    """A bundle's files, some of them kept zlib-compressed (read back on access).
+
+    For a process that holds bundles for as long as it runs (`meshc watch`): a sidecar's Envoy
+    files are also in its ConfigMap, so only a directory target reads them, and kept compressed
+    they take a tenth of the memory. Paths iterate in the bundle's order."""
+
+    __slots__ = ("_order", "_packed", "_plain")
+
+    def __init__(self, plain: Mapping[str, bytes], packed: Mapping[str, bytes], order: Sequence[str]) -> None:
+        self._plain = dict(plain)
+        self._packed = dict(packed)
+        self._order = tuple(order)
+
+    def __getitem__(self, path: str) -> bytes:
+        data = self._plain.get(path)
+        if data is not None:
+            return data
+        return zlib.decompress(self._packed[path])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._plain or path in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def packed(self, path: str) -> bytes | None:
+        """The compressed bytes of a packed file, to carry it into another bundle as it is."""
+        return self._packed.get(path)
+
+
+def is_packable(path: str) -> bool:
+    return path.startswith(ENVOY_DIR)
+
+
+def pack(bundle: Bundle) -> Bundle:
+    """The bundle with its packable files compressed in memory (those already packed stay as they are)."""
+    files = bundle.files
+    already = files if isinstance(files, PackedFiles) else None
+    plain: dict[str, bytes] = {}
+    packed: dict[str, bytes] = {}
+    for path in files:
+        blob = already.packed(path) if already is not None else None
+        if blob is not None:
+            packed[path] = blob
+        elif is_packable(path):
+            packed[path] = zlib.compress(files[path], PACK_LEVEL)
+        else:
+            plain[path] = files[path]
+    return Bundle(PackedFiles(plain, packed, list(files)))
 
 
 def render_files(documents: Documents) -> dict[str, bytes]:
@@ -83,10 +144,18 @@ def manifest(entries: Mapping[str, FileEntry], *, mesh: str, spec_digest: str, r
 
 
 def make_bundle(files: Mapping[str, bytes], *, mesh: str, spec_digest: str, revision: str | None = None,
-                external: Sequence[Mapping[str, Any]] = ()) -> Bundle:
-    """Rendered files plus their manifest.json, in path order."""
+                external: Sequence[Mapping[str, Any]] = (), known: Mapping[str, FileEntry] | None = None,
+                packed: Mapping[str, bytes] | None = None) -> Bundle:
+    """Rendered files plus their manifest.json, in path order. `known`: entries of files whose
+    digest is already known (files taken unchanged from an earlier bundle), not hashed again;
+    `packed`: more such files, still compressed (PackedFiles), each with its entry in `known`."""
+    known = known or {}
+    packed = packed or {}
     ordered = {path: files[path] for path in sorted(files)}
-    entries = {path: FileEntry.of(data) for path, data in ordered.items()}
+    entries = {path: known.get(path) or FileEntry.of(data) for path, data in ordered.items()}
+    entries |= {path: known[path] for path in packed}
     ordered[MANIFEST_PATH] = manifest(entries, mesh=mesh, spec_digest=spec_digest, revision=revision,
                                       external=external)
-    return Bundle(ordered)
+    if not packed:
+        return Bundle(ordered)
+    return Bundle(PackedFiles(ordered, packed, [*sorted(entries), MANIFEST_PATH]))

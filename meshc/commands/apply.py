@@ -38,11 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     targets = open_targets(args)
     try:
-        bundle = compile_bundle(args)
-        if bundle is None:
+        compiled = compile_bundle(args)
+        if compiled is None or compiled.bundle is None:
             return EXIT_INVALID
+        bundle = compiled.bundle
         try:
-            previous, previous_revision = applied_bundle(args, bundle, targets)
+            previous, previous_revision = applied_bundle(args, compiled, targets)
             report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
                                allow_prune_all=args.allow_prune_all, allow_mesh_rename=args.allow_mesh_rename,
                                previous_meshes=previous_meshes(args, bundle, previous), previous=previous,

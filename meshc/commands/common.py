@@ -167,4 +167,5 @@ def compile_from_args(args: argparse.Namespace) -> Compiled:
     checked = check_from_args(args)
     if not checked.ok:
         return Compiled(checked, None)
-    return Compiled(checked, build_bundle(checked, build_options(args)))
+    options = build_options(args)
+    return Compiled(checked, build_bundle(checked, options), options)

@@ -49,22 +49,26 @@ def run(args: argparse.Namespace) -> int:
 
     args.spec_given = args.spec is not None
     args.spec = args.spec or DEFAULT_SPEC
-    from meshc.review.diff import diff_sides
+    from meshc.review.diff import diff_sides, with_outputs
     from meshc.review.diff_format import render
 
     with Progress("comparing") as progress:
         with GitSpecReader(args.repo) as reader:
             _path_as_second_argument(reader, args)
-            progress.step(f"compiling {args.rev_a}")
+            progress.step(f"checking {args.rev_a}")
             old = _read_side(reader, args.rev_a, args.spec)
-            progress.step(f"compiling {args.rev_b or WORK_TREE}")
+            progress.step(f"checking {args.rev_b or WORK_TREE}")
             new = _read_side(reader, args.rev_b, args.spec) if args.rev_b else _work_tree_side(reader, args.spec)
-        progress.step("comparing")
         if not old.exists and not new.exists:
             raise MeshcError([error("E001", f"{args.spec}: no such file at {args.rev_a} nor "
                                     f"{f'at {args.rev_b}' if args.rev_b else 'in the work tree'}", None,
                                     hint="the path is relative to the repository root")], 2)
-        diff = diff_sides(old, new) if old.valid and new.valid else None
+        diff = None
+        if old.valid and new.valid:
+            progress.step("building what can differ")
+            old, new = with_outputs(old, new)
+            progress.step("comparing")
+            diff = diff_sides(old, new)
     invalid = [side for side in (old, new) if not side.valid]
     for side in invalid:
         sys.stderr.write(f"meshc: {side.path} is not valid at {side.label}{f' ({side.short})' if side.short else ''}:\n")

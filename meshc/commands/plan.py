@@ -40,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     targets = open_targets(args)
     try:
-        bundle = compile_bundle(args)
-        if bundle is None:
+        compiled = compile_bundle(args)
+        if compiled is None or compiled.bundle is None:
             return EXIT_INVALID
+        bundle = compiled.bundle
         try:
-            previous, previous_revision = applied_bundle(args, bundle, targets)
+            previous, previous_revision = applied_bundle(args, compiled, targets)
             planned = plan_sync(bundle, targets, previous=previous, previous_revision=previous_revision,
                                 previous_meshes=previous_meshes(args, bundle, previous))
         except SyncError as error:

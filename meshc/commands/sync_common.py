@@ -17,6 +17,7 @@ from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 
 if TYPE_CHECKING:
+    from meshc.pipeline import Compiled
     from meshc.sync.etcd_client import EtcdAccess
     from meshc.sync.target import MeshIdentity
 
@@ -65,13 +66,16 @@ def add_scope_argument(parser: argparse.ArgumentParser) -> None:
                         "commit etcd records as applied (finds hand edits of unchanged objects)")
 
 
-def applied_bundle(args: argparse.Namespace, bundle: Bundle, targets: list[Target]) -> tuple[Bundle | None, str | None]:
+def applied_bundle(args: argparse.Namespace, compiled: Compiled, targets: list[Target]) -> tuple[Bundle | None, str | None]:
     """With --repo (and without --full): the bundle of the commit the targets record as applied
     (etcd's `<prefix>/revision`), compiled from the repository, to plan only what differs from it.
-    (None, None) when there is no such record, it names the commit being applied (a re-apply is a
-    drift check: planned in full), or that commit cannot be read or compiled."""
-    if not getattr(args, "repo", None) or getattr(args, "full", False):
+    It is built incrementally from the commit being applied (`compiled`): only the services whose
+    output can differ between the two are emitted. (None, None) when there is no such record, it
+    names the commit being applied (a re-apply is a drift check: planned in full), or that commit
+    cannot be read or compiled."""
+    if not getattr(args, "repo", None) or getattr(args, "full", False) or compiled.bundle is None:
         return None, None
+    bundle = compiled.bundle
     revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
     recorded = next((ask(bundle) for ask in (getattr(t, "recorded_revision", None) for t in targets) if ask), None)
     if not recorded or not revision or recorded == revision:
@@ -86,7 +90,7 @@ def applied_bundle(args: argparse.Namespace, bundle: Bundle, targets: list[Targe
             source = reader.read(recorded, args.spec)
     except MeshcError:
         return None, None
-    previous = compile(source, build_options(args)).bundle
+    previous = compile(source, build_options(args), base=compiled).bundle
     return (previous, recorded) if previous is not None else (None, None)
 
 
@@ -199,7 +203,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                        help="callers reach this sidecar at HOST[:PORT] instead of its Kubernetes DNS name")
 
 
-def compile_bundle(args: argparse.Namespace) -> Bundle | None:
+def compile_bundle(args: argparse.Namespace) -> Compiled | None:
     """Compile SPEC (or --repo/--rev); diagnostics go to stderr; None when it does not compile."""
     from meshc.commands.common import compile_from_args, failed
 
@@ -207,4 +211,4 @@ def compile_bundle(args: argparse.Namespace) -> Bundle | None:
     if compiled.bundle is None or failed(compiled.diagnostics, args.strict):
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
         return None
-    return compiled.bundle
+    return compiled

@@ -162,15 +162,27 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
 
 
 def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] | None = None) -> CompileFn:
-    """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None)."""
+    """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None).
+
+    Each commit is built incrementally from the last one that compiled: only the services whose
+    output can differ are emitted again, the rest is that bundle's bytes (the same bundle a full
+    build makes). The last compilation's IR is kept for this; its bundle is the loop's anyway.
+    Bundles come packed (meshc.bundle.pack: the Envoy files, which the ConfigMaps carry too, kept
+    compressed in memory), and a packed file is carried into the next bundle as it is."""
+    from meshc.bundle import pack
     from meshc.defaults import ENVOY_CONFIG_DIR
-    from meshc.pipeline import BuildOptions, compile
+    from meshc.pipeline import BuildOptions, Compiled, compile
 
     options = BuildOptions(config_dir=config_dir or ENVOY_CONFIG_DIR, envoy_hosts=envoy_hosts or {})
+    last: list[Compiled] = []
 
     def compile_spec(source: SpecSource) -> tuple[Sequence[Diagnostic], Bundle | None]:
-        compiled = compile(source, options)
-        return compiled.diagnostics, compiled.bundle
+        compiled = compile(source, options, base=last[0] if last else None)
+        if compiled.bundle is None:
+            return compiled.diagnostics, None
+        bundle = pack(compiled.bundle)
+        last[:] = [dataclasses.replace(compiled, bundle=bundle)]
+        return compiled.diagnostics, bundle
 
     return compile_spec
 

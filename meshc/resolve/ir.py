@@ -2,11 +2,15 @@
 
 Immutable, target-agnostic (nothing here knows Envoy, Kubernetes or etcd), sorted where order has
 no meaning, and every node keeps the span of mesh.yaml it came from. Durations are milliseconds.
+
+Spans take no part in equality: two nodes are equal when they mean the same, wherever the spec
+wrote them (an edit above a service moves its lines, not its output). Incremental builds rely on
+this to tell which services changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshc.diagnostics import Span
 # Re-exported: emitters speak of ir.LbPolicy, ir.Protocol, ir.AccessLog.
@@ -39,7 +43,7 @@ class CookieKey:
 class LoadBalancing:
     policy: LbPolicy
     hash_key: HashKey | None
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ class RetryPolicy:
     per_try_timeout_ms: int | None
     retry_on: tuple[str, ...]
     backoff: Backoff | None
-    span: Span
+    span: Span = field(compare=False)
     retriable_status_codes: tuple[int, ...] = ()   # sorted; retried under retriable-status-codes
     retriable_headers: tuple[str, ...] = ()        # response headers that mean "retry"
 
@@ -72,7 +76,7 @@ class OutlierDetection:
     interval_ms: int
     base_ejection_time_ms: int
     max_ejection_percent: int
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ class CircuitBreaker:
     max_pending_requests: int
     max_requests: int
     max_retries: int
-    span: Span
+    span: Span = field(compare=False)
     retry_budget: RetryBudget | None = None
 
 
@@ -92,7 +96,7 @@ class HealthCheck:
     timeout_ms: int
     healthy_threshold: int
     unhealthy_threshold: int
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +126,7 @@ class EnvVar:
     name: str
     value: str | None             # a literal value, or
     source: EnvSource | None      # where the value comes from
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,7 @@ class Volume:
     optional: bool | None
     size_limit: str | None        # emptyDir
     medium: str | None            # emptyDir
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,7 @@ class InitContainer:
     args: tuple[str, ...] | None
     env: tuple[EnvVar, ...]       # sorted by name
     resources: Resources
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +181,7 @@ class Probe:
     timeout_s: int | None
     success_threshold: int | None
     failure_threshold: int | None
-    span: Span
+    span: Span = field(compare=False)
 
 
 PROBE_OFF = "off"
@@ -198,14 +202,14 @@ class Autoscaling:
     max_replicas: int
     cpu_utilization: int | None
     memory_utilization: int | None
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class DisruptionBudget:
     min_available: int | str | None
     max_unavailable: int | str | None
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +257,7 @@ class Version:
     replicas: int
     weight: int                   # percent of requests; 100 for an implicit version
     resources: Resources
-    span: Span
+    span: Span = field(compare=False)
     # workloads: the version's app container, its own settings over the service's
     command: tuple[str, ...] | None = None
     args: tuple[str, ...] | None = None
@@ -267,7 +271,7 @@ class Endpoint:
     address: str
     port: int
     weight: int | None
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +296,7 @@ class Upstream:
     retries: RetryPolicy | None   # None under fail_fast or when attempts is 0
     fail_fast: bool
     destination: Destination
-    span: Span
+    span: Span = field(compare=False)
     routes: tuple[Route, ...] = ()   # the callee's routes this caller applies, timeout/retries resolved
     host_rewrite: str | None = None   # the Host callers send to an external service with TLS (its name)
 
@@ -312,7 +316,7 @@ class Caller:
 
     identity: Identity
     service: str | None           # the calling mesh service; None for spec `extraCallers` and gateways
-    span: Span
+    span: Span = field(compare=False)
     gateway: str | None = None    # the calling gateway (spec.gateways[].name)
 
 
@@ -323,7 +327,7 @@ class ExternalTls:
     sni: str
     ca_bundle: str | None         # a CA file; None for the sidecar image's system bundle
     host_rewrite: str | None      # the Host/:authority callers send, or None to keep the app's
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +345,7 @@ class Service:
     health_check: HealthCheck | None
     upstreams: tuple[Upstream, ...]  # sorted by service name
     env: tuple[tuple[str, str], ...]  # the literal values of the service's env, sorted by name
-    span: Span
+    span: Span = field(compare=False)
     # workloads
     service_port: int | None = None   # the ClusterIP Service's port; None without `port`
     volumes: tuple[Volume, ...] = ()  # sorted by name
@@ -379,7 +383,7 @@ class Security:
     # Whether any service of the mesh is not `off`: then every deployed service has an identity
     # and a certificate (a caller needs one to call an mTLS service, whatever its own mode).
     enabled: bool
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +412,7 @@ class Mesh:
     proxy: Proxy
     services: tuple[Service, ...]  # sorted by name
     analysis: Analysis
-    span: Span
+    span: Span = field(compare=False)
     gateways: tuple[Gateway, ...] = ()   # sorted by name
     security: Security | None = None   # None only for meshes built by hand in tests
 
@@ -467,7 +471,7 @@ class Fault:
     abort_status: int | None
     abort_grpc_status: int | None
     abort_percent: float
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +479,7 @@ class Mirror:
     service: str
     version: str | None           # None: the service's only version, or its static endpoints
     percent: float
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,7 +505,7 @@ class Route:
     prefix_rewrite: str | None
     request_headers: HeaderChanges
     response_headers: HeaderChanges
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +513,7 @@ class RateLimit:
     requests: int                 # tokens added every per_ms
     per_ms: int
     burst: int                    # the bucket's size
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,7 +522,7 @@ class GatewayListener:
     hosts: tuple[str, ...]
     tls_secret: str | None        # a kubernetes.io/tls Secret
     redirect_to_https: bool
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,7 +533,7 @@ class GatewayRoute:
     timeout_ms: int
     retries: RetryPolicy | None
     prefix_rewrite: str | None
-    span: Span
+    span: Span = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +542,7 @@ class Gateway:
     replicas: int
     listeners: tuple[GatewayListener, ...]   # in spec order
     routes: tuple[GatewayRoute, ...]         # in spec order: the first match wins
-    span: Span
+    span: Span = field(compare=False)
     identity: Identity | None = None         # its workload identity, whenever the mesh uses mTLS
 
     @property

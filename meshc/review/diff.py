@@ -9,12 +9,13 @@ The consequences compare the two compiled bundles: Kubernetes objects, etcd keys
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from meshc.diagnostics import Diagnostic, Path, Span
 from meshc.load import Positions, SpecSource
+from meshc.resolve import ir
 from meshc.review import access, spec_view
 from meshc.review.consequences import OutputChange, compare_bundles
 from meshc.review.spec_view import Subject
@@ -50,9 +51,10 @@ class Side:
     subjects: dict[tuple[str, ...], Subject] = field(default_factory=dict)
     data: Any = None              # the loaded document and its positions, to locate changed fields
     positions: Positions | None = None
-    files: Mapping[str, bytes] | None = None  # the bundle's files; None when it could not be built
+    files: Mapping[str, bytes] | None = None  # the files of its output to compare (with_outputs); None: not built
     build_note: str | None = None
     access: access.AccessView | None = None   # who may call whom (zero trust); None when invalid
+    mesh: ir.Mesh | None = None   # the resolved mesh; None when invalid or absent
 
     @property
     def short(self) -> str:
@@ -86,22 +88,47 @@ def absent_side(label: str, revision: str | None, path: str) -> Side:
 
 
 def build_side(label: str, source: SpecSource) -> Side:
-    """Check and compile one revision's spec, loading and checking it once; the emitters may be
-    unable to build it (a note says why)."""
-    from meshc.pipeline import build_bundle, check_loaded
+    """Check one revision's spec, loading and checking it once. Its output is built by
+    `with_outputs`, which knows the other side and so what can differ."""
+    from meshc.pipeline import check_loaded
 
     checked, loaded = check_loaded(source)
-    base = Side(label, source.revision, source.name, True, checked.diagnostics)
     if not checked.ok or checked.mesh is None:
-        return base
-    files: Mapping[str, bytes] | None = None
-    note = None
+        return Side(label, source.revision, source.name, True, checked.diagnostics)
+    return Side(label, source.revision, source.name, True, checked.diagnostics, {}, loaded.data, loaded.positions,
+                None, None, access.view(checked.mesh), checked.mesh)
+
+
+def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
+    """Both sides with what they may differ in. Subjects: those of the services whose IR differs
+    (with the mesh's and the gateways'). Files: when both compiled and no mesh-wide setting
+    changed, those of the services whose output can differ (`affected_services`), the gateways'
+    and the whole-mesh files; else every file. What is left out is the same on both sides (a full
+    build would give it the same bytes), so comparing these finds every change."""
+    from meshc.pipeline import affected_services
+
+    changed: set[str] | None = None
+    affected = None
+    if old.mesh is not None and new.mesh is not None:
+        before = {service.name: service for service in old.mesh.services}
+        after = {service.name: service for service in new.mesh.services}
+        changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+        affected = affected_services(old.mesh, new.mesh)
+    return _built(old, changed, affected), _built(new, changed, affected)
+
+
+def _built(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
+    from meshc.pipeline import build_files
+
+    mesh = side.mesh
+    if mesh is None:
+        return side
+    side = replace(side, subjects=spec_view.subjects(mesh, changed))
     try:
-        files = build_bundle(checked).files
+        files = build_files(mesh, only=only)
     except NotImplementedError as exc:
-        note = f"the output cannot be built by this meshc ({exc})"
-    return Side(label, source.revision, source.name, True, checked.diagnostics, spec_view.subjects(checked.mesh),
-                loaded.data, loaded.positions, files, note, access.view(checked.mesh))
+        return replace(side, build_note=f"the output cannot be built by this meshc ({exc})")
+    return replace(side, files=files)
 
 
 # --- comparing ----------------------------------------------------------------------------

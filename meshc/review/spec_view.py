@@ -8,7 +8,7 @@ also knows where it sits in the document (its data path) and the spans the IR ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +37,10 @@ class Subject:
         return (self.service or "", KIND_ORDER[self.kind], self.key)
 
 
-def subjects(mesh: ir.Mesh) -> dict[tuple[str, ...], Subject]:
+def subjects(mesh: ir.Mesh, only: Collection[str] | None = None) -> dict[tuple[str, ...], Subject]:
+    """Every subject of the mesh; `only`: of these services alone (and the mesh and gateways)."""
     found = [_mesh_subject(mesh)]
-    for service in mesh.services:
+    for service in mesh.services if only is None else (s for s in mesh.services if s.name in only):
         found.append(_service_subject(service))
         found += [_version_subject(service, v) for v in service.versions if not v.implicit]
         found += [_endpoint_subject(service, e) for e in service.endpoints]

@@ -14,6 +14,8 @@ The `kubernetes` client is imported only when a target is built (it takes most o
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -61,6 +63,11 @@ class KubernetesTarget:
         self._api_client = api_client
         self._dynamic: Any = None
         self._resources: dict[tuple[str, str], Any] = {}
+        # The client's discovery cache is a file per API server address in the system's temp
+        # directory, shared by every process and never refreshed for a kind it lists (a kind
+        # removed since, such as an uninstalled CRD, would be listed and answer 404). Each target
+        # discovers the API afresh into a directory of its own.
+        self._discovery = tempfile.TemporaryDirectory(prefix="meshc-discovery-")
         self.workers = max(1, workers)
         self.request_timeout = request_timeout
         self.detect_drift = detect_drift
@@ -346,7 +353,8 @@ class KubernetesTarget:
         if self._dynamic is None:
             from kubernetes.dynamic import DynamicClient
 
-            self._dynamic = self._call("discover the API", lambda: DynamicClient(self._api_client))  # type: ignore[no-untyped-call]
+            self._dynamic = self._call("discover the API", lambda: DynamicClient(  # type: ignore[no-untyped-call]
+                self._api_client, cache_file=self._discovery_file("plans")))
         return self._dynamic
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -420,7 +428,11 @@ class KubernetesTarget:
 
         configuration = copy.copy(self._api_client.configuration)
         configuration.connection_pool_maxsize = connections
-        return self._call("discover the API", lambda: DynamicClient(ApiClient(configuration)))  # type: ignore[no-untyped-call]
+        return self._call("discover the API", lambda: DynamicClient(  # type: ignore[no-untyped-call]
+            ApiClient(configuration), cache_file=self._discovery_file("streams")))
+
+    def _discovery_file(self, name: str) -> str:
+        return os.path.join(self._discovery.name, f"{name}.json")
 
     def _list_page(self, resource: Any, namespace: str | None, selector: str, token: str | None) -> Any:
         return self._dynamic.get(resource, namespace=namespace, label_selector=selector, limit=LIST_PAGE,
@@ -453,6 +465,7 @@ class KubernetesTarget:
 
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
+        self._discovery.cleanup()
 
 
 def _drained(response: Any) -> bytes:

@@ -124,3 +124,20 @@ def test_a_cluster_without_cert_manager_still_syncs_a_mesh_with_mtls_off(
     with pytest.raises(Exception, match="does not serve cert-manager.io/v1"):
         sync_once(bundle_of(strict(2)), [kube_target])
     assert kube_api.writes() == []          # refused before anything was written
+
+
+def test_a_kind_the_cluster_stopped_serving_is_not_taken_from_an_earlier_discovery(
+        kube_api: KubeAPIHandle, kube_target: KubernetesTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process discovered the API while cert-manager was installed (the client library's
+    discovery cache is a file per server address): a target opened after its removal still sees
+    the cluster as it is, and syncs a plaintext mesh without listing Issuers."""
+    from tests.k8sapi import catalog
+
+    sync_once(bundle_of(strict(2)), [kube_target])   # discovers cert-manager's kinds
+    monkeypatch.setattr(catalog, "RESOURCES", tuple(r for r in catalog.RESOURCES if r.group != catalog.CERT_MANAGER))
+    later = KubernetesTarget.from_kubeconfig(str(kube_api.kubeconfig))
+    try:
+        report = sync_once(bundle_of(chain_spec(2)), [later], allow_prune_all=True)
+    finally:
+        later.close()
+    assert report.results and report.results[0].applied
