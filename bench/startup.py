@@ -6,13 +6,22 @@ median of the paired ratios (each meshc run over the floor run just before it), 
 time and for CPU time (user + system: on a shared machine the steadier of the two). The target
 (issue: fast start-up) is a validate under 0.1 s.
 
+Both run with their bytecode cached, as from an installed meshc (pip compiles it at install): the
+scratch directory holds the .pyc files (PYTHONPYCACHEPREFIX), also where PYTHONDONTWRITEBYTECODE
+is set, which would compile every meshc module from source on every run (--no-bytecode-cache
+measures that). --baseline DIR runs the `meshc validate` of another checkout in the same
+alternation (floor, meshc, baseline, ...) and reports meshc over it: a change against the tree
+before it, back to back.
+
     python -m bench.startup                 # 21 pairs
     python -m bench.startup --pairs 51
+    python -m bench.startup --baseline /tmp/meshc-before
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -48,22 +57,45 @@ def commands(spec: Path) -> tuple[list[str], list[str]]:
     return floor, [*run_build.meshc_command(), "validate", str(spec)]
 
 
-def measure(pairs: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="meshc-startup-") as scratch:
-        spec = Path(scratch) / "mesh.yaml"
+def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None) -> dict[str, str]:
+    """meshc's environment (this checkout, or tree), with .pyc files kept in scratch."""
+    env = run_build.meshc_env()
+    env["PYTHONSAFEPATH"] = "1"    # `python -m` would put the working directory (a checkout?) first on the path
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / ("pycache" if tree is None else "pycache-baseline"))
+    # The compiled validator's cache (meshc.validate.compiled) lives in scratch, written by the warm-up.
+    env["MESHC_CACHE_DIR"] = str(scratch / ("cache" if tree is None else "cache-baseline"))
+    return env
+
+
+def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="meshc-startup-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        spec = scratch / "mesh.yaml"
         spec.write_text(SPEC)
         floor_cmd, meshc_cmd = commands(spec)
-        env = run_build.meshc_env()
-        for argv in (floor_cmd, meshc_cmd):     # warm the page cache and .pyc files; not counted
-            run_build.run_process(argv, env)
-        floors, meshcs = [], []
+        env = environment(scratch, bytecode_cache)
+        runs: list[tuple[list[str], dict[str, str]]] = [(floor_cmd, env), (meshc_cmd, env)]
+        if baseline is not None:
+            runs.append((meshc_cmd, environment(scratch, bytecode_cache, baseline)))
+        for argv, run_env in runs:     # warm the page cache, .pyc files and meshc's cache; not counted
+            run_build.run_process(argv, run_env)
+        timed: list[list[run_build.ProcessRun]] = [[] for _ in runs]
         for _ in range(pairs):
-            floors.append(run_build.run_process(floor_cmd, env))
-            run = run_build.run_process(meshc_cmd, env)
-            if run.returncode != 0:
-                raise RuntimeError(f"meshc validate failed:\n{run.stderr}")
-            meshcs.append(run)
-    return {
+            for (argv, run_env), results in zip(runs, timed):
+                run = run_build.run_process(argv, run_env)
+                if run.returncode != 0:
+                    raise RuntimeError(f"{' '.join(argv)} failed:\n{run.stderr}")
+                results.append(run)
+    return summary(*timed)
+
+
+def summary(floors: list[run_build.ProcessRun], meshcs: list[run_build.ProcessRun],
+            baselines: list[run_build.ProcessRun] | None = None) -> dict[str, float]:
+    result = {
         "meshc_wall_median": statistics.median(r.seconds for r in meshcs),
         "meshc_cpu_median": statistics.median(r.cpu_seconds for r in meshcs),
         "floor_wall_median": statistics.median(r.seconds for r in floors),
@@ -73,19 +105,38 @@ def measure(pairs: int) -> dict[str, float]:
         "meshc_wall_best": min(r.seconds for r in meshcs),
         "floor_wall_best": min(r.seconds for r in floors),
     }
+    if baselines:
+        result |= {
+            "baseline_wall_median": statistics.median(r.seconds for r in baselines),
+            "baseline_cpu_median": statistics.median(r.cpu_seconds for r in baselines),
+            "baseline_cpu_ratio": statistics.median(b.cpu_seconds / max(f.cpu_seconds, 1e-3)
+                                                    for b, f in zip(baselines, floors)),
+            "vs_baseline_cpu_ratio": statistics.median(m.cpu_seconds / max(b.cpu_seconds, 1e-3)
+                                                       for m, b in zip(meshcs, baselines)),
+            "vs_baseline_wall_ratio": statistics.median(m.seconds / b.seconds for m, b in zip(meshcs, baselines)),
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=21)
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="keep the environment's PYTHONDONTWRITEBYTECODE: compile meshc from source every run")
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="another meshc checkout to time alongside")
     args = parser.parse_args(argv)
-    result = measure(args.pairs)
+    result = measure(args.pairs, bytecode_cache=not args.no_bytecode_cache, baseline=args.baseline)
     print(f"meshc validate (15 lines): median {result['meshc_wall_median']:.3f} s wall, "
           f"{result['meshc_cpu_median']:.3f} s cpu (best {result['meshc_wall_best']:.3f} s)")
     print(f"floor (python + libyaml):  median {result['floor_wall_median']:.3f} s wall, "
           f"{result['floor_cpu_median']:.3f} s cpu (best {result['floor_wall_best']:.3f} s)")
     print(f"paired ratio meshc/floor: {result['wall_ratio']:.2f}x wall, {result['cpu_ratio']:.2f}x cpu "
           f"({args.pairs} pairs)")
+    if args.baseline is not None:
+        print(f"baseline ({args.baseline}): median {result['baseline_wall_median']:.3f} s wall, "
+              f"{result['baseline_cpu_median']:.3f} s cpu; {result['baseline_cpu_ratio']:.2f}x the floor (cpu)")
+        print(f"paired ratio meshc/baseline: {result['vs_baseline_wall_ratio']:.2f}x wall, "
+              f"{result['vs_baseline_cpu_ratio']:.2f}x cpu")
     met = result["meshc_cpu_median"] <= TARGET_SECONDS
     print(f"{'PASS' if met else 'FAIL'}  validate under {TARGET_SECONDS} s (cpu median)")
     return 0

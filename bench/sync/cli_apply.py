@@ -7,13 +7,15 @@ etcd records: only that service's objects read), then commits another and times 
 `--full` (every object LISTed, as before); the ratio is the median of incremental/full over the
 rounds. The requests each made are counted in the double's log.
 
-    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--json F]
+    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,15 +31,19 @@ from tests.support.gitrepo import GitRepo
 ROOT = Path(__file__).parents[2]
 
 
-def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str) -> float:
+def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: Path = ROOT) -> tuple[float, float]:
+    """Wall and CPU seconds (the process's user + system time) of one `meshc apply` of `tree`'s meshc."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "meshc.cli", "apply", "--repo", str(repo.path), SPEC_PATH,
                              "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, *extra],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+                            timeout=600)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"meshc apply failed: {result.stderr}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,20 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also time the incremental apply of the meshc in TREE (another checkout) each round")
     args = parser.parse_args(argv)
 
     spec = generate(args.services)
     rounds: list[dict[str, Any]] = []
     with sync_bed(spec, args.services, "meshc-bench-cli-") as bed:
-        first = apply(bed.repo, bed.kubeconfig, bed.etcd)
+        first, _ = apply(bed.repo, bed.kubeconfig, bed.etcd)
         print(f"first apply: {first:.2f}s", flush=True)
+        modes: list[tuple[str, tuple[str, ...], Path]] = [("incremental", (), ROOT), ("full", ("--full",), ROOT)]
+        if args.baseline:
+            modes.insert(1, ("baseline", (), args.baseline))
         for number in range(1, args.rounds + 1):
             figures: dict[str, Any] = {}
-            for mode, extra in (("incremental", ()), ("full", ("--full",))):
-                service, spec = one_service_change(spec, number * 2 + (mode == "full"), number)
+            for index, (mode, extra, tree) in enumerate(modes):
+                service, spec = one_service_change(spec, number * len(modes) + index, number)
                 bed.repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
                 bed.kube.reset_log()
-                figures[f"{mode}_s"] = apply(bed.repo, bed.kubeconfig, bed.etcd, *extra)
+                figures[f"{mode}_s"], figures[f"{mode}_cpu_s"] = apply(bed.repo, bed.kubeconfig, bed.etcd, *extra,
+                                                                       tree=tree)
                 figures[f"{mode}_requests"] = len(bed.kube.requests)
                 figures[f"{mode}_lists"] = sum(1 for r in bed.kube.requests if "labelSelector" in r.query)
                 figures[f"{mode}_writes"] = len(bed.kube.writes())
@@ -70,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         "incremental_s": round(statistics.median(r["incremental_s"] for r in rounds), 3),
         "full_s": round(statistics.median(r["full_s"] for r in rounds), 3),
         "paired_ratio": round(statistics.median(r["incremental_s"] / r["full_s"] for r in rounds), 3),
+        "incremental_cpu_s": round(statistics.median(r["incremental_cpu_s"] for r in rounds), 3),
+        "full_cpu_s": round(statistics.median(r["full_cpu_s"] for r in rounds), 3),
+        **({"baseline_s": round(statistics.median(r["baseline_s"] for r in rounds), 3),
+            "baseline_cpu_s": round(statistics.median(r["baseline_cpu_s"] for r in rounds), 3),
+            "paired_cpu_ratio_to_baseline": round(statistics.median(
+                r["incremental_cpu_s"] / r["baseline_cpu_s"] for r in rounds), 3)} if args.baseline else {}),
         "incremental_requests": sorted({r["incremental_requests"] for r in rounds}),
         "incremental_lists": sorted({r["incremental_lists"] for r in rounds}),
         "writes": sorted({r["incremental_writes"] for r in rounds} | {r["full_writes"] for r in rounds}),

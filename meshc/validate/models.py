@@ -5,8 +5,9 @@ depend on other parts of the spec (inheritance from `spec.defaults`) are NOT app
 resolve stage applies them, in one place, so that "unset" stays visible to the semantic checks.
 """
 
-from __future__ import annotations
-
+# Annotations are objects, not text (no `from __future__ import annotations`): pydantic would
+# otherwise evaluate each one from its source text when the model is defined, a fifth of the time
+# it takes to define them. The few references to models defined further down are quoted.
 import ipaddress
 import os
 import re
@@ -176,6 +177,9 @@ class Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True,
         strict=False, use_enum_values=False,
+        # Built on first use, and Mesh's validator comes compiled from a cache (meshc.validate.compiled):
+        # generating the schemas of every model at import was most of a short `meshc validate`.
+        defer_build=True,
     )
 
 
@@ -186,7 +190,7 @@ class HashOn(Model):
 
     header: HeaderName | None = None
     source_ip: StrictBool | None = Field(default=None, alias="sourceIp")
-    cookie: HashCookie | None = None
+    cookie: "HashCookie | None" = None
     query_parameter: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 
@@ -242,7 +246,7 @@ class CircuitBreaker(Model):
     max_pending_requests: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
     max_requests: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     max_retries: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
-    retry_budget: RetryBudget | None = None
+    retry_budget: "RetryBudget | None" = None
 
 
 class RetryBudget(Model):
@@ -456,10 +460,14 @@ class Autoscaling(Model):
     target_memory_utilization: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
 
+def _percent_or_scalar(value: object) -> str:
+    return PERCENT_TAG if isinstance(value, str) else SCALAR_TAG
+
+
 IntOrPercent = Annotated[
     Annotated[Annotated[StrictInt, Field(ge=0, le=10_000)], Tag(SCALAR_TAG)]
     | Annotated[Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$")], Tag(PERCENT_TAG)],
-    Discriminator(lambda value: PERCENT_TAG if isinstance(value, str) else SCALAR_TAG),
+    Discriminator(_percent_or_scalar),
 ]
 
 
@@ -554,11 +562,11 @@ class Service(Model):
     outlier_detection: OutlierDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
     endpoints: Annotated[list[Endpoint], Field(min_length=1)] | None = None
-    routes: list[Route] | None = None
-    rate_limit: RateLimit | None = None
+    routes: "list[Route] | None" = None
+    rate_limit: "RateLimit | None" = None
     mtls: MtlsMode | None = None
-    extra_callers: list[ExtraCaller] | None = None
-    tls: ExternalTls | None = None
+    extra_callers: "list[ExtraCaller] | None" = None
+    tls: "ExternalTls | None" = None
     # workloads: what real applications need (DESIGN 11)
     service_port: Port | None = None
     command: Command | None = None
@@ -618,15 +626,26 @@ class Analysis(Model):
     ignore: list[Ignore] | None = None
 
 
+# Default factories are named functions, not lambdas, so that the compiled validator that calls them
+# can be pickled (meshc.validate.compiled); model_construct() builds no validator.
+def _default_security() -> "Security":
+    return Security.model_construct()
+
+
+def _default_certificates() -> "Certificates":
+    return Certificates.model_construct()
+
+
 class MeshSpec(Model):
     namespace: Name | None = None
-    proxy: Proxy = Proxy()
-    etcd: Etcd = Etcd()
-    defaults: Defaults = Defaults()
-    analysis: Analysis = Analysis()
-    security: Security = Field(default_factory=lambda: Security())
+    # model_construct() is Proxy() without building Proxy's validator: every field keeps its default.
+    proxy: Proxy = Proxy.model_construct()
+    etcd: Etcd = Etcd.model_construct()
+    defaults: Defaults = Defaults.model_construct()
+    analysis: Analysis = Analysis.model_construct()
+    security: "Security" = Field(default_factory=_default_security)
     services: Annotated[list[Service], Field(min_length=1)]
-    gateways: list[Gateway] | None = None
+    gateways: "list[Gateway] | None" = None
 
 
 class Metadata(Model):
@@ -766,7 +785,7 @@ class GatewayRouteMatch(Model):
 
 
 class GatewayRoute(Model):
-    match: GatewayRouteMatch = GatewayRouteMatch()
+    match: GatewayRouteMatch = GatewayRouteMatch.model_construct()
     service: Name
     timeout: Timeout | None = None
     rewrite: Rewrite | None = None
@@ -817,13 +836,9 @@ class Certificates(Model):
 class Security(Model):
     mtls: MtlsMode = MtlsMode.STRICT
     trust_domain: DnsSubdomain = "cluster.local"
-    certificates: Certificates = Field(default_factory=lambda: Certificates())
+    certificates: Certificates = Field(default_factory=_default_certificates)
     network_policies: StrictBool = True
     monitoring_namespace: Name | None = None
-
-
-Service.model_rebuild()
-MeshSpec.model_rebuild()
 
 
 def json_schema() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from meshc.diagnostics import MAX_LISTED_PER_CODE, Diagnostic, Path, error, listed_per_code
 from meshc.load import Positions
+from meshc.validate import compiled
 from meshc.validate.models import API_VERSION, KIND, UNION_TAGS, Mesh
 
 _TYPE_WORDS = {
@@ -32,6 +33,7 @@ def check_structure(data: Any, positions: Positions) -> tuple[Mesh | None, list[
         what = "a list" if isinstance(data, list) else f"the scalar {data!r}"
         msg = f"the document must be a mapping with apiVersion, kind, metadata and spec, not {what}"
         return None, [error("E007", msg, positions.value(()))]
+    compiled.install(Mesh)
     try:
         return Mesh.model_validate(data), []
     except ValidationError as exc:

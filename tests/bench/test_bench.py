@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -225,3 +226,13 @@ def test_load_benchmark_times_loader_floor_and_another_loader(tmp_path: Path, ca
     for name in ("floor", "loader", "other"):
         assert f"{name}: median CPU" in out
     assert "loader/floor: median of ratios" in out and "loader/other: median of ratios" in out
+
+
+def test_incremental_benchmark_times_three_ways_of_compiling_a_commit(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import incremental
+
+    assert incremental.main(["--services", "40", "--pairs", "2"]) == 0
+    out = capsys.readouterr().out
+    for mode in ("full", "incremental", "check"):
+        assert re.search(rf"^{mode} +CPU median \d+\.\d{{3}} s$", out, re.MULTILINE), out
+    assert "incremental / full   paired median" in out

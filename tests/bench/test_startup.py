@@ -1,0 +1,27 @@
+"""The start-up benchmark runs: its floor, meshc and a baseline checkout each validate the spec, with
+bytecode kept in the scratch directory. No timing is asserted: the target lives in the benchmark."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench import run_build, startup
+
+
+def test_the_startup_benchmark_times_meshc_the_floor_and_a_baseline() -> None:
+    result = startup.measure(pairs=1, baseline=run_build.ROOT)
+    assert {"meshc_cpu_median", "floor_cpu_median", "cpu_ratio", "baseline_cpu_median",
+            "vs_baseline_cpu_ratio"} <= result.keys()
+    assert all(value > 0 for value in result.values())
+
+
+def test_bytecode_is_cached_in_the_scratch_directory_and_the_checkout_is_first(tmp_path: Path) -> None:
+    env = startup.environment(tmp_path, bytecode_cache=True, tree=tmp_path / "before")
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"].startswith(str(tmp_path))
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "before")
+    assert env["PYTHONSAFEPATH"] == "1"
+    assert env["MESHC_CACHE_DIR"].startswith(str(tmp_path))
+    kept = startup.environment(tmp_path, bytecode_cache=False)
+    assert kept.get("PYTHONDONTWRITEBYTECODE") == os.environ.get("PYTHONDONTWRITEBYTECODE")
