@@ -9,10 +9,14 @@ become line and column numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, Union
 
 from meshc.diagnostics import Path, Span
+
+
+# Paths up to this long have their walk memoized (spec, services, <index>, upstreams).
+MEMOIZED_DEPTH = 4
 
 
 class Mark(Protocol):
@@ -49,19 +53,39 @@ class Positions:
 
     file: str
     root: Position | None = None
+    # The walk to each short path asked for so far: the resolver asks for a span of every IR node,
+    # tens of thousands of paths under a few thousand prefixes (a service, its upstreams).
+    _walked: dict[Path, tuple[Position | None, Mark]] = field(default_factory=dict, compare=False, repr=False)
 
     def value(self, path: Path) -> Span:
         """The span of the value at path, or of its nearest ancestor that was written."""
-        position = self.root
-        if position is None:
+        if self.root is None:
             return Span(self.file, 1, 1)
-        at = _mark(position)
-        for part in path:
+        start = min(len(path), MEMOIZED_DEPTH)
+        position, at = self._walk(path[:start])
+        for part in path[start:]:
+            if position is None:
+                break
             position = _child(position, part)
             if position is None:
                 break
             at = _mark(position)
         return Span(self.file, at.line + 1, at.column + 1)
+
+    def _walk(self, path: Path) -> tuple[Position | None, Mark]:
+        """The position at path (None once an ancestor was not written) and the mark of the
+        nearest one that was; memoized."""
+        walked = self._walked.get(path)
+        if walked is None:
+            if not path:
+                assert self.root is not None
+                walked = (self.root, _mark(self.root))
+            else:
+                parent, at = self._walk(path[:-1])
+                child = _child(parent, path[-1]) if parent is not None else None
+                walked = (child, _mark(child)) if child is not None else (None, at)
+            self._walked[path] = walked
+        return walked
 
     def key(self, path: Path) -> Span:
         """The span of the key naming path (falls back to the value, then to ancestors)."""

@@ -70,3 +70,37 @@ def test_diagnostics_name_the_data_path_they_are_about() -> None:
     paths = {d.code + ("-merge" if "merge" in d.message else ""): d.path for d in loaded.diagnostics}
     assert paths == {"E006": ("a", 1, "b", "c"), "E011": ("a", 1), "E005-merge": ("a", 1, "d"),
                      "E111": ("a", 1, "e")}
+
+
+def _walked_from_the_root(p: Positions, path: tuple[str | int, ...]) -> tuple[int, int]:
+    """The lookup without memoized prefixes: walk every part from the root."""
+    from meshc.load.positions import _child, _mark
+
+    position = p.root
+    assert position is not None
+    mark = _mark(position)
+    for part in path:
+        child = _child(position, part)
+        if child is None:
+            break
+        position, mark = child, _mark(child)
+    return mark.line + 1, mark.column + 1
+
+
+def test_memoized_walks_give_the_spans_a_walk_from_the_root_gives() -> None:
+    import random
+
+    from bench.gen_mesh import generate
+
+    p = positions(generate(40, seed=5))
+    fresh = positions(generate(40, seed=5))
+    rng = random.Random(5)
+    parts: list[str | int] = ["spec", "services", "upstreams", "versions", "name", "timeout", "retries",
+                              "attempts", "image", "missing", 0, 1, 2, 3, 39, 400]
+    paths = [("spec", "services", rng.randrange(45), *rng.choices(parts, k=rng.randrange(5)))
+             for _ in range(3000)]
+    paths += [tuple(rng.choices(parts, k=rng.randrange(7))) for _ in range(1000)]
+    for path in paths:   # asked in any order, twice: the memo answers as the walk does
+        assert at(p.value(path)) == _walked_from_the_root(fresh, path), path
+    for path in reversed(paths):
+        assert at(p.value(path)) == _walked_from_the_root(fresh, path), path
