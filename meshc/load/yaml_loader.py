@@ -3,8 +3,9 @@
 Why events and not `yaml.compose`: composing node objects costs ~5x the parse itself and grows
 faster than linearly on large specs, and libyaml's composer recurses in C (deep nesting crashes
 the interpreter). Building plain data straight from events is iterative, linear, and lets us
-record the (line, col) of every key and value, detect duplicate keys, bound alias expansion and
-resolve scalars with the YAML 1.2 core schema (so `off` and `yes` stay strings, as people mean).
+record where every key and value was written (meshc.load.positions), detect duplicate keys, bound
+alias expansion and resolve scalars with the YAML 1.2 core schema (so `off` and `yes` stay strings,
+as people mean).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from meshc.diagnostics import Diagnostic, Path, Span, error, warning
+from meshc.load.positions import Mark, Node, Position, Positions, size
 from meshc.load.source import MAX_SPEC_BYTES, SpecSource
 from meshc.text import describe, first_unsafe, may_hold_unsafe
 
@@ -50,35 +52,6 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff", b"\xff\xfe", b"\xfe\xff")
 
 
-@dataclass(frozen=True, slots=True)
-class Positions:
-    """Where each data path was written: the value's span and, for mapping entries, the key's."""
-
-    file: str
-    values: dict[Path, tuple[int, int]]
-    keys: dict[Path, tuple[int, int]]
-
-    def value(self, path: Path) -> Span:
-        """The span of the value at path, or of its nearest ancestor that was written."""
-        return self._nearest(self.values, path)
-
-    def key(self, path: Path) -> Span:
-        """The span of the key naming path (falls back to the value, then to ancestors)."""
-        if path in self.keys:
-            return Span(self.file, *self.keys[path])
-        return self.value(path)
-
-    def has(self, path: Path) -> bool:
-        return path in self.values
-
-    def _nearest(self, table: dict[Path, tuple[int, int]], path: Path) -> Span:
-        while path:
-            if path in table:
-                return Span(self.file, *table[path])
-            path = path[:-1]
-        return Span(self.file, *table.get((), (1, 1)))
-
-
 @dataclass(slots=True)
 class Loaded:
     data: Any
@@ -100,7 +73,7 @@ class _Abort(Exception):
 
 def load_yaml(source: SpecSource) -> Loaded:
     """Decode and parse one spec; every failure becomes a diagnostic, never an exception."""
-    empty = Positions(source.name, {}, {})
+    empty = Positions(source.name)
     text, diagnostics = _decode(source)
     if text is None:
         return Loaded(None, empty, diagnostics)
@@ -198,52 +171,69 @@ _EXPLICIT_TAGS = {
 }
 
 
-class _Frame:
-    """A mapping or sequence under construction (a plain slotted class: one is made per collection)."""
+_NO_KEYS: dict[str, Mark] = {}   # a sequence's: never written to, shared
+_NO_MERGES: list[tuple[Any, Position]] = []   # a mapping's until it meets `<<`: never written to, shared
+_MISSING = object()
+_KNOWN_SCALARS = 4096
 
-    __slots__ = ("container", "path", "anchor", "entries_start", "key", "key_pending", "skip_value",
-                 "explicit", "merges", "is_map")
 
-    def __init__(self, container: dict[str, Any] | list[Any], path: Path, anchor: str | None,
-                 entries_start: int, is_map: bool) -> None:
+class _Frame(Node):
+    """A mapping or sequence under construction, and its positions (a plain slotted class: one is
+    made per collection, and once closed it stays in the positions as the collection's Node)."""
+
+    __slots__ = ("container", "anchor", "level", "key", "key_pending", "merges", "is_map")
+
+    def __init__(self, at: Mark, container: dict[str, Any] | list[Any], anchor: str | None,
+                 level: int, is_map: bool) -> None:
+        # Node's fields set here rather than through Node.__init__: one call less per collection.
+        self.at = at
+        self.keys = {} if is_map else _NO_KEYS
+        self.values = {} if is_map else []
         self.container = container
-        self.path = path
         self.anchor = anchor
-        self.entries_start = entries_start
+        self.level = level       # _Builder.level() before the collection's own node: for its size
         self.key: str | None = None
         self.key_pending = is_map  # only a mapping ever waits for a key
-        self.skip_value = False
-        self.explicit: dict[str, int] = {}
-        self.merges: list[tuple[Any, int, int]] = []  # value, entries[start:end]
+        self.merges: list[tuple[Any, Position]] = _NO_MERGES  # each `<<` value, and its positions
         self.is_map = is_map
+
+    def part(self) -> str | int:
+        """The path part of the child being built in this collection."""
+        return (self.key or "") if self.is_map else len(self.container)
 
 
 class _Builder:
-    """Consumes libyaml events and builds plain data; records one position entry per node."""
+    """Consumes libyaml events and builds plain data; keeps each node's mark beside it (a Node)."""
 
     def __init__(self, file: str, text: str, data: bytes) -> None:
         self.file = file
         self.text = text
         self.parser = _Parser(text)
         self.diagnostics: list[Diagnostic] = []
-        # (path, is_key, (line, col)), in document order: an anchored subtree is a contiguous slice.
-        self.entries: list[tuple[Path, bool, tuple[int, int]]] = []
-        self.anchors: dict[str, tuple[Any, Path, int, int]] = {}
+        self.anchors: dict[str, tuple[Any, Position, int]] = {}  # value, positions, size in nodes
         self.stack: list[_Frame] = []
         self.budget = MAX_NODES
+        # Keys and values merge keys copied: they count in the size of an anchor that holds them
+        # (an alias of it pays for them) but were never spent themselves.
+        self.merged = 0
+        self.root: Position | None = None
         # Such characters reach a scalar only through an escape ("\x7f") or raw where YAML allows
         # them (U+0085, U+2028, noncharacters): a file with neither skips the check per scalar.
         self.check_text = may_hold_unsafe(text, data)
 
     def positions(self) -> Positions:
-        # Later entries win, as they would in a loop: comprehensions are just the faster loop.
-        entries = self.entries
-        values = {path: at for path, is_key, at in entries if not is_key}
-        keys = {path: at for path, is_key, at in entries if is_key}
-        return Positions(self.file, values, keys)
+        return Positions(self.file, self.root)
+
+    def level(self) -> int:
+        """Falls by one per key or value recorded: the size of a subtree is the fall across it."""
+        return self.budget - self.merged
 
     def span(self, mark: Any) -> Span:
         return Span(self.file, mark.line + 1, mark.column + 1)
+
+    def path(self, frames: list[_Frame]) -> Path:
+        """The path of the node being built inside the last of frames (the first is the document's)."""
+        return tuple(frame.part() for frame in frames[1:])
 
     def build(self) -> Any:
         try:
@@ -281,39 +271,47 @@ class _Builder:
                 if documents > 1:
                     raise _Abort(error("E010", "the file holds more than one YAML document; "
                                        "a spec is exactly one document", self.span(event.start_mark)))
-                result = self._document()
+                result = self._document(_start(event))
         if documents == 0 or result is None:
             raise _Abort(error("E003", "the file is empty; it must hold one Mesh document", Span(self.file, 1, 1)))
         return result
 
-    def _document(self) -> Any:
-        root: list[Any] = []
-        root_frame = _Frame(root, (), None, 0, False)
-        self.stack.append(root_frame)
-        self._events(root_frame)
+    def _document(self, at: Mark) -> Any:
+        # The document is the one item of a sequence that is not part of the data.
+        document = _Frame(at, [], None, 0, False)
+        self.stack.append(document)
+        try:
+            self._events(document)
+        finally:   # what was read so far is where an error's positions come from
+            self.root = document.values[0] if isinstance(document.values, list) and document.values else None
         self.stack.pop()
-        return root[0] if root else None
+        return document.container[0] if isinstance(document.container, list) and document.container else None
 
-    def _events(self, root_frame: _Frame) -> None:
+    def _events(self, document: _Frame) -> None:
         """The hot loop: one iteration per libyaml event, ~760,000 of them at 10,000 services.
 
-        Plain scalars as keys and values (nearly every event) are handled inline with locals, since
-        a method call and a few attribute lookups per event cost more than libyaml's parse itself;
-        anything rarer (tags, anchors, merge keys, aliases, collections) goes through the methods
-        below, which keep the budget in self.budget, so the loop syncs its local copy around them.
+        Plain scalars as keys and values and collection starts and ends (nearly every event) are
+        handled inline with locals, since a method call and a few attribute lookups per event cost
+        more than libyaml's parse itself; each keeps its event's mark as its position, which costs
+        nothing more. Anything rarer (tags, anchors, merge keys, aliases, collection keys) goes
+        through the methods below, which keep the budget in self.budget, so the loop syncs its
+        local copy around them.
         """
         get_event = self.parser.get_event
         stack = self.stack
-        entries = self.entries
-        record = entries.append
         check_text = self.check_text
         maybe_not_string = _MAYBE_NOT_STRING
+        # Values that may not be strings ("80", "5s", "true") repeat throughout a spec: each text is
+        # resolved once, up to a bound, so that a file of millions of distinct numbers is not kept twice.
+        known: dict[str, Any] = {}
+        resolved = known.get
+        missing = _MISSING
         scalar_event = yaml.ScalarEvent
         document_end = yaml.DocumentEndEvent
         mapping_start, mapping_end = yaml.MappingStartEvent, yaml.MappingEndEvent
         sequence_start, sequence_end = yaml.SequenceStartEvent, yaml.SequenceEndEvent
         merge_key = _MERGE_KEY
-        frame = root_frame
+        frame = document
         budget = self.budget
         while True:
             event: Any = get_event()
@@ -322,21 +320,18 @@ class _Builder:
                 if check_text:
                     self._refuse_unsafe_text(event)
                 mark = event.start_mark
-                line, col = mark.line + 1, mark.column + 1
                 text = event.value
                 if frame.key_pending:  # only mappings ever wait for a key
+                    frame.key_pending = False
                     if text == merge_key and not event.style:
-                        frame.key_pending = False
                         frame.key = merge_key
                         continue
-                    frame.key_pending = False
-                    explicit = frame.explicit
-                    if text in explicit:
-                        self._duplicate(frame, text, explicit[text], line, col)
+                    keys = frame.keys
+                    if text in keys:
+                        self._duplicate(text, keys[text], mark)
                     else:
-                        explicit[text] = line
+                        keys[text] = mark
                     frame.key = text
-                    record((frame.path + (text,), True, (line, col)))
                     budget -= 1
                     if budget < 0:
                         self.budget = budget
@@ -345,59 +340,66 @@ class _Builder:
                 if event.style or not text:
                     value: Any = text if event.style else None
                 elif text[0] in maybe_not_string:
-                    value = resolve_plain_scalar(text)
+                    value = resolved(text, missing)
+                    if value is missing:
+                        value = resolve_plain_scalar(text)
+                        if len(known) < _KNOWN_SCALARS:
+                            known[text] = value
                 else:
                     value = text
-                container = frame.container
-                if frame.is_map:
-                    key = frame.key
-                    start = len(entries)
-                    record((frame.path + (key or "",), False, (line, col)))
-                    budget -= 1
-                    if budget < 0:
-                        self.budget = budget
-                        self._spend(0, event)
-                    skip = frame.skip_value
-                    frame.key, frame.key_pending, frame.skip_value = None, True, False
-                    if skip or key is None:
-                        continue
-                    if key == merge_key:
-                        frame.merges.append((value, start, len(entries)))
-                    elif key not in container:
-                        container[key] = value  # type: ignore[call-overload]
-                    continue
-                record((frame.path + (len(container),) if frame is not root_frame else (), False, (line, col)))
                 budget -= 1
                 if budget < 0:
                     self.budget = budget
                     self._spend(0, event)
+                container = frame.container
+                if frame.is_map:
+                    key = frame.key
+                    frame.key, frame.key_pending = None, True
+                    if key is None:    # the value of a key that was refused (E011)
+                        continue
+                    frame.values[key] = mark  # type: ignore[call-overload]
+                    if key == merge_key:
+                        self._merge(frame, value, mark)
+                    elif key not in container:
+                        container[key] = value  # type: ignore[call-overload]
+                    continue
+                frame.values.append(mark)  # type: ignore[union-attr]
                 container.append(value)  # type: ignore[union-attr]
                 continue
             if (kind is mapping_start or kind is sequence_start) and not frame.key_pending \
                     and len(stack) <= MAX_DEPTH:
-                mark = event.start_mark
-                if frame.is_map:
-                    path: Path = frame.path + (frame.key or "",)
-                elif frame is root_frame:
-                    path = ()
-                else:
-                    path = frame.path + (len(frame.container),)
-                start = len(entries)
-                record((path, False, (mark.line + 1, mark.column + 1)))
+                is_map = kind is mapping_start
+                opened = _Frame(event.start_mark, {} if is_map else [], event.anchor, budget - self.merged, is_map)
                 budget -= 1
                 if budget < 0:
                     self.budget = budget
                     self._spend(0, event)
-                is_map = kind is mapping_start
-                frame = _Frame({} if is_map else [], path, event.anchor, start, is_map)
-                stack.append(frame)
+                if not frame.is_map:
+                    frame.values.append(opened)  # type: ignore[union-attr]
+                elif frame.key is not None:
+                    frame.values[frame.key] = opened  # type: ignore[call-overload]
+                stack.append(opened)
+                frame = opened
                 continue
             if kind is mapping_end or kind is sequence_end:
                 closed = stack.pop()
                 if closed.merges or closed.anchor:
+                    self.budget = budget
                     self._finish(closed)
                 frame = stack[-1]
-                self._place(frame, closed.container, closed.entries_start)
+                value = closed.container
+                container = frame.container
+                if frame.is_map:   # what _place does, inline: one call less per collection
+                    key = frame.key
+                    frame.key, frame.key_pending = None, True
+                    if key is None:
+                        continue
+                    if key == merge_key:
+                        self._merge(frame, value, closed)
+                    elif key not in container:
+                        container[key] = value  # type: ignore[call-overload]
+                    continue
+                container.append(value)  # type: ignore[union-attr]
                 continue
             if kind is document_end:
                 break
@@ -413,9 +415,7 @@ class _Builder:
             if self.check_text:
                 self._refuse_unsafe_text(event)
             frame = self.stack[-1]
-            if frame.key_pending and isinstance(frame.container, dict):
-                self._take_key(frame, event)
-            else:
+            if not (frame.key_pending and self._take_key(frame, event)):
                 self._node(self._scalar(event), event)
         elif kind is yaml.AliasEvent:
             self._alias(event)
@@ -424,9 +424,9 @@ class _Builder:
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             self._close()
 
-    def _duplicate(self, frame: _Frame, key: str, first_line: int, line: int, col: int) -> None:
-        self.diagnostics.append(error("E006", f"duplicate key '{key}' (first written on line {first_line})",
-                                      Span(self.file, line, col), frame.path + (key,)))
+    def _duplicate(self, key: str, first: Mark, mark: Mark) -> None:
+        self.diagnostics.append(error("E006", f"duplicate key '{key}' (first written on line {first.line + 1})",
+                                      self.span(mark), self.path(self.stack[:-1]) + (key,)))
 
     # -- scalars and keys ------------------------------------------------------------------
 
@@ -436,7 +436,7 @@ class _Builder:
         if index is not None:
             self.diagnostics.append(error(
                 "E111", f"the text holds {describe(event.value[index])}, which Envoy or YAML readers refuse or read "
-                "as a line break; remove it", self.span(event.start_mark), self.stack[-1].path))
+                "as a line break; remove it", self.span(event.start_mark), self.path(self.stack[:-1])))
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag
@@ -461,11 +461,10 @@ class _Builder:
         if not frame.key_pending:
             return False
         frame.key_pending = False
-        line, col = event.start_mark.line + 1, event.start_mark.column + 1
         if not isinstance(event, yaml.ScalarEvent):
-            self.diagnostics.append(error("E011", "a mapping key must be a plain string, not a "
-                                          "collection or alias", Span(self.file, line, col), frame.path))
-            frame.key, frame.skip_value = None, True
+            self.diagnostics.append(error("E011", "a mapping key must be a plain string, not a collection or alias",
+                                          self.span(event.start_mark), self.path(self.stack[:-1])))
+            frame.key = None   # its value is read and dropped
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 self._skip_subtree()
             return True
@@ -473,13 +472,12 @@ class _Builder:
         if key == _MERGE_KEY and not event.style:
             frame.key = _MERGE_KEY
             return True
-        first_line = frame.explicit.get(key)
-        if first_line is not None:
-            self.diagnostics.append(error("E006", f"duplicate key '{key}' (first written on line {first_line})",
-                                          Span(self.file, line, col), frame.path + (key,)))
-        frame.explicit.setdefault(key, line)
+        first = frame.keys.get(key)
+        if first is not None:
+            self._duplicate(key, first, _start(event))
+        else:
+            frame.keys[key] = _start(event)
         frame.key = key
-        self.entries.append((frame.path + (key,), True, (line, col)))
         self._spend(1, event)
         return True
 
@@ -494,61 +492,61 @@ class _Builder:
 
     # -- placing values ----------------------------------------------------------------------
 
-    def _child_path(self, frame: _Frame) -> Path:
-        if frame is self.stack[0]:
-            return ()
-        if isinstance(frame.container, dict):
-            return frame.path + (frame.key or "",)
-        return frame.path + (len(frame.container),)
+    @staticmethod
+    def _record(frame: _Frame, position: Position) -> None:
+        """Keep where the child being built in frame was written (not the value of a refused key)."""
+        if not frame.is_map:
+            frame.values.append(position)  # type: ignore[union-attr]
+        elif frame.key is not None:
+            frame.values[frame.key] = position  # type: ignore[call-overload]
 
     def _node(self, value: Any, event: Any) -> None:
         """Place a scalar value (keys never reach here: _event routes them to _take_key)."""
         frame = self.stack[-1]
-        path = self._child_path(frame)
-        start = len(self.entries)
-        self.entries.append((path, False, (event.start_mark.line + 1, event.start_mark.column + 1)))
+        mark = event.start_mark
+        self._record(frame, mark)
         self._spend(1, event)
         anchor = getattr(event, "anchor", None)
         if anchor:
-            self.anchors[anchor] = (value, path, start, len(self.entries))
-        self._place(frame, value, start)
+            self.anchors[anchor] = (value, mark, 1)
+        self._place(frame, value, mark)
 
-    def _place(self, frame: _Frame, value: Any, entries_start: int) -> None:
+    def _place(self, frame: _Frame, value: Any, position: Position) -> None:
         container = frame.container
         if isinstance(container, list):
             container.append(value)
             return
-        key, skip = frame.key, frame.skip_value
-        frame.key, frame.key_pending, frame.skip_value = None, True, False
-        if skip or key is None:
+        key = frame.key
+        frame.key, frame.key_pending = None, True
+        if key is None:
             return
         if key == _MERGE_KEY:
-            frame.merges.append((value, entries_start, len(self.entries)))
+            self._merge(frame, value, position)
         elif key not in container:
             container[key] = value
 
+    @staticmethod
+    def _merge(frame: _Frame, value: Any, position: Position) -> None:
+        """A `<<` value, applied when its mapping closes (keys written after it still win)."""
+        if frame.merges is _NO_MERGES:
+            frame.merges = []
+        frame.merges.append((value, position))
+
     def _alias(self, event: yaml.AliasEvent) -> None:
         frame = self.stack[-1]
-        if isinstance(frame.container, dict) and self._take_key(frame, event):
+        if self._take_key(frame, event):
             return
         anchor = self.anchors.get(event.anchor or "")
-        span = self.span(event.start_mark)
         if anchor is None:
             raise _Abort(error("E008", f"alias *{event.anchor} refers to an anchor that is not defined "
-                               "before it (or refers to itself)", span))
-        value, source_path, begin, end = anchor
-        path = self._child_path(frame)
-        start = len(self.entries)
-        self._spend(end - begin, event)
-        self.entries.append((path, False, (span.line, span.col)))
-        self._copy_entries(begin, end, source_path, path)
-        self._place(frame, value, start)
-
-    def _copy_entries(self, begin: int, end: int, old: Path, new: Path) -> None:
-        cut = len(old)
-        for path, is_key, at in self.entries[begin:end]:
-            if path != old:
-                self.entries.append((new + path[cut:], is_key, at))
+                               "before it (or refers to itself)", self.span(event.start_mark)))
+        value, anchored, nodes = anchor
+        self._spend(nodes, event)
+        # The alias is written here; what it expands to, where the anchor's entries are.
+        mark = _start(event)
+        position = Node(mark, anchored.keys, anchored.values) if isinstance(anchored, Node) else mark
+        self._record(frame, position)
+        self._place(frame, value, position)
 
     def _spend(self, nodes: int, event: Any) -> None:
         self.budget -= nodes
@@ -564,51 +562,65 @@ class _Builder:
 
     def _open(self, event: Any) -> None:
         frame = self.stack[-1]
-        if isinstance(frame.container, dict) and self._take_key(frame, event):
+        if self._take_key(frame, event):
             return
         if len(self.stack) > MAX_DEPTH:
             raise _Abort(error("E008", f"collections nest deeper than {MAX_DEPTH} levels", self.span(event.start_mark)))
-        path = self._child_path(frame)
-        start = len(self.entries)
-        self.entries.append((path, False, (event.start_mark.line + 1, event.start_mark.column + 1)))
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        opened = _Frame(event.start_mark, {} if is_map else [], event.anchor, self.level(), is_map)
+        self._record(frame, opened)
         self._spend(1, event)
-        container: dict[str, Any] | list[Any] = {} if isinstance(event, yaml.MappingStartEvent) else []
-        self.stack.append(_Frame(container, path, event.anchor, start, isinstance(container, dict)))
+        self.stack.append(opened)
 
     def _close(self) -> None:
         frame = self.stack.pop()
         self._finish(frame)
-        self._place(self.stack[-1], frame.container, frame.entries_start)
+        self._place(self.stack[-1], frame.container, frame)
 
     def _finish(self, frame: _Frame) -> None:
         """A collection just closed: apply its merge keys, then remember it if it is anchored."""
-        if isinstance(frame.container, dict) and frame.merges:
+        if frame.merges:
             self._apply_merges(frame)
         if frame.anchor:
-            self.anchors[frame.anchor] = (frame.container, frame.path, frame.entries_start, len(self.entries))
+            self.anchors[frame.anchor] = (frame.container, frame, frame.level - self.level())
 
     def _apply_merges(self, frame: _Frame) -> None:
-        """`<<: *base` / `<<: [*a, *b]`: keys written explicitly win, then earlier sources."""
+        """`<<: *base` / `<<: [*a, *b]`: keys written explicitly win, then earlier sources; a merged
+        key keeps the positions of where it is written in its source."""
         assert isinstance(frame.container, dict)
-        merge_path = frame.path + (_MERGE_KEY,)
-        for value, begin, end in frame.merges:
-            sources = [(value, merge_path)] if isinstance(value, dict) else [
-                (item, merge_path + (index,)) for index, item in enumerate(value)
-            ] if isinstance(value, list) else []
+        for value, position in frame.merges:
+            sources: list[tuple[Any, Position]] = []
+            if isinstance(value, dict):
+                sources = [(value, position)]
+            elif isinstance(value, list) and isinstance(position, Node) and isinstance(position.values, list):
+                sources = list(zip(value, position.values))
             if not sources or not all(isinstance(item, dict) for item, _ in sources):
-                line, col = self.entries[begin][2]
                 self.diagnostics.append(error("E005", "a merge key (<<) takes a mapping or a list of mappings",
-                                              Span(self.file, line, col), frame.path))
+                                              self.span(_at(position)), self.path(self.stack)))
                 continue
-            for source, source_path in sources:
+            for source, source_position in sources:
                 for key, item in source.items():
-                    if key in frame.container:
-                        continue
-                    frame.container[key] = item
-                    self._rename_entries(begin, end, source_path + (key,), frame.path + (key,))
+                    if key not in frame.container:
+                        frame.container[key] = item
+                        self._copy_positions(source_position, key, frame)
 
-    def _rename_entries(self, begin: int, end: int, old: Path, new: Path) -> None:
-        cut = len(old)
-        for path, is_key, at in self.entries[begin:end]:
-            if path[:cut] == old:
-                self.entries.append((new + path[cut:], is_key, at))
+    def _copy_positions(self, source: Position, key: str, frame: _Frame) -> None:
+        if not isinstance(source, Node) or not isinstance(source.values, dict):
+            return  # pragma: no cover - a mapping's positions are always a Node of a dict
+        key_at, value_at = source.keys.get(key), source.values.get(key)
+        if key_at is not None:
+            frame.keys[key] = key_at
+            self.merged += 1
+        if value_at is not None:
+            frame.values[key] = value_at  # type: ignore[call-overload]
+            self.merged += size(value_at)
+
+
+def _start(event: yaml.Event) -> Mark:
+    mark = event.start_mark
+    assert mark is not None, "libyaml marks every event"
+    return mark
+
+
+def _at(position: Position) -> Mark:
+    return position.at if isinstance(position, Node) else position

@@ -57,7 +57,7 @@ def _service_owner(mesh: Mesh, positions: Positions) -> Owner:
     by_line = sorted(zip(starts, names))
     lines = [line for line, _ in by_line]
     # Where the services list ends: a position after it (spec.analysis...) belongs to no service.
-    last = max((line for path, (line, _) in positions.values.items() if path[:2] == ("spec", "services")), default=0)
+    last = positions.last_line(("spec", "services"))
 
     def owner(diag: Diagnostic) -> str | None:
         path = diag.path

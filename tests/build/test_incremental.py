@@ -176,6 +176,17 @@ def edit_static_endpoints(spec: Spec, rng: random.Random) -> bool:
     return True
 
 
+def edit_gateway(spec: Spec, rng: random.Random) -> bool:
+    gateway = _pick(rng, spec["spec"].get("gateways", []))
+    service = _pick(rng, [s for s in _deployed(spec) if s.get("port") and s.get("protocol", "http") != "tcp"])
+    if gateway is None or service is None:
+        return False
+    if gateway["routes"] and rng.random() < 0.5:
+        gateway["routes"].pop(rng.randrange(len(gateway["routes"])))
+    gateway["routes"].insert(0, {"match": {"path": {"prefix": f"/g{rng.randint(1, 99)}"}}, "service": service["name"]})
+    return True
+
+
 def edit_mesh_wide(spec: Spec, rng: random.Random) -> bool:
     if rng.random() < 0.5:
         spec["spec"].setdefault("proxy", {})["accessLog"] = rng.choice(["off", "json", "text"])
@@ -186,7 +197,7 @@ def edit_mesh_wide(spec: Spec, rng: random.Random) -> bool:
 
 EDITS: tuple[Edit, ...] = (edit_image, edit_workload, edit_caller_timeout, edit_callee_policy, edit_new_call, edit_remove_uncalled,
                            edit_add_service, edit_mtls, edit_extra_caller, edit_route, edit_weights,
-                           edit_static_endpoints, edit_mesh_wide)
+                           edit_static_endpoints, edit_gateway, edit_mesh_wide)
 
 
 def _source(spec: Spec | str) -> SpecSource:

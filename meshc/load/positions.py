@@ -1,0 +1,154 @@
+"""Where each key and value of a loaded spec was written, kept in the shape of the data itself.
+
+The loader records, per collection, libyaml's mark of each entry's key and value in a dictionary
+(mapping) or list (sequence) beside the data, and nothing else: no path tuple per node and no flat
+table, which at 10,000 services cost more than the rest of loading. A lookup walks the path from the
+root instead, a handful of dictionary reads, and only the marks a diagnostic or a span asks for ever
+become line and column numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias, Union
+
+from meshc.diagnostics import Path, Span
+
+
+# Paths up to this long have their walk memoized (spec, services, <index>, upstreams).
+MEMOIZED_DEPTH = 4
+
+
+class Mark(Protocol):
+    """A parser's position: 0-based line and column (libyaml's `Mark`, or PyYAML's pure one)."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def column(self) -> int: ...
+
+
+class Node:
+    """The positions of one collection: where it starts, and where each entry's key and value are.
+
+    A child is a Node (a collection) or a Mark (a scalar). An alias is a Node of its own mark that
+    shares the anchored collection's `keys` and `values`, so it costs one object, not a copy.
+    """
+
+    __slots__ = ("at", "keys", "values")
+
+    def __init__(self, at: Mark, keys: dict[str, Mark], values: dict[str, Position] | list[Position]) -> None:
+        self.at = at
+        self.keys = keys        # a mapping's keys (a sequence's stays empty)
+        self.values = values    # by key for a mapping, by index for a sequence
+
+
+Position: TypeAlias = Union[Node, Mark]
+
+
+@dataclass(frozen=True, slots=True)
+class Positions:
+    """Where each data path was written: the value's span and, for mapping entries, the key's."""
+
+    file: str
+    root: Position | None = None
+    # The walk to each short path asked for so far: the resolver asks for a span of every IR node,
+    # tens of thousands of paths under a few thousand prefixes (a service, its upstreams).
+    _walked: dict[Path, tuple[Position | None, Mark]] = field(default_factory=dict, compare=False, repr=False)
+
+    def value(self, path: Path) -> Span:
+        """The span of the value at path, or of its nearest ancestor that was written."""
+        if self.root is None:
+            return Span(self.file, 1, 1)
+        start = min(len(path), MEMOIZED_DEPTH)
+        position, at = self._walk(path[:start])
+        for part in path[start:]:
+            if position is None:
+                break
+            position = _child(position, part)
+            if position is None:
+                break
+            at = _mark(position)
+        return Span(self.file, at.line + 1, at.column + 1)
+
+    def _walk(self, path: Path) -> tuple[Position | None, Mark]:
+        """The position at path (None once an ancestor was not written) and the mark of the
+        nearest one that was; memoized."""
+        walked = self._walked.get(path)
+        if walked is None:
+            if not path:
+                assert self.root is not None
+                walked = (self.root, _mark(self.root))
+            else:
+                parent, at = self._walk(path[:-1])
+                child = _child(parent, path[-1]) if parent is not None else None
+                walked = (child, _mark(child)) if child is not None else (None, at)
+            self._walked[path] = walked
+        return walked
+
+    def key(self, path: Path) -> Span:
+        """The span of the key naming path (falls back to the value, then to ancestors)."""
+        if path and isinstance(path[-1], str):
+            parent = self._exact(path[:-1])
+            if isinstance(parent, Node):
+                at = parent.keys.get(path[-1])
+                if at is not None:
+                    return Span(self.file, at.line + 1, at.column + 1)
+        return self.value(path)
+
+    def has(self, path: Path) -> bool:
+        return self._exact(path) is not None
+
+    def last_line(self, path: Path) -> int:
+        """The last line any value at or under path was written on (an alias counts where its
+        anchor's entries are), or 0 when nothing at path was."""
+        position = self._exact(path)
+        if position is None:
+            return 0
+        last = 0
+        seen: set[int] = set()   # an alias shares its anchor's entries: each is walked once
+        todo = [position]
+        while todo:
+            position = todo.pop()
+            last = max(last, _mark(position).line + 1)
+            if isinstance(position, Node) and id(position.values) not in seen:
+                seen.add(id(position.values))
+                todo.extend(position.values.values() if isinstance(position.values, dict) else position.values)
+        return last
+
+    def _exact(self, path: Path) -> Position | None:
+        position = self.root
+        for part in path:
+            if position is None:
+                break
+            position = _child(position, part)
+        return position
+
+
+def _mark(position: Position) -> Mark:
+    return position.at if isinstance(position, Node) else position
+
+
+def _child(position: Position, part: str | int) -> Position | None:
+    if not isinstance(position, Node):
+        return None
+    values = position.values
+    if isinstance(values, dict):
+        return values.get(part) if isinstance(part, str) else None
+    if isinstance(part, int) and 0 <= part < len(values):
+        return values[part]
+    return None
+
+
+def size(position: Position) -> int:
+    """How many keys and values position holds, itself included, aliases counted in full."""
+    count = 0
+    todo = [position]
+    while todo:
+        position = todo.pop()
+        count += 1
+        if isinstance(position, Node):
+            count += len(position.keys)
+            todo.extend(position.values.values() if isinstance(position.values, dict) else position.values)
+    return count
