@@ -145,6 +145,14 @@ class KubeEvents:
             taken, self._dirty = self._dirty, set()
         return taken
 
+    def paths_of(self, keys: Iterable[str], bundle: Bundle) -> set[str] | None:
+        """The files of `bundle` that hold those of `keys` it has (the others are not desired), from
+        the index kept for event comparison; None when the index is of another bundle."""
+        desired = self._desired
+        if desired is None or desired.bundle is not bundle:
+            return None
+        return {path for path in (desired.files.get(key) for key in keys) if path is not None}
+
     def pending(self) -> bool:
         with self._lock:
             return bool(self._dirty)

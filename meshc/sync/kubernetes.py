@@ -178,13 +178,17 @@ class KubernetesTarget:
         return Plan(NAME, tuple(changes), revision=revision, empties=empties, incremental=True,
                     context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
 
-    def plan_keys(self, bundle: Bundle, keys: Iterable[str], *, revision: str | None = None) -> Plan:
+    def plan_keys(self, bundle: Bundle, keys: Iterable[str], *, revision: str | None = None,
+                  paths: Iterable[str] | None = None) -> Plan:
         """Plan only the objects named by `keys` (those a watch event showed changed or gone): one
         GET each, compared as in a full plan; a key the bundle no longer has is pruned if it still
-        carries this mesh's labels. What `meshc watch` corrects between full drift checks."""
+        carries this mesh's labels. What `meshc watch` corrects between full drift checks.
+        `paths`: the bundle's files that hold the desired ones among `keys`, when the caller knows
+        (the watch streams' index): only those are parsed, not the whole mesh."""
         mesh = str(bundle.manifest["mesh"])
         wanted = set(keys)
-        desired = sorted((obj for obj in desired_objects(bundle) if object_key(obj) in wanted), key=apply_sort_key)
+        candidates = desired_objects(bundle) if paths is None else objects_in(bundle, paths)
+        desired = sorted((obj for obj in candidates if object_key(obj) in wanted), key=apply_sort_key)
         strays = sorted(wanted - {object_key(obj) for obj in desired})
         gone = [_key_object(key) for key in strays]
         live = self.get_objects([*desired, *gone])

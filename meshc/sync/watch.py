@@ -39,7 +39,7 @@ from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, prune_refusals, sync_once
 from meshc.sync.kube_events import KubeEvents
 from meshc.sync.kubernetes import KubernetesTarget
-from meshc.sync.memory import release_memory
+from meshc.sync.memory import park_long_lived, release_memory
 from meshc.sync.output import recorded_targets
 from meshc.sync.rename import identity_of, identity_of_spec
 from meshc.sync.target import Action, Interrupted, MeshIdentity, PermanentError, Plan, Target, TransientError
@@ -396,7 +396,10 @@ class Watcher:
         self.state.baseline = desired
         self.state.applied_mesh = identity_of(desired.bundle)
         self._follow_events(desired)
-        return self._synced(desired, report, duration, new)
+        outcome = self._synced(desired, report, duration, new)
+        if new and report.incremental:
+            park_long_lived()    # the new commit's mesh and bundle are the desired state from now on
+        return outcome
 
     # -- drift found by watch streams ----------------------------------------------------------
     def _drift_targets(self) -> list[Target]:
@@ -439,8 +442,9 @@ class Watcher:
         try:
             for target in targets:
                 assert isinstance(target, KubernetesTarget)
+                paths = self.events[target.name].paths_of(marked[target.name], desired.bundle)
                 report.plans.append(target.plan_keys(desired.bundle, marked[target.name],
-                                                     revision=desired.commit.sha))
+                                                     revision=desired.commit.sha, paths=paths))
             reasons = prune_refusals(report.plans, prune_limit=self.options.prune_limit,
                                      allow_prune_all=self.options.allow_prune_all)
             if reasons:

@@ -126,6 +126,7 @@ class GitSource:
         self._repo_path = self._mirror_path() if self.remote else location
         self._reader: GitSpecReader | None = None
         self._repo: Any = None
+        self._ref_files: tuple[str, str] | None = None   # the loose ref and packed-refs of the branch
 
     @property
     def display(self) -> str:
@@ -143,11 +144,13 @@ class GitSource:
         loop polls at once instead of at the next interval. None for a URL (a fetch is needed)."""
         if self.remote:
             return None
-        git_dir = _common_dir(Path(self.location))
+        if self._ref_files is None:     # looked up once: this runs ten times a second while idle
+            git_dir = _common_dir(Path(self.location))
+            self._ref_files = (str(git_dir / "refs" / "heads" / self.branch), str(git_dir / "packed-refs"))
         stamps: list[tuple[int, int, int] | None] = []
-        for path in (git_dir / "refs" / "heads" / self.branch, git_dir / "packed-refs"):
+        for path in self._ref_files:
             try:
-                stat = path.stat()
+                stat = os.stat(path)
             except OSError:
                 stamps.append(None)
                 continue
