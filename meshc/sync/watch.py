@@ -39,7 +39,7 @@ from meshc.sync.backoff import Backoff
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT, PruneRefused, SyncReport, prune_refusals, sync_once
 from meshc.sync.kube_events import KubeEvents
 from meshc.sync.kubernetes import KubernetesTarget
-from meshc.sync.memory import park_long_lived, release_memory
+from meshc.sync.memory import release_memory
 from meshc.sync.output import recorded_targets
 from meshc.sync.rename import identity_of, identity_of_spec
 from meshc.sync.target import Action, Interrupted, MeshIdentity, PermanentError, Plan, Target, TransientError
@@ -396,10 +396,7 @@ class Watcher:
         self.state.baseline = desired
         self.state.applied_mesh = identity_of(desired.bundle)
         self._follow_events(desired)
-        outcome = self._synced(desired, report, duration, new)
-        if new and report.incremental:
-            park_long_lived()    # the new commit's mesh and bundle are the desired state from now on
-        return outcome
+        return self._synced(desired, report, duration, new)
 
     # -- drift found by watch streams ----------------------------------------------------------
     def _drift_targets(self) -> list[Target]:
