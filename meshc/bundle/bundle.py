@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import functools
 import zlib
 
 import orjson
@@ -29,8 +30,9 @@ except ImportError:  # pragma: no cover
 class Bundle:
     files: Mapping[str, bytes]     # every output file, manifest.json included, keyed by relative path
 
-    @property
+    @functools.cached_property
     def manifest(self) -> dict[str, Any]:
+        """manifest.json, parsed once (a watcher asks on every pass): read it, do not change it."""
         loaded: dict[str, Any] = orjson.loads(self.files[MANIFEST_PATH])
         return loaded
 
@@ -49,6 +51,11 @@ class Bundle:
             yield from self.documents(path)
 
     def etcd_seed(self) -> dict[str, Any]:
+        """etcd/seed.json, parsed once: read it, do not change it."""
+        return self._seed
+
+    @functools.cached_property
+    def _seed(self) -> dict[str, Any]:
         seed: dict[str, Any] = orjson.loads(self.files[ETCD_SEED_PATH])
         return seed
 

@@ -20,6 +20,7 @@ a long interval (watch's --drift-interval), as a backstop.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -73,6 +74,16 @@ class _Desired:
                     self._parsed.clear()
                 objects = self._parsed[path] = file_objects(self.bundle, path)
         return objects.get(key)
+
+    @functools.cached_property
+    def scopes(self) -> set[Scope]:
+        """The kinds and namespaces of the desired objects (one stream each); asked on every pass."""
+        scopes = set()
+        for key in self.files:
+            api_version, kind, name = key.split(" ", 2)
+            namespace, _, _ = name.rpartition("/")
+            scopes.add(Scope(api_version, kind, namespace or None))
+        return scopes
 
     def keys_in(self, scope: Scope) -> list[str]:
         """The desired objects of one stream's kind and namespace."""
@@ -187,12 +198,7 @@ class KubeEvents:
 
     def _scopes(self) -> set[Scope]:
         desired = self._desired
-        scopes = set()
-        for key in desired.files if desired else ():
-            api_version, kind, name = key.split(" ", 2)
-            namespace, _, _ = name.rpartition("/")
-            scopes.add(Scope(api_version, kind, namespace or None))
-        return scopes
+        return desired.scopes if desired else set()
 
     def _seen(self, obj: Obj, deleted: bool) -> None:
         desired = self._desired
