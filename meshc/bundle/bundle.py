@@ -14,11 +14,13 @@ import yaml
 
 from meshc import __version__, render
 from meshc.emit import Documents
-from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH
+from meshc.emit.naming import ETCD_SEED_PATH, KUSTOMIZATION_PATH, MANIFEST_PATH, NAMESPACE_PATH
 
 # zlib's fastest level: Envoy's JSON still shrinks about tenfold
 PACK_LEVEL = 1
 ENVOY_DIR = "envoy/"
+KUBERNETES_DIR = "kubernetes/"
+WHOLE_MESH_FILES = frozenset({NAMESPACE_PATH, KUSTOMIZATION_PATH})
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -63,9 +65,10 @@ class Bundle:
 class PackedFiles(Mapping[str, bytes]):
     """A bundle's files, some of them kept zlib-compressed (read back on access).
 
-    For a process that holds bundles for as long as it runs (`meshc watch`): a sidecar's Envoy
-    files are also in its ConfigMap, so only a directory target reads them, and kept compressed
-    they take a tenth of the memory. Paths iterate in the bundle's order."""
+    For a process that holds bundles for as long as it runs (`meshc watch`): the per-service
+    files (a sidecar's Envoy files, a service's Kubernetes file) are most of a bundle, and a sync
+    reads only those that changed (all of them only in a full plan, every drift interval); kept
+    compressed they take a tenth of the memory. Paths iterate in the bundle's order."""
 
     __slots__ = ("_order", "_packed", "_plain")
 
@@ -95,7 +98,8 @@ class PackedFiles(Mapping[str, bytes]):
 
 
 def is_packable(path: str) -> bool:
-    return path.startswith(ENVOY_DIR)
+    """A service's (or gateway's) own file; the whole-mesh files stay as they are."""
+    return path.startswith(ENVOY_DIR) or (path.startswith(KUBERNETES_DIR) and path not in WHOLE_MESH_FILES)
 
 
 def pack(bundle: Bundle) -> Bundle:
