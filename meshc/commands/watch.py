@@ -167,8 +167,7 @@ def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] 
     Each commit is built incrementally from the last one that compiled: only the services whose
     output can differ are emitted again, the rest is that bundle's bytes (the same bundle a full
     build makes). The last compilation's IR is kept for this; its bundle is the loop's anyway.
-    Bundles come packed (meshc.bundle.pack: the Envoy files, which the ConfigMaps carry too, kept
-    compressed in memory), and a packed file is carried into the next bundle as it is."""
+    Bundles come packed (meshc.bundle.pack: each service's own files kept compressed in memory), and a packed file is carried into the next bundle as it is."""
     from meshc.bundle import pack
     from meshc.defaults import ENVOY_CONFIG_DIR
     from meshc.pipeline import BuildOptions, Compiled, compile
