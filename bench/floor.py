@@ -22,6 +22,10 @@ from pathlib import Path
 
 import yaml
 
+# The cheapest way Python has to write a file (a descriptor and os.write, no buffered file object):
+# the floor writes as meshc does.
+from meshc.bundle.store import write_file
+
 Files = dict[str, bytes]
 
 
@@ -50,21 +54,6 @@ def write_tree(files: Files, root: Path) -> None:
             os.makedirs(os.path.join(root, parent), exist_ok=True)
             made.add(parent)
         write_file(os.path.join(root, rel), data)
-
-
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-
-
-def write_file(path: str, data: bytes) -> None:
-    """The cheapest way Python has to write a file (a descriptor and os.write, no buffered file
-    object): meshc writes its files the same way."""
-    fd = os.open(path, _NEW_FILE, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
 
 
 def set_aside(path: Path, trash: Path | None) -> None:
