@@ -116,9 +116,12 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     on_tmpfs = size["tmpfs"]      # the same pairing, both sides writing to a tmpfs
     assert on_tmpfs["directory"] == str(tmpfs)
     assert len(on_tmpfs["meshc_runs"]) == 2 and len(on_tmpfs["floor_runs"]) == 2
-    assert on_tmpfs["floor_seconds"] >= on_tmpfs["floor_write_seconds"] > 0 and on_tmpfs["paired_ratio"] > 0
-    assert on_tmpfs["floor_cpu_seconds"] > 0 and on_tmpfs["meshc_cpu_seconds"] > 0
+    # What the record says of its runs, not how fast they were: each side's best, and their ratio.
+    assert on_tmpfs["meshc_seconds"] == pytest.approx(min(on_tmpfs["meshc_runs"]), abs=1e-4)
+    assert on_tmpfs["floor_seconds"] == pytest.approx(min(on_tmpfs["floor_runs"]), abs=1e-4)
     assert on_tmpfs["ratio"] == pytest.approx(on_tmpfs["meshc_seconds"] / on_tmpfs["floor_seconds"])
+    assert all(isinstance(on_tmpfs[key], float) for key in (
+        "meshc_cpu_seconds", "floor_cpu_seconds", "floor_parse_seconds", "floor_write_seconds", "paired_ratio"))
     assert latest["machine"]["cpus"] >= 1
     validate = {c["check"]: c for c in latest["checks"]}["validate small spec"]
     assert validate["value"] > 0 and isinstance(validate["ok"], bool)    # measured and judged, not asserted
