@@ -10,7 +10,7 @@ import re
 from decimal import Decimal
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_SUFFIXES = {
+SUFFIXES = {  # Kubernetes' decimal and binary suffixes, as multipliers
     "": Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
     "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10,
     "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50,
@@ -24,4 +24,4 @@ def parse_quantity(text: str) -> Decimal:
     match = _QUANTITY.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a quantity")
-    return Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]
+    return Decimal(match.group(1)) * SUFFIXES[match.group(2) or ""]

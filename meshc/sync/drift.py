@@ -12,16 +12,12 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from meshc.quantities import SUFFIXES
+
 # Metadata the server or other tools own; meshc's labels and annotations are compared.
 _COMPARED_METADATA = ("labels", "annotations")
 _LIST_KEYS = ("name", "mountPath", "containerPort", "port", "ip")
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]{0,2})$")
-_SUFFIXES = {
-    "": Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
-}
 MAX_REPORTED = 3
 
 
@@ -107,10 +103,10 @@ def _quantity(value: Any) -> Decimal | None:
     if not isinstance(value, str):
         return None
     match = _QUANTITY.match(value)
-    if match is None or match.group(2) not in _SUFFIXES:
+    if match is None or match.group(2) not in SUFFIXES:
         return None
     try:
-        return Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
+        return Decimal(match.group(1)) * SUFFIXES[match.group(2)]
     except InvalidOperation:
         return None
 
