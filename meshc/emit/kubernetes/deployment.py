@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -289,14 +290,15 @@ def init_container(service: ir.Service, version: ir.Version, container: ir.InitC
 
 # --- the sidecar ------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
-def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
-    container: dict[str, Any] = {
+def envoy_container(proxy: ir.Proxy, ports: list[dict[str, Any]],
+                    mounts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Envoy reading its bootstrap from the config volume: a sidecar's, or a gateway's (which
+    listens on other ports and mounts more)."""
+    return {
         "name": naming.SIDECAR_CONTAINER,
         "image": proxy.image,
         "args": ["-c", posixpath.join(naming.DEFAULT_CONFIG_DIR, naming.BOOTSTRAP_FILE)],
-        "ports": [_port(naming.SIDECAR_INBOUND_PORT_NAME, proxy.inbound_port),
-                  _port(naming.SIDECAR_STATS_PORT_NAME, proxy.stats_port)],
+        "ports": ports,
         "readinessProbe": probes.sidecar_readiness(proxy),
         "livenessProbe": probes.sidecar_liveness(proxy),
         "resources": resources(proxy.resources),
@@ -306,8 +308,15 @@ def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
             # which is exactly the move Envoy's watched_directory reloads cds/lds on.
             {"name": naming.SIDECAR_CONFIG_VOLUME, "mountPath": naming.DEFAULT_CONFIG_DIR, "readOnly": True},
             {"name": naming.SIDECAR_TMP_VOLUME, "mountPath": TMP_DIR},
+            *mounts,
         ],
     }
+
+
+@functools.lru_cache(maxsize=8)
+def sidecar_container(proxy: ir.Proxy) -> dict[str, Any]:
+    container = envoy_container(proxy, [_port(naming.SIDECAR_INBOUND_PORT_NAME, proxy.inbound_port),
+                                        _port(naming.SIDECAR_STATS_PORT_NAME, proxy.stats_port)])
     if proxy.native_sidecar:
         # The kubelet starts the app only once the startup probe passes: Envoy has loaded its
         # listeners, so the app's first outbound calls find them. It stops Envoy after the app.

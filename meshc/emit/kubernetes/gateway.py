@@ -8,14 +8,13 @@ rename, which Envoy's watched_directory turns into a reload of the certificate w
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Mapping
 from typing import Any
 
 from meshc import kinds, render
 from meshc.emit import naming
-from meshc.emit.kubernetes import certificates, probes
-from meshc.emit.kubernetes.deployment import POD_SECURITY, CONTAINER_SECURITY, TMP_DIR, resources
+from meshc.emit.kubernetes import certificates
+from meshc.emit.kubernetes.deployment import POD_SECURITY, envoy_container
 from meshc.emit.kubernetes.objects import Object, new_object, with_config_hash
 from meshc.resolve import ir
 
@@ -113,22 +112,9 @@ def _envoy_container(mesh: ir.Mesh, gateway: ir.Gateway, secrets: list[str]) -> 
     ports = [{"name": naming.gateway_port_name(li.port, li.tls_secret is not None), "containerPort": li.port,
               "protocol": "TCP"} for li in gateway.listeners]
     ports.append({"name": naming.SIDECAR_STATS_PORT_NAME, "containerPort": proxy.stats_port, "protocol": "TCP"})
-    return {
-        "name": naming.SIDECAR_CONTAINER,
-        "image": proxy.image,
-        "args": ["-c", posixpath.join(naming.DEFAULT_CONFIG_DIR, naming.BOOTSTRAP_FILE)],
-        "ports": ports,
-        "readinessProbe": probes.sidecar_readiness(proxy),
-        "livenessProbe": probes.sidecar_liveness(proxy),
-        "resources": resources(proxy.resources),
-        "securityContext": CONTAINER_SECURITY,
-        "volumeMounts": [
-            {"name": naming.SIDECAR_CONFIG_VOLUME, "mountPath": naming.DEFAULT_CONFIG_DIR, "readOnly": True},
-            {"name": naming.SIDECAR_TMP_VOLUME, "mountPath": TMP_DIR},
-            *({"name": naming.gateway_tls_volume(s),
+    mounts = [{"name": naming.gateway_tls_volume(s),
                "mountPath": naming.GATEWAY_TLS_DIR.replace(naming.SECRET_PLACEHOLDER, s), "readOnly": True}
-              for s in secrets),
-            *([{"name": naming.SIDECAR_TLS_VOLUME, "mountPath": naming.DEFAULT_TLS_DIR, "readOnly": True}]
-              if gateway.identity is not None else []),
-        ],
-    }
+              for s in secrets]
+    if gateway.identity is not None:
+        mounts.append({"name": naming.SIDECAR_TLS_VOLUME, "mountPath": naming.DEFAULT_TLS_DIR, "readOnly": True})
+    return envoy_container(proxy, ports, mounts)
