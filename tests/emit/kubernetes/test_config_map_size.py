@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.fan_out import fan_out_spec
 from meshc import render
 from meshc.emit import naming
 from meshc.emit.kubernetes.objects import CONFIG_MAP_MAX_BYTES
@@ -27,17 +28,6 @@ from tests.support.ports import free_ports
 from tests.traffic.sidecars import Client, caller_spec, ports_named, source_of, spread, static_service
 
 UPSTREAMS = 500
-
-
-def fan_out_spec(upstreams: int) -> bytes:
-    """`hub` calling `upstreams` deployed services, with meshc's defaults (mTLS, JSON access log)."""
-    lines = ["apiVersion: meshc.dev/v1alpha1", "kind: Mesh", "metadata:", "  name: demo", "spec:", "  services:",
-             "  - name: hub", "    image: ghcr.io/acme/hub:1.0.0", "    port: 8080", "    upstreams:"]
-    for i in range(upstreams):
-        lines += [f"    - service: svc-{i}", f"      localPort: {10000 + i}"]
-    for i in range(upstreams):
-        lines += [f"  - name: svc-{i}", "    image: ghcr.io/acme/svc:1.0.0", "    port: 8080"]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def hub_documents(spec: bytes) -> list[dict[str, Any]]:
