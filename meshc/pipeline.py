@@ -247,8 +247,7 @@ def affected_services(old: ir.Mesh | None, new: ir.Mesh) -> frozenset[str] | Non
         return None
     before = {service.name: service for service in old.services}
     after = {service.name: service for service in new.services}
-    names = before.keys() | after.keys()
-    changed = {name for name in names if before.get(name) != after.get(name)}
+    changed = changed_services(old, new)
     seen_changed = {name for name in changed
                     if name not in before or name not in after or _as_callee(before[name]) != _as_callee(after[name])}
 
@@ -258,6 +257,13 @@ def affected_services(old: ir.Mesh | None, new: ir.Mesh) -> frozenset[str] | Non
         return bool(seen_changed & _callees(service)) or bool(seen_changed & _callees(before[service.name]))
 
     return frozenset(service.name for service in new.deployed_services if affected(service))
+
+
+def changed_services(old: ir.Mesh, new: ir.Mesh) -> set[str]:
+    """The services added, removed, or different in any way but their spans."""
+    before = {service.name: service for service in old.services}
+    after = {service.name: service for service in new.services}
+    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
 
 
 def _mesh_wide(mesh: ir.Mesh) -> ir.Mesh:

@@ -105,14 +105,12 @@ def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
     changed, those of the services whose output can differ (`affected_services`), the gateways'
     and the whole-mesh files; else every file. What is left out is the same on both sides (a full
     build would give it the same bytes), so comparing these finds every change."""
-    from meshc.pipeline import affected_services
+    from meshc.pipeline import affected_services, changed_services
 
     changed: set[str] | None = None
     affected = None
     if old.mesh is not None and new.mesh is not None:
-        before = {service.name: service for service in old.mesh.services}
-        after = {service.name: service for service in new.mesh.services}
-        changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+        changed = changed_services(old.mesh, new.mesh)
         affected = affected_services(old.mesh, new.mesh)
     return _built(old, changed, affected), _built(new, changed, affected)
 
