@@ -10,17 +10,18 @@ invalid (its diagnostics are printed, and which side it is), 2 usage or I/O (unk
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from typing import TYPE_CHECKING
 
-from meshc.commands.common import EXIT_INVALID, EXIT_OK, report
+from meshc.commands.common import EXIT_INVALID, EXIT_OK, at_least, report
 from meshc.diagnostics import MeshcError, error
 from meshc.progress import Progress
 
 if TYPE_CHECKING:
     from meshc.load.git import GitSpecReader
-    from meshc.review.diff import Side
+    from meshc.review.forked import Pending
 
 NAME = "diff"
 HELP = ("semantic diff of mesh.yaml between two Git revisions (or a revision and the work tree), "
@@ -40,36 +41,45 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="path of mesh.yaml inside the repository (default: mesh.yaml)")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="text (terminal), json (tools) or markdown (a pull-request comment)")
+    parser.add_argument("-j", "--jobs", type=at_least(1), default=None, metavar="N",
+                        help="processes that check the two revisions: 2 checks them at once, 1 one after the "
+                        "other (default: 2 when two CPUs are usable); the output is the same")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="color the text format (auto: when stdout is a terminal and NO_COLOR is unset)")
 
 
 def run(args: argparse.Namespace) -> int:
+    # A diff creates no garbage cycles worth collecting (specs, models, IR, files): the collector
+    # would only rescan its growing heap, on both sides.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _diff(args)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _diff(args: argparse.Namespace) -> int:
     from meshc.load.git import GitSpecReader
+    from meshc.review.diff import Side
+    from meshc.review.diff_format import render
+    from meshc.review.forked import Comparison
 
     args.spec_given = args.spec is not None
     args.spec = args.spec or DEFAULT_SPEC
-    from meshc.review.diff import diff_sides, with_outputs
-    from meshc.review.diff_format import render
-
-    with Progress("comparing") as progress:
-        with GitSpecReader(args.repo) as reader:
-            _path_as_second_argument(reader, args)
-            progress.step(f"checking {args.rev_a}")
-            old = _read_side(reader, args.rev_a, args.spec)
-            progress.step(f"checking {args.rev_b or WORK_TREE}")
-            new = _read_side(reader, args.rev_b, args.spec) if args.rev_b else _work_tree_side(reader, args.spec)
-        if not old.exists and not new.exists:
-            raise MeshcError([error("E001", f"{args.spec}: no such file at {args.rev_a} nor "
-                                    f"{f'at {args.rev_b}' if args.rev_b else 'in the work tree'}", None,
-                                    hint="the path is relative to the repository root")], 2)
-        diff = None
-        if old.valid and new.valid:
-            progress.step("building what can differ")
-            old, new = with_outputs(old, new)
-            progress.step("comparing")
-            diff = diff_sides(old, new)
-    invalid = [side for side in (old, new) if not side.valid]
+    # Git is read first, so that no helper process of it is shared with a child checking a side.
+    with GitSpecReader(args.repo) as reader:
+        _path_as_second_argument(reader, args)
+        old = _read_side(reader, args.rev_a, args.spec)
+        new = _read_side(reader, args.rev_b, args.spec) if args.rev_b else _work_tree_side(reader, args.spec)
+    if isinstance(old, Side) and isinstance(new, Side):   # absent at both
+        raise MeshcError([error("E001", f"{args.spec}: no such file at {args.rev_a} nor "
+                                f"{f'at {args.rev_b}' if args.rev_b else 'in the work tree'}", None,
+                                hint="the path is relative to the repository root")], 2)
+    with Comparison(old, new, args.jobs or _default_jobs()) as comparison, Progress("comparing") as progress:
+        old_side, new_side, diff = comparison.run(progress.step)
+    invalid = [side for side in (old_side, new_side) if not side.valid]
     for side in invalid:
         sys.stderr.write(f"meshc: {side.path} is not valid at {side.label}{f' ({side.short})' if side.short else ''}:\n")
         report([d for d in side.diagnostics if d.is_error], argparse.Namespace(format="text"))
@@ -79,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     sys.stdout.write(render(diff, args.format, color=_color(args)))
     return EXIT_CHANGED if diff.changed else EXIT_OK
+
+
+def _default_jobs() -> int:
+    """Two processes (one per side) when this one may use two CPUs or more."""
+    from meshc.commands.build import _usable_cpus
+
+    return min(2, _usable_cpus())
 
 
 def _path_as_second_argument(reader: GitSpecReader, args: argparse.Namespace) -> None:
@@ -92,24 +109,25 @@ def _path_as_second_argument(reader: GitSpecReader, args: argparse.Namespace) ->
         args.spec, args.rev_b = args.rev_b, None
 
 
-def _work_tree_side(reader: GitSpecReader, spec: str) -> Side:
-    from meshc.review.diff import absent_side, build_side
+def _work_tree_side(reader: GitSpecReader, spec: str) -> Pending:
+    from meshc.review.diff import absent_side
 
     source = reader.read_work_tree(spec)
     if source is None:
         return absent_side(WORK_TREE, None, reader.relative_path(spec))
-    return build_side(WORK_TREE, source)
+    return WORK_TREE, source
 
 
-def _read_side(reader: GitSpecReader, rev: str, spec: str) -> Side:
+def _read_side(reader: GitSpecReader, rev: str, spec: str) -> Pending:
+    """The spec to check at `rev` with its label, or the side of a revision without it."""
     from meshc.load.git import SpecNotInRevision
-    from meshc.review.diff import absent_side, build_side
+    from meshc.review.diff import absent_side
 
     try:
         source = reader.read(rev, spec)
     except SpecNotInRevision:
         return absent_side(rev, reader.resolve(rev), reader.relative_path(spec))
-    return build_side(rev, source)
+    return rev, source
 
 
 def _color(args: argparse.Namespace) -> bool:

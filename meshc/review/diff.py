@@ -8,7 +8,7 @@ The consequences compare the two compiled bundles: Kubernetes objects, etcd keys
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -39,6 +39,10 @@ class SpecChange:
     new_span: Span | None
 
 
+# (subject, dotted field) pairs -> where each is written in one revision
+Locator = Callable[[Sequence[tuple[Subject, str]]], list[Span | None]]
+
+
 @dataclass(frozen=True, slots=True)
 class Side:
     """One revision: what was read, its diagnostics, the resolved view and the compiled output."""
@@ -55,6 +59,9 @@ class Side:
     build_note: str | None = None
     access: access.AccessView | None = None   # who may call whom (zero trust); None when invalid
     mesh: ir.Mesh | None = None   # the resolved mesh; None when invalid or absent
+    # Where fields of its subjects are written, when the side was checked in another process
+    # (meshc.review.forked), which keeps its data and positions; None: from data and positions.
+    locator: Locator | None = field(default=None, compare=False, repr=False)
 
     @property
     def short(self) -> str:
@@ -144,16 +151,34 @@ def diff_sides(old: Side, new: Side) -> MeshDiff:
 def _spec_changes(old: Side, new: Side) -> Iterator[SpecChange]:
     keys = sorted(set(old.subjects) | set(new.subjects),
                   key=lambda k: (old.subjects.get(k) or new.subjects[k]).sort_key)
+    # In order: whole subjects added or removed, and changed fields, which are located in one go
+    # (a side checked in another process is asked once).
+    found: list[SpecChange | tuple[Subject, Subject, str, Any, Any]] = []
     for key in keys:
         before, after = old.subjects.get(key), new.subjects.get(key)
         if before is None and after is not None:
-            yield _whole(Action.ADDED, after, None, after.span)
+            found.append(_whole(Action.ADDED, after, None, after.span))
         elif after is None and before is not None:
-            yield _whole(Action.REMOVED, before, before.span, None)
+            found.append(_whole(Action.REMOVED, before, before.span, None))
         elif before is not None and after is not None:
-            for name, was, now in _field_changes(before, after):
-                yield SpecChange(Action.CHANGED, after.kind, after.title, after.service, name, was, now,
-                                 _locate(old, before, name), _locate(new, after, name))
+            found += [(before, after, name, was, now) for name, was, now in _field_changes(before, after)]
+    fields = [change for change in found if not isinstance(change, SpecChange)]
+    old_spans = iter(locate(old, [(before, name) for before, _, name, _, _ in fields]))
+    new_spans = iter(locate(new, [(after, name) for _, after, name, _, _ in fields]))
+    for change in found:
+        if isinstance(change, SpecChange):
+            yield change
+        else:
+            _, after, name, was, now = change
+            yield SpecChange(Action.CHANGED, after.kind, after.title, after.service, name, was, now,
+                             next(old_spans), next(new_spans))
+
+
+def locate(side: Side, fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
+    """Where each (subject, field) is written in this side's revision (see `_locate`)."""
+    if side.locator is not None:
+        return side.locator(fields) if fields else []
+    return [_locate(side, subject, name) for subject, name in fields]
 
 
 # Of a service with one implicit version; once versions are declared they belong to each version.

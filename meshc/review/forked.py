@@ -1,0 +1,249 @@
+"""`meshc diff` with its two revisions checked at once: one here, the other in a forked process.
+
+Checking a revision (load, validate, resolve, analyze) is most of a diff's work, and the two
+revisions are independent until they are compared. So the old side is checked in a child forked
+after the imports (it shares them, and the string-hash key `meshc.review.digest` relies on), while
+this process checks the new side. Neither process then holds both meshes, and sending a whole IR
+across costs about what checking it does; instead the child answers a few small requests:
+
+1. checked: its side's diagnostics and access view, and the digest of its mesh;
+2. outputs(changed, affected): the subjects of the changed services and the files that can
+   differ, built from its mesh (as `diff.with_outputs` does) while this process builds its own;
+3. locate([(subject, field), ...]): where changed fields are written in its revision.
+
+Messages are pickles, each preceded by its length, over a socket pair. The child ignores Ctrl-C,
+never writes to stdout or stderr, and leaves with os._exit. If it fails or dies, the side is
+checked again here (what the serial diff does), so a child's failure is never the user's: an
+invalid revision gives its diagnostics either way, and a bug in meshc surfaces from this process.
+The child is always stopped and reaped when the comparison ends, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import IO, Any, NoReturn
+
+from meshc.bundle.store import interrupts_deferred
+from meshc.diagnostics import Span
+from meshc.load import SpecSource
+from meshc.review.diff import MeshDiff, Side, _built, _locate, build_side, diff_sides, with_outputs
+from meshc.review.digest import MeshDigest, digest, what_can_differ
+from meshc.review.spec_view import Subject
+
+# An absent side (the spec is not in that revision), or a label and the spec to check.
+Pending = Side | tuple[str, SpecSource]
+Step = Callable[[str], None]
+
+
+class ChildFailed(Exception):
+    """The child checking a side failed or died: the side is checked in this process instead."""
+
+
+class Comparison:
+    """Both sides of a diff checked, built where they can differ, and compared.
+
+    `with Comparison(old, new, jobs) as comparison: old, new, diff = comparison.run(step)`. With
+    jobs > 1 and two different specs to check, entering forks the child that checks the old side
+    (do it before starting any thread); leaving stops it."""
+
+    def __init__(self, old: Pending, new: Pending, jobs: int = 1) -> None:
+        self.old, self.new, self.jobs = old, new, jobs
+        self._child: ForkedSide | None = None
+
+    def __enter__(self) -> Comparison:
+        old, new = self.old, self.new
+        if self.jobs > 1 and hasattr(os, "fork") and isinstance(old, tuple) and isinstance(new, tuple) \
+                and old[1].data != new[1].data:
+            with interrupts_deferred():   # a Ctrl-C now would leave a child nobody stops
+                self._child = ForkedSide.start(*old)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._stop_child()
+
+    def run(self, step: Step) -> tuple[Side, Side, MeshDiff | None]:
+        """(old side, new side, their diff); no diff when a side is invalid. `step` names each
+        phase as it starts (for a progress line)."""
+        step(f"checking {_label(self.old)} and {_label(self.new)}" if self._child else f"checking {_label(self.new)}")
+        new = _checked(self.new)
+        old: Side | None = None
+        if self._child is not None:
+            try:
+                return self._with_child(new, step)
+            except ChildFailed:
+                self._stop_child()
+        elif _same_spec(self.old, self.new):   # one check serves both sides
+            old = replace(new, label=self.old[0], revision=self.old[1].revision)  # type: ignore[index]
+        if old is None:
+            step(f"checking {_label(self.old)}")
+            old = _checked(self.old)
+        if not (old.valid and new.valid):
+            return old, new, None
+        return _compared(old, new, step)
+
+    def _with_child(self, new: Side, step: Step) -> tuple[Side, Side, MeshDiff | None]:
+        assert self._child is not None
+        old, old_digest = self._child.checked()
+        if not (old.valid and new.valid):
+            return old, new, None
+        step("building what can differ")
+        changed, affected = what_can_differ(old_digest, digest(new.mesh) if new.mesh is not None else None)
+        self._child.request_outputs(changed, affected)
+        new = _built(new, changed, affected)
+        old = self._child.outputs(old)
+        step("comparing")
+        return old, new, diff_sides(old, new)
+
+    def _stop_child(self) -> None:
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+
+
+def _label(pending: Pending) -> str:
+    return pending.label if isinstance(pending, Side) else pending[0]
+
+
+def _checked(pending: Pending) -> Side:
+    return pending if isinstance(pending, Side) else build_side(*pending)
+
+
+def _same_spec(old: Pending, new: Pending) -> bool:
+    return isinstance(old, tuple) and isinstance(new, tuple) and old[1].data == new[1].data \
+        and old[1].name == new[1].name
+
+
+def _compared(old: Side, new: Side, step: Step) -> tuple[Side, Side, MeshDiff | None]:
+    step("building what can differ")
+    old, new = with_outputs(old, new)
+    step("comparing")
+    return old, new, diff_sides(old, new)
+
+
+# --- the child ----------------------------------------------------------------------------
+
+@dataclass
+class ForkedSide:
+    """A child process checking one side, and the parent's end of the socket to it."""
+
+    label: str
+    pid: int
+    channel: IO[bytes]
+    reaped: bool = False
+
+    @classmethod
+    def start(cls, label: str, source: SpecSource) -> ForkedSide:
+        parent_end, child_end = socket.socketpair()
+        sys.stdout.flush()  # or the child would inherit, and could repeat, unwritten output
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            # Ctrl-C reaches the whole process group; the parent stops its child itself.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            parent_end.close()
+            _serve(label, source, child_end.makefile("rwb"))
+        child_end.close()
+        channel = parent_end.makefile("rwb")
+        parent_end.close()   # the file keeps the socket open
+        return cls(label, pid, channel)
+
+    def checked(self) -> tuple[Side, MeshDigest | None]:
+        """The side as checked (diagnostics, access view; no mesh), and its mesh's digest."""
+        side, mesh_digest = self._receive("checked")
+        return replace(side, locator=self.locate), mesh_digest
+
+    def request_outputs(self, changed: set[str] | None, affected: frozenset[str] | None) -> None:
+        self._send(("outputs", changed, affected))
+
+    def outputs(self, checked: Side) -> Side:
+        """The checked side with the subjects and files the child built for `request_outputs`."""
+        subjects, files, note = self._receive("outputs")
+        return replace(checked, subjects=subjects, files=files, build_note=note)
+
+    def locate(self, fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
+        self._send(("locate", [(subject.key, name) for subject, name in fields]))
+        located: list[Span | None] = self._receive("located")
+        return located
+
+    def stop(self) -> None:
+        """Make sure the child is gone (killed if it is still working) and reaped."""
+        if not self.reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.reaped = True
+        self.channel.close()
+
+    def _send(self, message: object) -> None:
+        try:
+            _write(self.channel, message)
+        except OSError as exc:   # the child is gone
+            raise ChildFailed(f"checking {self.label} in a child process: {exc}") from exc
+
+    def _receive(self, kind: str) -> Any:
+        try:
+            message = _read(self.channel)
+        except OSError as exc:
+            raise ChildFailed(f"checking {self.label} in a child process: {exc}") from exc
+        if message is None or message[0] != kind:
+            raise ChildFailed(f"checking {self.label} in a child process failed: "
+                              f"{message[1] if message else 'it ended without an answer'}")
+        return message[1] if len(message) == 2 else message[1:]
+
+
+def _serve(label: str, source: SpecSource, channel: IO[bytes]) -> NoReturn:
+    """The child's whole life: check the side, answer the parent's requests until it closes the
+    socket, and leave without running the parent's exit handlers or finally blocks (os._exit)."""
+    status = 1
+    try:
+        try:
+            side = build_side(label, source)
+            summary = replace(side, data=None, positions=None, mesh=None)
+            _write(channel, ("checked", summary, digest(side.mesh) if side.mesh is not None else None))
+            while (request := _read(channel)) is not None:
+                side = _answer(side, request, channel)
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - the parent checks the side again, and reports
+            _write(channel, ("failed", "".join(traceback.format_exception(exc)).rstrip()))
+    finally:
+        os._exit(status)
+
+
+def _answer(side: Side, request: tuple[Any, ...], channel: IO[bytes]) -> Side:
+    if request[0] == "outputs":
+        _, changed, affected = request
+        side = _built(side, changed, affected)
+        _write(channel, ("outputs", side.subjects, side.files, side.build_note))
+    elif request[0] == "locate":
+        _write(channel, ("located", [_locate(side, side.subjects[key], name) for key, name in request[1]]))
+    return side
+
+
+def _write(channel: IO[bytes], message: object) -> None:
+    payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    channel.write(len(payload).to_bytes(8, "big"))
+    channel.write(payload)
+    channel.flush()
+
+
+def _read(channel: IO[bytes]) -> Any:
+    """The next message, or None when the other end has closed the socket."""
+    header = channel.read(8)
+    if len(header) < 8:
+        return None
+    size = int.from_bytes(header, "big")
+    payload = channel.read(size)
+    if len(payload) < size:
+        return None
+    return pickle.loads(payload)
