@@ -119,10 +119,12 @@ def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
     if old.mesh is not None and new.mesh is not None:
         changed = changed_services(old.mesh, new.mesh)
         affected = affected_services(old.mesh, new.mesh)
-    return _built(old, changed, affected), _built(new, changed, affected)
+    return built_side(old, changed, affected), built_side(new, changed, affected)
 
 
-def _built(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
+def built_side(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
+    """The side with the subjects of the `changed` services and the files of the `only` ones (with
+    the mesh's and the gateways'; None: all of them), as `with_outputs` decides them."""
     from meshc.pipeline import build_files
 
     mesh = side.mesh
@@ -175,10 +177,10 @@ def _spec_changes(old: Side, new: Side) -> Iterator[SpecChange]:
 
 
 def locate(side: Side, fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
-    """Where each (subject, field) is written in this side's revision (see `_locate`)."""
+    """Where each (subject, field) is written in this side's revision (see `locate_field`)."""
     if side.locator is not None:
         return side.locator(fields) if fields else []
-    return [_locate(side, subject, name) for subject, name in fields]
+    return [locate_field(side, subject, name) for subject, name in fields]
 
 
 # Of a service with one implicit version; once versions are declared they belong to each version.
@@ -210,7 +212,7 @@ def compare_values(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, 
         yield prefix, old, new
 
 
-def _locate(side: Side, subject: Subject, field_name: str) -> Span | None:
+def locate_field(side: Side, subject: Subject, field_name: str) -> Span | None:
     """Where the changed value is written: the field's key in the subject, else in `spec.defaults`
     (routes and services inherit from there), else its nearest written parent; else the IR's span."""
     positions = side.positions

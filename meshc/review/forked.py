@@ -28,13 +28,22 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from io import BufferedIOBase
 from types import TracebackType
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
 from meshc.load import SpecSource
-from meshc.review.diff import MeshDiff, Side, _built, _locate, build_side, diff_sides, with_outputs
+from meshc.review.diff import (
+    MeshDiff,
+    Side,
+    build_side,
+    built_side,
+    diff_sides,
+    locate_field,
+    with_outputs,
+)
 from meshc.review.digest import MeshDigest, digest, what_can_differ
 from meshc.review.spec_view import Subject
 
@@ -56,12 +65,15 @@ class Comparison:
 
     def __init__(self, old: Pending, new: Pending, jobs: int = 1) -> None:
         self.old, self.new, self.jobs = old, new, jobs
+        self.checked_in_child = False   # whether the old side's check came from a child (after run)
         self._child: ForkedSide | None = None
 
     def __enter__(self) -> Comparison:
         old, new = self.old, self.new
         if self.jobs > 1 and hasattr(os, "fork") and isinstance(old, tuple) and isinstance(new, tuple) \
                 and old[1].data != new[1].data:
+            # Both sides build files later: import the emitters once, here, rather than in each.
+            from meshc.emit import envoy, etcd, kubernetes  # noqa: F401
             with interrupts_deferred():   # a Ctrl-C now would leave a child nobody stops
                 self._child = ForkedSide.start(*old)
         return self
@@ -75,14 +87,13 @@ class Comparison:
         phase as it starts (for a progress line)."""
         step(f"checking {_label(self.old)} and {_label(self.new)}" if self._child else f"checking {_label(self.new)}")
         new = _checked(self.new)
-        old: Side | None = None
         if self._child is not None:
             try:
                 return self._with_child(new, step)
             except ChildFailed:
+                self.checked_in_child = False
                 self._stop_child()
-        elif _same_spec(self.old, self.new):   # one check serves both sides
-            old = replace(new, label=self.old[0], revision=self.old[1].revision)  # type: ignore[index]
+        old = _same_spec_checked(self.old, self.new, new)
         if old is None:
             step(f"checking {_label(self.old)}")
             old = _checked(self.old)
@@ -92,13 +103,15 @@ class Comparison:
 
     def _with_child(self, new: Side, step: Step) -> tuple[Side, Side, MeshDiff | None]:
         assert self._child is not None
+        new_digest = digest(new.mesh) if new.mesh is not None else None   # while the child may still work
         old, old_digest = self._child.checked()
+        self.checked_in_child = True
         if not (old.valid and new.valid):
             return old, new, None
         step("building what can differ")
-        changed, affected = what_can_differ(old_digest, digest(new.mesh) if new.mesh is not None else None)
+        changed, affected = what_can_differ(old_digest, new_digest)
         self._child.request_outputs(changed, affected)
-        new = _built(new, changed, affected)
+        new = built_side(new, changed, affected)
         old = self._child.outputs(old)
         step("comparing")
         return old, new, diff_sides(old, new)
@@ -117,9 +130,11 @@ def _checked(pending: Pending) -> Side:
     return pending if isinstance(pending, Side) else build_side(*pending)
 
 
-def _same_spec(old: Pending, new: Pending) -> bool:
-    return isinstance(old, tuple) and isinstance(new, tuple) and old[1].data == new[1].data \
-        and old[1].name == new[1].name
+def _same_spec_checked(old: Pending, new: Pending, checked: Side) -> Side | None:
+    """The old side from the new one's check when both revisions hold the same spec, byte for byte."""
+    if isinstance(old, tuple) and isinstance(new, tuple) and old[1].data == new[1].data and old[1].name == new[1].name:
+        return replace(checked, label=old[0], revision=old[1].revision)
+    return None
 
 
 def _compared(old: Side, new: Side, step: Step) -> tuple[Side, Side, MeshDiff | None]:
@@ -137,7 +152,7 @@ class ForkedSide:
 
     label: str
     pid: int
-    channel: IO[bytes]
+    channel: BufferedIOBase
     reaped: bool = False
 
     @classmethod
@@ -202,7 +217,7 @@ class ForkedSide:
         return message[1] if len(message) == 2 else message[1:]
 
 
-def _serve(label: str, source: SpecSource, channel: IO[bytes]) -> NoReturn:
+def _serve(label: str, source: SpecSource, channel: BufferedIOBase) -> NoReturn:
     """The child's whole life: check the side, answer the parent's requests until it closes the
     socket, and leave without running the parent's exit handlers or finally blocks (os._exit)."""
     status = 1
@@ -220,24 +235,24 @@ def _serve(label: str, source: SpecSource, channel: IO[bytes]) -> NoReturn:
         os._exit(status)
 
 
-def _answer(side: Side, request: tuple[Any, ...], channel: IO[bytes]) -> Side:
+def _answer(side: Side, request: tuple[Any, ...], channel: BufferedIOBase) -> Side:
     if request[0] == "outputs":
         _, changed, affected = request
-        side = _built(side, changed, affected)
+        side = built_side(side, changed, affected)
         _write(channel, ("outputs", side.subjects, side.files, side.build_note))
     elif request[0] == "locate":
-        _write(channel, ("located", [_locate(side, side.subjects[key], name) for key, name in request[1]]))
+        _write(channel, ("located", [locate_field(side, side.subjects[key], name) for key, name in request[1]]))
     return side
 
 
-def _write(channel: IO[bytes], message: object) -> None:
+def _write(channel: BufferedIOBase, message: object) -> None:
     payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     channel.write(len(payload).to_bytes(8, "big"))
     channel.write(payload)
     channel.flush()
 
 
-def _read(channel: IO[bytes]) -> Any:
+def _read(channel: BufferedIOBase) -> Any:
     """The next message, or None when the other end has closed the socket."""
     header = channel.read(8)
     if len(header) < 8:
