@@ -2,11 +2,13 @@
 
 Builds a Git repository whose last commit changes one service's image in an N-service spec
 (bench/gen_mesh.py), then runs, as whole processes taking turns, `meshc validate R/mesh.yaml` and
-the diff (and, with --baseline PATH, the diff of another checkout's meshc, e.g. the main branch),
-and reports medians of wall and CPU time and the median of paired ratios to validate.
+the diff (and, with --baseline PATH, the diff of another checkout's meshc, e.g. the main branch;
+with --serial, the diff with `--jobs 1` too), and reports medians of wall time, CPU time (user +
+system, the child checking a side included) and peak memory, and the medians of the paired ratios
+of each run to the validate run beside it, in wall and in CPU time.
 
     python -m bench.diff                       # N = 1,000, 7 pairs
-    python -m bench.diff --services 1000 --pairs 5 --baseline /work/main
+    python -m bench.diff --services 1000 --pairs 5 --serial --baseline /work/main
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.gen_mesh import build_graph, render
@@ -44,44 +46,59 @@ def make_repo(directory: Path, services: int) -> Path:
     return repo
 
 
-def timed(argv: list[str], tree: Path, expect: tuple[int, ...]) -> tuple[float, float]:
-    """Wall and CPU seconds of one process (the child's user + system time)."""
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    cpu: float        # user + system of the process and the children it waited for
+    rss_mib: float    # the peak resident memory of the process (or of its largest child)
+
+
+def timed(argv: list[str], tree: Path, expect: tuple[int, ...]) -> Run:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = subprocess.run(argv, env=env, cwd=tree, capture_output=True, check=False)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode not in expect:
-        sys.exit(f"{argv} exited {result.returncode}: {result.stderr.decode()[-2000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode not in expect:
+            stderr.seek(0)
+            sys.exit(f"{argv} exited {process.returncode}: {stderr.read().decode()[-2000:]}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--serial", action="store_true", help="also time the diff with --jobs 1")
     parser.add_argument("--baseline", type=Path, default=None, metavar="TREE",
                         help="also time the diff of the meshc in this checkout")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_repo(Path(tmp), args.services)
         validate = [sys.executable, "-m", "meshc.cli", "validate", str(repo / "mesh.yaml")]
         diff = [sys.executable, "-m", "meshc.cli", "diff", "--repo", str(repo), "HEAD~1", "HEAD"]
-        runs: dict[str, list[tuple[float, float]]] = {"validate": [], "diff": [], "baseline diff": []}
+        runs: dict[str, list[Run]] = {"validate": [], "diff": [], "diff --jobs 1": [], "baseline diff": []}
         for _ in range(args.pairs):
             runs["validate"].append(timed(validate, ROOT, (0,)))
             runs["diff"].append(timed(diff, ROOT, (3,)))
+            if args.serial:
+                runs["diff --jobs 1"].append(timed([*diff, "--jobs", "1"], ROOT, (3,)))
             if args.baseline is not None:
                 runs["baseline diff"].append(timed(diff, args.baseline, (3,)))
-    print(f"N = {args.services}, {args.pairs} pairs, load average {os.getloadavg()[0]:.1f}")
+    print(f"N = {args.services}, {args.pairs} pairs, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     for name, samples in runs.items():
         if not samples:
             continue
-        ratios = [cpu / v_cpu for (_, cpu), (_, v_cpu) in zip(samples, runs["validate"])]
-        print(f"{name:14s} wall median {statistics.median(w for w, _ in samples):6.2f} s  "
-              f"CPU median {statistics.median(c for _, c in samples):6.2f} s  "
-              f"paired CPU ratio to validate {statistics.median(ratios):5.2f}x")
+        pairs = list(zip(samples, runs["validate"]))
+        wall_ratio = statistics.median(run.wall / v.wall for run, v in pairs)
+        cpu_ratio = statistics.median(run.cpu / v.cpu for run, v in pairs)
+        print(f"{name:14s} wall {statistics.median(r.wall for r in samples):5.2f} s  "
+              f"CPU {statistics.median(r.cpu for r in samples):5.2f} s  "
+              f"peak {statistics.median(r.rss_mib for r in samples):4.0f} MiB  "
+              f"paired ratio to validate: wall {wall_ratio:4.2f}x, CPU {cpu_ratio:4.2f}x")
 
 
 if __name__ == "__main__":

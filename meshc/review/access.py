@@ -7,7 +7,7 @@ from outside the graph; a reviewer should see those, and mTLS mode changes, on t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from meshc.diagnostics import Span
@@ -55,13 +55,15 @@ def caller_label(caller: ir.Caller) -> str:
     return caller.service or f"{caller.identity.namespace}/{caller.identity.service_account}"
 
 
-def view(mesh: ir.Mesh) -> AccessView:
+def view(mesh: ir.Mesh, only: Collection[str] | None = None) -> AccessView:
+    """The mesh's authorization; `only`: that of these services as callees (a service's permissions
+    and mode are its own fields, so two revisions' views differ only in the services that do)."""
+    services = [s for s in mesh.deployed_services if only is None or s.name in only]
     permissions = {(service.name, caller.identity.spiffe_id): Permission(caller_label(caller), service.name,
                                                                           caller.identity.spiffe_id, caller.span)
-                   for service in mesh.deployed_services for caller in service.allowed_callers
+                   for service in services for caller in service.allowed_callers
                    if service.mtls is not ir.MtlsMode.OFF}
-    return AccessView(permissions, {s.name: s.mtls.value for s in mesh.deployed_services},
-                      {s.name: s.span for s in mesh.deployed_services})
+    return AccessView(permissions, {s.name: s.mtls.value for s in services}, {s.name: s.span for s in services})
 
 
 def access_changes(old: AccessView | None, new: AccessView | None) -> tuple[AccessChange, ...]:

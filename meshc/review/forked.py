@@ -6,9 +6,10 @@ after the imports (it shares them, and the string-hash key `meshc.review.digest`
 this process checks the new side. Neither process then holds both meshes, and sending a whole IR
 across costs about what checking it does; instead the child answers a few small requests:
 
-1. checked: its side's diagnostics and access view, and the digest of its mesh;
-2. outputs(changed, affected): the subjects of the changed services and the files that can
-   differ, built from its mesh (as `diff.with_outputs` does) while this process builds its own;
+1. checked: its side's diagnostics, and the digest of its mesh;
+2. outputs(changed, affected): the subjects and access view of the changed services and the files
+   that can differ, built from its mesh (as `diff.with_outputs` does) while this process builds
+   its own;
 3. locate([(subject, field), ...]): where changed fields are written in its revision.
 
 Messages are pickles, each preceded by its length, over a socket pair. The child ignores Ctrl-C,
@@ -35,6 +36,7 @@ from typing import Any, NoReturn
 from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
 from meshc.load import SpecSource
+from meshc.review import access
 from meshc.review.diff import (
     MeshDiff,
     Side,
@@ -111,7 +113,7 @@ class Comparison:
         step("building what can differ")
         changed, affected = what_can_differ(old_digest, new_digest)
         self._child.request_outputs(changed, affected)
-        new = built_side(new, changed, affected)
+        new = replace(built_side(new, changed, affected), access=_access(new, changed))
         old = self._child.outputs(old)
         step("comparing")
         return old, new, diff_sides(old, new)
@@ -120,6 +122,12 @@ class Comparison:
         if self._child is not None:
             self._child.stop()
             self._child = None
+
+
+def _access(side: Side, changed: set[str] | None) -> access.AccessView | None:
+    """The side's access view, of the changed services alone: the others' permissions and modes
+    are the same on both sides, so this is all the child sends (and all it is compared with)."""
+    return access.view(side.mesh, changed) if side.mesh is not None else None
 
 
 def _label(pending: Pending) -> str:
@@ -172,7 +180,7 @@ class ForkedSide:
         return cls(label, pid, channel)
 
     def checked(self) -> tuple[Side, MeshDigest | None]:
-        """The side as checked (diagnostics, access view; no mesh), and its mesh's digest."""
+        """The side as checked (its diagnostics; no mesh), and its mesh's digest."""
         side, mesh_digest = self._receive("checked")
         return replace(side, locator=self.locate), mesh_digest
 
@@ -181,8 +189,8 @@ class ForkedSide:
 
     def outputs(self, checked: Side) -> Side:
         """The checked side with the subjects and files the child built for `request_outputs`."""
-        subjects, files, note = self._receive("outputs")
-        return replace(checked, subjects=subjects, files=files, build_note=note)
+        subjects, files, note, access_view = self._receive("outputs")
+        return replace(checked, subjects=subjects, files=files, build_note=note, access=access_view)
 
     def locate(self, fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
         self._send(("locate", [(subject.key, name) for subject, name in fields]))
@@ -224,7 +232,7 @@ def _serve(label: str, source: SpecSource, channel: BufferedIOBase) -> NoReturn:
     try:
         try:
             side = build_side(label, source)
-            summary = replace(side, data=None, positions=None, mesh=None)
+            summary = replace(side, data=None, positions=None, mesh=None, access=None)
             _write(channel, ("checked", summary, digest(side.mesh) if side.mesh is not None else None))
             while (request := _read(channel)) is not None:
                 side = _answer(side, request, channel)
@@ -238,8 +246,8 @@ def _serve(label: str, source: SpecSource, channel: BufferedIOBase) -> NoReturn:
 def _answer(side: Side, request: tuple[Any, ...], channel: BufferedIOBase) -> Side:
     if request[0] == "outputs":
         _, changed, affected = request
-        side = built_side(side, changed, affected)
-        _write(channel, ("outputs", side.subjects, side.files, side.build_note))
+        side = replace(built_side(side, changed, affected), access=_access(side, changed))
+        _write(channel, ("outputs", side.subjects, side.files, side.build_note, side.access))
     elif request[0] == "locate":
         _write(channel, ("located", [locate_field(side, side.subjects[key], name) for key, name in request[1]]))
     return side

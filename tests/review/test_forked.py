@@ -20,7 +20,16 @@ from meshc.review.diff import MeshDiff, Side
 from meshc.review.diff_format import render
 from meshc.review.digest import digest, what_can_differ
 from meshc.review.forked import Comparison, Pending
-from tests.build.test_incremental import BASES, EDITS, Spec, _source
+from tests.build.test_incremental import (
+    BASES,
+    EDITS,
+    Spec,
+    _source,
+    edit_extra_caller,
+    edit_mtls,
+    edit_new_call,
+    edit_remove_uncalled,
+)
 from tests.git.history import meshc
 from tests.support.gitrepo import GitRepo
 
@@ -83,6 +92,25 @@ def test_checking_the_sides_at_once_gives_the_serial_diff(name: str, text: str) 
         assert concurrent[0].diagnostics == serial[0].diagnostics
         seen_changes += serial[2].changed
     assert seen_changes >= 2
+
+
+def test_permissions_granted_and_revoked_are_the_serial_ones() -> None:
+    """The child sends the access view of the changed services only: what the others permit is
+    the same on both sides. Calls added and removed, modes changed, callers from outside."""
+    text = generate(60, seed=3)
+    rng = random.Random("access")
+    found = 0
+    for _ in range(6):
+        edited: Spec = yaml.safe_load(text)
+        for edit in (edit_new_call, edit_mtls, edit_extra_caller, edit_remove_uncalled):
+            edit(edited, rng)
+        old, new = ("a", _source(text)), ("b", _source(yaml.safe_dump(edited, sort_keys=False)))
+        serial, concurrent = compared(old, new, jobs=1), compared(old, new, jobs=2)
+        assert serial[2] is not None and concurrent[2] is not None and concurrent[3]
+        assert concurrent[2].access_changes == serial[2].access_changes
+        assert rendered(concurrent[2]) == rendered(serial[2])
+        found += len({change.action for change in serial[2].access_changes})
+    assert found >= 8   # granted, revoked and mode changes were compared
 
 
 def test_an_invalid_old_side_gives_its_diagnostics_from_the_child() -> None:
