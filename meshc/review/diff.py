@@ -20,6 +20,7 @@ from meshc.review import access, spec_view
 from meshc.review.consequences import OutputChange, compare_bundles
 from meshc.review.spec_view import Subject
 
+
 class Action(StrEnum):
     ADDED = "added"
     REMOVED = "removed"

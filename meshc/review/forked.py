@@ -7,10 +7,11 @@ this process checks the new side. Neither process then holds both meshes, and se
 across costs about what checking it does; instead the child answers a few small requests:
 
 1. checked: its side's diagnostics, and the digest of its mesh;
-2. outputs(changed, affected): the subjects and access view of the changed services and the files
+2. callees(names): of the changed services, the digests of what their callers see of them;
+3. outputs(changed, affected): the subjects and access view of the changed services and the files
    that can differ, built from its mesh (as `diff.with_outputs` does) while this process builds
    its own;
-3. locate([(subject, field), ...]): where changed fields are written in its revision.
+4. locate([(subject, field), ...]): where changed fields are written in its revision.
 
 Messages are pickles, each preceded by its length, over a socket pair. The child ignores Ctrl-C,
 never writes to stdout or stderr, and leaves with os._exit. If it fails or dies, the side is
@@ -36,7 +37,9 @@ from typing import Any, NoReturn
 from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
 from meshc.load import SpecSource
+from meshc.resolve import ir
 from meshc.review import access
+from meshc.review import digest as digests
 from meshc.review.diff import (
     MeshDiff,
     Side,
@@ -46,7 +49,6 @@ from meshc.review.diff import (
     locate_field,
     with_outputs,
 )
-from meshc.review.digest import MeshDigest, digest, what_can_differ
 from meshc.review.spec_view import Subject
 
 # An absent side (the spec is not in that revision), or a label and the spec to check.
@@ -105,18 +107,29 @@ class Comparison:
 
     def _with_child(self, new: Side, step: Step) -> tuple[Side, Side, MeshDiff | None]:
         assert self._child is not None
-        new_digest = digest(new.mesh) if new.mesh is not None else None   # while the child may still work
+        new_digest = digests.digest(new.mesh) if new.mesh is not None else None   # while the child may still work
         old, old_digest = self._child.checked()
         self.checked_in_child = True
         if not (old.valid and new.valid):
             return old, new, None
         step("building what can differ")
-        changed, affected = what_can_differ(old_digest, new_digest)
+        changed = digests.changed(old_digest, new_digest)
+        affected = self._affected(old_digest, new_digest, changed, new.mesh)
         self._child.request_outputs(changed, affected)
         new = replace(built_side(new, changed, affected), access=_access(new, changed))
         old = self._child.outputs(old)
         step("comparing")
         return old, new, diff_sides(old, new)
+
+    def _affected(self, old: digests.MeshDigest | None, new: digests.MeshDigest | None, changed: set[str] | None,
+                  new_mesh: ir.Mesh | None) -> frozenset[str] | None:
+        """`digest.affected`, with the callee digests of the changed services from both sides."""
+        assert self._child is not None
+        if old is None or new is None or changed is None or new_mesh is None or old.mesh_wide != new.mesh_wide:
+            return None
+        both = digests.in_both(old, new, changed)
+        return digests.affected(old, new, changed, self._child.callee_digests(both),
+                                digests.callee_digests(new_mesh, both))
 
     def _stop_child(self) -> None:
         if self._child is not None:
@@ -179,10 +192,17 @@ class ForkedSide:
         parent_end.close()   # the file keeps the socket open
         return cls(label, pid, channel)
 
-    def checked(self) -> tuple[Side, MeshDigest | None]:
+    def checked(self) -> tuple[Side, digests.MeshDigest | None]:
         """The side as checked (its diagnostics; no mesh), and its mesh's digest."""
         side, mesh_digest = self._receive("checked")
         return replace(side, locator=self.locate), mesh_digest
+
+    def callee_digests(self, names: set[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        self._send(("callees", names))
+        found: dict[str, int] = self._receive("callees")
+        return found
 
     def request_outputs(self, changed: set[str] | None, affected: frozenset[str] | None) -> None:
         self._send(("outputs", changed, affected))
@@ -233,7 +253,7 @@ def _serve(label: str, source: SpecSource, channel: BufferedIOBase) -> NoReturn:
         try:
             side = build_side(label, source)
             summary = replace(side, data=None, positions=None, mesh=None, access=None)
-            _write(channel, ("checked", summary, digest(side.mesh) if side.mesh is not None else None))
+            _write(channel, ("checked", summary, digests.digest(side.mesh) if side.mesh is not None else None))
             while (request := _read(channel)) is not None:
                 side = _answer(side, request, channel)
             status = 0
@@ -244,12 +264,17 @@ def _serve(label: str, source: SpecSource, channel: BufferedIOBase) -> NoReturn:
 
 
 def _answer(side: Side, request: tuple[Any, ...], channel: BufferedIOBase) -> Side:
+    """Answer one request (an unknown one is a bug: the child fails, and the parent checks again)."""
     if request[0] == "outputs":
         _, changed, affected = request
         side = replace(built_side(side, changed, affected), access=_access(side, changed))
         _write(channel, ("outputs", side.subjects, side.files, side.build_note, side.access))
+    elif request[0] == "callees" and side.mesh is not None:
+        _write(channel, ("callees", digests.callee_digests(side.mesh, request[1])))
     elif request[0] == "locate":
         _write(channel, ("located", [locate_field(side, side.subjects[key], name) for key, name in request[1]]))
+    else:
+        raise ValueError(f"a request the child cannot answer: {request[0]!r}")
     return side
 
 
