@@ -174,11 +174,10 @@ def test_a_child_that_fails_is_replaced_by_a_check_here(monkeypatch: pytest.Monk
 def test_no_child_is_left_when_the_comparison_is_left_early() -> None:
     text = generate(30, seed=5)
     old, new = ("a", _source(text)), ("b", _source(text.replace("replicas: 2", "replicas: 5", 1)))
-    with pytest.raises(KeyboardInterrupt):
-        with Comparison(old, new, jobs=2) as comparison:
-            assert comparison._child is not None
-            pid = comparison._child.pid
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), Comparison(old, new, jobs=2) as comparison:
+        assert comparison._child is not None
+        pid = comparison._child.pid
+        raise KeyboardInterrupt
     assert_reaped(pid)
     with Comparison(old, new, jobs=2) as comparison:
         assert comparison._child is not None
