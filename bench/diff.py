@@ -3,12 +3,13 @@
 Builds a Git repository whose last commit changes one service's image in an N-service spec
 (bench/gen_mesh.py), then runs, as whole processes taking turns, `meshc validate R/mesh.yaml` and
 the diff (and, with --baseline PATH, the diff of another checkout's meshc, e.g. the main branch;
-with --serial, the diff with `--jobs 1` too), and reports medians of wall time, CPU time (user +
+with --each-jobs, the diff with `--jobs 1` and `--jobs 2` too: by default, meshc checks the two
+sides at once only when a CPU is idle as it starts), and reports medians of wall time, CPU time (user +
 system, the child checking a side included) and peak memory, and the medians of the paired ratios
 of each run to the validate run beside it, in wall and in CPU time.
 
     python -m bench.diff                       # N = 1,000, 7 pairs
-    python -m bench.diff --services 1000 --pairs 5 --serial --baseline /work/main
+    python -m bench.diff --services 1000 --pairs 5 --each-jobs --baseline /work/main
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=7)
-    parser.add_argument("--serial", action="store_true", help="also time the diff with --jobs 1")
+    parser.add_argument("--each-jobs", action="store_true", help="also time the diff with --jobs 1 and --jobs 2")
     parser.add_argument("--baseline", type=Path, default=None, metavar="TREE",
                         help="also time the diff of the meshc in this checkout")
     args = parser.parse_args()
@@ -80,12 +81,14 @@ def main() -> None:
         repo = make_repo(Path(tmp), args.services)
         validate = [sys.executable, "-m", "meshc.cli", "validate", str(repo / "mesh.yaml")]
         diff = [sys.executable, "-m", "meshc.cli", "diff", "--repo", str(repo), "HEAD~1", "HEAD"]
-        runs: dict[str, list[Run]] = {"validate": [], "diff": [], "diff --jobs 1": [], "baseline diff": []}
+        runs: dict[str, list[Run]] = {"validate": [], "diff": [], "diff --jobs 1": [], "diff --jobs 2": [],
+                                      "baseline diff": []}
         for _ in range(args.pairs):
             runs["validate"].append(timed(validate, ROOT, (0,)))
             runs["diff"].append(timed(diff, ROOT, (3,)))
-            if args.serial:
+            if args.each_jobs:
                 runs["diff --jobs 1"].append(timed([*diff, "--jobs", "1"], ROOT, (3,)))
+                runs["diff --jobs 2"].append(timed([*diff, "--jobs", "2"], ROOT, (3,)))
             if args.baseline is not None:
                 runs["baseline diff"].append(timed(diff, args.baseline, (3,)))
     print(f"N = {args.services}, {args.pairs} pairs, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")

@@ -25,12 +25,12 @@ def image_of(line: str) -> str:
     return line.split("image: ", 1)[1].split(",")[0].split()[0].rstrip("}")
 
 
-def test_it_reports_validate_the_diff_and_the_serial_diff_with_paired_ratios() -> None:
-    result = subprocess.run([sys.executable, "-m", "bench.diff", "--services", "20", "--pairs", "1", "--serial"],
+def test_it_reports_validate_and_the_diffs_with_paired_ratios() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.diff", "--services", "20", "--pairs", "1", "--each-jobs"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("N = 20, 1 pairs, load average")
-    assert [line.split()[0] for line in lines[1:]] == ["validate", "diff", "diff"]
-    assert "--jobs 1" in lines[3]
+    assert [line.split()[0] for line in lines[1:]] == ["validate", "diff", "diff", "diff"]
+    assert "--jobs 1" in lines[3] and "--jobs 2" in lines[4]
     assert "wall 1.00x, CPU 1.00x" in lines[1]   # validate against itself
     assert all("paired ratio to validate: wall" in line and "MiB" in line for line in lines[1:])
