@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshc import object_names
 from meshc.analysis import amplification
 from meshc.durations import format_duration as fmt
+from meshc import object_names
 from meshc.resolve import ir
 from meshc.review.spec_view import fault_text, gateway_route_text, match_text
 
