@@ -94,7 +94,9 @@ class Comparison:
         if self._child is not None:
             try:
                 return self._with_child(new, step)
-            except ChildFailed:
+            except ChildFailed as failure:
+                if os.environ.get("MESHC_DEBUG"):   # a bug to see; the user gets the diff anyway
+                    sys.stderr.write(f"meshc: {failure}; checking it here instead\n")
                 self.checked_in_child = False
                 self._stop_child()
         old = _same_spec_checked(self.old, self.new, new)

@@ -149,7 +149,8 @@ def test_a_child_killed_while_checking_is_replaced_by_a_check_here() -> None:
     assert rendered(result[2]) == rendered(serial[2]) and serial[2] is not None and serial[2].changed
 
 
-def test_a_child_that_fails_is_replaced_by_a_check_here(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_child_that_fails_is_replaced_by_a_check_here(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     parent = os.getpid()
     real_build_side = forked.build_side
 
@@ -159,6 +160,7 @@ def test_a_child_that_fails_is_replaced_by_a_check_here(monkeypatch: pytest.Monk
         return real_build_side(label, source)
 
     monkeypatch.setattr(forked, "build_side", failing_in_the_child)
+    monkeypatch.setenv("MESHC_DEBUG", "1")   # then the child's failure is shown, traceback included
     text = generate(30, seed=5)
     old, new = ("a", _source(text)), ("b", _source(text.replace("replicas: 2", "replicas: 5", 1)))
     with Comparison(old, new, jobs=2) as comparison:
@@ -167,6 +169,8 @@ def test_a_child_that_fails_is_replaced_by_a_check_here(monkeypatch: pytest.Monk
         result = comparison.run(lambda _: None)
     assert_reaped(pid)
     assert not comparison.checked_in_child
+    shown = capsys.readouterr().err
+    assert "checking a in a child process failed" in shown and "RuntimeError: a bug in checking" in shown
     monkeypatch.undo()
     assert rendered(result[2]) == rendered(compared(old, new, jobs=1)[2])
 
