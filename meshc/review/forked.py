@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from io import BufferedIOBase
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
@@ -72,7 +72,7 @@ class Comparison:
         self.checked_in_child = False   # whether the old side's check came from a child (after run)
         self._child: ForkedSide | None = None
 
-    def __enter__(self) -> Comparison:
+    def __enter__(self) -> Self:
         old, new = self.old, self.new
         if self.jobs > 1 and hasattr(os, "fork") and isinstance(old, tuple) and isinstance(new, tuple) \
                 and old[1].data != new[1].data:
