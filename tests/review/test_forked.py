@@ -205,7 +205,9 @@ def test_the_command_prints_the_same_with_one_process_or_two(git_repo: GitRepo) 
     b = git_repo.commit_file("mesh.yaml", text.replace("replicas: 2", "replicas: 4", 1)
                              .replace("  services:\n", "  # a comment moves every line\n  services:\n", 1), "edit")
     broken = git_repo.commit_file("mesh.yaml", text.replace("port: ", "port: x", 1), "broken")
-    for revs in ((a, b), (b, broken), (broken, a)):
+    # and against the work tree (the spec as edited): HEAD is `broken`, the file holds b's spec
+    (git_repo.path / "mesh.yaml").write_text(git_repo.show(b, "mesh.yaml"))
+    for revs in ((a, b), (b, broken), (broken, a), (a,), (broken,)):
         outputs = [meshc("diff", "--repo", str(git_repo.path), *revs, "-j", jobs, "--format", fmt)
                    for jobs in ("1", "2") for fmt in ("text", "json")]
         serial, concurrent = outputs[:2], outputs[2:]
@@ -214,3 +216,5 @@ def test_the_command_prints_the_same_with_one_process_or_two(git_repo: GitRepo) 
         assert all("Traceback" not in r.stderr for r in outputs)
     assert meshc("diff", "--repo", str(git_repo.path), a, b).returncode == 3
     assert meshc("diff", "--repo", str(git_repo.path), b, broken).returncode == 1
+    assert meshc("diff", "--repo", str(git_repo.path), a, "-j", "2").returncode == 3      # the work tree is b
+    assert meshc("diff", "--repo", str(git_repo.path), b, "-j", "2").returncode == 0
