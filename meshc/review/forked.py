@@ -239,7 +239,7 @@ class ForkedSide:
     def _receive(self, kind: str) -> Any:
         try:
             message = _read(self.channel)
-        except OSError as exc:
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:   # gone, or what it sent is not whole
             raise ChildFailed(f"checking {self.label} in a child process: {exc}") from exc
         if message is None or message[0] != kind:
             raise ChildFailed(f"checking {self.label} in a child process failed: "
