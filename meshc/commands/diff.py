@@ -43,7 +43,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="text (terminal), json (tools) or markdown (a pull-request comment)")
     parser.add_argument("-j", "--jobs", type=at_least(1), default=None, metavar="N",
                         help="processes that check the two revisions: 2 checks them at once, 1 one after the "
-                        "other (default: 2 when two CPUs are usable and one is idle); the output is the same")
+                        "other (default: 2 when two CPUs are usable and not all busy); the output is the same")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="color the text format (auto: when stdout is a terminal and NO_COLOR is unset)")
 
@@ -92,13 +92,14 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _default_jobs() -> int:
-    """Two processes (one per side) when a second CPU can run the child: this process may use two
-    or more, and one is idle as the diff starts. On a busy machine the child would only share this
-    process's turn on a CPU, and waiting for the slower of the two then makes the diff slower."""
+    """Two processes (one per side) when the child can get a CPU: this process may use two or more,
+    and fewer other processes than CPUs are ready to run as the diff starts. On a saturated machine
+    the child would only share this process's turn, and waiting for the slower of the two then
+    makes the diff slower (measured: docs/performance.md)."""
     from meshc.commands.build import _usable_cpus
 
     cpus = _usable_cpus()
-    return 2 if cpus >= 2 and _runnable_others() < cpus - 1 else 1
+    return 2 if cpus >= 2 and _runnable_others() < cpus else 1
 
 
 def _runnable_others() -> int:
