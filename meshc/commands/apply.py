@@ -13,8 +13,8 @@ import sys
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
-    add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, applied_bundle, close_targets,
-    compile_bundle, open_targets, previous_meshes, sync_failure,
+    add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, close_targets, open_targets,
+    prepare, previous_meshes, remember, sync_failure,
 )
 
 NAME = "apply"
@@ -38,16 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     targets = open_targets(args)
     try:
-        compiled = compile_bundle(args)
-        if compiled is None or compiled.bundle is None:
+        prepared = prepare(args, targets)
+        if prepared is None:
             return EXIT_INVALID
-        bundle = compiled.bundle
+        bundle, previous = prepared.bundle, prepared.previous
         try:
-            previous, previous_revision = applied_bundle(args, compiled, targets)
             report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
                                allow_prune_all=args.allow_prune_all, allow_mesh_rename=args.allow_mesh_rename,
                                previous_meshes=previous_meshes(args, bundle, previous), previous=previous,
-                               previous_revision=previous_revision)
+                               previous_revision=prepared.previous_revision)
         except PruneRefused as refused:
             if args.format == "text":
                 sys.stdout.write(plan_text(refused.plans))
@@ -71,4 +70,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result_text(report.results))
         sys.stdout.write(report_summary(report) + "\n")
+    sys.stdout.flush()
+    remember(args, prepared)
     return EXIT_OK

@@ -13,8 +13,8 @@ import sys
 
 from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
-    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, applied_bundle,
-    close_targets, compile_bundle, open_targets, previous_meshes, sync_failure,
+    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, close_targets,
+    open_targets, prepare, previous_meshes, remember, sync_failure,
 )
 
 NAME = "plan"
@@ -40,13 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     targets = open_targets(args)
     try:
-        compiled = compile_bundle(args)
-        if compiled is None or compiled.bundle is None:
+        prepared = prepare(args, targets)
+        if prepared is None:
             return EXIT_INVALID
-        bundle = compiled.bundle
+        bundle, previous = prepared.bundle, prepared.previous
         try:
-            previous, previous_revision = applied_bundle(args, compiled, targets)
-            planned = plan_sync(bundle, targets, previous=previous, previous_revision=previous_revision,
+            planned = plan_sync(bundle, targets, previous=previous, previous_revision=prepared.previous_revision,
                                 previous_meshes=previous_meshes(args, bundle, previous))
         except SyncError as error:
             return sync_failure(error)
@@ -63,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(plan_summary(plans) + "\n")
         for reason in refusals:
             sys.stderr.write(f"meshc: warning: apply would refuse: {reason}\n")
+    sys.stdout.flush()
+    remember(args, prepared)    # the commit `apply` is likely to be given next
     if args.detailed_exitcode and content_would_change(plans):
         return EXIT_CHANGES
     return EXIT_OK

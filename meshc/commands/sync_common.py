@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshc.commands.common import EXIT_INVALID, at_least, config_dir, usage_error
@@ -17,7 +18,8 @@ from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 
 if TYPE_CHECKING:
-    from meshc.pipeline import Compiled
+    from meshc.load import SpecSource
+    from meshc.pipeline import Checked, Compiled
     from meshc.sync.etcd_client import EtcdAccess
     from meshc.sync.target import MeshIdentity
 
@@ -66,32 +68,94 @@ def add_scope_argument(parser: argparse.ArgumentParser) -> None:
                         "commit etcd records as applied (finds hand edits of unchanged objects)")
 
 
-def applied_bundle(args: argparse.Namespace, compiled: Compiled, targets: list[Target]) -> tuple[Bundle | None, str | None]:
-    """With --repo (and without --full): the bundle of the commit the targets record as applied
-    (etcd's `<prefix>/revision`), compiled from the repository, to plan only what differs from it.
-    It is built incrementally from the commit being applied (`compiled`): only the services whose
-    output can differ between the two are emitted. (None, None) when there is no such record, it
-    names the commit being applied (a re-apply is a drift check: planned in full), or that commit
-    cannot be read or compiled."""
-    if not getattr(args, "repo", None) or getattr(args, "full", False) or compiled.bundle is None:
-        return None, None
-    bundle = compiled.bundle
-    revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
-    recorded = next((ask(bundle) for ask in (getattr(t, "recorded_revision", None) for t in targets) if ask), None)
-    if not recorded or not revision or recorded == revision:
-        return None, None
-    from meshc.commands.common import build_options
+@dataclass(frozen=True)
+class Prepared:
+    """What a sync verb plans from: the compiled commit, and with --repo the bundle of the commit
+    the targets record as applied (`previous`: plan only what differs from it)."""
+
+    compiled: Compiled
+    previous: Bundle | None = None
+    previous_revision: str | None = None
+    kept: bool = False     # `compiled` was loaded from the compile cache: nothing to store
+
+    @property
+    def bundle(self) -> Bundle:
+        if self.compiled.bundle is None:
+            raise ValueError("only a spec that compiled has a bundle")
+        return self.compiled.bundle
+
+
+def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
+    """Compile SPEC (diagnostics to stderr; None when it does not compile). With --repo (and
+    without --full), also the bundle of the commit etcd records as applied, to plan only what
+    differs from it; none when there is no record, it names the commit being applied (a re-apply
+    is a drift check: planned in full), or that commit cannot be read or compiled.
+
+    Compilations kept by earlier runs (meshc.compile_cache) are used: the applied commit's, from
+    which the new commit is then built incrementally (only the services whose files can differ
+    are emitted), and the new commit's own when a `plan` has compiled it already. Without the
+    applied commit's, the new commit is built in full and the applied one incrementally from it.
+    --full reads nothing kept."""
+    if not getattr(args, "repo", None):
+        compiled = compile_bundle(args)
+        return Prepared(compiled) if compiled is not None else None
+    from meshc import compile_cache
+    from meshc.commands.common import build_options, failed, reported
     from meshc.diagnostics import MeshcError
     from meshc.load.git import GitSpecReader
-    from meshc.pipeline import compile
+    from meshc.pipeline import Compiled, build_bundle, compile
 
-    try:
-        with GitSpecReader(args.repo) as reader:
-            source = reader.read(recorded, args.spec)
-    except MeshcError:
-        return None, None
-    previous = compile(source, build_options(args), base=compiled).bundle
-    return (previous, recorded) if previous is not None else (None, None)
+    full = bool(getattr(args, "full", False))
+    options = build_options(args)
+    applied: SpecSource | None = None
+    with GitSpecReader(args.repo) as reader:
+        source = reader.read(args.rev or "HEAD", args.spec)
+        kept = None if full else compile_cache.load(source, options)
+        checked = kept.checked if kept is not None else _check(args, source)
+        shown = reported(checked, args)     # without what --ignore names; `checked` is kept whole
+        if not shown.ok or checked.mesh is None or failed(shown.diagnostics, args.strict):
+            sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
+            return None
+        recorded = None if full else _recorded_revision(targets, checked.mesh.etcd_prefix)
+        if recorded and recorded != source.revision:
+            try:
+                applied = reader.read(recorded, args.spec)
+            except MeshcError:
+                applied = None
+    base = compile_cache.load(applied, options) if applied is not None else None
+    compiled = kept or Compiled(checked, build_bundle(checked, options, base), options)
+    if applied is None:
+        return Prepared(compiled, kept=kept is not None)
+    previous = base.bundle if base is not None else compile(applied, options, base=compiled).bundle
+    return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
+
+
+def _check(args: argparse.Namespace, source: SpecSource) -> Checked:
+    from meshc.pipeline import check
+    from meshc.progress import Progress
+
+    with Progress("build") as progress:
+        progress.step(f"checking {args.spec}")
+        return check(source)
+
+
+def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
+    """The commit the targets record as applied (etcd's `<prefix>/revision`), if any."""
+    for target in targets:
+        ask = getattr(target, "recorded_revision_at", None)
+        if ask is not None:
+            recorded: str | None = ask(etcd_prefix)
+            return recorded
+    return None
+
+
+def remember(args: argparse.Namespace, prepared: Prepared) -> None:
+    """Keep the compiled commit for the next plan/apply --repo against etcd (meshc.compile_cache):
+    once applied, etcd names it, and the next apply plans against it without compiling it."""
+    if getattr(args, "repo", None) and args.etcd and not prepared.kept:
+        from meshc import compile_cache
+
+        compile_cache.store(prepared.compiled)
 
 
 def has_targets(args: argparse.Namespace) -> bool:

@@ -368,9 +368,13 @@ class KubernetesTarget:
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         client = self._client()
+        # The core group lives under /api, the others under /apis: named, the client reads only
+        # that group's list of kinds, where without it a core kind is looked for in every group
+        # serving a "v1" (one request each: dozens on a cluster with many add-ons).
+        prefix = "apis" if "/" in api_version else "api"
         try:
             resource = self._call(f"discover {api_version} {kind}",
-                                  lambda: client.resources.get(api_version=api_version, kind=kind))
+                                  lambda: client.resources.get(prefix=prefix, api_version=api_version, kind=kind))
         except ResourceNotFoundError:
             raise PermanentError(f"the cluster does not serve {api_version} {kind}") from None
         self._resources[(api_version, kind)] = resource
