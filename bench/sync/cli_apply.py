@@ -13,8 +13,10 @@ one image tag and times `meshc apply --repo R --kubeconfig K --etcd E`, in turn:
 - `full`: with `--full` (every object LISTed, nothing kept read).
 
 Each applies its own one-image commit; the runs share one cache directory of their own
-(MESHC_CACHE_DIR). Wall and CPU time (user + system of the process) per run, and the requests
-each made (the double's log). Medians over the rounds, and paired ratios to the baseline.
+(MESHC_CACHE_DIR), and Python's compiled bytecode of meshc's modules is written and read as for
+an installed package (PYTHONDONTWRITEBYTECODE is dropped for them). Wall and CPU time (user +
+system of the process) per run, and the requests each made (the double's log). Medians over the
+rounds, and paired ratios to the baseline.
 
     python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F]
 """
@@ -44,6 +46,7 @@ def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: 
           cache: Path | None = None) -> tuple[float, float]:
     """Wall and CPU seconds (the process's user + system time) of one `meshc apply` of `tree`'s meshc."""
     env = {**os.environ, "PYTHONPATH": str(tree), **({"MESHC_CACHE_DIR": str(cache)} if cache else {})}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)   # run as an installed meshc does: from compiled bytecode
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "meshc.cli", "apply", "--repo", str(repo.path), SPEC_PATH,

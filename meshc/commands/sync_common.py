@@ -19,6 +19,7 @@ from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 
 if TYPE_CHECKING:
     from meshc.load import SpecSource
+    from meshc.load.git import GitSpecReader
     from meshc.pipeline import Checked, Compiled
     from meshc.sync.etcd_client import EtcdAccess
     from meshc.sync.target import MeshIdentity
@@ -100,34 +101,53 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
         compiled = compile_bundle(args)
         return Prepared(compiled) if compiled is not None else None
     from meshc import compile_cache
-    from meshc.commands.common import build_options, failed, reported
-    from meshc.diagnostics import MeshcError
+    from meshc.commands.common import build_options
     from meshc.load.git import GitSpecReader
     from meshc.pipeline import Compiled, build_bundle, compile
 
     full = bool(getattr(args, "full", False))
     options = build_options(args)
-    applied: SpecSource | None = None
     with GitSpecReader(args.repo) as reader:
         source = reader.read(args.rev or "HEAD", args.spec)
         kept = None if full else compile_cache.load(source, options)
-        checked = kept.checked if kept is not None else _check(args, source)
-        shown = reported(checked, args)     # without what --ignore names; `checked` is kept whole
-        if not shown.ok or checked.mesh is None or failed(shown.diagnostics, args.strict):
-            sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
+        checked = _checked(args, source, kept)
+        if checked is None or checked.mesh is None:
             return None
         recorded = None if full else _recorded_revision(targets, checked.mesh.etcd_prefix)
-        if recorded and recorded != source.revision:
-            try:
-                applied = reader.read(recorded, args.spec)
-            except MeshcError:
-                applied = None
+        applied = _read_applied(reader, args.spec, recorded) if recorded != source.revision else None
     base = compile_cache.load(applied, options) if applied is not None else None
     compiled = kept or Compiled(checked, build_bundle(checked, options, base), options)
     if applied is None:
         return Prepared(compiled, kept=kept is not None)
     previous = base.bundle if base is not None else compile(applied, options, base=compiled).bundle
     return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
+
+
+def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None) -> Checked | None:
+    """The check of `source` (kept by an earlier run, or made now) with every diagnostic, those
+    --ignore names included (what the cache keeps); they are printed without them. None when the
+    spec does not compile (or only with warnings, under --strict)."""
+    from meshc.commands.common import failed, reported
+
+    checked = kept.checked if kept is not None else _check(args, source)
+    shown = reported(checked, args)
+    if not shown.ok or failed(shown.diagnostics, args.strict):
+        sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
+        return None
+    return checked
+
+
+def _read_applied(reader: GitSpecReader, spec: str, recorded: str | None) -> SpecSource | None:
+    """The spec at the commit the targets record as applied; None without one, or when that
+    commit (or the spec in it) cannot be read: the plan is then made in full."""
+    from meshc.diagnostics import MeshcError
+
+    if not recorded:
+        return None
+    try:
+        return reader.read(recorded, spec)
+    except MeshcError:
+        return None
 
 
 def _check(args: argparse.Namespace, source: SpecSource) -> Checked:
