@@ -9,6 +9,8 @@ one image tag and times `meshc apply --repo R --kubeconfig K --etcd E`, in turn:
   from it;
 - `cold`: the same with no compiled commit kept (the first apply on a machine; meshc's compiled
   validator stays cached, as on any machine that has run meshc once);
+- `planned` (with --plan-first): `meshc plan --repo` of the commit first (not timed), then its
+  apply, which finds both commits kept: review, then merge;
 - `baseline` (with --baseline TREE): the meshc of another checkout, e.g. the tree before a change;
 - `full`: with `--full` (every object LISTed, nothing kept read).
 
@@ -43,19 +45,20 @@ ROOT = Path(__file__).parents[2]
 
 
 def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: Path = ROOT,
-          cache: Path | None = None) -> tuple[float, float]:
-    """Wall and CPU seconds (the process's user + system time) of one `meshc apply` of `tree`'s meshc."""
+          cache: Path | None = None, verb: str = "apply") -> tuple[float, float]:
+    """Wall and CPU seconds (the process's user + system time) of one `meshc apply` (or another
+    verb) of `tree`'s meshc."""
     env = {**os.environ, "PYTHONPATH": str(tree), **({"MESHC_CACHE_DIR": str(cache)} if cache else {})}
     env.pop("PYTHONDONTWRITEBYTECODE", None)   # run as an installed meshc does: from compiled bytecode
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "meshc.cli", "apply", "--repo", str(repo.path), SPEC_PATH,
+    result = subprocess.run([sys.executable, "-m", "meshc.cli", verb, "--repo", str(repo.path), SPEC_PATH,
                              "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, *extra],
                             cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
-        raise RuntimeError(f"meshc apply failed: {result.stderr}")
+        raise RuntimeError(f"meshc {verb} failed: {result.stderr}")
     return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--baseline", type=Path, metavar="TREE",
                         help="also time the incremental apply of the meshc in TREE (another checkout) each round")
+    parser.add_argument("--plan-first", action="store_true",
+                        help="also time an apply of a commit `meshc plan` has seen first, each round")
     args = parser.parse_args(argv)
 
     spec = generate(args.services)
@@ -77,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first apply: {first:.2f}s", flush=True)
         modes: list[tuple[str, tuple[str, ...], Path]] = [("incremental", (), ROOT), ("cold", (), ROOT),
                                                           ("full", ("--full",), ROOT)]
+        if args.plan_first:
+            modes.insert(1, ("planned", (), ROOT))
         if args.baseline:
-            modes.insert(2, ("baseline", (), args.baseline))
+            modes.insert(len(modes) - 1, ("baseline", (), args.baseline))
         for number in range(1, args.rounds + 1):
             figures: dict[str, Any] = {}
             for index, (mode, extra, tree) in enumerate(modes):
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 if mode == "cold":
                     for kept in cache.glob("compiled-*"):
                         kept.unlink()
+                if mode == "planned":
+                    apply(bed.repo, bed.kubeconfig, bed.etcd, tree=tree, cache=cache, verb="plan")
                 bed.kube.reset_log()
                 figures[f"{mode}_s"], figures[f"{mode}_cpu_s"] = apply(bed.repo, bed.kubeconfig, bed.etcd, *extra,
                                                                        tree=tree, cache=cache)
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"{mode}_writes"] = sorted({r[f"{mode}_writes"] for r in rounds})
     summary["paired_ratio_to_full"] = _paired(rounds, "incremental_s", "full_s")
     if args.baseline:
-        for mode in ("incremental", "cold"):
+        for mode in (mode for mode in ("incremental", "planned", "cold") if mode in names):
             summary[f"{mode}_paired_ratio_to_baseline"] = _paired(rounds, f"{mode}_s", "baseline_s")
             summary[f"{mode}_paired_cpu_ratio_to_baseline"] = _paired(rounds, f"{mode}_cpu_s", "baseline_cpu_s")
     print(json.dumps(summary, indent=2))
@@ -118,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _median(rounds: list[dict[str, Any]], key: str) -> float:
-    return round(statistics.median(r[key] for r in rounds), 3)
+    return round(statistics.median(float(r[key]) for r in rounds), 3)
 
 
 def _paired(rounds: list[dict[str, Any]], key: str, other: str) -> float:
     """The median over the rounds of key/other, each pair measured in the same round."""
-    return round(statistics.median(r[key] / r[other] for r in rounds), 3)
+    return round(statistics.median(float(r[key]) / float(r[other]) for r in rounds), 3)
 
 
 if __name__ == "__main__":
