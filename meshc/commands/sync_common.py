@@ -116,7 +116,12 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
         recorded = None if full else _recorded_revision(targets, checked.mesh.etcd_prefix)
         applied = _read_applied(reader, args.spec, recorded) if recorded != source.revision else None
     base = compile_cache.load(applied, options) if applied is not None else None
-    compiled = kept or Compiled(checked, build_bundle(checked, options, base), options)
+    if kept is not None:
+        compiled = kept
+    elif base is not None:
+        compiled = compile_cache.build_from(checked, options, base)
+    else:
+        compiled = Compiled(checked, build_bundle(checked, options), options)
     if applied is None:
         return Prepared(compiled, kept=kept is not None)
     previous = base.bundle if base is not None else compile(applied, options, base=compiled).bundle

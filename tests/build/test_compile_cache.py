@@ -3,6 +3,7 @@ and only this meshc's compilation of the same bytes with the same options is eve
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from meshc import compile_cache
+from meshc.diagnostics import MeshcError
 from meshc.load import SpecSource
 from meshc.pipeline import BuildOptions, Compiled, compile
 from tests.sync.specs import chain_spec
@@ -70,6 +72,47 @@ def test_a_commit_built_from_a_loaded_one_is_the_full_build() -> None:
     incremental = compiled(after, base=loaded)
 
     assert files(incremental) == files(compiled(after))
+
+
+def test_a_commit_built_from_a_kept_one_renders_only_what_can_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = source(8, revision="b" * 40)
+    after = source(8, revision="c" * 40, images={"svc-005": "registry.example/x:2"})
+    compile_cache.store(compiled(before))
+    kept = compile_cache.load(before, BuildOptions())
+    assert kept is not None and kept.checked.mesh is not None
+    rendered: list[object] = []
+    real = compile_cache.iter_files
+
+    def counting(*args: object, **kwargs: object) -> object:
+        rendered.append(kwargs.get("only"))
+        return real(*args, **kwargs)     # type: ignore[arg-type]
+
+    monkeypatch.setattr(compile_cache, "iter_files", counting)
+    checked = compile(after).checked
+
+    built = compile_cache.build_from(checked, BuildOptions(), kept)
+
+    assert rendered == [frozenset({"svc-005"})]          # the changed service (and the whole-mesh files)
+    assert files(built) == files(compiled(after))        # every other service rendered when read, the same bytes
+    assert sorted(map(sorted, rendered[1:])) == sorted([name] for name in (  # type: ignore[arg-type]
+        f"svc-{n:03d}" for n in range(8) if n != 5))
+
+
+def test_a_kept_entry_whose_files_disagree_with_its_manifest_is_refused() -> None:
+    """Files are rendered again from the kept IR and checked against the kept manifest: an entry
+    whose IR is another commit's (here: written under this commit's name) stops the run."""
+    spec, other = source(4), source(4, replicas={"svc-002": 2})
+    lie = compiled(other)
+    assert lie.checked.mesh is not None and lie.bundle is not None
+    truth = compiled(spec)
+    assert truth.bundle is not None
+    compile_cache.store(Compiled(dataclasses.replace(truth.checked, mesh=lie.checked.mesh), truth.bundle,
+                                 truth.options))
+    loaded = compile_cache.load(spec, BuildOptions())
+    assert loaded is not None and loaded.bundle is not None
+
+    with pytest.raises(MeshcError, match="differs from its manifest entry"):
+        loaded.bundle.files["kubernetes/svc-002.yaml"]
 
 
 def test_warnings_are_kept_whole() -> None:
