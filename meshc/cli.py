@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from meshc import __version__
-from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
-from meshc.diagnostics import MeshcError
-from meshc.report import emit_diagnostics
+# Only this, at import: the rest of meshc is imported once main() has the code cache active
+# (meshc.cache), so that the classes those imports define are defined through it.
+from meshc import __version__, cache
 
 COMMANDS = (
     "validate",
@@ -36,6 +35,8 @@ COMMANDS = (
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        from meshc.commands.common import EXIT_USAGE
+
         self.print_usage(sys.stderr)
         sys.stderr.write(f"meshc: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
@@ -80,6 +81,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Importing a verb's modules defines a hundred-odd dataclasses (meshc's IR, pydantic's
+    # internals...): their generated methods' code comes from the cache, compiled once (meshc.cache).
+    with cache.generated_code_cached():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
+    from meshc.diagnostics import MeshcError
+    from meshc.report import emit_diagnostics
+
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
