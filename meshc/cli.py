@@ -32,6 +32,10 @@ COMMANDS = (
     "ca",
 )
 
+# Verbs whose run starts by importing the pipeline: it is imported as part of start-up, with the
+# cycle collector paused (meshc.commands.common.long_lived_imports).
+_COMPILING_VERBS = frozenset({"validate", "build"})
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -88,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str]) -> int:
-    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
+    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports
     from meshc.diagnostics import MeshcError
     from meshc.report import emit_diagnostics
 
@@ -98,6 +102,9 @@ def _main(argv: Sequence[str]) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        if args.command in _COMPILING_VERBS:
+            with long_lived_imports():
+                importlib.import_module("meshc.pipeline")
         return int(args.run(args))
     except MeshcError as exc:
         as_json = getattr(args, "format", "") == "json"

@@ -1,6 +1,7 @@
-"""The code cache of generated dataclass methods (meshc.cache): classes defined through it are the
-classes `dataclasses` makes without it, a second process compiles nothing, and a damaged,
-foreign or unwritable cache costs only the time."""
+"""Start-up. The code cache of generated dataclass methods (meshc.cache): classes defined through
+it are the classes `dataclasses` makes without it, a second process compiles nothing, and a
+damaged, foreign or unwritable cache costs only the time. And what the first import of the
+pipeline made is frozen out of the cycle collector's sight, once."""
 
 from __future__ import annotations
 
@@ -135,3 +136,22 @@ def test_meshc_validate_starts_from_the_cache(tmp_path: Path) -> None:
     codes = cache.CodeCache(cache.code_cache_path(tmp_path)).codes
     # the IR's generated methods are among what the first run kept
     assert any("__init__" in source and "base_interval_ms" in source for source in codes)
+
+
+def test_what_start_up_imports_is_frozen_once(tmp_path: Path) -> None:
+    """The objects the pipeline's import made are moved out of the collector's sight (gc.freeze),
+    by the first main() of a process only: a later call would freeze the caller's own objects."""
+    code = ("import contextlib, gc, io, json\nfrom meshc.cli import main\n"
+            "before = gc.get_freeze_count()\n"
+            "with contextlib.redirect_stderr(io.StringIO()): first = main(['validate', 'examples/shop/mesh.yaml'])\n"
+            "after_first = gc.get_freeze_count()\nkept = [object() for _ in range(100)]\n"
+            "with contextlib.redirect_stderr(io.StringIO()): second = main(['validate', 'examples/shop/mesh.yaml'])\n"
+            "print(json.dumps([first, second, before, after_first, gc.get_freeze_count(), gc.isenabled()]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), cache.CACHE_DIR_ENV: str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    first, second, before, after_first, after_second, enabled = json.loads(result.stdout)
+    assert (first, second) == (0, 0)
+    assert before == 0 and after_first > 10_000       # pydantic, the models, the IR...
+    assert after_second == after_first and enabled     # and nothing more; the collector is back on
