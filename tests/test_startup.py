@@ -155,3 +155,17 @@ def test_what_start_up_imports_is_frozen_once(tmp_path: Path) -> None:
     assert (first, second) == (0, 0)
     assert before == 0 and after_first > 10_000       # pydantic, the models, the IR...
     assert after_second == after_first and enabled     # and nothing more; the collector is back on
+
+
+def test_every_ir_class_has_a_docstring_of_its_own() -> None:
+    """A dataclass without a docstring gets one made from inspect.signature() when it is defined:
+    a fifth of defining the IR, at every start."""
+    import dataclasses
+
+    from meshc.resolve import ir
+
+    classes = [c for c in vars(ir).values() if isinstance(c, type) and dataclasses.is_dataclass(c)
+               and c.__module__ == ir.__name__]
+    assert len(classes) >= 48
+    generated = [c.__name__ for c in classes if not c.__doc__ or c.__doc__.startswith(f"{c.__name__}(")]
+    assert generated == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -156,6 +155,8 @@ def _closest_choice(err: Any) -> str | None:
     folded = {choice.lower().replace("-", "_"): choice for choice in allowed}
     if value.lower().replace("-", "_") in folded:
         return str(folded[value.lower().replace("-", "_")])
+    import difflib   # only a misspelt name needs it: not imported by every validate
+
     close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -184,6 +185,8 @@ def _did_you_mean(name: str, parent: Path) -> str | None:
     if model is None:
         return None
     fields = [info.alias or field for field, info in model.model_fields.items()]
+    import difflib   # only a misspelt name needs it: not imported by every validate
+
     close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
     if not close:
         lowered = {f.lower(): f for f in fields}
