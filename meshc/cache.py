@@ -1,18 +1,22 @@
-"""meshc's cache directory, and the compiled code of generated dataclass methods kept in it.
+"""meshc's cache directory, and the compiled code of what start-up generates, kept in it.
 
-The `dataclass` decorator writes the methods of each class it defines (`__init__`, `__repr__`,
-`__eq__`, `__hash__`, a frozen class's `__setattr__` and `__delattr__`) as Python source and
-compiles it, one `exec` per method. A `meshc validate` defines over a hundred dataclasses (the
-IR's 48, meshc's own others, pydantic's and annotated_types' internals): compiling those methods
-was a quarter of its CPU time. While `generated_code_cached()` is active, each such source is
-compiled once and its code object is kept in a file (marshal) in the cache directory, where the
-next process finds it: it is the code `compile` gives for that text, so the classes are the ones
-`dataclasses` would have made, methods, signatures and all. The file is keyed by the Python
-version and bytecode (marshal's format and code objects are the interpreter's), its entries by the
-full source text: a changed class, a new meshc or another Python finds no entry and compiles as
-always. A file that cannot be read is ignored and rewritten; one that anyone but the user could
-have written is not read (loading code runs it); a directory that cannot be written costs only
-the time.
+Two things compile Python source text at every start of meshc, always the same texts:
+
+- the `dataclass` decorator writes the methods of each class it defines (`__init__`, `__repr__`,
+  `__eq__`, `__hash__`, a frozen class's `__setattr__` and `__delattr__`) as source and compiles
+  it, one `exec` per method. A `meshc validate` defines over a hundred dataclasses (the IR's 48,
+  meshc's own others, pydantic's and annotated_types' internals): a quarter of its CPU time;
+- `typing.ForwardRef` compiles each annotation written as a string (pydantic-core's hundreds of
+  `TypedDict` fields, among others) when it is made: 750 compiles, another 5%.
+
+While `generated_code_cached()` is active, each such text is compiled once, and its code object
+kept in a file (marshal) in the cache directory, where the next process finds it. It is the code
+`compile` gives for that text with the same flags, so the classes and annotations are the ones
+Python would have made, methods, signatures and all. The file is named by the interpreter and
+its bytecode (marshal's format and code objects are its own), its entries by the full text: a
+changed class, a new meshc or another Python finds no entry and compiles as always. A file that
+cannot be read is ignored and rewritten; one that anyone but the user could have written is not
+read (loading code runs it); a directory that cannot be written costs only the time.
 
 `MESHC_CACHE_DIR` moves the cache (default: `$XDG_CACHE_HOME/meshc`, else `~/.cache/meshc`); the
 spec's compiled validator lives there too (meshc.validate.compiled).
@@ -25,6 +29,7 @@ import dataclasses
 import marshal
 import os
 import sys
+import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.util import MAGIC_NUMBER
@@ -36,7 +41,7 @@ CACHE_DIR_ENV = "MESHC_CACHE_DIR"
 _CODE_PREFIX = "dataclass-code-"
 _CODE_SUFFIX = ".marshal"
 # A bump makes every code cache a miss when the file's layout changes.
-_FORMAT = "1"
+_FORMAT = "2"
 # Entries kept at most: past it, a write keeps only what its own run used (several meshc versions
 # sharing the directory each add their own classes' methods).
 MAX_ENTRIES = 4096
@@ -83,26 +88,37 @@ def code_cache_path(directory: Path | None = None) -> Path:
 
 
 class CodeCache:
-    """Source text -> compiled code, read from a file and written back when it missed."""
+    """(mode, source text) -> compiled code, read from a file and written back when it missed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.codes = _read_codes(path)
         self.used: dict[str, CodeType] = {}
-        self.compiled = 0      # sources not found in the file
+        self.compiled = 0      # texts not found in the file
+
+    def code(self, source: str, mode: str) -> CodeType:
+        """What compile(source, "<string>", mode) gives in a module without __future__ imports
+        (dataclasses, typing: the flags their exec and compile calls use)."""
+        key = f"{mode}\0{source}"
+        code = self.codes.get(key)
+        if code is None:
+            code = self.codes[key] = compile(source, "<string>", mode, dont_inherit=True)
+            self.compiled += 1
+        self.used[key] = code
+        return code
 
     def exec(self, source: Any, globals: dict[str, Any] | None = None,
              locals: Mapping[str, object] | None = None) -> None:
-        """builtins.exec, with a source text's code compiled once across processes."""
-        if isinstance(source, str):
-            code = self.codes.get(source)
-            if code is None:
-                # The flags of exec(text) called from dataclasses, which has no __future__ imports.
-                code = self.codes[source] = compile(source, "<string>", "exec", dont_inherit=True)
-                self.compiled += 1
-            self.used[source] = code
-            source = code
-        builtins.exec(source, globals, locals)
+        """builtins.exec, for dataclasses: a text's code compiled once across processes."""
+        builtins.exec(self.code(source, "exec") if isinstance(source, str) else source, globals, locals)
+
+    def compile(self, source: Any, filename: Any, mode: str, flags: int = 0, dont_inherit: bool = False,
+                optimize: int = -1) -> Any:
+        """builtins.compile, for typing.ForwardRef: compile(text, '<string>', 'eval') from the cache,
+        any other call as it was."""
+        if isinstance(source, str) and filename == "<string>" and mode == "eval" and not flags and optimize == -1:
+            return self.code(source, mode)
+        return builtins.compile(source, filename, mode, flags, dont_inherit, optimize)
 
     def save(self) -> None:
         """Write the cache when something was compiled; a failure to write costs only the time."""
@@ -128,18 +144,25 @@ def _read_codes(path: Path) -> dict[str, CodeType]:
     return data
 
 
+# Where start-up compiles text, by the global name each module calls: a module attribute of that
+# name comes before the builtin.
+_HOOKS = ((dataclasses, "exec"), (typing, "compile"))
+
+
 @contextmanager
 def generated_code_cached(directory: Path | None = None) -> Iterator[CodeCache | None]:
-    """Within: dataclasses compile the methods they generate through the code cache (yielded;
-    None when another hook already replaces dataclasses' exec, which is then left alone)."""
-    if "exec" in vars(dataclasses):
+    """Within: dataclasses' generated methods and typing's forward references are compiled
+    through the code cache (yielded; None when something else already hooks one of them, which is
+    then left alone)."""
+    if any(name in vars(module) for module, name in _HOOKS):
         yield None
         return
     cache = CodeCache(code_cache_path(directory))
-    # dataclasses calls exec() by its global name: a module attribute comes before the builtin.
-    setattr(dataclasses, "exec", cache.exec)
+    for module, name in _HOOKS:
+        setattr(module, name, getattr(cache, name))
     try:
         yield cache
     finally:
-        delattr(dataclasses, "exec")
+        for module, name in _HOOKS:
+            delattr(module, name)
         cache.save()

@@ -31,8 +31,10 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic_core import SchemaValidator
 
+# Re-exported: the directory is meshc's one cache directory (meshc.cache), named here first.
 from meshc.cache import CACHE_DIR_ENV as CACHE_DIR_ENV
-from meshc.cache import cache_dir, trusted, write_atomic
+from meshc.cache import cache_dir as cache_dir
+from meshc.cache import trusted, write_atomic
 
 _PREFIX = "validator-"
 _SUFFIX = ".pickle"
