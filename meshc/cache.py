@@ -1,13 +1,14 @@
 """meshc's cache directory, and the compiled code of what start-up generates, kept in it.
 
-Two things compile Python source text at every start of meshc, always the same texts:
+Python compiles source text at every start of meshc, always the same texts:
 
 - the `dataclass` decorator writes the methods of each class it defines (`__init__`, `__repr__`,
   `__eq__`, `__hash__`, a frozen class's `__setattr__` and `__delattr__`) as source and compiles
   it, one `exec` per method. A `meshc validate` defines over a hundred dataclasses (the IR's 48,
   meshc's own others, pydantic's and annotated_types' internals): a quarter of its CPU time;
 - `typing.ForwardRef` compiles each annotation written as a string (pydantic-core's hundreds of
-  `TypedDict` fields, among others) when it is made: 750 compiles, another 5%.
+  `TypedDict` fields, among others) when it is made: 750 compiles, another 5%; and
+  `collections.namedtuple` makes each class's `__new__` from text.
 
 While `generated_code_cached()` is active, each such text is compiled once, and its code object
 kept in a file (marshal) in the cache directory, where the next process finds it. It is the code
@@ -25,6 +26,7 @@ spec's compiled validator lives there too (meshc.validate.compiled).
 from __future__ import annotations
 
 import builtins
+import collections
 import dataclasses
 import marshal
 import os
@@ -112,6 +114,11 @@ class CodeCache:
         """builtins.exec, for dataclasses: a text's code compiled once across processes."""
         builtins.exec(self.code(source, "exec") if isinstance(source, str) else source, globals, locals)
 
+    def eval(self, source: Any, globals: dict[str, Any] | None = None,
+             locals: Mapping[str, object] | None = None) -> Any:
+        """builtins.eval, for collections.namedtuple (its __new__ is made from text)."""
+        return builtins.eval(self.code(source, "eval") if isinstance(source, str) else source, globals, locals)
+
     def compile(self, source: Any, filename: Any, mode: str, flags: int = 0, dont_inherit: bool = False,
                 optimize: int = -1) -> Any:
         """builtins.compile, for typing.ForwardRef: compile(text, '<string>', 'eval') from the cache,
@@ -146,7 +153,7 @@ def _read_codes(path: Path) -> dict[str, CodeType]:
 
 # Where start-up compiles text, by the global name each module calls: a module attribute of that
 # name comes before the builtin.
-_HOOKS = ((dataclasses, "exec"), (typing, "compile"))
+_HOOKS = ((dataclasses, "exec"), (typing, "compile"), (collections, "eval"))
 
 
 @contextmanager

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Defines the IR (48 frozen slotted dataclasses), with the cache in sys.argv[1] or without one
 # ("-"), and prints what the classes are made of and how they behave.
 PROBE = r"""
-import contextlib, dataclasses, inspect, json, pickle, sys, types, typing
+import collections, contextlib, dataclasses, inspect, json, pickle, sys, types, typing
 from pathlib import Path
 from meshc import cache
 
@@ -34,6 +34,7 @@ with (cache.generated_code_cached(Path(where)) if where != "-" else contextlib.n
     from meshc.resolve import ir
     # typing compiles an annotation written as text when it is made (pydantic-core's TypedDicts...)
     ref = typing.ForwardRef("dict[str, tuple[int, ...]] | None")
+    Pair = collections.namedtuple("Pair", "first second")     # its __new__ is made from text
 
 classes = {}
 for name, cls in sorted(vars(ir).items()):
@@ -60,6 +61,7 @@ behaviour = {
     "pickle": pickle.loads(pickle.dumps(moved)) == moved and pickle.loads(pickle.dumps(moved)).span == there,
 }
 behaviour["forward_ref"] = [code(ref.__forward_code__), repr(eval(ref.__forward_code__))]
+behaviour["namedtuple"] = [code(Pair.__new__.__code__), repr(Pair(1, second=2))]
 print(json.dumps({"classes": classes, "behaviour": behaviour,
                   "compiled": codes.compiled if codes else None, "used": len(codes.used) if codes else None}))
 """
@@ -84,6 +86,7 @@ def test_classes_defined_through_the_cache_are_those_dataclasses_makes(tmp_path:
         assert run["behaviour"] == plain["behaviour"]
     behaviour = dict(plain["behaviour"])   # type: ignore[call-overload]
     assert behaviour.pop("forward_ref")[1] == "dict[str, tuple[int, ...]] | None"
+    assert behaviour.pop("namedtuple")[1] == "Pair(first=1, second=2)"
     assert behaviour == {
         "eq": True, "hash": True, "repr": "Backoff(base_interval_ms=1, max_interval_ms=2)", "frozen": True,
         "spans_ignored": True, "replace": "Backoff(base_interval_ms=1, max_interval_ms=5)", "pickle": True}
