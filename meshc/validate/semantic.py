@@ -48,6 +48,8 @@ MAX_K8S_NAME = 63
 
 @dataclass(frozen=True, slots=True)
 class Context:
+    """What every semantic check reads: the validated spec and where each of its values was written."""
+
     mesh: Mesh
     positions: Positions
 
