@@ -9,19 +9,24 @@ time and for CPU time (user + system: on a shared machine the steadier of the tw
 Both run with their bytecode cached, as from an installed meshc (pip compiles it at install): the
 scratch directory holds the .pyc files (PYTHONPYCACHEPREFIX), also where PYTHONDONTWRITEBYTECODE
 is set, which would compile every meshc module from source on every run (--no-bytecode-cache
-measures that). --baseline DIR runs the `meshc validate` of another checkout in the same
-alternation (floor, meshc, baseline, ...) and reports meshc over it: a change against the tree
-before it, back to back.
+measures that). Both keep meshc's cache (MESHC_CACHE_DIR: the compiled validator, the compiled
+code of generated dataclass methods) in the scratch directory, written by a warm-up run, as after
+a first `meshc validate`; --cold-cache empties it before every run of either checkout: what the
+first run after an install or an upgrade costs. --baseline DIR runs the `meshc validate` of
+another checkout in the same alternation (floor, meshc, baseline, ...) and reports meshc over it:
+a change against the tree before it, back to back.
 
     python -m bench.startup                 # 21 pairs
     python -m bench.startup --pairs 51
     python -m bench.startup --baseline /tmp/meshc-before
+    python -m bench.startup --cold-cache
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,7 +76,8 @@ def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None) -
     return env
 
 
-def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = None) -> dict[str, float]:
+def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = None,
+            cold_cache: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="meshc-startup-") as scratch_dir:
         scratch = Path(scratch_dir)
         spec = scratch / "mesh.yaml"
@@ -86,6 +92,8 @@ def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = Non
         timed: list[list[run_build.ProcessRun]] = [[] for _ in runs]
         for _ in range(pairs):
             for (argv, run_env), results in zip(runs, timed):
+                if cold_cache:
+                    shutil.rmtree(run_env["MESHC_CACHE_DIR"], ignore_errors=True)
                 run = run_build.run_process(argv, run_env)
                 if run.returncode != 0:
                     raise RuntimeError(f"{' '.join(argv)} failed:\n{run.stderr}")
@@ -124,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="keep the environment's PYTHONDONTWRITEBYTECODE: compile meshc from source every run")
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="another meshc checkout to time alongside")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="empty meshc's cache before every run: the first validate after an install")
     args = parser.parse_args(argv)
-    result = measure(args.pairs, bytecode_cache=not args.no_bytecode_cache, baseline=args.baseline)
+    result = measure(args.pairs, bytecode_cache=not args.no_bytecode_cache, baseline=args.baseline,
+                     cold_cache=args.cold_cache)
     print(f"meshc validate (15 lines): median {result['meshc_wall_median']:.3f} s wall, "
           f"{result['meshc_cpu_median']:.3f} s cpu (best {result['meshc_wall_best']:.3f} s)")
     print(f"floor (python + libyaml):  median {result['floor_wall_median']:.3f} s wall, "
