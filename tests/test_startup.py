@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from meshc import cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,3 +179,24 @@ def test_every_ir_class_has_a_docstring_of_its_own() -> None:
     assert len(classes) >= 48
     generated = [c.__name__ for c in classes if not c.__doc__ or c.__doc__.startswith(f"{c.__name__}(")]
     assert generated == []
+
+
+def test_a_full_cache_keeps_what_its_last_run_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries accumulate across meshc versions sharing the directory, up to MAX_ENTRIES; past it,
+    a run that compiled something writes only what it used."""
+    monkeypatch.setattr(cache, "MAX_ENTRIES", 3)
+    path = cache.code_cache_path(tmp_path)
+    first = cache.CodeCache(path)
+    for n in range(3):
+        first.code(f"x = {n}", "exec")
+    first.save()
+    assert len(cache.CodeCache(path).codes) == 3          # under the bound: everything kept
+    second = cache.CodeCache(path)
+    assert second.code("x = 0", "exec") is second.codes["exec\0x = 0"] and second.compiled == 0
+    second.code("y = 1", "exec")                          # a fourth entry: over the bound
+    second.save()
+    assert set(cache.CodeCache(path).codes) == {"exec\0x = 0", "exec\0y = 1"}
+    unchanged = cache.CodeCache(path)
+    unchanged.code("x = 0", "exec")
+    unchanged.save()                                     # nothing compiled: nothing written
+    assert set(cache.CodeCache(path).codes) == {"exec\0x = 0", "exec\0y = 1"}
