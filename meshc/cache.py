@@ -40,7 +40,7 @@ from types import CodeType
 from typing import Any
 
 CACHE_DIR_ENV = "MESHC_CACHE_DIR"
-_CODE_PREFIX = "dataclass-code-"
+_CODE_PREFIX = "generated-code-"
 _CODE_SUFFIX = ".marshal"
 # A bump makes every code cache a miss when the file's layout changes.
 _FORMAT = "2"
@@ -158,9 +158,9 @@ _HOOKS = ((dataclasses, "exec"), (typing, "compile"), (collections, "eval"))
 
 @contextmanager
 def generated_code_cached(directory: Path | None = None) -> Iterator[CodeCache | None]:
-    """Within: dataclasses' generated methods and typing's forward references are compiled
-    through the code cache (yielded; None when something else already hooks one of them, which is
-    then left alone)."""
+    """Within: dataclasses' generated methods, typing's forward references and namedtuples'
+    `__new__` are compiled through the code cache (yielded; None when something else already
+    hooks one of them, which is then left alone)."""
     if any(name in vars(module) for module, name in _HOOKS):
         yield None
         return
