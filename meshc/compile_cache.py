@@ -17,12 +17,12 @@ An entry is one file, `compiled-<key>.pickle`, named by a digest of everything i
 made from: the spec's name, revision and bytes, the build options, the source of every meshc
 module, and the versions of Python and of the libraries that shape the output. Another meshc,
 another spec or other options look for another name; the file repeats its key, and a file whose
-key or shape does not match is ignored. The directory is the one `meshc validate` keeps its
-compiled validator in (`MESHC_CACHE_DIR`, else `$XDG_CACHE_HOME/meshc`, else ~/.cache/meshc);
-files are written atomically with mode 0600, and since unpickling runs code a file names, a
-file is read only when it is the user's own and writable by no one else. The KEPT most recently
-used entries stay. A file that cannot be read is ignored (and replaced when that commit is
-compiled again); a directory that cannot be written costs only the time.
+key or shape does not match is ignored. The directory is meshc's cache directory
+(meshc.cache: `MESHC_CACHE_DIR`, else `$XDG_CACHE_HOME/meshc`, else ~/.cache/meshc); files are
+written atomically with mode 0600, and since unpickling runs code a file names, a file is read
+only when it is the user's own and writable by no one else (meshc.cache.trusted). The KEPT most
+recently used entries stay. A file that cannot be read is ignored (and replaced when that commit
+is compiled again); a directory that cannot be written costs only the time.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ import operator
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from meshc import __version__, render
+from meshc.cache import cache_dir, trusted, write_atomic
 from meshc.bundle import Bundle, FileEntry, manifest
 from meshc.diagnostics import MeshcError, error
 from meshc.emit.naming import MANIFEST_PATH
@@ -50,7 +50,6 @@ from meshc.pipeline import (
     no_cycle_collection,
 )
 from meshc.resolve import ir
-from meshc.validate.compiled import cache_dir
 
 _PREFIX = "compiled-"
 _SUFFIX = ".pickle"
@@ -66,7 +65,7 @@ def load(source: SpecSource, options: BuildOptions) -> Compiled | None:
     path = entry_path(source, options)
     try:
         with path.open("rb") as file:
-            if not _trusted(os.fstat(file.fileno())):
+            if not trusted(os.fstat(file.fileno())):
                 return None
             data = file.read()
         compiled = _decoded(data, entry_key(source, options), source, options)
@@ -267,25 +266,10 @@ def _constructor_call(cls: type, names: tuple[str, ...]) -> Callable[[Any], tupl
     return lambda obj: (cls, values(obj))
 
 
-def _trusted(stat: os.stat_result) -> bool:
-    """The rule of meshc.validate.compiled: only a file of this user's that no one else may have
-    written (what meshc writes is 0600) is unpickled."""
-    owner = os.geteuid() if hasattr(os, "geteuid") else stat.st_uid
-    return stat.st_uid == owner and not stat.st_mode & 0o022
-
-
 def _write(path: Path, data: bytes) -> None:
     """Write atomically (a reader sees the old file or the new one, whole), then forget the
     least recently used entries."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".staging-", suffix=_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        os.unlink(staging)
-        raise
+    write_atomic(path, data)
     _prune(path.parent)
 
 
