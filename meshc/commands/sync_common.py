@@ -66,7 +66,8 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
 def add_scope_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true",
                         help="with --repo: plan every object, not only those of the files that changed since the "
-                        "commit etcd records as applied (finds hand edits of unchanged objects)")
+                        "commit etcd records as applied (finds hand edits of unchanged objects), and compile the "
+                        "commit afresh, reading no compilation an earlier run kept")
 
 
 @dataclass(frozen=True)
