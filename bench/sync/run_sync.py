@@ -77,6 +77,7 @@ class Round:
     watcher_compile_cpu_s: float | None = None
     watcher_cpu_s: float = 0.0        # CPU time of the watcher process (and its children) over the round
     lists: int = 0                    # LISTs of the mesh during the round (streams listing, full plans)
+    committed_at: float = 0.0         # the commit's wall-clock time (to line up with the watcher's log)
 
 
 @dataclass
@@ -226,7 +227,7 @@ def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI,
                                         store_revision(etcd) - before, applied.get("compile_s"),
                                         applied.get("duration_s"), applied.get("incremental"), round(pause, 3),
                                         round(since_start, 3), seen, applied.get("compile_cpu_s"), round(cpu, 3),
-                                        lists))
+                                        lists, round(committed_at, 3)))
             print(f"  round {number:2d}: {service:<24} {elapsed:5.2f}s = seen {_s(seen)} + compile "
                   f"{_s(applied.get('compile_s'))} (cpu {_s(applied.get('compile_cpu_s'))}) + sync "
                   f"{_s(applied.get('duration_s'))} + rest; watcher cpu {cpu:.2f}s, LISTs {lists}, kube writes "
