@@ -43,6 +43,11 @@ RETRY_BASE = 0.5           # seconds before a failed stream LISTs again; doubles
 RETRY_CAP = 30.0
 HTTP_GONE = 410
 CLOSE_WAIT = 2.0           # seconds close() waits for all streams together
+# A burst of this many events (the replay of a first sync's writes to a new cluster, a mass edit)
+# has parsed much of the mesh, as a LIST does: once no event came for QUIET seconds, the memory
+# is given back (settle()).
+BURST_EVENTS = 1000
+QUIET = 2.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ class KubeEvents:
         self.from_plans = 0            # streams started from a plan's LIST, without one of their own
         self.events = 0                # object events received
         self.last_error: str | None = None
+        self._burst = 0                # events since memory was last given back
+        self._last_event = 0.0         # monotonic time of the last event
 
     # ---- what the loop calls -------------------------------------------------------------------
 
@@ -255,6 +262,18 @@ class KubeEvents:
             self._mark([key for key in desired.keys_in(scope) if key not in present])
         return version
 
+    def settle(self) -> None:
+        """Between passes: after a burst of events that is over, give the memory its comparisons
+        took back (as after the streams' LISTs). At most once per burst."""
+        if self._burst >= BURST_EVENTS and time.monotonic() - self._last_event >= QUIET:
+            self._burst = 0
+            release_memory()
+
+    def _counted(self) -> None:
+        self.events += 1
+        self._burst += 1
+        self._last_event = time.monotonic()
+
     def _planned(self, scope: Scope) -> None:
         """A stream starts from the version of a plan's LIST: it counts as listed."""
         with _LISTING:
@@ -346,7 +365,7 @@ class _Stream:
                     obj = event.get("raw_object") or {}
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind in ("ADDED", "MODIFIED", "DELETED"):
-                        self.owner.events += 1
+                        self.owner._counted()
                         obj.setdefault("apiVersion", resource.group_version)
                         obj.setdefault("kind", resource.kind)
                         self.owner._seen(obj, deleted=kind == "DELETED")

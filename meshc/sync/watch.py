@@ -212,6 +212,8 @@ class Watcher:
             while not self.stopping:
                 started = time.monotonic()
                 outcome = self.run_pass()
+                for events in self.events.values():
+                    events.settle()
                 wait = outcome.retry_in
                 if wait is None:
                     wait = max(0.0, self.options.interval - (time.monotonic() - started))

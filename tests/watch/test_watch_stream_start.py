@@ -14,6 +14,7 @@ from meshc.commands.watch import compile_function
 from meshc.load import SpecSource
 from meshc.sync.engine import SyncReport, sync_once
 from meshc.sync.kube_events import KubeEvents
+from meshc.sync import kube_events
 from meshc.sync import kubernetes as kubernetes_target
 from meshc.sync.kubernetes import KubernetesTarget
 from meshc.sync.target import Interrupted
@@ -184,3 +185,23 @@ def test_a_full_plan_records_its_lists_versions_and_a_set_aside_one_only_its_fin
     with pytest.raises(Interrupted):
         kube_target.plan(bundle, interrupt=on_the_third_page)
     assert set(kube_target.take_list_versions()) == {("v1", "Namespace", None, selector)}
+
+
+def test_memory_is_given_back_once_after_a_burst_of_events(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The streams start from the first plan's LISTs, made before the sync created every object:
+    # they replay those creates (a burst), then nothing comes; memory is given back once.
+    released: list[int] = []
+    monkeypatch.setattr(kube_events, "BURST_EVENTS", 5)
+    monkeypatch.setattr(kube_events, "QUIET", 0.3)
+    monkeypatch.setattr(kube_events, "release_memory", lambda: released.append(1))
+    with watching(mesh_repo.path, [kube_target], drift_interval=NO_FULL_CHECK) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        events = _events(watcher)
+        poll_until(lambda: released, timeout=30, message="memory was not given back after the burst")
+        replayed = events.events
+        watcher.wait_passes(5)
+        after = len(released), events.events
+    assert replayed >= 5, "the sync's own creates were replayed as events"
+    assert after == (1, replayed), "once per burst, and no event since"
