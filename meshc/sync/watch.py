@@ -155,6 +155,7 @@ class _Seen:
     streamed_checked: float | None = None    # monotonic time the streamed targets were last planned in full
     events_error: str | None = None          # last watch stream failure reported
     ref_stamp: Any = None                    # the local branch files' fingerprint at the last poll
+    release_due: bool = False                # a full plan parsed the whole mesh: give memory back after the pass
 
 
 class Watcher:
@@ -212,8 +213,7 @@ class Watcher:
             while not self.stopping:
                 started = time.monotonic()
                 outcome = self.run_pass()
-                for events in self.events.values():
-                    events.settle()
+                self._give_memory_back()
                 wait = outcome.retry_in
                 if wait is None:
                     wait = max(0.0, self.options.interval - (time.monotonic() - started))
@@ -394,7 +394,7 @@ class Watcher:
         if len(targets) == len(self.targets):
             self.state.streamed_checked = time.monotonic()
         if len(targets) == len(self.targets) and not report.incremental:
-            release_memory()     # a full plan of every target parsed the whole mesh
+            self.state.release_due = True     # a full plan of every target parsed the whole mesh
         if dry_run:
             self._follow_events(desired, planned=False)   # drift was found, not corrected: streams LIST
             return self._drift_reported(desired, report, duration)
@@ -640,6 +640,15 @@ class Watcher:
                 return
             if self.state.ref_stamp is not None and self._ref_stamp() != self.state.ref_stamp:
                 return      # the branch's files moved: poll now, not at the next interval
+
+    def _give_memory_back(self) -> None:
+        """After a pass whose full plan parsed the whole mesh (once the pass is over: its plans and
+        report, which hold those objects, are gone by now), or a burst of watch events."""
+        if self.state.release_due:
+            self.state.release_due = False
+            release_memory()
+        for events in self.events.values():
+            events.settle()
 
     def _ref_stamp(self) -> Any:
         stamp = getattr(self.source, "ref_stamp", None)
