@@ -44,6 +44,7 @@ NAME = "kubernetes"
 DEFAULT_WORKERS = 4              # concurrent apply requests within one kind
 DEFAULT_REQUEST_TIMEOUT = 30.0   # seconds, per request
 LIST_PAGE = 500
+COMPARE_CHUNK = 500              # a full plan asks its interrupt before comparing each this many objects
 # An incremental plan GETs each object of the changed files; past this many a LIST is cheaper.
 INCREMENTAL_MAX_OBJECTS = 300
 # Applies the running replica count once, when a Deployment becomes autoscaled (see _hand_over_replicas)
@@ -119,7 +120,12 @@ class KubernetesTarget:
         # This mesh's Namespaces elsewhere are a move of the mesh: pruned as a rename, not here.
         moved = [MeshIdentity(mesh, name) for name in sorted(_namespace_names(live.values()) - namespaces)]
         live = {key: obj for key, obj in live.items() if not _is_namespace_of(obj, moved)}
-        changes = [self._change(obj, live.get(object_key(obj))) for obj in desired]
+        changes = []
+        for index, obj in enumerate(desired):
+            # comparing a large mesh takes as long as LISTing it: give way here too
+            if interrupt is not None and index and index % COMPARE_CHUNK == 0 and interrupt():
+                raise Interrupted(f"kubernetes: the plan was set aside while comparing {obj['kind']}")
+            changes.append(self._change(obj, live.get(object_key(obj))))
         removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
                          key=apply_sort_key, reverse=True)
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]

@@ -491,13 +491,18 @@ class Watcher:
 
     def _commit_waiting(self) -> bool:
         """Asked while a drift check plans: should it give way? Yes when stopping, or when the
-        branch (polled at most once per interval, as between passes) names a commit not seen yet."""
+        branch (polled at most once per interval, as between passes, or at once when a local
+        repository's branch files moved) names a commit not seen yet."""
         if self.stopping:
             return True
         now = time.monotonic()
-        if now - self.state.polled_at < self.options.interval:
+        stamp = self.state.ref_stamp
+        moved = stamp is not None and self._ref_stamp() != stamp
+        if not moved and now - self.state.polled_at < self.options.interval:
             return False
         self.state.polled_at = now
+        if stamp is not None:
+            self.state.ref_stamp = self._ref_stamp()   # before the poll, as _poll: a later move is seen
         try:
             commit = self.source.poll()
         except SourceError:
