@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from meshc import __version__
-from meshc.commands.common import EXIT_INVALID, EXIT_USAGE
-from meshc.diagnostics import MeshcError
-from meshc.report import emit_diagnostics
+# Only this, at import: the rest of meshc is imported once main() has the code cache active
+# (meshc.cache), so that the classes those imports define are defined through it.
+from meshc import __version__, cache
 
 COMMANDS = (
     "validate",
@@ -33,9 +32,15 @@ COMMANDS = (
     "ca",
 )
 
+# Verbs whose run starts by importing the pipeline: it is imported as part of start-up, with the
+# cycle collector paused (meshc.commands.common.long_lived_imports).
+_COMPILING_VERBS = frozenset({"validate", "build"})
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        from meshc.commands.common import EXIT_USAGE
+
         self.print_usage(sys.stderr)
         sys.stderr.write(f"meshc: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
@@ -80,12 +85,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Importing a verb's modules defines a hundred-odd dataclasses (meshc's IR, pydantic's
+    # internals...): their generated methods' code comes from the cache, compiled once (meshc.cache).
+    with cache.generated_code_cached():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports
+    from meshc.diagnostics import MeshcError
+    from meshc.report import emit_diagnostics
+
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        if args.command in _COMPILING_VERBS:
+            with long_lived_imports():
+                importlib.import_module("meshc.pipeline")
         return int(args.run(args))
     except MeshcError as exc:
         as_json = getattr(args, "format", "") == "json"

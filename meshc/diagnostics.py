@@ -33,6 +33,8 @@ Path = tuple[str | int, ...]
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
+    """One finding about the spec (or the command line): a code, a severity, a message, and where."""
+
     code: str
     severity: Severity
     message: str

@@ -86,6 +86,7 @@ class Compiled:
 # Sidecars of services with at least this much fan-out (upstreams, plus one per 8 endpoints or
 # versions behind them) are rendered at check time to measure their ConfigMaps: a few ms per
 # hundred upstreams. Below it, each upstream would need tens of kilobytes of Envoy configuration.
+# Gateways with at least this many routes are measured the same way.
 SIZE_CHECK_FROM_UPSTREAMS = 32
 # Records of services with at least this many entries (upstreams, endpoints, versions, allowed
 # callers) are rendered to measure them; below it, a record stays far under a megabyte.
@@ -106,8 +107,10 @@ def check_sizes(mesh: ir.Mesh, options: BuildOptions = BuildOptions()) -> list[D
                 + len(service.allowed_callers))
 
     sidecars = [s for s in mesh.deployed_services if fan_out(s) >= SIZE_CHECK_FROM_UPSTREAMS]
+    gateways = [g for g in mesh.gateways if len(g.routes) >= SIZE_CHECK_FROM_UPSTREAMS]
     records = [s for s in mesh.services if entries(s) >= SIZE_CHECK_FROM_ENTRIES]
-    return [*_oversized_sidecars(mesh, sidecars, options), *_oversized_records(mesh, records)]
+    return [*_oversized_sidecars(mesh, sidecars, options), *_oversized_gateways(mesh, gateways, options),
+            *_oversized_records(mesh, records)]
 
 
 def _oversized_sidecars(mesh: ir.Mesh, services: Sequence[ir.Service], options: BuildOptions) -> Iterator[Diagnostic]:
@@ -118,11 +121,27 @@ def _oversized_sidecars(mesh: ir.Mesh, services: Sequence[ir.Service], options: 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
     for service in services:
         files = {filename: render.file(docs) for filename, docs in sidecar(service).items()}
-        for name, size in kubernetes.oversized_config_maps(service, files).items():
+        for name, size in kubernetes.oversized_config_maps(service.name, files).items():
             yield error("E250", f"service '{service.name}' ({len(service.upstreams)} upstreams): its sidecar's "
                         f"Envoy files need a ConfigMap '{name}' of {size:,} bytes, over Kubernetes' limit of "
                         f"{kubernetes.CONFIG_MAP_MAX_BYTES:,}", service.span,
                         hint="split the service, or route its calls through fewer upstreams (a gateway service)")
+
+
+def _oversized_gateways(mesh: ir.Mesh, gateways: Sequence[ir.Gateway], options: BuildOptions) -> Iterator[Diagnostic]:
+    if not gateways:
+        return
+    from meshc.emit import envoy, kubernetes
+
+    emitter = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
+                                    options.tls_dir)
+    for gateway in gateways:
+        files = {filename: render.file(docs) for filename, docs in emitter(gateway).items()}
+        for name, size in kubernetes.oversized_config_maps(naming.gateway_name(gateway.name), files).items():
+            yield error("E250", f"gateway '{gateway.name}' ({len(gateway.routes)} routes): its Envoy files need a "
+                        f"ConfigMap '{name}' of {size:,} bytes, over Kubernetes' limit of "
+                        f"{kubernetes.CONFIG_MAP_MAX_BYTES:,}", gateway.span,
+                        hint="split its routes between two gateways, or route whole path prefixes to fewer services")
 
 
 def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterator[Diagnostic]:

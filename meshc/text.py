@@ -14,6 +14,7 @@ reads the same as JSON and as YAML even if a string slipped through.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -23,9 +24,15 @@ _UNSAFE_CLASS = (
     "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
     + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(1, 17))
 )
-UNSAFE = re.compile(f"[{_UNSAFE_CLASS}]")
-# A single-line token (names, images, paths, addresses): no whitespace or control at all.
-UNSAFE_IN_TOKEN = re.compile(f"[{_UNSAFE_CLASS}\t\n\\s]")
+
+
+@functools.cache
+def _unsafe(token: bool) -> re.Pattern[str]:
+    """The policy as a pattern; for a single-line token (names, images, paths, addresses), no
+    whitespace or control at all. Compiled when first needed: the class spans every plane's
+    noncharacters (a few ms to compile), and most specs never need it (first_unsafe's fast path,
+    may_hold_unsafe)."""
+    return re.compile(f"[{_UNSAFE_CLASS}\t\n\\s]" if token else f"[{_UNSAFE_CLASS}]")
 
 # The same characters as UTF-8 bytes, to find them cheaply in serialized output: DEL; C1 (C2 80-9F);
 # U+2028/2029 (E2 80 A8/A9); U+FDD0-FDEF (EF B7 90-AF); U+FFFE/FFFF (EF BF BE/BF). Control
@@ -44,7 +51,7 @@ def first_unsafe(text: str, *, token: bool = False) -> int | None:
     """The index of the first character the policy refuses, or None."""
     if not token and text.isascii() and text.isprintable():   # the usual case, at memory speed
         return None
-    found = (UNSAFE_IN_TOKEN if token else UNSAFE).search(text)
+    found = _unsafe(token).search(text)
     return found.start() if found else None
 
 

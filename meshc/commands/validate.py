@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 
 from meshc.commands.common import (
     EXIT_INVALID,
@@ -12,6 +11,7 @@ from meshc.commands.common import (
     add_spec_argument,
     failed,
     ignored_codes_removed,
+    long_lived_imports,
     read_source,
     report,
 )
@@ -29,15 +29,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Importing the pipeline (pydantic, the models, the IR) creates long-lived objects and no
-    # garbage: the cycle collector would only scan them again and again, 5-7% of a short validate.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with long_lived_imports():
         from meshc.pipeline import check
-    finally:
-        if enabled:
-            gc.enable()
 
     diagnostics: list[Diagnostic] = []
     for spec in [args.spec, *getattr(args, "more_specs", [])]:

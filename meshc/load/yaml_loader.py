@@ -54,6 +54,8 @@ _OTHER_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff", b"\xff\xfe", b"\xfe\xff
 
 @dataclass(slots=True)
 class Loaded:
+    """A loaded spec: its data (None when it is not one YAML document), positions and diagnostics."""
+
     data: Any
     positions: Positions
     diagnostics: list[Diagnostic] = field(default_factory=list)

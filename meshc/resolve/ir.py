@@ -41,6 +41,8 @@ class CookieKey:
 
 @dataclass(frozen=True, slots=True)
 class LoadBalancing:
+    """How a caller spreads requests over a service's hosts."""
+
     policy: LbPolicy
     hash_key: HashKey | None
     span: Span = field(compare=False)
@@ -48,12 +50,16 @@ class LoadBalancing:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
+    """The wait between retries, growing from base_interval_ms up to max_interval_ms."""
+
     base_interval_ms: int
     max_interval_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """When and how often a failed request is tried again, per try and in all."""
+
     attempts: int                 # retries after the first try; 0 means "try once"
     per_try_timeout_ms: int | None
     retry_on: tuple[str, ...]
@@ -65,12 +71,16 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RetryBudget:
+    """How many retries may be in flight at once, as a share of active requests."""
+
     percent: float | None           # of active requests that may be retries; None: the proxy's default
     min_concurrency: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class OutlierDetection:
+    """When a host that keeps failing is ejected from the load balancing, and for how long."""
+
     consecutive_5xx: int
     consecutive_gateway_failure: int | None
     interval_ms: int
@@ -81,6 +91,8 @@ class OutlierDetection:
 
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
+    """Limits on the connections and requests a caller keeps open to a service."""
+
     max_connections: int
     max_pending_requests: int
     max_requests: int
@@ -91,6 +103,8 @@ class CircuitBreaker:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
+    """The active health check a caller runs against each host of a service."""
+
     path: str | None              # the HTTP GET path; None for grpc (gRPC Health) and tcp (connect)
     interval_ms: int
     timeout_ms: int
@@ -123,6 +137,8 @@ class EnvSource:
 
 @dataclass(frozen=True, slots=True)
 class EnvVar:
+    """An environment variable of a container: a literal value, or a source to read it from."""
+
     name: str
     value: str | None             # a literal value, or
     source: EnvSource | None      # where the value comes from
@@ -131,6 +147,8 @@ class EnvVar:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """A volume mounted into a service's app container."""
+
     name: str
     mount_path: str
     read_only: bool
@@ -156,6 +174,8 @@ class AppSecurity:
 
 @dataclass(frozen=True, slots=True)
 class InitContainer:
+    """A container that runs to completion before the app container starts."""
+
     name: str
     image: str
     command: tuple[str, ...] | None
@@ -191,6 +211,8 @@ ProbeChoice = Probe | str | None
 
 @dataclass(frozen=True, slots=True)
 class Probes:
+    """The Kubernetes probes of an app container (None: not probed)."""
+
     liveness: ProbeChoice = None
     readiness: ProbeChoice = None
     startup: ProbeChoice = None
@@ -198,6 +220,8 @@ class Probes:
 
 @dataclass(frozen=True, slots=True)
 class Autoscaling:
+    """A HorizontalPodAutoscaler's range of replicas and utilization targets."""
+
     min_replicas: int
     max_replicas: int
     cpu_utilization: int | None
@@ -207,6 +231,8 @@ class Autoscaling:
 
 @dataclass(frozen=True, slots=True)
 class DisruptionBudget:
+    """A PodDisruptionBudget: how many pods must stay, or may go, during voluntary disruptions."""
+
     min_available: int | str | None
     max_unavailable: int | str | None
     span: Span = field(compare=False)
@@ -214,6 +240,8 @@ class DisruptionBudget:
 
 @dataclass(frozen=True, slots=True)
 class Toleration:
+    """A Kubernetes toleration of a node taint."""
+
     key: str | None
     operator: str | None
     value: str | None
@@ -223,6 +251,8 @@ class Toleration:
 
 @dataclass(frozen=True, slots=True)
 class TopologySpread:
+    """A Kubernetes topology spread constraint."""
+
     max_skew: int
     topology_key: str
     when_unsatisfiable: str
@@ -231,6 +261,8 @@ class TopologySpread:
 
 @dataclass(frozen=True, slots=True)
 class PodSettings:
+    """Pod-level Kubernetes settings of a service's workloads."""
+
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     node_selector: tuple[tuple[str, str], ...] = ()
@@ -251,6 +283,8 @@ NO_POD_SETTINGS = PodSettings()
 
 @dataclass(frozen=True, slots=True)
 class Version:
+    """One deployed version of a service: its workload and its share of the requests."""
+
     name: str
     implicit: bool                # the service declared no versions: this is its only one
     image: str
@@ -268,6 +302,8 @@ class Version:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """A static address a service is reached at (a service meshc does not deploy)."""
+
     address: str
     port: int
     weight: int | None
@@ -332,6 +368,8 @@ class ExternalTls:
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """A service of the mesh, with every default and inheritance applied."""
+
     name: str
     port: int | None              # None: a client-only service (calls out, takes no calls)
     protocol: Protocol
@@ -366,6 +404,8 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Certificates:
+    """Where workload certificates come from, and how long they live."""
+
     issuer_kind: str
     issuer_name: str
     emit_issuer: bool             # the Issuer is meshc's own (no issuerRef in the spec)
@@ -375,6 +415,8 @@ class Certificates:
 
 @dataclass(frozen=True, slots=True)
 class Security:
+    """The mesh's mTLS, trust domain, certificates and network policies."""
+
     mtls: MtlsMode                # the mesh-wide mode; services may override it
     trust_domain: str
     certificates: Certificates
@@ -388,6 +430,8 @@ class Security:
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
+    """The Envoy sidecar every deployed service runs."""
+
     image: str
     admin_port: int
     inbound_port: int
@@ -400,12 +444,16 @@ class Proxy:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
+    """Settings of the call-graph analysis."""
+
     max_retry_amplification: int
     entry_points: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
 class Mesh:
+    """The whole mesh: what every emitter reads."""
+
     name: str
     namespace: str
     etcd_prefix: str
@@ -431,6 +479,8 @@ class Mesh:
 
 @dataclass(frozen=True, slots=True)
 class StringMatch:
+    """How a string (a header's or a query parameter's value) is matched."""
+
     kind: str                     # exact | prefix | suffix | regex | present | absent
     value: str | None             # None for present / absent
 
@@ -445,12 +495,16 @@ class NamedMatch:
 
 @dataclass(frozen=True, slots=True)
 class PathMatch:
+    """How a request's path is matched."""
+
     kind: str                     # prefix | exact | regex
     value: str
 
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
+    """What a request must match for a route to take it: all of its conditions."""
+
     path: PathMatch | None
     headers: tuple[NamedMatch, ...]   # in spec order
     methods: tuple[str, ...]          # empty: any method
@@ -460,12 +514,16 @@ class RouteMatch:
 
 @dataclass(frozen=True, slots=True)
 class VersionShare:
+    """A version's percent of a route's requests."""
+
     name: str
     weight: int
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
+    """Faults injected into a route's requests: delays and aborts."""
+
     delay_ms: int | None
     delay_percent: float
     abort_status: int | None
@@ -476,6 +534,8 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class Mirror:
+    """A copy of a share of a route's requests, sent to another service; its answers are dropped."""
+
     service: str
     version: str | None           # None: the service's only version, or its static endpoints
     percent: float
@@ -484,6 +544,8 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class HeaderChanges:
+    """Headers set and removed on a request or a response."""
+
     set: tuple[tuple[str, str], ...]   # in spec order
     remove: tuple[str, ...]
 
@@ -493,6 +555,8 @@ NO_HEADER_CHANGES = HeaderChanges((), ())
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """A route of a service: the requests it matches and what happens to them."""
+
     name: str | None
     index: int                    # position among the service's routes
     match: RouteMatch
@@ -510,6 +574,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
+    """A token bucket limiting the requests each of a service's pods takes."""
+
     requests: int                 # tokens added every per_ms
     per_ms: int
     burst: int                    # the bucket's size
@@ -518,6 +584,8 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class GatewayListener:
+    """A port a gateway listens on, for some hosts, over TLS or not."""
+
     port: int
     hosts: tuple[str, ...]
     tls_secret: str | None        # a kubernetes.io/tls Secret
@@ -527,6 +595,8 @@ class GatewayListener:
 
 @dataclass(frozen=True, slots=True)
 class GatewayRoute:
+    """A gateway's route from a host and path to a service of the mesh."""
+
     host: str | None              # None: every host of the gateway's listeners
     path: PathMatch | None
     service: str
@@ -538,6 +608,8 @@ class GatewayRoute:
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
+    """An ingress gateway: an Envoy that takes requests from outside the mesh."""
+
     name: str
     replicas: int
     listeners: tuple[GatewayListener, ...]   # in spec order

@@ -31,23 +31,17 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic_core import SchemaValidator
 
-CACHE_DIR_ENV = "MESHC_CACHE_DIR"
+# Re-exported: the directory is meshc's one cache directory (meshc.cache), named here first.
+from meshc.cache import CACHE_DIR_ENV as CACHE_DIR_ENV
+from meshc.cache import cache_dir as cache_dir
+from meshc.cache import trusted, write_atomic
+
 _PREFIX = "validator-"
 _SUFFIX = ".pickle"
 # A bump forces every cache to be regenerated when the file's layout changes.
 _FORMAT = "1"
 KEPT = 8
 _MESHC_IMPORT = re.compile(r"^\s*(?:from|import)\s+(meshc(?:\.\w+)*)", re.MULTILINE)
-
-
-def cache_dir() -> Path:
-    configured = os.environ.get(CACHE_DIR_ENV)
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):     # the XDG specification: a relative path is to be ignored
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "meshc"
 
 
 def install(model: type[BaseModel]) -> None:
@@ -93,7 +87,7 @@ def schema_sources(module_name: str) -> list[str]:
 def _load(path: Path) -> SchemaValidator | None:
     try:
         with path.open("rb") as file:
-            if not _trusted(os.fstat(file.fileno())):
+            if not trusted(os.fstat(file.fileno())):   # unpickling runs code the file names
                 return None
             schema, config = pickle.load(file)
         return SchemaValidator(schema, config)
@@ -101,29 +95,12 @@ def _load(path: Path) -> SchemaValidator | None:
         return None
 
 
-def _trusted(stat: os.stat_result) -> bool:
-    """Unpickling runs code the file names: read only a file of this user's that no one else may
-    have written (what meshc writes is 0600), wherever MESHC_CACHE_DIR points."""
-    owner = os.geteuid() if hasattr(os, "geteuid") else stat.st_uid
-    return stat.st_uid == owner and not stat.st_mode & 0o022
-
-
 def _store(path: Path, model: type[BaseModel]) -> None:
     """Write the model's core schema and config, atomically, and forget the oldest files."""
-    import tempfile   # only a run that generated the schema writes it
-
     try:
         data = pickle.dumps((without_metadata(model.__pydantic_core_schema__), _core_config(model)),
                             protocol=pickle.HIGHEST_PROTOCOL)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".staging-", suffix=_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(staging, path)
-        except BaseException:
-            os.unlink(staging)
-            raise
+        write_atomic(path, data)
         _prune(path.parent)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         # A read-only home, a full disk: validation goes on, the next run generates it again.

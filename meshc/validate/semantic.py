@@ -6,7 +6,6 @@ the order they run. All of them run, so a user sees every problem at once.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,8 @@ MAX_K8S_NAME = 63
 
 @dataclass(frozen=True, slots=True)
 class Context:
+    """What every semantic check reads: the validated spec and where each of its values was written."""
+
     mesh: Mesh
     positions: Positions
 
@@ -65,6 +66,8 @@ def services(ctx: Context) -> Iterator[tuple[Path, Service]]:
 
 
 def _hint(name: str, known: Iterable[str]) -> str | None:
+    import difflib   # only a misspelt name needs it: not imported by every validate
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return close[0] if close else None
 

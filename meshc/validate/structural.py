@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -156,6 +155,8 @@ def _closest_choice(err: Any) -> str | None:
     folded = {choice.lower().replace("-", "_"): choice for choice in allowed}
     if value.lower().replace("-", "_") in folded:
         return str(folded[value.lower().replace("-", "_")])
+    import difflib   # only a misspelt name needs it: not imported by every validate
+
     close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -184,11 +185,35 @@ def _did_you_mean(name: str, parent: Path) -> str | None:
     if model is None:
         return None
     fields = [info.alias or field for field, info in model.model_fields.items()]
+    import difflib   # only a misspelt name needs it: not imported by every validate
+
     close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
     if not close:
         lowered = {f.lower(): f for f in fields}
-        return lowered.get(name.lower().replace("_", "").replace("-", ""))
+        return lowered.get(name.lower().replace("_", "").replace("-", "")) or _one_level_down(name, model)
     return close[0]
+
+
+def _one_level_down(name: str, model: type[BaseModel]) -> str | None:
+    """`match.host` for a `host` written beside `match` instead of inside it: the one field of
+    this mapping whose own mapping has a field of that name."""
+    found = []
+    for field, annotation in _field_types(model).items():
+        inner = _unwrap(annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and name in _field_types(inner):
+            found.append(f"{field}.{name}")
+    return found[0] if len(found) == 1 else None
+
+
+def _field_types(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by their name in the spec (alias) with their types, including those
+    declared before their class is (which pydantic keeps as forward references until a rebuild:
+    the validator comes from meshc.validate.compiled, so there is none)."""
+    try:
+        hints = typing.get_type_hints(model)
+    except (NameError, TypeError):
+        hints = {}
+    return {info.alias or name: hints.get(name, info.annotation) for name, info in model.model_fields.items()}
 
 
 def _model_at(path: Path) -> type[BaseModel] | None:
@@ -200,10 +225,10 @@ def _model_at(path: Path) -> type[BaseModel] | None:
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
-        by_alias = {info.alias or name: info for name, info in current.model_fields.items()}
-        if part not in by_alias:
+        types = _field_types(current)
+        if part not in types:
             return None
-        current = by_alias[part].annotation
+        current = types[part]
     current = _unwrap(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 

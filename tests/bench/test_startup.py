@@ -25,3 +25,18 @@ def test_bytecode_is_cached_in_the_scratch_directory_and_the_checkout_is_first(t
     assert env["MESHC_CACHE_DIR"].startswith(str(tmp_path))
     kept = startup.environment(tmp_path, bytecode_cache=False)
     assert kept.get("PYTHONDONTWRITEBYTECODE") == os.environ.get("PYTHONDONTWRITEBYTECODE")
+
+
+def test_a_cold_cache_run_validates_with_nothing_kept() -> None:
+    """--cold-cache: meshc regenerates its validator and compiles its generated code on every run."""
+    result = startup.measure(pairs=1, cold_cache=True)
+    assert {"meshc_cpu_median", "floor_cpu_median", "cpu_ratio"} <= result.keys()
+    assert all(value > 0 for value in result.values())
+
+
+def test_the_build_mode_times_meshc_build_of_a_generated_mesh() -> None:
+    result = startup.measure(pairs=1, build=10, baseline=run_build.ROOT)
+    assert {"meshc_cpu_median", "baseline_cpu_median", "vs_baseline_cpu_ratio"} <= result.keys()
+    assert all(value > 0 for value in result.values())
+    # a build of 10 services does more than parse its spec
+    assert result["meshc_cpu_median"] > result["floor_cpu_median"]

@@ -57,7 +57,10 @@ SPECIAL = {
             "ConfigMap 'hub-envoy-cds' of 1,179,426 bytes, over Kubernetes' limit of 1,048,576 [E250]` "
             "(the case `tests/cases/invalid/E250-fan-out/`). Fix: split the service's calls between "
             "services (the case's fixed.yaml gives half of them to a second hub), or route them through a "
-            "gateway service. The check renders the sidecars of services with 32 upstreams or more.",
+            "gateway service. An ingress gateway's files take the same way (`gateway-<name>-envoy`, split "
+            "the same way; about 1,100 routes to distinct services fit under mTLS), and a gateway beyond "
+            "that gets E250 at its own line: split its routes between two gateways. The check renders the "
+            "sidecars of services with 32 upstreams or more, and gateways with 32 routes or more.",
     "E251": "etcd refuses a request over its `--max-request-bytes` (1.5 MiB by default), and meshc "
             "writes at most 1 MiB in one transaction (room for the compares that guard it), so a service "
             "record (`etcd/seed.json`) over 1 MiB could never be applied. Records grow with a service's "

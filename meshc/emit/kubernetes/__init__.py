@@ -54,7 +54,7 @@ def mesh_documents(mesh: ir.Mesh) -> Documents:
 
 def service_objects(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
     bootstrap_hash = render.sha256(sidecar_files[naming.BOOTSTRAP_FILE])[:16]
-    config_maps = objects.config_maps(mesh, service, sidecar_files)
+    config_maps = objects.config_maps(mesh, service.name, naming.service_labels(mesh, service.name), sidecar_files)
     volume = objects.config_volume([config_map["metadata"]["name"] for config_map in config_maps])
     built = [
         objects.service_account(mesh, service),

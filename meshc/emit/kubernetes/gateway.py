@@ -1,5 +1,5 @@
 """An ingress gateway's objects: ServiceAccount (`gateway-<name>`, its identity), the ConfigMap with
-its Envoy files, a LoadBalancer Service, and an Envoy-only Deployment locked down as sidecars are.
+its Envoy files (split and projected, as a sidecar's, when they would not fit one), a LoadBalancer Service, and an Envoy-only Deployment locked down as sidecars are.
 
 The TLS Secrets its listeners name (kubernetes.io/tls, written by whoever owns the certificates)
 are mounted read-only, each directory whole: Kubernetes swaps a Secret volume's files by one
@@ -15,7 +15,7 @@ from meshc import kinds, render
 from meshc.emit import naming
 from meshc.emit.kubernetes import certificates
 from meshc.emit.kubernetes.deployment import POD_SECURITY, envoy_container
-from meshc.emit.kubernetes.objects import Object, new_object, with_config_hash
+from meshc.emit.kubernetes.objects import Object, config_maps, config_volume, new_object, with_config_hash
 from meshc.resolve import ir
 
 # Envoy runs as a non-root user with no capabilities; this namespaced, "safe" sysctl lets it bind
@@ -26,11 +26,14 @@ _UNPRIVILEGED_PORTS = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "
 def gateway_objects(mesh: ir.Mesh, gateway: ir.Gateway, envoy_files: Mapping[str, bytes]) -> list[Object]:
     """`envoy_files`: the gateway's rendered Envoy files by file name."""
     bootstrap_hash = render.sha256(envoy_files[naming.BOOTSTRAP_FILE])[:16]
+    name = naming.gateway_name(gateway.name)
+    maps = config_maps(mesh, name, naming.gateway_labels(mesh, gateway.name), envoy_files)
+    volume = config_volume([config_map["metadata"]["name"] for config_map in maps])
     built = [
         service_account(mesh, gateway),
-        config_map(mesh, gateway, envoy_files),
+        *maps,
         load_balancer(mesh, gateway),
-        deployment(mesh, gateway, bootstrap_hash, sorted(envoy_files)),
+        deployment(mesh, gateway, bootstrap_hash, volume),
     ]
     if gateway.identity is not None:   # its mesh certificate: the gateway calls services over mTLS
         cert = certificates.workload_certificate(mesh, naming.gateway_name(gateway.name), gateway.identity,
@@ -50,12 +53,6 @@ def service_account(mesh: ir.Mesh, gateway: ir.Gateway) -> Object:
     return with_config_hash(obj)
 
 
-def config_map(mesh: ir.Mesh, gateway: ir.Gateway, envoy_files: Mapping[str, bytes]) -> Object:
-    obj = _new(mesh, gateway, kinds.CONFIG_MAP, naming.config_map_name(naming.gateway_name(gateway.name)))
-    obj["data"] = {name: envoy_files[name].decode("utf-8") for name in sorted(envoy_files)}
-    return with_config_hash(obj)
-
-
 def load_balancer(mesh: ir.Mesh, gateway: ir.Gateway) -> Object:
     obj = _new(mesh, gateway, kinds.SERVICE)
     obj["spec"] = {
@@ -69,7 +66,8 @@ def load_balancer(mesh: ir.Mesh, gateway: ir.Gateway) -> Object:
     return with_config_hash(obj)
 
 
-def deployment(mesh: ir.Mesh, gateway: ir.Gateway, bootstrap_hash: str, files: list[str]) -> Object:
+def deployment(mesh: ir.Mesh, gateway: ir.Gateway, bootstrap_hash: str, volume: dict[str, Any]) -> Object:
+    """`volume`: the pod volume of its Envoy files (objects.config_volume)."""
     labels = naming.gateway_labels(mesh, gateway.name)
     obj = _new(mesh, gateway, kinds.DEPLOYMENT)
     obj["spec"] = {
@@ -82,13 +80,13 @@ def deployment(mesh: ir.Mesh, gateway: ir.Gateway, bootstrap_hash: str, files: l
                 "prometheus.io/port": str(mesh.proxy.stats_port),
                 "prometheus.io/path": naming.SIDECAR_METRICS_PATH,
             }},
-            "spec": _pod_spec(mesh, gateway),
+            "spec": _pod_spec(mesh, gateway, volume),
         },
     }
     return with_config_hash(obj)
 
 
-def _pod_spec(mesh: ir.Mesh, gateway: ir.Gateway) -> dict[str, Any]:
+def _pod_spec(mesh: ir.Mesh, gateway: ir.Gateway, volume: dict[str, Any]) -> dict[str, Any]:
     name = naming.gateway_name(gateway.name)
     secrets = sorted({li.tls_secret for li in gateway.listeners if li.tls_secret is not None})
     return {
@@ -98,7 +96,7 @@ def _pod_spec(mesh: ir.Mesh, gateway: ir.Gateway) -> dict[str, Any]:
         "securityContext": {**POD_SECURITY, "sysctls": [_UNPRIVILEGED_PORTS]},
         "containers": [_envoy_container(mesh, gateway, secrets)],
         "volumes": [
-            {"name": naming.SIDECAR_CONFIG_VOLUME, "configMap": {"name": naming.config_map_name(name)}},
+            volume,
             {"name": naming.SIDECAR_TMP_VOLUME, "emptyDir": {}},
             *({"name": naming.gateway_tls_volume(s), "secret": {"secretName": s}} for s in secrets),
             *([{"name": naming.SIDECAR_TLS_VOLUME, "secret": {"secretName": naming.certificate_secret_name(name)}}]

@@ -62,28 +62,29 @@ CONFIG_MAP_MAX_BYTES = 1024 * 1024
 SPLIT_FILES = (naming.CDS_FILE, naming.LDS_FILE)
 
 
-def config_map_data(service: ir.Service, sidecar_files: Mapping[str, bytes]) -> dict[str, dict[str, bytes]]:
-    """The sidecar's files by the ConfigMap that carries them (ConfigMap name -> file name -> bytes).
+def config_map_data(workload: str, envoy_files: Mapping[str, bytes]) -> dict[str, dict[str, bytes]]:
+    """An Envoy workload's files (a sidecar's, or a gateway's; `workload` names its ConfigMaps) by
+    the ConfigMap that carries them (ConfigMap name -> file name -> bytes).
 
     Usually one ConfigMap with the files as written. When they would exceed the ConfigMap size
-    limit (a service calling about 140 others or more), every file is written compactly, each
-    repeated block once (render.shared_file: a sixth of the bytes), and cds and lds get a
-    ConfigMap each; the pod projects them all into one volume, so Envoy still watches one
-    directory. Applied in name order, cds lands before the lds whose routes use its clusters.
-    Any part may still be over the limit: see `oversized_config_maps`."""
-    if _data_size(sidecar_files) <= CONFIG_MAP_MAX_BYTES:
-        return {naming.config_map_name(service.name): dict(sidecar_files)}
-    compact = {name: render.shared_file(data) for name, data in sidecar_files.items()}
-    parts = {naming.config_map_name(service.name): {n: d for n, d in compact.items() if n not in SPLIT_FILES}}
+    limit (a service calling about 140 others or more, a gateway routing to about 200), every file
+    is written compactly, each repeated block once (render.shared_file: a sixth of the bytes), and
+    cds and lds get a ConfigMap each; the pod projects them all into one volume, so Envoy still
+    watches one directory. Applied in name order, cds lands before the lds whose routes use its
+    clusters. Any part may still be over the limit: see `oversized_config_maps`."""
+    if _data_size(envoy_files) <= CONFIG_MAP_MAX_BYTES:
+        return {naming.config_map_name(workload): dict(envoy_files)}
+    compact = {name: render.shared_file(data) for name, data in envoy_files.items()}
+    parts = {naming.config_map_name(workload): {n: d for n, d in compact.items() if n not in SPLIT_FILES}}
     for name in SPLIT_FILES:
         if name in compact:
-            parts[naming.split_config_map_name(service.name, name)] = {name: compact[name]}
+            parts[naming.split_config_map_name(workload, name)] = {name: compact[name]}
     return parts
 
 
-def oversized_config_maps(service: ir.Service, sidecar_files: Mapping[str, bytes]) -> dict[str, int]:
-    """The ConfigMaps of a sidecar that would still exceed the size limit, with their sizes."""
-    parts = config_map_data(service, sidecar_files)
+def oversized_config_maps(workload: str, envoy_files: Mapping[str, bytes]) -> dict[str, int]:
+    """The ConfigMaps of an Envoy workload that would still exceed the size limit, with their sizes."""
+    parts = config_map_data(workload, envoy_files)
     return {name: size for name, files in parts.items() if (size := _data_size(files)) > CONFIG_MAP_MAX_BYTES}
 
 
@@ -91,14 +92,15 @@ def _data_size(files: Mapping[str, bytes]) -> int:
     return sum(len(name) + len(data) for name, data in files.items())
 
 
-def config_maps(mesh: ir.Mesh, service: ir.Service, sidecar_files: Mapping[str, bytes]) -> list[Object]:
-    """The sidecar's files, mounted at the config directory (bootstrap, cds, lds; sds with mTLS)."""
-    return [_config_map(mesh, service, name, files)
-            for name, files in config_map_data(service, sidecar_files).items()]
+def config_maps(mesh: ir.Mesh, workload: str, labels: Mapping[str, str],
+                envoy_files: Mapping[str, bytes]) -> list[Object]:
+    """An Envoy workload's files, mounted at the config directory (bootstrap, cds, lds; sds with
+    mTLS): one ConfigMap, or the parts of `config_map_data`."""
+    return [_config_map(mesh, name, labels, files) for name, files in config_map_data(workload, envoy_files).items()]
 
 
-def _config_map(mesh: ir.Mesh, service: ir.Service, name: str, files: Mapping[str, bytes]) -> Object:
-    obj = new_object(kinds.CONFIG_MAP, name, mesh.namespace, naming.service_labels(mesh, service.name))
+def _config_map(mesh: ir.Mesh, name: str, labels: Mapping[str, str], files: Mapping[str, bytes]) -> Object:
+    obj = new_object(kinds.CONFIG_MAP, name, mesh.namespace, labels)
     # Escaped once, for the config hash and the rendered file alike: most of a build's bytes.
     obj["data"] = {filename: render.encoded_text(data.decode("utf-8")) for filename, data in sorted(files.items())}
     return with_config_hash(obj)
