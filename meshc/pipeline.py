@@ -192,7 +192,7 @@ def _checked(source: SpecSource, loaded: Loaded) -> Checked:
 
 
 def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1,
-               only: Collection[str] | None = None) -> Iterator[tuple[str, bytes]]:
+               only: Collection[str] | None = None, mesh_files: bool = True) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
     its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
@@ -200,7 +200,8 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
 
     shard/shards split the work between processes: this shard's share of the services (every
     shards-th, from the shard-th), and the whole-mesh files in shard 0. `only`: the files of
-    these services alone (gateways and whole-mesh files still all), for an incremental build."""
+    these services alone (gateways and whole-mesh files still all), for an incremental build;
+    without `mesh_files`, the services' files alone."""
     from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
@@ -212,7 +213,7 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
             yield naming.envoy_path(service.name, filename), data
         objects = kubernetes.service_objects(mesh, service, envoy_files)
         yield naming.kubernetes_path(service.name), render.file(objects)
-    if shard == 0:
+    if shard == 0 and mesh_files:
         gateway = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
                                         options.tls_dir)
         for each in mesh.gateways:

@@ -1,11 +1,24 @@
-"""`meshc apply --repo` of a one-service commit, as a whole process, incremental against full.
+"""`meshc apply --repo` of a one-service commit, as a whole process: kept, cold, before, and full.
 
 Against the Kubernetes API test double (served from this process) and a real etcd, with a real
 Git repository holding `bench/gen_mesh.py N`: after a first apply, each round commits a change of
-one image tag and times `meshc apply --repo R --kubeconfig K --etcd E` (planned against the commit
-etcd records: only that service's objects read), then commits another and times the same with
-`--full` (every object LISTed, as before); the ratio is the median of incremental/full over the
-rounds. The requests each made are counted in the double's log.
+one image tag and times `meshc apply --repo R --kubeconfig K --etcd E`, in turn:
+
+- `incremental`: the commit etcd records as applied is in the compile cache (the cache directory
+  of a machine that applies repeatedly): it is loaded, and the new commit built incrementally
+  from it;
+- `cold`: the same with no compiled commit kept (the first apply on a machine; meshc's compiled
+  validator stays cached, as on any machine that has run meshc once);
+- `planned` (with --plan-first): `meshc plan --repo` of the commit first (not timed), then its
+  apply, which finds both commits kept: review, then merge;
+- `baseline` (with --baseline TREE): the meshc of another checkout, e.g. the tree before a change;
+- `full`: with `--full` (every object LISTed, nothing kept read).
+
+Each applies its own one-image commit; the runs share one cache directory of their own
+(MESHC_CACHE_DIR), and Python's compiled bytecode of meshc's modules is written and read as for
+an installed package (PYTHONDONTWRITEBYTECODE is dropped for them). Wall and CPU time (user +
+system of the process) per run, and the requests each made (the double's log). Medians over the
+rounds, and paired ratios to the baseline.
 
     python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F]
 """
@@ -31,18 +44,21 @@ from tests.support.gitrepo import GitRepo
 ROOT = Path(__file__).parents[2]
 
 
-def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: Path = ROOT) -> tuple[float, float]:
-    """Wall and CPU seconds (the process's user + system time) of one `meshc apply` of `tree`'s meshc."""
+def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: Path = ROOT,
+          cache: Path | None = None, verb: str = "apply") -> tuple[float, float]:
+    """Wall and CPU seconds (the process's user + system time) of one `meshc apply` (or another
+    verb) of `tree`'s meshc."""
+    env = {**os.environ, "PYTHONPATH": str(tree), **({"MESHC_CACHE_DIR": str(cache)} if cache else {})}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)   # run as an installed meshc does: from compiled bytecode
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "meshc.cli", "apply", "--repo", str(repo.path), SPEC_PATH,
+    result = subprocess.run([sys.executable, "-m", "meshc.cli", verb, "--repo", str(repo.path), SPEC_PATH,
                              "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, *extra],
-                            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
-                            timeout=600)
+                            cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
-        raise RuntimeError(f"meshc apply failed: {result.stderr}")
+        raise RuntimeError(f"meshc {verb} failed: {result.stderr}")
     return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -53,50 +69,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--baseline", type=Path, metavar="TREE",
                         help="also time the incremental apply of the meshc in TREE (another checkout) each round")
+    parser.add_argument("--plan-first", action="store_true",
+                        help="also time an apply of a commit `meshc plan` has seen first, each round")
     args = parser.parse_args(argv)
 
     spec = generate(args.services)
     rounds: list[dict[str, Any]] = []
+    load = [os.getloadavg()[0]]
     with sync_bed(spec, args.services, "meshc-bench-cli-") as bed:
-        first, _ = apply(bed.repo, bed.kubeconfig, bed.etcd)
+        cache = bed.workdir / "cache"
+        first, _ = apply(bed.repo, bed.kubeconfig, bed.etcd, cache=cache)
         print(f"first apply: {first:.2f}s", flush=True)
-        modes: list[tuple[str, tuple[str, ...], Path]] = [("incremental", (), ROOT), ("full", ("--full",), ROOT)]
+        modes: list[tuple[str, tuple[str, ...], Path]] = [("incremental", (), ROOT), ("cold", (), ROOT),
+                                                          ("full", ("--full",), ROOT)]
+        if args.plan_first:
+            modes.insert(1, ("planned", (), ROOT))
         if args.baseline:
-            modes.insert(1, ("baseline", (), args.baseline))
+            modes.insert(len(modes) - 1, ("baseline", (), args.baseline))
         for number in range(1, args.rounds + 1):
             figures: dict[str, Any] = {}
             for index, (mode, extra, tree) in enumerate(modes):
                 service, spec = one_service_change(spec, number * len(modes) + index, number)
                 bed.repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
+                if mode == "cold":
+                    for kept in cache.glob("compiled-*"):
+                        kept.unlink()
+                if mode == "planned":
+                    apply(bed.repo, bed.kubeconfig, bed.etcd, tree=tree, cache=cache, verb="plan")
                 bed.kube.reset_log()
                 figures[f"{mode}_s"], figures[f"{mode}_cpu_s"] = apply(bed.repo, bed.kubeconfig, bed.etcd, *extra,
-                                                                       tree=tree)
+                                                                       tree=tree, cache=cache)
                 figures[f"{mode}_requests"] = len(bed.kube.requests)
                 figures[f"{mode}_lists"] = sum(1 for r in bed.kube.requests if "labelSelector" in r.query)
                 figures[f"{mode}_writes"] = len(bed.kube.writes())
             rounds.append(figures)
             print(f"round {number}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in figures.items()), flush=True)
-    summary = {
-        "services": args.services, "rounds": args.rounds,
-        "incremental_s": round(statistics.median(r["incremental_s"] for r in rounds), 3),
-        "full_s": round(statistics.median(r["full_s"] for r in rounds), 3),
-        "paired_ratio": round(statistics.median(r["incremental_s"] / r["full_s"] for r in rounds), 3),
-        "incremental_cpu_s": round(statistics.median(r["incremental_cpu_s"] for r in rounds), 3),
-        "full_cpu_s": round(statistics.median(r["full_cpu_s"] for r in rounds), 3),
-        **({"baseline_s": round(statistics.median(r["baseline_s"] for r in rounds), 3),
-            "baseline_cpu_s": round(statistics.median(r["baseline_cpu_s"] for r in rounds), 3),
-            "paired_cpu_ratio_to_baseline": round(statistics.median(
-                r["incremental_cpu_s"] / r["baseline_cpu_s"] for r in rounds), 3)} if args.baseline else {}),
-        "incremental_requests": sorted({r["incremental_requests"] for r in rounds}),
-        "incremental_lists": sorted({r["incremental_lists"] for r in rounds}),
-        "writes": sorted({r["incremental_writes"] for r in rounds} | {r["full_writes"] for r in rounds}),
-    }
+    load.append(os.getloadavg()[0])
+    names = [mode for mode, _, _ in modes]
+    summary: dict[str, Any] = {"services": args.services, "rounds": args.rounds, "load_average": load}
+    for mode in names:
+        summary[f"{mode}_s"] = _median(rounds, f"{mode}_s")
+        summary[f"{mode}_cpu_s"] = _median(rounds, f"{mode}_cpu_s")
+        summary[f"{mode}_requests"] = sorted({r[f"{mode}_requests"] for r in rounds})
+        summary[f"{mode}_lists"] = sorted({r[f"{mode}_lists"] for r in rounds})
+        summary[f"{mode}_writes"] = sorted({r[f"{mode}_writes"] for r in rounds})
+    summary["paired_ratio_to_full"] = _paired(rounds, "incremental_s", "full_s")
+    if args.baseline:
+        for mode in (mode for mode in ("incremental", "planned", "cold") if mode in names):
+            summary[f"{mode}_paired_ratio_to_baseline"] = _paired(rounds, f"{mode}_s", "baseline_s")
+            summary[f"{mode}_paired_cpu_ratio_to_baseline"] = _paired(rounds, f"{mode}_cpu_s", "baseline_cpu_s")
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=2) + "\n")
     return 0
+
+
+def _median(rounds: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(float(r[key]) for r in rounds), 3)
+
+
+def _paired(rounds: list[dict[str, Any]], key: str, other: str) -> float:
+    """The median over the rounds of key/other, each pair measured in the same round."""
+    return round(statistics.median(float(r[key]) / float(r[other]) for r in rounds), 3)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ import argparse
 import json
 import sys
 
-from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
+from meshc.commands.common import (
+    EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument, long_lived_imports,
+)
 from meshc.commands.sync_common import (
-    add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, applied_bundle, close_targets,
-    compile_bundle, open_targets, previous_meshes, sync_failure,
+    add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, close_targets, open_targets,
+    prepare, previous_meshes, remember, sync_failure,
 )
 
 NAME = "apply"
@@ -32,22 +34,30 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with long_lived_imports():
+        from meshc.pipeline import no_cycle_collection
+
+    # One compiled commit or two in memory, a handful of requests and no cycle worth collecting:
+    # the collector would only rescan the IRs over and over (half a second at 5,000 services).
+    return no_cycle_collection(_run)(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from meshc.sync.engine import MeshRenameRefused, PruneRefused, sync_once
     from meshc.sync.output import notes_text, plan_summary, plan_text, report_json, report_summary, result_text
     from meshc.sync.target import SyncError
 
     targets = open_targets(args)
     try:
-        compiled = compile_bundle(args)
-        if compiled is None or compiled.bundle is None:
+        prepared = prepare(args, targets)
+        if prepared is None:
             return EXIT_INVALID
-        bundle = compiled.bundle
+        bundle, previous = prepared.bundle, prepared.previous
         try:
-            previous, previous_revision = applied_bundle(args, compiled, targets)
             report = sync_once(bundle, targets, dry_run=args.dry_run, prune_limit=args.prune_limit,
                                allow_prune_all=args.allow_prune_all, allow_mesh_rename=args.allow_mesh_rename,
                                previous_meshes=previous_meshes(args, bundle, previous), previous=previous,
-                               previous_revision=previous_revision)
+                               previous_revision=prepared.previous_revision)
         except PruneRefused as refused:
             if args.format == "text":
                 sys.stdout.write(plan_text(refused.plans))
@@ -71,4 +81,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result_text(report.results))
         sys.stdout.write(report_summary(report) + "\n")
+    sys.stdout.flush()
+    remember(args, prepared)
     return EXIT_OK

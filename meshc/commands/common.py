@@ -171,6 +171,12 @@ def check_from_args(args: argparse.Namespace, *, always: bool = False) -> Checke
     with Progress("build") as progress:
         progress.step(f"checking {args.spec}")
         checked = check(read_source(args))
+    return reported(checked, args, always=always)
+
+
+def reported(checked: Checked, args: argparse.Namespace, *, always: bool = False) -> Checked:
+    """The checked spec without the warnings --ignore names, its diagnostics printed (see
+    check_from_args): also for a check made by an earlier run and kept (meshc.compile_cache)."""
     checked = replace(checked, diagnostics=tuple(ignored_codes_removed(checked.diagnostics, args)))
     report(checked.diagnostics, args, always=always)
     hosts = dict(args.envoy_host)

@@ -11,10 +11,12 @@ import argparse
 import json
 import sys
 
-from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
+from meshc.commands.common import (
+    EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument, long_lived_imports,
+)
 from meshc.commands.sync_common import (
-    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, applied_bundle,
-    close_targets, compile_bundle, open_targets, previous_meshes, sync_failure,
+    EXIT_CHANGES, add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, close_targets,
+    open_targets, prepare, previous_meshes, remember, sync_failure,
 )
 
 NAME = "plan"
@@ -34,19 +36,27 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with long_lived_imports():
+        from meshc.pipeline import no_cycle_collection
+
+    # One compiled commit or two in memory, a handful of requests and no cycle worth collecting:
+    # the collector would only rescan the IRs over and over (half a second at 5,000 services).
+    return no_cycle_collection(_run)(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from meshc.sync.engine import plan_sync
     from meshc.sync.output import plan_summary, plan_text, plans_json, content_would_change
     from meshc.sync.target import SyncError
 
     targets = open_targets(args)
     try:
-        compiled = compile_bundle(args)
-        if compiled is None or compiled.bundle is None:
+        prepared = prepare(args, targets)
+        if prepared is None:
             return EXIT_INVALID
-        bundle = compiled.bundle
+        bundle, previous = prepared.bundle, prepared.previous
         try:
-            previous, previous_revision = applied_bundle(args, compiled, targets)
-            planned = plan_sync(bundle, targets, previous=previous, previous_revision=previous_revision,
+            planned = plan_sync(bundle, targets, previous=previous, previous_revision=prepared.previous_revision,
                                 previous_meshes=previous_meshes(args, bundle, previous))
         except SyncError as error:
             return sync_failure(error)
@@ -63,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(plan_summary(plans) + "\n")
         for reason in refusals:
             sys.stderr.write(f"meshc: warning: apply would refuse: {reason}\n")
+    sys.stdout.flush()
+    remember(args, prepared)    # the commit `apply` is likely to be given next
     if args.detailed_exitcode and content_would_change(plans):
         return EXIT_CHANGES
     return EXIT_OK

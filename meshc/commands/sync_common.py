@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshc.commands.common import EXIT_INVALID, at_least, config_dir, usage_error
@@ -17,7 +18,9 @@ from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 
 if TYPE_CHECKING:
-    from meshc.pipeline import Compiled
+    from meshc.load import SpecSource
+    from meshc.load.git import GitSpecReader
+    from meshc.pipeline import Checked, Compiled
     from meshc.sync.etcd_client import EtcdAccess
     from meshc.sync.target import MeshIdentity
 
@@ -63,35 +66,122 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
 def add_scope_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true",
                         help="with --repo: plan every object, not only those of the files that changed since the "
-                        "commit etcd records as applied (finds hand edits of unchanged objects)")
+                        "commit etcd records as applied (finds hand edits of unchanged objects), and compile the "
+                        "commit afresh, reading no compilation an earlier run kept")
 
 
-def applied_bundle(args: argparse.Namespace, compiled: Compiled, targets: list[Target]) -> tuple[Bundle | None, str | None]:
-    """With --repo (and without --full): the bundle of the commit the targets record as applied
-    (etcd's `<prefix>/revision`), compiled from the repository, to plan only what differs from it.
-    It is built incrementally from the commit being applied (`compiled`): only the services whose
-    output can differ between the two are emitted. (None, None) when there is no such record, it
-    names the commit being applied (a re-apply is a drift check: planned in full), or that commit
-    cannot be read or compiled."""
-    if not getattr(args, "repo", None) or getattr(args, "full", False) or compiled.bundle is None:
-        return None, None
-    bundle = compiled.bundle
-    revision = str((bundle.manifest.get("source") or {}).get("revision") or "")
-    recorded = next((ask(bundle) for ask in (getattr(t, "recorded_revision", None) for t in targets) if ask), None)
-    if not recorded or not revision or recorded == revision:
-        return None, None
+@dataclass(frozen=True)
+class Prepared:
+    """What a sync verb plans from: the compiled commit, and with --repo the bundle of the commit
+    the targets record as applied (`previous`: plan only what differs from it)."""
+
+    compiled: Compiled
+    previous: Bundle | None = None
+    previous_revision: str | None = None
+    kept: bool = False     # `compiled` was loaded from the compile cache: nothing to store
+
+    @property
+    def bundle(self) -> Bundle:
+        if self.compiled.bundle is None:
+            raise ValueError("only a spec that compiled has a bundle")
+        return self.compiled.bundle
+
+
+def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
+    """Compile SPEC (diagnostics to stderr; None when it does not compile). With --repo (and
+    without --full), also the bundle of the commit etcd records as applied, to plan only what
+    differs from it; none when there is no record, it names the commit being applied (a re-apply
+    is a drift check: planned in full), or that commit cannot be read or compiled.
+
+    Compilations kept by earlier runs (meshc.compile_cache) are used: the applied commit's, from
+    which the new commit is then built incrementally (only the services whose files can differ
+    are emitted), and the new commit's own when a `plan` has compiled it already. Without the
+    applied commit's, the new commit is built in full and the applied one incrementally from it.
+    --full reads nothing kept."""
+    if not getattr(args, "repo", None):
+        compiled = compile_bundle(args)
+        return Prepared(compiled) if compiled is not None else None
+    from meshc import compile_cache
     from meshc.commands.common import build_options
-    from meshc.diagnostics import MeshcError
     from meshc.load.git import GitSpecReader
-    from meshc.pipeline import compile
+    from meshc.pipeline import Compiled, build_bundle, compile
 
+    full = bool(getattr(args, "full", False))
+    options = build_options(args)
+    with GitSpecReader(args.repo) as reader:
+        source = reader.read(args.rev or "HEAD", args.spec)
+        kept = None if full else compile_cache.load(source, options)
+        checked = _checked(args, source, kept)
+        if checked is None or checked.mesh is None:
+            return None
+        recorded = None if full else _recorded_revision(targets, checked.mesh.etcd_prefix)
+        applied = _read_applied(reader, args.spec, recorded) if recorded != source.revision else None
+    base = compile_cache.load(applied, options) if applied is not None else None
+    if kept is not None:
+        compiled = kept
+    elif base is not None:
+        compiled = compile_cache.build_from(checked, options, base)
+    else:
+        compiled = Compiled(checked, build_bundle(checked, options), options)
+    if applied is None:
+        return Prepared(compiled, kept=kept is not None)
+    previous = base.bundle if base is not None else compile(applied, options, base=compiled).bundle
+    return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
+
+
+def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None) -> Checked | None:
+    """The check of `source` (kept by an earlier run, or made now) with every diagnostic, those
+    --ignore names included (what the cache keeps); they are printed without them. None when the
+    spec does not compile (or only with warnings, under --strict)."""
+    from meshc.commands.common import failed, reported
+
+    checked = kept.checked if kept is not None else _check(args, source)
+    shown = reported(checked, args)
+    if not shown.ok or failed(shown.diagnostics, args.strict):
+        sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
+        return None
+    return checked
+
+
+def _read_applied(reader: GitSpecReader, spec: str, recorded: str | None) -> SpecSource | None:
+    """The spec at the commit the targets record as applied; None without one, or when that
+    commit (or the spec in it) cannot be read: the plan is then made in full."""
+    from meshc.diagnostics import MeshcError
+
+    if not recorded:
+        return None
     try:
-        with GitSpecReader(args.repo) as reader:
-            source = reader.read(recorded, args.spec)
+        return reader.read(recorded, spec)
     except MeshcError:
-        return None, None
-    previous = compile(source, build_options(args), base=compiled).bundle
-    return (previous, recorded) if previous is not None else (None, None)
+        return None
+
+
+def _check(args: argparse.Namespace, source: SpecSource) -> Checked:
+    from meshc.pipeline import check
+    from meshc.progress import Progress
+
+    with Progress("build") as progress:
+        progress.step(f"checking {args.spec}")
+        return check(source)
+
+
+def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
+    """The commit the targets record as applied (etcd's `<prefix>/revision`), if any."""
+    for target in targets:
+        ask = getattr(target, "recorded_revision_at", None)
+        if ask is not None:
+            recorded: str | None = ask(etcd_prefix)
+            return recorded
+    return None
+
+
+def remember(args: argparse.Namespace, prepared: Prepared) -> None:
+    """Keep the compiled commit for the next plan/apply --repo against etcd (meshc.compile_cache):
+    once applied, etcd names it, and the next apply plans against it without compiling it."""
+    if getattr(args, "repo", None) and args.etcd and not prepared.kept:
+        from meshc import compile_cache
+
+        compile_cache.store(prepared.compiled)
 
 
 def has_targets(args: argparse.Namespace) -> bool:

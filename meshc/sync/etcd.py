@@ -153,7 +153,11 @@ class EtcdTarget:
     def recorded_revision(self, bundle: Bundle) -> str | None:
         """What `<prefix>/revision` names (one small read); None when unset or unreadable (the
         plan will say why)."""
-        prefix = str(bundle.etcd_seed().get("prefix") or "").rstrip("/")
+        return self.recorded_revision_at(str(bundle.etcd_seed().get("prefix") or ""))
+
+    def recorded_revision_at(self, prefix: str) -> str | None:
+        """recorded_revision for the mesh whose etcd prefix is `prefix` (known before its bundle is built)."""
+        prefix = prefix.rstrip("/")
         try:
             answer = self._post("/kv/range", {"key": b64(layout.revision_key(prefix).encode())})
         except SyncError:

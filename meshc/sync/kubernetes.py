@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,7 @@ class KubernetesTarget:
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None, *,
                         in_cluster: bool = False, **options: Any) -> KubernetesTarget:
         """A target from a kubeconfig file (optionally one of its contexts) or the in-cluster service account."""
+        _import_client_library()
         from kubernetes import client, config
 
         try:
@@ -378,9 +380,13 @@ class KubernetesTarget:
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         client = self._client()
+        # The core group lives under /api, the others under /apis: named, the client reads only
+        # that group's list of kinds, where without it a core kind is looked for in every group
+        # serving a "v1" (one request each: dozens on a cluster with many add-ons).
+        prefix = "apis" if "/" in api_version else "api"
         try:
             resource = self._call(f"discover {api_version} {kind}",
-                                  lambda: client.resources.get(api_version=api_version, kind=kind))
+                                  lambda: client.resources.get(prefix=prefix, api_version=api_version, kind=kind))
         except ResourceNotFoundError:
             raise PermanentError(f"the cluster does not serve {api_version} {kind}") from None
         self._resources[(api_version, kind)] = resource
@@ -504,6 +510,21 @@ def _first_version(metadata: Obj) -> str | None:
     what changed while the pages were read, where the last page's would skip it."""
     version = metadata.get("resourceVersion")
     return str(version) if version else None
+
+
+def _import_client_library() -> None:
+    """Import the `kubernetes` package without `kubernetes_validate`, which its dynamic client
+    imports (jsonschema and its schema registries: a third of the package's import time) only for
+    `DynamicClient.validate`, which meshc never calls. Hidden while the package loads, it stays
+    importable for anything else in the process."""
+    if "kubernetes" in sys.modules or "kubernetes_validate" in sys.modules:
+        return
+    sys.modules["kubernetes_validate"] = None   # type: ignore[assignment]   # an import of it fails
+    try:
+        import kubernetes  # noqa: F401
+    finally:
+        if sys.modules.get("kubernetes_validate", False) is None:
+            del sys.modules["kubernetes_validate"]
 
 
 def _drained(response: Any) -> bytes:

@@ -35,3 +35,13 @@ def etcd_target(etcd_server: EtcdServer) -> Iterator[EtcdTarget]:
 @pytest.fixture
 def dir_target(tmp_path: Path) -> DirectoryTarget:
     return DirectoryTarget(tmp_path / "out")
+
+
+@pytest.fixture(autouse=True)
+def own_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's meshc processes keep compiled commits (meshc.compile_cache) in a directory of
+    the test's own: test repositories make the same commits every run, and a test must not find
+    what another test, or an earlier run, compiled."""
+    directory = tmp_path / "meshc-cache"
+    monkeypatch.setenv("MESHC_CACHE_DIR", str(directory))
+    return directory

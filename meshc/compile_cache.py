@@ -1,0 +1,294 @@
+"""Compiled commits kept on disk, so that `plan`/`apply --repo` need not compile them again.
+
+`meshc apply --repo` plans a new commit against the commit etcd records as applied: it needs
+that commit's checked IR (which services changed) and its bundle (which files changed). Both
+are a pure function of the spec's bytes, the build options and meshc itself, so a run that has
+compiled a commit keeps them here, and the next run loads them instead of checking and building
+that commit again; the new commit is then built incrementally from it.
+
+An entry keeps the checked IR, every diagnostic, the manifest and the files of the whole mesh
+(etcd's seed, the Namespace, gateways), but not the files of each service (most of a bundle's
+bytes): those are rendered again from the IR, a service at a time, when something reads them
+(`OnDemandFiles`), and checked against the manifest's digests. A bundle built from a kept
+commit renders the services whose files can differ (`pipeline.affected_services`) and leaves the
+others to be rendered if read: an incremental plan reads only the files that changed.
+
+An entry is one file, `compiled-<key>.pickle`, named by a digest of everything its content is
+made from: the spec's name, revision and bytes, the build options, the source of every meshc
+module, and the versions of Python and of the libraries that shape the output. Another meshc,
+another spec or other options look for another name; the file repeats its key, and a file whose
+key or shape does not match is ignored. The directory is meshc's cache directory
+(meshc.cache: `MESHC_CACHE_DIR`, else `$XDG_CACHE_HOME/meshc`, else ~/.cache/meshc); files are
+written atomically with mode 0600, and since unpickling runs code a file names, a file is read
+only when it is the user's own and writable by no one else (meshc.cache.trusted). The KEPT most
+recently used entries stay. A file that cannot be read is ignored (and replaced when that commit
+is compiled again); a directory that cannot be written costs only the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import operator
+import os
+import pickle
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from meshc import __version__, render
+from meshc.cache import cache_dir, trusted, write_atomic
+from meshc.bundle import Bundle, FileEntry, manifest
+from meshc.diagnostics import MeshcError, error
+from meshc.emit.naming import MANIFEST_PATH
+from meshc.load import SpecSource
+from meshc.pipeline import (
+    BuildOptions, Checked, Compiled, affected_services, build_bundle, external_dependencies, iter_files,
+    no_cycle_collection,
+)
+from meshc.resolve import ir
+
+_PREFIX = "compiled-"
+_SUFFIX = ".pickle"
+_MAGIC = "meshc-compiled"
+# A bump makes every entry miss when the file's layout changes.
+_FORMAT = 2
+KEPT = 4
+
+
+def load(source: SpecSource, options: BuildOptions) -> Compiled | None:
+    """The compilation of `source` with `options` kept by an earlier run; None when there is
+    none, it cannot be read, or it is not this meshc's compilation of these bytes."""
+    path = entry_path(source, options)
+    try:
+        with path.open("rb") as file:
+            if not trusted(os.fstat(file.fileno())):
+                return None
+            data = file.read()
+        compiled = _decoded(data, entry_key(source, options), source, options)
+    except Exception:  # noqa: BLE001 - missing, truncated, damaged, from another meshc: compile it again
+        return None
+    if compiled is not None:
+        _touch(path)
+    return compiled
+
+
+def store(compiled: Compiled) -> None:
+    """Keep a compilation that checked clean (with the options it was built with) for later runs;
+    the oldest entries are forgotten. Never raises: a cache that cannot be written only costs time."""
+    checked, bundle, options = compiled.checked, compiled.bundle, compiled.options
+    if bundle is None or options is None or checked.mesh is None or not checked.ok:
+        return
+    try:
+        key = entry_key(checked.source, options)
+        deployed = _deployed(checked.mesh)
+        mesh_files = {path: bundle.files[path] for path in bundle.files if _service_of(path, deployed) is None}
+        data = _encoded((_MAGIC, _FORMAT, key, checked.diagnostics, checked.mesh, options, mesh_files))
+        _write(cache_dir() / f"{_PREFIX}{key}{_SUFFIX}", data)
+    except Exception:  # noqa: BLE001 - a full disk, a read-only home...: the run's own outcome stands
+        return
+
+
+def build_from(checked: Checked, options: BuildOptions, kept: Compiled) -> Compiled:
+    """The compilation of a spec that checked clean, built from a kept one (same options): the
+    files of the services whose output can differ from kept's, and of the whole mesh, are rendered;
+    every other service's files are kept's (its manifest entries), rendered only if read. The
+    bundle a full build makes, byte for byte. Without a kept IR to compare with, a full build."""
+    mesh = checked.mesh
+    old = kept.checked.mesh
+    affected = affected_services(old, mesh) if mesh is not None and old is not None else None
+    if mesh is None or kept.bundle is None or affected is None or kept.options != options:
+        return Compiled(checked, build_bundle(checked, options), options)
+    rendered = dict(iter_files(mesh, options, only=affected))
+    unaffected = _deployed(mesh) - affected
+    carried = {path: FileEntry(entry["sha256"], entry["size"])
+               for path, entry in (kept.bundle.manifest.get("files") or {}).items()
+               if _service_of(path, unaffected) is not None}
+    entries = {path: FileEntry.of(data) for path, data in rendered.items()} | carried
+    rendered[MANIFEST_PATH] = manifest(entries, mesh=mesh.name, spec_digest=render.sha256(checked.source.data),
+                                      revision=checked.source.revision, external=external_dependencies(checked))
+    files = OnDemandFiles(rendered, [*sorted(entries), MANIFEST_PATH], mesh, options)
+    return Compiled(checked, Bundle(files), options)
+
+
+class OnDemandFiles(Mapping[str, bytes]):
+    """A bundle's files, the services' own rendered from the IR when first read (a service at a
+    time) and checked against the manifest; paths iterate in the bundle's order."""
+
+    __slots__ = ("_files", "_order", "_listed", "_mesh", "_options", "_deployed", "_entries")
+
+    def __init__(self, files: Mapping[str, bytes], order: list[str], mesh: ir.Mesh, options: BuildOptions) -> None:
+        self._files = dict(files)
+        self._order = tuple(order)
+        self._listed = frozenset(order)
+        self._mesh = mesh
+        self._options = options
+        self._deployed = _deployed(mesh)
+        self._entries: dict[str, Any] | None = None    # the manifest's, parsed at the first render
+
+    def __getitem__(self, path: str) -> bytes:
+        data = self._files.get(path)
+        if data is not None:
+            return data
+        service = _service_of(path, self._deployed)
+        if service is None or path not in self._listed:
+            raise KeyError(path)
+        self._render(service)
+        return self._files[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._files or path in self._listed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def _render(self, service: str) -> None:
+        if self._entries is None:
+            self._entries = _manifest_entries(self._files[MANIFEST_PATH])
+        for path, data in iter_files(self._mesh, self._options, only={service}, mesh_files=False):
+            if render.sha256(data) != (self._entries.get(path) or {}).get("sha256"):
+                raise MeshcError([error("E001", f"{path} rendered again differs from its manifest entry: a "
+                                        "file of meshc's compile cache holds another compilation than its name "
+                                        "says", None, hint=f"remove {cache_dir()}/{_PREFIX}* and retry")], 1)
+            self._files[path] = data
+
+
+def _manifest_entries(data: bytes) -> dict[str, Any]:
+    import orjson
+
+    files: dict[str, Any] = orjson.loads(data).get("files") or {}
+    return files
+
+
+def _deployed(mesh: ir.Mesh) -> frozenset[str]:
+    return frozenset(service.name for service in mesh.deployed_services)
+
+
+def _service_of(path: str, services: frozenset[str]) -> str | None:
+    """The service among `services` whose own file this is (envoy/<name>/..., kubernetes/<name>.yaml)."""
+    if path.startswith("envoy/"):
+        name = path.split("/", 2)[1]
+    elif path.startswith("kubernetes/") and path.count("/") == 1 and path.endswith(".yaml"):
+        name = path[len("kubernetes/"):-len(".yaml")]
+    else:
+        return None
+    return name if name in services else None
+
+
+def entry_path(source: SpecSource, options: BuildOptions) -> Path:
+    return cache_dir() / f"{_PREFIX}{entry_key(source, options)}{_SUFFIX}"
+
+
+def entry_key(source: SpecSource, options: BuildOptions) -> str:
+    """A digest of everything an entry's content is made from."""
+    digest = hashlib.sha256()
+    for part in (code_digest(), source.name, source.revision or "", hashlib.sha256(source.data).hexdigest(),
+                 _options_text(options)):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:40]
+
+
+@functools.cache
+def code_digest() -> str:
+    """meshc's own code and what shapes its output: the source of every module of the package (a
+    changed meshc, even at the same version number, is another compiler), the versions of Python
+    and of the libraries that read the spec and render the output, and this file's layout."""
+    import orjson
+    import pydantic
+    import pydantic_core
+    import yaml
+
+    digest = hashlib.sha256()
+    for part in (str(_FORMAT), __version__, sys.version, yaml.__version__, str(yaml.__with_libyaml__),
+                 orjson.__version__, pydantic.VERSION, pydantic_core.__version__):
+        digest.update(part.encode() + b"\0")
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _options_text(options: BuildOptions) -> str:
+    fields = dataclasses.asdict(options)
+    fields["envoy_hosts"] = sorted(dict(options.envoy_hosts).items())
+    return repr(sorted(fields.items()))
+
+
+@no_cycle_collection   # tens of thousands of IR objects and no cycle among them
+def _decoded(data: bytes, key: str, source: SpecSource, options: BuildOptions) -> Compiled | None:
+    entry: Any = pickle.loads(data)
+    if not (isinstance(entry, tuple) and len(entry) == 7 and entry[:3] == (_MAGIC, _FORMAT, key)):
+        return None
+    diagnostics, mesh, kept_options, mesh_files = entry[3:]
+    if kept_options != options or not isinstance(mesh, ir.Mesh) or MANIFEST_PATH not in mesh_files:
+        return None
+    order = [*sorted(_manifest_entries(mesh_files[MANIFEST_PATH])), MANIFEST_PATH]
+    bundle = Bundle(OnDemandFiles(mesh_files, order, mesh, options))
+    return Compiled(Checked(source, tuple(diagnostics), mesh), bundle, options)
+
+
+def _encoded(entry: tuple[Any, ...]) -> bytes:
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _compact_reducers()
+    pickler.dump(entry)
+    return out.getvalue()
+
+
+@functools.cache
+def _compact_reducers() -> dict[type, Callable[[Any], tuple[type, tuple[Any, ...]]]]:
+    """The IR's and the diagnostics' dataclasses pickled as calls of their constructors with the
+    field values: a third smaller and twice as fast to load as pickle's default for slotted
+    dataclasses, which sets each field by name through `dataclasses.fields()`."""
+    from meshc import diagnostics
+    from meshc.resolve import ir
+
+    reducers: dict[type, Callable[[Any], tuple[type, tuple[Any, ...]]]] = {}
+    for module in (ir, diagnostics):
+        for cls in vars(module).values():
+            if isinstance(cls, type) and cls.__module__ == module.__name__ and dataclasses.is_dataclass(cls):
+                fields = dataclasses.fields(cls)
+                if fields and all(field.init for field in fields):
+                    reducers[cls] = _constructor_call(cls, tuple(field.name for field in fields))
+    return reducers
+
+
+def _constructor_call(cls: type, names: tuple[str, ...]) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
+    values = operator.attrgetter(*names)
+    if len(names) == 1:
+        return lambda obj: (cls, (values(obj),))
+    return lambda obj: (cls, values(obj))
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write atomically (a reader sees the old file or the new one, whole), then forget the
+    least recently used entries."""
+    write_atomic(path, data)
+    _prune(path.parent)
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry used: the commit applied last is read at every apply and must outlive
+    the entries of commits only planned since."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _prune(directory: Path) -> None:
+    def used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    entries = sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"), key=used, reverse=True)
+    for stale in entries[KEPT:]:
+        stale.unlink(missing_ok=True)
