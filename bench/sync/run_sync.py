@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +69,15 @@ class Round:
     watcher_sync_s: float | None = None
     incremental: bool | None = None   # the watcher planned only what differs from the applied commit
     pause_s: float = 0.0              # waited before committing
+    since_start_s: float = 0.0        # from the watcher's first sync to this commit
+    # Where the time went: from the commit until the watcher began reading it (the ref look, or
+    # a pass under way), reading and compiling it (wall, and the CPU of the loop's thread in it),
+    # syncing it; the rest (compile to sync start, the etcd read) is commit_to_applied_s minus these.
+    watcher_seen_s: float | None = None
+    watcher_compile_cpu_s: float | None = None
+    watcher_cpu_s: float = 0.0        # CPU time of the watcher process (and its children) over the round
+    lists: int = 0                    # LISTs of the mesh during the round (streams listing, full plans)
+    committed_at: float = 0.0         # the commit's wall-clock time (to line up with the watcher's log)
 
 
 @dataclass
@@ -93,6 +103,8 @@ class Results:
     drift_interval: str | None = None
     pause_max_s: float = 0.0
     load_average: list[float] = field(default_factory=list)   # 1-minute load at start and end (2 cores)
+    start_lists: int = -1                  # LISTs of the mesh by the watcher until its first sync was applied
+    start_lists_at_first_commit: int = -1  # ... and until the first commit (the streams' own, if they LIST)
     rounds: list[Round] = field(default_factory=list)
 
 
@@ -178,6 +190,7 @@ def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI,
             "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, "--log-format", "json", "--no-leader-election"]
     if results.drift_interval:
         argv += ["--drift-interval", results.drift_interval]
+    kube.reset_log()
     with open(out, "wb") as stdout, open(workdir / "watch.err", "wb") as stderr:
         process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
@@ -185,32 +198,76 @@ def measure_watch(results: Results, spec: str, repo: GitRepo, kube: FakeKubeAPI,
         head = repo.head_sha
         poll_until(lambda: any(e.get("commit") == head and e["event"] in ("applied", "noop") for e in read_events(out)),
                    timeout=120, message=lambda: f"the watcher did not sync {head}: {(workdir / 'watch.err').read_text()}")
+        first_synced = time.perf_counter()
+        results.start_lists = lists_of(kube)
         client = etcd.client()
         revision_key = "/meshc/" + _mesh_name(spec) + "/revision"
         for number in range(1, changes + 1):
             service, spec = one_service_change(spec, number, number)
             pause = rng.uniform(0, results.pause_max_s)
             time.sleep(pause)
+            if number == 1:
+                results.start_lists_at_first_commit = lists_of(kube)
             kube.reset_log()
             before = store_revision(etcd)
+            cpu = watcher_cpu_s(process.pid)
+            since_start = time.perf_counter() - first_synced
             sha = repo.commit_file(SPEC_PATH, spec, f"Bump {service} (round {number})")
-            committed = time.perf_counter()
+            committed, committed_at = time.perf_counter(), time.time()
             poll_until(lambda sha=sha: client.get(revision_key) == [sha.encode()], timeout=60, interval=0.005,
                        message=f"round {number}: {sha} not applied")
             elapsed = time.perf_counter() - committed
             applied = poll_until(lambda sha=sha: [e for e in read_events(out) if e.get("commit") == sha
                                                   and e["event"] == "applied"], timeout=10)[0]
+            cpu = watcher_cpu_s(process.pid) - cpu
             writes = kube.writes()
+            lists = lists_of(kube)
+            seen = _seen_after(read_events(out), sha, applied, committed_at)
             results.rounds.append(Round(service, sha, elapsed, len(writes), sorted({w.path for w in writes}),
                                         store_revision(etcd) - before, applied.get("compile_s"),
-                                        applied.get("duration_s"), applied.get("incremental"), round(pause, 3)))
-            print(f"  round {number:2d}: {service:<28} {elapsed:5.2f}s  kube writes {len(writes)}  "
-                  f"compile {applied.get('compile_s')}s sync {applied.get('duration_s')}s "
-                  f"incremental {applied.get('incremental')} (paused {pause:.2f}s)", flush=True)
+                                        applied.get("duration_s"), applied.get("incremental"), round(pause, 3),
+                                        round(since_start, 3), seen, applied.get("compile_cpu_s"), round(cpu, 3),
+                                        lists, round(committed_at, 3)))
+            print(f"  round {number:2d}: {service:<24} {elapsed:5.2f}s = seen {_s(seen)} + compile "
+                  f"{_s(applied.get('compile_s'))} (cpu {_s(applied.get('compile_cpu_s'))}) + sync "
+                  f"{_s(applied.get('duration_s'))} + rest; watcher cpu {cpu:.2f}s, LISTs {lists}, kube writes "
+                  f"{len(writes)}, incremental {applied.get('incremental')} ({since_start:.1f}s after the first "
+                  f"sync, paused {pause:.2f}s)", flush=True)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
     return spec
+
+
+def lists_of(kube: FakeKubeAPI) -> int:
+    """LISTs of the mesh in the API double's log (a watch stream's own, or a full plan's; not watches)."""
+    return sum(1 for r in kube.requests if r.method == "GET" and "labelSelector" in r.query
+               and r.query.get("watch") != "true")
+
+
+def watcher_cpu_s(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process (its waited-for children, git, included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _seen_after(events: list[dict[str, Any]], sha: str, applied: dict[str, Any], committed_at: float) -> float | None:
+    """Seconds from the commit to the moment the watcher began reading it: its `applying` event's
+    time less the compile (millisecond timestamps; None without them)."""
+    applying = [e for e in events if e.get("commit") == sha and e["event"] == "applying"]
+    if not applying or applied.get("compile_s") is None:
+        return None
+    logged = datetime.strptime(applying[0]["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    return round(logged - float(applied["compile_s"]) - committed_at, 3)
+
+
+def _spread(values: Sequence[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.median(known):.2f}s, {max(known):.2f}s" if known else "?"
+
+
+def _s(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}s"
 
 
 def _mesh_name(spec: str) -> str:
@@ -257,6 +314,13 @@ def summary(results: Results) -> str:
              f"max {latencies[-1]:.2f}s (target < {APPLIED_TARGET_S:.0f}s)"),
             f"  writes per sync: Kubernetes {min(writes)}-{max(writes)} requests, etcd {transactions} transaction(s)",
             f"  every Kubernetes write touched only the changed service: {only_that_service}",
+            (f"  per commit (median, max): seen after {_spread([r.watcher_seen_s for r in results.rounds])}, "
+             f"compile {_spread([r.watcher_compile_s for r in results.rounds])} (its CPU "
+             f"{_spread([r.watcher_compile_cpu_s for r in results.rounds])}), sync "
+             f"{_spread([r.watcher_sync_s for r in results.rounds])}; LISTs during a commit: "
+             f"{[r.lists for r in results.rounds]}"),
+            (f"  watcher start-up: {results.start_lists} LISTs until its first sync was applied, "
+             f"{results.start_lists_at_first_commit} until the first commit"),
         ]
     return "\n".join(lines)
 

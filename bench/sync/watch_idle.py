@@ -5,7 +5,8 @@ N-service mesh and syncs it to the Kubernetes API test double (tests/k8sapi, ser
 process, so its work is not counted) and a real etcd. Once the first sync is done and the watcher
 has settled, nothing changes for `--window` seconds: its CPU time (its own and its finished
 children's, e.g. `git`) over that window is the idle CPU, in percent of one core, and VmRSS is
-sampled every second. Then `--edits` times a Deployment's replicas are changed by hand, and the
+sampled every second (and over the settling seconds before: its CPU, RSS peak and LISTs,
+the start-up's cost). Then `--edits` times a Deployment's replicas are changed by hand, and the
 time until the double holds meshc's value again is measured.
 
 Each mode is a fresh watcher on the same, already synced, cluster: `streams` (the default: drift
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gen_mesh import generate
-from bench.sync.run_sync import read_events, sync_bed
+from bench.sync.run_sync import lists_of, read_events, sync_bed
 from tests.k8sapi.server import FakeKubeAPI
 from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
@@ -47,6 +48,11 @@ class Mode:
     idle_cpu_percent: float = 0.0
     rss_mib_max: float = 0.0
     rss_mib_end: float = 0.0
+    # The settling seconds right after the first sync (the streams start: LISTs of their own, or
+    # none when they start from the first plan's): the watcher's CPU, its RSS peak, and its LISTs.
+    settle_cpu_s: float = 0.0
+    settle_rss_mib_max: float = 0.0
+    settle_lists: int = 0
     corrected_s: list[float] = field(default_factory=list)
 
 
@@ -84,7 +90,12 @@ def run_mode(mode: Mode, repo: GitRepo, kube: FakeKubeAPI, etcd: EtcdServer, kub
         poll_until(lambda: any(e.get("commit") == head and e["event"] in ("applied", "noop") for e in read_events(out)),
                    timeout=600, message=lambda: f"{mode.name}: the watcher did not sync {head}")
         mode.first_sync_s = time.perf_counter() - started
-        time.sleep(settle)        # the streams LIST once; the first drift pass runs
+        kube.reset_log()
+        cpu, settled = cpu_seconds(process.pid), time.perf_counter() + settle
+        while time.perf_counter() < settled:     # the streams start; the first drift pass runs
+            mode.settle_rss_mib_max = max(mode.settle_rss_mib_max, rss_mib(process.pid))
+            time.sleep(0.25)
+        mode.settle_cpu_s, mode.settle_lists = cpu_seconds(process.pid) - cpu, lists_of(kube)
         cpu, rss = cpu_seconds(process.pid), []
         begin = time.perf_counter()
         while time.perf_counter() - begin < window:
@@ -137,6 +148,8 @@ def summary(modes: list[Mode], services: int) -> str:
                      f"{mode.rss_mib_max:.0f} MiB (end {mode.rss_mib_end:.0f}); hand edit corrected in median "
                      f"{statistics.median(corrected):.2f} s, max {corrected[-1]:.2f} s "
                      f"(target {CORRECTED_TARGET_S:.0f} s); first sync {mode.first_sync_s:.1f} s")
+        lines.append(f"  {'':<9} the {mode.name} watcher's first seconds after its first sync: CPU "
+                     f"{mode.settle_cpu_s:.2f} s, RSS max {mode.settle_rss_mib_max:.0f} MiB, {mode.settle_lists} LISTs")
     return "\n".join(lines)
 
 

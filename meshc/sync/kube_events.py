@@ -1,7 +1,10 @@
 """Drift found by Kubernetes watch streams: what lets `meshc watch` idle instead of LISTing.
 
 One stream per managed kind (and namespace) with the mesh's label selector, started from the
-resourceVersion of a LIST of that kind. Each event's object is compared with the desired object
+resourceVersion of a LIST of that kind: the LIST the full plan just applied made, when it covered
+exactly the stream's kind, namespace and selector (that plan compared every object it returned,
+and the sync corrected them: a start-up LISTs the mesh once, not twice), else a LIST of the
+stream's own, compared in full. Each event's object is compared with the desired object
 as a plan would (config hash, then the fields meshc sets): an object edited by hand, deleted, or
 carrying the mesh's labels without being in the spec is marked, and the loop is woken to plan and
 correct just the marked objects. meshc's own applies produce events too; they match the desired
@@ -40,6 +43,11 @@ RETRY_BASE = 0.5           # seconds before a failed stream LISTs again; doubles
 RETRY_CAP = 30.0
 HTTP_GONE = 410
 CLOSE_WAIT = 2.0           # seconds close() waits for all streams together
+# A burst of this many events (the replay of a first sync's writes to a new cluster, a mass edit)
+# has parsed much of the mesh, as a LIST does: once no event came for QUIET seconds, the memory
+# is given back (settle()).
+BURST_EVENTS = 1000
+QUIET = 2.0
 
 
 @dataclass(frozen=True)
@@ -120,10 +128,14 @@ class KubeEvents:
         self._dirty: set[str] = set()
         self._streams: dict[Scope, _Stream] = {}
         self._client: Any = None
-        self._listed: set[Scope] = set()   # streams that have LISTed at least once
-        self.relists = 0               # LISTs after the first of each stream (410 Gone, failures)
+        self._listed: set[Scope] = set()   # streams that have LISTed (or started from a plan's LIST)
+        self.lists = 0                 # LISTs the streams made (a stream's first, and relists)
+        self.relists = 0               # LISTs after a stream's start (410 Gone, failures)
+        self.from_plans = 0            # streams started from a plan's LIST, without one of their own
         self.events = 0                # object events received
         self.last_error: str | None = None
+        self._burst = 0                # events since memory was last given back
+        self._last_event = 0.0         # monotonic time of the last event
 
     # ---- what the loop calls -------------------------------------------------------------------
 
@@ -134,8 +146,13 @@ class KubeEvents:
         if current is None or current.bundle is not bundle:
             self._desired = _Desired(bundle, current)
 
-    def follow(self, bundle: Bundle) -> None:
-        """The bundle is applied: compare with it, and stream every kind and namespace it has."""
+    def follow(self, bundle: Bundle, *, planned: bool = False) -> None:
+        """The bundle is applied: compare with it, and stream every kind and namespace it has.
+        `planned`: the sync that just ended applied its plan (not a dry run). Then a new stream
+        whose scope that plan LISTed in full starts from that LIST's resourceVersion: everything
+        the LIST returned was compared and corrected, and later writes (the sync's own included)
+        arrive as events. Other new streams LIST first."""
+        versions = self.target.take_list_versions()   # taken even when unused: never a later sync's
         self.expect(bundle)
         scopes = self._scopes()
         for scope in [s for s in self._streams if s not in scopes]:
@@ -145,10 +162,19 @@ class KubeEvents:
             return
         if self._client is None:
             self._client = self.target.streaming_client(len(scopes) + 4)
+        selector = mesh_selector(self._desired.mesh) if self._desired else ""
         for scope in missing:
-            stream = _Stream(self, scope)
+            version = versions.get((scope.api_version, scope.kind, scope.namespace, selector)) if planned else None
+            if version:
+                self._planned(scope)
+            stream = _Stream(self, scope, (selector, version) if version else None)
             self._streams[scope] = stream
             stream.start()
+
+    def sync_starts(self) -> None:
+        """A sync begins: forget the versions of LISTs made before it (a plan set aside or not
+        applied compared what it LISTed but corrected nothing)."""
+        self.target.take_list_versions()
 
     def take(self) -> set[str]:
         """The keys marked since the last take (and forget them)."""
@@ -184,10 +210,12 @@ class KubeEvents:
         self._streams.clear()
         if self._client is not None:
             self._client.client.close()
+            self._client = None        # a later follow() opens a new one
 
     @property
     def healthy(self) -> bool:
-        """Every stream has LISTed and is following its kind: drift there would be seen."""
+        """Every stream has LISTed (or starts from a plan's LIST) and is following its kind: drift
+        there would be seen."""
         return bool(self._streams) and all(stream.following for stream in self._streams.values())
 
     @property
@@ -224,6 +252,7 @@ class KubeEvents:
                 self._seen(item, deleted=False)
 
         with _LISTING:
+            self.lists += 1
             version = self.target.list_versioned(resource, scope.namespace, selector, page)
             self._listed.add(scope)
             if self._listed >= set(self._streams):
@@ -232,6 +261,24 @@ class KubeEvents:
         if desired is not None:
             self._mark([key for key in desired.keys_in(scope) if key not in present])
         return version
+
+    def settle(self) -> None:
+        """Between passes: after a burst of events that is over, give the memory its comparisons
+        took back (as after the streams' LISTs). At most once per burst."""
+        if self._burst >= BURST_EVENTS and time.monotonic() - self._last_event >= QUIET:
+            self._burst = 0
+            release_memory()
+
+    def _counted(self) -> None:
+        self.events += 1
+        self._burst += 1
+        self._last_event = time.monotonic()
+
+    def _planned(self, scope: Scope) -> None:
+        """A stream starts from the version of a plan's LIST: it counts as listed."""
+        with _LISTING:
+            self._listed.add(scope)
+            self.from_plans += 1
 
     def _mark(self, keys: list[str]) -> None:
         if not keys:
@@ -244,13 +291,15 @@ class KubeEvents:
 class _Stream:
     """One kind's LIST-then-watch loop, on a thread of its own."""
 
-    def __init__(self, owner: KubeEvents, scope: Scope) -> None:
+    def __init__(self, owner: KubeEvents, scope: Scope, start: tuple[str, str] | None = None) -> None:
         self.owner = owner
         self.scope = scope
+        self._start = start            # (selector, version) of a plan's LIST to watch from, not LISTing
         self._stopped = threading.Event()
         self._lock = threading.Lock()  # stop() and the opening of a stream do not interleave
         self._watch: Any = None
-        self.following = False         # LISTed, and the stream has not failed since
+        # LISTed (or started from a plan's LIST, which counts as one), and not failed since
+        self.following = start is not None
         self._thread = threading.Thread(target=self._run, name=f"watch {scope.kind}", daemon=True)
 
     def start(self) -> None:
@@ -273,9 +322,13 @@ class _Stream:
                 resource = self.owner.target.resource(self.scope.api_version, self.scope.kind)
                 desired = self.owner._desired
                 selector = mesh_selector(desired.mesh) if desired else ""
-                version = self.owner._list(self.scope, resource, selector)
-                if listed_before:
-                    self.owner.relists += 1
+                start, self._start = self._start, None    # after a 410 or a failure: LIST
+                if start is not None:
+                    selector, version = start
+                else:
+                    version = self.owner._list(self.scope, resource, selector)
+                    if listed_before:
+                        self.owner.relists += 1
                 listed_before = True
                 self.following = True
                 self._follow(resource, selector, version)
@@ -312,7 +365,7 @@ class _Stream:
                     obj = event.get("raw_object") or {}
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind in ("ADDED", "MODIFIED", "DELETED"):
-                        self.owner.events += 1
+                        self.owner._counted()
                         obj.setdefault("apiVersion", resource.group_version)
                         obj.setdefault("kind", resource.kind)
                         self.owner._seen(obj, deleted=kind == "DELETED")

@@ -45,11 +45,13 @@ NAME = "kubernetes"
 DEFAULT_WORKERS = 4              # concurrent apply requests within one kind
 DEFAULT_REQUEST_TIMEOUT = 30.0   # seconds, per request
 LIST_PAGE = 500
+COMPARE_CHUNK = 500              # a full plan asks its interrupt before comparing each this many objects
 # An incremental plan GETs each object of the changed files; past this many a LIST is cheaper.
 INCREMENTAL_MAX_OBJECTS = 300
 # Applies the running replica count once, when a Deployment becomes autoscaled (see _hand_over_replicas)
 REPLICAS_HANDOVER_MANAGER = "meshc-replicas-handover"
 Obj = dict[str, Any]
+ListScope = tuple[str, str, str | None, str]   # apiVersion, kind, namespace (None: all), label selector
 T = TypeVar("T")
 
 
@@ -64,6 +66,9 @@ class KubernetesTarget:
         self._api_client = api_client
         self._dynamic: Any = None
         self._resources: dict[tuple[str, str], Any] = {}
+        # The resourceVersion of each complete LIST made since the last take_list_versions(), by
+        # (apiVersion, kind, namespace or None, label selector): watch streams start from them.
+        self._list_versions: dict[ListScope, str] = {}
         # The client's discovery cache is a file per API server address in the system's temp
         # directory, shared by every process and never refreshed for a kind it lists (a kind
         # removed since, such as an uninstalled CRD, would be listed and answer 404). Each target
@@ -117,7 +122,12 @@ class KubernetesTarget:
         # This mesh's Namespaces elsewhere are a move of the mesh: pruned as a rename, not here.
         moved = [MeshIdentity(mesh, name) for name in sorted(_namespace_names(live.values()) - namespaces)]
         live = {key: obj for key, obj in live.items() if not _is_namespace_of(obj, moved)}
-        changes = [self._change(obj, live.get(object_key(obj))) for obj in desired]
+        changes = []
+        for index, obj in enumerate(desired):
+            # comparing a large mesh takes as long as LISTing it: give way here too
+            if interrupt is not None and index and index % COMPARE_CHUNK == 0 and interrupt():
+                raise Interrupted(f"kubernetes: the plan was set aside while comparing {obj['kind']}")
+            changes.append(self._change(obj, live.get(object_key(obj))))
         removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
                          key=apply_sort_key, reverse=True)
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
@@ -392,6 +402,7 @@ class KubernetesTarget:
     def _list(self, resource: Any, namespace: str | None, selector: str,
               interrupt: Interrupt | None = None) -> Iterator[Obj]:
         token: str | None = None
+        version: str | None = None
         while True:
             if interrupt is not None and interrupt():
                 raise Interrupted(f"kubernetes: the plan was set aside while listing {resource.kind}")
@@ -401,15 +412,28 @@ class KubernetesTarget:
                 item.setdefault("apiVersion", resource.group_version)
                 item.setdefault("kind", resource.kind)
                 yield item
-            token = (page.get("metadata") or {}).get("continue")
+            metadata = page.get("metadata") or {}
+            version = version or _first_version(metadata)
+            token = metadata.get("continue")
             if not token:
+                if version:   # every page read: the LIST is complete
+                    self._list_versions[(str(resource.group_version), str(resource.kind), namespace, selector)] = version
                 return
+
+    def take_list_versions(self) -> dict[ListScope, str]:
+        """The resourceVersion of each LIST that plans read to its end since the last call (by
+        apiVersion, kind, namespace or None, label selector), and forget them. A full plan compares
+        every object such a LIST returned, so once it is applied, a watch of that scope can start
+        from that version instead of LISTing again."""
+        versions, self._list_versions = self._list_versions, {}
+        return versions
 
     def list_versioned(self, resource: Any, namespace: str | None, selector: str,
                        each_page: Callable[[list[Obj]], None]) -> str:
         """Hand every selected object of one kind to `each_page`, a page at a time (so a large
         kind is never held whole), and return the resourceVersion to watch from after it."""
         token: str | None = None
+        version: str | None = None
         while True:
             answer = self._call(f"list {resource.kind}", partial(self._list_page, resource, namespace, selector, token))
             page = orjson.loads(answer.data)
@@ -419,9 +443,10 @@ class KubernetesTarget:
                 item.setdefault("kind", resource.kind)
             each_page(items)
             metadata = page.get("metadata") or {}
+            version = version or _first_version(metadata)
             token = metadata.get("continue")
             if not token:
-                return str(metadata.get("resourceVersion") or "")
+                return version or ""
 
     def resource(self, api_version: str, kind: str) -> Any:
         """The discovered API resource of a kind (PermanentError when the cluster lacks it)."""
@@ -476,6 +501,15 @@ class KubernetesTarget:
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
         self._discovery.cleanup()
+
+
+def _first_version(metadata: Obj) -> str | None:
+    """A LIST's resourceVersion, read from its first page: the version of the snapshot every
+    page of a paged LIST comes from. A server that pages the current state instead (answering a
+    later version on later pages) is covered too: watching from the first page's version replays
+    what changed while the pages were read, where the last page's would skip it."""
+    version = metadata.get("resourceVersion")
+    return str(version) if version else None
 
 
 def _import_client_library() -> None:

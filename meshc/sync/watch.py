@@ -109,6 +109,7 @@ class Desired:
     commit: Commit
     bundle: Bundle
     compile_s: float = 0.0        # reading and compiling the spec at the commit
+    compile_cpu_s: float = 0.0    # ... the CPU time of the loop's thread in it (the rest: waiting, other threads)
 
     @property
     def mesh(self) -> str:
@@ -154,6 +155,7 @@ class _Seen:
     streamed_checked: float | None = None    # monotonic time the streamed targets were last planned in full
     events_error: str | None = None          # last watch stream failure reported
     ref_stamp: Any = None                    # the local branch files' fingerprint at the last poll
+    release_due: bool = False                # a full plan parsed the whole mesh: give memory back after the pass
 
 
 class Watcher:
@@ -211,6 +213,7 @@ class Watcher:
             while not self.stopping:
                 started = time.monotonic()
                 outcome = self.run_pass()
+                self._give_memory_back()
                 wait = outcome.retry_in
                 if wait is None:
                     wait = max(0.0, self.options.interval - (time.monotonic() - started))
@@ -303,7 +306,7 @@ class Watcher:
                 self.source.verify_signature(commit, self.options.gnupg_home)
             except SignatureError as exc:
                 return self._reject(commit, Result.REFUSED, f"not applied: {exc}", reason=str(exc))
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             spec = self.source.read_spec(commit, self.options.spec_path)
         except MeshcError as exc:
@@ -315,7 +318,7 @@ class Watcher:
             return self._reject(commit, Result.INVALID, f"not applied: {len(errors)} error"
                                 f"{'s' * (len(errors) != 1)} in {self.options.spec_path}", diagnostics=errors,
                                 compile_s=round(time.monotonic() - started, 3))
-        self.state.desired = Desired(commit, bundle, time.monotonic() - started)
+        self.state.desired = Desired(commit, bundle, time.monotonic() - started, time.thread_time() - cpu)
         return None
 
     def _reject(self, commit: Commit, result: Result, message: str, *, diagnostics: Sequence[Diagnostic] = (),
@@ -357,6 +360,8 @@ class Watcher:
                 events.expect(desired.bundle)   # this commit's own writes are no drift
         # A drift check (or a refused commit's check) gives way to a new commit, not twice in a row.
         interrupt = self._commit_waiting if recheck and not self.state.drift_set_aside else None
+        for events in self.events.values():
+            events.sync_starts()   # a new stream may start from this sync's LISTs, never an earlier one's
         started = time.monotonic()
         try:
             report = self.sync_fn(desired.bundle, targets, revision=desired.commit.sha, dry_run=dry_run,
@@ -389,13 +394,13 @@ class Watcher:
         if len(targets) == len(self.targets):
             self.state.streamed_checked = time.monotonic()
         if len(targets) == len(self.targets) and not report.incremental:
-            release_memory()     # a full plan of every target parsed the whole mesh
+            self.state.release_due = True     # a full plan of every target parsed the whole mesh
         if dry_run:
-            self._follow_events(desired)
+            self._follow_events(desired, planned=False)   # drift was found, not corrected: streams LIST
             return self._drift_reported(desired, report, duration)
         self.state.baseline = desired
         self.state.applied_mesh = identity_of(desired.bundle)
-        self._follow_events(desired)
+        self._follow_events(desired, planned=True)
         return self._synced(desired, report, duration, new)
 
     # -- drift found by watch streams ----------------------------------------------------------
@@ -408,10 +413,10 @@ class Watcher:
             return self.targets
         return [t for t in self.targets if t.name not in self.events or not self.events[t.name].healthy]
 
-    def _follow_events(self, desired: Desired) -> None:
+    def _follow_events(self, desired: Desired, *, planned: bool) -> None:
         for events in self.events.values():
             try:
-                events.follow(desired.bundle)
+                events.follow(desired.bundle, planned=planned)
             except (TransientError, PermanentError) as exc:   # the streams start again after the next sync
                 self._report_stream_error(f"cannot start watch streams: {exc}")
 
@@ -486,13 +491,18 @@ class Watcher:
 
     def _commit_waiting(self) -> bool:
         """Asked while a drift check plans: should it give way? Yes when stopping, or when the
-        branch (polled at most once per interval, as between passes) names a commit not seen yet."""
+        branch (polled at most once per interval, as between passes, or at once when a local
+        repository's branch files moved) names a commit not seen yet."""
         if self.stopping:
             return True
         now = time.monotonic()
-        if now - self.state.polled_at < self.options.interval:
+        stamp = self.state.ref_stamp
+        moved = stamp is not None and self._ref_stamp() != stamp
+        if not moved and now - self.state.polled_at < self.options.interval:
             return False
         self.state.polled_at = now
+        if stamp is not None:
+            self.state.ref_stamp = self._ref_stamp()   # before the poll, as _poll: a later move is seen
         try:
             commit = self.source.poll()
         except SourceError:
@@ -553,7 +563,8 @@ class Watcher:
             self.log.event(result.value, f'{commit.short} "{commit.subject}": {what}{recorded} '
                            f"({report.write_requests} writes, {seconds(duration)})",
                            lines=_listing(report.plans), commit=commit.sha, subject=commit.subject,
-                           compile_s=round(desired.compile_s, 3), **fields)
+                           compile_s=round(desired.compile_s, 3), compile_cpu_s=round(desired.compile_cpu_s, 3),
+                           **fields)
             self.metrics.set_drifted(0)
         elif changed:
             drifted = sum(len(p.content_writes) for p in report.plans)
@@ -634,6 +645,15 @@ class Watcher:
                 return
             if self.state.ref_stamp is not None and self._ref_stamp() != self.state.ref_stamp:
                 return      # the branch's files moved: poll now, not at the next interval
+
+    def _give_memory_back(self) -> None:
+        """After a pass whose full plan parsed the whole mesh (once the pass is over: its plans and
+        report, which hold those objects, are gone by now), or a burst of watch events."""
+        if self.state.release_due:
+            self.state.release_due = False
+            release_memory()
+        for events in self.events.values():
+            events.settle()
 
     def _ref_stamp(self) -> Any:
         stamp = getattr(self.source, "ref_stamp", None)
