@@ -260,21 +260,21 @@ def affected_services(old: ir.Mesh | None, new: ir.Mesh) -> frozenset[str] | Non
     when every file may (a mesh-wide setting changed).
 
     A service's files are made from the service itself (its callers and their identities are in
-    its `allowed_callers`), what callers see of the services it calls or mirrors to (`_as_callee`:
+    its `allowed_callers`), what callers see of the services it calls or mirrors to (`as_callee`:
     clusters, SANs, endpoints, NetworkPolicy egress), and the mesh-wide settings. Spans take no
     part in IR equality, so lines moved by an edit elsewhere change nothing."""
-    if old is None or _mesh_wide(old) != _mesh_wide(new):
+    if old is None or mesh_wide(old) != mesh_wide(new):
         return None
     before = {service.name: service for service in old.services}
     after = {service.name: service for service in new.services}
     changed = changed_services(old, new)
     seen_changed = {name for name in changed
-                    if name not in before or name not in after or _as_callee(before[name]) != _as_callee(after[name])}
+                    if name not in before or name not in after or as_callee(before[name]) != as_callee(after[name])}
 
     def affected(service: ir.Service) -> bool:
         if service.name in changed:
             return True
-        return bool(seen_changed & _callees(service)) or bool(seen_changed & _callees(before[service.name]))
+        return bool(seen_changed & callees_of(service)) or bool(seen_changed & callees_of(before[service.name]))
 
     return frozenset(service.name for service in new.deployed_services if affected(service))
 
@@ -286,12 +286,12 @@ def changed_services(old: ir.Mesh, new: ir.Mesh) -> set[str]:
     return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
 
 
-def _mesh_wide(mesh: ir.Mesh) -> ir.Mesh:
+def mesh_wide(mesh: ir.Mesh) -> ir.Mesh:
     """The mesh without its services and gateways: what every file may depend on."""
     return dataclasses.replace(mesh, services=(), gateways=())
 
 
-def _callees(service: ir.Service) -> set[str]:
+def callees_of(service: ir.Service) -> set[str]:
     """The services a service's files say something of: those it calls, and those it mirrors to."""
     names = {upstream.service for upstream in service.upstreams}
     names.update(route.mirror.service for upstream in service.upstreams for route in upstream.routes
@@ -299,7 +299,7 @@ def _callees(service: ir.Service) -> set[str]:
     return names
 
 
-def _as_callee(service: ir.Service) -> ir.Service:
+def as_callee(service: ir.Service) -> ir.Service:
     """A service without what only its own pods use (their containers, volumes, pod settings,
     its own calls and who may call it): what its callers' files are made from."""
     versions = tuple(ir.Version(v.name, v.implicit, "", 0, v.weight, _NO_RESOURCES, v.span) for v in service.versions)

@@ -153,10 +153,10 @@ MAX_DEFAULT_JOBS = 4
 
 
 def _default_jobs() -> int:
-    return max(1, min(MAX_DEFAULT_JOBS, _usable_cpus()))
+    return max(1, min(MAX_DEFAULT_JOBS, usable_cpus()))
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (its affinity), and no more than a container's CPU quota."""
     try:
         cpus = len(os.sched_getaffinity(0))

@@ -96,9 +96,9 @@ def _default_jobs() -> int:
     and fewer other processes than CPUs are ready to run as the diff starts. On a saturated machine
     the child would only share this process's turn, and waiting for the slower of the two then
     makes the diff slower (measured: docs/performance.md)."""
-    from meshc.commands.build import _usable_cpus
+    from meshc.commands.build import usable_cpus
 
-    cpus = _usable_cpus()
+    cpus = usable_cpus()
     return 2 if cpus >= 2 and _runnable_others() < cpus else 1
 
 

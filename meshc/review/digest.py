@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from meshc.pipeline import _as_callee, _callees, _mesh_wide
+from meshc.pipeline import as_callee, callees_of, mesh_wide
 from meshc.resolve import ir
 
 
@@ -38,17 +38,17 @@ class MeshDigest:
 def digest(mesh: ir.Mesh) -> MeshDigest | None:
     """The mesh's digest; None if some part of the IR cannot be hashed (then everything may differ)."""
     try:
-        return MeshDigest(hash(_mesh_wide(mesh)), {
-            service.name: ServiceDigest(hash(service), frozenset(_callees(service)), service.deployed)
+        return MeshDigest(hash(mesh_wide(mesh)), {
+            service.name: ServiceDigest(hash(service), frozenset(callees_of(service)), service.deployed)
             for service in mesh.services})
     except TypeError:
         return None
 
 
 def callee_digests(mesh: ir.Mesh, names: Collection[str]) -> dict[str, int]:
-    """Of these services, a hash of what their callers' files are made from (`_as_callee`).
+    """Of these services, a hash of what their callers' files are made from (`as_callee`).
     Only the changed services need it, so it is asked for them alone."""
-    return {service.name: hash(_as_callee(service)) for service in mesh.services if service.name in names}
+    return {service.name: hash(as_callee(service)) for service in mesh.services if service.name in names}
 
 
 def changed(old: MeshDigest | None, new: MeshDigest | None) -> set[str] | None:
