@@ -147,6 +147,9 @@ def meshc_command() -> list[str]:
 def meshc_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    # Run as an installed meshc does, from compiled bytecode: where PYTHONDONTWRITEBYTECODE is
+    # set, every run would otherwise compile meshc's ~100 modules from source.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
