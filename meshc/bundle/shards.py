@@ -90,13 +90,18 @@ class _Worker:
     def stop(self) -> None:
         """Make sure the worker is gone (killed if it is still running) and reaped."""
         if not self.reaped:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+            kill_and_reap(self.pid)
             self.reaped = True
         self.report.close()
+
+
+def kill_and_reap(pid: int) -> None:
+    """Kill a forked child that may still be running, and reap it (no zombie is left)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
 
 
 def _work(staged: StagedOutput, produce: Producer, shard: int, shards: int, write_end: int) -> NoReturn:

@@ -34,6 +34,7 @@ from io import BufferedIOBase
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
+from meshc.bundle.shards import kill_and_reap
 from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
 from meshc.load import SpecSource
@@ -222,11 +223,7 @@ class ForkedSide:
     def stop(self) -> None:
         """Make sure the child is gone (killed if it is still working) and reaped."""
         if not self.reaped:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+            kill_and_reap(self.pid)
             self.reaped = True
         self.channel.close()
 
