@@ -81,6 +81,8 @@ def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None) -
     if bytecode_cache:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(scratch / ("pycache" if tree is None else "pycache-baseline"))
+    elif "PYTHONDONTWRITEBYTECODE" in os.environ:   # as the environment asks (meshc_env drops it)
+        env["PYTHONDONTWRITEBYTECODE"] = os.environ["PYTHONDONTWRITEBYTECODE"]
     # The compiled validator's cache (meshc.validate.compiled) lives in scratch, written by the warm-up.
     env["MESHC_CACHE_DIR"] = str(scratch / ("cache" if tree is None else "cache-baseline"))
     return env

@@ -218,6 +218,10 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
+        # serve_forever accepts when its selector says a connection is waiting; a client that gave
+        # up meanwhile would leave a blocking accept() waiting for the next one, and shutdown()
+        # waiting for it. Non-blocking, such an accept fails (OSError), which socketserver ignores.
+        self.socket.setblocking(False)
 
     def close_connections(self) -> None:
         """Drop kept-alive client connections so their handler threads end with the server."""
