@@ -321,10 +321,15 @@ def measure_tmpfs(spec: Path, reference: floor.Files, tmpfs: Path, repeat: int) 
         runs, floors = alternate(spec, work / "out", reference, work, None, repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return tmpfs_result(str(tmpfs), runs, floors)
+
+
+def tmpfs_result(directory: str, runs: list[ProcessRun], floors: list[floor.FloorRun]) -> TmpfsResult:
+    """What the tmpfs record says of its alternating runs: each side's best, and their ratios."""
     best = min(r.seconds for r in runs)
     best_floor = min(floors, key=lambda f: f.seconds)
     return TmpfsResult(
-        directory=str(tmpfs), meshc_seconds=best, meshc_runs=[round(r.seconds, 4) for r in runs],
+        directory=directory, meshc_seconds=best, meshc_runs=[round(r.seconds, 4) for r in runs],
         meshc_cpu_seconds=min(r.cpu_seconds for r in runs), floor_seconds=best_floor.seconds,
         floor_runs=[round(f.seconds, 4) for f in floors], floor_cpu_seconds=min(f.cpu_seconds for f in floors),
         floor_parse_seconds=best_floor.parse_seconds,
