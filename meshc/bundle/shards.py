@@ -61,14 +61,12 @@ class _Worker:
     @classmethod
     def start(cls, staged: StagedOutput, produce: Producer, shard: int, shards: int) -> _Worker:
         read_end, write_end = os.pipe()
-        sys.stdout.flush()  # or the worker would inherit, and could repeat, unwritten output
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            # Ctrl-C reaches the whole process group; the parent stops its workers itself.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def work() -> NoReturn:
             os.close(read_end)
             _work(staged, produce, shard, shards, write_end)
+
+        pid = fork_child(work)
         os.close(write_end)
         return cls(shard, pid, os.fdopen(read_end, "rb"))
 
@@ -93,6 +91,18 @@ class _Worker:
             kill_and_reap(self.pid)
             self.reaped = True
         self.report.close()
+
+
+def fork_child(run: Callable[[], NoReturn]) -> int:
+    """Fork a child that runs `run` (which must leave with os._exit) and ignores Ctrl-C: it reaches
+    the whole process group, and the parent stops its children itself. Returns the child's pid."""
+    sys.stdout.flush()  # or the child would inherit, and could repeat, unwritten output
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        run()
+    return pid
 
 
 def kill_and_reap(pid: int) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import socket
 import sys
 import traceback
@@ -34,7 +33,7 @@ from io import BufferedIOBase
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
-from meshc.bundle.shards import kill_and_reap
+from meshc.bundle.shards import fork_child, kill_and_reap
 from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
 from meshc.load import SpecSource
@@ -182,14 +181,12 @@ class ForkedSide:
     @classmethod
     def start(cls, label: str, source: SpecSource) -> ForkedSide:
         parent_end, child_end = socket.socketpair()
-        sys.stdout.flush()  # or the child would inherit, and could repeat, unwritten output
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            # Ctrl-C reaches the whole process group; the parent stops its child itself.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def serve() -> NoReturn:
             parent_end.close()
             _serve(label, source, child_end.makefile("rwb"))
+
+        pid = fork_child(serve)
         child_end.close()
         channel = parent_end.makefile("rwb")
         parent_end.close()   # the file keeps the socket open
