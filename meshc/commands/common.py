@@ -164,14 +164,18 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
 def check_from_args(args: argparse.Namespace, *, always: bool = False) -> Checked:
     """Check SPEC (or --repo/--rev), printing its diagnostics. A --envoy-host naming no deployed
     service or version is a usage error."""
+    return reported(checked_source(read_source(args), args), args, always=always)
+
+
+def checked_source(source: SpecSource, args: argparse.Namespace) -> Checked:
+    """The check of `source` (SPEC as read), with a progress line; nothing printed of it yet."""
     with long_lived_imports():
         from meshc.pipeline import check
     from meshc.progress import Progress
 
     with Progress("build") as progress:
         progress.step(f"checking {args.spec}")
-        checked = check(read_source(args))
-    return reported(checked, args, always=always)
+        return check(source)
 
 
 def reported(checked: Checked, args: argparse.Namespace, *, always: bool = False) -> Checked:

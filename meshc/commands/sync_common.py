@@ -133,9 +133,9 @@ def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None
     """The check of `source` (kept by an earlier run, or made now) with every diagnostic, those
     --ignore names included (what the cache keeps); they are printed without them. None when the
     spec does not compile (or only with warnings, under --strict)."""
-    from meshc.commands.common import failed, reported
+    from meshc.commands.common import checked_source, failed, reported
 
-    checked = kept.checked if kept is not None else _check(args, source)
+    checked = kept.checked if kept is not None else checked_source(source, args)
     shown = reported(checked, args)
     if not shown.ok or failed(shown.diagnostics, args.strict):
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
@@ -154,15 +154,6 @@ def _read_applied(reader: GitSpecReader, spec: str, recorded: str | None) -> Spe
         return reader.read(recorded, spec)
     except MeshcError:
         return None
-
-
-def _check(args: argparse.Namespace, source: SpecSource) -> Checked:
-    from meshc.pipeline import check
-    from meshc.progress import Progress
-
-    with Progress("build") as progress:
-        progress.step(f"checking {args.spec}")
-        return check(source)
 
 
 def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
