@@ -10,7 +10,6 @@ invalid (its diagnostics are printed, and which side it is), 2 usage or I/O (unk
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -49,15 +48,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from meshc.pipeline import no_cycle_collection
+
     # A diff creates no garbage cycles worth collecting (specs, models, IR, files): the collector
     # would only rescan its growing heap, on both sides.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _diff(args)
-    finally:
-        if enabled:
-            gc.enable()
+    return no_cycle_collection(_diff)(args)
 
 
 def _diff(args: argparse.Namespace) -> int:
