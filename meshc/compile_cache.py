@@ -46,7 +46,7 @@ from meshc.diagnostics import MeshcError, error
 from meshc.emit.naming import MANIFEST_PATH
 from meshc.load import SpecSource
 from meshc.pipeline import (
-    BuildOptions, Checked, Compiled, affected_services, build_bundle, external_dependencies, iter_files,
+    BuildOptions, Checked, Compiled, affected_services, build_bundle, external_dependencies, file_owner, iter_files,
     no_cycle_collection,
 )
 from meshc.resolve import ir
@@ -172,12 +172,7 @@ def _deployed(mesh: ir.Mesh) -> frozenset[str]:
 
 def _service_of(path: str, services: frozenset[str]) -> str | None:
     """The service among `services` whose own file this is (envoy/<name>/..., kubernetes/<name>.yaml)."""
-    if path.startswith("envoy/"):
-        name = path.split("/", 2)[1]
-    elif path.startswith("kubernetes/") and path.count("/") == 1 and path.endswith(".yaml"):
-        name = path[len("kubernetes/"):-len(".yaml")]
-    else:
-        return None
+    name = file_owner(path)
     return name if name in services else None
 
 

@@ -321,7 +321,7 @@ def _reusable(mesh: ir.Mesh, base: Bundle, affected: frozenset[str]) -> _Reused:
     packed_base = base.files if isinstance(base.files, PackedFiles) else None
     reused = _Reused({}, {}, {})
     for path in base.files:
-        if _owner(path) not in unaffected:
+        if file_owner(path) not in unaffected:
             continue
         entry = entries.get(path)
         blob = packed_base.packed(path) if packed_base is not None else None
@@ -341,11 +341,14 @@ class _Reused:
     packed: dict[str, bytes]
 
 
-def _owner(path: str) -> str | None:
-    """The deployed service whose file this is (envoy/<name>/..., kubernetes/<name>.yaml), if any."""
+def file_owner(path: str) -> str | None:
+    """The name a bundle file belongs to by its path (envoy/<name>/..., kubernetes/<name>.yaml):
+    a deployed service's or a gateway's own file, or a whole-mesh one (kubernetes/namespace.yaml,
+    ...) named like a service; callers check the name against the services they mean. None for
+    other paths (etcd/, manifest.json)."""
     if path.startswith("envoy/"):
         return path.split("/", 2)[1]
-    if path.startswith("kubernetes/") and path.count("/") == 1:
+    if path.startswith("kubernetes/") and path.count("/") == 1 and path.endswith(".yaml"):
         return path[len("kubernetes/"):-len(".yaml")]
     return None
 
