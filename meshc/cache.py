@@ -82,6 +82,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def keep_newest(directory: Path, pattern: str, kept: int) -> None:
+    """Remove the files matching `pattern` in `directory` but the `kept` most recently modified
+    (several meshc versions may share the directory; another process may remove files meanwhile)."""
+    def modified(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    for stale in sorted(directory.glob(pattern), key=modified, reverse=True)[kept:]:
+        stale.unlink(missing_ok=True)
+
+
 def code_cache_path(directory: Path | None = None) -> Path:
     """The code cache of this interpreter: marshal's format and the bytecode are its own."""
     tag = f"{_FORMAT}-{sys.implementation.cache_tag}-{MAGIC_NUMBER.hex()}-O{sys.flags.optimize}"

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from meshc import __version__, render
-from meshc.cache import cache_dir, trusted, write_atomic
+from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
 from meshc.bundle import Bundle, FileEntry, manifest
 from meshc.diagnostics import MeshcError, error
 from meshc.emit.naming import MANIFEST_PATH
@@ -265,7 +265,7 @@ def _write(path: Path, data: bytes) -> None:
     """Write atomically (a reader sees the old file or the new one, whole), then forget the
     least recently used entries."""
     write_atomic(path, data)
-    _prune(path.parent)
+    keep_newest(path.parent, f"{_PREFIX}*{_SUFFIX}", KEPT)
 
 
 def _touch(path: Path) -> None:
@@ -277,13 +277,3 @@ def _touch(path: Path) -> None:
         pass
 
 
-def _prune(directory: Path) -> None:
-    def used(path: Path) -> float:
-        try:
-            return path.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    entries = sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"), key=used, reverse=True)
-    for stale in entries[KEPT:]:
-        stale.unlink(missing_ok=True)

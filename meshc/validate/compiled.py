@@ -31,10 +31,7 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic_core import SchemaValidator
 
-# Re-exported: the directory is meshc's one cache directory (meshc.cache), named here first.
-from meshc.cache import CACHE_DIR_ENV as CACHE_DIR_ENV
-from meshc.cache import cache_dir as cache_dir
-from meshc.cache import trusted, write_atomic
+from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
 
 _PREFIX = "validator-"
 _SUFFIX = ".pickle"
@@ -101,18 +98,12 @@ def _store(path: Path, model: type[BaseModel]) -> None:
         data = pickle.dumps((without_metadata(model.__pydantic_core_schema__), _core_config(model)),
                             protocol=pickle.HIGHEST_PROTOCOL)
         write_atomic(path, data)
-        _prune(path.parent)
+        # several meshc versions (checkouts, a pinned pre-commit hook) may share the directory,
+        # and must not evict each other at every run
+        keep_newest(path.parent, f"{_PREFIX}*{_SUFFIX}", KEPT)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         # A read-only home, a full disk: validation goes on, the next run generates it again.
         return
-
-
-def _prune(directory: Path) -> None:
-    """Keep the KEPT most recently written files: several meshc versions (checkouts, a pinned
-    pre-commit hook) may share the directory, and must not evict each other at every run."""
-    files = sorted(directory.glob(f"{_PREFIX}*{_SUFFIX}"), key=lambda f: f.stat().st_mtime, reverse=True)
-    for stale in files[KEPT:]:
-        stale.unlink(missing_ok=True)
 
 
 def _core_config(model: type[BaseModel]) -> Any:
