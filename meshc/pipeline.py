@@ -192,7 +192,8 @@ def _checked(source: SpecSource, loaded: Loaded) -> Checked:
 
 
 def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1,
-               only: Collection[str] | None = None, mesh_files: bool = True) -> Iterator[tuple[str, bytes]]:
+               only: Collection[str] | None = None, mesh_files: bool = True,
+               etcd_seed: bool = True) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
     its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
@@ -201,7 +202,8 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
     shard/shards split the work between processes: this shard's share of the services (every
     shards-th, from the shard-th), and the whole-mesh files in shard 0. `only`: the files of
     these services alone (gateways and whole-mesh files still all), for an incremental build;
-    without `mesh_files`, the services' files alone."""
+    without `mesh_files`, the services' files alone; without `etcd_seed`, all but etcd's seed (a
+    caller that has it from an earlier build)."""
     from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
@@ -223,7 +225,7 @@ def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int
                 gateway_files[filename] = data = render.file(docs)
                 yield naming.envoy_path(name, filename), data
             yield naming.kubernetes_path(name), render.file(kubernetes.gateway_objects(mesh, each, gateway_files))
-        for path, docs in (kubernetes.mesh_documents(mesh) | etcd.emit(mesh)).items():
+        for path, docs in (kubernetes.mesh_documents(mesh) | (etcd.emit(mesh) if etcd_seed else {})).items():
             yield path, render.file(docs)
 
 
@@ -255,21 +257,24 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base:
                        known=reused.known, packed=reused.packed)
 
 
-def affected_services(old: ir.Mesh | None, new: ir.Mesh) -> frozenset[str] | None:
+def affected_services(old: ir.Mesh | None, new: ir.Mesh, changed: set[str] | None = None) -> frozenset[str] | None:
     """The deployed services of `new` whose files may differ from those `old` gave them; None
     when every file may (a mesh-wide setting changed).
 
     A service's files are made from the service itself (its callers and their identities are in
     its `allowed_callers`), what callers see of the services it calls or mirrors to (`as_callee`:
     clusters, SANs, endpoints, NetworkPolicy egress), and the mesh-wide settings. Spans take no
-    part in IR equality, so lines moved by an edit elsewhere change nothing."""
+    part in IR equality, so lines moved by an edit elsewhere change nothing. `changed`: what
+    `changed_services(old, new)` gave, when the caller has it."""
     if old is None or mesh_wide(old) != mesh_wide(new):
         return None
     before = {service.name: service for service in old.services}
     after = {service.name: service for service in new.services}
-    changed = changed_services(old, new)
+    changed = changed_services(old, new) if changed is None else changed
     seen_changed = {name for name in changed
                     if name not in before or name not in after or as_callee(before[name]) != as_callee(after[name])}
+    if not seen_changed:    # e.g. an image or a replica count: no caller's file says anything of it
+        return frozenset(service.name for service in new.deployed_services if service.name in changed)
 
     def affected(service: ir.Service) -> bool:
         if service.name in changed:

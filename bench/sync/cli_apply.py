@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gen_mesh import generate
+from meshc import compile_cache
 from bench.sync.run_sync import SPEC_PATH, one_service_change, sync_bed
 from tests.support.etcd import EtcdServer
 from tests.support.gitrepo import GitRepo
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 service, spec = one_service_change(spec, number * len(modes) + index, number)
                 bed.repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
                 if mode == "cold":
-                    for kept in cache.glob("compiled-*"):
+                    compile_cache.settle(cache)    # the last run's entry may still be being written
+                    for kept in cache.glob("compiled-*.pickle"):
                         kept.unlink()
                 if mode == "planned":
                     apply(bed.repo, bed.kubeconfig, bed.etcd, tree=tree, cache=cache, verb="plan")

@@ -168,11 +168,12 @@ def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
 
 def remember(args: argparse.Namespace, prepared: Prepared) -> None:
     """Keep the compiled commit for the next plan/apply --repo against etcd (meshc.compile_cache):
-    once applied, etcd names it, and the next apply plans against it without compiling it."""
+    once applied, etcd names it, and the next apply plans against it without compiling it. Called
+    once the verb's result is out: the entry is written by a process the verb does not wait for."""
     if getattr(args, "repo", None) and args.etcd and not prepared.kept:
         from meshc import compile_cache
 
-        compile_cache.store(prepared.compiled)
+        compile_cache.store_detached(prepared.compiled)
 
 
 def has_targets(args: argparse.Namespace) -> bool:

@@ -44,7 +44,13 @@ def lists(kube_api: KubeAPIHandle) -> int:
 
 
 def entries(cache: Path) -> dict[str, float]:
-    return {path.name: path.stat().st_mtime_ns for path in cache.glob("compiled-*")}
+    compile_cache.settle(cache)     # entries are written by a process the verb does not wait for
+    return {path.name: path.stat().st_mtime_ns for path in cache.glob("compiled-*.pickle")}
+
+
+def kept_files(cache: Path) -> list[Path]:
+    compile_cache.settle(cache)
+    return list(cache.glob("compiled-*.pickle"))
 
 
 def commit(repo: GitRepo, message: str, **changes: Any) -> str:
@@ -158,7 +164,7 @@ def test_a_damaged_kept_commit_is_compiled_again(bed: Bed, tmp_path: Path) -> No
     cache = tmp_path / "cache"
     commit(bed.repo, "six services")
     assert bed.run("apply", cache=cache).returncode == 0
-    (kept,) = cache.glob("compiled-*")
+    (kept,) = kept_files(cache)
     kept.write_bytes(kept.read_bytes()[:1000])           # cut short, still the user's own 0600 file
     commit(bed.repo, "scale svc-001", replicas={"svc-001": 2})
     bed.kube_api.reset_log()
@@ -175,7 +181,7 @@ def test_a_kept_commit_others_could_have_written_is_not_read(bed: Bed, tmp_path:
     cache = tmp_path / "cache"
     commit(bed.repo, "six services")
     assert bed.run("apply", cache=cache).returncode == 0
-    (kept,) = cache.glob("compiled-*")
+    (kept,) = kept_files(cache)
     kept.chmod(0o666)
     before = kept.stat().st_mtime_ns
     commit(bed.repo, "scale svc-001", replicas={"svc-001": 2})
