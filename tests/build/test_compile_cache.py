@@ -3,11 +3,15 @@ and only this meshc's compilation of the same bytes with the same options is eve
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import fcntl
 import os
+import random
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,8 +19,12 @@ import yaml
 
 from meshc import compile_cache
 from meshc.diagnostics import MeshcError
+from meshc.emit.etcd import seed
 from meshc.load import SpecSource
-from meshc.pipeline import BuildOptions, Compiled, compile
+from meshc.pipeline import BuildOptions, Compiled, check, compile
+from meshc.resolve import ir
+from tests.build.test_incremental import BASES, EDITS
+from tests.build.test_incremental import _source as edit_source
 from tests.sync.specs import chain_spec
 
 ROOT = Path(__file__).parents[2]
@@ -241,3 +249,86 @@ def test_the_least_recently_used_entries_go(cache_dir: Path) -> None:
     assert len(kept) == compile_cache.KEPT
     assert compile_cache.entry_path(specs[0], BuildOptions()).name in kept
     assert compile_cache.entry_path(specs[1], BuildOptions()).name not in kept
+
+
+@pytest.mark.parametrize(("name", "text"), BASES, ids=[name for name, _ in BASES])
+def test_a_commit_built_from_a_kept_one_is_the_full_build_over_random_edits(name: str, text: str) -> None:
+    """build_from (the services that can differ rendered, etcd's seed carried over for the rest,
+    the others rendered when read) against a full build, for random edits of every kind."""
+    base = SpecSource("mesh.yaml", text.encode(), revision="b" * 40)
+    compile_cache.store(compiled(base))
+    kept = compile_cache.load(base, BuildOptions())
+    assert kept is not None
+    original = yaml.safe_load(text)
+    rng = random.Random(name)
+    tried: set[str] = set()
+    for _ in range(16):
+        edited = copy.deepcopy(original)
+        edits = [edit for edit in rng.sample(EDITS, rng.randint(1, 2)) if edit(edited, rng)]
+        checked = check(edit_source(edited))
+        if not edits or not checked.ok:
+            continue    # the edit does not apply to this mesh, or made it invalid: nothing to compare
+        tried.update(edit.__name__ for edit in edits)
+
+        built = compile_cache.build_from(checked, BuildOptions(), kept)
+
+        assert files(built) == files(compiled(edit_source(edited))), [edit.__name__ for edit in edits]
+    assert len(tried) >= 5, tried    # the edits did reach the mesh: this compared something
+
+
+def test_etcd_records_of_unchanged_services_are_carried_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = source(8, revision="b" * 40)
+    after = source(8, revision="c" * 40, images={"svc-005": "registry.example/x:2"}, replicas={"svc-002": 4})
+    compile_cache.store(compiled(before))
+    kept = compile_cache.load(before, BuildOptions())
+    assert kept is not None
+    checked = compile(after).checked
+    rendered: list[str] = []
+    real = seed.service_record
+
+    def counting(mesh: ir.Mesh, service: ir.Service) -> dict[str, object]:
+        rendered.append(service.name)
+        return real(mesh, service)
+
+    monkeypatch.setattr(seed, "service_record", counting)
+
+    built = compile_cache.build_from(checked, BuildOptions(), kept)
+
+    assert sorted(rendered) == ["svc-002", "svc-005"]
+    assert built.bundle is not None
+    monkeypatch.undo()
+    assert built.bundle.files["etcd/seed.json"] == files(compiled(after))["etcd/seed.json"]
+
+
+def test_a_detached_store_is_there_for_the_next_run(cache_dir: Path) -> None:
+    spec = source(revision="f" * 40)
+    original = compiled(spec)
+
+    compile_cache.store_detached(original)
+
+    loaded = compile_cache.load(spec, BuildOptions())      # waits for the writer if it is not done
+    assert loaded is not None and files(loaded) == files(original)
+    compile_cache.settle(cache_dir)
+    assert [p.name for p in cache_dir.glob("compiled-*")] == [compile_cache.entry_path(spec, BuildOptions()).name]
+
+
+def test_a_run_waits_for_the_entry_another_is_writing(cache_dir: Path) -> None:
+    """The writer holds the entry's `.writing` file locked until the entry is in place: a reader
+    that comes meanwhile waits, then loads it, instead of compiling the commit again."""
+    spec = source(revision="9" * 40)
+    original = compiled(spec)
+    path = compile_cache.entry_path(spec, BuildOptions())
+    cache_dir.mkdir()
+    writing = path.with_suffix(".writing")
+    with writing.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results: list[Compiled | None] = []
+        reader = threading.Thread(target=lambda: results.append(compile_cache.load(spec, BuildOptions())))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not results             # waiting, not giving up
+        compile_cache.store(original)
+        writing.unlink()
+    reader.join(30)
+
+    assert results and results[0] is not None and files(results[0]) == files(original)
