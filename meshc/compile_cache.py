@@ -14,10 +14,12 @@ commit renders the services whose files can differ (`pipeline.affected_services`
 others to be rendered if read: an incremental plan reads only the files that changed.
 
 An entry is one file, `compiled-<key>.pickle`, named by a digest of everything its content is
-made from: the spec's name, revision and bytes, the build options, the source of every meshc
-module, and the versions of Python and of the libraries that shape the output. Another meshc,
-another spec or other options look for another name; the file repeats its key, and a file whose
-key or shape does not match is ignored. The directory is meshc's cache directory
+made from: the spec's name and bytes, the build options, the source of every meshc module, and
+the versions of Python and of the libraries that shape the output. Another meshc, another spec or
+other options look for another name; the file repeats its key, and a file whose key or shape does
+not match is ignored. The commit is not part of the key: a commit that leaves the spec as it was
+(one that changes other files, a revert) loads the entry of an earlier commit with the same bytes,
+its manifest naming the commit asked for. The directory is meshc's cache directory
 (meshc.cache: `MESHC_CACHE_DIR`, else `$XDG_CACHE_HOME/meshc`, else ~/.cache/meshc); files are
 written atomically with mode 0600, and since unpickling runs code a file names, a file is read
 only when it is the user's own and writable by no one else (meshc.cache.trusted). The KEPT most
@@ -56,7 +58,7 @@ _PREFIX = "compiled-"
 _SUFFIX = ".pickle"
 _MAGIC = "meshc-compiled"
 # A bump makes every entry miss when the file's layout changes.
-_FORMAT = 2
+_FORMAT = 3
 KEPT = 4
 # How long a run waits for an entry another run is writing (store_detached): writing one takes
 # half a second at 5,000 services on a loaded machine.
@@ -325,7 +327,7 @@ def entry_path(source: SpecSource, options: BuildOptions) -> Path:
 def entry_key(source: SpecSource, options: BuildOptions) -> str:
     """A digest of everything an entry's content is made from."""
     digest = hashlib.sha256()
-    for part in (code_digest(), source.name, source.revision or "", hashlib.sha256(source.data).hexdigest(),
+    for part in (code_digest(), source.name, hashlib.sha256(source.data).hexdigest(),
                  _options_text(options)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:40]
@@ -359,15 +361,26 @@ def _options_text(options: BuildOptions) -> str:
 
 @no_cycle_collection   # tens of thousands of IR objects and no cycle among them
 def _decoded(data: bytes, key: str, source: SpecSource, options: BuildOptions) -> Compiled | None:
+    import orjson
+
     entry: Any = pickle.loads(data)
     if not (isinstance(entry, tuple) and len(entry) == 7 and entry[:3] == (_MAGIC, _FORMAT, key)):
         return None
     diagnostics, mesh, kept_options, mesh_files = entry[3:]
     if kept_options != options or not isinstance(mesh, ir.Mesh) or MANIFEST_PATH not in mesh_files:
         return None
-    order = [*sorted(_manifest_entries(mesh_files[MANIFEST_PATH])), MANIFEST_PATH]
+    manifest_document = orjson.loads(mesh_files[MANIFEST_PATH])
+    if manifest_document["source"]["revision"] != source.revision:
+        mesh_files = mesh_files | {MANIFEST_PATH: _for_revision(manifest_document, source.revision)}
+    order = [*sorted(manifest_document.get("files") or {}), MANIFEST_PATH]
     bundle = Bundle(OnDemandFiles(mesh_files, order, mesh, options))
     return Compiled(Checked(source, tuple(diagnostics), mesh), bundle, options)
+
+
+def _for_revision(manifest_document: dict[str, Any], revision: str | None) -> bytes:
+    """The manifest of an entry kept for another commit with the same spec bytes, naming
+    `revision` instead (the one file that names the commit): the bytes a build of it gives."""
+    return render.document({**manifest_document, "source": {**manifest_document["source"], "revision": revision}})
 
 
 def _encoded(entry: tuple[Any, ...]) -> bytes:
