@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from kubernetes import client
 from meshc import compile_cache
 from meshc.cli import build_parser
 from meshc.commands.common import build_options
+from meshc.diagnostics import warning
 from meshc.load import SpecSource
 from meshc.load.git import read_spec_at_revision
 from meshc.pipeline import Checked, Compiled, compile
@@ -160,6 +162,22 @@ def _live(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((kept(obj) for obj in objects), key=lambda obj: str(obj["name"]))
 
 
+def test_a_commit_that_leaves_the_spec_as_it_was_compiles_nothing(bed: Bed, own_cache_dir: Path) -> None:
+    cache = own_cache_dir
+    commit(bed.repo, "six services")
+    assert bed.run("apply", cache=cache).returncode == 0
+    _mark_kept(bed.repo, "HEAD")        # a warning no check gives: printed only by a run that loads the entry
+    other = bed.repo.commit_file("README.md", "the mesh of the sync tests\n", "a README, the spec untouched")
+    bed.kube_api.reset_log()
+
+    result = bed.run("apply", cache=cache)
+
+    assert result.returncode == 0, result.stderr
+    assert "kept by the test" in result.stderr                              # loaded, not compiled
+    assert bed.kube_api.writes() == [] and lists(bed.kube_api) == 0
+    assert read_snapshot(bed.etcd.client(), PREFIX).revision == other       # the new commit is recorded
+
+
 def test_a_damaged_kept_commit_is_compiled_again(bed: Bed, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     commit(bed.repo, "six services")
@@ -215,6 +233,16 @@ def test_full_compiles_afresh_and_finds_objects_deleted_by_hand(bed: Bed, own_ca
     assert bed.kube_api.store_get("deployments", "svc-004", NAMESPACE) is not None      # the lie was not read
     assert bed.kube_api.store_get("deployments", "svc-003", NAMESPACE)["spec"]["replicas"] == 2  # type: ignore[index]
     assert read_snapshot(bed.etcd.client(), PREFIX).revision == head
+
+
+def _mark_kept(repo: GitRepo, revision: str) -> None:
+    """Keep the compilation of `revision` with one more warning, which tells a run that loaded it."""
+    options = build_options(build_parser(["apply"]).parse_args(["apply", "--etcd", "http://x"]))
+    source = read_spec_at_revision(str(repo.path), revision, "mesh.yaml")
+    kept = compile_cache.load(source, options)
+    assert kept is not None
+    marker = warning("W201", "kept by the test", None)
+    compile_cache.store(Compiled(replace(kept.checked, diagnostics=(*kept.diagnostics, marker)), kept.bundle, options))
 
 
 def _keep_a_lie(repo: GitRepo, revision: str) -> None:
