@@ -25,6 +25,9 @@ written atomically with mode 0600, and since unpickling runs code a file names, 
 only when it is the user's own and writable by no one else (meshc.cache.trusted). The KEPT most
 recently used entries stay. A file that cannot be read is ignored (and replaced when that commit
 is compiled again); a directory that cannot be written costs only the time.
+
+The verbs write their entry in a process they do not wait for (store_detached), once their result
+is out; a run that looks for an entry being written waits for it (the `.writing` file's lock).
 """
 
 from __future__ import annotations
