@@ -49,11 +49,11 @@ from meshc import __version__, render
 from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
 from meshc.bundle import Bundle, FileEntry, manifest
 from meshc.diagnostics import MeshcError, error
-from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH, etcd_service_key
+from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH
 from meshc.load import SpecSource
 from meshc.pipeline import (
-    BuildOptions, Checked, Compiled, affected_services, build_bundle, changed_services, external_dependencies,
-    file_owner, iter_files, no_cycle_collection,
+    BuildOptions, Checked, Compiled, affected_services, build_bundle, carried_seed, changed_services,
+    external_dependencies, file_owner, iter_files, no_cycle_collection,
 )
 from meshc.resolve import ir
 
@@ -216,7 +216,7 @@ def build_from(checked: Checked, options: BuildOptions, kept: Compiled) -> Compi
     affected = affected_services(old, mesh, changed) if mesh is not None and old is not None else None
     if mesh is None or kept.bundle is None or affected is None or kept.options != options:
         return Compiled(checked, build_bundle(checked, options), options)
-    seed = _carried_seed(kept.bundle.files, mesh, changed)
+    seed = carried_seed(kept.bundle.files, mesh, changed)
     rendered = dict(iter_files(mesh, options, only=affected, etcd_seed=seed is None))
     if seed is not None:
         rendered[ETCD_SEED_PATH] = seed
@@ -229,30 +229,6 @@ def build_from(checked: Checked, options: BuildOptions, kept: Compiled) -> Compi
                                       revision=checked.source.revision, external=external_dependencies(checked))
     files = OnDemandFiles(rendered, [*sorted(entries), MANIFEST_PATH], mesh, options)
     return Compiled(checked, Bundle(files), options)
-
-
-def _carried_seed(files: Mapping[str, bytes], mesh: ir.Mesh, changed: set[str]) -> bytes | None:
-    """etcd's seed of `mesh`, with the records of the services not in `changed` taken from the
-    kept build's seed (`files`) instead of rendered again: a service's record is made from the
-    service itself and the mesh-wide settings (its prefix and namespace), which build_from has
-    found equal. None when the kept seed cannot be read for it: render it in full."""
-    import orjson
-
-    from meshc.emit.etcd.seed import service_record
-
-    try:
-        kept = orjson.loads(files[ETCD_SEED_PATH])
-    except (KeyError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(kept, dict) or kept.get("prefix") != mesh.etcd_prefix or not isinstance(kept.get("kvs"), dict):
-        return None
-    records: dict[str, str] = kept["kvs"]
-    kvs = {}
-    for service in mesh.services:   # in the order etcd's emitter writes them
-        key = etcd_service_key(mesh.etcd_prefix, service.name)
-        record = records.get(key) if service.name not in changed else None
-        kvs[key] = record if isinstance(record, str) else render.compact(service_record(mesh, service))
-    return render.file([{"prefix": mesh.etcd_prefix, "kvs": kvs}])
 
 
 class OnDemandFiles(Mapping[str, bytes]):

@@ -242,22 +242,29 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base:
 
     With `base` (an earlier `compile` with the same options), only the services whose output
     can differ from base's are emitted again (see `affected_services`); every other service's
-    files are base's bytes, and their digests base's manifest entries. The result is the bundle
+    files are base's bytes, and their digests base's manifest entries; of etcd's seed, only the
+    records of the services that changed are rendered (`carried_seed`). The result is the bundle
     a full build would make, byte for byte."""
     from meshc.bundle import make_bundle
 
     mesh = _checked_mesh(checked)
-    usable = base is not None and base.bundle is not None and base.options == options
-    affected = affected_services(base.checked.mesh, mesh) if usable and base is not None else None
+    old = base.checked.mesh if base is not None and base.bundle is not None and base.options == options else None
+    changed = changed_services(old, mesh) if old is not None else set()
+    affected = affected_services(old, mesh, changed)
     reused = _Reused({}, {}, {}) if affected is None or base is None or base.bundle is None \
         else _reusable(mesh, base.bundle, affected)
-    files = dict(iter_files(mesh, options, only=affected)) | reused.files
+    seed = None if affected is None or base is None or base.bundle is None \
+        else carried_seed(base.bundle.files, mesh, changed)
+    files = dict(iter_files(mesh, options, only=affected, etcd_seed=seed is None)) | reused.files
+    if seed is not None:
+        files[naming.ETCD_SEED_PATH] = seed
     return make_bundle(files, mesh=mesh.name, spec_digest=render.sha256(checked.source.data),
                        revision=checked.source.revision, external=external_dependencies(checked),
                        known=reused.known, packed=reused.packed)
 
 
-def affected_services(old: ir.Mesh | None, new: ir.Mesh, changed: set[str] | None = None) -> frozenset[str] | None:
+def affected_services(old: ir.Mesh | None, new: ir.Mesh,
+                      changed: Collection[str] | None = None) -> frozenset[str] | None:
     """The deployed services of `new` whose files may differ from those `old` gave them; None
     when every file may (a mesh-wide setting changed).
 
@@ -282,6 +289,30 @@ def affected_services(old: ir.Mesh | None, new: ir.Mesh, changed: set[str] | Non
         return bool(seen_changed & callees_of(service)) or bool(seen_changed & callees_of(before[service.name]))
 
     return frozenset(service.name for service in new.deployed_services if affected(service))
+
+
+def carried_seed(files: Mapping[str, bytes], mesh: ir.Mesh, changed: Collection[str]) -> bytes | None:
+    """etcd's seed of `mesh`, with the records of the services not in `changed` taken from an
+    earlier build's seed (in `files`) instead of rendered again: a service's record is made from
+    the service itself and the mesh-wide settings, which the caller has found equal
+    (`affected_services` is not None). None when that seed cannot be read for it."""
+    import orjson
+
+    from meshc.emit.etcd.seed import service_record
+
+    try:
+        kept = orjson.loads(files[naming.ETCD_SEED_PATH])
+    except (KeyError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(kept, dict) or kept.get("prefix") != mesh.etcd_prefix or not isinstance(kept.get("kvs"), dict):
+        return None
+    records: dict[str, object] = kept["kvs"]
+    kvs = {}
+    for service in mesh.services:   # in the order etcd's emitter writes them
+        key = naming.etcd_service_key(mesh.etcd_prefix, service.name)
+        record = records.get(key) if service.name not in changed else None
+        kvs[key] = record if isinstance(record, str) else render.compact(service_record(mesh, service))
+    return render.file([{"prefix": mesh.etcd_prefix, "kvs": kvs}])
 
 
 def changed_services(old: ir.Mesh, new: ir.Mesh) -> set[str]:
