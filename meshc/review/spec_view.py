@@ -86,8 +86,11 @@ def _service_subject(service: ir.Service) -> Subject:
     if service.deployed:
         values["versions"] = "implicit (one)" if implicit else "declared"
     if implicit:  # image, replicas and resources sit on the service itself
+        container = _container(implicit[0])
+        if "env" in container:   # the variables read from a source join the literal ones
+            container["env"] = (values["env"] or {}) | container["env"]
         values |= {"image": implicit[0].image, "replicas": implicit[0].replicas,
-                   "resources": _resources(implicit[0].resources)} | _container(implicit[0])
+                   "resources": _resources(implicit[0].resources)} | container
     values |= _workload(service) | _zero_trust(service)
     spans = {"loadBalancer": service.load_balancing.span}
     for name, node in (("healthCheck", service.health_check), ("outlierDetection", service.outlier_detection),
@@ -257,16 +260,17 @@ def _resources(resources: ir.Resources) -> dict[str, Any]:
 # none of them reads as before; a value set or unset shows as a change from or to nothing.
 
 # Fields of a version's app container: on the service itself while its one version is implicit.
-CONTAINER_FIELDS = ("command", "args", "envFrom", "autoscaling", "disruptionBudget")
+CONTAINER_FIELDS = ("command", "args", "autoscaling", "disruptionBudget")
 
 
 def _container(version: ir.Version) -> dict[str, Any]:
-    """The app container's own settings: command, args, the env read from Secrets, ConfigMaps
-    or pod fields (literal env and upstream addresses are shown elsewhere), scaling."""
+    """The app container's own settings: command, args, scaling, and the env variables read from
+    a Secret, a ConfigMap or a pod field (the service's literal env is the service's own field;
+    upstream addresses follow from its routes)."""
     values: dict[str, Any] = {
         "command": list(version.command) if version.command is not None else None,
         "args": list(version.args) if version.args is not None else None,
-        "envFrom": {var.name: env_source(var.source) for var in version.env if var.source is not None} or None,
+        "env": {var.name: env_source(var.source) for var in version.env if var.source is not None} or None,
         "autoscaling": None if version.autoscaling is None else _autoscaling(version.autoscaling),
         "disruptionBudget": None if version.disruption_budget is None else {
             "minAvailable": version.disruption_budget.min_available,

@@ -233,6 +233,7 @@ def test_workload_settings_read_in_the_specs_terms(git_repo: GitRepo) -> None:
         "securityContext: *user\n    resources: {requests: {cpu: 300m":
             "securityContext: {runAsUser: 1001}\n    resources: {requests: {cpu: 300m",
         "cpu: 10m, memory: 16Mi": "cpu: 20m, memory: 16Mi",
+        'env: {USERS: "10", RATE: "1"}': 'env: {USERS: "10", RATE: "1", TOKEN: {secretKeyRef: {name: load, key: token}}}',
     }
     changed = BOUTIQUE
     for old, new in edits.items():
@@ -251,6 +252,7 @@ def test_workload_settings_read_in_the_specs_terms(git_repo: GitRepo) -> None:
         ("service loadgenerator", "securityContext.runAsUser"): (1000, 1001, "runAsUser: 1001"),
         ("service loadgenerator", "initContainers.frontend-check.resources.requests.cpu"):
             ("10m", "20m", "cpu: 20m"),
+        ("service loadgenerator", "env.TOKEN"): (None, "secretKeyRef load/token", "TOKEN: {secretKeyRef"),
     }
     for key, (old, new, written) in expected.items():
         assert key in found, (key, sorted(found))
