@@ -82,5 +82,5 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(result_text(report.results))
         sys.stdout.write(report_summary(report) + "\n")
     sys.stdout.flush()
-    remember(args, prepared)
+    remember(args, prepared, report)
     return EXIT_OK

@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         for reason in refusals:
             sys.stderr.write(f"meshc: warning: apply would refuse: {reason}\n")
     sys.stdout.flush()
-    remember(args, prepared)    # the commit `apply` is likely to be given next
+    remember(args, prepared, planned)    # the commit `apply` is likely to be given next
     if args.detailed_exitcode and content_would_change(plans):
         return EXIT_CHANGES
     return EXIT_OK

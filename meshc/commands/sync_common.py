@@ -166,14 +166,15 @@ def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
     return None
 
 
-def remember(args: argparse.Namespace, prepared: Prepared) -> None:
+def remember(args: argparse.Namespace, prepared: Prepared, *results: object) -> None:
     """Keep the compiled commit for the next plan/apply --repo against etcd (meshc.compile_cache):
     once applied, etcd names it, and the next apply plans against it without compiling it. Called
-    once the verb's result is out: the entry is written by a process the verb does not wait for."""
+    once the verb's result is out: the entry is written by a process the verb does not wait for,
+    and what the verb holds (`prepared`, its `results`) is left to the process's exit."""
     if getattr(args, "repo", None) and args.etcd and not prepared.kept:
         from meshc import compile_cache
 
-        compile_cache.store_detached(prepared.compiled)
+        compile_cache.store_detached(prepared.compiled, prepared, *results)
 
 
 def has_targets(args: argparse.Namespace) -> bool:
