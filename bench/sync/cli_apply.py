@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(figures)
             print(f"round {number}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in figures.items()), flush=True)
+        compile_cache.settle(cache)     # the last writer is done before the directory goes
     load.append(os.getloadavg()[0])
     names = [mode for mode, _, _ in modes]
     summary: dict[str, Any] = {"services": args.services, "rounds": args.rounds, "load_average": load}
