@@ -56,7 +56,7 @@ def install(model: type[BaseModel]) -> None:
     if model.__pydantic_complete__ or type(model.__pydantic_validator__) is light.SchemaValidator:
         return
     path = validator_path(model.__module__, model.__qualname__)
-    validator = _load(path)
+    validator = _load(path, model)
     if validator is not None:
         model.__pydantic_validator__ = validator
         return
@@ -151,12 +151,13 @@ def _read_aliases(file: BinaryIO) -> dict[str, dict[str, str]]:
     return aliases
 
 
-def _load(path: Path) -> light.SchemaValidator | None:
+def _load(path: Path, model: type[BaseModel]) -> light.SchemaValidator | None:
     try:
         with path.open("rb") as file:
             if not trusted(os.fstat(file.fileno())):   # unpickling runs code the file names
                 return None
-            _read_aliases(file)
+            if _read_aliases(file) != field_aliases(sys.modules[model.__module__]):
+                return None         # what light models would read must be pydantic's aliases
             schema, config = pickle.load(file)
         return light.SchemaValidator(schema, config)
     except Exception:  # noqa: BLE001 - missing, truncated, from another build: generate it again
@@ -185,8 +186,7 @@ def field_aliases(module: Any) -> dict[str, dict[str, str]]:
     base = module.BaseModel
     models: list[Any] = [cls for cls in vars(module).values()
                          if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__]
-    return {f"{cls.__module__}.{cls.__qualname__}": {name: info.alias or name for name, info in cls.model_fields.items()}
-            for cls in models}
+    return {f"{cls.__module__}.{cls.__qualname__}": module.spec_names(cls) for cls in models}
 
 
 def _core_config(model: type[BaseModel]) -> Any:

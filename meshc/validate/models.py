@@ -865,6 +865,14 @@ class Security(Model):
     monitoring_namespace: Name | None = None
 
 
+def spec_names(model: type[Model]) -> dict[str, str]:
+    """Each field's name in the spec (its alias), by field name. pydantic applies the alias
+    generator to a field whose type it has not resolved yet (a quoted class declared further down)
+    only when the model is built, and with the compiled validator (meshc.validate.compiled) most
+    models never are: such a field is given the alias the build would give it."""
+    return {name: info.alias or to_camel(name) for name, info in model.model_fields.items()}
+
+
 def json_schema() -> dict[str, Any]:
     schema = Mesh.model_json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -36,6 +36,7 @@ from meshc.validate.models import (
     RouteMatch,
     Service,
     StringMatch,
+    spec_names,
 )
 from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
 from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_pod_key
@@ -948,7 +949,7 @@ def _exactly_one(ctx: Context, where: Path, model: Model, fields: tuple[str, ...
 
 def _alias(model: Model, field: str) -> str:
     """A field's name in the spec."""
-    return type(model).model_fields[field].alias or field
+    return spec_names(type(model))[field]
 
 
 _STRING_MATCH = ("exact", "prefix", "suffix", "regex", "present", "absent")

@@ -13,7 +13,7 @@ from meshc.diagnostics import MAX_LISTED_PER_CODE, Diagnostic, Path, error, list
 from meshc.load import Positions
 from meshc.validate import compiled
 from meshc.validate.light import ValidationError
-from meshc.validate.models import API_VERSION, KIND, UNION_TAGS, Mesh, Model
+from meshc.validate.models import API_VERSION, KIND, UNION_TAGS, Mesh, Model, spec_names
 
 _TYPE_WORDS = {
     "int": "an integer", "string": "a string", "bool": "true or false", "float": "a number",
@@ -183,7 +183,7 @@ def _did_you_mean(name: str, parent: Path) -> str | None:
     model = _model_at(parent)
     if model is None:
         return None
-    fields = [info.alias or field for field, info in model.model_fields.items()]
+    fields = list(spec_names(model).values())
     import difflib   # only a misspelt name needs it: not imported by every validate
 
     close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
@@ -212,7 +212,7 @@ def _field_types(model: type[Model]) -> dict[str, Any]:
         hints = typing.get_type_hints(model)
     except (NameError, TypeError):
         hints = {}
-    return {info.alias or name: hints.get(name, info.annotation) for name, info in model.model_fields.items()}
+    return {alias: hints.get(name, model.model_fields[name].annotation) for name, alias in spec_names(model).items()}
 
 
 def _model_at(path: Path) -> type[Model] | None:
