@@ -97,16 +97,11 @@ def cache_key(module_name: str, qualname: str) -> str:
     """A digest of everything the model's core schema is generated from: the sources (read, not
     imported) and the Python, pydantic and pydantic-core versions."""
     digest = hashlib.sha256()
-    for part in (_FORMAT, sys.version, _pydantic_core_version(), module_name, qualname):
+    for part in (_FORMAT, sys.version, light.core_version(), module_name, qualname):
         digest.update(part.encode() + b"\0")
     for source in [_pydantic_version_file(), *schema_sources(module_name)]:
         digest.update(source.encode() + b"\0" + Path(source).read_bytes() + b"\0")
     return digest.hexdigest()[:40]
-
-
-def _pydantic_core_version() -> str:
-    version: str = sys.modules[light.SchemaValidator.__module__].__version__
-    return version
 
 
 def _pydantic_version_file() -> str:

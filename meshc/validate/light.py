@@ -18,17 +18,55 @@ models (meshc.cli.run): tests, `meshc schema` and a library user import them wit
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-# pydantic-core's compiled half only: its package's own __init__ imports the Python typing of
-# every core schema (typing_extensions among it), which validation never reads.
-from pydantic_core._pydantic_core import PydanticCustomError, SchemaValidator, ValidationError
+_CORE = "pydantic_core._pydantic_core"
+
+
+def _compiled_core() -> ModuleType:
+    """pydantic-core's compiled module, which validation needs, without its package's __init__
+    (the typed description of every core schema, typing_extensions, decimal...: a third of a
+    Python start) unless something imported it already. The package, when imported later (by
+    pydantic), re-exports this same module."""
+    if _CORE in sys.modules or "pydantic_core" in sys.modules:
+        return importlib.import_module(_CORE)
+    package = importlib.util.find_spec("pydantic_core")       # found, not imported
+    locations = package.submodule_search_locations if package is not None else None
+    if not locations:
+        return importlib.import_module(_CORE)
+    finder = importlib.machinery.FileFinder(
+        locations[0], (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES))
+    spec = finder.find_spec(_CORE)
+    if spec is None or spec.loader is None:
+        return importlib.import_module(_CORE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_CORE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from pydantic_core import PydanticCustomError, SchemaValidator, ValidationError
+else:
+    _core = _compiled_core()
+    PydanticCustomError, SchemaValidator, ValidationError = (
+        _core.PydanticCustomError, _core.SchemaValidator, _core.ValidationError)
+
+
+def core_version() -> str:
+    version: str = sys.modules[_CORE].__version__
+    return version
 
 __all__ = [
     "AfterValidator", "BaseModel", "BeforeValidator", "ConfigDict", "CoreSchema", "Discriminator", "Field",
     "FieldInfo", "GetCoreSchemaHandler", "GetJsonSchemaHandler", "PydanticCustomError", "SchemaValidator",
-    "StrictBool", "StrictInt", "Tag", "ValidationError", "WithJsonSchema", "activate", "active", "aliases", "core_schema",
+    "StrictBool", "StrictInt", "Tag", "ValidationError", "WithJsonSchema", "activate", "active", "aliases", "core_schema", "core_version",
     "deactivate", "to_camel",
 ]
 
