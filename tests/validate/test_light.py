@@ -102,6 +102,7 @@ def test_the_meshc_command_uses_light_models(warm_cache: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "meshc.validate.models" in imported and "meshc.resolve.ir" in imported
     assert not {name for name in imported if name == "pydantic" or name.startswith("pydantic.")}
+    assert "pydantic_core._pydantic_core" in imported and "pydantic_core.core_schema" not in imported
 
 
 def test_without_a_cached_validator_the_models_are_pydantics(tmp_path: Path) -> None:
