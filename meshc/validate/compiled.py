@@ -23,6 +23,7 @@ without importing the models or pydantic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -93,9 +94,11 @@ def validator_path(module_name: str, qualname: str) -> Path:
     return cache_dir() / f"{_PREFIX}{cache_key(module_name, qualname)}{_SUFFIX}"
 
 
+@functools.cache
 def cache_key(module_name: str, qualname: str) -> str:
     """A digest of everything the model's core schema is generated from: the sources (read, not
-    imported) and the Python, pydantic and pydantic-core versions."""
+    imported) and the Python, pydantic and pydantic-core versions. Once a process: the models it
+    imported are of the sources it first read (load_light, then install on a miss)."""
     digest = hashlib.sha256()
     for part in (_FORMAT, sys.version, light.core_version(), module_name, qualname):
         digest.update(part.encode() + b"\0")
