@@ -68,8 +68,8 @@ def install(model: type[BaseModel]) -> None:
 def load_light() -> bool:
     """Before anything imports the models: when the cache holds the compiled validator of these
     sources, declare the models light (meshc.validate.light) and install Mesh's validator. False,
-    with nothing imported, when there is no such file or it cannot be used: the models are then
-    declared with pydantic, and install() generates the file again."""
+    the models not imported, when there is no such file or it cannot be used: they are then
+    declared with pydantic when imported, and install() writes the file again."""
     if MODELS in sys.modules:
         return False
     try:
@@ -179,8 +179,8 @@ def _store(path: Path, model: type[BaseModel]) -> None:
 
 
 def field_aliases(module: Any) -> dict[str, dict[str, str]]:
-    """Every model class of module (pydantic's or light): its fields' names in the spec, by field,
-    in declaration order."""
+    """Every model class of the spec's models module (declared with pydantic or light): its fields'
+    names in the spec (`spec_names`), by field, in declaration order."""
     base = module.BaseModel
     models: list[Any] = [cls for cls in vars(module).values()
                          if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__]
