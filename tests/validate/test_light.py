@@ -41,6 +41,7 @@ with open(status, "w") as out:
 
 def meshc(cache: Path, mode: str, *argv: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     status = cache.parent / f"status-{mode}.json"
+    status.unlink(missing_ok=True)
     env = {**os.environ, meshc_cache.CACHE_DIR_ENV: str(cache)}
     result = subprocess.run([sys.executable, "-c", RUN, mode, str(status), *argv], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300, check=False)
