@@ -35,6 +35,9 @@ COMMANDS = (
 # Verbs whose run starts by importing the pipeline: it is imported as part of start-up, with the
 # cycle collector paused (meshc.commands.common.long_lived_imports).
 _COMPILING_VERBS = frozenset({"validate", "build"})
+# Verbs that check a spec, and so may declare its models light (meshc.validate.light): every one
+# but `schema`, which generates the JSON Schema with pydantic.
+_LIGHT_VERBS = frozenset({"validate", "build", "diff", "plan", "apply", "watch", "graph", "set-weights"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +87,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, light_models: bool = False) -> int:
-    """Run one verb. `light_models`: a `validate` or `build` may declare the spec's models without
+    """Run one verb. `light_models`: a verb that checks a spec may declare the spec's models without
     pydantic when its compiled validator is in the cache (meshc.validate.light); only for a process
     that ends with the command, as the models stay so declared in it."""
     argv = sys.argv[1:] if argv is None else argv
@@ -105,12 +108,13 @@ def _main(argv: Sequence[str], light_models: bool) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        if light_models and args.command in _LIGHT_VERBS:
+            from meshc.validate.compiled import load_light
+
+            with long_lived_imports():
+                load_light()
         if args.command in _COMPILING_VERBS:
             with long_lived_imports():
-                if light_models:
-                    from meshc.validate.compiled import load_light
-
-                    load_light()
                 importlib.import_module("meshc.pipeline")
         return int(args.run(args))
     except MeshcError as exc:

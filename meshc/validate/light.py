@@ -1,5 +1,5 @@
-"""The spec's models declared without pydantic, for a `meshc validate` or `meshc build` whose
-compiled validator is in the cache (meshc.validate.compiled).
+"""The spec's models declared without pydantic, for a `meshc` command that checks a spec (every
+verb but `schema`) whose compiled validator is in the cache (meshc.validate.compiled).
 
 pydantic is what generates a model's validator. A validator compiled from a cached core schema
 needs only the classes that schema names: pydantic-core makes each instance itself (`cls.__new__`,

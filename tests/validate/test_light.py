@@ -210,3 +210,22 @@ def test_light_models_are_constructed_compared_and_pickled_as_pydantics(warm_cac
     assert light["equal"] and full["equal"]
     assert light["irs"] == full["irs"] and len(full["irs"]) == len(EXAMPLES)
     assert all(ir.startswith("Mesh(") for ir in full["irs"].values())
+
+
+def test_diff_reports_the_same_in_light_mode(warm_cache: Path, tmp_path: Path) -> None:
+    """`meshc diff` checks two revisions: with light models too, and with the same report."""
+    from tests.support.gitrepo import GitRepo
+
+    repo = GitRepo.init(tmp_path / "repo")
+    text = (ROOT / "examples" / "shop" / "mesh.yaml").read_text()
+    first = repo.commit_file("mesh.yaml", text, "first")
+    edited = text.replace("replicas: 2", "replicas: 3", 1)
+    assert edited != text
+    second = repo.commit_file("mesh.yaml", edited, "second")
+    reports = {}
+    for mode in ("light", "pydantic"):
+        result, used = meshc(warm_cache, mode, "diff", "--repo", str(repo.path), first, second, "--format", "json")
+        assert used["exit"] == 3, result.stderr       # changed
+        assert used["light"] is (mode == "light") and used["pydantic"] is (mode == "pydantic")
+        reports[mode] = json.loads(result.stdout)
+    assert reports["light"] == reports["pydantic"] and reports["light"]["specChanges"]
