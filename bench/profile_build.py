@@ -198,9 +198,9 @@ def timeline(spec: Path, out: Path, runs: int) -> str:
         rows.setdefault("(runner) process ended", []).append((wall, float("nan")))
     lines = [f"{'':<44} {'ms':>7} {'CPU ms':>7}   (medians of {runs} builds)"]
     for key, values in sorted(rows.items(), key=lambda kv: statistics.median(v[0] for v in kv[1])):
-        at = statistics.median(v[0] for v in values) * 1000
-        cpu = statistics.median(v[1] for v in values) * 1000
-        lines.append(f"{key:<44} {at:7.0f} {cpu:7.0f}" if cpu == cpu else f"{key:<44} {at:7.0f}")
+        at_ms = statistics.median(v[0] for v in values) * 1000
+        cpu_ms = statistics.median(v[1] for v in values) * 1000
+        lines.append(f"{key:<44} {at_ms:7.0f} {cpu_ms:7.0f}" if cpu_ms == cpu_ms else f"{key:<44} {at_ms:7.0f}")
     return "\n".join(lines)
 
 
