@@ -9,6 +9,7 @@ real CLI entry point. Numbers are for one run in this process, imports already d
     python -m bench.profile_build 1000 --pyinstrument   # a call tree (needs pyinstrument)
     python -m bench.profile_build 1000 --workdir /tmp   # write to the disk instead of /dev/shm
     python -m bench.profile_build 1000 --timeline 7     # when each stage ends in a real build, parent and worker
+    python -m bench.profile_build 1000 --timeline 7 --tree /tmp/meshc-before    # the same for another checkout
 
 Outputs are written to a tmpfs (/dev/shm) when the machine has one, so that the write stages show
 meshc's own work rather than the disk's mood; --workdir chooses another place.
@@ -140,7 +141,9 @@ import meshc.pipeline as p
 from meshc.bundle import shards
 mark("imports done")
 def wrap(owner, name, label):
-    real = getattr(owner, name)
+    real = getattr(owner, name, None) if owner is not None else None
+    if real is None:     # another version of meshc (MESHC_TIMELINE_TREE) may lack it
+        return
     def wrapped(*args, **kwargs):
         mark(label + " start")
         try:
@@ -152,7 +155,10 @@ for owner, name, label in [(p, "load_yaml", "load"), (p, "check_structure", "str
                            (p, "check_semantics", "semantics"), (p, "resolve", "resolve"),
                            (p, "analyze", "analyze"), (p, "check_sizes", "size checks"), (p, "check", "check"),
                            (p, "write_build", "write_build"), (shards, "_take", "units"),
-                           (shards.Crew, "fork", "fork"), (p, "_write_units", "manifest and commit")]:
+                           (shards, "_write_shard", "units"),
+                           (getattr(shards, "Crew", None), "fork", "workers forked"),
+                           (getattr(shards, "_Worker", None), "start", "worker forked"),
+                           (p, "_write_units", "manifest and commit")]:
     wrap(owner, name, label)
 real_exit = os._exit
 def worker_exit(code):
@@ -168,9 +174,10 @@ meshc.cli.run()
 """
 
 
-def timeline(spec: Path, out: Path, runs: int) -> str:
+def timeline(spec: Path, out: Path, runs: int, tree: Path | None = None) -> str:
     """Medians over `runs` builds of when each stage starts and ends (ms since the interpreter was
-    started), with the CPU time of that process so far; the runner's own wall time last."""
+    started), with the CPU time of that process so far; the runner's own wall time last. `tree`:
+    another meshc checkout to run instead of this one (stages it lacks are left out)."""
     import statistics
     import subprocess
 
@@ -179,7 +186,7 @@ def timeline(spec: Path, out: Path, runs: int) -> str:
     rows: dict[str, list[tuple[float, float]]] = {}
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
-        env = meshc_env()
+        env = meshc_env() if tree is None else meshc_env(tree)
         env["MESHC_TIMELINE_T0"] = repr(time.time())
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", _TIMELINE_CHILD, "build", str(spec), "-o", str(out)], env=env,
@@ -214,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cprofile", action="store_true")
     parser.add_argument("--timeline", type=int, default=0, metavar="RUNS",
                         help="instead: when each stage of a real `meshc build` ends, parent and workers (medians)")
+    parser.add_argument("--tree", type=Path, default=None, metavar="DIR",
+                        help="with --timeline: time another meshc checkout's build (PYTHONPATH=DIR)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the spec and outputs go (default: /dev/shm when it exists, else the temp dir)")
     args = parser.parse_args(argv)
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = work / f"mesh-{args.services}.yaml"
         spec.write_text(gen_mesh.generate(args.services, args.seed), encoding="utf-8")
         if args.timeline:
-            print(timeline(spec, work / "timeline", args.timeline))
+            print(timeline(spec, work / "timeline", args.timeline, args.tree))
             return 0
         table = stage_times(spec, work / "stages")
         stages, builds = table[:-2], table[-2:]

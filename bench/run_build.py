@@ -170,6 +170,9 @@ def meshc_command() -> list[str]:
 def meshc_env(tree: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH", "")) if p)
+    # `python -m` (and -c) would put the working directory first on the path: run from a checkout,
+    # that checkout's meshc would run whatever tree PYTHONPATH names (--baseline).
+    env["PYTHONSAFEPATH"] = "1"
     # Run as an installed meshc does, from compiled bytecode: where PYTHONDONTWRITEBYTECODE is
     # set, every run would otherwise compile meshc's ~100 modules from source.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
