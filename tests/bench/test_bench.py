@@ -196,9 +196,9 @@ def test_timeline_shows_when_each_stage_of_a_real_build_ends_in_parent_and_worke
     # 220 services: from 200 on (two jobs), `meshc build` forks a worker, whose rows show too.
     assert profile_build.main(["220", "--timeline", "1", "--workdir", str(tmp_path)]) == 0
     rows = {line[:44].strip(): line[44:].split() for line in capsys.readouterr().out.splitlines()[2:]}
-    for stage in ("parent: interpreter started", "parent: load end", "parent: resolve end", "parent: worker forked start",
-                  "parent: units end", "parent: manifest and commit end", "parent: exit", "worker: units start",
-                  "worker: exit", "(runner) process ended"):
+    for stage in ("parent: interpreter started", "parent: load end", "parent: resolve end",
+                  "parent: worker forked start", "parent: units end", "parent: manifest and commit end",
+                  "parent: exit", "worker: units start", "worker: exit", "(runner) process ended"):
         assert stage in rows, stage
     assert float(rows["parent: resolve end"][0]) <= float(rows["parent: worker forked start"][0]) \
         <= float(rows["worker: units start"][0]) <= float(rows["(runner) process ended"][0])
