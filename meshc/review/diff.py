@@ -185,7 +185,7 @@ def locate(side: Side, fields: Sequence[tuple[Subject, str]]) -> list[Span | Non
 
 
 # Of a service with one implicit version; once versions are declared they belong to each version.
-_IMPLICIT_VERSION_FIELDS = ("image", "replicas", "resources")
+_IMPLICIT_VERSION_FIELDS = ("image", "replicas", "resources", *spec_view.CONTAINER_FIELDS)
 
 
 def _field_changes(before: Subject, after: Subject) -> Iterator[tuple[str, Any, Any]]:
@@ -220,13 +220,38 @@ def locate_field(side: Side, subject: Subject, field_name: str) -> Span | None:
     base = spec_view.data_path(side.data, subject) if positions is not None else None
     if positions is None or base is None:
         return subject.span_of(field_name)
-    field_path: Path = tuple(field_name.split("."))
     bases = [base] + ([_DEFAULTS] if subject.kind in ("route", "service") else [])
-    for parts in (field_path[:n] for n in range(len(field_path), 0, -1)):
-        for root in bases:
+    for root in bases:
+        field_path = _indexed(_at(side.data, root), tuple(field_name.split(".")))
+        for parts in (field_path[:n] for n in range(len(field_path), 0, -1)):
             if positions.has(root + parts):
                 return positions.key(root + parts)
     return subject.span_of(field_name)
+
+
+def _at(data: Any, path: Path) -> Any:
+    for part in path:
+        data = data[part] if isinstance(data, Mapping) and part in data else (
+            data[part] if isinstance(data, list) and isinstance(part, int) and part < len(data) else None)
+    return data
+
+
+def _indexed(data: Any, field_path: tuple[str, ...]) -> Path:
+    """The field path with each named list entry (`volumes.redis-data`, as subjects key the
+    lists written with `name`) replaced by its index in the document."""
+    found: list[str | int] = []
+    for part in field_path:
+        if isinstance(data, list):
+            index = next((i for i, entry in enumerate(data)
+                          if isinstance(entry, Mapping) and entry.get("name") == part), None)
+            if index is None:
+                break
+            found.append(index)
+            data = data[index]
+        else:
+            found.append(part)
+            data = data.get(part) if isinstance(data, Mapping) else None
+    return tuple(found)
 
 
 _DEFAULTS: Path = ("spec", "defaults")

@@ -60,7 +60,9 @@ def _mesh_subject(mesh: ir.Mesh) -> Subject:
         "etcd": {"prefix": mesh.etcd_prefix},
         "proxy": {"image": proxy.image, "adminPort": proxy.admin_port, "inboundPort": proxy.inbound_port,
                   "statsPort": proxy.stats_port, "accessLog": proxy.access_log.value,
-                  "resources": _resources(proxy.resources)},
+                  "resources": _resources(proxy.resources), "nativeSidecar": proxy.native_sidecar,
+                  "drainDuration": fmt(proxy.drain_ms)},
+        "security": _security(mesh.security),
         "analysis": {"maxRetryAmplification": mesh.analysis.max_retry_amplification,
                      "entryPoints": list(mesh.analysis.entry_points) if mesh.analysis.entry_points is not None
                      else None},
@@ -84,8 +86,12 @@ def _service_subject(service: ir.Service) -> Subject:
     if service.deployed:
         values["versions"] = "implicit (one)" if implicit else "declared"
     if implicit:  # image, replicas and resources sit on the service itself
+        container = _container(implicit[0])
+        if "env" in container:   # the variables read from a source join the literal ones
+            container["env"] = (values["env"] or {}) | container["env"]
         values |= {"image": implicit[0].image, "replicas": implicit[0].replicas,
-                   "resources": _resources(implicit[0].resources)}
+                   "resources": _resources(implicit[0].resources)} | container
+    values |= _workload(service) | _zero_trust(service)
     spans = {"loadBalancer": service.load_balancing.span}
     for name, node in (("healthCheck", service.health_check), ("outlierDetection", service.outlier_detection),
                        ("circuitBreaker", service.circuit_breaker)):
@@ -97,7 +103,7 @@ def _service_subject(service: ir.Service) -> Subject:
 
 def _version_subject(service: ir.Service, version: ir.Version) -> Subject:
     values = {"image": version.image, "replicas": version.replicas, "weight": version.weight,
-              "resources": _resources(version.resources)}
+              "resources": _resources(version.resources)} | _container(version)
     return Subject(("version", service.name, version.name), "version",
                    f"service {service.name}, version {version.name}", service.name, values, version.span)
 
@@ -247,6 +253,142 @@ def gateway_route_text(route: ir.GatewayRoute) -> str:
 def _resources(resources: ir.Resources) -> dict[str, Any]:
     return {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
             "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit}}
+
+
+# --- workloads and zero trust, in the spec's spelling ----------------------------------------
+# Only what a service sets (or what its defaults give it) is listed, so that a service which sets
+# none of them reads as before; a value set or unset shows as a change from or to nothing.
+
+# Fields of a version's app container: on the service itself while its one version is implicit.
+CONTAINER_FIELDS = ("command", "args", "autoscaling", "disruptionBudget")
+
+
+def _container(version: ir.Version) -> dict[str, Any]:
+    """The app container's own settings: command, args, scaling, and the env variables read from
+    a Secret, a ConfigMap or a pod field (the service's literal env is the service's own field;
+    upstream addresses follow from its routes)."""
+    values: dict[str, Any] = {
+        "command": list(version.command) if version.command is not None else None,
+        "args": list(version.args) if version.args is not None else None,
+        "env": {var.name: env_source(var.source) for var in version.env if var.source is not None} or None,
+        "autoscaling": None if version.autoscaling is None else _autoscaling(version.autoscaling),
+        "disruptionBudget": None if version.disruption_budget is None else {
+            "minAvailable": version.disruption_budget.min_available,
+            "maxUnavailable": version.disruption_budget.max_unavailable},
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def env_source(source: ir.EnvSource) -> str:
+    """`secretKeyRef db/password (optional)`, `fieldRef status.podIP`."""
+    where = source.key if source.name is None else f"{source.name}/{source.key}"
+    return f"{source.kind} {where}" + (" (optional)" if source.optional else "")
+
+
+def _autoscaling(scaling: ir.Autoscaling) -> dict[str, Any]:
+    return {"minReplicas": scaling.min_replicas, "maxReplicas": scaling.max_replicas,
+            "targetCPUUtilization": scaling.cpu_utilization, "targetMemoryUtilization": scaling.memory_utilization}
+
+
+def _workload(service: ir.Service) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if service.service_port is not None and service.service_port != service.port:
+        values["servicePort"] = service.service_port
+    if service.volumes:
+        values["volumes"] = {v.name: _volume(v) for v in service.volumes}
+    if service.security != ir.DEFAULT_APP_SECURITY:
+        values["securityContext"] = _security_context(service.security)
+    if service.init_containers:
+        values["initContainers"] = {c.name: _init_container(c) for c in service.init_containers}
+    if service.probes != ir.NO_PROBES:
+        values["probes"] = {name: _probe(choice) for name, choice in (
+            ("liveness", service.probes.liveness), ("readiness", service.probes.readiness),
+            ("startup", service.probes.startup))}
+    if service.pod != ir.NO_POD_SETTINGS:
+        values["pod"] = _pod(service.pod)
+    if service.rate_limit is not None:
+        limit = service.rate_limit
+        values["rateLimit"] = {"requests": limit.requests, "per": fmt(limit.per_ms), "burst": limit.burst}
+    return values
+
+
+def _volume(volume: ir.Volume) -> dict[str, Any]:
+    values: dict[str, Any] = {"mountPath": volume.mount_path, "readOnly": volume.read_only}
+    if volume.kind == "emptyDir":
+        values["emptyDir"] = {"sizeLimit": volume.size_limit, "medium": volume.medium}
+    else:
+        source_key = "claimName" if volume.kind == "persistentVolumeClaim" else "name"
+        values[volume.kind] = {source_key: volume.source, "items": dict(volume.items) or None,
+                               "optional": volume.optional}
+    return values
+
+
+def _security_context(security: ir.AppSecurity) -> dict[str, Any]:
+    return {"runAsUser": security.run_as_user, "runAsGroup": security.run_as_group, "fsGroup": security.fs_group,
+            "readOnlyRootFilesystem": security.read_only_root_filesystem,
+            "capabilities": {"add": list(security.added_capabilities)}}
+
+
+def _init_container(container: ir.InitContainer) -> dict[str, Any]:
+    return {"image": container.image,
+            "command": list(container.command) if container.command is not None else None,
+            "args": list(container.args) if container.args is not None else None,
+            "env": {var.name: var.value if var.source is None else env_source(var.source)
+                    for var in container.env} or None,
+            "resources": _resources(container.resources)}
+
+
+def _probe(choice: ir.ProbeChoice) -> dict[str, Any] | str | None:
+    """A probe as the spec sets it; `off`; or None (meshc's default for it)."""
+    if choice is None or isinstance(choice, str):
+        return choice
+    action: dict[str, Any] = {"port": choice.port}
+    if choice.handler == "httpGet":
+        action |= {"path": choice.path, "scheme": choice.scheme, "headers": dict(choice.headers) or None}
+    elif choice.handler == "grpc":
+        action["service"] = choice.grpc_service
+    elif choice.handler == "exec":
+        action = {"command": list(choice.command)}
+    return {choice.handler: action, "initialDelaySeconds": choice.initial_delay_s,
+            "periodSeconds": choice.period_s, "timeoutSeconds": choice.timeout_s,
+            "successThreshold": choice.success_threshold, "failureThreshold": choice.failure_threshold}
+
+
+def _pod(pod: ir.PodSettings) -> dict[str, Any]:
+    return {
+        "labels": dict(pod.labels) or None,
+        "annotations": dict(pod.annotations) or None,
+        "nodeSelector": dict(pod.node_selector) or None,
+        "tolerations": [{"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect,
+                         "tolerationSeconds": t.seconds} for t in pod.tolerations] or None,
+        "affinity": pod.affinity_json,
+        "topologySpreadConstraints": [{"maxSkew": t.max_skew, "topologyKey": t.topology_key,
+                                       "whenUnsatisfiable": t.when_unsatisfiable, "minDomains": t.min_domains}
+                                      for t in pod.topology_spread] or None,
+        "priorityClassName": pod.priority_class_name,
+        "imagePullSecrets": list(pod.image_pull_secrets) or None,
+        "terminationGracePeriodSeconds": pod.termination_grace_period_s,
+    }
+
+
+def _zero_trust(service: ir.Service) -> dict[str, Any]:
+    """TLS towards an external service. Who may call a service, and its mTLS mode, are the access
+    section's (meshc.review.access), not repeated here."""
+    if service.external_tls is None:
+        return {}
+    tls = service.external_tls
+    return {"tls": {"sni": tls.sni, "caBundle": tls.ca_bundle or "system", "hostRewrite": tls.host_rewrite}}
+
+
+def _security(security: ir.Security | None) -> dict[str, Any] | None:
+    if security is None:
+        return None
+    certificates = security.certificates
+    return {"mtls": security.mtls.value, "trustDomain": security.trust_domain,
+            "certificates": {"issuerRef": None if certificates.emit_issuer else
+                             {"kind": certificates.issuer_kind, "name": certificates.issuer_name},
+                             "duration": fmt(certificates.duration_ms), "renewBefore": fmt(certificates.renew_before_ms)},
+            "networkPolicies": security.network_policies, "monitoringNamespace": security.monitoring_namespace}
 
 
 # --- where a subject is written ---------------------------------------------------------------

@@ -127,6 +127,7 @@ class KubeEvents:
         self._desired: _Desired | None = None
         self._dirty: set[str] = set()
         self._streams: dict[Scope, _Stream] = {}
+        self._selector = ""             # the label selector of the streams running
         self._client: Any = None
         self._listed: set[Scope] = set()   # streams that have LISTed (or started from a plan's LIST)
         self.lists = 0                 # LISTs the streams made (a stream's first, and relists)
@@ -155,14 +156,17 @@ class KubeEvents:
         versions = self.target.take_list_versions()   # taken even when unused: never a later sync's
         self.expect(bundle)
         scopes = self._scopes()
-        for scope in [s for s in self._streams if s not in scopes]:
+        selector = mesh_selector(self._desired.mesh) if self._desired else ""
+        # A stream selects by the mesh's label: a renamed mesh needs every stream anew.
+        renamed = selector != self._selector
+        self._selector = selector
+        for scope in [s for s in self._streams if renamed or s not in scopes]:
             self._streams.pop(scope).stop()
         missing = [s for s in scopes if s not in self._streams]
         if not missing:
             return
         if self._client is None:
             self._client = self.target.streaming_client(len(scopes) + 4)
-        selector = mesh_selector(self._desired.mesh) if self._desired else ""
         for scope in missing:
             version = versions.get((scope.api_version, scope.kind, scope.namespace, selector)) if planned else None
             if version:

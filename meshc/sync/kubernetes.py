@@ -116,24 +116,34 @@ class KubernetesTarget:
     def _plan_full(self, bundle: Bundle, revision: str | None, interrupt: Interrupt | None = None) -> Plan:
         mesh = str(bundle.manifest["mesh"])
         desired = sorted(desired_objects(bundle), key=apply_sort_key)
+        wanted = {object_key(obj): obj for obj in desired}
         kinds = {str(o["kind"]): str(o["apiVersion"]) for o in desired}
         namespaces = _namespaces_of(desired)
-        live = self.live_objects(mesh, namespaces, kinds, interrupt=interrupt)
-        # This mesh's Namespaces elsewhere are a move of the mesh: pruned as a rename, not here.
-        moved = [MeshIdentity(mesh, name) for name in sorted(_namespace_names(live.values()) - namespaces)]
-        live = {key: obj for key, obj in live.items() if not _is_namespace_of(obj, moved)}
-        changes = []
-        for index, obj in enumerate(desired):
+        # Each live object is compared as its page arrives and then dropped: a full plan never
+        # holds the whole live mesh (at 1,000 services, hundreds of MiB that a watcher's heap kept).
+        found: dict[str, Change] = {}
+        undesired: dict[str, Obj] = {}     # live objects of the mesh that are no longer desired
+        live_workload = 0
+        for key, live in self._live_items(mesh, namespaces, kinds, interrupt=interrupt):
+            live_workload += live.get("kind") != "Namespace"
+            obj = wanted.get(key)
+            if obj is None:
+                undesired[key] = live
+                continue
             # comparing a large mesh takes as long as LISTing it: give way here too
-            if interrupt is not None and index and index % COMPARE_CHUNK == 0 and interrupt():
+            if interrupt is not None and len(found) % COMPARE_CHUNK == COMPARE_CHUNK - 1 and interrupt():
                 raise Interrupted(f"kubernetes: the plan was set aside while comparing {obj['kind']}")
-            changes.append(self._change(obj, live.get(object_key(obj))))
-        removed = sorted((live[key] for key in live.keys() - {object_key(o) for o in desired}),
+            found[key] = self._change(obj, live)
+        # This mesh's Namespaces elsewhere are a move of the mesh: pruned as a rename, not here.
+        moved = [MeshIdentity(mesh, name) for name in sorted(_namespace_names(undesired.values()) - namespaces)]
+        removed = sorted((obj for obj in undesired.values() if not _is_namespace_of(obj, moved)),
                          key=apply_sort_key, reverse=True)
+        changes = [found.get(key) or Change(Action.CREATE, key) for key in wanted]
+        writes = {change.key for change in changes if change.action in (Action.CREATE, Action.UPDATE)}
         changes += [Change(Action.DELETE, object_key(obj), "no longer in the spec") for obj in removed]
-        return Plan(NAME, tuple(changes), revision=revision, empties=_empties(live, removed),
+        return Plan(NAME, tuple(changes), revision=revision, empties=_empties(live_workload, removed),
                     applied_meshes=(*moved, *self._other_meshes_in(desired, mesh)),
-                    context={"mesh": mesh, "desired": {object_key(obj): obj for obj in desired}})
+                    context={"mesh": mesh, "desired": {key: wanted[key] for key in writes}})
 
     def _other_meshes_in(self, desired: list[Obj], mesh: str) -> list[MeshIdentity]:
         """Another meshc mesh whose Namespace this bundle's Namespace is (a rename of metadata.name)."""
@@ -248,9 +258,13 @@ class KubernetesTarget:
                      interrupt: Interrupt | None = None) -> dict[str, Obj]:
         """Every object carrying this mesh's labels: Namespaces cluster-wide, the rest in `namespaces`.
         `interrupt` is asked before each page of each LIST (Interrupted when it says so)."""
+        return dict(self._live_items(mesh, namespaces, kinds, interrupt=interrupt))
+
+    def _live_items(self, mesh: str, namespaces: Iterable[str], kinds: dict[str, str] | None = None, *,
+                    interrupt: Interrupt | None = None) -> Iterator[tuple[str, Obj]]:
+        """live_objects, one (key, object) at a time, a page of a LIST after another."""
         api_versions = {**API_VERSIONS, **(kinds or {})}
         selector = mesh_selector(mesh)
-        live: dict[str, Obj] = {}
         for kind in sorted(api_versions, key=kind_rank):
             if kind in OPTIONAL_KINDS and kind not in (kinds or {}) and not self._serves(api_versions[kind], kind):
                 continue   # an add-on's kind the cluster lacks (cert-manager): nothing of it to prune
@@ -259,8 +273,7 @@ class KubernetesTarget:
             for namespace in scopes:
                 for obj in self._list(resource, namespace, selector, interrupt):
                     if _is_managed(obj, mesh):   # a selector is a request; check what came back
-                        live[object_key(obj)] = obj
-        return live
+                        yield object_key(obj), obj
 
     def _change(self, desired: Obj, live: Obj | None) -> Change:
         key = object_key(desired)
@@ -706,12 +719,12 @@ def _incremental_empties(removed: list[Obj], old: list[Obj], desired_keys: set[s
     return not any(obj.get("kind") != "Namespace" for path in unchanged for obj in _file_objects(bundle, path))
 
 
-def _empties(live: dict[str, Obj], removed: list[Obj]) -> bool:
-    """Deleting a Namespace takes everything in it; deleting every live workload object empties the mesh."""
+def _empties(live_workload: int, removed: list[Obj]) -> bool:
+    """Deleting a Namespace takes everything in it; deleting every live workload object (of the
+    `live_workload` there are) empties the mesh."""
     if any(obj.get("kind") == "Namespace" for obj in removed):
         return True
-    workload = [key for key, obj in live.items() if obj.get("kind") != "Namespace"]
-    return bool(workload) and len([o for o in removed if o.get("kind") != "Namespace"]) == len(workload)
+    return bool(live_workload) and len([o for o in removed if o.get("kind") != "Namespace"]) == live_workload
 
 
 __all__ = ["APPLY_ORDER", "KubernetesTarget", "api_error", "object_key"]

@@ -217,3 +217,52 @@ def test_declaring_versions_reads_as_versions_not_as_unset_images(git_repo: GitR
     outputs = {(c["action"], c["name"]) for c in report["outputChanges"] if c["target"] == "kubernetes"}
     assert {("removed", "Deployment shop/frontend"), ("added", "Deployment shop/frontend-blue"),
             ("added", "Deployment shop/frontend-green")} <= outputs
+
+
+BOUTIQUE = (Path(__file__).resolve().parents[2] / "examples" / "boutique" / "mesh.yaml").read_text()
+
+
+def test_workload_settings_read_in_the_specs_terms(git_repo: GitRepo) -> None:
+    """Probes, scaling, volumes, security context, init containers and pod settings are the spec's
+    too: a change to one is named with its field and located, not only seen in the manifests."""
+    edits = {
+        "initialDelaySeconds: 10\n      liveness": "initialDelaySeconds: 15\n      liveness",
+        "maxReplicas: 6": "maxReplicas: 8",
+        "{name: redis-data, mountPath: /data, emptyDir: {}}": "{name: redis-data, mountPath: /var/data, emptyDir: {}}",
+        "pod: {terminationGracePeriodSeconds: 5}": "pod: {terminationGracePeriodSeconds: 30}",
+        "securityContext: *user\n    resources: {requests: {cpu: 300m":
+            "securityContext: {runAsUser: 1001}\n    resources: {requests: {cpu: 300m",
+        "cpu: 10m, memory: 16Mi": "cpu: 20m, memory: 16Mi",
+        'env: {USERS: "10", RATE: "1"}': 'env: {USERS: "10", RATE: "1", TOKEN: {secretKeyRef: {name: load, key: token}}}',
+    }
+    changed = BOUTIQUE
+    for old, new in edits.items():
+        assert changed.count(old) == 1, old
+        changed = changed.replace(old, new)
+    a = git_repo.commit_file("mesh.yaml", BOUTIQUE, "boutique")
+    b = git_repo.commit_file("mesh.yaml", changed, "workloads")
+    code, report = diff_json(git_repo, a, b)
+    assert code == EXIT_CHANGED
+    found = {(c["subject"], c["field"]): (c["old"], c["new"], c["newPosition"]) for c in report["specChanges"]}
+    expected = {
+        ("service frontend", "probes.readiness.initialDelaySeconds"): (10, 15, "initialDelaySeconds: 15"),
+        ("service frontend", "autoscaling.maxReplicas"): (6, 8, "maxReplicas: 8"),
+        ("service redis-cart", "volumes.redis-data.mountPath"): ("/data", "/var/data", "mountPath: /var/data"),
+        ("service loadgenerator", "pod.terminationGracePeriodSeconds"): (5, 30, "terminationGracePeriodSeconds: 30"),
+        ("service loadgenerator", "securityContext.runAsUser"): (1000, 1001, "runAsUser: 1001"),
+        ("service loadgenerator", "initContainers.frontend-check.resources.requests.cpu"):
+            ("10m", "20m", "cpu: 20m"),
+        ("service loadgenerator", "env.TOKEN"): (None, "secretKeyRef load/token", "TOKEN: {secretKeyRef"),
+    }
+    for key, (old, new, written) in expected.items():
+        assert key in found, (key, sorted(found))
+        was, now, position = found[key]
+        assert (was, now) == (old, new)
+        line = changed.splitlines()[position["line"] - 1]
+        # located at the changed key in the new revision
+        assert written in line, (key, line)
+    # the loadgenerator no longer shares *user: group and fsGroup fall back to their defaults
+    assert found[("service loadgenerator", "securityContext.runAsGroup")][:2] == (1000, 65532)
+    assert found[("service loadgenerator", "securityContext.fsGroup")][:2] == (1000, None)
+    assert set(found) - set(expected) == {("service loadgenerator", "securityContext.runAsGroup"),
+                                          ("service loadgenerator", "securityContext.fsGroup")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
+from meshc.emit.naming import MESH_LABEL
 from meshc.sync.kubernetes import KubernetesTarget
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.k8sapi.routes import READ_METHODS
@@ -122,3 +123,29 @@ def test_after_a_commit_adds_a_service_its_objects_are_watched_too(
         drift = watcher.wait("drift", commit=change)
     assert [(c["action"], c["key"]) for c in drift["changes"]] == [("create", f"v1 ConfigMap {NAMESPACE}/svc-03-envoy")]
     assert kube_api.store_get("configmaps", "svc-03-envoy", NAMESPACE) is not None
+
+
+def test_after_the_mesh_is_renamed_its_objects_are_watched_under_the_new_name(
+        mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    """The streams select objects by the mesh's label: a renamed mesh (allowed, in the same
+    namespace) must be streamed under its new name, or a hand edit of its objects goes unseen."""
+    renamed = mesh_spec(3).replace("metadata:\n  name: demo\nspec:\n",
+                                   f"metadata:\n  name: shop\nspec:\n  namespace: {NAMESPACE}\n")
+    assert "name: shop" in renamed
+    with watching(mesh_repo.path, [kube_target], drift_interval=NO_FULL_CHECK, allow_mesh_rename=True,
+                  prune_limit=100) as watcher:
+        watcher.wait("applied", commit=mesh_repo.head_sha)
+        watcher.wait_streaming()
+        rename = mesh_repo.commit_file(SPEC_PATH, renamed, "Rename the mesh")
+        watcher.wait("applied", commit=rename)
+        watcher.wait_streaming()
+        assert kube_api.store_get("deployments", "svc-01", NAMESPACE)["metadata"]["labels"][MESH_LABEL] == "shop"
+        kube_api.reset_log()
+        client.AppsV1Api(kube_api.api_client()).patch_namespaced_deployment(
+            "svc-01", NAMESPACE, {"spec": {"replicas": 7}})
+        drift = watcher.wait("drift", commit=rename)
+        lists = _full_lists(kube_api)
+    assert [(c["action"], c["key"]) for c in drift["changes"]] == [
+        ("update", f"apps/v1 Deployment {NAMESPACE}/svc-01")]
+    assert _replicas(kube_api, "svc-01") == 1
+    assert lists == [], "corrected from the event, not by a full plan"
