@@ -198,22 +198,20 @@ def _checked(source: SpecSource, loaded: Loaded, on_resolved: ResolvedHook | Non
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
 
-def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1,
-               only: Collection[str] | None = None, mesh_files: bool = True) -> Iterator[tuple[str, bytes]]:
+def iter_files(mesh: ir.Mesh, options: BuildOptions, only: Collection[str] | None = None,
+               mesh_files: bool = True) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
     its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
-    whole mesh.
+    whole mesh (build_units has the same files in units that processes share).
 
-    shard/shards split the work between processes: this shard's share of the services (every
-    shards-th, from the shard-th), and the whole-mesh files in shard 0. `only`: the files of
-    these services alone (gateways and whole-mesh files still all), for an incremental build;
-    without `mesh_files`, the services' files alone."""
+    `only`: the files of these services alone (gateways and whole-mesh files still all), for an
+    incremental build; without `mesh_files`, the services' files alone."""
     sidecar = _sidecar_files(mesh, options)
     services = mesh.deployed_services if only is None else tuple(s for s in mesh.deployed_services if s.name in only)
-    for service in services[shard::shards]:
+    for service in services:
         yield from sidecar(service)
-    if shard == 0 and mesh_files:
+    if mesh_files:
         yield from _mesh_files(mesh, options)
 
 

@@ -161,7 +161,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
                         gateway_tls_dir=getattr(args, "gateway_tls_dir", GATEWAY_TLS_DIR))
 
 
-def check_from_args(args: argparse.Namespace, *, always: bool = False, on_resolved: ResolvedHook | None = None) -> Checked:
+def check_from_args(args: argparse.Namespace, *, always: bool = False,
+                    on_resolved: ResolvedHook | None = None) -> Checked:
     """Check SPEC (or --repo/--rev), printing its diagnostics. A --envoy-host naming no deployed
     service or version is a usage error. `on_resolved`: see pipeline.ResolvedHook."""
     return reported(checked_source(read_source(args), args, on_resolved), args, always=always)
