@@ -264,6 +264,19 @@ def test_a_spec_failing_its_last_checks_stops_the_workers_started_early(tmp_path
     assert leftovers(tmp_path, out) == []
 
 
+def test_an_out_that_cannot_be_replaced_starts_no_worker_and_is_reported_after_the_check(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(gen_mesh.generate(2 * pipeline.SERVICES_PER_SHARD + 20, seed=3))
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("not a build\n")
+    before = snapshot(out)
+    result = meshc("build", str(spec), "-o", str(out), "--jobs", "2")
+    assert result.returncode == 2
+    assert "does not hold a previous meshc build; refusing to replace it" in result.stderr
+    assert snapshot(out) == before and leftovers(tmp_path, out) == []
+
+
 def _processes_reading(spec: Path) -> list[int]:
     """Processes whose command line names this spec: meshc and any build worker it forked."""
     found = []
