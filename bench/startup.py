@@ -4,7 +4,8 @@ parses the same file with libyaml (`python -c "import yaml; yaml.load(..., CSafe
 Runs alternate (floor, meshc, floor, meshc, ...), so both see the same machine; the figure is the
 median of the paired ratios (each meshc run over the floor run just before it), reported for wall
 time and for CPU time (user + system: on a shared machine the steadier of the two). The target
-(issue: fast start-up) is a validate under 0.1 s.
+(issue: fast start-up) is a validate under 0.1 s, set when the floor took 0.036 s: 2.78x the floor,
+the form of it that holds on a slower or busier machine (both are checked).
 
 Both run with their bytecode cached, as from an installed meshc (pip compiles it at install): the
 scratch directory holds the .pyc files (PYTHONPYCACHEPREFIX), also where PYTHONDONTWRITEBYTECODE
@@ -61,6 +62,10 @@ spec:
     healthCheck: {path: /healthz}
 """
 TARGET_SECONDS = 0.1
+# The target as a ratio: 0.1 s over the floor's 0.036 s on the quiet machine the target was set on.
+# On a busier (slower) machine the ratio is the figure that still compares like with like.
+QUIET_FLOOR_SECONDS = 0.036
+TARGET_RATIO = TARGET_SECONDS / QUIET_FLOOR_SECONDS
 TMPFS = Path("/dev/shm")
 
 
@@ -172,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.build is None:
         met = result["meshc_cpu_median"] <= TARGET_SECONDS
         print(f"{'PASS' if met else 'FAIL'}  validate under {TARGET_SECONDS} s (cpu median)")
+        met = result["cpu_ratio"] <= TARGET_RATIO
+        print(f"{'PASS' if met else 'FAIL'}  validate under {TARGET_RATIO:.2f}x the floor (paired cpu ratio; "
+              f"{TARGET_SECONDS} s over a {QUIET_FLOOR_SECONDS} s floor)")
     return 0
 
 

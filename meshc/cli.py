@@ -83,15 +83,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, light_models: bool = False) -> int:
+    """Run one verb. `light_models`: a `validate` or `build` may declare the spec's models without
+    pydantic when its compiled validator is in the cache (meshc.validate.light); only for a process
+    that ends with the command, as the models stay so declared in it."""
     argv = sys.argv[1:] if argv is None else argv
     # Importing a verb's modules defines a hundred-odd dataclasses (meshc's IR, pydantic's
     # internals...): their generated methods' code comes from the cache, compiled once (meshc.cache).
     with cache.generated_code_cached():
-        return _main(argv)
+        return _main(argv, light_models)
 
 
-def _main(argv: Sequence[str]) -> int:
+def _main(argv: Sequence[str], light_models: bool) -> int:
     from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports
     from meshc.diagnostics import MeshcError
     from meshc.report import emit_diagnostics
@@ -104,6 +107,10 @@ def _main(argv: Sequence[str]) -> int:
     try:
         if args.command in _COMPILING_VERBS:
             with long_lived_imports():
+                if light_models:
+                    from meshc.validate.compiled import load_light
+
+                    load_light()
                 importlib.import_module("meshc.pipeline")
         return int(args.run(args))
     except MeshcError as exc:
@@ -125,7 +132,7 @@ def _main(argv: Sequence[str]) -> int:
 
 def run() -> NoReturn:
     """The `meshc` command: main(), then exit."""
-    code = main()
+    code = main(light_models=True)
     # The process ends now. Freezing what is left keeps the interpreter's teardown from running
     # full garbage collections over it (16 ms of the 25 ms exit after a 1,000-service build);
     # everything else, atexit handlers and flushing included, still happens.

@@ -117,7 +117,7 @@ def _volume(volume: spec.Volume, where: Span) -> ir.Volume:
         claim = volume.persistent_volume_claim
         return ir.Volume(volume.name, volume.mount_path, read_only or bool(claim.read_only), "persistentVolumeClaim",
                          claim.claim_name, (), None, None, None, where)
-    empty = volume.empty_dir or spec.EmptyDirSource()
+    empty = volume.empty_dir or spec.EmptyDirSource.model_construct()
     return ir.Volume(volume.name, volume.mount_path, read_only, "emptyDir", None, (), None, empty.size_limit,
                      empty.medium, where)
 

@@ -14,40 +14,50 @@ no file and generates the schema again, as pydantic always did, then writes the 
 A file that cannot be read, unpickled or compiled is replaced; a directory that cannot be written
 costs only the time. `MESHC_CACHE_DIR` moves the cache (default: `$XDG_CACHE_HOME/meshc`, else
 `~/.cache/meshc`); a file is read only when it is the user's own and writable by no one else.
+
+The file also holds each model's field aliases, as pydantic made them: with those, a process that
+finds the file before it imports the models (`meshc validate`, `meshc build`: load_light) declares
+them without pydantic (meshc.validate.light). The key is therefore computed from files alone,
+without importing the models or pydantic.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import os
 import pickle
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pydantic
-import pydantic_core
-from pydantic import BaseModel
-from pydantic_core import SchemaValidator
-
+import meshc
 from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
+from meshc.validate import light
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _PREFIX = "validator-"
 _SUFFIX = ".pickle"
 # A bump forces every cache to be regenerated when the file's layout changes.
-_FORMAT = "1"
+_FORMAT = "2"
 KEPT = 8
 _MESHC_IMPORT = re.compile(r"^\s*(?:from|import)\s+(meshc(?:\.\w+)*)", re.MULTILINE)
+MODELS = "meshc.validate.models"
+ROOT_MODEL = "Mesh"
 
 
 def install(model: type[BaseModel]) -> None:
     """Give model (declared with `defer_build`) its compiled validator: from the cache when it holds
-    one for these sources, else built by pydantic and cached. Does nothing to a model that has one."""
-    if model.__pydantic_complete__ or type(model.__pydantic_validator__) is SchemaValidator:
+    one for these sources, else built by pydantic and cached. Does nothing to a model that has one
+    (a light model always has: load_light installed it)."""
+    if model.__pydantic_complete__ or type(model.__pydantic_validator__) is light.SchemaValidator:
         return
-    path = cache_dir() / f"{_PREFIX}{cache_key(model)}{_SUFFIX}"
-    validator = _load(path)
+    path = validator_path(model.__module__, model.__qualname__)
+    validator = _load(path, model)
     if validator is not None:
         model.__pydantic_validator__ = validator
         return
@@ -55,15 +65,54 @@ def install(model: type[BaseModel]) -> None:
     _store(path, model)
 
 
-def cache_key(model: type[BaseModel]) -> str:
-    """A digest of everything the model's core schema is generated from."""
+def load_light() -> bool:
+    """Before anything imports the models: when the cache holds the compiled validator of these
+    sources, declare the models light (meshc.validate.light) and install Mesh's validator. False,
+    the models not imported, when there is no such file or it cannot be used: they are then
+    declared with pydantic when imported, and install() writes the file again."""
+    if MODELS in sys.modules:
+        return False
+    try:
+        with validator_path(MODELS, ROOT_MODEL).open("rb") as file:
+            if not trusted(os.fstat(file.fileno())):
+                return False
+            light.activate(_read_aliases(file))
+            schema, config = pickle.load(file)      # imports the models, light
+        validator = light.SchemaValidator(schema, config)
+        models = sys.modules[MODELS]
+        if set(field_aliases(models)) != set(light.aliases()):
+            raise LookupError("the file's aliases are not of these models")
+        getattr(models, ROOT_MODEL).__pydantic_validator__ = validator
+        return True
+    except Exception:  # noqa: BLE001 - missing, damaged, of another build: the models stay pydantic's
+        light.deactivate()
+        sys.modules.pop(MODELS, None)
+        return False
+
+
+def validator_path(module_name: str, qualname: str) -> Path:
+    return cache_dir() / f"{_PREFIX}{cache_key(module_name, qualname)}{_SUFFIX}"
+
+
+@functools.cache
+def cache_key(module_name: str, qualname: str) -> str:
+    """A digest of everything the model's core schema is generated from: the sources (read, not
+    imported) and the Python, pydantic and pydantic-core versions. Once a process: the models it
+    imported are of the sources it first read (load_light, then install on a miss)."""
     digest = hashlib.sha256()
-    for part in (_FORMAT, sys.version, pydantic.VERSION, pydantic_core.__version__, model.__module__,
-                 model.__qualname__):
+    for part in (_FORMAT, sys.version, light.core_version(), module_name, qualname):
         digest.update(part.encode() + b"\0")
-    for source in schema_sources(model.__module__):
+    for source in [_pydantic_version_file(), *schema_sources(module_name)]:
         digest.update(source.encode() + b"\0" + Path(source).read_bytes() + b"\0")
     return digest.hexdigest()[:40]
+
+
+def _pydantic_version_file() -> str:
+    """pydantic's `version.py` (its VERSION), found without importing pydantic."""
+    spec = importlib.util.find_spec("pydantic")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("pydantic")
+    return str(Path(spec.origin).with_name("version.py"))
 
 
 def schema_sources(module_name: str) -> list[str]:
@@ -72,8 +121,7 @@ def schema_sources(module_name: str) -> list[str]:
     pending = [module_name]
     while pending:
         name = pending.pop()
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None)
+        path = _source_file(name)
         if name in seen or path is None:
             continue
         seen[name] = path
@@ -81,29 +129,62 @@ def schema_sources(module_name: str) -> list[str]:
     return sorted(seen.values())
 
 
-def _load(path: Path) -> SchemaValidator | None:
+def _source_file(module_name: str) -> str | None:
+    """The file of a module, found without importing it: a meshc module's in meshc's package
+    directory, another's by the import system (which imports its parent packages only)."""
+    if module_name != "meshc" and not module_name.startswith("meshc."):
+        spec = importlib.util.find_spec(module_name)
+        return spec.origin if spec is not None and spec.has_location else None
+    base = Path(meshc.__file__).parent.joinpath(*module_name.split(".")[1:])
+    for path in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _read_aliases(file: BinaryIO) -> dict[str, dict[str, str]]:
+    aliases = pickle.load(file)    # plain strings only: names no class, imports nothing
+    if not isinstance(aliases, dict):
+        raise TypeError("no alias table")
+    return aliases
+
+
+def _load(path: Path, model: type[BaseModel]) -> light.SchemaValidator | None:
     try:
         with path.open("rb") as file:
             if not trusted(os.fstat(file.fileno())):   # unpickling runs code the file names
                 return None
+            if _read_aliases(file) != field_aliases(sys.modules[model.__module__]):
+                return None         # what light models would read must be pydantic's aliases
             schema, config = pickle.load(file)
-        return SchemaValidator(schema, config)
+        return light.SchemaValidator(schema, config)
     except Exception:  # noqa: BLE001 - missing, truncated, from another build: generate it again
         return None
 
 
 def _store(path: Path, model: type[BaseModel]) -> None:
-    """Write the model's core schema and config, atomically, and forget the oldest files."""
+    """Write the models' aliases, then the model's core schema and config, atomically; forget the
+    oldest files."""
     try:
+        aliases = pickle.dumps(field_aliases(sys.modules[model.__module__]), protocol=pickle.HIGHEST_PROTOCOL)
         data = pickle.dumps((without_metadata(model.__pydantic_core_schema__), _core_config(model)),
                             protocol=pickle.HIGHEST_PROTOCOL)
-        write_atomic(path, data)
+        write_atomic(path, aliases + data)
         # several meshc versions (checkouts, a pinned pre-commit hook) may share the directory,
         # and must not evict each other at every run
         keep_newest(path.parent, f"{_PREFIX}*{_SUFFIX}", KEPT)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         # A read-only home, a full disk: validation goes on, the next run generates it again.
         return
+
+
+def field_aliases(module: Any) -> dict[str, dict[str, str]]:
+    """Every model class of the spec's models module (declared with pydantic or light): its fields'
+    names in the spec (`spec_names`), by field, in declaration order."""
+    base = module.BaseModel
+    models: list[Any] = [cls for cls in vars(module).values()
+                         if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__]
+    return {f"{cls.__module__}.{cls.__qualname__}": module.spec_names(cls) for cls in models}
 
 
 def _core_config(model: type[BaseModel]) -> Any:

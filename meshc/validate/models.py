@@ -13,29 +13,53 @@ import os
 import re
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 # pydantic looks for plugins by scanning the metadata of every installed distribution when the
 # first model is built (tens of ms in a large environment, on every `meshc validate`); meshc uses
 # none, and a plugin someone installed for another program has no business in its validation.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from pydantic import (
-    AfterValidator,
-    Discriminator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
-    StrictBool,
-    StrictInt,
-    Tag,
-    WithJsonSchema,
-)
-from pydantic.alias_generators import to_camel
-from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+from meshc.validate import light
+
+# Declared with pydantic, unless this process is a `meshc validate` or `meshc build` whose compiled
+# validator is in the cache: then with light stand-ins of the same names (meshc.validate.light).
+if TYPE_CHECKING or not light.active():
+    from pydantic import (
+        AfterValidator,
+        Discriminator,
+        BaseModel,
+        BeforeValidator,
+        ConfigDict,
+        Field,
+        GetCoreSchemaHandler,
+        GetJsonSchemaHandler,
+        StrictBool,
+        StrictInt,
+        Tag,
+        WithJsonSchema,
+    )
+    from pydantic.alias_generators import to_camel
+    from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+else:
+    from meshc.validate.light import (
+        AfterValidator,
+        BaseModel,
+        BeforeValidator,
+        ConfigDict,
+        CoreSchema,
+        Discriminator,
+        Field,
+        GetCoreSchemaHandler,
+        GetJsonSchemaHandler,
+        PydanticCustomError,
+        StrictBool,
+        StrictInt,
+        Tag,
+        WithJsonSchema,
+        core_schema,
+        to_camel,
+    )
 
 from meshc.defaults import PROXY_DRAIN_MS, SIDECAR_IMAGE
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
@@ -839,6 +863,14 @@ class Security(Model):
     certificates: Certificates = Field(default_factory=_default_certificates)
     network_policies: StrictBool = True
     monitoring_namespace: Name | None = None
+
+
+def spec_names(model: type[Model]) -> dict[str, str]:
+    """Each field's name in the spec (its alias), by field name. pydantic applies the alias
+    generator to a field whose type it has not resolved yet (a quoted class declared further down)
+    only when the model is built, and with the compiled validator (meshc.validate.compiled) most
+    models never are: such a field is given the alias the build would give it."""
+    return {name: info.alias or to_camel(name) for name, info in model.model_fields.items()}
 
 
 def json_schema() -> dict[str, Any]:

@@ -18,7 +18,6 @@ from meshc import object_names
 from meshc import defaults as builtin
 from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
-from pydantic.alias_generators import to_camel
 
 from meshc.validate.models import (
     DisruptionBudget,
@@ -28,6 +27,7 @@ from meshc.validate.models import (
     LoadBalancer,
     Mesh,
     Mirror,
+    Model,
     PathMatch,
     Probe,
     Resources,
@@ -36,6 +36,7 @@ from meshc.validate.models import (
     RouteMatch,
     Service,
     StringMatch,
+    spec_names,
 )
 from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
 from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_pod_key
@@ -938,12 +939,17 @@ def route_weights(ctx: Context) -> Iterator[Diagnostic]:
                         ctx.key(*path, "versions"), path + ("versions",), hint="weights are percentages of requests")
 
 
-def _exactly_one(ctx: Context, where: Path, model: object, fields: tuple[str, ...], what: str) -> Iterator[Diagnostic]:
+def _exactly_one(ctx: Context, where: Path, model: Model, fields: tuple[str, ...], what: str) -> Iterator[Diagnostic]:
     given = [f for f in fields if getattr(model, f) is not None]
     if len(given) != 1:
-        names = [to_camel(f) for f in fields]
-        found = f"got {', '.join(to_camel(f) for f in given)}" if given else "got none"
+        names = [_alias(model, f) for f in fields]
+        found = f"got {', '.join(_alias(model, f) for f in given)}" if given else "got none"
         yield error("E603", f"{what} takes exactly one of {', '.join(names)} ({found})", ctx.at(*where), where)
+
+
+def _alias(model: Model, field: str) -> str:
+    """A field's name in the spec."""
+    return spec_names(type(model))[field]
 
 
 _STRING_MATCH = ("exact", "prefix", "suffix", "regex", "present", "absent")
@@ -1338,7 +1344,7 @@ def match_covers(earlier: RouteMatch | None, later: RouteMatch | None) -> bool:
     """True when every request `later` matches is matched by `earlier` too."""
     if earlier is None:
         return True
-    later = later or RouteMatch()
+    later = later or RouteMatch.model_construct()
     if earlier.callers is not None and (later.callers is None or not set(later.callers) <= set(earlier.callers)):
         return False
     if earlier.methods is not None and (later.methods is None or not set(later.methods) <= set(earlier.methods)):

@@ -9,12 +9,11 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from meshc.diagnostics import MAX_LISTED_PER_CODE, Diagnostic, Path, error, listed_per_code
 from meshc.load import Positions
 from meshc.validate import compiled
-from meshc.validate.models import API_VERSION, KIND, UNION_TAGS, Mesh
+from meshc.validate.light import ValidationError
+from meshc.validate.models import API_VERSION, KIND, UNION_TAGS, Mesh, Model, spec_names
 
 _TYPE_WORDS = {
     "int": "an integer", "string": "a string", "bool": "true or false", "float": "a number",
@@ -184,7 +183,7 @@ def _did_you_mean(name: str, parent: Path) -> str | None:
     model = _model_at(parent)
     if model is None:
         return None
-    fields = [info.alias or field for field, info in model.model_fields.items()]
+    fields = list(spec_names(model).values())
     import difflib   # only a misspelt name needs it: not imported by every validate
 
     close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
@@ -194,18 +193,18 @@ def _did_you_mean(name: str, parent: Path) -> str | None:
     return close[0]
 
 
-def _one_level_down(name: str, model: type[BaseModel]) -> str | None:
+def _one_level_down(name: str, model: type[Model]) -> str | None:
     """`match.host` for a `host` written beside `match` instead of inside it: the one field of
     this mapping whose own mapping has a field of that name."""
     found = []
     for field, annotation in _field_types(model).items():
         inner = _unwrap(annotation)
-        if isinstance(inner, type) and issubclass(inner, BaseModel) and name in _field_types(inner):
+        if isinstance(inner, type) and issubclass(inner, Model) and name in _field_types(inner):
             found.append(f"{field}.{name}")
     return found[0] if len(found) == 1 else None
 
 
-def _field_types(model: type[BaseModel]) -> dict[str, Any]:
+def _field_types(model: type[Model]) -> dict[str, Any]:
     """A model's fields by their name in the spec (alias) with their types, including those
     declared before their class is (which pydantic keeps as forward references until a rebuild:
     the validator comes from meshc.validate.compiled, so there is none)."""
@@ -213,24 +212,24 @@ def _field_types(model: type[BaseModel]) -> dict[str, Any]:
         hints = typing.get_type_hints(model)
     except (NameError, TypeError):
         hints = {}
-    return {info.alias or name: hints.get(name, info.annotation) for name, info in model.model_fields.items()}
+    return {alias: hints.get(name, model.model_fields[name].annotation) for name, alias in spec_names(model).items()}
 
 
-def _model_at(path: Path) -> type[BaseModel] | None:
+def _model_at(path: Path) -> type[Model] | None:
     """The model class that describes the mapping at path (for spelling hints)."""
     current: Any = Mesh
     for part in path:
         current = _unwrap(current)
         if isinstance(part, int):
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        if not (isinstance(current, type) and issubclass(current, Model)):
             return None
         types = _field_types(current)
         if part not in types:
             return None
         current = types[part]
     current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    return current if isinstance(current, type) and issubclass(current, Model) else None
 
 
 def _unwrap(annotation: Any) -> Any:

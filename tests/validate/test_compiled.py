@@ -68,7 +68,9 @@ def test_a_damaged_cache_file_is_replaced(tmp_path: Path) -> None:
     again = validate(cache, spec)
     assert good.returncode == 0
     assert (again.returncode, again.stdout) == (good.returncode, good.stdout)
-    schema, config = pickle.loads(path.read_bytes())
+    with path.open("rb") as file:
+        aliases, (schema, config) = pickle.load(file), pickle.load(file)
+    assert aliases["meshc.validate.models.Service"]["health_check"] == "healthCheck"
     assert schema["type"] == "definitions" and config["title"] == "Mesh"
     assert not validator_was_generated(cache)
 
@@ -144,7 +146,7 @@ def test_the_key_changes_with_the_source_of_the_models(tmp_path: Path) -> None:
             port: int
         """))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from keyed_models import Spec\n"
-            "from meshc.validate import compiled; print(compiled.cache_key(Spec))")
+            "from meshc.validate import compiled; print(compiled.cache_key(Spec.__module__, Spec.__qualname__))")
 
     def key() -> str:
         return subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,

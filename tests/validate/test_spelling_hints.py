@@ -50,3 +50,17 @@ def test_gateway_fields_get_spelling_hints(wrong: str, right: str, hint: str) ->
 def test_no_hint_for_a_name_nothing_resembles() -> None:
     messages = e101(HEAD.replace("    port: 8080\n", "    port: 8080\n    zzqx: 1\n"))
     assert messages == ["unknown field 'zzqx' in spec.services[0]"]
+
+
+@pytest.mark.parametrize(("added", "message"), [
+    ("    circuitBreaker: {retryBudgt: {percent: 20}}\n",
+     "unknown field 'retryBudgt' in spec.services[0].circuitBreaker; did you mean 'retryBudget'?"),
+    ("    rateLimit: {requets: 10}\n",
+     "unknown field 'requets' in spec.services[0].rateLimit; did you mean 'requests'?"),
+    ("    extraCallers: [{namespace: a, serviceAcount: b}]\n",
+     "unknown field 'serviceAcount' in spec.services[0].extraCallers[0]; did you mean 'serviceAccount'?"),
+])
+def test_fields_of_models_declared_further_down_are_named_as_in_the_spec(added: str, message: str) -> None:
+    """A field whose type is a model declared further down (`retryBudget`, `rateLimit`,
+    `extraCallers`) is suggested, and reached, by its name in the spec, not its Python name."""
+    assert e101(HEAD + added) == [message]
