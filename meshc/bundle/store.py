@@ -120,10 +120,17 @@ class StagedOutput:
     def __enter__(self) -> Self:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(self.target)
-        with interrupts_deferred():  # a Ctrl-C must not fall between creating and recording it
-            self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(self.target, "new"), dir=self.target.parent))
-        self._root = str(self._staging)
-        return self
+        try:
+            with interrupts_deferred():  # a Ctrl-C must not fall between creating and recording it
+                self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(self.target, "new"),
+                                                      dir=self.target.parent))
+            self._root = str(self._staging)
+            return self
+        except BaseException:
+            # A Ctrl-C held back above is raised once the block ends, still inside __enter__,
+            # where no __exit__ follows: remove what was made here.
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         if not self._committed and self._staging is not None:

@@ -315,3 +315,24 @@ def test_ctrl_c_while_workers_write_leaves_out_as_it_was_and_no_process_behind(t
         pytest.skip("the signal came only once the new output was in place")
     assert build.returncode == 130 and "interrupted" in stderr, stderr
     assert snapshot(out) == before
+
+
+def test_ctrl_c_held_back_while_the_staging_directory_is_made_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ctrl-C that arrives while the staging directory is created is raised once it is
+    recorded, still inside StagedOutput.__enter__ (no __exit__ follows): the directory goes too."""
+    import tempfile
+
+    made = tempfile.mkdtemp
+
+    def mkdtemp_then_ctrl_c(*args: object, **kwargs: object) -> str:
+        path = made(*args, **kwargs)  # type: ignore[call-overload]
+        os.kill(os.getpid(), signal.SIGINT)        # held back until the block ends
+        return str(path)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with StagedOutput(out):
+            pytest.fail("the with block must not be entered")
+    assert sorted(tmp_path.iterdir()) == []
