@@ -8,6 +8,8 @@ real CLI entry point. Numbers are for one run in this process, imports already d
     python -m bench.profile_build 10000 --top 40 --sort cumulative
     python -m bench.profile_build 1000 --pyinstrument   # a call tree (needs pyinstrument)
     python -m bench.profile_build 1000 --workdir /tmp   # write to the disk instead of /dev/shm
+    python -m bench.profile_build 1000 --timeline 7     # when each stage ends in a real build, parent and worker
+    python -m bench.profile_build 1000 --timeline 7 --tree /tmp/meshc-before    # the same for another checkout
 
 Outputs are written to a tmpfs (/dev/shm) when the machine has one, so that the write stages show
 meshc's own work rather than the disk's mood; --workdir chooses another place.
@@ -120,6 +122,95 @@ def pyinstrument_cli(spec: Path, out: Path) -> str:
     return text
 
 
+# --- a real build's timeline ---------------------------------------------------------------------
+
+# Run in a fresh interpreter: `meshc build` as the command runs it (meshc.cli.run), with the
+# pipeline's stage functions wrapped to note when each starts and ends, in the parent and in the
+# build workers (they report when they leave). Times are seconds since T0, taken by the runner
+# just before it started the interpreter, so Python's own start is included.
+_TIMELINE_CHILD = r"""
+import os, sys, time
+T0 = float(os.environ["MESHC_TIMELINE_T0"])
+marks = []
+def mark(name):
+    marks.append((name, os.getpid(), time.time() - T0, time.process_time()))
+def dump(who):
+    sys.stderr.write("".join(f"@@ {who}|{n}|{t:.6f}|{c:.6f}\n" for n, pid, t, c in marks if pid == os.getpid()))
+mark("interpreter started")
+import meshc.pipeline as p
+from meshc.bundle import shards
+mark("imports done")
+def wrap(owner, name, label):
+    real = getattr(owner, name, None) if owner is not None else None
+    if real is None:     # another version of meshc (MESHC_TIMELINE_TREE) may lack it
+        return
+    def wrapped(*args, **kwargs):
+        mark(label + " start")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            mark(label + " end")
+    setattr(owner, name, wrapped)
+for owner, name, label in [(p, "load_yaml", "load"), (p, "check_structure", "structure"),
+                           (p, "check_semantics", "semantics"), (p, "resolve", "resolve"),
+                           (p, "analyze", "analyze"), (p, "check_sizes", "size checks"), (p, "check", "check"),
+                           (p, "write_build", "write_build"), (shards, "_take", "units"),
+                           (shards, "_write_shard", "units"),
+                           (getattr(shards, "Crew", None), "fork", "workers forked"),
+                           (getattr(shards, "_Worker", None), "start", "worker forked"),
+                           (p, "_write_units", "manifest and commit")]:
+    wrap(owner, name, label)
+real_exit = os._exit
+def worker_exit(code):
+    mark("exit")
+    dump("worker")
+    real_exit(code)
+os._exit = worker_exit
+import atexit
+atexit.register(lambda: (mark("exit"), dump("parent")))
+import meshc.cli
+sys.argv = ["meshc", *sys.argv[1:]]
+meshc.cli.run()
+"""
+
+
+def timeline(spec: Path, out: Path, runs: int, tree: Path | None = None) -> str:
+    """Medians over `runs` builds of when each stage starts and ends (ms since the interpreter was
+    started), with the CPU time of that process so far; the runner's own wall time last. `tree`:
+    another meshc checkout to run instead of this one (stages it lacks are left out)."""
+    import statistics
+    import subprocess
+
+    from bench.run_build import meshc_env
+
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(runs):
+        shutil.rmtree(out, ignore_errors=True)
+        env = meshc_env() if tree is None else meshc_env(tree)
+        env["MESHC_TIMELINE_T0"] = repr(time.time())
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _TIMELINE_CHILD, "build", str(spec), "-o", str(out)], env=env,
+                              capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"meshc build failed:\n{done.stderr}")
+        seen: dict[str, int] = {}
+        for line in done.stderr.splitlines():
+            if line.startswith("@@ "):
+                who, name, at, cpu = line[3:].split("|")
+                key = f"{who}: {name}"
+                seen[key] = seen.get(key, 0) + 1
+                key += f" ({seen[key]})" if seen[key] > 1 else ""
+                rows.setdefault(key, []).append((float(at), float(cpu)))
+        rows.setdefault("(runner) process ended", []).append((wall, float("nan")))
+    lines = [f"{'':<44} {'ms':>7} {'CPU ms':>7}   (medians of {runs} builds)"]
+    for key, values in sorted(rows.items(), key=lambda kv: statistics.median(v[0] for v in kv[1])):
+        at_ms = statistics.median(v[0] for v in values) * 1000
+        cpu_ms = statistics.median(v[1] for v in values) * 1000
+        lines.append(f"{key:<44} {at_ms:7.0f} {cpu_ms:7.0f}" if cpu_ms == cpu_ms else f"{key:<44} {at_ms:7.0f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="time meshc build per stage and profile it")
     parser.add_argument("services", type=int, help="N, the size of the generated mesh")
@@ -128,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--pyinstrument", action="store_true", help="print a pyinstrument call tree too")
     parser.add_argument("--no-cprofile", action="store_true")
+    parser.add_argument("--timeline", type=int, default=0, metavar="RUNS",
+                        help="instead: when each stage of a real `meshc build` ends, parent and workers (medians)")
+    parser.add_argument("--tree", type=Path, default=None, metavar="DIR",
+                        help="with --timeline: time another meshc checkout's build (PYTHONPATH=DIR)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the spec and outputs go (default: /dev/shm when it exists, else the temp dir)")
     args = parser.parse_args(argv)
@@ -139,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = work / f"mesh-{args.services}.yaml"
         spec.write_text(gen_mesh.generate(args.services, args.seed), encoding="utf-8")
+        if args.timeline:
+            print(timeline(spec, work / "timeline", args.timeline, args.tree))
+            return 0
         table = stage_times(spec, work / "stages")
         stages, builds = table[:-2], table[-2:]
         total = sum(seconds for _, seconds, _ in stages)

@@ -19,6 +19,12 @@ memory speed, so the tmpfs ratio is the one that measures meshc's own work.
     python -m bench.run_build --sizes 1000 --meshc-jobs 1    # meshc in one process
     python -m bench.run_build --sizes 10 --report-only       # exit 0 whenever it ran, targets met or not
     python -m bench.run_build --sizes 1000 --no-tmpfs        # the disk only
+    python -m bench.run_build --sizes 1000 --no-validate --baseline /tmp/meshc-before   # against another tree
+
+--baseline DIR also builds with another checkout's meshc (PYTHONPATH=DIR) in the tmpfs alternation
+(this tree, floor, the baseline; the next round the baseline first), and reports the median of
+this tree's build over the baseline's next to it, in wall and in CPU time: a change against the
+tree before it, back to back on the same machine.
 
 The exit code is 1 when a target is missed, unless --report-only: the test suite runs the
 benchmark that way, so a busy machine cannot fail CI (timing targets are read from the report).
@@ -88,6 +94,21 @@ class TmpfsResult:
     floor_write_seconds: float
     ratio: float                  # best build / best floor
     paired_ratio: float           # median of build / floor over neighbouring runs
+    meshc_cpu_runs: list[float] = field(default_factory=list)
+    baseline: BaselineResult | None = None    # --baseline: the other tree's builds in the same alternation
+
+
+@dataclass
+class BaselineResult:
+    """Another checkout's `meshc build`, run in the same alternation as this tree's and the floor's."""
+    tree: str
+    seconds: float                # best
+    runs: list[float]
+    cpu_seconds: float            # least
+    cpu_runs: list[float]
+    paired_ratio: float           # median of its build / the floor run beside it
+    vs_baseline: float            # median of this tree's build / the baseline's, same round
+    vs_baseline_cpu: float        # the same in CPU time (user + system, workers included)
 
 
 @dataclass
@@ -136,6 +157,8 @@ class Report:
 # Extra `meshc build` arguments for every timed build (--meshc-jobs sets `--jobs N`); none by
 # default: the benchmark measures what a user gets.
 BUILD_ARGS: list[str] = []
+# --baseline: another checkout whose `meshc build` is timed alongside on the tmpfs.
+BASELINE: list[Path] = []
 
 
 def meshc_command() -> list[str]:
@@ -144,9 +167,12 @@ def meshc_command() -> list[str]:
     return [sys.executable, "-m", "meshc.cli"]
 
 
-def meshc_env() -> dict[str, str]:
+def meshc_env(tree: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH", "")) if p)
+    # `python -m` (and -c) would put the working directory first on the path: run from a checkout,
+    # that checkout's meshc would run whatever tree PYTHONPATH names (--baseline).
+    env["PYTHONSAFEPATH"] = "1"
     # Run as an installed meshc does, from compiled bytecode: where PYTHONDONTWRITEBYTECODE is
     # set, every run would otherwise compile meshc's ~100 modules from source.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -248,10 +274,10 @@ def build_memory_kib(spec: Path, out: Path, trash: Path | None = None) -> int:
     return memory.peak_kib
 
 
-def build_once(spec: Path, out: Path, trash: Path | None = None) -> ProcessRun:
+def build_once(spec: Path, out: Path, trash: Path | None = None, tree: Path = ROOT) -> ProcessRun:
     if out.exists():
         floor.set_aside(out, trash)
-    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out), *BUILD_ARGS], meshc_env())
+    run = run_process([*meshc_command(), "build", str(spec), "-o", str(out), *BUILD_ARGS], meshc_env(tree))
     if run.returncode != 0:
         raise RuntimeError(f"meshc build {spec} failed ({run.returncode}):\n{run.stderr[-4000:]}")
     return run
@@ -318,10 +344,44 @@ def measure_tmpfs(spec: Path, reference: floor.Files, tmpfs: Path, repeat: int) 
     work = Path(tempfile.mkdtemp(prefix="meshc-bench-", dir=tmpfs))
     try:
         build_once(spec, work / "out")      # warms the page cache and the imports, like the disk's first run
-        runs, floors = alternate(spec, work / "out", reference, work, None, repeat)
+        if not BASELINE:
+            runs, floors = alternate(spec, work / "out", reference, work, None, repeat)
+            return tmpfs_result(str(tmpfs), runs, floors)
+        build_once(spec, work / "out", tree=BASELINE[0])
+        runs, floors, base_runs = alternate_with_baseline(spec, work / "out", reference, work, repeat, BASELINE[0])
+        result = tmpfs_result(str(tmpfs), runs, floors)
+        result.baseline = baseline_result(BASELINE[0], runs, floors, base_runs)
+        return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return tmpfs_result(str(tmpfs), runs, floors)
+
+
+def alternate_with_baseline(spec: Path, out: Path, reference: floor.Files, work: Path, repeat: int,
+                            baseline: Path) -> tuple[list[ProcessRun], list[floor.FloorRun], list[ProcessRun]]:
+    """`repeat` rounds of this tree's build, a floor and the baseline's build, the two builds
+    swapping places every other round (neither always runs right after the floor)."""
+    runs: list[ProcessRun] = []
+    floors: list[floor.FloorRun] = []
+    base_runs: list[ProcessRun] = []
+    for round_ in range(repeat):
+        sides = [(ROOT, runs), (baseline, base_runs)]
+        first, second = sides if round_ % 2 == 0 else sides[::-1]
+        first[1].append(build_once(spec, out, tree=first[0]))
+        shutil.rmtree(out)
+        floors.append(floor.run_once(spec, reference, work))
+        second[1].append(build_once(spec, out, tree=second[0]))
+        shutil.rmtree(out)
+    return runs, floors, base_runs
+
+
+def baseline_result(tree: Path, runs: list[ProcessRun], floors: list[floor.FloorRun],
+                    base_runs: list[ProcessRun]) -> BaselineResult:
+    return BaselineResult(
+        tree=str(tree), seconds=min(r.seconds for r in base_runs), runs=[round(r.seconds, 4) for r in base_runs],
+        cpu_seconds=min(r.cpu_seconds for r in base_runs), cpu_runs=[round(r.cpu_seconds, 4) for r in base_runs],
+        paired_ratio=paired_ratio([r.seconds for r in base_runs], [f.seconds for f in floors]),
+        vs_baseline=statistics.median(r.seconds / b.seconds for r, b in zip(runs, base_runs, strict=True)),
+        vs_baseline_cpu=statistics.median(r.cpu_seconds / b.cpu_seconds for r, b in zip(runs, base_runs, strict=True)))
 
 
 def tmpfs_result(directory: str, runs: list[ProcessRun], floors: list[floor.FloorRun]) -> TmpfsResult:
@@ -334,7 +394,8 @@ def tmpfs_result(directory: str, runs: list[ProcessRun], floors: list[floor.Floo
         floor_runs=[round(f.seconds, 4) for f in floors], floor_cpu_seconds=min(f.cpu_seconds for f in floors),
         floor_parse_seconds=best_floor.parse_seconds,
         floor_write_seconds=best_floor.write_seconds, ratio=best / best_floor.seconds,
-        paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]))
+        paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]),
+        meshc_cpu_runs=[round(r.cpu_seconds, 4) for r in runs])
 
 
 def tmpfs_directory(requested: Path | None, disabled: bool) -> Path | None:
@@ -510,6 +571,13 @@ def print_table(report: Report) -> None:
             print(f"{r.n:>7} {t.meshc_seconds:>8.3f} {t.floor_seconds:>8.3f} {t.ratio:>6.2f} {t.paired_ratio:>6.2f} "
                   f"{t.meshc_cpu_seconds:>9.3f} {t.floor_cpu_seconds:>9.3f} {t.floor_parse_seconds:>8.3f} {t.floor_write_seconds:>8.3f} "
                   f"{r.ratio:>10.2f} {r.paired_ratio:>11.2f}")
+        for r, t in tmpfs:
+            base = t.baseline
+            if base is not None:
+                print(f"  N={r.n} baseline {base.tree}: best {base.seconds:.3f} s, paired {base.paired_ratio:.2f}x the "
+                      f"floor; this tree / baseline: {base.vs_baseline:.3f}x wall, {base.vs_baseline_cpu:.3f}x CPU "
+                      f"(medians of {len(base.runs)} rounds; CPU best {t.meshc_cpu_seconds:.3f} s against "
+                      f"{base.cpu_seconds:.3f} s)")
     if report.file_create_us:
         print(f"creating one empty file took {min(report.file_create_us):.0f}-{max(report.file_create_us):.0f} us "
               f"during the run (probes: {', '.join(f'{u:.0f}' for u in report.file_create_us)})")
@@ -564,11 +632,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmpfs", type=Path, default=None, metavar="DIR",
                         help="also build and floor into a new directory here (default: /dev/shm when it exists)")
     parser.add_argument("--no-tmpfs", action="store_true", help="measure writing to the disk only")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also time another checkout's meshc build (PYTHONPATH=DIR) in the tmpfs alternation")
     parser.add_argument("--report-only", action="store_true",
                         help="report the targets but exit 0 even when one is missed (for the test suite)")
     args = parser.parse_args(argv)
     if args.meshc_jobs is not None:
         BUILD_ARGS[:] = ["--jobs", str(args.meshc_jobs)]
+    if args.baseline is not None:
+        if not (args.baseline / "meshc" / "cli.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: not a meshc checkout (no meshc/cli.py)")
+        BASELINE[:] = [args.baseline.resolve()]
 
     tmpfs = tmpfs_directory(args.tmpfs, args.no_tmpfs)
     work = Path(tempfile.mkdtemp(prefix="meshc-bench-", dir=args.workdir))

@@ -21,7 +21,7 @@ from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
 
 if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
-    from meshc.bundle import Bundle, FileEntry
+    from meshc.bundle import Bundle, Crew, FileEntry, StagedOutput, Unit
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
 # one costs more than it saves.
@@ -158,10 +158,15 @@ def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterato
                         service.span, hint="split the service: fewer endpoints, upstreams or callers each")
 
 
+# Called with the IR as soon as the spec is resolved, before the analysis and the size checks
+# (which may still find errors): `meshc build` starts its workers there.
+ResolvedHook = Callable[[ir.Mesh], None]
+
+
 @no_cycle_collection
-def check(source: SpecSource) -> Checked:
+def check(source: SpecSource, on_resolved: ResolvedHook | None = None) -> Checked:
     """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR."""
-    return _checked(source, load_yaml(source))
+    return _checked(source, load_yaml(source), on_resolved)
 
 
 @no_cycle_collection
@@ -172,7 +177,7 @@ def check_loaded(source: SpecSource) -> tuple[Checked, Loaded]:
     return _checked(source, loaded), loaded
 
 
-def _checked(source: SpecSource, loaded: Loaded) -> Checked:
+def _checked(source: SpecSource, loaded: Loaded, on_resolved: ResolvedHook | None = None) -> Checked:
     diagnostics = list(loaded.diagnostics)
     if loaded.data is None:     # not YAML, or not one document: nothing to validate
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
@@ -185,48 +190,89 @@ def _checked(source: SpecSource, loaded: Loaded) -> Checked:
     if has_errors(diagnostics):
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
     mesh = resolve(model, loaded.positions)
+    if on_resolved is not None:
+        on_resolved(mesh)
     diagnostics += analyze(mesh)
     diagnostics += check_sizes(mesh)
     diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
 
 
-def iter_files(mesh: ir.Mesh, options: BuildOptions, shard: int = 0, shards: int = 1,
-               only: Collection[str] | None = None, mesh_files: bool = True,
-               etcd_seed: bool = True) -> Iterator[tuple[str, bytes]]:
+def iter_files(mesh: ir.Mesh, options: BuildOptions, only: Collection[str] | None = None,
+               mesh_files: bool = True, etcd_seed: bool = True) -> Iterator[tuple[str, bytes]]:
     """Every file of the build but manifest.json, as (path, bytes), each rendered as soon as it is
     emitted so its documents can be freed: per deployed service, its sidecar's Envoy files, then
     its Kubernetes file (whose ConfigMap carries them); then each gateway's, and the files of the
-    whole mesh.
+    whole mesh (build_units has the same files in units that processes share).
 
-    shard/shards split the work between processes: this shard's share of the services (every
-    shards-th, from the shard-th), and the whole-mesh files in shard 0. `only`: the files of
-    these services alone (gateways and whole-mesh files still all), for an incremental build;
-    without `mesh_files`, the services' files alone; without `etcd_seed`, all but etcd's seed (a
-    caller that has it from an earlier build)."""
-    from meshc.emit import envoy, etcd, kubernetes  # only builds pay for the emitters
+    `only`: the files of these services alone (gateways and whole-mesh files still all), for an
+    incremental build; without `mesh_files`, the services' files alone; without `etcd_seed`, all
+    but etcd's seed (a caller that has it from an earlier build: carried_seed)."""
+    sidecar = _sidecar_files(mesh, options)
+    services = mesh.deployed_services if only is None else tuple(s for s in mesh.deployed_services if s.name in only)
+    for service in services:
+        yield from sidecar(service)
+    if mesh_files:
+        yield from _mesh_files(mesh, options, etcd_seed)
+
+
+def build_units(mesh: ir.Mesh, options: BuildOptions) -> list[Unit]:
+    """iter_files (all of it) in units of work that build processes take in turn (meshc.bundle.
+    shards): first the whole-mesh files (gateways, namespace, kustomization, etcd: the largest
+    unit, so it does not come last), then the deployed services in order, one per unit (several
+    when there are more than a queue holds). The same mesh and options give the same units."""
+    from meshc.bundle import MAX_UNITS
+
+    sidecar = _sidecar_files(mesh, options)
+    services = mesh.deployed_services
+    per_unit = -(-len(services) // (MAX_UNITS - 1)) or 1
+
+    def files_of(first: int) -> Unit:
+        return lambda: (file for service in services[first:first + per_unit] for file in sidecar(service))
+
+    return [functools.partial(_mesh_files, mesh, options),
+            *(files_of(first) for first in range(0, len(services), per_unit))]
+
+
+def _sidecar_files(mesh: ir.Mesh, options: BuildOptions) -> Callable[[ir.Service], Iterator[tuple[str, bytes]]]:
+    """A deployed service's files: its sidecar's Envoy files, then its Kubernetes file (whose
+    ConfigMap carries them), each rendered as soon as it is emitted."""
+    from meshc.emit import envoy, kubernetes  # only builds pay for the emitters
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
-    services = mesh.deployed_services if only is None else tuple(s for s in mesh.deployed_services if s.name in only)
-    for service in services[shard::shards]:
+
+    def files(service: ir.Service) -> Iterator[tuple[str, bytes]]:
         envoy_files = {}
         for filename, docs in sidecar(service).items():
             envoy_files[filename] = data = render.file(docs)
             yield naming.envoy_path(service.name, filename), data
         objects = kubernetes.service_objects(mesh, service, envoy_files)
         yield naming.kubernetes_path(service.name), render.file(objects)
-    if shard == 0 and mesh_files:
-        gateway = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
-                                        options.tls_dir)
-        for each in mesh.gateways:
-            name = naming.gateway_name(each.name)
-            gateway_files = {}
-            for filename, docs in gateway(each).items():
-                gateway_files[filename] = data = render.file(docs)
-                yield naming.envoy_path(name, filename), data
-            yield naming.kubernetes_path(name), render.file(kubernetes.gateway_objects(mesh, each, gateway_files))
-        for path, docs in (kubernetes.mesh_documents(mesh) | (etcd.emit(mesh) if etcd_seed else {})).items():
-            yield path, render.file(docs)
+
+    return files
+
+
+def _mesh_files(mesh: ir.Mesh, options: BuildOptions, etcd_seed: bool = True) -> Iterator[tuple[str, bytes]]:
+    """The files that are no deployed service's: each gateway's, and the whole mesh's (without
+    etcd's seed unless `etcd_seed`)."""
+    from meshc.emit import envoy, etcd, kubernetes
+
+    gateway = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
+                                    options.tls_dir)
+    for each in mesh.gateways:
+        name = naming.gateway_name(each.name)
+        gateway_files = {}
+        for filename, docs in gateway(each).items():
+            gateway_files[filename] = data = render.file(docs)
+            yield naming.envoy_path(name, filename), data
+        yield naming.kubernetes_path(name), render.file(kubernetes.gateway_objects(mesh, each, gateway_files))
+    for path, docs in (kubernetes.mesh_documents(mesh) | (etcd.emit(mesh) if etcd_seed else {})).items():
+        yield path, render.file(docs)
+
+
+def build_workers(mesh_services: int, jobs: int) -> int:
+    """Workers a build forks besides its own process, for a mesh of this many deployed services."""
+    return max(1, min(jobs, mesh_services // SERVICES_PER_SHARD)) - 1
 
 
 @no_cycle_collection
@@ -391,23 +437,35 @@ def file_owner(path: str) -> str | None:
 
 @no_cycle_collection
 def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOptions = BuildOptions(),
-                jobs: int = 1) -> int:
+                jobs: int = 1, started: tuple[StagedOutput, Crew] | None = None) -> int:
     """Build a spec that checked clean straight into OUT, atomically; the number of files written.
 
     Files go to a staging directory as soon as they are rendered, and are not kept: a build's
     memory does not grow with its output. With jobs > 1 and enough services, that many processes
     share the work (meshc.bundle.shards: workers are forked, so call it from a process without
-    other threads). Raises BundleWriteError or OSError, with OUT untouched."""
-    from meshc.bundle import StagedOutput, manifest, write_sharded
+    other threads). `started`: OUT's staging directory and the workers writing into it, started
+    (with the same options) before the check was done; the caller leaves their `with` blocks.
+    Raises BundleWriteError or OSError, with OUT untouched."""
+    from meshc.bundle import Crew, StagedOutput
     from meshc.emit import envoy, etcd, kubernetes  # noqa: F401 - once, here, rather than in every worker
 
     mesh = _checked_mesh(checked)
-    shards = max(1, min(jobs, len(mesh.deployed_services) // SERVICES_PER_SHARD))
-    with StagedOutput(out) as staged:
-        entries = write_sharded(staged, functools.partial(iter_files, mesh, options), shards)
-        staged.write(naming.MANIFEST_PATH, manifest(entries, mesh=mesh.name, spec_digest=render.sha256(
-            checked.source.data), revision=checked.source.revision, external=external_dependencies(checked)))
-        staged.commit()
+    units = build_units(mesh, options)
+    if started is not None:
+        return _write_units(checked, units, *started)
+    with StagedOutput(out) as staged, Crew(staged, build_workers(len(mesh.deployed_services), jobs)) as crew:
+        crew.fork(units)
+        return _write_units(checked, units, staged, crew)
+
+
+def _write_units(checked: Checked, units: Sequence[Unit], staged: StagedOutput, crew: Crew) -> int:
+    from meshc.bundle import manifest
+
+    entries = crew.write(units)
+    mesh = _checked_mesh(checked)
+    staged.write(naming.MANIFEST_PATH, manifest(entries, mesh=mesh.name, spec_digest=render.sha256(
+        checked.source.data), revision=checked.source.revision, external=external_dependencies(checked)))
+    staged.commit()
     return len(entries) + 1
 
 

@@ -1,89 +1,195 @@
-"""Writing one output from several processes, each rendering and writing a share of the files.
+"""Writing one output from several processes that take units of work in turn.
 
 A large build alternates CPU work (emit, render, hash) with file creation (system time in the
 kernel); neither overlaps the other in one Python process, and threads would serialize on the GIL.
-So on a machine with several cores, forked workers take every k-th share of the files and write
-them into the same staging directory while the parent does its own share; the parent then collects
-what each worker wrote (path -> sha256 and size) for the manifest. Every file is a function of the
-compiled mesh alone, so the output does not depend on the number of shards.
+So on a machine with several cores, forked workers write into the same staging directory while the
+parent writes too; the parent then collects what each worker wrote (path -> sha256 and size) for
+the manifest. Every file is a function of the compiled mesh alone, so the output does not depend
+on which process wrote it, nor on how many there were.
+
+The work is a sequence of units (a service's files, the whole-mesh files), which every process
+has (the workers inherit it), and each process takes the next unit nobody has taken yet from a
+shared queue (a pipe of unit numbers): a process that started early, or that the machine runs
+faster, simply takes more of them. Workers can therefore be forked before the parent is ready to
+write (`meshc build` forks them while it finishes checking the spec), and start working at once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import IO, Any, NoReturn
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import IO, Any, NoReturn, Self
 
 import orjson
 
 from meshc.bundle.bundle import FileEntry
 from meshc.bundle.store import BundleWriteError, StagedOutput, interrupts_deferred
 
-# (shard, shards) -> the files of that shard, as (path relative to OUT, bytes)
-Producer = Callable[[int, int], Iterable[tuple[str, bytes]]]
+# One unit of work: the files it makes, as (path relative to OUT, bytes).
+Unit = Callable[[], Iterable[tuple[str, bytes]]]
+Units = Sequence[Unit]
+
+# A queue holds at most this many units (4 bytes each): 16 KiB, a quarter of a pipe's default
+# capacity on Linux (a smaller pipe only makes the parent wait for the workers to take some).
+MAX_UNITS = 4096
+_RECORD = 4
+# POSIX makes a pipe write of at most PIPE_BUF (4,096 on Linux, 512 at least) bytes atomic: the
+# queue is filled in such writes, each of whole records, so a reader never sees half a record.
+_FILL_CHUNK = 512 // _RECORD * _RECORD
 
 
-def write_sharded(staged: StagedOutput, produce: Producer, shards: int = 1) -> dict[str, FileEntry]:
-    """Write produce(0, shards) here and produce(k, shards) in a forked worker per k >= 1; what
-    the manifest records of every file written. A worker's failure is raised here (OSError as
-    itself, anything else as BundleWriteError) once every worker has been stopped."""
-    if shards <= 1 or not hasattr(os, "fork"):
-        return _write_shard(staged, produce, 0, 1)
-    workers: list[_Worker] = []
-    try:
-        for shard in range(1, shards):
+class Crew:
+    """Forked workers sharing the writing of one output with this process.
+
+    `fork` starts them, and they take units from one queue until it is empty; `write` is this
+    process's share (taken from the same queue), then collecting the workers' reports.
+    A worker's failure is raised there (OSError as itself, anything else as BundleWriteError).
+    Leaving the `with` block stops (kills, if need be) and reaps every worker: the parent's own
+    failure, or a spec found invalid after the workers started, leaves no process behind."""
+
+    def __init__(self, staged: StagedOutput, workers: int) -> None:
+        self.staged = staged
+        self.size = max(0, workers)
+        self._workers: list[_Worker] = []
+        self._queue: _Queue | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def fork(self, units: Units) -> None:
+        """Fork the workers, which start on `units` at once (fork from a process without other
+        threads); `write` must then be given the same units."""
+        if self.size == 0 or self._workers or not hasattr(os, "fork"):
+            return
+        queue = self._queue = _Queue()
+        for number in range(1, self.size + 1):
             with interrupts_deferred():  # a Ctrl-C now would leave a worker nobody stops
-                workers.append(_Worker.start(staged, produce, shard, shards))
-        entries = _write_shard(staged, produce, 0, shards)
-        for worker in workers:
-            entries |= worker.result()
+                self._workers.append(_Worker.start(number, functools.partial(_work, self.staged, units, queue)))
+        queue.fill(len(units))    # after the forks: a small pipe may need readers to take it all in
+
+    def write(self, units: Units) -> dict[str, FileEntry]:
+        """This process's share of `units` (all of them without workers), then the workers' reports;
+        what the manifest records of every file written."""
+        if self._queue is None:
+            return {rel: self.staged.write(rel, data) for unit in units for rel, data in unit()}
+        entries, taken = _take(self.staged, units, self._queue)
+        for worker in self._workers:
+            worker_entries, worker_taken = worker.result()
+            entries |= worker_entries
+            taken += worker_taken
+        if sorted(taken) != list(range(len(units))):     # every unit written, each once
+            raise BundleWriteError(f"the build processes wrote {len(taken)} units of work, not the {len(units)} "
+                                   "there are")
         return entries
-    finally:
-        for worker in workers:
+
+    def stop(self) -> None:
+        """Make sure every worker is gone (killed if it is still running) and reaped."""
+        for worker in self._workers:
             worker.stop()
+        if self._queue is not None:
+            self._queue.close()
 
 
-def _write_shard(staged: StagedOutput, produce: Producer, shard: int, shards: int) -> dict[str, FileEntry]:
-    return {rel: staged.write(rel, data) for rel, data in produce(shard, shards)}
+class _Queue:
+    """Unit numbers in a pipe that every process of a crew reads from. A read of one record is
+    atomic (the kernel holds the pipe's lock for the whole read, and the queue only ever holds
+    whole records), so two processes never take the same unit; once every writing end is closed
+    and the pipe is empty, a read returns nothing: no unit is left."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+
+    def fill(self, count: int) -> None:
+        if count > MAX_UNITS:
+            raise ValueError(f"{count} units of work, more than a queue holds ({MAX_UNITS})")
+        records = b"".join(index.to_bytes(_RECORD, "little") for index in range(count))
+        try:
+            for start in range(0, len(records), _FILL_CHUNK):
+                os.write(self.write_end, records[start:start + _FILL_CHUNK])
+        finally:
+            self.close_writing()
+
+    def taken(self) -> Iterator[int]:
+        """The units this process takes, one at a time, until none is left."""
+        while record := os.read(self.read_end, _RECORD):
+            yield int.from_bytes(record, "little")
+
+    def close_writing(self) -> None:
+        if self.write_end >= 0:
+            os.close(self.write_end)
+            self.write_end = -1
+
+    def close(self) -> None:
+        self.close_writing()
+        if self.read_end >= 0:
+            os.close(self.read_end)
+            self.read_end = -1
+
+
+def _take(staged: StagedOutput, units: Units, queue: _Queue) -> tuple[dict[str, FileEntry], list[int]]:
+    entries: dict[str, FileEntry] = {}
+    taken: list[int] = []
+    for index in queue.taken():
+        if index >= len(units):
+            raise BundleWriteError(f"unit of work {index} taken from the queue, of {len(units)}")
+        taken.append(index)
+        for rel, data in units[index]():
+            entries[rel] = staged.write(rel, data)
+    return entries, taken
+
+
+def _work(staged: StagedOutput, units: Units, queue: _Queue) -> dict[str, Any]:
+    """A worker's work: units taken until none is left."""
+    queue.close_writing()    # the parent's alone: the queue ends when the parent has filled it
+    entries, taken = _take(staged, units, queue)
+    return {"entries": {path: [e.sha256, e.size] for path, e in entries.items()}, "units": taken}
 
 
 @dataclass
 class _Worker:
-    shard: int
+    number: int
     pid: int
     report: IO[bytes]      # the read end of the pipe the worker writes its report to, when done
-    reaped: bool = False
+    reaped: bool = field(default=False)
 
     @classmethod
-    def start(cls, staged: StagedOutput, produce: Producer, shard: int, shards: int) -> _Worker:
+    def start(cls, number: int, work: Callable[[], dict[str, Any]]) -> _Worker:
         read_end, write_end = os.pipe()
 
-        def work() -> NoReturn:
+        def run() -> NoReturn:
             os.close(read_end)
-            _work(staged, produce, shard, shards, write_end)
+            _report(work, write_end)
 
-        pid = fork_child(work)
+        pid = fork_child(run)
         os.close(write_end)
-        return cls(shard, pid, os.fdopen(read_end, "rb"))
+        return cls(number, pid, os.fdopen(read_end, "rb"))
 
-    def result(self) -> dict[str, FileEntry]:
-        """Wait for the worker; the entries of the files it wrote, or its failure raised."""
+    def result(self) -> tuple[dict[str, FileEntry], list[int]]:
+        """Wait for the worker; the entries of the files it wrote and the units it took, or its
+        failure raised."""
         payload = self.report.read()
         self.report.close()
         _, status = os.waitpid(self.pid, 0)
         self.reaped = True
         report: dict[str, Any] = orjson.loads(payload) if payload else {}
         if "entries" in report and os.waitstatus_to_exitcode(status) == 0:
-            return {path: FileEntry(sha256, size) for path, (sha256, size) in report["entries"].items()}
+            entries = {path: FileEntry(sha256, size) for path, (sha256, size) in report["entries"].items()}
+            return entries, report["units"]
         if "errno" in report:
             raise OSError(report["errno"], report["strerror"], report["filename"])
         if "error" in report:
-            raise BundleWriteError(f"build worker {self.shard} failed: {report['error']}")
-        raise BundleWriteError(f"build worker {self.shard} ended without a report ({_describe(status)})")
+            raise BundleWriteError(f"build worker {self.number} failed: {report['error']}")
+        raise BundleWriteError(f"build worker {self.number} ended without a report ({_describe(status)})")
 
     def stop(self) -> None:
         """Make sure the worker is gone (killed if it is still running) and reaped."""
@@ -114,15 +220,14 @@ def kill_and_reap(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _work(staged: StagedOutput, produce: Producer, shard: int, shards: int, write_end: int) -> NoReturn:
-    """A worker's whole life: write its shard, report, and leave without running the parent's
-    exit handlers or finally blocks (os._exit), whatever happens."""
+def _report(work: Callable[[], dict[str, Any]], write_end: int) -> NoReturn:
+    """A worker's whole life: its work, its report, and leaving without running the parent's exit
+    handlers or finally blocks (os._exit), whatever happens."""
     status = 1
     try:
         report: dict[str, Any]
         try:
-            entries = _write_shard(staged, produce, shard, shards)
-            report = {"entries": {path: [e.sha256, e.size] for path, e in entries.items()}}
+            report = work()
             status = 0
         except OSError as exc:
             report = {"errno": exc.errno, "strerror": exc.strerror, "filename": exc.filename}

@@ -89,6 +89,19 @@ def interrupts_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _make_directory(root: str, rel: str) -> None:
+    """Create root/rel (and missing parents), which may exist already (another writer made it).
+    One mkdir when the parent exists, as it mostly does, where os.makedirs would stat it first."""
+    if not rel:
+        return
+    try:
+        os.mkdir(f"{root}/{rel}")
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(f"{root}/{rel}", exist_ok=True)
+
+
 class StagedOutput:
     """An output directory being replaced: files are written into a fresh sibling directory as
     they are handed over, and commit() swaps it in for OUT in one rename. Leaving the `with` block
@@ -100,17 +113,24 @@ class StagedOutput:
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.target = checked_target(out)
         self._staging: Path | None = None
-        self._root: str | None = None    # the staging directory as a string, for os.path.join
+        self._root: str | None = None    # the staging directory as a string, to prefix file paths with
         self._made: set[str] = set()
         self._committed = False
 
     def __enter__(self) -> Self:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(self.target)
-        with interrupts_deferred():  # a Ctrl-C must not fall between creating and recording it
-            self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(self.target, "new"), dir=self.target.parent))
-        self._root = str(self._staging)
-        return self
+        try:
+            with interrupts_deferred():  # a Ctrl-C must not fall between creating and recording it
+                self._staging = Path(tempfile.mkdtemp(prefix=staging_prefix(self.target, "new"),
+                                                      dir=self.target.parent))
+            self._root = str(self._staging)
+            return self
+        except BaseException:
+            # A Ctrl-C held back above is raised once the block ends, still inside __enter__,
+            # where no __exit__ follows: remove what was made here.
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         if not self._committed and self._staging is not None:
@@ -125,11 +145,13 @@ class StagedOutput:
     def write(self, rel: str, data: bytes) -> FileEntry:
         """Write one file (a path relative to OUT); what the manifest records of it."""
         root = self._root or str(self.staging)
-        parent = os.path.dirname(rel)
+        parent = rel.rpartition("/")[0]
         if parent not in self._made:
-            os.makedirs(os.path.join(root, parent), exist_ok=True)
+            _make_directory(root, parent)
             self._made.add(parent)
-        write_file(os.path.join(root, rel), data)
+        # Plain concatenation, not os.path.join: rel is relative and '/'-separated (a bundle path),
+        # and this runs once per file of a build that writes thousands.
+        write_file(f"{root}/{rel}", data)
         return FileEntry.of(data)
 
     def commit(self) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from meshc.commands.common import (
     EXIT_INVALID,
@@ -27,7 +29,9 @@ from meshc.defaults import GATEWAY_TLS_DIR
 from meshc.progress import Progress
 
 if TYPE_CHECKING:
+    from meshc.bundle import Crew, StagedOutput
     from meshc.pipeline import Checked
+    from meshc.resolve import ir
 
 NAME = "build"
 HELP = "compile mesh.yaml into Envoy, Kubernetes and etcd output"
@@ -79,21 +83,23 @@ def run(args: argparse.Namespace) -> int:
     from meshc.pipeline import external_dependencies, write_build
 
     envoy = _envoy_binary() if args.verify_envoy else None
-    checked = check_from_args(args, always=True)
-    if not checked.ok or failed(checked.diagnostics, args.strict):
-        reason = "; warnings are treated as errors (--strict)" if checked.ok else ""
-        sys.stderr.write(f"meshc: build failed{reason}; {args.output} was not changed\n")
-        return EXIT_INVALID
-    if envoy is not None and not _envoy_accepts(checked, args, envoy):
-        sys.stderr.write(f"meshc: build failed: Envoy rejects the output; {args.output} was not changed\n")
-        return EXIT_INVALID
-    try:
-        with Progress("build") as progress:
-            progress.step(f"writing {args.output}", poll=_files_written(args.output, checked))
-            count = write_build(checked, args.output, build_options(args), jobs=args.jobs or _default_jobs())
-    except (BundleWriteError, OSError) as exc:
-        sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
-        return EXIT_USAGE
+    jobs = args.jobs or _default_jobs()
+    with EarlyWorkers(args, jobs) as early:
+        checked = check_from_args(args, always=True, on_resolved=early.start)
+        if not checked.ok or failed(checked.diagnostics, args.strict):
+            reason = "; warnings are treated as errors (--strict)" if checked.ok else ""
+            sys.stderr.write(f"meshc: build failed{reason}; {args.output} was not changed\n")
+            return EXIT_INVALID
+        if envoy is not None and not _envoy_accepts(checked, args, envoy):
+            sys.stderr.write(f"meshc: build failed: Envoy rejects the output; {args.output} was not changed\n")
+            return EXIT_INVALID
+        try:
+            with Progress("build") as progress:
+                progress.step(f"writing {args.output}", poll=_files_written(args.output, checked))
+                count = write_build(checked, args.output, build_options(args), jobs=jobs, started=early.started)
+        except (BundleWriteError, OSError) as exc:
+            sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
+            return EXIT_USAGE
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
         external = external_dependencies(checked)
@@ -102,6 +108,48 @@ def run(args: argparse.Namespace) -> int:
                              f"pods start; see externalDependencies in manifest.json): "
                              f"{', '.join(describe(d) for d in external)}\n")
     return EXIT_OK
+
+
+class EarlyWorkers:
+    """Build workers started as soon as the spec is resolved, while this process goes on with the
+    last checks (analysis, sizes, spec.analysis.ignore), prints the diagnostics and gets ready to
+    write: the workers start writing units of the output into OUT's staging directory at once, and
+    this process takes its share of what is left once its check has passed. If the spec fails
+    those checks (or anything else ends the command before the output is in place), leaving the
+    `with` block stops the workers and removes the staging directory: OUT is exactly as it was.
+    Nothing is started early when OUT cannot be replaced (the error is then reported after the
+    check, as always)."""
+
+    def __init__(self, args: argparse.Namespace, jobs: int) -> None:
+        self.out: str = args.output
+        self.options = build_options(args)
+        self.jobs = jobs
+        self.started: tuple[StagedOutput, Crew] | None = None
+        self._cleanup = contextlib.ExitStack()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._cleanup.close()
+
+    def start(self, mesh: ir.Mesh) -> None:
+        from meshc.bundle import BundleWriteError, Crew, StagedOutput
+        from meshc.emit import envoy, etcd, kubernetes  # noqa: F401 - imported once, before the fork
+        from meshc.pipeline import build_units, build_workers
+
+        workers = build_workers(len(mesh.deployed_services), self.jobs)
+        if workers == 0 or self.started is not None:
+            return
+        try:
+            staged = self._cleanup.enter_context(StagedOutput(self.out))
+        except (BundleWriteError, OSError):
+            return
+        crew = self._cleanup.enter_context(Crew(staged, workers))
+        units = build_units(mesh, self.options)
+        crew.fork(units)
+        self.started = (staged, crew)
 
 
 def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:

@@ -15,7 +15,7 @@ from meshc.load import SpecSource, read_spec_file
 from meshc.report import FORMATS, emit_diagnostics, summary
 
 if TYPE_CHECKING:
-    from meshc.pipeline import BuildOptions, Checked, Compiled
+    from meshc.pipeline import BuildOptions, Checked, Compiled, ResolvedHook
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -161,13 +161,14 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
                         gateway_tls_dir=getattr(args, "gateway_tls_dir", GATEWAY_TLS_DIR))
 
 
-def check_from_args(args: argparse.Namespace, *, always: bool = False) -> Checked:
+def check_from_args(args: argparse.Namespace, *, always: bool = False,
+                    on_resolved: ResolvedHook | None = None) -> Checked:
     """Check SPEC (or --repo/--rev), printing its diagnostics. A --envoy-host naming no deployed
-    service or version is a usage error."""
-    return reported(checked_source(read_source(args), args), args, always=always)
+    service or version is a usage error. `on_resolved`: see pipeline.ResolvedHook."""
+    return reported(checked_source(read_source(args), args, on_resolved), args, always=always)
 
 
-def checked_source(source: SpecSource, args: argparse.Namespace) -> Checked:
+def checked_source(source: SpecSource, args: argparse.Namespace, on_resolved: ResolvedHook | None = None) -> Checked:
     """The check of `source` (SPEC as read), with a progress line; nothing printed of it yet."""
     with long_lived_imports():
         from meshc.pipeline import check
@@ -175,7 +176,7 @@ def checked_source(source: SpecSource, args: argparse.Namespace) -> Checked:
 
     with Progress("build") as progress:
         progress.step(f"checking {args.spec}")
-        return check(source)
+        return check(source, on_resolved)
 
 
 def reported(checked: Checked, args: argparse.Namespace, *, always: bool = False) -> Checked:

@@ -116,11 +116,25 @@ def test_tmpfs_record_keeps_each_sides_best_and_their_ratios() -> None:
     assert result.directory == "/dev/shm"
 
 
+def test_baseline_record_pairs_each_build_with_the_baselines_of_its_round() -> None:
+    """Derived from given runs (made-up figures, nothing timed): the baseline's best, its ratio
+    to the floor, and this tree's build over the baseline's of the same round, wall and CPU."""
+    runs = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.0, 1.6), (0.9, 1.5), (1.2, 1.8))]
+    base = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.25, 2.0), (1.0, 1.5), (1.5, 2.0))]
+    floors = [floor.FloorRun(seconds, seconds, 0.2, seconds - 0.2, 40, 4000) for seconds in (0.5, 0.5, 0.6)]
+    result = run_build.baseline_result(Path("/tmp/before"), runs, floors, base)
+    assert (result.tree, result.seconds, result.cpu_seconds, result.runs) == ("/tmp/before", 1.0, 1.5, [1.25, 1.0, 1.5])
+    assert result.paired_ratio == pytest.approx(2.5)        # median of 2.5, 2.0, 2.5
+    assert result.vs_baseline == pytest.approx(0.8)         # median of 0.8, 0.9, 0.8
+    assert result.vs_baseline_cpu == pytest.approx(0.9)     # median of 0.8, 1.0, 0.9
+
+
 def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tmpfs = tmp_path / "tmpfs"    # any directory will do for the test; by default /dev/shm
     tmpfs.mkdir()
     code = run_build.main(["--sizes", "10", "--repeat", "2", "--results", str(tmp_path / "results"),
-                           "--workdir", str(tmp_path), "--tmpfs", str(tmpfs), "--report-only"])
+                           "--workdir", str(tmp_path), "--tmpfs", str(tmpfs), "--report-only",
+                           "--baseline", str(run_build.ROOT)])    # this checkout against itself
     assert code == 0    # it ran; whether a target was met is the report's business, not the test's
     latest: dict[str, Any] = json.loads((tmp_path / "results" / "build-latest.json").read_text())
     (size,) = latest["sizes"]
@@ -134,11 +148,14 @@ def test_runner_completes_at_n10_and_writes_results(tmp_path: Path, capsys: pyte
     assert all(isinstance(on_tmpfs[key], float) for key in (
         "meshc_seconds", "floor_seconds", "ratio", "meshc_cpu_seconds", "floor_cpu_seconds",
         "floor_parse_seconds", "floor_write_seconds", "paired_ratio"))
+    baseline = on_tmpfs["baseline"]       # its builds in the same alternation, paired with this tree's
+    assert baseline["tree"] == str(run_build.ROOT) and len(baseline["runs"]) == len(baseline["cpu_runs"]) == 2
+    assert baseline["vs_baseline"] > 0 and baseline["vs_baseline_cpu"] > 0
     assert latest["machine"]["cpus"] >= 1
     validate = {c["check"]: c for c in latest["checks"]}["validate small spec"]
     assert validate["value"] > 0 and isinstance(validate["ok"], bool)    # measured and judged, not asserted
     printed = capsys.readouterr().out
-    assert "N" in printed and "writing to a tmpfs" in printed
+    assert "N" in printed and "writing to a tmpfs" in printed and "this tree / baseline" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "tmpfs"]    # scratch removed
     assert list(tmpfs.iterdir()) == []
 
@@ -172,6 +189,20 @@ def test_profile_times_every_stage_and_profiles_the_build(capsys: pytest.Capture
         assert stage in out
     assert f"writing under {tmp_path}/meshc-profile-" in out
     assert list(tmp_path.iterdir()) == []     # its scratch directory is removed
+
+
+def test_timeline_shows_when_each_stage_of_a_real_build_ends_in_parent_and_worker(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # 220 services: from 200 on (two jobs), `meshc build` forks a worker, whose rows show too.
+    assert profile_build.main(["220", "--timeline", "1", "--workdir", str(tmp_path)]) == 0
+    rows = {line[:44].strip(): line[44:].split() for line in capsys.readouterr().out.splitlines()[2:]}
+    for stage in ("parent: interpreter started", "parent: load end", "parent: resolve end",
+                  "parent: worker forked start", "parent: units end", "parent: manifest and commit end",
+                  "parent: exit", "worker: units start", "worker: exit", "(runner) process ended"):
+        assert stage in rows, stage
+    assert float(rows["parent: resolve end"][0]) <= float(rows["parent: worker forked start"][0]) \
+        <= float(rows["worker: units start"][0]) <= float(rows["(runner) process ended"][0])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_import_profile_names_heavy_packages_and_their_importers() -> None:

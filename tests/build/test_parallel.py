@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from bench import gen_mesh
 from meshc import pipeline
-from meshc.bundle import BundleWriteError, StagedOutput, write_bundle, write_sharded
+from meshc.bundle import BundleWriteError, Crew, StagedOutput, Unit, shards, write_bundle
+from meshc.diagnostics import Diagnostic
+from meshc.resolve import ir
 from meshc.commands.build import cpu_limit
 from meshc.load import read_spec_file
 from tests.build.test_output import leftovers
@@ -72,28 +76,90 @@ def test_a_jobs_count_below_one_is_a_usage_error(spec_paths: dict[str, Path], tm
     assert not (tmp_path / "out").exists()
 
 
+# --- the queue of units ------------------------------------------------------------------------
+
+
+def test_build_units_cover_every_file_once_whole_mesh_first(spec_paths: dict[str, Path]) -> None:
+    mesh = checked(spec_paths["synthetic"]).mesh
+    assert mesh is not None
+    units = pipeline.build_units(mesh, pipeline.BuildOptions())
+    assert len(units) == len(mesh.deployed_services) + 1
+    made = [[file for file in unit()] for unit in units]
+    assert "kubernetes/kustomization.yaml" in dict(made[0])
+    paths = [path for files in made for path, _ in files]
+    assert len(paths) == len(set(paths))
+    assert dict(file for files in made for file in files) == dict(pipeline.iter_files(mesh, pipeline.BuildOptions()))
+
+
+def test_more_services_than_a_queue_holds_share_units(spec_paths: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshc.bundle
+
+    mesh = checked(spec_paths["synthetic"]).mesh
+    assert mesh is not None and len(mesh.deployed_services) > 4
+    monkeypatch.setattr(meshc.bundle, "MAX_UNITS", 4)     # three units for the services, one for the mesh
+    units = pipeline.build_units(mesh, pipeline.BuildOptions())
+    assert len(units) == 4
+    assert dict(file for unit in units for file in unit()) == dict(pipeline.iter_files(mesh, pipeline.BuildOptions()))
+
+
+def test_every_unit_is_written_once_by_whichever_process_takes_it(tmp_path: Path) -> None:
+    """Three processes, 300 units: each unit's file is written once, by the process that took it,
+    and every process takes some (none waits for a fixed share)."""
+    def unit(index: int) -> Unit:
+        return lambda: [(f"dir-{index % 7}/{index}.txt", f"{index} {os.getpid()}\n".encode())]
+
+    units = [unit(index) for index in range(300)]
+    with StagedOutput(tmp_path / "out") as staged, Crew(staged, 2) as crew:
+        crew.fork(units)
+        entries = crew.write(units)
+        staged.commit()
+    written = files(tmp_path / "out")
+    assert sorted(entries) == sorted(written) == sorted(f"dir-{i % 7}/{i}.txt" for i in range(300))
+    writers = {data.split()[1] for data in written.values()}
+    assert str(os.getpid()).encode() in writers and len(writers) == 3
+    assert leftovers(tmp_path, tmp_path / "out") == []
+
+
 # --- failures -------------------------------------------------------------------------------
 
 
-def producer(pids: Path, fail: Callable[[], None], in_shard: int) -> Callable[[int, int], Iterator[tuple[str, bytes]]]:
-    """FILES small files split between shards; the shard `in_shard` calls `fail` half-way. Every
-    process that produces records its pid in `pids` and waits for the others to have done so, so
-    the test knows every worker before any of them can fail or be stopped."""
-    def produce(shard: int, shards: int) -> Iterator[tuple[str, bytes]]:
-        with open(pids, "a") as handle:
-            handle.write(f"{os.getpid()}\n")
-        deadline = time.monotonic() + 30
-        while len(pids.read_text().split()) < shards and time.monotonic() < deadline:
-            time.sleep(0.001)
-        for index in range(shard, FILES, shards):
-            if shard == in_shard and index >= FILES // 2:
+def crew_units(marks: Path, fail: Callable[[], None], parent_fail: Callable[[], None] | None = None) -> list[Unit]:
+    """FILES units of one small file each. A worker calls `fail` in the first unit it takes; the
+    parent takes no unit before a worker has taken one (marks: one line per unit taken in a
+    worker), so a worker surely fails, whatever the machine's timing; then the parent calls
+    `parent_fail`, if given."""
+    parent = os.getpid()
+
+    def unit(index: int) -> Unit:
+        def files() -> Iterator[tuple[str, bytes]]:
+            if os.getpid() != parent:
+                with open(marks, "a") as handle:
+                    handle.write(f"{os.getpid()}\n")
                 fail()
+            else:
+                deadline = time.monotonic() + 30
+                while not marks.exists() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                if parent_fail is not None:
+                    parent_fail()
             yield f"dir-{index % 3}/file-{index}.yaml", b"{}\n"
-    return produce
+        return files
+
+    return [unit(index) for index in range(FILES)]
 
 
-def workers_of(pids: Path) -> list[int]:
-    return [pid for pid in map(int, pids.read_text().split()) if pid != os.getpid()]
+def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the build workers forked from now on in this process."""
+    pids: list[int] = []
+    real = shards.fork_child
+
+    def recording(run: Callable[[], NoReturn]) -> int:
+        pids.append(real(run))
+        return pids[-1]
+
+    monkeypatch.setattr(shards, "fork_child", recording)
+    return pids
 
 
 def gone(pid: int) -> bool:
@@ -128,44 +194,87 @@ def hang() -> None:
     signal.pause()
 
 
-@pytest.mark.parametrize(("fail", "in_shard", "raised", "message"), [
-    (fail_with_disk_full, 1, OSError, "No space left on device"),
-    (fail_with_a_bug, 2, BundleWriteError, "ValueError: a bug in an emitter"),
-    (get_killed, 1, BundleWriteError, "build worker 1 ended without a report (killed by signal 9)"),
+@pytest.mark.parametrize(("fail", "raised", "message"), [
+    (fail_with_disk_full, OSError, r"No space left on device"),
+    (fail_with_a_bug, BundleWriteError, r"(?s)build worker [12] failed: .*ValueError: a bug in an emitter"),
+    (get_killed, BundleWriteError, r"build worker [12] ended without a report \(killed by signal 9\)"),
 ])
 def test_a_failing_worker_leaves_out_as_it_was_and_no_worker_behind(
-        previous: Path, tmp_path: Path, fail: Callable[[], None], in_shard: int, raised: type[Exception],
-        message: str) -> None:
+        previous: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: Callable[[], None],
+        raised: type[Exception], message: str) -> None:
     before = snapshot(previous)
-    pids = tmp_path / "pids"
-    with pytest.raises(raised) as failure, StagedOutput(previous) as staged:
-        write_sharded(staged, producer(pids, fail, in_shard), shards=3)
-        staged.commit()
-    assert message in str(failure.value)
-    assert snapshot(previous) == before
-    assert leftovers(tmp_path, previous) == []
-    assert len(workers_of(pids)) == 2 and all(gone(pid) for pid in workers_of(pids))
-
-
-def test_a_failing_parent_kills_its_workers_instead_of_waiting(previous: Path, tmp_path: Path) -> None:
-    before = snapshot(previous)
-    pids = tmp_path / "pids"
-    hanging = producer(pids, hang, in_shard=1)   # worker 1 would never finish
-
-    def parent_fails(shard: int, shards: int) -> Iterator[tuple[str, bytes]]:
-        for count, item in enumerate(hanging(shard, shards)):
-            if shard == 0 and count == 1:
-                fail_with_a_bug()
-            yield item
-
-    with pytest.raises(ValueError, match="a bug in an emitter"), StagedOutput(previous) as staged:
-        write_sharded(staged, parent_fails, shards=2)
+    pids = forked(monkeypatch)
+    units = crew_units(tmp_path / "marks", fail)
+    with pytest.raises(raised, match=message), StagedOutput(previous) as staged, Crew(staged, 2) as crew:
+        crew.fork(units)
+        crew.write(units)
         staged.commit()
     assert snapshot(previous) == before
     assert leftovers(tmp_path, previous) == []
-    assert len(workers_of(pids)) == 1 and all(gone(pid) for pid in workers_of(pids))
+    assert len(pids) == 2 and all(gone(pid) for pid in pids)
 
 
+def test_a_failing_parent_kills_its_workers_instead_of_waiting(previous: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(previous)
+    pids = forked(monkeypatch)
+    units = crew_units(tmp_path / "marks", hang, parent_fail=fail_with_a_bug)   # the worker would never finish
+    with pytest.raises(ValueError, match="a bug in an emitter"), StagedOutput(previous) as staged, \
+            Crew(staged, 1) as crew:
+        crew.fork(units)
+        crew.write(units)
+        staged.commit()
+    assert snapshot(previous) == before
+    assert leftovers(tmp_path, previous) == []
+    assert len(pids) == 1 and all(gone(pid) for pid in pids)
+
+
+def test_a_spec_failing_its_last_checks_stops_the_workers_started_early(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`meshc build` forks its workers once the spec is resolved, before the analysis: they write
+    while it is still checking. A warning of the analysis under --strict then fails the build:
+    the workers are stopped, their files removed, and OUT is as it was."""
+    from meshc import cli
+
+    spec = tmp_path / "mesh.yaml"
+    text = gen_mesh.generate(2 * pipeline.SERVICES_PER_SHARD + 20, seed=3)
+    spec.write_text(re.sub(r"maxRetryAmplification: \d+", "maxRetryAmplification: 2", text))   # W301
+    out = tmp_path / "out"
+    write_bundle(compiled(ROOT / "examples" / "shop" / "mesh.yaml"), out)
+    before = snapshot(out)
+    pids = forked(monkeypatch)
+    written_meanwhile: list[int] = []
+    real_analyze = pipeline.analyze
+
+    def analyze_once_workers_wrote(mesh: ir.Mesh) -> list[Diagnostic]:
+        deadline = time.monotonic() + 30
+        while not written_meanwhile and time.monotonic() < deadline:
+            staging = next(tmp_path.glob(".out.new-*"), None)
+            count = sum(len(names) for _, _, names in os.walk(staging)) if staging is not None else 0
+            if count:
+                written_meanwhile.append(count)
+            time.sleep(0.001)
+        return list(real_analyze(mesh))
+
+    monkeypatch.setattr(pipeline, "analyze", analyze_once_workers_wrote)
+    assert cli.main(["build", str(spec), "-o", str(out), "--jobs", "2", "--strict"]) == 1
+    assert written_meanwhile and written_meanwhile[0] > 0, "the worker wrote nothing while the spec was checked"
+    assert len(pids) == 1 and all(gone(pid) for pid in pids)
+    assert snapshot(out) == before
+    assert leftovers(tmp_path, out) == []
+
+
+def test_an_out_that_cannot_be_replaced_starts_no_worker_and_is_reported_after_the_check(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(gen_mesh.generate(2 * pipeline.SERVICES_PER_SHARD + 20, seed=3))
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("not a build\n")
+    before = snapshot(out)
+    result = meshc("build", str(spec), "-o", str(out), "--jobs", "2")
+    assert result.returncode == 2
+    assert "does not hold a previous meshc build; refusing to replace it" in result.stderr
+    assert snapshot(out) == before and leftovers(tmp_path, out) == []
 
 
 def _processes_reading(spec: Path) -> list[int]:
@@ -206,3 +315,24 @@ def test_ctrl_c_while_workers_write_leaves_out_as_it_was_and_no_process_behind(t
         pytest.skip("the signal came only once the new output was in place")
     assert build.returncode == 130 and "interrupted" in stderr, stderr
     assert snapshot(out) == before
+
+
+def test_ctrl_c_held_back_while_the_staging_directory_is_made_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ctrl-C that arrives while the staging directory is created is raised once it is
+    recorded, still inside StagedOutput.__enter__ (no __exit__ follows): the directory goes too."""
+    import tempfile
+
+    made = tempfile.mkdtemp
+
+    def mkdtemp_then_ctrl_c(*args: object, **kwargs: object) -> str:
+        path = made(*args, **kwargs)  # type: ignore[call-overload]
+        os.kill(os.getpid(), signal.SIGINT)        # held back until the block ends
+        return str(path)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with StagedOutput(out):
+            pytest.fail("the with block must not be entered")
+    assert sorted(tmp_path.iterdir()) == []
