@@ -37,7 +37,8 @@ COMMANDS = (
 _COMPILING_VERBS = frozenset({"validate", "build"})
 # Verbs that check a spec, and so may declare its models light (meshc.validate.light): every one
 # but `schema`, which generates the JSON Schema with pydantic.
-_LIGHT_VERBS = frozenset({"validate", "build", "diff", "plan", "apply", "watch", "graph", "set-weights"})
+# (By module: the verbs' modules import the models, so this is decided before they are imported.)
+_LIGHT_VERBS = frozenset({"validate", "build", "diff", "plan", "apply", "watch", "graph", "set_weights"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,17 +103,18 @@ def _main(argv: Sequence[str], light_models: bool) -> int:
     from meshc.diagnostics import MeshcError
     from meshc.report import emit_diagnostics
 
+    verbs = _verb_modules(argv)
+    if light_models and len(verbs) == 1 and verbs[0] in _LIGHT_VERBS:
+        from meshc.validate.compiled import load_light
+
+        with long_lived_imports():
+            load_light()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if light_models and args.command in _LIGHT_VERBS:
-            from meshc.validate.compiled import load_light
-
-            with long_lived_imports():
-                load_light()
         if args.command in _COMPILING_VERBS:
             with long_lived_imports():
                 importlib.import_module("meshc.pipeline")

@@ -330,13 +330,16 @@ def code_digest() -> str:
     changed meshc, even at the same version number, is another compiler), the versions of Python
     and of the libraries that read the spec and render the output, and this file's layout."""
     import orjson
-    import pydantic
-    import pydantic_core
     import yaml
+
+    # pydantic's version is read from its version.py, as the validator cache does: importing
+    # pydantic is what a command with light models (meshc.validate.light) does without
+    from meshc.validate import compiled, light
 
     digest = hashlib.sha256()
     for part in (str(_FORMAT), __version__, sys.version, yaml.__version__, str(yaml.__with_libyaml__),
-                 orjson.__version__, pydantic.VERSION, pydantic_core.__version__):
+                 orjson.__version__, Path(compiled.pydantic_version_file()).read_text(encoding="utf-8"),
+                 light.core_version()):
         digest.update(part.encode() + b"\0")
     package = Path(__file__).parent
     for path in sorted(package.rglob("*.py")):

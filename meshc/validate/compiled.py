@@ -102,12 +102,12 @@ def cache_key(module_name: str, qualname: str) -> str:
     digest = hashlib.sha256()
     for part in (_FORMAT, sys.version, light.core_version(), module_name, qualname):
         digest.update(part.encode() + b"\0")
-    for source in [_pydantic_version_file(), *schema_sources(module_name)]:
+    for source in [pydantic_version_file(), *schema_sources(module_name)]:
         digest.update(source.encode() + b"\0" + Path(source).read_bytes() + b"\0")
     return digest.hexdigest()[:40]
 
 
-def _pydantic_version_file() -> str:
+def pydantic_version_file() -> str:
     """pydantic's `version.py` (its VERSION), found without importing pydantic."""
     spec = importlib.util.find_spec("pydantic")
     if spec is None or spec.origin is None:

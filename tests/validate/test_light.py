@@ -98,9 +98,12 @@ def assert_same_tree(left: Path, right: Path) -> None:
     assert mismatch == errors == []
 
 
-def test_the_meshc_command_uses_light_models(warm_cache: Path) -> None:
+@pytest.mark.parametrize("verb", ["validate", "plan"])
+def test_the_meshc_command_uses_light_models(warm_cache: Path, tmp_path: Path, verb: str) -> None:
+    """validate, and a verb whose module imports the models itself (the choice is made before)."""
     env = {**os.environ, meshc_cache.CACHE_DIR_ENV: str(warm_cache)}
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshc.cli", "validate", str(EXAMPLES[0])],
+    target = ["--output", str(tmp_path / "out")] if verb == "plan" else []
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshc.cli", verb, str(EXAMPLES[0]), *target],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
