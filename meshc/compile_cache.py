@@ -43,7 +43,7 @@ import pickle
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from meshc import __version__, render
 from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
@@ -170,23 +170,21 @@ def _detach(run: Callable[[], None]) -> None:
     neither Ctrl-C nor the terminal's hang-up stops it. One fork, not two (forking a process that
     holds two compiled meshes costs a few hundredths of a second each time): the child is left to
     whoever reaps this process's children, init once this process has ended. Raises OSError."""
-    import signal
+    from meshc.bundle.shards import fork_child
 
-    sys.stdout.flush()   # or the child would inherit, and could repeat, unwritten output
-    sys.stderr.flush()
-    if os.fork():
-        return
-    status = 1
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.setsid()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        run()
-        status = 0
-    finally:
-        os._exit(status)   # never the parent's exit handlers or finally blocks
+    def detached() -> NoReturn:
+        status = 1
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.setsid()
+            run()
+            status = 0
+        finally:
+            os._exit(status)   # never the parent's exit handlers or finally blocks
+
+    fork_child(detached)
 
 
 def _waited_for_writer(path: Path) -> bool:
