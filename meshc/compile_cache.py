@@ -49,10 +49,10 @@ from meshc import __version__, render
 from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
 from meshc.bundle import Bundle, FileEntry, manifest
 from meshc.diagnostics import MeshcError, error
-from meshc.emit.naming import ETCD_SEED_PATH, MANIFEST_PATH
+from meshc.emit.naming import MANIFEST_PATH
 from meshc.load import SpecSource
 from meshc.pipeline import (
-    BuildOptions, Checked, Compiled, affected_services, build_bundle, carried_seed, changed_services,
+    BuildOptions, Checked, Compiled, affected_files, affected_services, build_bundle, changed_services,
     external_dependencies, file_owner, iter_files, no_cycle_collection,
 )
 from meshc.resolve import ir
@@ -232,10 +232,7 @@ def build_from(checked: Checked, options: BuildOptions, kept: Compiled) -> Compi
     affected = affected_services(old, mesh, changed) if mesh is not None and old is not None else None
     if mesh is None or kept.bundle is None or affected is None or kept.options != options:
         return Compiled(checked, build_bundle(checked, options), options)
-    seed = carried_seed(kept.bundle.files, mesh, changed)
-    rendered = dict(iter_files(mesh, options, only=affected, etcd_seed=seed is None))
-    if seed is not None:
-        rendered[ETCD_SEED_PATH] = seed
+    rendered = affected_files(mesh, options, affected, kept.bundle.files, changed)
     unaffected = _deployed(mesh) - affected
     carried = {path: FileEntry(entry["sha256"], entry["size"])
                for path, entry in (kept.bundle.manifest.get("files") or {}).items()

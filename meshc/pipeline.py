@@ -297,13 +297,11 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base:
     old = base.checked.mesh if base is not None and base.bundle is not None and base.options == options else None
     changed = changed_services(old, mesh) if old is not None else set()
     affected = affected_services(old, mesh, changed)
-    reused = _Reused({}, {}, {}) if affected is None or base is None or base.bundle is None \
-        else _reusable(mesh, base.bundle, affected)
-    seed = None if affected is None or base is None or base.bundle is None \
-        else carried_seed(base.bundle.files, mesh, changed)
-    files = dict(iter_files(mesh, options, only=affected, etcd_seed=seed is None)) | reused.files
-    if seed is not None:
-        files[naming.ETCD_SEED_PATH] = seed
+    if affected is None or base is None or base.bundle is None:
+        reused, files = _Reused({}, {}, {}), dict(iter_files(mesh, options))
+    else:
+        reused = _reusable(mesh, base.bundle, affected)
+        files = affected_files(mesh, options, affected, base.bundle.files, changed) | reused.files
     return make_bundle(files, mesh=mesh.name, spec_digest=render.sha256(checked.source.data),
                        revision=checked.source.revision, external=external_dependencies(checked),
                        known=reused.known, packed=reused.packed)
@@ -335,6 +333,18 @@ def affected_services(old: ir.Mesh | None, new: ir.Mesh,
         return bool(seen_changed & callees_of(service)) or bool(seen_changed & callees_of(before[service.name]))
 
     return frozenset(service.name for service in new.deployed_services if affected(service))
+
+
+def affected_files(mesh: ir.Mesh, options: BuildOptions, affected: Collection[str], base_files: Mapping[str, bytes],
+                   changed: Collection[str]) -> dict[str, bytes]:
+    """The files of an incremental build that are rendered: the `affected` services' (see
+    `affected_services`) and the whole mesh's, etcd's seed with the records of the services not
+    in `changed` carried over from the base build's files when it can be read (`carried_seed`)."""
+    seed = carried_seed(base_files, mesh, changed)
+    files = dict(iter_files(mesh, options, only=affected, etcd_seed=seed is None))
+    if seed is not None:
+        files[naming.ETCD_SEED_PATH] = seed
+    return files
 
 
 def carried_seed(files: Mapping[str, bytes], mesh: ir.Mesh, changed: Collection[str]) -> bytes | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meshc import compile_cache
+from meshc import compile_cache, pipeline
 from meshc.diagnostics import MeshcError
 from meshc.emit.etcd import seed
 from meshc.load import SpecSource
@@ -95,10 +95,12 @@ def test_a_commit_built_from_a_kept_one_renders_only_what_can_differ(monkeypatch
         rendered.append(kwargs.get("only"))
         return real(*args, **kwargs)     # type: ignore[arg-type]
 
-    monkeypatch.setattr(compile_cache, "iter_files", counting)
+    monkeypatch.setattr(compile_cache, "iter_files", counting)    # files read (OnDemandFiles)
     checked = compile(after).checked
 
-    built = compile_cache.build_from(checked, BuildOptions(), kept)
+    with monkeypatch.context() as building:
+        building.setattr(pipeline, "iter_files", counting)        # files built (pipeline.affected_files)
+        built = compile_cache.build_from(checked, BuildOptions(), kept)
 
     assert rendered == [frozenset({"svc-005"})]          # the changed service (and the whole-mesh files)
     assert files(built) == files(compiled(after))        # every other service rendered when read, the same bytes
