@@ -11,12 +11,10 @@ import argparse
 import json
 import sys
 
-from meshc.commands.common import (
-    EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument, long_lived_imports,
-)
+from meshc.commands.common import EXIT_INVALID, EXIT_OK, add_format_argument, add_spec_argument
 from meshc.commands.sync_common import (
     add_build_arguments, add_prune_arguments, add_scope_argument, add_target_arguments, close_targets, open_targets,
-    prepare, previous_meshes, remember, sync_failure,
+    prepare, previous_meshes, remember, sync_failure, without_cycle_collection,
 )
 
 NAME = "apply"
@@ -34,12 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with long_lived_imports():
-        from meshc.pipeline import no_cycle_collection
-
-    # One compiled commit or two in memory, a handful of requests and no cycle worth collecting:
-    # the collector would only rescan the IRs over and over (half a second at 5,000 services).
-    return no_cycle_collection(_run)(args)
+    return without_cycle_collection(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from meshc.commands.common import EXIT_INVALID, at_least, config_dir, usage_error
+from meshc.commands.common import EXIT_INVALID, at_least, config_dir, long_lived_imports, usage_error
 from meshc.bundle import Bundle
 from meshc.sync.engine import DEFAULT_PRUNE_LIMIT
 from meshc.sync.target import PermanentError, SyncError, Target, TransientError
@@ -164,6 +165,16 @@ def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
             recorded: str | None = ask(etcd_prefix)
             return recorded
     return None
+
+
+def without_cycle_collection(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a sync verb with the cycle collector paused: one compiled commit or two in memory, a
+    handful of requests and no cycle worth collecting; the collector would only rescan the IRs
+    over and over (half a second at 5,000 services)."""
+    with long_lived_imports():
+        from meshc.pipeline import no_cycle_collection
+
+    return no_cycle_collection(run)(args)
 
 
 def remember(args: argparse.Namespace, prepared: Prepared, *results: object) -> None:
