@@ -108,6 +108,8 @@ def test_tmpfs_record_keeps_each_sides_best_and_their_ratios() -> None:
     floors = [floor.FloorRun(seconds, cpu, parse, seconds - parse, 40, 4000)
               for seconds, cpu, parse in ((0.6, 0.6, 0.3), (0.4, 0.5, 0.25), (0.5, 0.45, 0.2))]
     result = run_build.tmpfs_result("/dev/shm", runs, floors)
+    # The record's fields against the figures given above (no time is measured, nothing can be
+    # slow): each side's best of its runs, and the runs themselves in order.
     assert (result.meshc_seconds, result.meshc_cpu_seconds, result.meshc_runs) == (1.0, 1.3, [1.2, 1.0, 1.5])
     assert (result.floor_seconds, result.floor_cpu_seconds, result.floor_runs) == (0.4, 0.45, [0.6, 0.4, 0.5])
     assert (result.floor_parse_seconds, result.floor_write_seconds) == (0.25, 0.4 - 0.25)
