@@ -497,12 +497,13 @@ class Watcher:
             return True
         now = time.monotonic()
         stamp = self.state.ref_stamp
-        moved = stamp is not None and self._ref_stamp() != stamp
+        current = self._ref_stamp() if stamp is not None else None   # taken before the poll, as _poll takes
+        moved = current != stamp                                      # it: a later move is seen
         if not moved and now - self.state.polled_at < self.options.interval:
             return False
         self.state.polled_at = now
         if stamp is not None:
-            self.state.ref_stamp = self._ref_stamp()   # before the poll, as _poll: a later move is seen
+            self.state.ref_stamp = current
         try:
             commit = self.source.poll()
         except SourceError:
