@@ -1,5 +1,6 @@
 """An ingress gateway's objects: ServiceAccount (`gateway-<name>`, its identity), the ConfigMap with
-its Envoy files (split and projected, as a sidecar's, when they would not fit one), a LoadBalancer Service, and an Envoy-only Deployment locked down as sidecars are.
+its Envoy files (split and projected, as a sidecar's, when they would not fit one), a LoadBalancer
+Service, and an Envoy-only Deployment locked down as sidecars are.
 
 The TLS Secrets its listeners name (kubernetes.io/tls, written by whoever owns the certificates)
 are mounted read-only, each directory whole: Kubernetes swaps a Secret volume's files by one
