@@ -93,9 +93,11 @@ SIZE_CHECK_FROM_UPSTREAMS = 32
 SIZE_CHECK_FROM_ENTRIES = 1000
 
 
-def check_sizes(mesh: ir.Mesh, options: BuildOptions = BuildOptions()) -> list[Diagnostic]:
+def check_sizes(mesh: ir.Mesh, options: BuildOptions = BuildOptions(),
+                only: Collection[str] | None = None) -> list[Diagnostic]:
     """Generated objects over the size limits of Kubernetes (E250) and etcd (E251), found before
-    anything is written. Only services large enough to come near a limit are rendered."""
+    anything is written. Only services large enough to come near a limit are rendered. `only`:
+    these services' objects alone (no gateway's), for an incremental check (meshc.incremental)."""
     by_name = {service.name: service for service in mesh.services}
 
     def fan_out(service: ir.Service) -> int:
@@ -106,9 +108,12 @@ def check_sizes(mesh: ir.Mesh, options: BuildOptions = BuildOptions()) -> list[D
         return (len(service.upstreams) + len(service.endpoints) + len(service.versions)
                 + len(service.allowed_callers))
 
-    sidecars = [s for s in mesh.deployed_services if fan_out(s) >= SIZE_CHECK_FROM_UPSTREAMS]
-    gateways = [g for g in mesh.gateways if len(g.routes) >= SIZE_CHECK_FROM_UPSTREAMS]
-    records = [s for s in mesh.services if entries(s) >= SIZE_CHECK_FROM_ENTRIES]
+    def wanted(service: ir.Service) -> bool:
+        return only is None or service.name in only
+
+    sidecars = [s for s in mesh.deployed_services if wanted(s) and fan_out(s) >= SIZE_CHECK_FROM_UPSTREAMS]
+    gateways = [g for g in mesh.gateways if only is None and len(g.routes) >= SIZE_CHECK_FROM_UPSTREAMS]
+    records = [s for s in mesh.services if wanted(s) and entries(s) >= SIZE_CHECK_FROM_ENTRIES]
     return [*_oversized_sidecars(mesh, sidecars, options), *_oversized_gateways(mesh, gateways, options),
             *_oversized_records(mesh, records)]
 

@@ -21,7 +21,7 @@ from meshc.sync.target import PermanentError, SyncError, Target, TransientError
 if TYPE_CHECKING:
     from meshc.load import SpecSource
     from meshc.load.git import GitSpecReader
-    from meshc.pipeline import Checked, Compiled
+    from meshc.pipeline import BuildOptions, Checked, Compiled
     from meshc.sync.etcd_client import EtcdAccess
     from meshc.sync.target import MeshIdentity
 
@@ -112,12 +112,16 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     with GitSpecReader(args.repo) as reader:
         source = reader.read(args.rev or "HEAD", args.spec)
         kept = None if full else compile_cache.load(source, options)
-        checked = _checked(args, source, kept)
+        start = _kept_parent(reader, args.spec, source, options) if not full and kept is None else None
+        checked = _checked(args, source, kept, start)
         if checked is None or checked.mesh is None:
             return None
         recorded = None if full else _recorded_revision(targets, checked.mesh.etcd_prefix)
         applied = _read_applied(reader, args.spec, recorded) if recorded != source.revision else None
-    base = compile_cache.load(applied, options) if applied is not None else None
+    if applied is not None and start is not None and start.checked.source.revision == applied.revision:
+        base: Compiled | None = start     # the parent is the applied commit: loaded once
+    else:
+        base = compile_cache.load(applied, options) if applied is not None else None
     if kept is not None:
         compiled = kept
     elif base is not None:
@@ -130,18 +134,47 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
 
 
-def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None) -> Checked | None:
+def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None,
+             start: Compiled | None = None) -> Checked | None:
     """The check of `source` (kept by an earlier run, or made now) with every diagnostic, those
     --ignore names included (what the cache keeps); they are printed without them. None when the
-    spec does not compile (or only with warnings, under --strict)."""
+    spec does not compile (or only with warnings, under --strict). With `start` (a kept
+    compilation of an earlier commit of the spec), the check is made incrementally from it when
+    that gives what a full check gives (meshc.incremental), else in full."""
     from meshc.commands.common import checked_source, failed, reported
 
-    checked = kept.checked if kept is not None else checked_source(source, args)
+    if kept is not None:
+        checked = kept.checked
+    else:
+        checked = _incremental_check(source, start) or checked_source(source, args)
     shown = reported(checked, args)
     if not shown.ok or failed(shown.diagnostics, args.strict):
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
         return None
     return checked
+
+
+def _incremental_check(source: SpecSource, start: Compiled | None) -> Checked | None:
+    if start is None or start.options is None:
+        return None
+    from meshc.incremental import check_from
+
+    return check_from(source, start.checked, start.options)
+
+
+def _kept_parent(reader: GitSpecReader, spec: str, source: SpecSource, options: BuildOptions) -> Compiled | None:
+    """The kept compilation of the spec at the commit's first parent, to check the commit
+    incrementally from: usually the commit applied last (etcd's record, read only once the new
+    commit is checked, names it). None when there is none."""
+    from meshc import compile_cache
+    from meshc.diagnostics import MeshcError
+
+    try:
+        parents = reader.parents(source.revision) if source.revision else []
+        parent = reader.read(parents[0], spec) if parents else None
+    except MeshcError:
+        return None
+    return compile_cache.load(parent, options) if parent is not None else None
 
 
 def _read_applied(reader: GitSpecReader, spec: str, recorded: str | None) -> SpecSource | None:
