@@ -174,7 +174,8 @@ def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new:
         if old.lines(index) != new.lines(index) or _UNSAFE.search(old.segment(index) + new.segment(index)):
             return None
         first, end = old.lines(index)
-        if any(d.span is not None and first < d.span.line <= end for d in base.diagnostics):
+        if any((d.span is not None and first < d.span.line <= end) or d.path[:3] == ("spec", "services", index)
+               for d in base.diagnostics):
             return None
         if not _local_change(_loaded_entry(old, index, names), _loaded_entry(new, index, names)):
             return None
