@@ -50,7 +50,8 @@ from typing import Any
 
 from meshc.diagnostics import Diagnostic
 from meshc.load import SpecSource, load_yaml
-from meshc.pipeline import BuildOptions, Checked, callees_of, check_sizes, mesh_wide, no_cycle_collection
+from meshc.load.source import MAX_SPEC_BYTES
+from meshc.pipeline import Checked, callees_of, check_sizes, mesh_wide, no_cycle_collection
 from meshc.resolve import ir, resolve
 from meshc.validate.semantic import check_semantics
 from meshc.validate.structural import check_structure
@@ -145,10 +146,10 @@ def layout(text: str) -> Layout | None:
 # --- the check -------------------------------------------------------------------------------
 
 @no_cycle_collection
-def check_from(source: SpecSource, base: Checked, options: BuildOptions = BuildOptions()) -> Checked | None:
+def check_from(source: SpecSource, base: Checked) -> Checked | None:
     """The check of `source` made from `base` (a clean check of an earlier text of the same spec),
     equal to `pipeline.check(source)`; None when it cannot be made incrementally (see the module)."""
-    if base.mesh is None or not base.ok or base.source.name != source.name:
+    if base.mesh is None or not base.ok or base.source.name != source.name or len(source.data) > MAX_SPEC_BYTES:
         return None
     try:
         new_text, old_text = source.data.decode("utf-8"), base.source.data.decode("utf-8")
@@ -162,11 +163,11 @@ def check_from(source: SpecSource, base: Checked, options: BuildOptions = BuildO
     changed = [i for i in range(len(new.segments)) if new.segment(i) != old.segment(i)]
     if not changed or len(changed) > MAX_CHANGED:
         return None
-    return _checked(source, base, base.mesh, old, new, changed, options)
+    return _checked(source, base, base.mesh, old, new, changed)
 
 
-def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new: Layout, changed: list[int],
-             options: BuildOptions) -> Checked | None:
+def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new: Layout,
+             changed: list[int]) -> Checked | None:
     names = _segment_names(mesh, old)
     if names is None:
         return None
@@ -177,7 +178,9 @@ def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new:
         if any((d.span is not None and first < d.span.line <= end) or d.path[:3] == ("spec", "services", index)
                for d in base.diagnostics):
             return None
-        if not _local_change(_loaded_entry(old, index, names), _loaded_entry(new, index, names)):
+        before, after = _loaded_entry(old, index, names), _loaded_entry(new, index, names)
+        # no more keys and values than before: the whole file stays within the loader's MAX_NODES
+        if not _local_change(before, after) or _nodes(after) > _nodes(before):
             return None
     by_name = {service.name: service for service in mesh.services}
     kept = _kept_in_full(mesh, new, changed, names, by_name)
@@ -193,7 +196,7 @@ def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new:
             return None
         renewed[name] = dataclasses.replace(fresh[name], allowed_callers=by_name[name].allowed_callers)
     spliced = dataclasses.replace(mesh, services=tuple(renewed.get(s.name, s) for s in mesh.services))
-    if check_sizes(spliced, options, only=frozenset(renewed)):
+    if check_sizes(spliced, only=frozenset(renewed)):   # with the options pipeline.check uses
         return None     # over a size limit: the full check reports it
     return Checked(source, base.diagnostics, spliced)
 
@@ -274,6 +277,15 @@ def _local_versions(old: Any, new: Any) -> bool:
             if key not in VERSION_LOCAL:
                 return False
     return True
+
+
+def _nodes(data: Any) -> int:
+    """Keys, values and collections, as the loader counts them against MAX_NODES."""
+    if isinstance(data, dict):
+        return 1 + sum(1 + _nodes(value) for value in data.values())
+    if isinstance(data, list):
+        return 1 + sum(_nodes(item) for item in data)
+    return 1
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -155,11 +155,11 @@ def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None
 
 
 def _incremental_check(source: SpecSource, start: Compiled | None) -> Checked | None:
-    if start is None or start.options is None:
+    if start is None:
         return None
     from meshc.incremental import check_from
 
-    return check_from(source, start.checked, start.options)
+    return check_from(source, start.checked)
 
 
 def _kept_parent(reader: GitSpecReader, spec: str, source: SpecSource, options: BuildOptions) -> Compiled | None:

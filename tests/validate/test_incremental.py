@@ -118,6 +118,16 @@ def env_added(text: str, rng: random.Random) -> str | None:
     return _replace_one(text, rng, r"(?m)^(?P<v>    env:)$", "v", lambda v: f"{v}\n      ADDED: 'yes'")
 
 
+def grown_in_place(text: str, rng: random.Random) -> str | None:
+    """A workload field added on a line of its own entry: more keys and values than before, which
+    could take the file over the loader's MAX_NODES, so it is checked in full."""
+    return _replace_one(text, rng, r"(?m)^(?P<v>    image: [\w./:-]+)$", "v", lambda v: f"{v}\n    command: [run]")
+
+
+def grown_on_its_line(text: str, rng: random.Random) -> str | None:
+    return _replace_one(text, rng, r"(?P<v>, replicas: \d+)", "v", lambda v: f"{v}, command: [run]")
+
+
 def removed(text: str, rng: random.Random) -> str | None:
     spec = layout(text)
     assert spec is not None
@@ -167,7 +177,7 @@ def empty_image(text: str, rng: random.Random) -> str | None:
 
 
 WORKLOAD: tuple[Edit, ...] = (image, replicas, log_level, comment_in_place)
-OTHER: tuple[Edit, ...] = (port, local_port, line_added, env_added, removed, renamed, added, reordered, header,
+OTHER: tuple[Edit, ...] = (port, local_port, line_added, env_added, grown_in_place, grown_on_its_line, removed, renamed, added, reordered, header,
                            anchored, broken, empty_image)
 
 
