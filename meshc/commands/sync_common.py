@@ -98,6 +98,8 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     which the new commit is then built incrementally (only the services whose files can differ
     are emitted), and the new commit's own when a `plan` has compiled it already. Without the
     applied commit's, the new commit is built in full and the applied one incrementally from it.
+    The new commit is checked incrementally from its parent's kept compilation when there is one
+    (meshc.incremental; the parent is usually the applied commit, then loaded once).
     --full reads nothing kept."""
     if not getattr(args, "repo", None):
         compiled = compile_bundle(args)
