@@ -377,10 +377,12 @@ def carried_seed(files: Mapping[str, bytes], mesh: ir.Mesh, changed: Collection[
 
 
 def changed_services(old: ir.Mesh, new: ir.Mesh) -> set[str]:
-    """The services added, removed, or different in any way but their spans."""
+    """The services added, removed, or different in any way but their spans. A service that is
+    the same object on both sides (an incremental check keeps the base's) is not compared."""
     before = {service.name: service for service in old.services}
     after = {service.name: service for service in new.services}
-    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    return {name for name in before.keys() | after.keys()
+            if before.get(name) is not after.get(name) and before.get(name) != after.get(name)}
 
 
 def mesh_wide(mesh: ir.Mesh) -> ir.Mesh:
