@@ -153,6 +153,31 @@ def _line_starts(text: str, prefix: str) -> list[int]:
     return found
 
 
+def etcd_prefix_hint(source: SpecSource) -> str | None:
+    """The etcd prefix the spec declares, read from its header alone (without its services): to
+    find the commit etcd records as applied before the spec is checked. None when the header
+    cannot be read so; a hint only, which the check's own `etcd_prefix` confirms."""
+    try:
+        text = source.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    spec = layout(text)
+    if spec is None:
+        return None
+    before, after = spec.header
+    loaded = load_yaml(SpecSource(source.name, (before + after).encode()))
+    data = loaded.data
+    if loaded.diagnostics or not isinstance(data, dict):
+        return None
+    metadata, body = data.get("metadata"), data.get("spec")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    etcd = body.get("etcd") if isinstance(body, dict) else None
+    prefix = etcd.get("prefix") if isinstance(etcd, dict) else None
+    if isinstance(prefix, str) and prefix:
+        return prefix
+    return f"/meshc/{name}" if isinstance(name, str) and name else None
+
+
 # --- the check -------------------------------------------------------------------------------
 
 @no_cycle_collection

@@ -98,8 +98,9 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     which the new commit is then built incrementally (only the services whose files can differ
     are emitted), and the new commit's own when a `plan` has compiled it already. Without the
     applied commit's, the new commit is built in full and the applied one incrementally from it.
-    The new commit is checked incrementally from its parent's kept compilation when there is one
-    (meshc.incremental; the parent is usually the applied commit, then loaded once).
+    The new commit is checked incrementally from its parent's kept compilation, else the applied
+    commit's, when there is one (meshc.incremental; the parent is usually the applied commit,
+    which is then loaded once).
     --full reads nothing kept."""
     if not getattr(args, "repo", None):
         compiled = compile_bundle(args)
@@ -114,7 +115,10 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     with GitSpecReader(args.repo) as reader:
         source = reader.read(args.rev or "HEAD", args.spec)
         kept = None if full else compile_cache.load(source, options)
-        start = _kept_parent(reader, args.spec, source, options) if not full and kept is None else None
+        start = None
+        if not full and kept is None:
+            start = _kept_parent(reader, args.spec, source, options) or _kept_applied(
+                reader, args.spec, source, targets, options)
         checked = _checked(args, source, kept, start)
         if checked is None or checked.mesh is None:
             return None
@@ -177,6 +181,24 @@ def _kept_parent(reader: GitSpecReader, spec: str, source: SpecSource, options: 
     except MeshcError:
         return None
     return compile_cache.load(parent, options) if parent is not None else None
+
+
+def _kept_applied(reader: GitSpecReader, spec: str, source: SpecSource, targets: list[Target],
+                  options: BuildOptions) -> Compiled | None:
+    """The kept compilation of the commit etcd records as applied, found from the etcd prefix the
+    spec's header declares (read without checking the spec): to check the commit incrementally
+    from when its parent was never compiled here (several commits pushed at once). None when
+    there is none."""
+    from meshc import compile_cache
+    from meshc.incremental import etcd_prefix_hint
+
+    prefix = etcd_prefix_hint(source)
+    try:
+        recorded = _recorded_revision(targets, prefix) if prefix is not None else None
+    except SyncError:   # asked again once the spec is checked, where a failure is the verb's
+        return None
+    applied = _read_applied(reader, spec, recorded) if recorded != source.revision else None
+    return compile_cache.load(applied, options) if applied is not None else None
 
 
 def _read_applied(reader: GitSpecReader, spec: str, recorded: str | None) -> SpecSource | None:

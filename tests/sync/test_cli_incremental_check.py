@@ -144,3 +144,29 @@ def test_a_commit_breaking_the_changed_service_is_reported_as_a_full_check_does(
     assert errors and errors == [line for line in validate.stderr.splitlines() if "error:" in line and "[E" in line]
     assert errors[0].startswith("mesh.yaml:") and ":" in errors[0].split()[0]
     assert _writes(kube_api.requests) == []
+
+
+def test_a_commit_whose_parent_was_never_compiled_is_checked_from_the_applied_one(
+        tmp_path: Path, kube_api: KubeAPIHandle, etcd_server: EtcdServer) -> None:
+    """Two commits pushed at once: the first was never compiled here, so the second is checked
+    incrementally from the commit etcd records as applied (found by the prefix in the header)."""
+    repo = GitRepo.init(tmp_path / "repo")
+    targets = ["--kubeconfig", str(kube_api.kubeconfig), "--etcd", etcd_server.url]
+    warm = tmp_path / "warm"
+    commit(repo, "six services", spec_text())
+    assert meshc("apply", "--repo", str(repo.path), "mesh.yaml", *targets, cache=warm).returncode == 0
+    compile_cache.settle(warm)
+    commit(repo, "svc-002 scaled", spec_text(replicas={"svc-002": 2}))
+    last = commit(repo, "and svc-004's new image", spec_text(
+        replicas={"svc-002": 2}, images={"svc-004": "registry.example/svc-004:2.0"}))
+
+    applied, counts = watched(["apply", "--repo", str(repo.path), "mesh.yaml", *targets], warm,
+                              tmp_path / "applied.json")
+
+    assert applied.returncode == 0, applied.stderr
+    assert counts == {"incremental": [True], "full": 0}
+    assert read_snapshot(etcd_server.client(), PREFIX).revision == last
+    compile_cache.settle(warm)
+    again = meshc("plan", "--repo", str(repo.path), "mesh.yaml", *targets, "--full", "--detailed-exitcode",
+                  cache=tmp_path / "cold")
+    assert again.returncode == 0, again.stdout + again.stderr

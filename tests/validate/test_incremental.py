@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from meshc import compile_cache
-from meshc.incremental import check_from, layout
+from meshc.incremental import check_from, etcd_prefix_hint, layout
 from meshc.load import SpecSource
 from meshc.pipeline import BuildOptions, Checked, Compiled, build_bundle, check
 
@@ -251,3 +251,10 @@ def test_the_same_text_is_the_base_check() -> None:
     base = base_of("mesh.yaml", text)
     again = check_from(SpecSource("mesh.yaml", text.encode(), "r2"), base)
     assert again is not None and again.mesh is base.mesh and again.source.revision == "r2"
+
+
+@pytest.mark.parametrize(("name", "text"), meshes(), ids=[name for name, _ in meshes()])
+def test_the_header_alone_gives_the_etcd_prefix(name: str, text: str) -> None:
+    base = base_of(name, text)
+    assert base.mesh is not None
+    assert etcd_prefix_hint(base.source) == base.mesh.etcd_prefix
