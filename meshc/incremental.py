@@ -24,13 +24,15 @@ only when:
   and weights, `VERSION_LOCAL`): its pods' containers, volumes and settings, which its callers'
   files, the analysis, the size checks and every cross-service check do not read
   (pipeline.as_callee is what callers see of a service, and it leaves these out);
+- a changed entry has no more keys and values than before (the file stays within the loader's
+  MAX_NODES), at most MAX_CHANGED entries changed, and the file is within MAX_SPEC_BYTES;
 - the base check reported nothing within a changed segment.
 
 The changed services are then checked in a small spec made from the new text: the header, the
 changed services and those their IR depends on (their callees and mirror targets, the services
 the gateways route to, and any segment defining an anchor they use) kept as they are, the
-services these name as one-line placeholders (name, port, protocol, image or endpoints, from the
-base IR), and every other line blank: line and column numbers are the new text's. It goes through
+services these (or `analysis.entryPoints`) name as one-line placeholders (name, port, protocol,
+image or endpoints and TLS, from the base IR), and every other line blank: line and column numbers are the new text's. It goes through
 the normal loader, structural and semantic checks and resolver; any diagnostic there sends the
 check to the full path (which reports it exactly as a full check does). Each changed service's
 IR is taken from it, with who may call it (`allowed_callers`, made from the other services) from
