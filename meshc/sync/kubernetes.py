@@ -536,6 +536,8 @@ def _first_version(metadata: Obj) -> str | None:
 _CLIENT_MODULES = ("kubernetes.client.configuration", "kubernetes.client.api_client", "kubernetes.client.exceptions",
                    "kubernetes.dynamic")
 _KUBECONFIG_LOADER = "kubernetes.config.kube_config"
+# What the package's `__init__` imports, each as `from . import name`
+_PACKAGES = ("client", "config", "dynamic", "watch", "stream", "utils", "leaderelection", "informer")
 _IN_CLUSTER_LOADER = "kubernetes.config.incluster_config"
 
 
@@ -543,18 +545,19 @@ def _import_client_library(*, in_cluster: bool = False) -> None:
     """Import the parts of the `kubernetes` package a target uses, and the configuration loader
     it needs (the kubeconfig's, or the in-cluster service account's).
 
-    The package's `__init__` imports every part (the websocket streams, watch helpers, leader
-    election, informers, both loaders; the kubeconfig loader brings oauthlib and
-    requests_oauthlib, for OIDC token refreshes only): it is left to run the first time anything
-    asks the package for a name it has not loaded (meshc.sync.lazy_import.package_without_init),
-    so `import kubernetes` elsewhere in the process still sees the whole library. The same holds
-    for `kubernetes.config`, whose `__init__` imports both loaders. `kubernetes_validate` is
+    The package's `__init__` imports every part: websocket streams, leader election, informers,
+    YAML helpers and both loaders (the kubeconfig's brings oauthlib and requests_oauthlib). It
+    runs only once anything asks the package for a name it has not loaded
+    (lazy_import.package_without_init), so `import kubernetes` elsewhere in the process still
+    sees the whole library; so do `kubernetes.config` (both loaders) and `kubernetes.utils`
+    (the REST client needs only its retry and keep-alive modules). `kubernetes_validate` is
     hidden while the dynamic client loads: it imports it (jsonschema and its schema registries)
-    only for `DynamicClient.validate`, which meshc never calls; it stays importable for anything
-    else."""
+    only for `DynamicClient.validate`, which meshc never calls; it stays importable for
+    anything else."""
     if "kubernetes" not in sys.modules:
-        lazy_import.package_without_init("kubernetes", version=True)   # its submodules read __version__
+        lazy_import.package_without_init("kubernetes", submodules=_PACKAGES, version=True)   # read by discovery
         lazy_import.package_without_init("kubernetes.config")
+        lazy_import.package_without_init("kubernetes.utils")   # the REST client needs two of its modules
     with lazy_import.hidden("kubernetes_validate"):
         lazy_import.import_all(*_CLIENT_MODULES, _IN_CLUSTER_LOADER if in_cluster else _KUBECONFIG_LOADER)
 

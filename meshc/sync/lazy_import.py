@@ -18,7 +18,7 @@ import importlib.util
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -28,12 +28,14 @@ _completing = threading.RLock()
 _pending: set[str] = set()     # packages registered without their `__init__`, which has not run yet
 
 
-def package_without_init(name: str, *, version: bool = False) -> bool:
+def package_without_init(name: str, *, submodules: Collection[str] = (), version: bool = False) -> bool:
     """Register the package `name` without running its `__init__`: importing `name.sub` then
-    runs only `sub` (and what it imports). A name the package's `__init__` would have defined
-    runs that `__init__`, once, when first asked for (PEP 562's module `__getattr__`), so
-    `import name; name.anything` keeps working. `version`: copy `__version__` from the source
-    first (read by submodules). False when the package is imported already or cannot be
+    runs only `sub` (and what it imports). Any other name the package is asked for runs that
+    `__init__`, once (PEP 562's module `__getattr__`), so `import name; name.anything` keeps
+    working, except the `submodules`: names the `__init__` binds to its submodules of the same
+    name (`from . import sub`), which `from name import sub` (the library's own modules do it)
+    imports alone, as the import system would. `version`: copy `__version__` from the source
+    first (submodules read it). False when the package is imported already or cannot be
     deferred (not found, not a source package, no `__version__` line): import it normally then."""
     if name in sys.modules:
         return False
@@ -53,7 +55,7 @@ def package_without_init(name: str, *, version: bool = False) -> bool:
         values["__version__"] = found.group(1).decode()
     module = importlib.util.module_from_spec(spec)
     module.__dict__.update(values)
-    module.__getattr__ = _completion(module)  # type: ignore[method-assign]
+    module.__getattr__ = _completion(module, frozenset(submodules))  # type: ignore[method-assign]
     _pending.add(name)
     sys.modules[name] = module
     if "." in name:     # as the import system does: the parent package names its submodule
@@ -62,13 +64,12 @@ def package_without_init(name: str, *, version: bool = False) -> bool:
     return True
 
 
-def _completion(module: ModuleType) -> Any:
+def _completion(module: ModuleType, submodules: frozenset[str]) -> Any:
     """The module `__getattr__` of a package registered without its `__init__`: runs it once."""
 
     def __getattr__(attribute: str) -> Any:
-        # `from package import sub` (the library's own modules do it) asks the package for `sub`
-        # before importing it: a submodule is imported alone, as `import package.sub` would.
-        if not attribute.startswith("__") and importlib.util.find_spec(f"{module.__name__}.{attribute}"):
+        # `from package import sub` asks the package for `sub` before importing it
+        if attribute in submodules:
             return importlib.import_module(f"{module.__name__}.{attribute}")
         with _completing:
             if module.__name__ not in _pending:

@@ -46,7 +46,7 @@ def runs() -> list[str]:
 
 def test_a_submodule_loads_without_the_package_init(package: str) -> None:
     before = runs()
-    assert lazy_import.package_without_init(package, version=True)
+    assert lazy_import.package_without_init(package, submodules=("sibling",), version=True)
     light = importlib.import_module(f"{package}.light")
     assert light.sibling.VALUE == 2 and light.__version__ == "1.2.3"
     assert f"{package}.heavy" not in sys.modules and runs() == before
@@ -63,6 +63,16 @@ def test_the_init_runs_once_when_the_package_is_asked_for_a_name_it_lacks(packag
     assert not lazy_import.is_deferred(package)
     with pytest.raises(AttributeError):
         module.missing   # noqa: B018
+
+
+def test_a_name_that_is_not_a_listed_submodule_runs_the_init(package: str, tmp_path: Path) -> None:
+    """The `__init__` may bind a submodule's name to something else (a function of it): asked
+    for that name, the package gives what its `__init__` binds."""
+    init = tmp_path / package / "__init__.py"
+    init.write_text(init.read_text() + "from .sibling import VALUE as sibling\n")
+    lazy_import.package_without_init(package)
+    module = importlib.import_module(package)
+    assert module.sibling == 2 and f"{package}.heavy" in sys.modules
 
 
 def test_a_package_imported_already_is_left_alone(package: str) -> None:
