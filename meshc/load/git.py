@@ -330,7 +330,7 @@ class _ObjectReader:
                 continue
             if mode & 0o170000 != 0o100000:     # a directory or a submodule: gitpython says which
                 return None
-            blob = self._object(sha)
+            blob = self._object(sha, limit=MAX_SPEC_BYTES)    # over it: gitpython says so, reading nothing
             return blob[2] if blob is not None and blob[1] == "blob" else None
 
     def _entry(self, tree: str, path: str) -> tuple[int, str] | None:
@@ -345,8 +345,9 @@ class _ObjectReader:
             entry = _tree_entries(found[2]).get(name.encode("utf-8", "surrogateescape"))
         return entry
 
-    def _object(self, name: str) -> tuple[str, str, bytes] | None:
-        """(sha, type, content) of the object `name` names; None when it names none, or several."""
+    def _object(self, name: str, limit: int | None = None) -> tuple[str, str, bytes] | None:
+        """(sha, type, content) of the object `name` names; None when it names none, or several,
+        or its content is over `limit` bytes (read past, not kept)."""
         stdin, stdout = self._process.stdin, self._process.stdout
         assert stdin is not None and stdout is not None
         stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
@@ -355,6 +356,14 @@ class _ObjectReader:
         if len(header) != 3:        # `<name> missing`, `<name> ambiguous`
             return None
         size = int(header[2])
+        if limit is not None and size > limit:
+            while size > 0:
+                chunk = stdout.read(min(size, 1 << 20))
+                if not chunk:
+                    break
+                size -= len(chunk)
+            stdout.read(1)
+            return None
         content = stdout.read(size)
         stdout.read(1)              # the newline after the content
         return header[0].decode(), header[1].decode(), content

@@ -536,9 +536,9 @@ def _first_version(metadata: Obj) -> str | None:
 _CLIENT_MODULES = ("kubernetes.client.configuration", "kubernetes.client.api_client", "kubernetes.client.exceptions",
                    "kubernetes.dynamic")
 _KUBECONFIG_LOADER = "kubernetes.config.kube_config"
+_IN_CLUSTER_LOADER = "kubernetes.config.incluster_config"
 # What the package's `__init__` imports, each as `from . import name`
 _PACKAGES = ("client", "config", "dynamic", "watch", "stream", "utils", "leaderelection", "informer")
-_IN_CLUSTER_LOADER = "kubernetes.config.incluster_config"
 
 
 def _import_client_library(*, in_cluster: bool = False) -> None:

@@ -109,3 +109,14 @@ def test_only_the_repository_itself_is_read_fast(history: History, tmp_path: Pat
     assert _ObjectReader.open(str(plain)) is None
     with pytest.raises(MeshcError, match="is not a Git repository"):
         GitSpecReader(str(history.repo.path / "deploy"))
+
+
+def test_a_spec_over_the_size_limit_is_refused_and_the_reader_reads_on(git_repo: GitRepo) -> None:
+    from meshc.load.source import MAX_SPEC_BYTES
+
+    git_repo.commit_files({"big.yaml": "#" * (MAX_SPEC_BYTES + 1) + "\n", "mesh.yaml": SHOP}, "a huge file")
+    with GitSpecReader(str(git_repo.path)) as reader:
+        with pytest.raises(MeshcError, match="the limit is") as excinfo:
+            reader.read("HEAD", "big.yaml")
+        assert excinfo.value.diagnostics[0].code == "E009"
+        assert reader.read("HEAD", "mesh.yaml").data == SHOP.encode()    # the batch stream is still in step
