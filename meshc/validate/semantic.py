@@ -53,6 +53,13 @@ class Context:
 
     mesh: Mesh
     positions: Positions
+    # Each service with its path, made once: some fifty checks each walk every service.
+    services: tuple[tuple[Path, Service], ...] = ()
+
+    @classmethod
+    def of(cls, mesh: Mesh, positions: Positions) -> Context:
+        return cls(mesh, positions, tuple((("spec", "services", index), service)
+                                          for index, service in enumerate(mesh.spec.services)))
 
     def at(self, *path: str | int) -> Span:
         return self.positions.value(path)
@@ -61,9 +68,8 @@ class Context:
         return self.positions.key(path)
 
 
-def services(ctx: Context) -> Iterator[tuple[Path, Service]]:
-    for index, service in enumerate(ctx.mesh.spec.services):
-        yield ("spec", "services", index), service
+def services(ctx: Context) -> tuple[tuple[Path, Service], ...]:
+    return ctx.services
 
 
 def _hint(name: str, known: Iterable[str]) -> str | None:
@@ -1472,7 +1478,7 @@ CHECKS: tuple[Check, ...] = (
 
 
 def check_semantics(mesh: Mesh, positions: Positions) -> list[Diagnostic]:
-    ctx = Context(mesh, positions)
+    ctx = Context.of(mesh, positions)
     return [diagnostic for check in CHECKS for diagnostic in check(ctx)]
 
 
