@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshc.addresses import is_ip_literal
@@ -55,12 +55,11 @@ class Context:
     mesh: Mesh
     positions: Positions
     # Each service with its path, made once: some fifty checks each walk every service.
-    services: tuple[tuple[Path, Service], ...] = ()
+    services: tuple[tuple[Path, Service], ...] = field(init=False)
 
-    @classmethod
-    def of(cls, mesh: Mesh, positions: Positions) -> Context:
-        return cls(mesh, positions, tuple((("spec", "services", index), service)
-                                          for index, service in enumerate(mesh.spec.services)))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "services", tuple((("spec", "services", index), service)
+                                                   for index, service in enumerate(self.mesh.spec.services)))
 
     def at(self, *path: str | int) -> Span:
         return self.positions.value(path)
@@ -1494,7 +1493,7 @@ CHECKS: tuple[Check, ...] = (
 
 
 def check_semantics(mesh: Mesh, positions: Positions) -> list[Diagnostic]:
-    ctx = Context.of(mesh, positions)
+    ctx = Context(mesh, positions)
     return [diagnostic for check in CHECKS for diagnostic in check(ctx)]
 
 
