@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 
-from tests.k8sapi.server import FakeKubeAPI, RequestRecord
+from tests.k8sapi.server import FakeKubeAPI, Gate, RequestRecord
 
 REAL_CLUSTER_ENV = "MESHC_TEST_KUBECONFIG"
 T = TypeVar("T")
@@ -94,6 +94,9 @@ class KubeAPIHandle:
     def delay_next(self, n: int = 1, seconds: float = 0.5, methods: set[str] | None = None,
                    path_contains: str | None = None) -> None:
         self._need_double().delay_next(n, seconds, methods, path_contains)
+
+    def hold_next(self, methods: set[str] | None = None, path_contains: str | None = None) -> Gate:
+        return self._need_double().hold_next(methods, path_contains)
 
     def store_get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         return self._need_double().store_get(resource, name, namespace)

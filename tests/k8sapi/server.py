@@ -36,15 +36,33 @@ class RequestRecord:
     changed: bool = False  # the store committed a change (resourceVersion moved)
 
 
+class Gate:
+    """Where a held request waits: `reached` is set when it arrives, and it goes on once the
+    test calls `release()` (or after `timeout` seconds, so that a failing test cannot hang)."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.reached = threading.Event()
+        self._released = threading.Event()
+        self._timeout = timeout
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait(self) -> None:
+        self.reached.set()
+        self._released.wait(self._timeout)
+
+
 @dataclass
 class Rule:
-    """A fault or a delay for the next `remaining` matching requests."""
+    """A fault, a delay or a hold for the next `remaining` matching requests."""
     remaining: int
     methods: frozenset[str] | None
     path_contains: str | None
     status: int = 500
     message: str = ""
     seconds: float = 0.0
+    gate: Gate | None = None
     retry_after: int | None = None
 
     def matches(self, request: Request) -> bool:
@@ -123,6 +141,14 @@ class FakeKubeAPI:
         with self._hooks_lock:
             self._delays.append(Rule(n, _methods(methods), path_contains, seconds=seconds))
 
+    def hold_next(self, methods: set[str] | None = None, path_contains: str | None = None) -> Gate:
+        """Hold the next matching request before it is served, until the returned gate is
+        released: what happens meanwhile is ordered by the test, not by a sleep's length."""
+        gate = Gate()
+        with self._hooks_lock:
+            self._delays.append(Rule(1, _methods(methods), path_contains, gate=gate))
+        return gate
+
     @property
     def requests(self) -> list[RequestRecord]:
         with self._hooks_lock:
@@ -161,7 +187,9 @@ class FakeKubeAPI:
 
     def _wait_if_delayed(self, request: Request) -> None:
         rule = self._take(self._delays, request)
-        if rule is not None:
+        if rule is not None and rule.gate is not None:
+            rule.gate.wait()
+        elif rule is not None:
             time.sleep(rule.seconds)
 
     def _injected_failure(self, request: Request) -> Response | None:

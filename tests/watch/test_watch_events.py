@@ -81,13 +81,17 @@ def test_a_stream_too_old_to_resume_lists_again_and_finds_what_it_missed(
         watcher.wait_streaming()
         events = watcher.watcher.events["kubernetes"]
         relists, expired = events.relists, kube_api.expired_watches()
-        # The Deployment stream's resume waits while the edit is made and the history compacted,
+        # The Deployment stream's resume is held while the edit is made and the history compacted,
         # so the edit is never streamed: only the LIST after the 410 can find it.
-        kube_api.delay_next(1, 1.5, methods={"GET"}, path_contains="/deployments")
-        kube_api.end_watches()
-        client.AppsV1Api(kube_api.api_client()).patch_namespaced_deployment(
-            "svc-00", NAMESPACE, {"spec": {"replicas": 5}})
-        kube_api.compact_history()
+        resume = kube_api.hold_next(methods={"GET"}, path_contains="/deployments")
+        try:
+            kube_api.end_watches()
+            assert resume.reached.wait(30), "the Deployment stream resumed"
+            client.AppsV1Api(kube_api.api_client()).patch_namespaced_deployment(
+                "svc-00", NAMESPACE, {"spec": {"replicas": 5}})
+            kube_api.compact_history()
+        finally:
+            resume.release()
         drift = watcher.wait("drift", commit=mesh_repo.head_sha)
         assert events.relists > relists
         assert kube_api.expired_watches() > expired, "a resume was answered 410 Gone"
