@@ -22,21 +22,33 @@ tmpfs (/dev/shm when there is one; each output deleted untimed): what a change o
 worth to a build, meshc against --baseline. The floor stays the parse of the same spec (a build's
 own floor, parse and write, is bench/run_build.py's).
 
+--apply times `meshc apply --repo R mesh.yaml --kubeconfig K --etcd E` of the same 15-line spec
+instead, each run applying a new commit that changes one image tag, against the Kubernetes API
+test double (served from this process) and a real etcd: what a one-shot sync pays before and
+around its work (interpreter, meshc's verb modules, gitpython, the Kubernetes and etcd clients,
+discovery, an incremental plan of a few objects, one apply), with next to nothing to compile.
+The runs of this checkout and of --baseline alternate on one repository and one etcd, so each
+finds the commit applied last by the other: both compile the applied commit again (two services).
+
     python -m bench.startup                 # 21 pairs
     python -m bench.startup --pairs 51
     python -m bench.startup --baseline /tmp/meshc-before
     python -m bench.startup --cold-cache
     python -m bench.startup --build 1000 --pairs 15 --baseline /tmp/meshc-before
+    python -m bench.startup --apply --pairs 21 --baseline /tmp/meshc-before
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):     # run as a script: make `bench` importable
@@ -94,34 +106,70 @@ def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None) -
 
 
 def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = None,
-            cold_cache: bool = False, build: int | None = None) -> dict[str, float]:
+            cold_cache: bool = False, build: int | None = None, apply: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="meshc-startup-") as scratch_dir, \
-            tempfile.TemporaryDirectory(prefix="meshc-startup-", dir=TMPFS if TMPFS.is_dir() else None) as out_dir:
+            tempfile.TemporaryDirectory(prefix="meshc-startup-", dir=TMPFS if TMPFS.is_dir() else None) as out_dir, \
+            contextlib.ExitStack() as services:
         scratch = Path(scratch_dir)
         spec = scratch / "mesh.yaml"
         spec.write_text(SPEC if build is None else gen_mesh.generate(build))
         output = None if build is None else Path(out_dir) / "out"
         floor_cmd, meshc_cmd = commands(spec, output)
+        before_meshc: Callable[[], None] = lambda: None     # noqa: E731
+        if apply:
+            meshc_cmd, before_meshc = services.enter_context(apply_bed(scratch))
         env = environment(scratch, bytecode_cache)
         runs: list[tuple[list[str], dict[str, str]]] = [(floor_cmd, env), (meshc_cmd, env)]
         if baseline is not None:
             runs.append((meshc_cmd, environment(scratch, bytecode_cache, baseline)))
-        for argv, run_env in runs:     # warm the page cache, .pyc files and meshc's cache; not counted
+        for index, (argv, run_env) in enumerate(runs):   # warm the page cache, .pyc files and meshc's cache; not counted
             if output is not None:
                 shutil.rmtree(output, ignore_errors=True)
+            if index:
+                before_meshc()
             run_build.run_process(argv, run_env)
         timed: list[list[run_build.ProcessRun]] = [[] for _ in runs]
         for _ in range(pairs):
-            for (argv, run_env), results in zip(runs, timed):
+            for index, ((argv, run_env), results) in enumerate(zip(runs, timed)):
                 if cold_cache:
                     shutil.rmtree(run_env["MESHC_CACHE_DIR"], ignore_errors=True)
                 if output is not None:
                     shutil.rmtree(output, ignore_errors=True)
+                if index:
+                    before_meshc()
                 run = run_build.run_process(argv, run_env)
                 if run.returncode != 0:
                     raise RuntimeError(f"{' '.join(argv)} failed:\n{run.stderr}")
                 results.append(run)
     return summary(*timed)
+
+
+@contextlib.contextmanager
+def apply_bed(scratch: Path) -> Iterator[tuple[list[str], Callable[[], None]]]:
+    """A Git repository holding SPEC, the API double and a real etcd; yields `meshc apply --repo`
+    of them and what to call before each run: commit a change of one image tag (and wait for the
+    last run's compile cache writer, as commits applied minutes apart would)."""
+    from meshc import compile_cache
+    from tests.k8sapi.server import FakeKubeAPI
+    from tests.support.etcd import EtcdServer
+    from tests.support.gitrepo import GitRepo
+
+    repo = GitRepo.init(scratch / "repo")
+    repo.commit_file("mesh.yaml", SPEC, "A two-service mesh")
+    tags = itertools.count(1)
+
+    def commit() -> None:
+        for cache in scratch.glob("cache*"):
+            compile_cache.settle(cache)
+        tag = next(tags)
+        repo.commit_file("mesh.yaml", SPEC.replace("web:1.0.0", f"web:1.0.{tag}"), f"web 1.0.{tag}")
+
+    with FakeKubeAPI() as kube, EtcdServer(scratch / "etcd") as etcd:
+        kubeconfig = kube.write_kubeconfig(scratch / "kubeconfig")
+        yield ([*run_build.meshc_command(), "apply", "--repo", str(repo.path), "mesh.yaml",
+                "--kubeconfig", str(kubeconfig), "--etcd", etcd.url], commit)
+        for cache in scratch.glob("cache*"):
+            compile_cache.settle(cache)
 
 
 def summary(floors: list[run_build.ProcessRun], meshcs: list[run_build.ProcessRun],
@@ -159,10 +207,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="empty meshc's cache before every run: the first validate after an install")
     parser.add_argument("--build", type=int, metavar="N",
                         help="time `meshc build` of a generated N-service mesh (into a tmpfs) instead")
+    parser.add_argument("--apply", action="store_true",
+                        help="time `meshc apply --repo` of the 15-line spec (a new commit each run) against the "
+                        "Kubernetes API double and a real etcd instead")
     args = parser.parse_args(argv)
+    if args.apply and args.build is not None:
+        parser.error("--apply and --build exclude each other")
     result = measure(args.pairs, bytecode_cache=not args.no_bytecode_cache, baseline=args.baseline,
-                     cold_cache=args.cold_cache, build=args.build)
-    what = "validate (15 lines)" if args.build is None else f"build ({args.build} services)"
+                     cold_cache=args.cold_cache, build=args.build, apply=args.apply)
+    what = ("apply --repo (15 lines)" if args.apply else "validate (15 lines)" if args.build is None
+            else f"build ({args.build} services)")
     print(f"meshc {what}: median {result['meshc_wall_median']:.3f} s wall, "
           f"{result['meshc_cpu_median']:.3f} s cpu (best {result['meshc_wall_best']:.3f} s)")
     print(f"floor (python + libyaml):  median {result['floor_wall_median']:.3f} s wall, "
@@ -174,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['baseline_cpu_median']:.3f} s cpu; {result['baseline_cpu_ratio']:.2f}x the floor (cpu)")
         print(f"paired ratio meshc/baseline: {result['vs_baseline_wall_ratio']:.2f}x wall, "
               f"{result['vs_baseline_cpu_ratio']:.2f}x cpu")
-    if args.build is None:
+    if args.build is None and not args.apply:
         met = result["meshc_cpu_median"] <= TARGET_SECONDS
         print(f"{'PASS' if met else 'FAIL'}  validate under {TARGET_SECONDS} s (cpu median)")
         met = result["cpu_ratio"] <= TARGET_RATIO

@@ -26,14 +26,20 @@ the run does not wait for (meshc.compile_cache.store_detached): its CPU time is 
 each timed run starts once the last one's writer is done (as when commits are applied minutes
 apart; a run started at once would wait for it when it needs that entry).
 
-    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F]
+With --importtime, one more apply of each meshc (untimed, after the rounds) runs under
+`python -X importtime`: the modules it imported, and their import time summed by top-level
+package (self times; `-X importtime` itself adds to them, so compare the two trees, not absolutes).
+
+    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F] [--importtime]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -71,6 +77,27 @@ def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: 
             after.ru_minflt - before.ru_minflt)
 
 
+def import_profile(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, tree: Path, cache: Path) -> dict[str, Any]:
+    """One `meshc apply --repo` of `tree` under `python -X importtime`: how many modules it imported
+    and the milliseconds spent importing them, in total and by top-level package (largest first)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "MESHC_CACHE_DIR": str(cache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshc.cli", "apply", "--repo", str(repo.path),
+                             SPEC_PATH, "--kubeconfig", str(kubeconfig), "--etcd", etcd.url],
+                            cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"meshc apply failed: {result.stderr[-2000:]}")
+    by_package: collections.Counter[str] = collections.Counter()
+    modules = 0
+    for line in result.stderr.splitlines():
+        found = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
+        if found:
+            modules += 1
+            by_package[found[2].split(".")[0]] += int(found[1])
+    return {"modules": modules, "import_ms": round(sum(by_package.values()) / 1000, 1),
+            "by_package_ms": {name: round(micros / 1000, 1) for name, micros in by_package.most_common(15)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=1000)
@@ -80,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time the incremental apply of the meshc in TREE (another checkout) each round")
     parser.add_argument("--plan-first", action="store_true",
                         help="also time an apply of a commit `meshc plan` has seen first, each round")
+    parser.add_argument("--importtime", action="store_true",
+                        help="after the rounds, one apply of each meshc under `python -X importtime`: modules and "
+                        "import time by package")
     args = parser.parse_args(argv)
 
     spec = generate(args.services)
@@ -119,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(figures)
             print(f"round {number}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in figures.items()), flush=True)
+        imports: dict[str, Any] = {}
+        if args.importtime:
+            for name, tree in (("meshc", ROOT), *((("baseline", args.baseline),) if args.baseline else ())):
+                compile_cache.settle(cache)
+                service, spec = one_service_change(spec, len(imports) + 1, args.rounds + 1)
+                bed.repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
+                imports[name] = import_profile(bed.repo, bed.kubeconfig, bed.etcd, tree, cache)
         compile_cache.settle(cache)     # the last writer is done before the directory goes
     load.append(os.getloadavg()[0])
     names = [mode for mode, _, _ in modes]
@@ -138,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["incremental_paired_ratio_to_baseline_kept"] = _paired(rounds, "incremental_s", "baseline_kept_s")
         summary["incremental_paired_cpu_ratio_to_baseline_kept"] = _paired(rounds, "incremental_cpu_s",
                                                                            "baseline_kept_cpu_s")
+    if imports:
+        summary["imports"] = imports
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

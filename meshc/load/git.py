@@ -3,13 +3,20 @@
 The work tree (and the index) of the repository may hold anything: uncommitted edits, another
 branch checked out, or nothing at all in a bare repository. A build from `--rev X` must equal a
 build of the file as committed at X, so only commit -> tree -> blob lookups are used here.
-gitpython is imported lazily: only the verbs that read Git pay for it.
+
+Reading a spec that is there (the common case: every plan/apply --repo reads one or two) asks a
+`git cat-file --batch` process of its own for the commit and the trees down to the file, without
+importing gitpython (60-90 ms, and two `git version` runs, at import). Anything out of the
+ordinary (no such revision or file, a directory, a submodule, a repository that is not one) is
+read again with gitpython, whose answers make the error messages; so do the work tree and the
+repository's layout (`read_work_tree`, absolute spec paths).
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import subprocess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +51,15 @@ class GitSpecReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._repo = _open_repository(path)
+        self._objects = _ObjectReader.open(path)
+        self._opened: git.Repo | None = None if self._objects is not None else _open_repository(path)
+
+    @property
+    def _repo(self) -> git.Repo:
+        """gitpython's repository, opened when something beyond reading a spec needs it."""
+        if self._opened is None:
+            self._opened = _open_repository(self.path)
+        return self._opened
 
     def __enter__(self) -> GitSpecReader:
         return self
@@ -54,17 +69,30 @@ class GitSpecReader:
         self.close()
 
     def close(self) -> None:
-        self._repo.close()  # stops gitpython's persistent `git cat-file` helpers
+        if self._objects is not None:
+            self._objects.close()
+        if self._opened is not None:
+            self._opened.close()  # stops gitpython's persistent `git cat-file` helpers
 
     def resolve(self, rev: str) -> str:
         """The full sha of the commit `rev` names (a branch, tag, sha, `HEAD~2`, ...)."""
-        return str(self._commit(rev).hexsha)
+        found = self._objects.commit(rev) if self._objects is not None else None
+        return found.sha if found is not None else str(self._commit(rev).hexsha)
 
     def parents(self, rev: str) -> list[str]:
         """The full shas of the parents of the commit `rev` names."""
+        found = self._objects.commit(rev) if self._objects is not None else None
+        if found is not None:
+            return list(found.parents)
         return [str(parent.hexsha) for parent in self._commit(rev).parents]
 
     def read(self, rev: str, spec_path: str) -> SpecSource:
+        found = self._objects.commit(rev) if self._objects is not None else None
+        if found is not None and self._objects is not None:
+            relpath = self.relative_path(spec_path)
+            blob = self._objects.file(found, relpath, rev)
+            if blob is not None:
+                return SpecSource(name=relpath, data=_limited(blob, relpath), revision=found.sha)
         commit = self._commit(rev)
         relpath = self.relative_path(spec_path)
         data = _blob_data(commit, relpath, rev)
@@ -208,11 +236,149 @@ def _follow_link(link_path: str, target: str, relpath: str, rev: str) -> str:
 
 
 def _checked_size(blob: Any, relpath: str) -> bytes:
-    size = int(blob.size)
-    if size > MAX_SPEC_BYTES:
-        raise MeshcError([error("E009", f"{relpath} is {size} bytes; the limit is {MAX_SPEC_BYTES}", None)], 1)
+    _check_size(int(blob.size), relpath)
     data: bytes = blob.data_stream.read()
     return data
+
+
+def _limited(data: bytes, relpath: str) -> bytes:
+    _check_size(len(data), relpath)
+    return data
+
+
+def _check_size(size: int, relpath: str) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise MeshcError([error("E009", f"{relpath} is {size} bytes; the limit is {MAX_SPEC_BYTES}", None)], 1)
+
+
+class _Commit:
+    def __init__(self, sha: str, tree: str, parents: list[str]) -> None:
+        self.sha, self.tree, self.parents = sha, tree, parents
+
+
+class _ObjectReader:
+    """Commits, trees and blobs from one `git cat-file --batch` process: the fast path of
+    GitSpecReader. Each question answers None whenever the answer is not a plain one (a name
+    that resolves to nothing or to several objects, a missing file, a directory, a submodule):
+    the caller then asks gitpython, whose answer makes the error message."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+
+    @classmethod
+    def open(cls, path: str) -> _ObjectReader | None:
+        """A reader of the repository at `path` itself (never one found in a parent directory, as
+        `--repo DIR` names the repository); None when `path` is not plainly one."""
+        if not os.path.isdir(path):
+            return None
+        try:
+            found = subprocess.run(["git", "-C", path, "rev-parse", "--show-object-format", "--is-bare-repository",
+                                    "--absolute-git-dir"], capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        lines = found.stdout.decode("utf-8", "surrogateescape").splitlines()
+        if found.returncode != 0 or len(lines) != 3 or lines[0] != "sha1":   # trees hold 20-byte ids
+            return None
+        bare, git_dir = lines[1] == "true", os.path.realpath(lines[2])
+        if os.path.realpath(path) != (git_dir if bare else os.path.dirname(git_dir)):
+            return None
+        try:
+            process = subprocess.Popen(["git", "-C", path, "cat-file", "--batch"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            return None
+        return cls(process)
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+    def commit(self, rev: str) -> _Commit | None:
+        if not rev or rev.startswith("-") or any(c in rev for c in "\n\r\0"):
+            return None
+        found = self._object(f"{rev}^{{commit}}")
+        if found is None or found[1] != "commit":
+            return None
+        sha, _, body = found
+        headers = body.split(b"\n\n", 1)[0].split(b"\n")
+        tree = [line[5:].decode() for line in headers if line.startswith(b"tree ")]
+        parents = [line[7:].decode() for line in headers if line.startswith(b"parent ")]
+        return _Commit(sha, tree[0], parents) if len(tree) == 1 else None
+
+    def file(self, commit: _Commit, relpath: str, rev: str) -> bytes | None:
+        """The bytes of `relpath` in `commit` (named `rev`), following in-tree symbolic links as
+        _blob_data does."""
+        path, hops = relpath, 0
+        while True:
+            entry = self._entry(commit.tree, path)
+            if entry is None:
+                return None
+            mode, sha = entry
+            if mode == _SYMLINK_MODE:
+                hops += 1
+                target = self._object(sha)
+                if target is None or hops > MAX_SYMLINK_HOPS:
+                    return None
+                path = _follow_link(path, target[2].decode("utf-8", "replace"), relpath, rev)
+                continue
+            if mode & 0o170000 != 0o100000:     # a directory or a submodule: gitpython says which
+                return None
+            blob = self._object(sha, limit=MAX_SPEC_BYTES)    # over it: gitpython says so, reading nothing
+            return blob[2] if blob is not None and blob[1] == "blob" else None
+
+    def _entry(self, tree: str, path: str) -> tuple[int, str] | None:
+        """The mode and sha of `path` under `tree`."""
+        entry: tuple[int, str] | None = (0o040000, tree)
+        for name in path.split("/"):
+            if entry is None or entry[0] != 0o040000:
+                return None
+            found = self._object(entry[1])
+            if found is None or found[1] != "tree":
+                return None
+            entry = _tree_entries(found[2]).get(name.encode("utf-8", "surrogateescape"))
+        return entry
+
+    def _object(self, name: str, limit: int | None = None) -> tuple[str, str, bytes] | None:
+        """(sha, type, content) of the object `name` names; None when it names none, or several,
+        or its content is over `limit` bytes (read past, not kept)."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+        stdin.flush()
+        header = stdout.readline().split()
+        if len(header) != 3:        # `<name> missing`, `<name> ambiguous`
+            return None
+        size = int(header[2])
+        if limit is not None and size > limit:
+            while size > 0:
+                chunk = stdout.read(min(size, 1 << 20))
+                if not chunk:
+                    break
+                size -= len(chunk)
+            stdout.read(1)
+            return None
+        content = stdout.read(size)
+        stdout.read(1)              # the newline after the content
+        return header[0].decode(), header[1].decode(), content
+
+
+def _tree_entries(data: bytes) -> dict[bytes, tuple[int, str]]:
+    """A tree object's entries (`<octal mode> <name>\\0<20-byte sha>` each) by name."""
+    entries: dict[bytes, tuple[int, str]] = {}
+    position = 0
+    while position < len(data):
+        space = data.index(b" ", position)
+        nul = data.index(b"\0", space)
+        entries[data[space + 1:nul]] = (int(data[position:space], 8), data[nul + 1:nul + 21].hex())
+        position = nul + 21
+    return entries
 
 
 def _stderr(exc: Exception) -> str:

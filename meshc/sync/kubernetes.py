@@ -30,7 +30,7 @@ from meshc.emit.naming import (
     NAMESPACE_PATH, mesh_selector,
 )
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, OPTIONAL_KINDS, apply_sort_key, kind_rank
-from meshc.sync import drift
+from meshc.sync import drift, lazy_import
 from meshc.sync.delta import FileDelta, file_delta
 from meshc.sync.scrub import scrub
 from meshc.sync.target import (
@@ -83,19 +83,25 @@ class KubernetesTarget:
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None, *,
                         in_cluster: bool = False, **options: Any) -> KubernetesTarget:
         """A target from a kubeconfig file (optionally one of its contexts) or the in-cluster service account."""
-        _import_client_library()
-        from kubernetes import client, config
+        _import_client_library(in_cluster=in_cluster)
+        from kubernetes.client.api_client import ApiClient
+        from kubernetes.client.configuration import Configuration
+        from kubernetes.config.config_exception import ConfigException
 
         try:
             if in_cluster:
-                configuration = client.Configuration()
-                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                api_client = client.ApiClient(configuration)
+                from kubernetes.config.incluster_config import load_incluster_config
+
+                configuration = Configuration()
+                load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                api_client = ApiClient(configuration)
                 description = "in-cluster"
             else:
-                api_client = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+                from kubernetes.config.kube_config import new_client_from_config
+
+                api_client = new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
                 description = f"{kubeconfig}" + (f" (context {context})" if context else "")
-        except (config.ConfigException, OSError, ValueError, TypeError) as error:
+        except (ConfigException, OSError, ValueError, TypeError) as error:
             where = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
             raise PermanentError(f"cannot load {where}: {scrub(_first_line(str(error)))}") from None
         return cls(api_client, description=description, **options)
@@ -525,19 +531,35 @@ def _first_version(metadata: Obj) -> str | None:
     return str(version) if version else None
 
 
-def _import_client_library() -> None:
-    """Import the `kubernetes` package without `kubernetes_validate`, which its dynamic client
-    imports (jsonschema and its schema registries: a third of the package's import time) only for
-    `DynamicClient.validate`, which meshc never calls. Hidden while the package loads, it stays
-    importable for anything else in the process."""
-    if "kubernetes" in sys.modules or "kubernetes_validate" in sys.modules:
-        return
-    sys.modules["kubernetes_validate"] = None   # type: ignore[assignment]   # an import of it fails
-    try:
-        import kubernetes  # noqa: F401
-    finally:
-        if sys.modules.get("kubernetes_validate", False) is None:
-            del sys.modules["kubernetes_validate"]
+# What meshc uses of the client library: the generated ApiClient and its Configuration, the
+# dynamic client, and one of the library's two configuration loaders.
+_CLIENT_MODULES = ("kubernetes.client.configuration", "kubernetes.client.api_client", "kubernetes.client.exceptions",
+                   "kubernetes.dynamic")
+_KUBECONFIG_LOADER = "kubernetes.config.kube_config"
+_IN_CLUSTER_LOADER = "kubernetes.config.incluster_config"
+# What the package's `__init__` imports, each as `from . import name`
+_PACKAGES = ("client", "config", "dynamic", "watch", "stream", "utils", "leaderelection", "informer")
+
+
+def _import_client_library(*, in_cluster: bool = False) -> None:
+    """Import the parts of the `kubernetes` package a target uses, and the configuration loader
+    it needs (the kubeconfig's, or the in-cluster service account's).
+
+    The package's `__init__` imports every part: websocket streams, leader election, informers,
+    YAML helpers and both loaders (the kubeconfig's brings oauthlib and requests_oauthlib). It
+    runs only once anything asks the package for a name it has not loaded
+    (lazy_import.package_without_init), so `import kubernetes` elsewhere in the process still
+    sees the whole library; so do `kubernetes.config` (both loaders) and `kubernetes.utils`
+    (the REST client needs only its retry and keep-alive modules). `kubernetes_validate` is
+    hidden while the dynamic client loads: it imports it (jsonschema and its schema registries)
+    only for `DynamicClient.validate`, which meshc never calls; it stays importable for
+    anything else."""
+    if "kubernetes" not in sys.modules:
+        lazy_import.package_without_init("kubernetes", submodules=_PACKAGES, version=True)   # read by discovery
+        lazy_import.package_without_init("kubernetes.config")
+        lazy_import.package_without_init("kubernetes.utils")   # the REST client needs two of its modules
+    with lazy_import.hidden("kubernetes_validate"):
+        lazy_import.import_all(*_CLIENT_MODULES, _IN_CLUSTER_LOADER if in_cluster else _KUBECONFIG_LOADER)
 
 
 def _drained(response: Any) -> bytes:
