@@ -53,39 +53,52 @@ class Positions:
 
     file: str
     root: Position | None = None
-    # The walk to each short path asked for so far: the resolver asks for a span of every IR node,
-    # tens of thousands of paths under a few thousand prefixes (a service, its upstreams).
-    _walked: dict[Path, tuple[Position | None, Mark]] = field(default_factory=dict, compare=False, repr=False)
+    # The walk to each short path asked for so far, with its span: the resolver asks for a span of
+    # every IR node, tens of thousands of paths under a few thousand prefixes (a service, its
+    # upstreams), so the prefix's walk and its Span are made once and only the last one or two
+    # steps below it are walked per call (inline: this is the resolver's most frequent call).
+    _walked: dict[Path, tuple[Position | None, Span]] = field(default_factory=dict, compare=False, repr=False)
 
     def value(self, path: Path) -> Span:
         """The span of the value at path, or of its nearest ancestor that was written."""
-        if self.root is None:
-            return Span(self.file, 1, 1)
-        start = min(len(path), MEMOIZED_DEPTH)
-        position, at = self._walk(path[:start])
-        for part in path[start:]:
-            if position is None:
+        if len(path) <= MEMOIZED_DEPTH:
+            walked = self._walked.get(path)
+            return (walked if walked is not None else self._walk(path))[1]
+        prefix = path[:MEMOIZED_DEPTH]
+        walked = self._walked.get(prefix)
+        position, span = walked if walked is not None else self._walk(prefix)
+        at: Mark | None = None
+        for part in path[MEMOIZED_DEPTH:]:
+            if not isinstance(position, Node):   # not written, or a scalar: nothing is under it
                 break
-            position = _child(position, part)
-            if position is None:
+            values = position.values
+            if isinstance(values, dict):
+                child = values.get(part) if isinstance(part, str) else None
+            else:
+                child = values[part] if isinstance(part, int) and 0 <= part < len(values) else None
+            if child is None:
                 break
-            at = _mark(position)
-        return Span(self.file, at.line + 1, at.column + 1)
+            position = child
+            at = child.at if isinstance(child, Node) else child
+        return span if at is None else Span(self.file, at.line + 1, at.column + 1)
 
-    def _walk(self, path: Path) -> tuple[Position | None, Mark]:
-        """The position at path (None once an ancestor was not written) and the mark of the
+    def _walk(self, path: Path) -> tuple[Position | None, Span]:
+        """The position at path (None once an ancestor was not written) and the span of the
         nearest one that was; memoized."""
         walked = self._walked.get(path)
         if walked is None:
             if not path:
-                assert self.root is not None
-                walked = (self.root, _mark(self.root))
+                walked = (self.root, self._span(self.root) if self.root is not None else Span(self.file, 1, 1))
             else:
-                parent, at = self._walk(path[:-1])
+                parent, span = self._walk(path[:-1])
                 child = _child(parent, path[-1]) if parent is not None else None
-                walked = (child, _mark(child)) if child is not None else (None, at)
+                walked = (child, self._span(child)) if child is not None else (None, span)
             self._walked[path] = walked
         return walked
+
+    def _span(self, position: Position) -> Span:
+        at = _mark(position)
+        return Span(self.file, at.line + 1, at.column + 1)
 
     def key(self, path: Path) -> Span:
         """The span of the key naming path (falls back to the value, then to ancestors)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from meshc.diagnostics import Span
 from meshc.load import Positions
@@ -42,10 +43,11 @@ def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
     if security.enabled:   # a gateway is a mesh member: its ServiceAccount gateway-<name> is its identity
         gateways = tuple(dataclasses.replace(g, identity=identity(
             security.trust_domain, namespace, object_names.gateway(g.name))) for g in gateways)
-    services = _with_zero_trust(mesh.spec, [
-        _service(s, ("spec", "services", i), defaults, services_by_name, destinations, span, routes, indexes)
-        for i, s in enumerate(mesh.spec.services)
-    ], security, namespace, span, gateways)
+    upstreams = [_upstreams(s, ("spec", "services", i), defaults, services_by_name, destinations, span, routes, indexes)
+                 for i, s in enumerate(mesh.spec.services)]
+    trust = _zero_trust(mesh.spec, upstreams, security, namespace, span, gateways)
+    services = [_service(s, ("spec", "services", i), span, routes, ups, destinations[s.name], service_trust)
+                for i, (s, ups, service_trust) in enumerate(zip(mesh.spec.services, upstreams, trust))]
     return ir.Mesh(
         name=name,
         namespace=namespace,
@@ -164,19 +166,25 @@ def _first(value: int | None, default: int) -> int:
 
 # --- services and their routes ------------------------------------------------------------
 
-def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name: dict[str, spec.Service],
-             destinations: dict[str, ir.Destination], span: _Spans,
-             routes: dict[str, tuple[ir.Route, ...]], indexes: dict[str, int]) -> ir.Service:
-    own = destinations[service.name]
+def _upstreams(service: spec.Service, path: Path, defaults: spec.Defaults, by_name: dict[str, spec.Service],
+               destinations: dict[str, ir.Destination], span: _Spans,
+               routes: dict[str, tuple[ir.Route, ...]], indexes: dict[str, int]) -> list[ir.Upstream]:
+    """The service's upstreams, with the callees' routes as it applies them, in the spec's order."""
     upstreams = [
         _upstream(u, path + ("upstreams", i), defaults, by_name[u.service], destinations[u.service], span)
         for i, u in enumerate(service.upstreams)
     ]
-    upstreams = [
+    return [
         _with_routes(up, service.name, u, by_name[u.service], routes[u.service],
                      ("spec", "services", indexes[u.service]), defaults, span) if u.service in routes else up
         for up, u in zip(upstreams, service.upstreams)
     ]
+
+
+def _service(service: spec.Service, path: Path, span: _Spans, routes: dict[str, tuple[ir.Route, ...]],
+             upstreams: list[ir.Upstream], own: ir.Destination, trust: _Trust) -> ir.Service:
+    # Made once, with its zero-trust fields: a dataclasses.replace of a Service costs as much as
+    # the rest of its making.
     return ir.Service(
         name=service.name,
         port=service.port,
@@ -193,7 +201,7 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         outlier_detection=own.outlier_detection,
         circuit_breaker=own.circuit_breaker,
         health_check=own.health_check,
-        upstreams=tuple(sorted(upstreams, key=lambda u: (u.service, u.local_port))),
+        upstreams=trust.upstreams,
         env=tuple(sorted((k, v) for k, v in (service.env or {}).items() if isinstance(v, str))),
         span=span(*path),
         service_port=service.service_port or service.port,
@@ -204,6 +212,10 @@ def _service(service: spec.Service, path: Path, defaults: spec.Defaults, by_name
         pod=workloads.pod(service),
         routes=routes.get(service.name, ()),
         rate_limit=_rate_limit(service.rate_limit, path + ("rateLimit",), span),
+        identity=trust.identity,
+        mtls=trust.mtls,
+        allowed_callers=trust.allowed_callers,
+        external_tls=trust.external_tls,
     )
 
 
@@ -503,14 +515,26 @@ def identity(trust_domain: str, namespace: str, service_account: str) -> ir.Iden
     return ir.Identity(namespace, service_account, f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 
 
-def _with_zero_trust(mesh: spec.MeshSpec, services: list[ir.Service], security: ir.Security, namespace: str,
-                     span: _Spans, gateways: tuple[ir.Gateway, ...] = ()) -> list[ir.Service]:
-    """Identities, modes and allowed callers. Authorization is decided here, once: a service may be
-    called by the services that list it in `upstreams` and by its `extraCallers`, no one else."""
-    identities = {s.name: identity(security.trust_domain, namespace, s.name) for s in services}
-    callers: dict[str, dict[str, ir.Caller]] = {s.name: {} for s in services}
-    for service in services:
-        for upstream in service.upstreams:
+class _Trust(NamedTuple):
+    """A service's zero-trust fields (and its upstreams, with an external callee's host rewrite)."""
+
+    identity: ir.Identity | None
+    mtls: MtlsMode
+    allowed_callers: tuple[ir.Caller, ...]
+    external_tls: ir.ExternalTls | None
+    upstreams: tuple[ir.Upstream, ...]
+
+
+def _zero_trust(mesh: spec.MeshSpec, upstreams: list[list[ir.Upstream]], security: ir.Security,
+                namespace: str, span: _Spans, gateways: tuple[ir.Gateway, ...] = ()) -> list[_Trust]:
+    """Identities, modes and allowed callers of each service (upstreams: each one's, in the spec's
+    order). Authorization is decided here, once: a service may be called by the services that list
+    it in `upstreams` and by its `extraCallers`, no one else."""
+    ordered = [tuple(sorted(calls, key=lambda u: (u.service, u.local_port))) for calls in upstreams]
+    identities = {s.name: identity(security.trust_domain, namespace, s.name) for s in mesh.services}
+    callers: dict[str, dict[str, ir.Caller]] = {s.name: {} for s in mesh.services}
+    for service, calls in zip(mesh.services, ordered):
+        for upstream in calls:
             callers[upstream.service].setdefault(service.name, ir.Caller(
                 identities[service.name], service.name, upstream.span))
             for route in upstream.routes:   # a mirror calls its target from this caller's sidecar
@@ -523,26 +547,24 @@ def _with_zero_trust(mesh: spec.MeshSpec, services: list[ir.Service], security: 
             callers[name].setdefault(account, ir.Caller(
                 gateway.identity or identity(security.trust_domain, namespace, account), None, gateway.span,
                 gateway=gateway.name))
-    declared = {s.name: (i, s) for i, s in enumerate(mesh.services)}
-    external = {name: _external_tls(own, ("spec", "services", i), span) for name, (i, own) in declared.items()}
-    resolved = []
-    for service in services:
-        index, own = declared[service.name]
-        allowed = list(callers[service.name].values()) + [
+    external = {s.name: _external_tls(s, ("spec", "services", i), span) for i, s in enumerate(mesh.services)}
+    trust = []
+    for index, (own, calls) in enumerate(zip(mesh.services, ordered)):
+        deployed = own.endpoints is None
+        allowed = list(callers[own.name].values()) + [
             ir.Caller(identity(security.trust_domain, extra.namespace, extra.service_account), None,
                       span("spec", "services", index, "extraCallers", i))
             for i, extra in enumerate(own.extra_callers or ())
         ]
-        resolved.append(dataclasses.replace(
-            service,
-            identity=identities[service.name] if security.enabled and service.deployed else None,
-            mtls=(own.mtls or security.mtls) if service.deployed else MtlsMode.OFF,
+        trust.append(_Trust(
+            identity=identities[own.name] if security.enabled and deployed else None,
+            mtls=(own.mtls or security.mtls) if deployed else MtlsMode.OFF,
             allowed_callers=tuple(sorted({c.identity.spiffe_id: c for c in allowed}.values(),
                                          key=lambda c: c.identity.spiffe_id)),
-            external_tls=external[service.name],
-            upstreams=tuple(_rewritten(u, external[u.service]) for u in service.upstreams),
+            external_tls=external[own.name],
+            upstreams=tuple(_rewritten(u, external[u.service]) for u in calls),
         ))
-    return resolved
+    return trust
 
 
 def _rewritten(upstream: ir.Upstream, tls: ir.ExternalTls | None) -> ir.Upstream:

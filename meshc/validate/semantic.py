@@ -6,9 +6,10 @@ the order they run. All of them run, so a user sees every problem at once.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshc.addresses import is_ip_literal
@@ -53,6 +54,12 @@ class Context:
 
     mesh: Mesh
     positions: Positions
+    # Each service with its path, made once: some fifty checks each walk every service.
+    services: tuple[tuple[Path, Service], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "services", tuple((("spec", "services", index), service)
+                                                   for index, service in enumerate(self.mesh.spec.services)))
 
     def at(self, *path: str | int) -> Span:
         return self.positions.value(path)
@@ -61,9 +68,8 @@ class Context:
         return self.positions.key(path)
 
 
-def services(ctx: Context) -> Iterator[tuple[Path, Service]]:
-    for index, service in enumerate(ctx.mesh.spec.services):
-        yield ("spec", "services", index), service
+def services(ctx: Context) -> tuple[tuple[Path, Service], ...]:
+    return ctx.services
 
 
 def _hint(name: str, known: Iterable[str]) -> str | None:
@@ -482,7 +488,7 @@ def kubernetes_names(ctx: Context) -> Iterator[Diagnostic]:
 
 def generated_names_unique(ctx: Context) -> Iterator[Diagnostic]:
     """Services and versions whose Kubernetes objects would share a name, or take an output file's."""
-    owners: dict[tuple[str, str], str] = {}
+    owners: dict[tuple[str, str], Owner] = {}
     for path, service in services(ctx):
         if service.endpoints is not None:
             continue
@@ -492,20 +498,31 @@ def generated_names_unique(ctx: Context) -> Iterator[Diagnostic]:
         for (kind, name), owner, where in _claimed_names(service, path):
             first = owners.setdefault((kind, name), owner)
             if first != owner:
-                yield error("E222", f"{owner} would create the {kind} '{name}', which {first} already creates; "
-                            "rename one of them", ctx.at(*where), where)
+                yield error("E222", f"{_owner_text(owner)} would create the {kind} '{name}', which "
+                            f"{_owner_text(first)} already creates; rename one of them", ctx.at(*where), where)
 
 
-def _claimed_names(service: Service, path: Path) -> Iterator[tuple[tuple[str, str], str, Path]]:
+# Who creates an object: a service (its implicit version), or a version of it. Named in words only
+# for a diagnostic: a thousand-service spec claims 4,800 names.
+Owner = tuple[str, "str | None"]
+
+
+def _owner_text(owner: Owner) -> str:
+    service, version = owner
+    return f"service '{service}'" if version is None else f"version '{version}' of '{service}'"
+
+
+def _claimed_names(service: Service, path: Path) -> Iterator[tuple[tuple[str, str], Owner, Path]]:
     """(kind, name), who creates it, and where that is written — for one deployed service."""
-    yield ("Service", service.name), f"service '{service.name}'", path + ("name",)
+    yield ("Service", service.name), (service.name, None), path + ("name",)
     if not service.versions:
-        owner, where = f"service '{service.name}'", path + ("name",)
+        owner: Owner = (service.name, None)
+        where = path + ("name",)
         yield ("Deployment", object_names.workload(service.name, IMPLICIT_VERSION, True)), owner, where
         yield ("Service", object_names.headless_service(service.name, IMPLICIT_VERSION)), owner, where
         return
     for index, version in enumerate(service.versions):
-        owner, where = f"version '{version.name}' of '{service.name}'", path + ("versions", index, "name")
+        owner, where = (service.name, version.name), path + ("versions", index, "name")
         yield ("Deployment", object_names.workload(service.name, version.name, False)), owner, where
         yield ("Service", object_names.headless_service(service.name, version.name)), owner, where
 
@@ -814,12 +831,16 @@ def requests_within_limits(ctx: Context) -> Iterator[Diagnostic]:
                                    f"init container '{container.name}' of '{service.name}'")
 
 
+# The same few quantities ("100m", "128Mi") recur in every service's requests and limits.
+_quantity = functools.lru_cache(maxsize=256)(parse_quantity)
+
+
 def _over_limit(ctx: Context, owner: Path, layers: list[tuple[Resources | None, Path]], base: dict[str, str],
                 who: str) -> Iterator[Diagnostic]:
     for resource in ("cpu", "memory"):
         request, request_at = _pick(layers, "requests", resource, base[f"{resource}_request"], owner)
         limit, limit_at = _pick(layers, "limits", resource, base[f"{resource}_limit"], owner)
-        if parse_quantity(request) > parse_quantity(limit):
+        if _quantity(request) > _quantity(limit):
             where = request_at if request_at != owner else limit_at
             yield error("E711", f"{who} requests {resource} {request}{_default_mark(request_at, owner)}, more than "
                         f"its limit {limit}{_default_mark(limit_at, owner)}: Kubernetes rejects such a pod",
