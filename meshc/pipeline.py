@@ -497,7 +497,11 @@ def external_dependencies(checked: Checked) -> list[dict[str, object]]:
 @no_cycle_collection
 def compile(source: SpecSource, options: BuildOptions = BuildOptions(), base: Compiled | None = None) -> Compiled:
     """check, then build_bundle (incrementally from `base`, compiled with the same options)."""
-    checked = check(source)
+    return built(check(source), options, base)
+
+
+def built(checked: Checked, options: BuildOptions = BuildOptions(), base: Compiled | None = None) -> Compiled:
+    """A check's compilation: its bundle (built incrementally from `base`), none if it failed."""
     if not checked.ok:
         return Compiled(checked, None)
     return Compiled(checked, build_bundle(checked, options, base), options)

@@ -164,19 +164,25 @@ def _build(args: argparse.Namespace, log: Any, stack: contextlib.ExitStack) -> W
 def compile_function(config_dir: str | None = None, envoy_hosts: dict[str, str] | None = None) -> CompileFn:
     """The pipeline's compile, as the sync loop wants it: SpecSource -> (diagnostics, bundle or None).
 
-    Each commit is built incrementally from the last one that compiled: only the services whose
+    Each commit is checked and built incrementally from the last one that compiled: when only
+    services' workload fields changed, only those services are loaded, validated and resolved
+    again (meshc.incremental; any other change is checked in full), and only the services whose
     output can differ are emitted again, the rest is that bundle's bytes (the same bundle a full
-    build makes). The last compilation's IR is kept for this; its bundle is the loop's anyway.
-    Bundles come packed (meshc.bundle.pack: each service's own files kept compressed in memory), and a packed file is carried into the next bundle as it is."""
+    build makes). The last compilation's check and IR are kept for this; its bundle is the loop's
+    anyway. Bundles come packed (meshc.bundle.pack: each service's own files kept compressed in
+    memory), and a packed file is carried into the next bundle as it is."""
     from meshc.bundle import pack
     from meshc.defaults import ENVOY_CONFIG_DIR
-    from meshc.pipeline import BuildOptions, Compiled, compile
+    from meshc.incremental import check_from
+    from meshc.pipeline import BuildOptions, Compiled, built, check
 
     options = BuildOptions(config_dir=config_dir or ENVOY_CONFIG_DIR, envoy_hosts=envoy_hosts or {})
     last: list[Compiled] = []
 
     def compile_spec(source: SpecSource) -> tuple[Sequence[Diagnostic], Bundle | None]:
-        compiled = compile(source, options, base=last[0] if last else None)
+        base = last[0] if last else None
+        checked = (check_from(source, base.checked) if base is not None else None) or check(source)
+        compiled = built(checked, options, base)
         if compiled.bundle is None:
             return compiled.diagnostics, None
         bundle = pack(compiled.bundle)

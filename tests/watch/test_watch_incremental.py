@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from meshc.bundle import Bundle
@@ -143,3 +144,36 @@ def test_a_drift_check_gives_way_to_a_new_commit_but_not_twice_in_a_row(
     later = calls[start + 2:start + 4]
     assert later == [(change, False, False), (change, True, False)], calls   # one runs through, then as usual
     assert deployment_image(kube_api, "svc-02") == "ghcr.io/acme/svc-02:7.0.0"
+
+
+def test_a_workload_commit_is_checked_incrementally_into_the_bundle_a_full_compile_makes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's compile checks a commit that changed only services' workload fields from the
+    last compiled one (meshc.incremental) and anything else in full; either way the bundle is the
+    one a full compile of that commit makes."""
+    from meshc import pipeline
+    from meshc.commands.watch import compile_function
+    from meshc.defaults import ENVOY_CONFIG_DIR
+    from meshc.load import SpecSource
+
+    checked_in_full: list[str | None] = []
+    full_check = pipeline.check
+
+    def counted(source: SpecSource, *args: Any, **kwargs: Any) -> pipeline.Checked:
+        checked_in_full.append(source.revision)
+        return full_check(source, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check", counted)
+    compile_spec = compile_function()
+    commits = [("r1", mesh_spec(3)), ("r2", mesh_spec(3, tags={"svc-01": "3.0.0"}, replicas={"svc-02": 4})),
+               ("r3", mesh_spec(4, tags={"svc-01": "3.0.0"}, replicas={"svc-02": 4}))]
+    for revision, text in commits:
+        source = SpecSource(SPEC_PATH, text.encode(), revision)
+        diagnostics, bundle = compile_spec(source)
+        full = pipeline.compile(source, pipeline.BuildOptions(config_dir=ENVOY_CONFIG_DIR))
+        assert bundle is not None and full.bundle is not None
+        assert list(diagnostics) == list(full.diagnostics)
+        assert dict(bundle.files) == dict(full.bundle.files), revision
+    # Each commit's reference compile checks it in full once. The loop's compile checks r1 in
+    # full (nothing before it) and r3 (a service added), not r2 (an image and a replica count).
+    assert checked_in_full == ["r1", "r1", "r2", "r3", "r3"]
