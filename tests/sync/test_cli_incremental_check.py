@@ -121,14 +121,21 @@ def test_an_incrementally_checked_apply_leaves_what_a_full_one_leaves(
         other_kube.stop()
 
 
-def test_a_commit_breaking_the_changed_service_is_reported_as_a_full_check_does(
-        tmp_path: Path, kube_api: KubeAPIHandle, etcd_server: EtcdServer) -> None:
+def _applied_repo(tmp_path: Path, kube_api: KubeAPIHandle,
+                  etcd_server: EtcdServer) -> tuple[GitRepo, list[str], Path]:
+    """A repository of six services, applied, its compilation kept in the cache `warm`."""
     repo = GitRepo.init(tmp_path / "repo")
     targets = ["--kubeconfig", str(kube_api.kubeconfig), "--etcd", etcd_server.url]
     warm = tmp_path / "warm"
     commit(repo, "six services", spec_text())
     assert meshc("apply", "--repo", str(repo.path), "mesh.yaml", *targets, cache=warm).returncode == 0
     compile_cache.settle(warm)
+    return repo, targets, warm
+
+
+def test_a_commit_breaking_the_changed_service_is_reported_as_a_full_check_does(
+        tmp_path: Path, kube_api: KubeAPIHandle, etcd_server: EtcdServer) -> None:
+    repo, targets, warm = _applied_repo(tmp_path, kube_api, etcd_server)
     text = spec_text().replace("image: registry.example/svc-003:1.0", "image: ''")
     assert text != spec_text()
     commit(repo, "svc-003 loses its image", text)
@@ -150,12 +157,7 @@ def test_a_commit_whose_parent_was_never_compiled_is_checked_from_the_applied_on
         tmp_path: Path, kube_api: KubeAPIHandle, etcd_server: EtcdServer) -> None:
     """Two commits pushed at once: the first was never compiled here, so the second is checked
     incrementally from the commit etcd records as applied (found by the prefix in the header)."""
-    repo = GitRepo.init(tmp_path / "repo")
-    targets = ["--kubeconfig", str(kube_api.kubeconfig), "--etcd", etcd_server.url]
-    warm = tmp_path / "warm"
-    commit(repo, "six services", spec_text())
-    assert meshc("apply", "--repo", str(repo.path), "mesh.yaml", *targets, cache=warm).returncode == 0
-    compile_cache.settle(warm)
+    repo, targets, warm = _applied_repo(tmp_path, kube_api, etcd_server)
     commit(repo, "svc-002 scaled", spec_text(replicas={"svc-002": 2}))
     last = commit(repo, "and svc-004's new image", spec_text(
         replicas={"svc-002": 2}, images={"svc-004": "registry.example/svc-004:2.0"}))
