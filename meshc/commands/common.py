@@ -196,10 +196,6 @@ def reported(checked: Checked, args: argparse.Namespace, *, always: bool = False
 
 def compile_from_args(args: argparse.Namespace) -> Compiled:
     """check_from_args, then the bundle when the spec checked clean."""
-    from meshc.pipeline import Compiled, build_bundle
+    from meshc.pipeline import built
 
-    checked = check_from_args(args)
-    if not checked.ok:
-        return Compiled(checked, None)
-    options = build_options(args)
-    return Compiled(checked, build_bundle(checked, options), options)
+    return built(check_from_args(args), build_options(args))

@@ -108,7 +108,7 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     from meshc import compile_cache
     from meshc.commands.common import build_options
     from meshc.load.git import GitSpecReader
-    from meshc.pipeline import Compiled, build_bundle, compile
+    from meshc.pipeline import built, compile
 
     full = bool(getattr(args, "full", False))
     options = build_options(args)
@@ -133,7 +133,7 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     elif base is not None:
         compiled = compile_cache.build_from(checked, options, base)
     else:
-        compiled = Compiled(checked, build_bundle(checked, options), options)
+        compiled = built(checked, options)
     if applied is None:
         return Prepared(compiled, kept=kept is not None)
     previous = base.bundle if base is not None else compile(applied, options, base=compiled).bundle
