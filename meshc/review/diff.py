@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshc.diagnostics import Diagnostic, Path, Span
 from meshc.load import Positions, SpecSource
@@ -19,6 +19,9 @@ from meshc.resolve import ir
 from meshc.review import access, spec_view
 from meshc.review.consequences import OutputChange, compare_bundles
 from meshc.review.spec_view import Subject
+
+if TYPE_CHECKING:
+    from meshc.incremental import TextEdit
 
 
 class Action(StrEnum):
@@ -105,6 +108,37 @@ def build_side(label: str, source: SpecSource) -> Side:
         return Side(label, source.revision, source.name, True, checked.diagnostics)
     return Side(label, source.revision, source.name, True, checked.diagnostics, {}, loaded.data, loaded.positions,
                 None, None, access.view(checked.mesh), checked.mesh)
+
+
+def side_from(label: str, source: SpecSource, base: Side, base_source: SpecSource,
+              edit: TextEdit | None = None) -> Side | None:
+    """The side of `source` checked incrementally from `base`, the side of `base_source` (an
+    earlier text of the same spec) checked in full: equal to `build_side(label, source)` in all a
+    diff reads of it; None when `meshc.incremental` cannot make that check (then check in full).
+
+    The incremental check loads only a small spec: the header and the changed services, at the
+    new text's lines and columns. Every other service is written in the new text exactly where
+    `base_source` writes it (each changed segment keeps its line count), so changed fields are
+    located in the small spec's document for the changed services and in the base's for the rest."""
+    from meshc.incremental import incremental_check
+    from meshc.pipeline import Checked
+
+    if base.mesh is None or not base.exists:
+        return None
+    made = incremental_check(source, Checked(base_source, base.diagnostics, base.mesh), edit)
+    if made is None or made.checked.mesh is None:
+        return None
+    mesh = made.checked.mesh
+    side = Side(label, source.revision, source.name, True, made.checked.diagnostics, {}, None, None, None, None,
+                access.view(mesh), mesh)
+    unchanged = replace(side, data=base.data, positions=base.positions)
+    rechecked = replace(side, data=made.loaded.data, positions=made.loaded.positions) if made.loaded else unchanged
+
+    def locator(fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
+        return [locate_field(rechecked if subject.service in made.changed else unchanged, subject, name)
+                for subject, name in fields]
+
+    return replace(side, locator=locator)
 
 
 def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from io import BufferedIOBase
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from meshc.bundle.shards import fork_child, kill_and_reap
 from meshc.bundle.store import interrupts_deferred
@@ -47,9 +47,13 @@ from meshc.review.diff import (
     built_side,
     diff_sides,
     locate_field,
+    side_from,
     with_outputs,
 )
 from meshc.review.spec_view import Subject
+
+if TYPE_CHECKING:
+    from meshc.incremental import TextEdit
 
 # An absent side (the spec is not in that revision), or a label and the spec to check.
 Pending = Side | tuple[str, SpecSource]
@@ -63,17 +67,31 @@ class ChildFailed(Exception):
 class Comparison:
     """Both sides of a diff checked, built where they can differ, and compared.
 
-    `with Comparison(old, new, jobs) as comparison: old, new, diff = comparison.run(step)`. With
-    jobs > 1 and two different specs to check, entering forks the child that checks the old side
-    (do it before starting any thread); leaving stops it."""
+    `with Comparison(old, new, jobs) as comparison: old, new, diff = comparison.run(step)`.
 
-    def __init__(self, old: Pending, new: Pending, jobs: int = 1) -> None:
+    When the texts allow it (`meshc.incremental.edit_between`: a few services edited in place,
+    the usual commit), the old side is checked in full and the new one from it, incrementally, in
+    this process: a fraction of a second check. Else, with jobs > 1 and two different specs to
+    check, entering forks the child that checks the old side (do it before starting any thread);
+    leaving stops it. `incremental=False` checks both sides in full (the same diff: tests hold the
+    incremental one to it)."""
+
+    def __init__(self, old: Pending, new: Pending, jobs: int = 1, incremental: bool = True) -> None:
         self.old, self.new, self.jobs = old, new, jobs
         self.checked_in_child = False   # whether the old side's check came from a child (after run)
+        self.checked_incrementally = False   # whether the new side was checked from the old (after run)
         self._child: ForkedSide | None = None
+        self._edit: TextEdit | None = None
+        self._incremental = incremental
 
     def __enter__(self) -> Self:
         old, new = self.old, self.new
+        if self._incremental and isinstance(old, tuple) and isinstance(new, tuple):
+            from meshc.incremental import edit_between
+
+            self._edit = edit_between(old[1], new[1])
+            if self._edit is not None:
+                return self
         if self.jobs > 1 and hasattr(os, "fork") and isinstance(old, tuple) and isinstance(new, tuple) \
                 and old[1].data != new[1].data:
             # Both sides build files later: import the emitters once, here, rather than in each.
@@ -89,6 +107,8 @@ class Comparison:
     def run(self, step: Step) -> tuple[Side, Side, MeshDiff | None]:
         """(old side, new side, their diff); no diff when a side is invalid. `step` names each
         phase as it starts (for a progress line)."""
+        if self._edit is not None:
+            return self._from_old(self._edit, step)
         step(f"checking {_label(self.old)} and {_label(self.new)}" if self._child else f"checking {_label(self.new)}")
         new = _checked(self.new)
         if self._child is not None:
@@ -103,6 +123,22 @@ class Comparison:
         if old is None:
             step(f"checking {_label(self.old)}")
             old = _checked(self.old)
+        if not (old.valid and new.valid):
+            return old, new, None
+        return _compared(old, new, step)
+
+    def _from_old(self, edit: TextEdit, step: Step) -> tuple[Side, Side, MeshDiff | None]:
+        """The old side checked in full, the new one incrementally from it (in full when that
+        cannot be done: `side_from` gives None)."""
+        assert isinstance(self.old, tuple) and isinstance(self.new, tuple)
+        (old_label, old_source), (new_label, new_source) = self.old, self.new
+        step(f"checking {old_label}")
+        old = build_side(old_label, old_source)
+        step(f"checking {new_label} from {old_label}")
+        new = side_from(new_label, new_source, old, old_source, edit)
+        self.checked_incrementally = new is not None
+        if new is None:
+            new = build_side(new_label, new_source)
         if not (old.valid and new.valid):
             return old, new, None
         return _compared(old, new, step)
