@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from meshc import render
 from meshc.diagnostics import Diagnostic, Path, Span
 from meshc.load import Positions, SpecSource
 from meshc.resolve import ir
@@ -160,17 +161,33 @@ def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
 def built_side(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
     """The side with the subjects of the `changed` services and the files of the `only` ones (with
     the mesh's and the gateways'; None: all of them), as `with_outputs` decides them."""
-    from meshc.pipeline import build_files
-
     mesh = side.mesh
     if mesh is None:
         return side
     side = replace(side, subjects=spec_view.subjects(mesh, changed))
     try:
-        files = build_files(mesh, only=only)
+        files = _files(mesh, changed, only)
     except NotImplementedError as exc:
         return replace(side, build_note=f"the output cannot be built by this meshc ({exc})")
     return replace(side, files=files)
+
+
+def _files(mesh: ir.Mesh, changed: set[str] | None, only: frozenset[str] | None) -> dict[str, bytes]:
+    """The files to compare. When only some services' files can differ (`only`), etcd's seed holds
+    the records of the `changed` services alone: a record is made from its service and the
+    mesh-wide settings (equal on both sides when `only` is given), so every other record is the
+    same on both sides, and the seed is compared record by record."""
+    import dataclasses
+
+    from meshc.emit import etcd
+    from meshc.pipeline import BuildOptions, build_files, iter_files
+
+    if only is None or changed is None:
+        return build_files(mesh, only=only)
+    files = dict(iter_files(mesh, BuildOptions(), only=only, etcd_seed=False))
+    records_of = dataclasses.replace(mesh, services=tuple(s for s in mesh.services if s.name in changed))
+    files.update((path, render.file(docs)) for path, docs in etcd.emit(records_of).items())
+    return files
 
 
 # --- comparing ----------------------------------------------------------------------------
