@@ -28,6 +28,10 @@ only when:
   MAX_NODES), at most MAX_CHANGED entries changed, and the file is within MAX_SPEC_BYTES;
 - the base check reported nothing within a changed segment.
 
+The conditions that read the texts alone (all but the last) are `edit_between(old, new)`, which
+a caller may ask before it checks anything: `meshc diff` chooses with it between checking the old
+revision in full and the new one from it, and checking both in full (at once, in two processes).
+
 The changed services are then checked in a small spec made from the new text: the header, the
 changed services and those their IR depends on (their callees and mirror targets, the services
 the gateways route to, and any segment defining an anchor they use) kept as they are, the
@@ -37,7 +41,9 @@ the normal loader, structural and semantic checks and resolver; any diagnostic t
 check to the full path (which reports it exactly as a full check does). Each changed service's
 IR is taken from it, with who may call it (`allowed_callers`, made from the other services) from
 the base IR; every other service is the base IR's. The size checks run again for the changed
-services; the analysis is not run again: it reads only what callers see.
+services; the analysis is not run again: it reads only what callers see. `incremental_check`
+also gives the small spec as loaded: the changed services' document and positions, as the new
+text writes them (meshc diff locates changed fields in it).
 """
 
 from __future__ import annotations
@@ -229,6 +235,10 @@ def edit_between(old: SpecSource, new: SpecSource) -> TextEdit | None:
     for index in changed:
         if before.lines(index) != after.lines(index) or _UNSAFE.search(before.segment(index) + after.segment(index)):
             return None
+        was, now = _loaded_entry(before, index), _loaded_entry(after, index)
+        # no more keys and values than before: the whole file stays within the loader's MAX_NODES
+        if not _local_change(was, now) or _nodes(now) > _nodes(was):
+            return None
     return TextEdit(before, after, changed)
 
 
@@ -264,10 +274,6 @@ def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, edit: TextEdit) -
         if any((d.span is not None and first < d.span.line <= end) or d.path[:3] == ("spec", "services", index)
                for d in base.diagnostics):
             return None
-        before, after = _loaded_entry(old, index, names), _loaded_entry(new, index, names)
-        # no more keys and values than before: the whole file stays within the loader's MAX_NODES
-        if not _local_change(before, after) or _nodes(after) > _nodes(before):
-            return None
     by_name = {service.name: service for service in mesh.services}
     kept = _kept_in_full(mesh, new, changed, names, by_name)
     small = _small_spec(source, new, kept, names, by_name, mesh)
@@ -301,10 +307,10 @@ def _segment_names(mesh: ir.Mesh, layout_: Layout) -> list[str] | None:
     return [names[0] for names in found]
 
 
-def _loaded_entry(text: Layout, index: int, names: Sequence[str]) -> Any:
+def _loaded_entry(text: Layout, index: int) -> Any:
     """A segment's entry as meshc's loader reads it, with the segments that define the anchors it
     uses before it; None when it cannot be read alone so."""
-    definers = _anchor_segments(text, [index], names)
+    definers = _anchor_segments(text, [index])
     if definers is None:
         return None
     entries = "".join(text.segment(i) for i in sorted(definers | {index}))
@@ -314,7 +320,7 @@ def _loaded_entry(text: Layout, index: int, names: Sequence[str]) -> Any:
     return loaded.data[-1]
 
 
-def _anchor_segments(text: Layout, indexes: Iterable[int], names: Sequence[str]) -> set[int] | None:
+def _anchor_segments(text: Layout, indexes: Iterable[int]) -> set[int] | None:
     """The segments, other than `indexes`, defining the anchors that `indexes` use (and those
     their definitions use); None when an alias is defined nowhere before its use but the header."""
     found: set[int] = set()
@@ -397,7 +403,7 @@ def _kept_in_full(mesh: ir.Mesh, text: Layout, changed: list[int], names: Sequen
     for gateway in mesh.gateways:
         wanted.update(gateway.services)
     kept = {index_of[name] for name in wanted if name in index_of}
-    definers = _anchor_segments(text, kept, names)
+    definers = _anchor_segments(text, kept)
     return None if definers is None else kept | definers
 
 

@@ -22,7 +22,7 @@ from meshc.review.diff import MeshDiff, Side
 from meshc.review.diff_format import render
 from meshc.review.forked import Comparison, Pending
 from tests.support.gitrepo import GitRepo
-from tests.validate.test_incremental import OTHER, WORKLOAD, Edit, broken, image
+from tests.validate.test_incremental import OTHER, WORKLOAD, Edit, broken, image, port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(ROOT.glob("examples/*/mesh.yaml"))
@@ -122,6 +122,20 @@ def test_a_one_image_commit_is_checked_incrementally_in_one_process() -> None:
         assert comparison.checked_incrementally and not comparison.checked_in_child
         assert diff is not None and diff.changed and new.locator is not None
         assert [(c.field, c.new_span is not None) for c in diff.spec_changes] == [("image", True)]
+
+
+def test_an_edit_callers_see_is_checked_at_once_in_two_processes() -> None:
+    """A port changed in place keeps every line where it was, but callers see it: the texts say
+    so (`edit_between`) before anything is checked, so the two sides are checked at once."""
+    text = generate(60, seed=16)
+    edited = port(text, random.Random(2))
+    assert edited is not None
+    old, new = ("a", source(text, "r1")), ("b", source(edited, "r2"))
+    with Comparison(old, new, jobs=2) as comparison:
+        assert comparison._child is not None
+        _, _, diff = comparison.run(lambda _: None)
+    assert comparison.checked_in_child and not comparison.checked_incrementally
+    assert rendered(diff) == rendered(compared(old, new, incremental=False)[2])
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
