@@ -293,6 +293,28 @@ def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, edit: TextEdit) -
     return Incremental(Checked(source, base.diagnostics, spliced), frozenset(renewed), loaded)
 
 
+def old_entries(old: SpecSource, edit: TextEdit, mesh: ir.Mesh) -> tuple[frozenset[str], Loaded] | None:
+    """The services the edit changed, named by `mesh` (the IR of `old`, the edit's old text), and its
+    document holding them: its header and their segments (with those defining anchors they use)
+    at the old text's lines and columns, every other line blank. For a tool pointing into the
+    old text without loading all of it (meshc diff, with the old check kept); None when the text
+    cannot be read so."""
+    names = _segment_names(mesh, edit.old)
+    kept = _anchor_segments(edit.old, edit.changed)
+    if names is None or kept is None:
+        return None
+    kept |= set(edit.changed)
+    whole = edit.old.text
+    pieces = [whole[:edit.old.segments[0][0]]]
+    for index, (start, end) in enumerate(edit.old.segments):
+        pieces.append(whole[start:end] if index in kept else "\n" * whole.count("\n", start, end))
+    pieces.append(whole[edit.old.segments[-1][1]:])
+    loaded = load_yaml(SpecSource(old.name, "".join(pieces).encode(), old.revision))
+    if loaded.diagnostics or loaded.data is None:
+        return None
+    return frozenset(names[i] for i in edit.changed), loaded
+
+
 def _segment_names(mesh: ir.Mesh, layout_: Layout) -> list[str] | None:
     """The service each segment of the base text declares, by the base IR's spans (a service's
     span is where its entry's mapping starts)."""

@@ -23,6 +23,7 @@ from meshc.review.spec_view import Subject
 
 if TYPE_CHECKING:
     from meshc.incremental import TextEdit
+    from meshc.pipeline import Checked
 
 
 class Action(StrEnum):
@@ -132,11 +133,42 @@ def side_from(label: str, source: SpecSource, base: Side, base_source: SpecSourc
     mesh = made.checked.mesh
     side = Side(label, source.revision, source.name, True, made.checked.diagnostics, {}, None, None, None, None,
                 access.view(mesh), mesh)
-    unchanged = replace(side, data=base.data, positions=base.positions)
-    rechecked = replace(side, data=made.loaded.data, positions=made.loaded.positions) if made.loaded else unchanged
+    if made.loaded is None:
+        return replace(side, locator=lambda fields: locate(base, fields))
+    rechecked = replace(side, data=made.loaded.data, positions=made.loaded.positions)
 
     def locator(fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
-        return [locate_field(rechecked if subject.service in made.changed else unchanged, subject, name)
+        # an unchanged service is the base's IR (spans included), written where the base has it
+        return [locate_field(rechecked, subject, name) if subject.service in made.changed
+                else locate(base, [(subject, name)])[0] for subject, name in fields]
+
+    return replace(side, locator=locator)
+
+
+def kept_side(label: str, source: SpecSource, checked: Checked, edit: TextEdit | None) -> Side:
+    """The side of a check kept by an earlier run (`compile_cache.load_checked`), whose document
+    was not loaded: fields of the services `edit` changed are located in the text's entries of
+    them (`incremental.old_entries`), any other in the whole text, loaded when first needed."""
+    from meshc.incremental import old_entries
+    from meshc.load import load_yaml
+
+    mesh = checked.mesh
+    assert mesh is not None
+    side = Side(label, source.revision, source.name, True, checked.diagnostics, {}, None, None, None, None,
+                access.view(mesh), mesh)
+    entries = old_entries(source, edit, mesh) if edit is not None else None
+    changed, partial = (entries[0], replace(side, data=entries[1].data, positions=entries[1].positions)) \
+        if entries is not None else (frozenset[str](), side)
+    whole: list[Side] = []
+
+    def in_whole() -> Side:
+        if not whole:
+            loaded = load_yaml(source)
+            whole.append(replace(side, data=loaded.data, positions=loaded.positions))
+        return whole[0]
+
+    def locator(fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
+        return [locate_field(partial if subject.service in changed else in_whole(), subject, name)
                 for subject, name in fields]
 
     return replace(side, locator=locator)

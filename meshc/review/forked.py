@@ -46,6 +46,7 @@ from meshc.review.diff import (
     build_side,
     built_side,
     diff_sides,
+    kept_side,
     locate_field,
     side_from,
     with_outputs,
@@ -54,6 +55,7 @@ from meshc.review.spec_view import Subject
 
 if TYPE_CHECKING:
     from meshc.incremental import TextEdit
+    from meshc.pipeline import Checked
 
 # An absent side (the spec is not in that revision), or a label and the spec to check.
 Pending = Side | tuple[str, SpecSource]
@@ -76,13 +78,17 @@ class Comparison:
     leaving stops it. `incremental=False` checks both sides in full (the same diff: tests hold the
     incremental one to it)."""
 
-    def __init__(self, old: Pending, new: Pending, jobs: int = 1, incremental: bool = True) -> None:
+    def __init__(self, old: Pending, new: Pending, jobs: int = 1, incremental: bool = True,
+                 kept: bool = False) -> None:
         self.old, self.new, self.jobs = old, new, jobs
         self.checked_in_child = False   # whether the old side's check came from a child (after run)
         self.checked_incrementally = False   # whether the new side was checked from the old (after run)
+        self.old_was_kept = False   # whether the old side's check was kept by an earlier run (after run)
         self._child: ForkedSide | None = None
         self._edit: TextEdit | None = None
         self._incremental = incremental
+        self._kept = kept
+        self._to_keep: Checked | None = None   # the old side's check to keep (keep)
 
     def __enter__(self) -> Self:
         old, new = self.old, self.new
@@ -133,7 +139,13 @@ class Comparison:
         assert isinstance(self.old, tuple) and isinstance(self.new, tuple)
         (old_label, old_source), (new_label, new_source) = self.old, self.new
         step(f"checking {old_label}")
-        old = build_side(old_label, old_source)
+        old = self._old_kept(old_label, old_source, edit) if self._kept else None
+        if old is None:
+            old = build_side(old_label, old_source)
+            if self._kept and old.mesh is not None:
+                from meshc.pipeline import Checked
+
+                self._to_keep = Checked(old_source, old.diagnostics, old.mesh)
         step(f"checking {new_label} from {old_label}")
         new = side_from(new_label, new_source, old, old_source, edit)
         self.checked_incrementally = new is not None
@@ -142,6 +154,22 @@ class Comparison:
         if not (old.valid and new.valid):
             return old, new, None
         return _compared(old, new, step)
+
+    def _old_kept(self, label: str, source: SpecSource, edit: TextEdit) -> Side | None:
+        from meshc.compile_cache import load_checked
+
+        checked = load_checked(source)
+        self.old_was_kept = checked is not None
+        return kept_side(label, source, checked, edit) if checked is not None else None
+
+    def keep(self) -> None:
+        """Keep the old side's check for later runs (`kept`), when it was made here: in a process
+        this one does not wait for, after the diff is out (`compile_cache.store_checked_detached`)."""
+        if self._to_keep is not None:
+            from meshc.compile_cache import store_checked_detached
+
+            store_checked_detached(self._to_keep)
+            self._to_keep = None
 
     def _with_child(self, new: Side, step: Step) -> tuple[Side, Side, MeshDiff | None]:
         assert self._child is not None

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from bench.gen_mesh import generate
+from meshc import compile_cache
 from meshc.cli import main
+from meshc.incremental import edit_between
 from meshc.load import SpecSource
-from meshc.review import forked
-from meshc.review.diff import MeshDiff, Side
+from meshc.pipeline import Checked
+from meshc.review import forked, spec_view
+from meshc.review.diff import MeshDiff, Side, build_side, compare_values, kept_side, locate
 from meshc.review.diff_format import render
 from meshc.review.forked import Comparison, Pending
 from tests.support.gitrepo import GitRepo
@@ -138,6 +141,13 @@ def test_an_edit_callers_see_is_checked_at_once_in_two_processes() -> None:
     assert rendered(diff) == rendered(compared(old, new, incremental=False)[2])
 
 
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "meshc-cache"
+    monkeypatch.setenv("MESHC_CACHE_DIR", str(directory))
+    return directory
+
+
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(argv)
     out, err = capsys.readouterr()
@@ -145,9 +155,10 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 
 
 def test_the_command_prints_and_exits_as_the_full_diff(git_repo: GitRepo, capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole command in this process, with the new side checked incrementally and then in
-    full: the same stdout, stderr and exit code, for changed, invalid and unchanged revisions."""
+                                                       monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
+    """The whole command in this process, with the new side checked incrementally (the old one
+    checked here, then kept by the first run), then both in full: the same stdout, stderr and exit
+    code, for changed, invalid and unchanged revisions."""
     text = generate(60, seed=15)
     scaled = "ads-store-api:2.2.0\n    replicas: 3\n"
     assert text.count("ads-store-api:2.2.0") == 1 and text.count(scaled) == 1
@@ -168,14 +179,19 @@ def test_the_command_prints_and_exits_as_the_full_diff(git_repo: GitRepo, capsys
     monkeypatch.setattr(forked, "side_from", side_from)
     cases = {(a, b): {True}, (b, a): {True}, (a, d): {True}, (b, c): {False}, (c, b): {False}, (a, a): set()}
     fast = {}
-    for revs, expected in cases.items():
-        taken.clear()
-        for fmt in FORMATS:
-            fast[(revs, fmt)] = run_main(["diff", "--repo", str(git_repo.path), *revs, "--format", fmt], capsys)
-        assert set(taken) == expected, revs   # checked incrementally where it can be, and tried at all
+    for run in ("cold", "warm"):
+        for revs, expected in cases.items():
+            taken.clear()
+            for fmt in FORMATS:
+                result = run_main(["diff", "--repo", str(git_repo.path), *revs, "--format", fmt], capsys)
+                assert fast.setdefault((revs, fmt), result) == result, (run, revs, fmt)
+                compile_cache.settle()
+            assert set(taken) == expected, revs   # checked incrementally where it can be, and tried at all
+    assert len(list(cache_dir.glob("checked-*.pickle"))) == 2    # of a and b, the valid old revisions
 
     class Full(Comparison):
-        def __init__(self, old: Pending, new: Pending, jobs: int = 1, incremental: bool = True) -> None:
+        def __init__(self, old: Pending, new: Pending, jobs: int = 1, incremental: bool = True,
+                     kept: bool = False) -> None:
             super().__init__(old, new, jobs, incremental=False)
 
     monkeypatch.setattr(forked, "Comparison", Full)
@@ -183,3 +199,61 @@ def test_the_command_prints_and_exits_as_the_full_diff(git_repo: GitRepo, capsys
         assert result == run_main(["diff", "--repo", str(git_repo.path), *revs, "-j", "1", "--format", fmt], capsys)
     assert [fast[(revs, "text")][0] for revs in cases] == [3, 3, 3, 1, 1, 0]
     assert "replicas" in fast[((b, c), "text")][2] and "ads-store-api:2.2.1" in fast[((a, b), "markdown")][1]
+
+
+# --- the old revision's check kept by an earlier diff (compile_cache.load_checked) -----------
+
+def kept_diff(old: Pending, new: Pending) -> tuple[Side, Side, MeshDiff | None, Comparison]:
+    with Comparison(old, new, 1, kept=True) as comparison:
+        result = comparison.run(lambda _: None)
+    comparison.keep()
+    compile_cache.settle()
+    return (*result, comparison)
+
+
+def test_a_kept_old_check_gives_the_full_diff(cache_dir: Path) -> None:
+    text = generate(80, seed=17)
+    rng = random.Random("kept")
+    old = ("a", source(text, "r1"))
+    first = kept_diff(old, ("b", source(image(text, rng) or "", "r2")))
+    assert not first[3].old_was_kept and list(cache_dir.glob("checked-*.pickle"))
+    warm = 0
+    for kind, edited in [*edits(text, rng, WORKLOAD, 2), ("broken", broken(text, rng) or ""),
+                         *edits(text, rng, OTHER, 1)]:
+        new = ("b", source(edited, "r2"))
+        full = compared(old, new, incremental=False)
+        fast = kept_diff(old, new)
+        warm += fast[3].old_was_kept
+        assert rendered(fast[2]) == rendered(full[2]), kind
+        assert (fast[0].diagnostics, fast[1].diagnostics) == (full[0].diagnostics, full[1].diagnostics)
+    assert warm >= 8
+
+
+def test_a_kept_side_locates_every_field_where_the_loaded_side_does(cache_dir: Path) -> None:
+    """Fields of the changed services from the old text's entries of them, any other from the
+    whole text: the spans of a side whose document was loaded."""
+    text = generate(40, seed=18)
+    edited = image(text, random.Random(4))
+    assert edited is not None
+    old_source, new_source = source(text, "r1"), source(edited, "r2")
+    loaded = build_side("a", old_source)
+    assert loaded.mesh is not None
+    kept = kept_side("a", old_source, Checked(old_source, loaded.diagnostics, loaded.mesh),
+                     edit_between(old_source, new_source))
+    subjects = list(spec_view.subjects(loaded.mesh).values())
+    fields = [(subject, name) for subject in subjects for name, _, _ in compare_values(subject.values, {})]
+    assert len(fields) > 500
+    assert locate(kept, fields) == locate(loaded, fields)
+
+
+def test_a_damaged_kept_check_is_checked_again(cache_dir: Path) -> None:
+    text = generate(30, seed=19)
+    old, new = ("a", source(text, "r1")), ("b", source(image(text, random.Random(6)) or "", "r2"))
+    expected = rendered(compared(old, new, incremental=False)[2])
+    kept_diff(old, new)
+    (entry,) = cache_dir.glob("checked-*.pickle")
+    entry.write_bytes(entry.read_bytes()[:100])
+    again = kept_diff(old, new)
+    assert not again[3].old_was_kept and rendered(again[2]) == expected
+    warm = kept_diff(old, new)   # written again by the run that found it damaged
+    assert warm[3].old_was_kept and rendered(warm[2]) == expected
