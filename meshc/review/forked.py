@@ -1,4 +1,10 @@
-"""`meshc diff` with its two revisions checked at once: one here, the other in a forked process.
+"""`meshc diff`'s two revisions checked: one from the other, or both at once in two processes.
+
+When the two texts allow it (`meshc.incremental.edit_between`: a few services' workloads edited in
+place), the old revision is checked in full, or read back from meshc's cache when an earlier diff
+kept its check (`compile_cache.load_checked`), and the new one incrementally from it
+(`diff.side_from`), in this process: about a tenth of a second check instead of a second one.
+Otherwise the two revisions are checked in full, at once when a CPU is free, as follows.
 
 Checking a revision (load, validate, resolve, analyze) is most of a diff's work, and the two
 revisions are independent until they are compared. So the old side is checked in a child forked
