@@ -123,7 +123,6 @@ def main() -> None:
             if args.baseline is not None:
                 runs["baseline diff"].append(timed(diff, args.baseline, (3,)))
     print(f"N = {args.services}, {args.pairs} pairs, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
-    print("diff: the old revision's check not kept (cold); diff, kept: kept by the run before (warm)")
     for name, samples in runs.items():
         if not samples:
             continue
