@@ -30,17 +30,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from io import BufferedIOBase
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
-from meshc.bundle.shards import fork_child, kill_and_reap
-from meshc.bundle.store import interrupts_deferred
 from meshc.diagnostics import Span
 from meshc.load import SpecSource
 from meshc.resolve import ir
@@ -108,6 +104,8 @@ class Comparison:
                 and old[1].data != new[1].data:
             # Both sides build files later: import the emitters once, here, rather than in each.
             from meshc.emit import envoy, etcd, kubernetes  # noqa: F401
+            from meshc.bundle.store import interrupts_deferred
+
             with interrupts_deferred():   # a Ctrl-C now would leave a child nobody stops
                 self._child = ForkedSide.start(*old)
         return self
@@ -250,6 +248,10 @@ class ForkedSide:
 
     @classmethod
     def start(cls, label: str, source: SpecSource) -> ForkedSide:
+        import socket   # here: a diff checked in one process needs none of this
+
+        from meshc.bundle.shards import fork_child
+
         parent_end, child_end = socket.socketpair()
 
         def serve() -> NoReturn:
@@ -290,6 +292,8 @@ class ForkedSide:
     def stop(self) -> None:
         """Make sure the child is gone (killed if it is still working) and reaped."""
         if not self.reaped:
+            from meshc.bundle.shards import kill_and_reap
+
             kill_and_reap(self.pid)
             self.reaped = True
         self.channel.close()
@@ -324,6 +328,8 @@ def _serve(label: str, source: SpecSource, channel: BufferedIOBase) -> NoReturn:
                 side = _answer(side, request, channel)
             status = 0
         except BaseException as exc:  # noqa: BLE001 - the parent checks the side again, and reports
+            import traceback
+
             _write(channel, ("failed", "".join(traceback.format_exception(exc)).rstrip()))
     finally:
         os._exit(status)
