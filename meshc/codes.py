@@ -109,6 +109,7 @@ CODES: dict[str, str] = {
     "E614": "a host is served by two gateways",
     "E615": "a gateway's listeners or routes contradict each other",
     "E616": "duplicate gateway or route name, or a gateway whose generated names clash",
+    "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
     # E7xx/W7xx: workloads

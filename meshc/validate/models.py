@@ -689,7 +689,21 @@ class Mesh(Model):
 # Header names are plain strings here; the semantic checks refuse what is not an RFC 7230 token
 # (E606) with a message of their own, so nothing but a token reaches Envoy's configuration.
 
-Percent = Annotated[float, Field(ge=0, le=100)]
+# Envoy counts a percentage in millionths (FractionalPercent, denominator MILLION): a share above 0
+# but under 0.0001% would round to nothing and silently turn the fault or mirror off. Istio refuses
+# the same range (pkg/config/validation: "neither 0.0, nor in range [0.0001, 100.0]").
+MIN_PERCENT = 0.0001
+
+
+def _percent_granularity(value: float) -> float:
+    if 0 < value < MIN_PERCENT:
+        raise PydanticCustomError(
+            "percent_range", "{value} is out of range: a percentage is 0, or between {low} and 100 (Envoy counts "
+            "in millionths, and would round it to 0)", {"value": value, "low": MIN_PERCENT})
+    return value
+
+
+Percent = Annotated[float, Field(ge=0, le=100), AfterValidator(_percent_granularity)]
 MatchText = Annotated[str, Field(min_length=1, max_length=4096)]
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 
@@ -783,7 +797,8 @@ class RateLimit(Model):
     """Inbound token bucket: `burst` tokens (default `requests`), `requests` more every `per`."""
 
     requests: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
-    per: Annotated[int, DurationBounds(1, 24 * 3_600_000)] = Field(default=1000, json_schema_extra={"default": "1s"})
+    # Envoy refuses a token bucket refilled more often than every 50ms ("fill timer must be >= 50ms").
+    per: Annotated[int, DurationBounds(50, 24 * 3_600_000)] = Field(default=1000, json_schema_extra={"default": "1s"})
     burst: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)] | None = None
 
 

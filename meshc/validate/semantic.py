@@ -368,11 +368,10 @@ def fail_fast_without_retries(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def backoff_order(ctx: Context) -> Iterator[Diagnostic]:
-    places: list[tuple[Path, object]] = [(("spec", "defaults", "retries"), ctx.mesh.spec.defaults.retries)]
-    for path, service in services(ctx):
-        places += [(path + ("upstreams", i, "retries"), u.retries) for i, u in enumerate(service.upstreams)]
-    for where, retries in places:
-        backoff = getattr(retries, "backoff", None)
+    """Envoy refuses a retry back-off whose max_interval is below its base_interval (a route's own
+    retries included); meshc would otherwise have to pick one of the two."""
+    for where, retries in _all_retries(ctx):
+        backoff = retries.backoff
         if backoff is not None and backoff.max_interval is not None and backoff.max_interval < backoff.base_interval:
             item = where + ("backoff", "maxInterval")
             yield error("E221", "backoff maxInterval is shorter than baseInterval", ctx.at(*item), item)
@@ -1075,6 +1074,33 @@ def header_names(ctx: Context) -> Iterator[Diagnostic]:
                             where)
 
 
+def _header_changes(service: Service, path: Path) -> Iterator[tuple[str, Path, bool, str]]:
+    """(name, where, a key in a mapping, set or remove) of every header a service's routes change."""
+    for index, route in enumerate(service.routes or ()):
+        for side in ("request", "response"):
+            changes = getattr(route.headers, side, None) if route.headers else None
+            if changes is None:
+                continue
+            where = path + ("routes", index, "headers", side)
+            for name in changes.set or {}:
+                yield name, where + ("set", name), True, "set"
+            for i, name in enumerate(changes.remove or []):
+                yield name, where + ("remove", i), False, "remove"
+
+
+def unmodifiable_headers(ctx: Context) -> Iterator[Diagnostic]:
+    """Envoy refuses a route that sets or removes Host (and the ':' pseudo-headers, which E606 already
+    refuses as names): ":-prefixed or host headers may not be modified/removed"."""
+    for path, service in services(ctx):
+        if not service.routes:
+            continue
+        for name, where, is_key, action in _header_changes(service, path):
+            if name.lower() == "host":
+                yield error("E617", f"a route of '{service.name}' cannot {action} the {name} header: Envoy refuses "
+                            "to let a route change it", ctx.key(*where) if is_key else ctx.at(*where), where,
+                            hint="the Host of a request to a mesh service is the caller's; drop this change")
+
+
 def mirror_targets(ctx: Context) -> Iterator[Diagnostic]:
     by_name: dict[str, Service] | None = None
     for path, service, index, route in routes_of(ctx):
@@ -1162,10 +1188,21 @@ def regexes(ctx: Context) -> Iterator[Diagnostic]:
     options.log_errors = False      # the diagnostic says it; RE2 would also print to stderr
     for pattern, where in found:
         try:
-            re2.compile(pattern, options)
+            size = re2.compile(pattern, options).programsize
         except re2.error as exc:
             yield error("E610", f"regex {pattern!r} is not valid RE2 (Envoy's regex engine): {_re2_reason(exc)}",
                         ctx.at(*where), where)
+            continue
+        if size > RE2_MAX_PROGRAM_SIZE:
+            yield error("E610", f"regex {pattern!r} compiles to an RE2 program of size {size}, more than the "
+                        f"{RE2_MAX_PROGRAM_SIZE} Envoy accepts", ctx.at(*where), where,
+                        hint="make it simpler: fewer alternatives, no large counted repetitions such as {36}; "
+                        "or match a prefix")
+
+
+# Envoy refuses a regex whose compiled RE2 program is larger than this (its runtime key
+# re2.max_program_size.error_level, which meshc's bootstraps leave at its default).
+RE2_MAX_PROGRAM_SIZE = 100
 
 
 def _re2_reason(exc: Exception) -> str:
@@ -1274,6 +1311,7 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                 yield error("E615", f"listener port {listener.port} of gateway '{gateway.name}' is already "
                             f"{clash}", ctx.at(*where, "port"), where + ("port",))
             ports.add(listener.port)
+            yield from _duplicate_listener_hosts(ctx, gateway.name, listener.hosts, where)
             if listener.redirect_to_https and listener.tls is not None:
                 yield error("E615", f"a listener of gateway '{gateway.name}' both terminates TLS and redirects to "
                             "HTTPS", ctx.key(*where, "redirectToHttps"), where + ("redirectToHttps",))
@@ -1289,6 +1327,17 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                 where = path + ("routes", index, "match", "host")
                 yield error("E615", f"gateway '{gateway.name}' routes host '{host}', which none of its listeners "
                             "serves", ctx.at(*where), where)
+
+
+def _duplicate_listener_hosts(ctx: Context, gateway: str, hosts: list[str], where: Path) -> Iterator[Diagnostic]:
+    """Envoy refuses a route table that lists a domain twice ("Only unique values for domains are
+    permitted"); Istio refuses a Gateway server's duplicate hosts too."""
+    seen: set[str] = set()
+    for index, host in enumerate(hosts):
+        if host in seen:
+            item = where + ("hosts", index)
+            yield error("E615", f"a listener of gateway '{gateway}' lists host '{host}' twice", ctx.at(*item), item)
+        seen.add(host)
 
 
 def gateway_names(ctx: Context) -> Iterator[Diagnostic]:
@@ -1476,6 +1525,7 @@ CHECKS: tuple[Check, ...] = (
     route_callers,
     tcp_routes,
     header_names,
+    unmodifiable_headers,
     mirror_targets,
     mirror_to_itself,
     abort_status,
