@@ -110,6 +110,8 @@ CODES: dict[str, str] = {
     "E615": "a gateway's listeners or routes contradict each other",
     "E616": "duplicate gateway or route name, or a gateway whose generated names clash",
     "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
+    "E618": "a route lists the same method, caller or header twice",
+    "E619": "rewrite.prefix on a route whose path match is a regex, which has no prefix to replace",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
     # E7xx/W7xx: workloads

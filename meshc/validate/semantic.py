@@ -949,6 +949,56 @@ def route_versions(ctx: Context) -> Iterator[Diagnostic]:
             yield from _unknown_version(ctx, service, weighted.name, path + ("versions", i, "name"), label)
 
 
+def route_versions_unique(ctx: Context) -> Iterator[Diagnostic]:
+    """A split that names a version twice (Consul: "split destination occurs more than once")."""
+    for path, service, index, route in routes_of(ctx):
+        seen: set[str] = set()
+        for i, weighted in enumerate(route.versions or ()):
+            if weighted.name in seen:
+                where = path + ("versions", i, "name")
+                yield error("E203", f"{_route_label(service, index, route)} names version '{weighted.name}' twice in "
+                            "its split", ctx.at(*where), where, hint="give the version one entry with the sum of weights")
+            seen.add(weighted.name)
+
+
+def _route_lists(route: Route, path: Path) -> Iterator[tuple[str, Path, Sequence[str], bool]]:
+    """(what, where, entries, compared without case) of a route's lists of names."""
+    if route.match is not None:
+        yield "methods", path + ("match", "methods"), route.match.methods or (), False
+        yield "callers", path + ("match", "callers"), route.match.callers or (), False
+    for side in ("request", "response"):
+        changes = getattr(route.headers, side, None) if route.headers else None
+        if changes is not None and changes.remove:
+            yield f"headers to remove from the {side}", path + ("headers", side, "remove"), changes.remove, True
+
+
+def duplicate_list_entries(ctx: Context) -> Iterator[Diagnostic]:
+    """A method, caller or header named twice in one list means nothing more than once (Consul's
+    service-router refuses "Methods contains X more than once"); it is most often a slip for another."""
+    for path, service, index, route in routes_of(ctx):
+        for what, where, entries, fold in _route_lists(route, path):
+            seen: set[str] = set()
+            for i, entry in enumerate(entries):
+                key = entry.lower() if fold else entry
+                if key in seen:
+                    yield error("E618", f"{_route_label(service, index, route)} lists '{entry}' twice in its {what}",
+                                ctx.at(*where, i), where + (i,))
+                seen.add(key)
+
+
+def rewrite_needs_a_prefix(ctx: Context) -> Iterator[Diagnostic]:
+    """rewrite.prefix replaces the matched path prefix; with a regex match Envoy replaces the whole
+    path instead (Consul's service-router refuses PrefixRewrite without PathPrefix or PathExact)."""
+    places = [(path, route.match.path if route.match else None, route.rewrite) for path, _, _, route in routes_of(ctx)]
+    places += [(gpath + ("routes", i), groute.match.path, groute.rewrite) for gpath, gateway in _gateways(ctx)
+               for i, groute in enumerate(gateway.routes)]
+    for where, path_match, rewrite in places:
+        if rewrite is not None and path_match is not None and path_match.regex is not None:
+            yield error("E619", "rewrite.prefix replaces the matched path prefix, and a regex path match has none: "
+                        "Envoy would replace the whole path", ctx.key(*where, "rewrite"), where + ("rewrite",),
+                        hint="match a path prefix (or an exact path) to rewrite it")
+
+
 def route_weights(ctx: Context) -> Iterator[Diagnostic]:
     for path, service, index, route in routes_of(ctx):
         if route.versions is None:
@@ -1520,7 +1570,10 @@ CHECKS: tuple[Check, ...] = (
     external_without_workload,
     # routing and gateways
     route_versions,
+    route_versions_unique,
     route_weights,
+    duplicate_list_entries,
+    rewrite_needs_a_prefix,
     route_shapes,
     route_callers,
     tcp_routes,
