@@ -112,6 +112,7 @@ CODES: dict[str, str] = {
     "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
     "E618": "a route lists the same method, caller or header twice",
     "E619": "rewrite.prefix on a route whose path match is a regex, which has no prefix to replace",
+    "E620": "a header value holds a '%' that starts no Envoy command (a literal % is written %%)",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
     # E7xx/W7xx: workloads

@@ -43,6 +43,7 @@ from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
 from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_pod_key
 from meshc.quantities import parse_quantity
 from meshc.env_templates import PLACEHOLDERS, template_fields
+from meshc.validate.header_formats import format_problem
 from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
@@ -1151,6 +1152,23 @@ def unmodifiable_headers(ctx: Context) -> Iterator[Diagnostic]:
                             hint="the Host of a request to a mesh service is the caller's; drop this change")
 
 
+def header_value_formats(ctx: Context) -> Iterator[Diagnostic]:
+    """Envoy refuses a header value whose '%' opens no command it knows (Istio refuses the same
+    grammar: "header value configuration abc%123 is invalid")."""
+    for path, service, index, route in routes_of(ctx):
+        for side in ("request", "response"):
+            changes = getattr(route.headers, side, None) if route.headers else None
+            for name, value in ((changes.set or {}) if changes else {}).items():
+                problem = format_problem(value) if "%" in value else None
+                if problem is None:
+                    continue
+                where = path + ("headers", side, "set", name)
+                position, why = problem
+                yield error("E620", f"header {name} of {_route_label(service, index, route)}: the '%' at position "
+                            f"{position + 1} of {value!r} {why}; Envoy reads %...% in a header value as a command",
+                            ctx.at(*where), where, hint="write %% for a literal %")
+
+
 def mirror_targets(ctx: Context) -> Iterator[Diagnostic]:
     by_name: dict[str, Service] | None = None
     for path, service, index, route in routes_of(ctx):
@@ -1579,6 +1597,7 @@ CHECKS: tuple[Check, ...] = (
     tcp_routes,
     header_names,
     unmodifiable_headers,
+    header_value_formats,
     mirror_targets,
     mirror_to_itself,
     abort_status,
