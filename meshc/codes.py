@@ -110,7 +110,7 @@ CODES: dict[str, str] = {
     "E615": "a gateway's listeners or routes contradict each other",
     "E616": "duplicate gateway or route name, or a gateway whose generated names clash",
     "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
-    "E618": "a route lists the same method, caller or header twice",
+    "E618": "a list names the same entry twice (a route's methods, callers or headers, a service's extraCallers)",
     "E619": "rewrite.prefix on a route whose path match is a regex, which has no prefix to replace",
     "E620": "a header value holds a '%' that starts no Envoy command (a literal % is written %%)",
     "W601": "a route can never match: an earlier route matches every request it would",

@@ -7,6 +7,7 @@ the order they run. All of them run, so a user sees every problem at once.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -963,28 +964,47 @@ def route_versions_unique(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def _route_lists(route: Route, path: Path) -> Iterator[tuple[str, Path, Sequence[str], bool]]:
-    """(what, where, entries, compared without case) of a route's lists of names."""
+    """(what, where, names as written, whether they are a mapping's keys) of a route's lists of
+    names; header names are compared without case, as HTTP compares them."""
     if route.match is not None:
         yield "methods", path + ("match", "methods"), route.match.methods or (), False
         yield "callers", path + ("match", "callers"), route.match.callers or (), False
+        yield "header matches", path + ("match", "headers"), list(route.match.headers or {}), True
     for side in ("request", "response"):
         changes = getattr(route.headers, side, None) if route.headers else None
-        if changes is not None and changes.remove:
-            yield f"headers to remove from the {side}", path + ("headers", side, "remove"), changes.remove, True
+        if changes is not None:
+            yield f"headers to set on the {side}", path + ("headers", side, "set"), list(changes.set or {}), True
+            yield f"headers to remove from the {side}", path + ("headers", side, "remove"), changes.remove or (), False
 
 
 def duplicate_list_entries(ctx: Context) -> Iterator[Diagnostic]:
     """A method, caller or header named twice in one list means nothing more than once (Consul's
-    service-router refuses "Methods contains X more than once"); it is most often a slip for another."""
+    service-router refuses "Methods contains X more than once", the Gateway API headers named twice
+    in a match or a header modifier); it is most often a slip for another."""
     for path, service, index, route in routes_of(ctx):
-        for what, where, entries, fold in _route_lists(route, path):
+        for what, where, names, keys in _route_lists(route, path):
+            folded = [name.lower() if "header" in what else name for name in names]
+            if len(set(folded)) == len(folded):
+                continue
             seen: set[str] = set()
-            for i, entry in enumerate(entries):
-                key = entry.lower() if fold else entry
+            for i, (name, key) in enumerate(zip(names, folded)):
                 if key in seen:
-                    yield error("E618", f"{_route_label(service, index, route)} lists '{entry}' twice in its {what}",
-                                ctx.at(*where, i), where + (i,))
+                    item = where + ((name,) if keys else (i,))
+                    yield error("E618", f"{_route_label(service, index, route)} lists '{name}' twice in its {what}",
+                                ctx.key(*item) if keys else ctx.at(*item), item)
                 seen.add(key)
+
+
+def duplicate_extra_callers(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "extra_callers"):
+        seen: set[tuple[str, str]] = set()
+        for index, caller in enumerate(service.extra_callers or ()):
+            identity = (caller.namespace, caller.service_account)
+            if identity in seen:
+                where = path + ("extraCallers", index)
+                yield error("E618", f"'{service.name}' lists extra caller {caller.namespace}/{caller.service_account} "
+                            "twice", ctx.at(*where), where)
+            seen.add(identity)
 
 
 def rewrite_needs_a_prefix(ctx: Context) -> Iterator[Diagnostic]:
@@ -1115,14 +1135,32 @@ def _header_names(service: Service, path: Path) -> Iterator[tuple[str, Path, boo
         yield cookie.name, path + ("loadBalancer", "hashOn", "cookie", "name"), False
 
 
+def _default_header_names(ctx: Context) -> Iterator[tuple[str, Path, bool]]:
+    """The header names spec.defaults writes (every service may inherit them)."""
+    defaults: Path = ("spec", "defaults")
+    retries = ctx.mesh.spec.defaults.retries
+    for i, name in enumerate(retries.retriable_headers or [] if retries else []):
+        yield name, defaults + ("retries", "retriableHeaders", i), False
+    lb = ctx.mesh.spec.defaults.load_balancer
+    if lb is not None and lb.hash_on is not None and lb.hash_on.cookie is not None:
+        yield lb.hash_on.cookie.name, defaults + ("loadBalancer", "hashOn", "cookie", "name"), False
+
+
+# A request's pseudo-headers, which Envoy's header matchers (and Istio's header matches) accept by
+# name: a route may match on them, though no route may set or remove one.
+_MATCHABLE_PSEUDO_HEADERS = frozenset({":authority", ":method", ":path", ":scheme"})
+
+
 def header_names(ctx: Context) -> Iterator[Diagnostic]:
     """Names go into Envoy's configuration and onto the wire as they are: only RFC 7230 tokens."""
-    for path, service in services(ctx):
-        for name, where, is_key in _header_names(service, path):
-            if not _TOKEN.match(name):
-                yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
-                            "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
-                            where)
+    named = (named for path, service in services(ctx) for named in _header_names(service, path))
+    for name, where, is_key in itertools.chain(_default_header_names(ctx), named):
+        if not _TOKEN.match(name):
+            if name.lower() in _MATCHABLE_PSEUDO_HEADERS and "match" in where:
+                continue
+            yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
+                        "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
+                        where)
 
 
 def _header_changes(service: Service, path: Path) -> Iterator[tuple[str, Path, bool, str]]:
@@ -1591,6 +1629,7 @@ CHECKS: tuple[Check, ...] = (
     route_versions_unique,
     route_weights,
     duplicate_list_entries,
+    duplicate_extra_callers,
     rewrite_needs_a_prefix,
     route_shapes,
     route_callers,

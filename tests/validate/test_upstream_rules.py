@@ -84,6 +84,20 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     "method-twice": (_route("{match: {methods: [GET, PUT, GET]}}"), Reject("E618", 19, 36)),
     "all-methods": (_route("{match: {methods: [GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH]}}"),
                     Accept("web")),
+    # Gateway API HTTPRoute (Linkerd's routes): header matches and RequestHeaderModifier.set name each
+    # header once, compared without case
+    "match-header-twice": (_route("{match: {headers: {X-User: {exact: a}, x-user: {exact: b}}}}"),
+                           Reject("E618", 19, 46)),
+    "set-header-twice": (_route("{headers: {request: {set: {X-Env: a, x-env: b}}}}"), Reject("E618", 19, 44)),
+    # Istio ValidateHTTPHeaderNameOrJwtClaimRoute: a match may name a request pseudo-header
+    "pseudo-header-match": (_route("{match: {headers: {':authority': {exact: reviews.shop}, ':path': {prefix: /a}}},"
+                                   " version: v2}"), Accept("web")),
+    # Consul service-resolver hash policy / Envoy Cookie name: a header token, in spec.defaults too
+    "defaults-cookie-name": ("  defaults: {loadBalancer: {policy: ring_hash, hashOn: {cookie: {name: 'my cookie'}}}}\n",
+                             Reject("E606", 18, 72)),
+    # Consul service-intentions Validate: a source named twice
+    "extra-caller-twice": ("    extraCallers: [{namespace: ingress, serviceAccount: nginx}, "
+                           "{namespace: ingress, serviceAccount: nginx}]\n", Reject("E618", 18, 65)),
     # Consul service-router Validate: "Header[%d] should only contain one of Present, Exact, ..."
     "two-header-operators": (_route("{match: {headers: {x-a: {exact: a, prefix: b}}}}"), Reject("E603", 19, 31)),
     # Istio validateStringMatch: "prefix string match should not be empty"
