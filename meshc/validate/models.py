@@ -719,11 +719,17 @@ class StringMatch(Model):
     absent: Literal[True] | None = None
 
 
+# A URL path as it travels: printable ASCII without spaces, '?' or '#' (other characters are
+# percent-encoded on the wire, so a prefix holding them could never match; the Gateway API's
+# HTTPPathMatch pattern refuses them too).
+_URL_PATH_PATTERN = r'^/[!"$->@-~]*$'
+
+
 class PathMatch(Model):
     """Exactly one of prefix, exact, regex; prefix and exact start with '/'."""
 
-    prefix: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)] | None = None
-    exact: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)] | None = None
+    prefix: Annotated[str, Field(pattern=_URL_PATH_PATTERN, max_length=4096)] | None = None
+    exact: Annotated[str, Field(pattern=_URL_PATH_PATTERN, max_length=4096)] | None = None
     regex: MatchText | None = None
 
 
@@ -765,7 +771,7 @@ class Mirror(Model):
 
 
 class Rewrite(Model):
-    prefix: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)]
+    prefix: Annotated[str, Field(pattern=_URL_PATH_PATTERN, max_length=4096)]
 
 
 class HeaderChanges(Model):

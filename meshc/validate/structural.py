@@ -119,6 +119,10 @@ def _show(value: Any) -> str:
 
 _PATTERN_HINTS = {
     "path": "must start with '/' and hold printable ASCII only, no spaces (percent-encode other characters)",
+    "prefix": "must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
+              "characters)",
+    "exact": "must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
+             "characters)",
     "image": "must be an image reference without spaces",
     "address": "must be an IP address or a DNS name",
     "header": "must be an HTTP header name",

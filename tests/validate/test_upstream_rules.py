@@ -153,6 +153,10 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     "rewrite-exact": (_route("{match: {path: {exact: /v1}}, rewrite: {prefix: /v2}}"), Accept("web")),
     # Consul service-router: "PathExact doesn't start with '/'"
     "exact-without-slash": (_route("{match: {path: {exact: v1}}}"), Reject("E110", 19, 30)),
+    # Gateway API HTTPPathMatch: a path is RFC 3986 characters (others percent-encoded), so a prefix
+    # with a space or a non-ASCII letter never matches a request
+    "path-unicode": (_route("{match: {path: {prefix: /café}}}"), Reject("E110", 19, 31)),
+    "path-percent-encoded": (_route("{match: {path: {prefix: /caf%C3%A9}}, rewrite: {prefix: '/a(b)'}}"), Accept("web")),
     # Istio DestinationRule: "duplicate subset names"
     "duplicate-subset": ("  - {name: ratings, image: r:1, port: 9000, versions: [{name: v1, weight: 50}, "
                          "{name: v1, weight: 50}]}\n", Reject("E203", 18, 87)),
