@@ -72,6 +72,7 @@ CODES: dict[str, str] = {
     "W208": "retries to a gRPC service list no gRPC condition, so gRPC errors are never retried",
     "W209": "retryOn, perTryTimeout or backoff set where attempts is 0, so they have no effect",
     "W210": "a spec.analysis.ignore entry matches no warning",
+    "W211": "retries that the callee's circuit breaker never lets through (maxRetries 0, or a retry budget of 0%)",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",

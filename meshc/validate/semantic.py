@@ -22,6 +22,7 @@ from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
 
 from meshc.validate.models import (
+    CircuitBreaker,
     DisruptionBudget,
     EnvSource,
     Gateway,
@@ -403,6 +404,50 @@ def retry_settings_without_attempts(ctx: Context) -> Iterator[Diagnostic]:
             yield warning("W209", f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with "
                           f"attempts: 0{origin}: no request is retried", ctx.key(*where, unused[0]),
                           where + (unused[0],), hint="set attempts, or remove these settings")
+
+
+def _allows_no_retry(circuit: CircuitBreaker) -> bool:
+    """Envoy lets no retry through: max_retries 0, or a retry budget of 0% with no floor (a budget,
+    when there is one, takes the place of max_retries)."""
+    max_retries = builtin.CIRCUIT_MAX_RETRIES if circuit.max_retries is None else circuit.max_retries
+    budget = circuit.retry_budget
+    if budget is None:
+        return max_retries == 0
+    floor = max_retries if budget.min_concurrency is None else budget.min_concurrency
+    return budget.percent == 0 and floor == 0
+
+
+def _retrying_callers(ctx: Context) -> dict[str, str]:
+    """The first caller of each service whose requests to it may be retried."""
+    defaults = ctx.mesh.spec.defaults
+    default_attempts = defaults.retries.attempts if defaults.retries and defaults.retries.attempts is not None \
+        else builtin.RETRY_ATTEMPTS
+    callers: dict[str, str] = {}
+    for _, service in services(ctx):
+        for upstream in service.upstreams:
+            own = upstream.retries.attempts if upstream.retries else None
+            fail_fast = (upstream.failure_policy or defaults.failure_policy) is FailurePolicy.FAIL_FAST
+            if not fail_fast and (own if own is not None else default_attempts) > 0:
+                callers.setdefault(upstream.service, service.name)
+    return callers
+
+
+def retries_blocked_by_circuit_breaker(ctx: Context) -> Iterator[Diagnostic]:
+    """Retries the callee's circuit breaker never lets through: "unreachable retries" (DESIGN 6)."""
+    default = ctx.mesh.spec.defaults.circuit_breaker
+    if default is None and not any(s.circuit_breaker is not None for _, s in services(ctx)):
+        return
+    callers = _retrying_callers(ctx)
+    for path, service in services(ctx):
+        circuit = service.circuit_breaker or default
+        caller = callers.get(service.name)
+        if circuit is None or caller is None or service.protocol is Protocol.TCP or not _allows_no_retry(circuit):
+            continue
+        where = path + ("circuitBreaker",) if service.circuit_breaker else ("spec", "defaults", "circuitBreaker")
+        origin = "" if service.circuit_breaker else " (from spec.defaults)"
+        yield warning("W211", f"the circuit breaker of '{service.name}'{origin} lets no retry through, so the "
+                      f"retries of its callers ('{caller}') never happen", ctx.key(*where), where,
+                      hint="raise maxRetries (or the retry budget), or set attempts: 0 on the callers")
 
 
 def health_check_path(ctx: Context) -> Iterator[Diagnostic]:
@@ -1594,6 +1639,7 @@ CHECKS: tuple[Check, ...] = (
     fail_fast_without_retries,
     backoff_order,
     retry_settings_without_attempts,
+    retries_blocked_by_circuit_breaker,
     health_check_path,
     health_check_timing,
     tcp_route_policies,

@@ -51,6 +51,7 @@ class Reject:
 @dataclass(frozen=True)
 class Accept:
     sidecar: str      # whose Envoy files real Envoy must accept
+    warnings: tuple[str, ...] = ()    # the codes of the warnings the spec gets, if any
 
 
 def _route(body: str) -> str:
@@ -126,7 +127,7 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     "unknown-retry-on": (_route("{retries: {attempts: 1, retryOn: [5xx, on-error]}}"), Reject("E211", 19, 46)),
     # Istio ValidateHTTPRetry: a status code must be an HTTP status
     "retry-on-600": (_route("{retries: {attempts: 1, retryOn: [600]}}"), Reject("E211", 19, 41)),
-    "retry-on-codes": (_route("{retries: {attempts: 10, retryOn: [100, 503, 599, reset]}}"), Accept("web")),
+    "retry-on-codes": (_route("{retries: {attempts: 10, retryOn: [100, 503, 599, reset]}}"), Accept("web", ("W301",))),
     # Istio agent.ValidateDuration: "duration must be at least 1ms"; Envoy per_try_timeout
     "per-try-zero": (_route("{retries: {attempts: 1, perTryTimeout: 0s}}"), Reject("E104", 19, 46)),
     # --- faults and mirrors -------------------------------------------------------------------
@@ -171,6 +172,9 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
                         "maxEjectionPercent: 100}\n", Accept("web")),
     # Istio validateConnectionPool: "http1 max pending requests must be non-negative"
     "negative-pending": ("    circuitBreaker: {maxPendingRequests: -1}\n", Reject("E104", 18, 42)),
+    # Envoy CircuitBreakers.Thresholds: max_retries 0 (or a retry budget of 0%) lets no retry through,
+    # so the callers' retries are unreachable (a warning: the build stays valid)
+    "no-retry-through": ("    circuitBreaker: {maxRetries: 0}\n", Accept("web", ("W211",))),
     # Envoy HealthCheck PGV: interval { gt: {} }; Cluster.connect_timeout { gt: {} }
     "health-interval-zero": ("    healthCheck: {path: /healthz, interval: 0s}\n", Reject("E104", 18, 45)),
     "connect-timeout-zero": ("    connectTimeout: 0s\n", Reject("E104", 18, 21)),
@@ -212,6 +216,7 @@ def test_accepted_and_real_envoy_accepts_the_output(name: str, tmp_path: Path) -
     assert isinstance(expected, Accept)
     diagnostics, files = _build(name, tmp_path)
     assert files is not None and not [d for d in diagnostics if d.is_error], [str(d) for d in diagnostics]
+    assert tuple(d.code for d in diagnostics) == expected.warnings, [str(d) for d in diagnostics]
     install(files, expected.sidecar, tmp_path)     # the SDS files its listeners and clusters name
     bootstrap = write_bootstrap(static_bootstrap(files, expected.sidecar), tmp_path / "static.json")
     result = validate_config(bootstrap)
