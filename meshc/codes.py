@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "W209": "retryOn, perTryTimeout or backoff set where attempts is 0, so they have no effect",
     "W210": "a spec.analysis.ignore entry matches no warning",
     "W211": "retries that the callee's circuit breaker never lets through (maxRetries 0, or a retry budget of 0%)",
+    "W212": "retries to an HTTP service list only gRPC conditions, so no request is ever retried",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",

@@ -128,6 +128,9 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     # Istio ValidateHTTPRetry: a status code must be an HTTP status
     "retry-on-600": (_route("{retries: {attempts: 1, retryOn: [600]}}"), Reject("E211", 19, 41)),
     "retry-on-codes": (_route("{retries: {attempts: 10, retryOn: [100, 503, 599, reset]}}"), Accept("web", ("W301",))),
+    # Envoy router: the gRPC retry-on conditions read grpc-status, which an HTTP answer never carries
+    "grpc-conditions-on-http": ("  defaults: {retries: {attempts: 2, retryOn: [unavailable, cancelled]}}\n",
+                                Accept("web", ("W212",))),
     # Istio agent.ValidateDuration: "duration must be at least 1ms"; Envoy per_try_timeout
     "per-try-zero": (_route("{retries: {attempts: 1, perTryTimeout: 0s}}"), Reject("E104", 19, 46)),
     # --- faults and mirrors -------------------------------------------------------------------
