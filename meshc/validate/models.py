@@ -808,8 +808,18 @@ class RateLimit(Model):
     burst: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)] | None = None
 
 
+def _dns_label_lengths(value: str) -> str:
+    """A DNS name's labels hold 63 characters at most (RFC 1035; Consul's ingress gateway refuses a
+    longer one as "not a valid DNS hostname")."""
+    if any(len(label) > 63 for label in value.split(".")):
+        raise PydanticCustomError("host_label", "{value} is not a DNS name: a label holds at most 63 characters",
+                                  {"value": repr(value)})
+    return value
+
+
 GatewayHost = Annotated[str, Field(min_length=1, max_length=253,
-                                 pattern=r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")]
+                                 pattern=r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$"),
+                        AfterValidator(_dns_label_lengths)]
 SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 
 

@@ -187,6 +187,11 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
                    Reject("E615", 20, 68)),
     # Istio validateServer: "server config must contain at least one host"
     "no-hosts": (_gateway("[{port: 8000, hosts: []}]"), Reject("E104", 20, 37)),
+    # Consul ingress-gateway validateHost: `Host "example..com" must be a valid DNS hostname`; a label
+    # holds 63 characters at most
+    "host-empty-label": (_gateway("[{port: 8000, hosts: [example..com]}]"), Reject("E110", 20, 38)),
+    "host-long-label": (_gateway(f"[{{port: 8000, hosts: [{'a' * 64}.example.com]}}]"), Reject("E110", 20, 38)),
+    "host-63-label": (_gateway(f"[{{port: 8000, hosts: [{'a' * 63}.example.com]}}]"), Accept("gateway-public")),
     "wildcards": (_gateway("[{port: 8000, hosts: ['*', '*.example.com', example.com]}]"), Accept("gateway-public")),
 }
 
