@@ -59,10 +59,16 @@ class Context:
     positions: Positions
     # Each service with its path, made once: some fifty checks each walk every service.
     services: tuple[tuple[Path, Service], ...] = field(init=False)
+    # Every route with its path, its service and its index, made once: most services have none,
+    # and a dozen checks walk the routes.
+    routes: tuple[tuple[Path, Service, int, Route], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "services", tuple((("spec", "services", index), service)
                                                    for index, service in enumerate(self.mesh.spec.services)))
+        object.__setattr__(self, "routes", tuple((path + ("routes", index), service, index, route)
+                                                 for path, service in self.services if service.routes
+                                                 for index, route in enumerate(service.routes)))
 
     def at(self, *path: str | int) -> Span:
         return self.positions.value(path)
@@ -417,31 +423,38 @@ def _allows_no_retry(circuit: CircuitBreaker) -> bool:
     return budget.percent == 0 and floor == 0
 
 
-def _retrying_callers(ctx: Context) -> dict[str, str]:
-    """The first caller of each service whose requests to it may be retried."""
+def _retrying_callers(ctx: Context, callees: Mapping[str, object]) -> dict[str, str]:
+    """The first caller of each of these services whose requests to it may be retried."""
     defaults = ctx.mesh.spec.defaults
     default_attempts = defaults.retries.attempts if defaults.retries and defaults.retries.attempts is not None \
         else builtin.RETRY_ATTEMPTS
     callers: dict[str, str] = {}
     for _, service in services(ctx):
         for upstream in service.upstreams:
+            if upstream.service not in callees or upstream.service in callers:
+                continue
             own = upstream.retries.attempts if upstream.retries else None
             fail_fast = (upstream.failure_policy or defaults.failure_policy) is FailurePolicy.FAIL_FAST
             if not fail_fast and (own if own is not None else default_attempts) > 0:
-                callers.setdefault(upstream.service, service.name)
+                callers[upstream.service] = service.name
     return callers
 
 
 def retries_blocked_by_circuit_breaker(ctx: Context) -> Iterator[Diagnostic]:
     """Retries the callee's circuit breaker never lets through: "unreachable retries" (DESIGN 6)."""
     default = ctx.mesh.spec.defaults.circuit_breaker
-    if default is None and not any(s.circuit_breaker is not None for _, s in services(ctx)):
-        return
-    callers = _retrying_callers(ctx)
+    default_blocks = default is not None and _allows_no_retry(default)
+    blocked: dict[str, Path] = {}
     for path, service in services(ctx):
-        circuit = service.circuit_breaker or default
+        circuit = service.circuit_breaker
+        if (default_blocks if circuit is None else _allows_no_retry(circuit)) and service.protocol is not Protocol.TCP:
+            blocked[service.name] = path
+    if not blocked:
+        return
+    callers = _retrying_callers(ctx, blocked)
+    for path, service in services(ctx):
         caller = callers.get(service.name)
-        if circuit is None or caller is None or service.protocol is Protocol.TCP or not _allows_no_retry(circuit):
+        if caller is None or blocked.get(service.name) != path:
             continue
         where = path + ("circuitBreaker",) if service.circuit_breaker else ("spec", "defaults", "circuitBreaker")
         origin = "" if service.circuit_breaker else " (from spec.defaults)"
@@ -959,10 +972,8 @@ def external_without_workload(ctx: Context) -> Iterator[Diagnostic]:
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # RFC 7230 token: what a header name may be
 
 
-def routes_of(ctx: Context) -> Iterator[tuple[Path, Service, int, Route]]:
-    for path, service in services(ctx):
-        for index, route in enumerate(service.routes or ()):
-            yield path + ("routes", index), service, index, route
+def routes_of(ctx: Context) -> tuple[tuple[Path, Service, int, Route], ...]:
+    return ctx.routes
 
 
 def _route_label(service: Service, index: int, route: Route) -> str:
@@ -1208,27 +1219,24 @@ def header_names(ctx: Context) -> Iterator[Diagnostic]:
                         where)
 
 
-def _header_changes(service: Service, path: Path) -> Iterator[tuple[str, Path, bool, str]]:
-    """(name, where, a key in a mapping, set or remove) of every header a service's routes change."""
-    for index, route in enumerate(service.routes or ()):
-        for side in ("request", "response"):
-            changes = getattr(route.headers, side, None) if route.headers else None
-            if changes is None:
-                continue
-            where = path + ("routes", index, "headers", side)
-            for name in changes.set or {}:
-                yield name, where + ("set", name), True, "set"
-            for i, name in enumerate(changes.remove or []):
-                yield name, where + ("remove", i), False, "remove"
+def _header_changes(route: Route, path: Path) -> Iterator[tuple[str, Path, bool, str]]:
+    """(name, where, a key in a mapping, set or remove) of every header a route changes."""
+    for side in ("request", "response"):
+        changes = getattr(route.headers, side, None) if route.headers else None
+        if changes is None:
+            continue
+        where = path + ("headers", side)
+        for name in changes.set or {}:
+            yield name, where + ("set", name), True, "set"
+        for i, name in enumerate(changes.remove or []):
+            yield name, where + ("remove", i), False, "remove"
 
 
 def unmodifiable_headers(ctx: Context) -> Iterator[Diagnostic]:
     """Envoy refuses a route that sets or removes Host (and the ':' pseudo-headers, which E606 already
     refuses as names): ":-prefixed or host headers may not be modified/removed"."""
-    for path, service in services(ctx):
-        if not service.routes:
-            continue
-        for name, where, is_key, action in _header_changes(service, path):
+    for path, service, _, route in routes_of(ctx):
+        for name, where, is_key, action in _header_changes(route, path):
             if name.lower() == "host":
                 yield error("E617", f"a route of '{service.name}' cannot {action} the {name} header: Envoy refuses "
                             "to let a route change it", ctx.key(*where) if is_key else ctx.at(*where), where,
