@@ -131,6 +131,10 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     # Envoy router: the gRPC retry-on conditions read grpc-status, which an HTTP answer never carries
     "grpc-conditions-on-http": ("  defaults: {retries: {attempts: 2, retryOn: [unavailable, cancelled]}}\n",
                                 Accept("web", ("W212",))),
+    # Linkerd pkg/profiles Validate: "has a route with an invalid timeout"
+    "route-timeout-garbage": (_route("{timeout: 2 seconds}"), Reject("E105", 19, 17)),
+    # Linkerd ValidateResponseMatch: "Range minimum must be between 100 and 599, inclusive"
+    "retry-on-99": (_route("{retries: {attempts: 1, retryOn: [99]}}"), Reject("E211", 19, 41)),
     # Istio agent.ValidateDuration: "duration must be at least 1ms"; Envoy per_try_timeout
     "per-try-zero": (_route("{retries: {attempts: 1, perTryTimeout: 0s}}"), Reject("E104", 19, 46)),
     # --- faults and mirrors -------------------------------------------------------------------
@@ -178,6 +182,8 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     # Envoy CircuitBreakers.Thresholds: max_retries 0 (or a retry budget of 0%) lets no retry through,
     # so the callers' retries are unreachable (a warning: the build stays valid)
     "no-retry-through": ("    circuitBreaker: {maxRetries: 0}\n", Accept("web", ("W211",))),
+    # Linkerd pkg/profiles Validate: "RetryBudget RetryRatio must be non-negative"
+    "negative-retry-budget": ("    circuitBreaker: {retryBudget: {percent: -5}}\n", Reject("E104", 18, 45)),
     # Envoy HealthCheck PGV: interval { gt: {} }; Cluster.connect_timeout { gt: {} }
     "health-interval-zero": ("    healthCheck: {path: /healthz, interval: 0s}\n", Reject("E104", 18, 45)),
     "connect-timeout-zero": ("    connectTimeout: 0s\n", Reject("E104", 18, 21)),
