@@ -113,10 +113,10 @@ CODES: dict[str, str] = {
     "E616": "duplicate gateway or route name, or a gateway whose generated names clash",
     "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
     "E618": "a list names the same entry twice (a route's methods, callers or headers, a service's extraCallers)",
-    "E619": "rewrite.prefix on a route whose path match is a regex, which has no prefix to replace",
     "E620": "a header value holds a '%' that starts no Envoy command (a literal % is written %%)",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
+    "W603": "rewrite.prefix with a regex path match replaces the whole path",
     # E7xx/W7xx: workloads
     "E701": "a service calls a client-only service (one without a port)",
     "E702": "a setting needs the application's port, but the service has none",

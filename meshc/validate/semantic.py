@@ -1064,16 +1064,17 @@ def duplicate_extra_callers(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def rewrite_needs_a_prefix(ctx: Context) -> Iterator[Diagnostic]:
-    """rewrite.prefix replaces the matched path prefix; with a regex match Envoy replaces the whole
-    path instead (Consul's service-router refuses PrefixRewrite without PathPrefix or PathExact)."""
+    """rewrite.prefix replaces the matched path prefix; a regex match has none, so Envoy (and Istio)
+    replace the whole path, as with an exact match. Consul's service-router refuses PrefixRewrite
+    without PathPrefix or PathExact; meshc warns, since the result is well defined."""
     places = [(path, route.match.path if route.match else None, route.rewrite) for path, _, _, route in routes_of(ctx)]
     places += [(gpath + ("routes", i), groute.match.path, groute.rewrite) for gpath, gateway in _gateways(ctx)
                for i, groute in enumerate(gateway.routes)]
     for where, path_match, rewrite in places:
         if rewrite is not None and path_match is not None and path_match.regex is not None:
-            yield error("E619", "rewrite.prefix replaces the matched path prefix, and a regex path match has none: "
-                        "Envoy would replace the whole path", ctx.key(*where, "rewrite"), where + ("rewrite",),
-                        hint="match a path prefix (or an exact path) to rewrite it")
+            yield warning("W603", "rewrite.prefix with a regex path match replaces the whole path: a regex match has "
+                          "no prefix to keep", ctx.key(*where, "rewrite"), where + ("rewrite",),
+                          hint="match a path prefix to rewrite only the prefix")
 
 
 def route_weights(ctx: Context) -> Iterator[Diagnostic]:
@@ -1212,7 +1213,7 @@ def header_names(ctx: Context) -> Iterator[Diagnostic]:
     named = (named for path, service in services(ctx) for named in _header_names(service, path))
     for name, where, is_key in itertools.chain(_default_header_names(ctx), named):
         if not _TOKEN.match(name):
-            if name.lower() in _MATCHABLE_PSEUDO_HEADERS and "match" in where:
+            if name.lower() in _MATCHABLE_PSEUDO_HEADERS and where[-3:-1] == ("match", "headers"):
                 continue
             yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
                         "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
