@@ -121,6 +121,21 @@ def test_every_unit_is_written_once_by_whichever_process_takes_it(tmp_path: Path
     assert leftovers(tmp_path, tmp_path / "out") == []
 
 
+def test_workers_that_reported_are_reaped_when_the_crew_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's complete report is taken without waiting for its exit; leaving the crew's
+    block reaps it (waitpid fails for a pid that is no child any more)."""
+    pids = forked(monkeypatch)
+    units: list[Unit] = [lambda index=index: [(f"{index}.txt", b"x")] for index in range(50)]
+    with StagedOutput(tmp_path / "out") as staged, Crew(staged, 2) as crew:
+        crew.fork(units)
+        assert len(crew.write(units)) == 50
+        staged.commit()
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
 # --- failures -------------------------------------------------------------------------------
 
 
