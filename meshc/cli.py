@@ -88,22 +88,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, light_models: bool = False) -> int:
+def main(argv: Sequence[str] | None = None, *, light_models: bool = False, ends_process: bool = False) -> int:
     """Run one verb. `light_models`: a verb that checks a spec may declare the spec's models without
     pydantic when its compiled validator is in the cache (meshc.validate.light); only for a process
-    that ends with the command, as the models stay so declared in it."""
+    that ends with the command, as the models stay so declared in it. `ends_process`: the caller
+    ends the process with end_process once this returns, so what the verb leaves to the exit is
+    never freed (meshc.commands.common.left_to_exit)."""
     argv = sys.argv[1:] if argv is None else argv
     # Importing a verb's modules defines a hundred-odd dataclasses (meshc's IR, pydantic's
     # internals...): their generated methods' code comes from the cache, compiled once (meshc.cache).
     with cache.generated_code_cached():
-        return _main(argv, light_models)
+        return _main(argv, light_models, ends_process)
 
 
-def _main(argv: Sequence[str], light_models: bool) -> int:
-    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports
+def _main(argv: Sequence[str], light_models: bool, ends_process: bool) -> int:
+    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports, process_ends_with_command
     from meshc.diagnostics import MeshcError
     from meshc.report import emit_diagnostics
 
+    if ends_process:
+        process_ends_with_command()
     verbs = _verb_modules(argv)
     if light_models and len(verbs) == 1 and verbs[0] in _LIGHT_VERBS:
         from meshc.validate.compiled import load_light
@@ -139,7 +143,7 @@ def _main(argv: Sequence[str], light_models: bool) -> int:
 
 def run() -> NoReturn:
     """The `meshc` command: main(), then exit."""
-    code = main(light_models=True)
+    code = main(light_models=True, ends_process=True)
     # The process ends now. Freezing what is left keeps a teardown (when exit() falls back to
     # one) from running full garbage collections over it.
     gc.freeze()

@@ -473,36 +473,47 @@ def file_owner(path: str) -> str | None:
     return None
 
 
+# What a caller started before `write_build`: OUT's staging directory, the workers writing into
+# it, and the units of work they were given (`build_units` of the same mesh and options).
+Started = tuple["StagedOutput", "Crew", "Sequence[Unit]"]
+
+
 @no_cycle_collection
 def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOptions = BuildOptions(),
-                jobs: int = 1, started: tuple[StagedOutput, Crew] | None = None) -> int:
+                jobs: int = 1, started: Started | None = None,
+                external: list[dict[str, object]] | None = None) -> int:
     """Build a spec that checked clean straight into OUT, atomically; the number of files written.
 
     Files go to a staging directory as soon as they are rendered, and are not kept: a build's
     memory does not grow with its output. With jobs > 1 and enough services, that many processes
     share the work (meshc.bundle.shards: workers are forked, so call it from a process without
-    other threads). `started`: OUT's staging directory and the workers writing into it, started
-    (with the same options) before the check was done; the caller leaves their `with` blocks.
+    other threads). `started`: OUT's staging directory, the workers writing into it and their
+    units, started (with the same options) before the check was done; the caller leaves their
+    `with` blocks. `external`: `external_dependencies(checked)`, when the caller has it already.
     Raises BundleWriteError or OSError, with OUT untouched."""
     from meshc.bundle import Crew, StagedOutput
     from meshc.emit import envoy, etcd, kubernetes  # noqa: F401 - once, here, rather than in every worker
 
+    if external is None:
+        external = external_dependencies(checked)
+    if started is not None:
+        staged, crew, units = started
+        return _write_units(checked, units, staged, crew, external)
     mesh = _checked_mesh(checked)
     units = build_units(mesh, options)
-    if started is not None:
-        return _write_units(checked, units, *started)
     with StagedOutput(out) as staged, Crew(staged, build_workers(len(mesh.deployed_services), jobs)) as crew:
         crew.fork(units)
-        return _write_units(checked, units, staged, crew)
+        return _write_units(checked, units, staged, crew, external)
 
 
-def _write_units(checked: Checked, units: Sequence[Unit], staged: StagedOutput, crew: Crew) -> int:
+def _write_units(checked: Checked, units: Sequence[Unit], staged: StagedOutput, crew: Crew,
+                 external: list[dict[str, object]]) -> int:
     from meshc.bundle import manifest
 
     entries = crew.write(units)
     mesh = _checked_mesh(checked)
     staged.write(naming.MANIFEST_PATH, manifest(entries, mesh=mesh.name, spec_digest=render.sha256(
-        checked.source.data), revision=checked.source.revision, external=external_dependencies(checked)))
+        checked.source.data), revision=checked.source.revision, external=external))
     staged.commit()
     return len(entries) + 1
 
