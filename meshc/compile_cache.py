@@ -213,12 +213,99 @@ def _waited_for_writer(path: Path) -> bool:
 def settle(directory: Path | None = None) -> None:
     """Wait until no run writes an entry in the cache directory (store_detached), each for at
     most WRITER_WAIT_S: for tools that list or clear the directory."""
-    for writing in sorted((directory or cache_dir()).glob(f"{_PREFIX}*.writing")):
+    for writing in sorted((directory or cache_dir()).glob("*.writing")):
         _waited_for_writer(writing)
 
 
 def _writing(path: Path) -> Path:
     return path.with_suffix(".writing")
+
+
+# --- checked specs (meshc diff) ---------------------------------------------------------------
+# `meshc diff` checks the base branch's spec again for every pull request: a clean check is kept
+# as `checked-<key>.pickle` (the same key as a compilation's with the default options, another
+# prefix), the diagnostics and the IR alone: a diff builds only what can differ.
+_CHECKED_PREFIX = "checked-"
+_CHECKED_MAGIC = "meshc-checked"
+
+
+def checked_entry_path(source: SpecSource) -> Path:
+    return cache_dir() / f"{_CHECKED_PREFIX}{entry_key(source, BuildOptions())}{_SUFFIX}"
+
+
+def load_checked(source: SpecSource) -> Checked | None:
+    """The check of `source` kept by an earlier run (`store_checked_detached`), as
+    `pipeline.check(source)` gives it; None when there is none, it cannot be read, or it is not
+    this meshc's check of these bytes. An entry being written is waited for."""
+    path = checked_entry_path(source)
+    checked = _read_checked(path, source)
+    if checked is None and _waited_for_writer(path):
+        checked = _read_checked(path, source)
+    return checked
+
+
+def _read_checked(path: Path, source: SpecSource) -> Checked | None:
+    try:
+        with path.open("rb") as file:
+            if not trusted(os.fstat(file.fileno())):
+                return None
+            data = file.read()
+        checked = _decoded_checked(data, entry_key(source, BuildOptions()), source)
+    except Exception:  # noqa: BLE001 - missing, truncated, damaged, from another meshc: check it again
+        return None
+    if checked is not None:
+        _touch(path)
+    return checked
+
+
+@no_cycle_collection
+def _decoded_checked(data: bytes, key: str, source: SpecSource) -> Checked | None:
+    entry: Any = pickle.loads(data)
+    if not (isinstance(entry, tuple) and len(entry) == 5 and entry[:3] == (_CHECKED_MAGIC, _FORMAT, key)):
+        return None
+    diagnostics, mesh = entry[3:]
+    if not isinstance(mesh, ir.Mesh) or not isinstance(diagnostics, tuple):
+        return None
+    return Checked(source, diagnostics, mesh)
+
+
+def store_checked_detached(checked: Checked, *also_held: object) -> None:
+    """Keep a clean check for later runs, written in a process this one does not wait for (as
+    `store_detached` does); the oldest entries are forgotten. Never raises."""
+    if checked.mesh is None or not checked.ok:
+        return
+    try:
+        path = checked_entry_path(checked.source)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = os.open(_writing(path), os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:      # another run is writing this entry
+        os.close(lock)
+        return
+    try:
+        _detach(lambda: _write_checked(checked, path))
+        held_until_exit(checked, *also_held)
+    except OSError:
+        _write_checked(checked, path)
+    finally:
+        os.close(lock)
+
+
+def _write_checked(checked: Checked, path: Path) -> None:
+    try:
+        key = entry_key(checked.source, BuildOptions())
+        data = _encoded((_CHECKED_MAGIC, _FORMAT, key, checked.diagnostics, checked.mesh))
+        write_atomic(path, data)
+        keep_newest(path.parent, f"{_CHECKED_PREFIX}*{_SUFFIX}", KEPT)
+    except Exception:  # noqa: BLE001 - a full disk, a read-only home...: the run's own outcome stands
+        pass
+    try:
+        os.unlink(_writing(path))
+    except OSError:
+        pass
 
 
 def build_from(checked: Checked, options: BuildOptions, kept: Compiled) -> Compiled:

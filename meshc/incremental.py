@@ -28,6 +28,10 @@ only when:
   MAX_NODES), at most MAX_CHANGED entries changed, and the file is within MAX_SPEC_BYTES;
 - the base check reported nothing within a changed segment.
 
+The conditions that read the texts alone (all but the last) are `edit_between(old, new)`, which
+a caller may ask before it checks anything: `meshc diff` chooses with it between checking the old
+revision in full and the new one from it, and checking both in full (at once, in two processes).
+
 The changed services are then checked in a small spec made from the new text: the header, the
 changed services and those their IR depends on (their callees and mirror targets, the services
 the gateways route to, and any segment defining an anchor they use) kept as they are, the
@@ -37,7 +41,9 @@ the normal loader, structural and semantic checks and resolver; any diagnostic t
 check to the full path (which reports it exactly as a full check does). Each changed service's
 IR is taken from it, with who may call it (`allowed_callers`, made from the other services) from
 the base IR; every other service is the base IR's. The size checks run again for the changed
-services; the analysis is not run again: it reads only what callers see.
+services; the analysis is not run again: it reads only what callers see. `incremental_check`
+also gives the small spec as loaded: the changed services' document and positions, as the new
+text writes them (meshc diff locates changed fields in it).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshc.diagnostics import Diagnostic
-from meshc.load import SpecSource, load_yaml
+from meshc.load import Loaded, SpecSource, load_yaml
 from meshc.load.source import MAX_SPEC_BYTES
 from meshc.pipeline import Checked, callees_of, check_sizes, mesh_wide, no_cycle_collection
 from meshc.resolve import ir, resolve
@@ -182,48 +188,97 @@ def etcd_prefix_hint(source: SpecSource) -> str | None:
 
 # --- the check -------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class TextEdit:
+    """Two texts of a spec that may be checked one from the other: the same header, as many
+    segments, at most MAX_CHANGED of them `changed` (indexes), each keeping its line count and
+    holding no anchor, tag or merge key on either side. What `edit_between` finds from the texts
+    alone, before anything is loaded."""
+
+    old: Layout
+    new: Layout
+    changed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """An incremental check, and what a tool pointing into the new text needs of it (meshc diff).
+
+    `changed`: the services of the changed segments (every other service is the base's IR, and
+    is written in the new text exactly where the base's text writes it). `loaded`: the small spec
+    as loaded, which holds the header and the changed services as the new text writes them, with
+    the new text's lines and columns; None when the new text is the base's."""
+
+    checked: Checked
+    changed: frozenset[str]
+    loaded: Loaded | None
+
+
+def edit_between(old: SpecSource, new: SpecSource) -> TextEdit | None:
+    """The segments that differ between the two texts, when the text alone allows checking the
+    new one from a check of the old one (see the module); None when it does not, or when the texts
+    are the same. Cheap (regular expressions over both texts): for a caller choosing how to
+    check before it checks anything."""
+    if old.name != new.name or len(new.data) > MAX_SPEC_BYTES or len(old.data) > MAX_SPEC_BYTES \
+            or new.data.startswith(b"\xef\xbb\xbf") or new.data == old.data:
+        return None
+    try:
+        new_text, old_text = new.data.decode("utf-8"), old.data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    after, before = layout(new_text), layout(old_text)
+    if after is None or before is None or after.header != before.header or len(after.segments) != len(before.segments):
+        return None
+    changed = tuple(i for i in range(len(after.segments)) if after.segment(i) != before.segment(i))
+    if not changed or len(changed) > MAX_CHANGED:
+        return None
+    for index in changed:
+        if before.lines(index) != after.lines(index) or _UNSAFE.search(before.segment(index) + after.segment(index)):
+            return None
+        was, now = _loaded_entry(before, index), _loaded_entry(after, index)
+        # no more keys and values than before: the whole file stays within the loader's MAX_NODES
+        if not _local_change(was, now) or _nodes(now) > _nodes(was):
+            return None
+    return TextEdit(before, after, changed)
+
+
 @no_cycle_collection
 def check_from(source: SpecSource, base: Checked) -> Checked | None:
     """The check of `source` made from `base` (a clean check of an earlier text of the same spec),
     equal to `pipeline.check(source)`; None when it cannot be made incrementally (see the module)."""
+    made = incremental_check(source, base)
+    return made.checked if made is not None else None
+
+
+@no_cycle_collection
+def incremental_check(source: SpecSource, base: Checked, edit: TextEdit | None = None) -> Incremental | None:
+    """`check_from`, with the small spec it loaded and the services it checked again. `edit`:
+    what `edit_between(base.source, source)` gave, when the caller has it."""
     if base.mesh is None or not base.ok or base.source.name != source.name or len(source.data) > MAX_SPEC_BYTES:
         return None
-    try:
-        new_text, old_text = source.data.decode("utf-8"), base.source.data.decode("utf-8")
-    except UnicodeDecodeError:
+    if source.data == base.source.data:
+        return Incremental(dataclasses.replace(base, source=source), frozenset(), None)
+    edit = edit if edit is not None else edit_between(base.source, source)
+    if edit is None:
         return None
-    if source.data.startswith(b"\xef\xbb\xbf") or new_text == old_text:
-        return None if new_text != old_text else dataclasses.replace(base, source=source)
-    new, old = layout(new_text), layout(old_text)
-    if new is None or old is None or new.header != old.header or len(new.segments) != len(old.segments):
-        return None
-    changed = [i for i in range(len(new.segments)) if new.segment(i) != old.segment(i)]
-    if not changed or len(changed) > MAX_CHANGED:
-        return None
-    return _checked(source, base, base.mesh, old, new, changed)
+    return _checked(source, base, base.mesh, edit)
 
 
-def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new: Layout,
-             changed: list[int]) -> Checked | None:
+def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, edit: TextEdit) -> Incremental | None:
+    old, new, changed = edit.old, edit.new, list(edit.changed)
     names = _segment_names(mesh, old)
     if names is None:
         return None
     for index in changed:
-        if old.lines(index) != new.lines(index) or _UNSAFE.search(old.segment(index) + new.segment(index)):
-            return None
         first, end = old.lines(index)
         if any((d.span is not None and first < d.span.line <= end) or d.path[:3] == ("spec", "services", index)
                for d in base.diagnostics):
             return None
-        before, after = _loaded_entry(old, index, names), _loaded_entry(new, index, names)
-        # no more keys and values than before: the whole file stays within the loader's MAX_NODES
-        if not _local_change(before, after) or _nodes(after) > _nodes(before):
-            return None
     by_name = {service.name: service for service in mesh.services}
     kept = _kept_in_full(mesh, new, changed, names, by_name)
     small = _small_spec(source, new, kept, names, by_name, mesh)
-    resolved = _resolved(small)
-    if resolved is None or mesh_wide(resolved) != mesh_wide(mesh):
+    loaded, resolved = _resolved(small)
+    if loaded is None or resolved is None or mesh_wide(resolved) != mesh_wide(mesh):
         return None
     fresh = {service.name: service for service in resolved.services}
     renewed = {}
@@ -235,7 +290,29 @@ def _checked(source: SpecSource, base: Checked, mesh: ir.Mesh, old: Layout, new:
     spliced = dataclasses.replace(mesh, services=tuple(renewed.get(s.name, s) for s in mesh.services))
     if check_sizes(spliced, only=frozenset(renewed)):   # with the options pipeline.check uses
         return None     # over a size limit: the full check reports it
-    return Checked(source, base.diagnostics, spliced)
+    return Incremental(Checked(source, base.diagnostics, spliced), frozenset(renewed), loaded)
+
+
+def old_entries(old: SpecSource, edit: TextEdit, mesh: ir.Mesh) -> tuple[frozenset[str], Loaded] | None:
+    """The services the edit changed, named by `mesh` (the IR of `old`, the edit's old text), and its
+    document holding them: its header and their segments (with those defining anchors they use)
+    at the old text's lines and columns, every other line blank. For a tool pointing into the
+    old text without loading all of it (meshc diff, with the old check kept); None when the text
+    cannot be read so."""
+    names = _segment_names(mesh, edit.old)
+    kept = _anchor_segments(edit.old, edit.changed)
+    if names is None or kept is None:
+        return None
+    kept |= set(edit.changed)
+    whole = edit.old.text
+    pieces = [whole[:edit.old.segments[0][0]]]
+    for index, (start, end) in enumerate(edit.old.segments):
+        pieces.append(whole[start:end] if index in kept else "\n" * whole.count("\n", start, end))
+    pieces.append(whole[edit.old.segments[-1][1]:])
+    loaded = load_yaml(SpecSource(old.name, "".join(pieces).encode(), old.revision))
+    if loaded.diagnostics or loaded.data is None:
+        return None
+    return frozenset(names[i] for i in edit.changed), loaded
 
 
 def _segment_names(mesh: ir.Mesh, layout_: Layout) -> list[str] | None:
@@ -252,10 +329,10 @@ def _segment_names(mesh: ir.Mesh, layout_: Layout) -> list[str] | None:
     return [names[0] for names in found]
 
 
-def _loaded_entry(text: Layout, index: int, names: Sequence[str]) -> Any:
+def _loaded_entry(text: Layout, index: int) -> Any:
     """A segment's entry as meshc's loader reads it, with the segments that define the anchors it
     uses before it; None when it cannot be read alone so."""
-    definers = _anchor_segments(text, [index], names)
+    definers = _anchor_segments(text, [index])
     if definers is None:
         return None
     entries = "".join(text.segment(i) for i in sorted(definers | {index}))
@@ -265,7 +342,7 @@ def _loaded_entry(text: Layout, index: int, names: Sequence[str]) -> Any:
     return loaded.data[-1]
 
 
-def _anchor_segments(text: Layout, indexes: Iterable[int], names: Sequence[str]) -> set[int] | None:
+def _anchor_segments(text: Layout, indexes: Iterable[int]) -> set[int] | None:
     """The segments, other than `indexes`, defining the anchors that `indexes` use (and those
     their definitions use); None when an alias is defined nowhere before its use but the header."""
     found: set[int] = set()
@@ -348,7 +425,7 @@ def _kept_in_full(mesh: ir.Mesh, text: Layout, changed: list[int], names: Sequen
     for gateway in mesh.gateways:
         wanted.update(gateway.services)
     kept = {index_of[name] for name in wanted if name in index_of}
-    definers = _anchor_segments(text, kept, names)
+    definers = _anchor_segments(text, kept)
     return None if definers is None else kept | definers
 
 
@@ -399,17 +476,18 @@ def _placeholder(service: ir.Service) -> dict[str, Any]:
     return entry
 
 
-def _resolved(small: SpecSource | None) -> ir.Mesh | None:
-    """The small spec's IR, when it loads, validates and checks without a single diagnostic."""
+def _resolved(small: SpecSource | None) -> tuple[Loaded | None, ir.Mesh | None]:
+    """The small spec as loaded, and its IR, when it loads, validates and checks without a single
+    diagnostic; (None, None) when it does not."""
     if small is None:
-        return None
+        return None, None
     loaded = load_yaml(small)
     if loaded.diagnostics or loaded.data is None:
-        return None
+        return None, None
     model, structural = check_structure(loaded.data, loaded.positions)
     if model is None or structural:
-        return None
+        return None, None
     semantic: list[Diagnostic] = check_semantics(model, loaded.positions)
     if semantic:
-        return None
-    return resolve(model, loaded.positions)
+        return None, None
+    return loaded, resolve(model, loaded.positions)

@@ -72,7 +72,8 @@ def _diff(args: argparse.Namespace) -> int:
         raise MeshcError([error("E001", f"{args.spec}: no such file at {args.rev_a} nor "
                                 f"{f'at {args.rev_b}' if args.rev_b else 'in the work tree'}", None,
                                 hint="the path is relative to the repository root")], 2)
-    with Comparison(old, new, args.jobs or _default_jobs()) as comparison, Progress("comparing") as progress:
+    with Comparison(old, new, args.jobs or _default_jobs(), kept=True) as comparison, \
+            Progress("comparing") as progress:
         old_side, new_side, diff = comparison.run(progress.step)
     invalid = [side for side in (old_side, new_side) if not side.valid]
     for side in invalid:
@@ -83,6 +84,8 @@ def _diff(args: argparse.Namespace) -> int:
         sys.stderr.write(f"meshc: no diff: the spec is invalid at {which}\n")
         return EXIT_INVALID
     sys.stdout.write(render(diff, args.format, color=_color(args)))
+    sys.stdout.flush()
+    comparison.keep()   # the old revision's check, for the next diff against it (the base branch's)
     return EXIT_CHANGED if diff.changed else EXIT_OK
 
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from meshc import render
 from meshc.diagnostics import Diagnostic, Path, Span
 from meshc.load import Positions, SpecSource
 from meshc.resolve import ir
 from meshc.review import access, spec_view
 from meshc.review.consequences import OutputChange, compare_bundles
 from meshc.review.spec_view import Subject
+
+if TYPE_CHECKING:
+    from meshc.incremental import TextEdit
+    from meshc.pipeline import Checked
 
 
 class Action(StrEnum):
@@ -107,6 +112,68 @@ def build_side(label: str, source: SpecSource) -> Side:
                 None, None, access.view(checked.mesh), checked.mesh)
 
 
+def side_from(label: str, source: SpecSource, base: Side, base_source: SpecSource,
+              edit: TextEdit | None = None) -> Side | None:
+    """The side of `source` checked incrementally from `base`, the side of `base_source` (an
+    earlier text of the same spec) checked in full: equal to `build_side(label, source)` in all a
+    diff reads of it; None when `meshc.incremental` cannot make that check (then check in full).
+
+    The incremental check loads only a small spec: the header and the changed services, at the
+    new text's lines and columns. Every other service is written in the new text exactly where
+    `base_source` writes it (each changed segment keeps its line count), so changed fields are
+    located in the small spec's document for the changed services and in the base's for the rest."""
+    from meshc.incremental import incremental_check
+    from meshc.pipeline import Checked
+
+    if base.mesh is None or not base.exists:
+        return None
+    made = incremental_check(source, Checked(base_source, base.diagnostics, base.mesh), edit)
+    if made is None or made.checked.mesh is None:
+        return None
+    mesh = made.checked.mesh
+    side = Side(label, source.revision, source.name, True, made.checked.diagnostics, {}, None, None, None, None,
+                access.view(mesh), mesh)
+    if made.loaded is None:
+        return replace(side, locator=lambda fields: locate(base, fields))
+    rechecked = replace(side, data=made.loaded.data, positions=made.loaded.positions)
+
+    def locator(fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
+        # an unchanged service is the base's IR (spans included), written where the base has it
+        return [locate_field(rechecked, subject, name) if subject.service in made.changed
+                else locate(base, [(subject, name)])[0] for subject, name in fields]
+
+    return replace(side, locator=locator)
+
+
+def kept_side(label: str, source: SpecSource, checked: Checked, edit: TextEdit | None) -> Side:
+    """The side of a check kept by an earlier run (`compile_cache.load_checked`), whose document
+    was not loaded: fields of the services `edit` changed are located in the text's entries of
+    them (`incremental.old_entries`), any other in the whole text, loaded when first needed."""
+    from meshc.incremental import old_entries
+    from meshc.load import load_yaml
+
+    mesh = checked.mesh
+    assert mesh is not None
+    side = Side(label, source.revision, source.name, True, checked.diagnostics, {}, None, None, None, None,
+                access.view(mesh), mesh)
+    entries = old_entries(source, edit, mesh) if edit is not None else None
+    changed, partial = (entries[0], replace(side, data=entries[1].data, positions=entries[1].positions)) \
+        if entries is not None else (frozenset[str](), side)
+    whole: list[Side] = []
+
+    def in_whole() -> Side:
+        if not whole:
+            loaded = load_yaml(source)
+            whole.append(replace(side, data=loaded.data, positions=loaded.positions))
+        return whole[0]
+
+    def locator(fields: Sequence[tuple[Subject, str]]) -> list[Span | None]:
+        return [locate_field(partial if subject.service in changed else in_whole(), subject, name)
+                for subject, name in fields]
+
+    return replace(side, locator=locator)
+
+
 def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
     """Both sides with what they may differ in. Subjects: those of the services whose IR differs
     (with the mesh's and the gateways'). Files: when both compiled and no mesh-wide setting
@@ -126,17 +193,33 @@ def with_outputs(old: Side, new: Side) -> tuple[Side, Side]:
 def built_side(side: Side, changed: set[str] | None, only: frozenset[str] | None) -> Side:
     """The side with the subjects of the `changed` services and the files of the `only` ones (with
     the mesh's and the gateways'; None: all of them), as `with_outputs` decides them."""
-    from meshc.pipeline import build_files
-
     mesh = side.mesh
     if mesh is None:
         return side
     side = replace(side, subjects=spec_view.subjects(mesh, changed))
     try:
-        files = build_files(mesh, only=only)
+        files = _files(mesh, changed, only)
     except NotImplementedError as exc:
         return replace(side, build_note=f"the output cannot be built by this meshc ({exc})")
     return replace(side, files=files)
+
+
+def _files(mesh: ir.Mesh, changed: set[str] | None, only: frozenset[str] | None) -> dict[str, bytes]:
+    """The files to compare. When only some services' files can differ (`only`), etcd's seed holds
+    the records of the `changed` services alone: a record is made from its service and the
+    mesh-wide settings (equal on both sides when `only` is given), so every other record is the
+    same on both sides, and the seed is compared record by record."""
+    import dataclasses
+
+    from meshc.emit import etcd
+    from meshc.pipeline import BuildOptions, build_files, iter_files
+
+    if only is None or changed is None:
+        return build_files(mesh, only=only)
+    files = dict(iter_files(mesh, BuildOptions(), only=only, etcd_seed=False))
+    records_of = dataclasses.replace(mesh, services=tuple(s for s in mesh.services if s.name in changed))
+    files.update((path, render.file(docs)) for path, docs in etcd.emit(records_of).items())
+    return files
 
 
 # --- comparing ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """bench/diff.py: its repository changes one image in its last commit, and it reports every
-command it times with paired ratios to `meshc validate`."""
+command it times (the diff without and with the old revision's check kept) with paired ratios to
+`meshc validate`."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_it_reports_validate_and_the_diffs_with_paired_ratios() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("N = 20, 1 pairs, load average")
-    assert [line.split()[0] for line in lines[1:]] == ["validate", "diff", "diff", "diff"]
-    assert "--jobs 1" in lines[3] and "--jobs 2" in lines[4]
+    assert [line.split()[0] for line in lines[1:]] == ["validate", "diff", "diff", "diff", "diff,"]
+    assert "--jobs 1" in lines[3] and "--jobs 2" in lines[4] and "diff, kept" in lines[5]
     assert "wall 1.00x, CPU 1.00x" in lines[1]   # validate against itself
     assert all("paired ratio to validate: wall" in line and "MiB" in line for line in lines[1:])
