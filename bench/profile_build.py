@@ -125,21 +125,20 @@ def pyinstrument_cli(spec: Path, out: Path) -> str:
 # --- a real build's timeline ---------------------------------------------------------------------
 
 # Run in a fresh interpreter: `meshc build` as the command runs it (meshc.cli.run), with the
-# pipeline's stage functions wrapped to note when each starts and ends, in the parent and in the
-# build workers (they report when they leave). Times are seconds since T0, taken by the runner
+# pipeline's stage functions wrapped (as the command imports them) to note when each starts and
+# ends, in the parent and in the build workers (each reports when it leaves). Times are seconds since T0, taken by the runner
 # just before it started the interpreter, so Python's own start is included.
 _TIMELINE_CHILD = r"""
-import os, sys, time
+import atexit, importlib.abc, importlib.util, os, sys, time
 T0 = float(os.environ["MESHC_TIMELINE_T0"])
+PARENT = os.getpid()
 marks = []
 def mark(name):
     marks.append((name, os.getpid(), time.time() - T0, time.process_time()))
-def dump(who):
+def dump():
+    who = "parent" if os.getpid() == PARENT else "worker"
     sys.stderr.write("".join(f"@@ {who}|{n}|{t:.6f}|{c:.6f}\n" for n, pid, t, c in marks if pid == os.getpid()))
 mark("interpreter started")
-import meshc.pipeline as p
-from meshc.bundle import shards
-mark("imports done")
 def wrap(owner, name, label):
     real = getattr(owner, name, None) if owner is not None else None
     if real is None:     # another version of meshc (MESHC_TIMELINE_TREE) may lack it
@@ -151,23 +150,42 @@ def wrap(owner, name, label):
         finally:
             mark(label + " end")
     setattr(owner, name, wrapped)
-for owner, name, label in [(p, "load_yaml", "load"), (p, "check_structure", "structure"),
-                           (p, "check_semantics", "semantics"), (p, "resolve", "resolve"),
-                           (p, "analyze", "analyze"), (p, "check_sizes", "size checks"), (p, "check", "check"),
-                           (p, "write_build", "write_build"), (shards, "_take", "units"),
-                           (shards, "_write_shard", "units"),
-                           (getattr(shards, "Crew", None), "fork", "workers forked"),
-                           (getattr(shards, "_Worker", None), "start", "worker forked"),
-                           (p, "_write_units", "manifest and commit")]:
-    wrap(owner, name, label)
+WRAPPED = {
+    "meshc.pipeline": [(None, "load_yaml", "load"), (None, "check_structure", "structure"),
+                       (None, "check_semantics", "semantics"), (None, "resolve", "resolve"),
+                       (None, "analyze", "analyze"), (None, "check_sizes", "size checks"), (None, "check", "check"),
+                       (None, "write_build", "write_build"), (None, "_write_units", "manifest and commit")],
+    "meshc.bundle.shards": [(None, "_take", "units"), (None, "_write_shard", "units"), ("Crew", "fork", "workers forked"),
+                            ("_Worker", "start", "worker forked"), ("_Worker", "result", "worker's report")],
+}
+class Wrapper(importlib.abc.MetaPathFinder):
+    # The stages are wrapped as their modules are imported, where the command imports them: the
+    # command's own start-up (light models, code cache) is what is timed.
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in WRAPPED:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        real_exec = spec.loader.exec_module
+        def exec_module(module):
+            real_exec(module)
+            mark(fullname + " imported")
+            for owner, name, label in WRAPPED[fullname]:
+                wrap(getattr(module, owner, None) if owner else module, name, label)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Wrapper())
 real_exit = os._exit
-def worker_exit(code):
+def leaving(code):     # a worker's end, and the command's own when it ends without a teardown
     mark("exit")
-    dump("worker")
+    dump()
     real_exit(code)
-os._exit = worker_exit
-import atexit
-atexit.register(lambda: (mark("exit"), dump("parent")))
+os._exit = leaving
+atexit.register(lambda: (mark("exit"), dump()) if os.getpid() == PARENT and sys.modules.get("meshc.cli")
+                and not hasattr(sys.modules["meshc.cli"], "end_process") else None)
 import meshc.cli
 sys.argv = ["meshc", *sys.argv[1:]]
 meshc.cli.run()

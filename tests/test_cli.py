@@ -219,3 +219,36 @@ def test_progress_is_shown_on_a_terminal_and_never_in_a_pipe(tmp_path: Path) -> 
     assert "\rmeshc: build: " in on_terminal and "wrote" in on_terminal
     piped = meshc("build", str(spec), "-o", str(tmp_path / "b"))
     assert piped.returncode == 0 and "\r" not in piped.stderr and "build:" not in piped.stderr
+
+
+# `meshc` ends its process with meshc.cli.end_process: what a normal exit shows must still happen.
+_END = """
+import atexit, sys, tempfile, threading, time
+from meshc.cli import end_process
+kept = tempfile.TemporaryDirectory(prefix="meshc-end-")   # removed by its weakref.finalize at exit
+print(kept.name)
+atexit.register(lambda: sys.stderr.write("atexit ran\\n"))
+sys.stdout.write("unflushed to the last")
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), sys.stderr.write("thread finished\\n"))).start()
+end_process(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 130])
+def test_the_command_ends_with_its_status_its_output_flushed_and_its_exit_handlers_run(code: int) -> None:
+    result = subprocess.run([sys.executable, "-c", _END, "plain", str(code)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert result.returncode == code
+    temporary, last = result.stdout.splitlines()
+    assert last == "unflushed to the last"
+    assert result.stderr == "atexit ran\n"
+    assert not Path(temporary).exists()
+
+
+def test_the_command_waits_for_a_running_thread_as_a_normal_exit_would() -> None:
+    result = subprocess.run([sys.executable, "-c", _END, "thread", "3"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert result.returncode == 3
+    assert result.stderr == "thread finished\natexit ran\n"
+    assert result.stdout.endswith("unflushed to the last")

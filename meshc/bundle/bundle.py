@@ -147,7 +147,8 @@ def manifest(entries: Mapping[str, FileEntry], *, mesh: str, spec_digest: str, r
         "meshcVersion": __version__,
         "mesh": mesh,
         "source": {"revision": revision, "digest": spec_digest},
-        "files": {path: {"sha256": entries[path].sha256, "size": entries[path].size} for path in sorted(entries)},
+        # in path order once rendered (sorted keys): not sorted here too
+        "files": {path: {"sha256": entry.sha256, "size": entry.size} for path, entry in entries.items()},
     }
     if external:
         document["externalDependencies"] = [dict(item) for item in external]

@@ -161,6 +161,7 @@ class _Worker:
     pid: int
     report: IO[bytes]      # the read end of the pipe the worker writes its report to, when done
     reaped: bool = field(default=False)
+    reported: bool = field(default=False)   # its complete report is in: it has only to exit
 
     @classmethod
     def start(cls, number: int, work: Callable[[], dict[str, Any]]) -> _Worker:
@@ -175,16 +176,21 @@ class _Worker:
         return cls(number, pid, os.fdopen(read_end, "rb"))
 
     def result(self) -> tuple[dict[str, FileEntry], list[int]]:
-        """Wait for the worker; the entries of the files it wrote and the units it took, or its
-        failure raised."""
+        """Wait for the worker's report; the entries of the files it wrote and the units it took,
+        or its failure raised.
+
+        A complete report is sent once every file of the worker is written, and is all the parent
+        needs: the worker is reaped later (stop), so that the parent writes the manifest while the
+        kernel tears the worker's memory down, instead of waiting for that first."""
         payload = self.report.read()
         self.report.close()
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
         report: dict[str, Any] = orjson.loads(payload) if payload else {}
-        if "entries" in report and os.waitstatus_to_exitcode(status) == 0:
+        if "entries" in report:
+            self.reported = True
             entries = {path: FileEntry(sha256, size) for path, (sha256, size) in report["entries"].items()}
             return entries, report["units"]
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
         if "errno" in report:
             raise OSError(report["errno"], report["strerror"], report["filename"])
         if "error" in report:
@@ -194,7 +200,10 @@ class _Worker:
     def stop(self) -> None:
         """Make sure the worker is gone (killed if it is still running) and reaped."""
         if not self.reaped:
-            kill_and_reap(self.pid)
+            if self.reported:
+                os.waitpid(self.pid, 0)
+            else:
+                kill_and_reap(self.pid)
             self.reaped = True
         self.report.close()
 

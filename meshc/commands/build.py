@@ -22,6 +22,7 @@ from meshc.commands.common import (
     check_from_args,
     config_dir,
     failed,
+    left_to_exit,
     usage_error,
 )
 from meshc.defaults import ENVOY_CONFIG_DIR as DEFAULT_CONFIG_DIR
@@ -29,8 +30,7 @@ from meshc.defaults import GATEWAY_TLS_DIR
 from meshc.progress import Progress
 
 if TYPE_CHECKING:
-    from meshc.bundle import Crew, StagedOutput
-    from meshc.pipeline import Checked
+    from meshc.pipeline import Checked, Started
     from meshc.resolve import ir
 
 NAME = "build"
@@ -103,16 +103,19 @@ def _run(args: argparse.Namespace) -> int:
         if envoy is not None and not _envoy_accepts(checked, args, envoy):
             sys.stderr.write(f"meshc: build failed: Envoy rejects the output; {args.output} was not changed\n")
             return EXIT_INVALID
-        # Known before the writing, while a worker is already at it: printed after it, not
-        # computed then on the command's last stretch, where nothing else runs beside it.
-        external = external_dependencies(checked) if args.format == "text" else []
+        # Known before the writing, while a worker is already at it: listed in the manifest and
+        # printed after it, not computed then on the command's last stretch, where nothing else
+        # runs beside it.
+        external = external_dependencies(checked)
         try:
             with Progress("build") as progress:
                 progress.step(f"writing {args.output}", poll=_files_written(args.output, checked))
-                count = write_build(checked, args.output, build_options(args), jobs=jobs, started=early.started)
+                count = write_build(checked, args.output, build_options(args), jobs=jobs, started=early.started,
+                                    external=external)
         except (BundleWriteError, OSError) as exc:
             sys.stderr.write(f"meshc: error: cannot write {args.output}: {exc}\n")
             return EXIT_USAGE
+    left_to_exit(checked, early)
     if args.format == "text":
         sys.stderr.write(f"meshc: wrote {count} files to {args.output}\n")
         if external:
@@ -136,7 +139,7 @@ class EarlyWorkers:
         self.out: str = args.output
         self.options = build_options(args)
         self.jobs = jobs
-        self.started: tuple[StagedOutput, Crew] | None = None
+        self.started: Started | None = None
         self._cleanup = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
@@ -161,7 +164,7 @@ class EarlyWorkers:
         crew = self._cleanup.enter_context(Crew(staged, workers))
         units = build_units(mesh, self.options)
         crew.fork(units)
-        self.started = (staged, crew)
+        self.started = (staged, crew, units)
 
 
 def _files_written(out: str, checked: Checked) -> Callable[[], tuple[int, int]]:

@@ -42,6 +42,28 @@ def long_lived_imports() -> Iterator[None]:
             gc.enable()
 
 
+# Set by the `meshc` command (meshc.cli.run), whose process ends with its one verb and without
+# the interpreter's teardown (meshc.cli.end_process): what a verb leaves to the exit is kept here
+# and never freed. None in any other process (tests, a library caller), where nothing is kept.
+_left_to_exit: list[object] | None = None
+
+
+def process_ends_with_command() -> None:
+    """This process ends once its command has run, by meshc.cli.end_process (see left_to_exit)."""
+    global _left_to_exit
+    if _left_to_exit is None:
+        _left_to_exit = []
+
+
+def left_to_exit(*objects: object) -> None:
+    """Objects a verb is done with when it returns, that it leaves to its process's exit rather
+    than free one by one on the way out (a 1,000-service build's IR and its emitters' tables:
+    ~10 ms on its last stretch, where nothing runs beside it). Only in the `meshc` command's
+    process: anywhere else they are freed as usual."""
+    if _left_to_exit is not None:
+        _left_to_exit.extend(objects)
+
+
 def add_spec_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", default="mesh.yaml", metavar="SPEC",
                         help="path to mesh.yaml (default: ./mesh.yaml; - reads standard input); inside the repo "

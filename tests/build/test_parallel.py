@@ -121,6 +121,21 @@ def test_every_unit_is_written_once_by_whichever_process_takes_it(tmp_path: Path
     assert leftovers(tmp_path, tmp_path / "out") == []
 
 
+def test_workers_that_reported_are_reaped_when_the_crew_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's complete report is taken without waiting for its exit; leaving the crew's
+    block reaps it (waitpid fails for a pid that is no child any more)."""
+    pids = forked(monkeypatch)
+    units: list[Unit] = [lambda index=index: [(f"{index}.txt", b"x")] for index in range(50)]
+    with StagedOutput(tmp_path / "out") as staged, Crew(staged, 2) as crew:
+        crew.fork(units)
+        assert len(crew.write(units)) == 50
+        staged.commit()
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
 # --- failures -------------------------------------------------------------------------------
 
 
@@ -262,6 +277,29 @@ def test_a_spec_failing_its_last_checks_stops_the_workers_started_early(tmp_path
     assert len(pids) == 1 and all(gone(pid) for pid in pids)
     assert snapshot(out) == before
     assert leftovers(tmp_path, out) == []
+
+
+def test_a_spec_failing_its_semantic_checks_stops_the_workers_started_before_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`meshc build` resolves the spec and forks its workers before the semantic checks have run:
+    an error they find (here an etcd prefix without its leading '/', which resolves) stops the
+    workers and leaves OUT as it was, with the diagnostics `meshc validate` gives."""
+    from meshc import cli
+
+    spec = tmp_path / "mesh.yaml"
+    text = gen_mesh.generate(2 * pipeline.SERVICES_PER_SHARD + 20, seed=3)
+    spec.write_text(re.sub(r"prefix: /meshc/", "prefix: meshc/", text, count=1))    # E213
+    out = tmp_path / "out"
+    write_bundle(compiled(ROOT / "examples" / "shop" / "mesh.yaml"), out)
+    before = snapshot(out)
+    pids = forked(monkeypatch)
+    assert cli.main(["build", str(spec), "-o", str(out), "--jobs", "2"]) == 1
+    assert len(pids) == 1 and all(gone(pid) for pid in pids)
+    assert snapshot(out) == before
+    assert leftovers(tmp_path, out) == []
+    build, validate = meshc("build", str(spec), "-o", str(out), "--jobs", "2"), meshc("validate", str(spec))
+    assert build.returncode == validate.returncode == 1
+    assert "[E213]" in validate.stderr and build.stderr.startswith(validate.stderr)
 
 
 def test_an_out_that_cannot_be_replaced_starts_no_worker_and_is_reported_after_the_check(tmp_path: Path) -> None:
