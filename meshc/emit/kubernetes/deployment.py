@@ -101,6 +101,8 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version,
         "securityContext": pod_security(service.security),
         "terminationGracePeriodSeconds": grace_period(service, proxy),
     }
+    if binds_privileged_port(service, proxy):
+        pod["securityContext"] = {**pod["securityContext"], "sysctls": [UNPRIVILEGED_PORTS]}
     if init:
         pod["initContainers"] = init
     pod["containers"] = containers
@@ -117,6 +119,22 @@ def pod_spec(mesh: ir.Mesh, service: ir.Service, version: ir.Version,
     if service.pod is not _NO_POD_SETTINGS:
         pod.update(scheduling(service, version))
     return pod
+
+
+# Containers run as a non-root user with every capability dropped (NET_BIND_SERVICE included),
+# so nothing in the pod may bind a port below 1024 unless the container runtime lets any user do
+# so. This namespaced sysctl, "safe" since Kubernetes 1.22 and allowed by the restricted Pod
+# Security profile, lets them, in this pod only.
+UNPRIVILEGED_PORTS = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+PRIVILEGED_PORTS_BELOW = 1024
+
+
+def binds_privileged_port(service: ir.Service, proxy: ir.Proxy) -> bool:
+    """Whether the app or its sidecar listens on a port below 1024: the app's port, the sidecar's
+    inbound, stats and admin ports, or an upstream's local port."""
+    ports = [service.port, proxy.inbound_port, proxy.stats_port, proxy.admin_port,
+             *(upstream.local_port for upstream in service.upstreams)]
+    return any(port is not None and port < PRIVILEGED_PORTS_BELOW for port in ports)
 
 
 def pod_security(security: ir.AppSecurity) -> dict[str, Any]:

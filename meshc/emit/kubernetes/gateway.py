@@ -15,13 +15,9 @@ from typing import Any
 from meshc import kinds, render
 from meshc.emit import naming
 from meshc.emit.kubernetes import certificates
-from meshc.emit.kubernetes.deployment import POD_SECURITY, envoy_container
+from meshc.emit.kubernetes.deployment import POD_SECURITY, UNPRIVILEGED_PORTS, envoy_container
 from meshc.emit.kubernetes.objects import Object, config_maps, config_volume, new_object, with_config_hash
 from meshc.resolve import ir
-
-# Envoy runs as a non-root user with no capabilities; this namespaced, "safe" sysctl lets it bind
-# ports below 1024 (80, 443) all the same.
-_UNPRIVILEGED_PORTS = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
 
 
 def gateway_objects(mesh: ir.Mesh, gateway: ir.Gateway, envoy_files: Mapping[str, bytes]) -> list[Object]:
@@ -94,7 +90,8 @@ def _pod_spec(mesh: ir.Mesh, gateway: ir.Gateway, volume: dict[str, Any]) -> dic
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {**POD_SECURITY, "sysctls": [_UNPRIVILEGED_PORTS]},
+        # Envoy binds 80 and 443 without a capability (UNPRIVILEGED_PORTS).
+        "securityContext": {**POD_SECURITY, "sysctls": [UNPRIVILEGED_PORTS]},
         "containers": [_envoy_container(mesh, gateway, secrets)],
         "volumes": [
             volume,

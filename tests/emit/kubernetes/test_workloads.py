@@ -272,3 +272,44 @@ def test_defaults_fit_their_limits() -> None:
     for base in (defaults.APP_RESOURCES, defaults.PROXY_RESOURCES):
         for resource in ("cpu", "memory"):
             assert parse_quantity(base[f"{resource}_request"]) <= parse_quantity(base[f"{resource}_limit"])
+
+
+LOW_PORTS = """
+apiVersion: meshc.dev/v1alpha1
+kind: Mesh
+metadata: {name: low-ports}
+spec:
+  analysis: {entryPoints: [web, edge]}
+  services:
+  - name: web
+    image: example.com/web:1
+    port: 80
+  - name: edge
+    image: example.com/edge:1
+    port: 8080
+    upstreams: [{service: web, localPort: 81}]
+  - name: api
+    image: example.com/api:1
+    port: 8081
+  - name: load
+    image: example.com/load:1
+    upstreams: [{service: api, localPort: 9001}]
+"""
+
+
+@pytest.mark.parametrize("version", schemas.oldest_and_newest())
+def test_a_pod_binding_a_port_below_1024_may_do_so_without_a_capability(version: str) -> None:
+    """Every container drops NET_BIND_SERVICE: a pod whose app listens on a low port, or whose
+    sidecar does for an upstream, gets the one safe sysctl that lets a non-root user bind it."""
+    mesh = mesh_from_yaml(for_version(LOW_PORTS, version))
+    low_ports = {(o["kind"], o["metadata"]["name"]): o
+                 for path, docs in kubernetes.emit(mesh, fake_sidecars(mesh)).items()
+                 if path != naming.KUSTOMIZATION_PATH for o in docs}
+    sysctl = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+    assert pod(low_ports, "web")["securityContext"]["sysctls"] == [sysctl]      # the app's port
+    assert pod(low_ports, "edge")["securityContext"]["sysctls"] == [sysctl]     # an upstream's local port
+    for name in ("api", "load"):
+        assert "sysctls" not in pod(low_ports, name)["securityContext"]
+    assert app(low_ports, "web")["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    for name in ("web", "edge"):
+        assert schemas.errors(low_ports[("Deployment", name)], version) == []
