@@ -64,6 +64,7 @@ class KubernetesTarget:
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT, detect_drift: bool = True,
                  description: str = "cluster") -> None:
         self._api_client = api_client
+        _default_request_timeout(api_client, request_timeout)
         self._dynamic: Any = None
         self._resources: dict[tuple[str, str], Any] = {}
         # The resourceVersion of each complete LIST made since the last take_list_versions(), by
@@ -520,6 +521,24 @@ class KubernetesTarget:
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
         self._discovery.cleanup()
+
+
+def _default_request_timeout(api_client: ApiClient, seconds: float) -> None:
+    """Give every request of the client that names no timeout this one. The dynamic client's
+    discovery (the API's groups and kinds, read before anything else) passes none, and urllib3
+    then waits forever: an API server that accepts the connection but never answers would hang
+    apply, plan and watch instead of failing (transiently) and being retried. Watch streams are
+    left alone: they last as long as the server keeps them open (and have a client of their own,
+    streaming_client)."""
+    rest = api_client.rest_client
+    request = rest.request
+
+    def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if not args and kwargs.get("_request_timeout") is None and "watch=true" not in url:
+            kwargs["_request_timeout"] = seconds
+        return request(method, url, *args, **kwargs)
+
+    rest.request = with_timeout
 
 
 def _first_version(metadata: Obj) -> str | None:
