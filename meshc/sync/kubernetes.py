@@ -13,6 +13,7 @@ The `kubernetes` client is imported only when a target is built (it takes most o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -409,8 +410,21 @@ class KubernetesTarget:
                                   lambda: client.resources.get(prefix=prefix, api_version=api_version, kind=kind))
         except ResourceNotFoundError:
             raise PermanentError(f"the cluster does not serve {api_version} {kind}") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            # The client's discovery re-reads the API after a 404 and, when that fails too, keeps a
+            # cache it cannot read again (KeyError 'resources'): an API server that is changing or
+            # failing. Transient; the next try discovers afresh with a new client.
+            self._forget_discovery()
+            raise TransientError(f"kubernetes: cannot discover {api_version} {kind}: the API's discovery answers "
+                                 f"were inconsistent ({type(error).__name__}: {scrub(_first_line(str(error)))})") from None
         self._resources[(api_version, kind)] = resource
         return resource
+
+    def _forget_discovery(self) -> None:
+        self._dynamic = None
+        self._resources.clear()
+        with contextlib.suppress(OSError):
+            os.remove(self._discovery_file("plans"))
 
     def _serves(self, api_version: str, kind: str) -> bool:
         try:

@@ -250,6 +250,20 @@ def test_an_api_that_does_not_answer_is_a_transient_failure_not_a_hang(
         target.close()
 
 
+def test_discovery_failing_twice_in_a_row_is_transient_and_the_same_target_recovers(
+        kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    """A 404 for a group's kinds makes the client discover the API again; a failure of that too
+    left its cache unreadable (KeyError 'resources' from inside the client), for good."""
+    bundle = bundle_of(chain_spec(2))
+    kube_target.resource("v1", "Namespace")    # the API discovered: what follows is a re-discovery
+    kube_api.fail_next(1, status=404, methods={"GET"}, path_contains="/apis/cert-manager.io/v1")
+    kube_api.fail_next(1, status=404, methods={"GET"}, path_contains="/version")
+    with pytest.raises(TransientError, match="discover cert-manager.io/v1"):
+        sync_once(bundle, [kube_target])
+    sync_once(bundle, [kube_target])      # the same target, as watch keeps it
+    assert kube_api.store_get("deployments", "svc-001", NAMESPACE) is not None
+
+
 @pytest.mark.parametrize("served", [False, True])
 def test_an_answer_cut_off_mid_body_is_transient_and_the_next_sync_converges(
         kube_api: KubeAPIHandle, kube_target: KubernetesTarget, served: bool) -> None:
