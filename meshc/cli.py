@@ -10,9 +10,10 @@ import argparse
 import gc
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import NoReturn
 
 # Only this, at import: the rest of meshc is imported once main() has the code cache active
@@ -74,6 +75,14 @@ def _verb_modules(args: Sequence[str] | None) -> Sequence[str]:
     return (module,) if module in COMMANDS else COMMANDS
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised where the verb is, so that its cleanup runs as for Ctrl-C."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for argv: every verb's sub-parser, or (given argv) only the one argv names."""
     parser = _Parser(prog="meshc", description="Compile mesh.yaml into Envoy, Kubernetes and etcd config, "
@@ -114,11 +123,18 @@ def _main(argv: Sequence[str], light_models: bool) -> int:
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    # SIGTERM (a CI job cancelled, `timeout`, a pod stopped) ends a verb as Ctrl-C does, through
+    # its cleanup: a build's staging directory and workers go, OUT stays as it was. (watch sets
+    # handlers of its own that finish the current apply first.)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         if args.command in _COMPILING_VERBS:
             with long_lived_imports():
                 importlib.import_module("meshc.pipeline")
         return int(args.run(args))
+    except Terminated:
+        sys.stderr.write("meshc: terminated\n")
+        return 128 + signal.SIGTERM
     except MeshcError as exc:
         as_json = getattr(args, "format", "") == "json"
         emit_diagnostics(exc.diagnostics, sys.stdout if as_json else sys.stderr, "json" if as_json else "text")
