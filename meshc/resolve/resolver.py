@@ -392,7 +392,9 @@ def _route_match(match: spec.RouteMatch | None) -> ir.RouteMatch:
     return ir.RouteMatch(
         path=_path_match(match.path),
         headers=tuple(ir.NamedMatch(n, _string_match(m)) for n, m in (match.headers or {}).items()),
-        methods=tuple(match.methods or ()),
+        # a set of methods, written as a list: a method listed twice would only lengthen the regex
+        # Envoy matches them with, past the size it accepts
+        methods=tuple(dict.fromkeys(match.methods or ())),
         query=tuple(ir.NamedMatch(n, _string_match(m)) for n, m in (match.query or {}).items()),
         callers=tuple(sorted(match.callers)) if match.callers is not None else None,
     )

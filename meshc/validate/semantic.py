@@ -1151,6 +1151,11 @@ def _regexes(ctx: Context) -> Iterator[tuple[str, Path]]:
                 yield groute.match.path.regex, gpath + ("routes", index, "match", "path", "regex")
 
 
+# Envoy refuses a regex whose RE2 program is larger than this: its runtime setting
+# re2.max_program_size.error_level, 100 unless the bootstrap raises it (meshc's does not).
+ENVOY_MAX_REGEX_PROGRAM_SIZE = 100
+
+
 def regexes(ctx: Context) -> Iterator[Diagnostic]:
     """Envoy compiles every regex with RE2 (no look-around, no back-references): so does this check."""
     found = list(_regexes(ctx))
@@ -1162,10 +1167,15 @@ def regexes(ctx: Context) -> Iterator[Diagnostic]:
     options.log_errors = False      # the diagnostic says it; RE2 would also print to stderr
     for pattern, where in found:
         try:
-            re2.compile(pattern, options)
+            size = re2.compile(pattern, options).programsize
         except re2.error as exc:
             yield error("E610", f"regex {pattern!r} is not valid RE2 (Envoy's regex engine): {_re2_reason(exc)}",
                         ctx.at(*where), where)
+            continue
+        if size > ENVOY_MAX_REGEX_PROGRAM_SIZE:
+            yield error("E610", f"regex {pattern!r} compiles to an RE2 program of size {size}; Envoy refuses "
+                        f"programs larger than {ENVOY_MAX_REGEX_PROGRAM_SIZE}", ctx.at(*where), where,
+                        hint="counted repetitions cost a copy each: write [0-9a-f-]+ rather than [0-9a-f-]{36}")
 
 
 def _re2_reason(exc: Exception) -> str:

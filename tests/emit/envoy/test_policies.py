@@ -221,7 +221,12 @@ def test_tcp_split_leaves_out_versions_at_weight_zero(tmp_path: Path) -> None:
      "versions": [{"name": "a", "image": "g:1", "weight": 50}, {"name": "b", "image": "g:2", "weight": 50}]},
     {"name": "db", "port": 5432, "protocol": "tcp", "image": "db:1",
      "loadBalancer": {"policy": "ring_hash", "hashOn": {"header": "x"}}},
-], ids=["gateway-failure-and-tight-breaker", "dns-and-ip-endpoints-maglev", "grpc-versions", "tcp-header-hash"])
+    {"name": "web", "port": 8080, "versions": [{"name": "a", "image": "w:1", "weight": 100},
+                                               {"name": "b", "image": "w:2", "weight": 0}],
+     # each method once in the regex: 120 entries made a regex Envoy refused as too large
+     "routes": [{"match": {"methods": ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"] * 20}, "version": "b"}]},
+], ids=["gateway-failure-and-tight-breaker", "dns-and-ip-endpoints-maglev", "grpc-versions", "tcp-header-hash",
+        "methods-listed-many-times"])
 def test_more_shapes_are_accepted(callee: dict[str, Any], tmp_path: Path) -> None:
     files = envoy_files(caller_spec(callee), tmp_path)
     for service in {path.split("/")[1] for path in files}:
