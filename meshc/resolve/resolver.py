@@ -476,8 +476,10 @@ def _rate_limit(limit: spec.RateLimit | None, path: Path, span: _Spans) -> ir.Ra
 
 
 def _gateway(gateway: spec.Gateway, path: Path, defaults: spec.Defaults, span: _Spans) -> ir.Gateway:
+    # a host listed twice is served once: Envoy refuses a domain written twice in one route table
     listeners = tuple(
-        ir.GatewayListener(li.port, tuple(li.hosts), li.tls.secret_name if li.tls else None, li.redirect_to_https,
+        ir.GatewayListener(li.port, tuple(dict.fromkeys(li.hosts)), li.tls.secret_name if li.tls else None,
+                           li.redirect_to_https,
                            span(*path, "listeners", i))
         for i, li in enumerate(gateway.listeners))
     routes = []

@@ -783,7 +783,8 @@ class RateLimit(Model):
     """Inbound token bucket: `burst` tokens (default `requests`), `requests` more every `per`."""
 
     requests: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
-    per: Annotated[int, DurationBounds(1, 24 * 3_600_000)] = Field(default=1000, json_schema_extra={"default": "1s"})
+    # Envoy refuses a token bucket refilled more often than every 50ms
+    per: Annotated[int, DurationBounds(50, 24 * 3_600_000)] = Field(default=1000, json_schema_extra={"default": "1s"})
     burst: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)] | None = None
 
 

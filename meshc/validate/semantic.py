@@ -1073,6 +1073,11 @@ def header_names(ctx: Context) -> Iterator[Diagnostic]:
                 yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
                             "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
                             where)
+            elif name.lower() == "host" and "headers" in where[-4:-2]:
+                # Envoy refuses a route that sets or removes Host ("host headers may not be modified")
+                yield error("E606", f"{name!r} cannot be set or removed by a route: Envoy refuses to change the "
+                            "Host header", ctx.key(*where) if is_key else ctx.at(*where), where,
+                            hint="route by host at a gateway instead, or set another header")
 
 
 def mirror_targets(ctx: Context) -> Iterator[Diagnostic]:
