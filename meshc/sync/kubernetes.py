@@ -544,7 +544,7 @@ def _default_request_timeout(api_client: ApiClient, seconds: float) -> None:
     apply, plan and watch instead of failing (transiently) and being retried. Watch streams are
     left alone: they last as long as the server keeps them open (and have a client of their own,
     streaming_client)."""
-    rest = api_client.rest_client
+    rest: Any = api_client.rest_client
     request = rest.request
 
     def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
