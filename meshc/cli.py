@@ -7,12 +7,14 @@ No traceback reaches the user for bad input; an unexpected crash says it is a bu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 from typing import NoReturn
 
@@ -83,6 +85,22 @@ def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `timeout`, a pod stopped) ends a verb as Ctrl-C does, through
+    its cleanup: a build's staging directory and workers go, OUT stays as it was. (watch sets
+    handlers of its own that finish the current apply first.) The previous handler comes back
+    after, for a process that runs main() and goes on; only the main thread can set one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for argv: every verb's sub-parser, or (given argv) only the one argv names."""
     parser = _Parser(prog="meshc", description="Compile mesh.yaml into Envoy, Kubernetes and etcd config, "
@@ -123,15 +141,12 @@ def _main(argv: Sequence[str], light_models: bool) -> int:
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    # SIGTERM (a CI job cancelled, `timeout`, a pod stopped) ends a verb as Ctrl-C does, through
-    # its cleanup: a build's staging directory and workers go, OUT stays as it was. (watch sets
-    # handlers of its own that finish the current apply first.)
-    signal.signal(signal.SIGTERM, _terminated)
     try:
-        if args.command in _COMPILING_VERBS:
-            with long_lived_imports():
-                importlib.import_module("meshc.pipeline")
-        return int(args.run(args))
+        with _sigterm_interrupts():
+            if args.command in _COMPILING_VERBS:
+                with long_lived_imports():
+                    importlib.import_module("meshc.pipeline")
+            return int(args.run(args))
     except Terminated:
         sys.stderr.write("meshc: terminated\n")
         return 128 + signal.SIGTERM
