@@ -235,6 +235,7 @@ def display_url(url: str) -> str:
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host   # an IPv6 literal, as the URL writes it
         port = f":{parts.port}" if parts.port else ""
     except ValueError:   # not a URL urllib can take apart: shown as written, credentials cut out
         return re.sub(r"//[^/]*@", "//", url)

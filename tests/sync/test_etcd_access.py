@@ -170,3 +170,7 @@ def test_a_url_urllib_cannot_take_apart_is_a_usage_error_without_its_password(ur
     with pytest.raises(PermanentError, match="--etcd wants http") as refused:
         EtcdAccess(url)
     assert "secret" not in str(refused.value)
+
+
+def test_an_ipv6_etcd_url_is_shown_as_written() -> None:
+    assert EtcdAccess("http://[::1]:2379").display == "http://[::1]:2379"
