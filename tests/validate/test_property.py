@@ -104,7 +104,7 @@ _TEXT_EDITS: tuple[Callable[[str, st.DataObject], str], ...] = (
 )
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_text_edits_never_crash_validate_and_positions_stay_in_the_file(data: st.DataObject) -> None:
     """Anchors, tags, directives, tabs, control characters, deep nesting and files cut off at any
