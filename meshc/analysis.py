@@ -105,6 +105,20 @@ def grpc_retry_conditions(mesh: ir.Mesh) -> Iterator[Diagnostic]:
                           hint="add unavailable (and perhaps resource-exhausted, cancelled) to retryOn")
 
 
+def http_retry_conditions(mesh: ir.Mesh) -> Iterator[Diagnostic]:
+    """The converse of W208: gRPC conditions read the grpc-status a gRPC answer carries, and an
+    HTTP service's answers carry none, so retryOn naming only them never retries anything."""
+    for service, upstream in _edges(mesh):
+        retries = upstream.retries
+        if upstream.protocol not in (ir.Protocol.HTTP, ir.Protocol.HTTP2) or retries is None:
+            continue
+        if set(retries.retry_on) <= GRPC_RETRY_ON:
+            yield warning("W212", f"{service.name} -> {upstream.service}: '{upstream.service}' speaks "
+                          f"{upstream.protocol.value}, not gRPC, but retryOn ({', '.join(retries.retry_on)}) names "
+                          "only gRPC conditions, so no request is ever retried", retries.span,
+                          hint="use HTTP conditions: 5xx, gateway-error, reset, connect-failure, or status codes")
+
+
 def _callers(mesh: ir.Mesh) -> dict[str, list[Edge]]:
     callers: dict[str, list[Edge]] = {s.name: [] for s in mesh.services}
     for service, upstream in _edges(mesh):
@@ -320,6 +334,7 @@ ANALYSES: tuple[Analysis, ...] = (
     retries_fit_timeout,
     route_retries_fit_timeout,
     grpc_retry_conditions,
+    http_retry_conditions,
     retry_amplification,
     timeout_budgets,
     cycles,

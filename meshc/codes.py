@@ -72,6 +72,8 @@ CODES: dict[str, str] = {
     "W208": "retries to a gRPC service list no gRPC condition, so gRPC errors are never retried",
     "W209": "retryOn, perTryTimeout or backoff set where attempts is 0, so they have no effect",
     "W210": "a spec.analysis.ignore entry matches no warning",
+    "W211": "retries that the callee's circuit breaker never lets through (maxRetries 0, or a retry budget of 0%)",
+    "W212": "retries to an HTTP service list only gRPC conditions, so no request is ever retried",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",
@@ -109,8 +111,12 @@ CODES: dict[str, str] = {
     "E614": "a host is served by two gateways",
     "E615": "a gateway's listeners or routes contradict each other",
     "E616": "duplicate gateway or route name, or a gateway whose generated names clash",
+    "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
+    "E618": "a list names the same entry twice (a route's methods, callers or headers, a service's extraCallers)",
+    "E620": "a header value holds a '%' that starts no Envoy command (a literal % is written %%)",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
+    "W603": "rewrite.prefix with a regex path match replaces the whole path",
     # E7xx/W7xx: workloads
     "E701": "a service calls a client-only service (one without a port)",
     "E702": "a setting needs the application's port, but the service has none",

@@ -392,9 +392,7 @@ def _route_match(match: spec.RouteMatch | None) -> ir.RouteMatch:
     return ir.RouteMatch(
         path=_path_match(match.path),
         headers=tuple(ir.NamedMatch(n, _string_match(m)) for n, m in (match.headers or {}).items()),
-        # a set of methods, written as a list: a method listed twice would only lengthen the regex
-        # Envoy matches them with, past the size it accepts
-        methods=tuple(dict.fromkeys(match.methods or ())),
+        methods=tuple(match.methods or ()),
         query=tuple(ir.NamedMatch(n, _string_match(m)) for n, m in (match.query or {}).items()),
         callers=tuple(sorted(match.callers)) if match.callers is not None else None,
     )
@@ -476,10 +474,8 @@ def _rate_limit(limit: spec.RateLimit | None, path: Path, span: _Spans) -> ir.Ra
 
 
 def _gateway(gateway: spec.Gateway, path: Path, defaults: spec.Defaults, span: _Spans) -> ir.Gateway:
-    # a host listed twice is served once: Envoy refuses a domain written twice in one route table
     listeners = tuple(
-        ir.GatewayListener(li.port, tuple(dict.fromkeys(li.hosts)), li.tls.secret_name if li.tls else None,
-                           li.redirect_to_https,
+        ir.GatewayListener(li.port, tuple(li.hosts), li.tls.secret_name if li.tls else None, li.redirect_to_https,
                            span(*path, "listeners", i))
         for i, li in enumerate(gateway.listeners))
     routes = []

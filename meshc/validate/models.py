@@ -689,7 +689,21 @@ class Mesh(Model):
 # Header names are plain strings here; the semantic checks refuse what is not an RFC 7230 token
 # (E606) with a message of their own, so nothing but a token reaches Envoy's configuration.
 
-Percent = Annotated[float, Field(ge=0, le=100)]
+# Envoy counts a percentage in millionths (FractionalPercent, denominator MILLION): a share above 0
+# but under 0.0001% would round to nothing and silently turn the fault or mirror off. Istio refuses
+# the same range (pkg/config/validation: "neither 0.0, nor in range [0.0001, 100.0]").
+MIN_PERCENT = 0.0001
+
+
+def _percent_granularity(value: float) -> float:
+    if 0 < value < MIN_PERCENT:
+        raise PydanticCustomError(
+            "percent_range", "{value} is out of range: a percentage is 0, or between {low} and 100 (Envoy counts "
+            "in millionths, and would round it to 0)", {"value": value, "low": MIN_PERCENT})
+    return value
+
+
+Percent = Annotated[float, Field(ge=0, le=100), AfterValidator(_percent_granularity)]
 MatchText = Annotated[str, Field(min_length=1, max_length=4096)]
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 
@@ -705,11 +719,17 @@ class StringMatch(Model):
     absent: Literal[True] | None = None
 
 
+# A URL path as it travels: printable ASCII without spaces, '?' or '#' (other characters are
+# percent-encoded on the wire, so a prefix holding them could never match; the Gateway API's
+# HTTPPathMatch pattern refuses them too).
+_URL_PATH_PATTERN = r'^/[!"$->@-~]*$'
+
+
 class PathMatch(Model):
     """Exactly one of prefix, exact, regex; prefix and exact start with '/'."""
 
-    prefix: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)] | None = None
-    exact: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)] | None = None
+    prefix: Annotated[str, Field(pattern=_URL_PATH_PATTERN, max_length=4096)] | None = None
+    exact: Annotated[str, Field(pattern=_URL_PATH_PATTERN, max_length=4096)] | None = None
     regex: MatchText | None = None
 
 
@@ -751,7 +771,7 @@ class Mirror(Model):
 
 
 class Rewrite(Model):
-    prefix: Annotated[str, Field(pattern=r"^/[^\s?#]*$", max_length=4096)]
+    prefix: Annotated[str, Field(pattern=_URL_PATH_PATTERN, max_length=4096)]
 
 
 class HeaderChanges(Model):
@@ -783,13 +803,23 @@ class RateLimit(Model):
     """Inbound token bucket: `burst` tokens (default `requests`), `requests` more every `per`."""
 
     requests: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
-    # Envoy refuses a token bucket refilled more often than every 50ms
+    # Envoy refuses a token bucket refilled more often than every 50ms ("fill timer must be >= 50ms").
     per: Annotated[int, DurationBounds(50, 24 * 3_600_000)] = Field(default=1000, json_schema_extra={"default": "1s"})
     burst: Annotated[StrictInt, Field(ge=1, le=1_000_000_000)] | None = None
 
 
+def _dns_label_lengths(value: str) -> str:
+    """A DNS name's labels hold 63 characters at most (RFC 1035; Consul's ingress gateway refuses a
+    longer one as "not a valid DNS hostname")."""
+    if any(len(label) > 63 for label in value.split(".")):
+        raise PydanticCustomError("host_label", "{value} is not a DNS name: a label holds at most 63 characters",
+                                  {"value": repr(value)})
+    return value
+
+
 GatewayHost = Annotated[str, Field(min_length=1, max_length=253,
-                                 pattern=r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")]
+                                 pattern=r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$"),
+                        AfterValidator(_dns_label_lengths)]
 SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 
 

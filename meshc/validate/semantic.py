@@ -7,6 +7,7 @@ the order they run. All of them run, so a user sees every problem at once.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
 
 from meshc.validate.models import (
+    CircuitBreaker,
     DisruptionBudget,
     EnvSource,
     Gateway,
@@ -43,6 +45,7 @@ from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
 from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_pod_key
 from meshc.quantities import parse_quantity
 from meshc.env_templates import PLACEHOLDERS, template_fields
+from meshc.validate.header_formats import format_problem
 from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
@@ -56,10 +59,16 @@ class Context:
     positions: Positions
     # Each service with its path, made once: some fifty checks each walk every service.
     services: tuple[tuple[Path, Service], ...] = field(init=False)
+    # Every route with its path, its service and its index, made once: most services have none,
+    # and a dozen checks walk the routes.
+    routes: tuple[tuple[Path, Service, int, Route], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "services", tuple((("spec", "services", index), service)
                                                    for index, service in enumerate(self.mesh.spec.services)))
+        object.__setattr__(self, "routes", tuple((path + ("routes", index), service, index, route)
+                                                 for path, service in self.services if service.routes
+                                                 for index, route in enumerate(service.routes)))
 
     def at(self, *path: str | int) -> Span:
         return self.positions.value(path)
@@ -368,11 +377,10 @@ def fail_fast_without_retries(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def backoff_order(ctx: Context) -> Iterator[Diagnostic]:
-    places: list[tuple[Path, object]] = [(("spec", "defaults", "retries"), ctx.mesh.spec.defaults.retries)]
-    for path, service in services(ctx):
-        places += [(path + ("upstreams", i, "retries"), u.retries) for i, u in enumerate(service.upstreams)]
-    for where, retries in places:
-        backoff = getattr(retries, "backoff", None)
+    """Envoy refuses a retry back-off whose max_interval is below its base_interval (a route's own
+    retries included); meshc would otherwise have to pick one of the two."""
+    for where, retries in _all_retries(ctx):
+        backoff = retries.backoff
         if backoff is not None and backoff.max_interval is not None and backoff.max_interval < backoff.base_interval:
             item = where + ("backoff", "maxInterval")
             yield error("E221", "backoff maxInterval is shorter than baseInterval", ctx.at(*item), item)
@@ -402,6 +410,57 @@ def retry_settings_without_attempts(ctx: Context) -> Iterator[Diagnostic]:
             yield warning("W209", f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect with "
                           f"attempts: 0{origin}: no request is retried", ctx.key(*where, unused[0]),
                           where + (unused[0],), hint="set attempts, or remove these settings")
+
+
+def _allows_no_retry(circuit: CircuitBreaker) -> bool:
+    """Envoy lets no retry through: max_retries 0, or a retry budget of 0% with no floor (a budget,
+    when there is one, takes the place of max_retries)."""
+    max_retries = builtin.CIRCUIT_MAX_RETRIES if circuit.max_retries is None else circuit.max_retries
+    budget = circuit.retry_budget
+    if budget is None:
+        return max_retries == 0
+    floor = max_retries if budget.min_concurrency is None else budget.min_concurrency
+    return budget.percent == 0 and floor == 0
+
+
+def _retrying_callers(ctx: Context, callees: Mapping[str, object]) -> dict[str, str]:
+    """The first caller of each of these services whose requests to it may be retried."""
+    defaults = ctx.mesh.spec.defaults
+    default_attempts = defaults.retries.attempts if defaults.retries and defaults.retries.attempts is not None \
+        else builtin.RETRY_ATTEMPTS
+    callers: dict[str, str] = {}
+    for _, service in services(ctx):
+        for upstream in service.upstreams:
+            if upstream.service not in callees or upstream.service in callers:
+                continue
+            own = upstream.retries.attempts if upstream.retries else None
+            fail_fast = (upstream.failure_policy or defaults.failure_policy) is FailurePolicy.FAIL_FAST
+            if not fail_fast and (own if own is not None else default_attempts) > 0:
+                callers[upstream.service] = service.name
+    return callers
+
+
+def retries_blocked_by_circuit_breaker(ctx: Context) -> Iterator[Diagnostic]:
+    """Retries the callee's circuit breaker never lets through: "unreachable retries" (DESIGN 6)."""
+    default = ctx.mesh.spec.defaults.circuit_breaker
+    default_blocks = default is not None and _allows_no_retry(default)
+    blocked: dict[str, Path] = {}
+    for path, service in services(ctx):
+        circuit = service.circuit_breaker
+        if (default_blocks if circuit is None else _allows_no_retry(circuit)) and service.protocol is not Protocol.TCP:
+            blocked[service.name] = path
+    if not blocked:
+        return
+    callers = _retrying_callers(ctx, blocked)
+    for path, service in services(ctx):
+        caller = callers.get(service.name)
+        if caller is None or blocked.get(service.name) != path:
+            continue
+        where = path + ("circuitBreaker",) if service.circuit_breaker else ("spec", "defaults", "circuitBreaker")
+        origin = "" if service.circuit_breaker else " (from spec.defaults)"
+        yield warning("W211", f"the circuit breaker of '{service.name}'{origin} lets no retry through, so the "
+                      f"retries of its callers ('{caller}') never happen", ctx.key(*where), where,
+                      hint="raise maxRetries (or the retry budget), or set attempts: 0 on the callers")
 
 
 def health_check_path(ctx: Context) -> Iterator[Diagnostic]:
@@ -913,10 +972,8 @@ def external_without_workload(ctx: Context) -> Iterator[Diagnostic]:
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")   # RFC 7230 token: what a header name may be
 
 
-def routes_of(ctx: Context) -> Iterator[tuple[Path, Service, int, Route]]:
-    for path, service in services(ctx):
-        for index, route in enumerate(service.routes or ()):
-            yield path + ("routes", index), service, index, route
+def routes_of(ctx: Context) -> tuple[tuple[Path, Service, int, Route], ...]:
+    return ctx.routes
 
 
 def _route_label(service: Service, index: int, route: Route) -> str:
@@ -948,6 +1005,76 @@ def route_versions(ctx: Context) -> Iterator[Diagnostic]:
             yield from _unknown_version(ctx, service, route.version, path + ("version",), label)
         for i, weighted in enumerate(route.versions or ()):
             yield from _unknown_version(ctx, service, weighted.name, path + ("versions", i, "name"), label)
+
+
+def route_versions_unique(ctx: Context) -> Iterator[Diagnostic]:
+    """A split that names a version twice (Consul: "split destination occurs more than once")."""
+    for path, service, index, route in routes_of(ctx):
+        seen: set[str] = set()
+        for i, weighted in enumerate(route.versions or ()):
+            if weighted.name in seen:
+                where = path + ("versions", i, "name")
+                yield error("E203", f"{_route_label(service, index, route)} names version '{weighted.name}' twice in "
+                            "its split", ctx.at(*where), where, hint="give the version one entry with the sum of weights")
+            seen.add(weighted.name)
+
+
+def _route_lists(route: Route, path: Path) -> Iterator[tuple[str, Path, Sequence[str], bool]]:
+    """(what, where, names as written, whether they are a mapping's keys) of a route's lists of
+    names; header names are compared without case, as HTTP compares them."""
+    if route.match is not None:
+        yield "methods", path + ("match", "methods"), route.match.methods or (), False
+        yield "callers", path + ("match", "callers"), route.match.callers or (), False
+        yield "header matches", path + ("match", "headers"), list(route.match.headers or {}), True
+    for side in ("request", "response"):
+        changes = getattr(route.headers, side, None) if route.headers else None
+        if changes is not None:
+            yield f"headers to set on the {side}", path + ("headers", side, "set"), list(changes.set or {}), True
+            yield f"headers to remove from the {side}", path + ("headers", side, "remove"), changes.remove or (), False
+
+
+def duplicate_list_entries(ctx: Context) -> Iterator[Diagnostic]:
+    """A method, caller or header named twice in one list means nothing more than once (Consul's
+    service-router refuses "Methods contains X more than once", the Gateway API headers named twice
+    in a match or a header modifier); it is most often a slip for another."""
+    for path, service, index, route in routes_of(ctx):
+        for what, where, names, keys in _route_lists(route, path):
+            folded = [name.lower() if "header" in what else name for name in names]
+            if len(set(folded)) == len(folded):
+                continue
+            seen: set[str] = set()
+            for i, (name, key) in enumerate(zip(names, folded)):
+                if key in seen:
+                    item = where + ((name,) if keys else (i,))
+                    yield error("E618", f"{_route_label(service, index, route)} lists '{name}' twice in its {what}",
+                                ctx.key(*item) if keys else ctx.at(*item), item)
+                seen.add(key)
+
+
+def duplicate_extra_callers(ctx: Context) -> Iterator[Diagnostic]:
+    for path, service in setting(ctx, "extra_callers"):
+        seen: set[tuple[str, str]] = set()
+        for index, caller in enumerate(service.extra_callers or ()):
+            identity = (caller.namespace, caller.service_account)
+            if identity in seen:
+                where = path + ("extraCallers", index)
+                yield error("E618", f"'{service.name}' lists extra caller {caller.namespace}/{caller.service_account} "
+                            "twice", ctx.at(*where), where)
+            seen.add(identity)
+
+
+def rewrite_needs_a_prefix(ctx: Context) -> Iterator[Diagnostic]:
+    """rewrite.prefix replaces the matched path prefix; a regex match has none, so Envoy (and Istio)
+    replace the whole path, as with an exact match. Consul's service-router refuses PrefixRewrite
+    without PathPrefix or PathExact; meshc warns, since the result is well defined."""
+    places = [(path, route.match.path if route.match else None, route.rewrite) for path, _, _, route in routes_of(ctx)]
+    places += [(gpath + ("routes", i), groute.match.path, groute.rewrite) for gpath, gateway in _gateways(ctx)
+               for i, groute in enumerate(gateway.routes)]
+    for where, path_match, rewrite in places:
+        if rewrite is not None and path_match is not None and path_match.regex is not None:
+            yield warning("W603", "rewrite.prefix with a regex path match replaces the whole path: a regex match has "
+                          "no prefix to keep", ctx.key(*where, "rewrite"), where + ("rewrite",),
+                          hint="match a path prefix to rewrite only the prefix")
 
 
 def route_weights(ctx: Context) -> Iterator[Diagnostic]:
@@ -1065,19 +1192,73 @@ def _header_names(service: Service, path: Path) -> Iterator[tuple[str, Path, boo
         yield cookie.name, path + ("loadBalancer", "hashOn", "cookie", "name"), False
 
 
+def _default_header_names(ctx: Context) -> Iterator[tuple[str, Path, bool]]:
+    """The header names spec.defaults writes (every service may inherit them)."""
+    defaults: Path = ("spec", "defaults")
+    retries = ctx.mesh.spec.defaults.retries
+    for i, name in enumerate(retries.retriable_headers or [] if retries else []):
+        yield name, defaults + ("retries", "retriableHeaders", i), False
+    lb = ctx.mesh.spec.defaults.load_balancer
+    if lb is not None and lb.hash_on is not None and lb.hash_on.cookie is not None:
+        yield lb.hash_on.cookie.name, defaults + ("loadBalancer", "hashOn", "cookie", "name"), False
+
+
+# A request's pseudo-headers, which Envoy's header matchers (and Istio's header matches) accept by
+# name: a route may match on them, though no route may set or remove one.
+_MATCHABLE_PSEUDO_HEADERS = frozenset({":authority", ":method", ":path", ":scheme"})
+
+
 def header_names(ctx: Context) -> Iterator[Diagnostic]:
     """Names go into Envoy's configuration and onto the wire as they are: only RFC 7230 tokens."""
-    for path, service in services(ctx):
-        for name, where, is_key in _header_names(service, path):
-            if not _TOKEN.match(name):
-                yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
-                            "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
-                            where)
-            elif name.lower() == "host" and "headers" in where[-4:-2]:
-                # Envoy refuses a route that sets or removes Host ("host headers may not be modified")
-                yield error("E606", f"{name!r} cannot be set or removed by a route: Envoy refuses to change the "
-                            "Host header", ctx.key(*where) if is_key else ctx.at(*where), where,
-                            hint="route by host at a gateway instead, or set another header")
+    named = (named for path, service in services(ctx) for named in _header_names(service, path))
+    for name, where, is_key in itertools.chain(_default_header_names(ctx), named):
+        if not _TOKEN.match(name):
+            if name.lower() in _MATCHABLE_PSEUDO_HEADERS and where[-3:-1] == ("match", "headers"):
+                continue
+            yield error("E606", f"{name!r} is not a valid header name: letters, digits and "
+                        "!#$%&'*+-.^_`|~ only (an RFC 7230 token)", ctx.key(*where) if is_key else ctx.at(*where),
+                        where)
+
+
+def _header_changes(route: Route, path: Path) -> Iterator[tuple[str, Path, bool, str]]:
+    """(name, where, a key in a mapping, set or remove) of every header a route changes."""
+    for side in ("request", "response"):
+        changes = getattr(route.headers, side, None) if route.headers else None
+        if changes is None:
+            continue
+        where = path + ("headers", side)
+        for name in changes.set or {}:
+            yield name, where + ("set", name), True, "set"
+        for i, name in enumerate(changes.remove or []):
+            yield name, where + ("remove", i), False, "remove"
+
+
+def unmodifiable_headers(ctx: Context) -> Iterator[Diagnostic]:
+    """Envoy refuses a route that sets or removes Host (and the ':' pseudo-headers, which E606 already
+    refuses as names): ":-prefixed or host headers may not be modified/removed"."""
+    for path, service, _, route in routes_of(ctx):
+        for name, where, is_key, action in _header_changes(route, path):
+            if name.lower() == "host":
+                yield error("E617", f"a route of '{service.name}' cannot {action} the {name} header: Envoy refuses "
+                            "to let a route change it", ctx.key(*where) if is_key else ctx.at(*where), where,
+                            hint="the Host of a request to a mesh service is the caller's; drop this change")
+
+
+def header_value_formats(ctx: Context) -> Iterator[Diagnostic]:
+    """Envoy refuses a header value whose '%' opens no command it knows (Istio refuses the same
+    grammar: "header value configuration abc%123 is invalid")."""
+    for path, service, index, route in routes_of(ctx):
+        for side in ("request", "response"):
+            changes = getattr(route.headers, side, None) if route.headers else None
+            for name, value in ((changes.set or {}) if changes else {}).items():
+                problem = format_problem(value) if "%" in value else None
+                if problem is None:
+                    continue
+                where = path + ("headers", side, "set", name)
+                position, why = problem
+                yield error("E620", f"header {name} of {_route_label(service, index, route)}: the '%' at position "
+                            f"{position + 1} of {value!r} {why}; Envoy reads %...% in a header value as a command",
+                            ctx.at(*where), where, hint="write %% for a literal %")
 
 
 def mirror_targets(ctx: Context) -> Iterator[Diagnostic]:
@@ -1156,11 +1337,6 @@ def _regexes(ctx: Context) -> Iterator[tuple[str, Path]]:
                 yield groute.match.path.regex, gpath + ("routes", index, "match", "path", "regex")
 
 
-# Envoy refuses a regex whose RE2 program is larger than this: its runtime setting
-# re2.max_program_size.error_level, 100 unless the bootstrap raises it (meshc's does not).
-ENVOY_MAX_REGEX_PROGRAM_SIZE = 100
-
-
 def regexes(ctx: Context) -> Iterator[Diagnostic]:
     """Envoy compiles every regex with RE2 (no look-around, no back-references): so does this check."""
     found = list(_regexes(ctx))
@@ -1177,10 +1353,16 @@ def regexes(ctx: Context) -> Iterator[Diagnostic]:
             yield error("E610", f"regex {pattern!r} is not valid RE2 (Envoy's regex engine): {_re2_reason(exc)}",
                         ctx.at(*where), where)
             continue
-        if size > ENVOY_MAX_REGEX_PROGRAM_SIZE:
-            yield error("E610", f"regex {pattern!r} compiles to an RE2 program of size {size}; Envoy refuses "
-                        f"programs larger than {ENVOY_MAX_REGEX_PROGRAM_SIZE}", ctx.at(*where), where,
-                        hint="counted repetitions cost a copy each: write [0-9a-f-]+ rather than [0-9a-f-]{36}")
+        if size > RE2_MAX_PROGRAM_SIZE:
+            yield error("E610", f"regex {pattern!r} compiles to an RE2 program of size {size}, more than the "
+                        f"{RE2_MAX_PROGRAM_SIZE} Envoy accepts", ctx.at(*where), where,
+                        hint="make it simpler: fewer alternatives, no large counted repetitions such as {36}; "
+                        "or match a prefix")
+
+
+# Envoy refuses a regex whose compiled RE2 program is larger than this (its runtime key
+# re2.max_program_size.error_level, which meshc's bootstraps leave at its default).
+RE2_MAX_PROGRAM_SIZE = 100
 
 
 def _re2_reason(exc: Exception) -> str:
@@ -1289,6 +1471,7 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                 yield error("E615", f"listener port {listener.port} of gateway '{gateway.name}' is already "
                             f"{clash}", ctx.at(*where, "port"), where + ("port",))
             ports.add(listener.port)
+            yield from _duplicate_listener_hosts(ctx, gateway.name, listener.hosts, where)
             if listener.redirect_to_https and listener.tls is not None:
                 yield error("E615", f"a listener of gateway '{gateway.name}' both terminates TLS and redirects to "
                             "HTTPS", ctx.key(*where, "redirectToHttps"), where + ("redirectToHttps",))
@@ -1304,6 +1487,17 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                 where = path + ("routes", index, "match", "host")
                 yield error("E615", f"gateway '{gateway.name}' routes host '{host}', which none of its listeners "
                             "serves", ctx.at(*where), where)
+
+
+def _duplicate_listener_hosts(ctx: Context, gateway: str, hosts: list[str], where: Path) -> Iterator[Diagnostic]:
+    """Envoy refuses a route table that lists a domain twice ("Only unique values for domains are
+    permitted"); Istio refuses a Gateway server's duplicate hosts too."""
+    seen: set[str] = set()
+    for index, host in enumerate(hosts):
+        if host in seen:
+            item = where + ("hosts", index)
+            yield error("E615", f"a listener of gateway '{gateway}' lists host '{host}' twice", ctx.at(*item), item)
+        seen.add(host)
 
 
 def gateway_names(ctx: Context) -> Iterator[Diagnostic]:
@@ -1454,6 +1648,7 @@ CHECKS: tuple[Check, ...] = (
     fail_fast_without_retries,
     backoff_order,
     retry_settings_without_attempts,
+    retries_blocked_by_circuit_breaker,
     health_check_path,
     health_check_timing,
     tcp_route_policies,
@@ -1486,11 +1681,17 @@ CHECKS: tuple[Check, ...] = (
     external_without_workload,
     # routing and gateways
     route_versions,
+    route_versions_unique,
     route_weights,
+    duplicate_list_entries,
+    duplicate_extra_callers,
+    rewrite_needs_a_prefix,
     route_shapes,
     route_callers,
     tcp_routes,
     header_names,
+    unmodifiable_headers,
+    header_value_formats,
     mirror_targets,
     mirror_to_itself,
     abort_status,

@@ -21,7 +21,7 @@ _TYPE_WORDS = {
 }
 _RANGE_TYPES = frozenset({
     "greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
-    "string_too_short", "string_too_long", "duration_range",
+    "string_too_short", "string_too_long", "duration_range", "percent_range",
 })
 
 
@@ -119,6 +119,10 @@ def _show(value: Any) -> str:
 
 _PATTERN_HINTS = {
     "path": "must start with '/' and hold printable ASCII only, no spaces (percent-encode other characters)",
+    "prefix": "must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
+              "characters)",
+    "exact": "must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
+             "characters)",
     "image": "must be an image reference without spaces",
     "address": "must be an IP address or a DNS name",
     "header": "must be an HTTP header name",
@@ -167,7 +171,7 @@ def _choices(err: Any) -> str:
 
 def _range_message(err: Any) -> str:
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
-    if kind == "duration_range":
+    if kind in ("duration_range", "percent_range"):
         return str(err["msg"])
     if kind in ("too_short", "too_long"):
         return f"must have at {'least' if kind == 'too_short' else 'most'} {ctx.get('min_length', ctx.get('max_length'))} item(s)"

@@ -14,17 +14,10 @@ def route_fields(route: ir.Route) -> Json:
     for side, changes in (("request", route.request_headers), ("response", route.response_headers)):
         if changes.set:
             fields[f"{side}_headers_to_add"] = [
-                {"header": {"key": name, "value": literal(value)}, "append_action": OVERWRITE}
-                for name, value in changes.set]
+                {"header": {"key": name, "value": value}, "append_action": OVERWRITE} for name, value in changes.set]
         if changes.remove:
             fields[f"{side}_headers_to_remove"] = list(changes.remove)
     return fields
-
-
-def literal(value: str) -> str:
-    """A header value as Envoy reads it literally: it reads %...% as a command (%REQ(x)%,
-    %UPSTREAM_HOST%) and refuses a lone %, so every % is doubled (%% is one %)."""
-    return value.replace("%", "%%")
 
 
 def action_fields(route: ir.Route) -> Json:
