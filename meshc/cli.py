@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import gc
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from types import ModuleType
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType, ModuleType
 from typing import NoReturn
 
 # Only this, at import: the rest of meshc is imported once main() has the code cache active
@@ -75,6 +78,30 @@ def _verb_modules(args: Sequence[str] | None) -> Sequence[str]:
     return (module,) if module in COMMANDS else COMMANDS
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised where the verb is, so that its cleanup runs as for Ctrl-C."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `timeout`, a pod stopped) ends a verb as Ctrl-C does, through
+    its cleanup: a build's staging directory and workers go, OUT stays as it was. (watch sets
+    handlers of its own that finish the current apply first.) The previous handler comes back
+    after, for a process that runs main() and goes on; only the main thread can set one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for argv: every verb's sub-parser, or (given argv) only the one argv names."""
     parser = _Parser(prog="meshc", description="Compile mesh.yaml into Envoy, Kubernetes and etcd config, "
@@ -120,10 +147,14 @@ def _main(argv: Sequence[str], light_models: bool, ends_process: bool) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command in _COMPILING_VERBS:
-            with long_lived_imports():
-                importlib.import_module("meshc.pipeline")
-        return int(args.run(args))
+        with _sigterm_interrupts():
+            if args.command in _COMPILING_VERBS:
+                with long_lived_imports():
+                    importlib.import_module("meshc.pipeline")
+            return int(args.run(args))
+    except Terminated:
+        sys.stderr.write("meshc: terminated\n")
+        return 128 + signal.SIGTERM
     except MeshcError as exc:
         as_json = getattr(args, "format", "") == "json"
         emit_diagnostics(exc.diagnostics, sys.stdout if as_json else sys.stderr, "json" if as_json else "text")

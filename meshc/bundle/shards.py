@@ -210,12 +210,15 @@ class _Worker:
 
 def fork_child(run: Callable[[], NoReturn]) -> int:
     """Fork a child that runs `run` (which must leave with os._exit) and ignores Ctrl-C: it reaches
-    the whole process group, and the parent stops its children itself. Returns the child's pid."""
+    the whole process group, and the parent stops its children itself. SIGTERM ends the child at
+    once (not through the parent's handler, meshc.cli, which would make it report a traceback).
+    Returns the child's pid."""
     sys.stdout.flush()  # or the child would inherit, and could repeat, unwritten output
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         run()
     return pid
 

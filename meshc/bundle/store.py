@@ -68,6 +68,9 @@ def checked_target(out: str | os.PathLike[str]) -> Path:
         target = target.resolve()
     if target.exists() and not target.is_dir():
         raise BundleWriteError(f"{target} exists and is not a directory")
+    above = next((parent for parent in target.parents if parent.exists()), None)
+    if above is not None and not above.is_dir():   # else mkdir says "File exists", naming the file
+        raise BundleWriteError(f"{above} is not a directory, so {target} cannot be made inside it")
     if target.is_dir() and any(target.iterdir()) and not is_meshc_output(target):
         raise BundleWriteError(f"{target} is not empty and does not hold a previous meshc build; refusing to "
                                "replace it")
@@ -76,13 +79,13 @@ def checked_target(out: str | os.PathLike[str]) -> Path:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back while something that needs cleaning up is created and recorded
+    """Hold Ctrl-C (SIGINT) and SIGTERM back while something that needs cleaning up is created and recorded
     where the cleanup will find it (a directory, a worker process). The KeyboardInterrupt then
     arrives as the block ends, not in between. Only the main thread receives it in Python."""
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})   # meshc.cli: both interrupt
     try:
         yield
     finally:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import subprocess
 from types import TracebackType
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from meshc.diagnostics import MeshcError, error
@@ -95,7 +97,7 @@ class GitSpecReader:
                 return SpecSource(name=relpath, data=_limited(blob, relpath), revision=found.sha)
         commit = self._commit(rev)
         relpath = self.relative_path(spec_path)
-        data = _blob_data(commit, relpath, rev)
+        data = _readable(lambda: _blob_data(commit, relpath, rev), self.path, rev)
         return SpecSource(name=relpath, data=data, revision=str(commit.hexsha))
 
     def read_work_tree(self, spec_path: str) -> SpecSource | None:
@@ -192,6 +194,21 @@ def _empty_note(repo: git.Repo) -> str:
         return "" if repo.head.is_valid() else " (the repository has no commits yet)"
     except Exception:  # noqa: BLE001 - only a nicer message is at stake
         return ""
+
+
+def _readable(read: Callable[[], bytes], repo: str, rev: str) -> bytes:
+    """What `read` reads from the object database, or a clear error when an object it needs is
+    missing or damaged (a broken clone, a pruned or half-fetched repository): gitpython raises
+    ValueError or an ODBError for those."""
+    import git
+
+    try:
+        return read()
+    except (ValueError, git.exc.ODBError) as exc:
+        named = re.search(r"[0-9a-f]{40}", str(exc))
+        what = f"object {named.group()}" if named else "an object"
+        raise _fail(f"the repository {repo} is damaged: {what}, needed to read {rev}, is missing or unreadable",
+                    hint="`git fsck` shows what is missing; fetch or clone the repository again") from None
 
 
 def _blob_data(commit: Any, relpath: str, rev: str) -> bytes:

@@ -50,6 +50,7 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_KEY = "<<"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff", b"\xff\xfe", b"\xfe\xff")
+_LINE_BREAKS = "\n\r\x85\u2028\u2029"   # what libyaml counts lines by
 
 
 @dataclass(slots=True)
@@ -249,7 +250,7 @@ class _Builder:
 
     def _syntax_error(self, exc: yaml.MarkedYAMLError) -> Diagnostic:
         mark = exc.problem_mark or exc.context_mark
-        span = self.span(mark) if mark is not None else Span(self.file, 1, 1)
+        span = self._inside(mark) if mark is not None else Span(self.file, 1, 1)
         problem = exc.problem or "invalid YAML"
         if "'\\t'" in problem or (mark is not None and self._char_at(mark.index) == "\t"):
             return error("E004", "a tab character cannot indent YAML; use spaces", span)
@@ -257,6 +258,16 @@ class _Builder:
             return error("E008", f"collections nest too deeply ({problem})", span)
         context = f" {exc.context}" if exc.context else ""
         return error("E005", f"YAML syntax error: {problem}{context}".strip(), span)
+
+    def _inside(self, mark: Any) -> Span:
+        """The span of a syntax error's mark. libyaml may mark the end of a file that does not end in
+        a line break at the start of a line past its last one, a position no editor can go to: such
+        a mark becomes the end of the last line."""
+        text = self.text
+        if mark.index < len(text) or mark.column or not text or text[-1] in _LINE_BREAKS:
+            return self.span(mark)
+        last_break = max(text.rfind(char) for char in _LINE_BREAKS)
+        return Span(self.file, mark.line, len(text) - last_break)
 
     def _char_at(self, index: int) -> str:
         return self.text[index] if 0 <= index < len(self.text) else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,12 @@ class EtcdAccess:
     timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+            parts.port   # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+        except ValueError:   # an unclosed [IPv6 literal, a port out of range
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise PermanentError(f"--etcd wants http(s)://HOST:PORT, not {display_url(self.url)!r}")
         if parts.username or parts.password:
             raise PermanentError(f"--etcd {display_url(self.url)}: credentials do not belong in the URL (it shows "
@@ -227,9 +232,13 @@ def post(client: Any, access: EtcdAccess, path: str, payload: dict[str, Any]) ->
 
 def display_url(url: str) -> str:
     """The URL without user:password, for messages."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host   # an IPv6 literal, as the URL writes it
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:   # not a URL urllib can take apart: shown as written, credentials cut out
+        return re.sub(r"//[^/]*@", "//", url)
     return f"{parts.scheme}://{host}{port}"
 
 

@@ -13,6 +13,7 @@ The `kubernetes` client is imported only when a target is built (it takes most o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -64,6 +65,7 @@ class KubernetesTarget:
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT, detect_drift: bool = True,
                  description: str = "cluster") -> None:
         self._api_client = api_client
+        _default_request_timeout(api_client, request_timeout)
         self._dynamic: Any = None
         self._resources: dict[tuple[str, str], Any] = {}
         # The resourceVersion of each complete LIST made since the last take_list_versions(), by
@@ -408,8 +410,21 @@ class KubernetesTarget:
                                   lambda: client.resources.get(prefix=prefix, api_version=api_version, kind=kind))
         except ResourceNotFoundError:
             raise PermanentError(f"the cluster does not serve {api_version} {kind}") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            # The client's discovery re-reads the API after a 404 and, when that fails too, keeps a
+            # cache it cannot read again (KeyError 'resources'): an API server that is changing or
+            # failing. Transient; the next try discovers afresh with a new client.
+            self._forget_discovery()
+            raise TransientError(f"kubernetes: cannot discover {api_version} {kind}: the API's discovery answers "
+                                 f"were inconsistent ({type(error).__name__}: {scrub(_first_line(str(error)))})") from None
         self._resources[(api_version, kind)] = resource
         return resource
+
+    def _forget_discovery(self) -> None:
+        self._dynamic = None
+        self._resources.clear()
+        with contextlib.suppress(OSError):
+            os.remove(self._discovery_file("plans"))
 
     def _serves(self, api_version: str, kind: str) -> bool:
         try:
@@ -520,6 +535,24 @@ class KubernetesTarget:
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
         self._discovery.cleanup()
+
+
+def _default_request_timeout(api_client: ApiClient, seconds: float) -> None:
+    """Give every request of the client that names no timeout this one. The dynamic client's
+    discovery (the API's groups and kinds, read before anything else) passes none, and urllib3
+    then waits forever: an API server that accepts the connection but never answers would hang
+    apply, plan and watch instead of failing (transiently) and being retried. Watch streams are
+    left alone: they last as long as the server keeps them open (and have a client of their own,
+    streaming_client)."""
+    rest: Any = api_client.rest_client
+    request = rest.request
+
+    def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if not args and kwargs.get("_request_timeout") is None and "watch=true" not in url:
+            kwargs["_request_timeout"] = seconds
+        return request(method, url, *args, **kwargs)
+
+    rest.request = with_timeout
 
 
 def _first_version(metadata: Obj) -> str | None:

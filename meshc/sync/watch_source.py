@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from meshc.diagnostics import MeshcError
+from meshc.diagnostics import MeshcError, error
 from meshc.load.git import GitSpecReader
 from meshc.load.source import SpecSource
 from meshc.sync.scrub import scrub
@@ -123,7 +123,11 @@ class GitSource:
         self.branch = branch
         self.remote = is_remote(location)
         self._cache_dir = cache_dir or default_cache_dir()
-        self._repo_path = self._mirror_path() if self.remote else location
+        try:
+            self._repo_path = self._mirror_path() if self.remote else location
+        except ValueError:   # urllib cannot take it apart: an unclosed [IPv6 literal, a port out of range
+            shown = re.sub(r"//[^/]*@", "//", location)
+            raise MeshcError([error("E001", f"--repo {shown}: is not a URL git can fetch from", None)], 2) from None
         self._reader: GitSpecReader | None = None
         self._repo: Any = None
         self._ref_files: tuple[str, str] | None = None   # the loose ref and packed-refs of the branch

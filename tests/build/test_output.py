@@ -104,6 +104,15 @@ def test_a_file_in_the_way_is_refused(shop: Path, tmp_path: Path) -> None:
     assert out.read_text() == "a file"
 
 
+def test_a_file_where_a_parent_directory_should_be_is_refused_by_name(shop: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "build"
+    blocker.write_text("a file")
+    result = meshc("build", str(shop), "-o", str(blocker / "deep" / "out"))
+    assert result.returncode == 2, result.stderr
+    assert f"{blocker} is not a directory" in result.stderr and "Traceback" not in result.stderr
+    assert blocker.read_text() == "a file" and sorted(tmp_path.iterdir()) == [blocker]
+
+
 def test_an_empty_directory_is_filled(shop: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

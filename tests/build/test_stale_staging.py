@@ -55,6 +55,39 @@ def test_the_staging_directory_of_a_killed_build_is_removed_by_the_next_build(tm
     assert (out / "manifest.json").exists()
 
 
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "meshc: terminated"),
+                                                   (signal.SIGINT, 130, "meshc: interrupted")])
+def test_a_build_stopped_by_sigterm_or_sigint_cleans_up_after_itself(tmp_path: Path, sig: signal.Signals,
+                                                                   code: int, said: str) -> None:
+    """SIGTERM (a cancelled CI job, `timeout`) is caught as Ctrl-C is: the staging directory and
+    the workers go, and OUT stays exactly as it was (here: absent)."""
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(gen_mesh.generate(600, seed=3))
+    out = tmp_path / "out"
+    build = subprocess.Popen([sys.executable, "-m", "meshc.cli", "build", str(spec), "-o", str(out), "--jobs", "2"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while build.poll() is None and time.monotonic() < deadline:
+            staged = staging_dirs(tmp_path)
+            if staged and any(staged[0].rglob("*.yaml")):      # it is writing files
+                break
+            time.sleep(0.005)
+        build.send_signal(sig)
+        _, stderr = build.communicate(timeout=60)
+    finally:
+        build.kill()
+        build.wait()
+    if build.returncode == 0:
+        pytest.skip("the build finished before the signal came")
+    assert build.returncode == code, stderr
+    assert said in stderr and "Traceback" not in stderr
+    assert staging_dirs(tmp_path) == [] and not out.exists()
+    # forked workers carry the parent's command line, which names this test's own spec
+    workers = subprocess.run(["pgrep", "-f", str(spec)], capture_output=True, text=True).stdout
+    assert workers == ""
+
+
 def test_staging_directories_of_live_builds_and_of_others_are_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
     sleeper = subprocess.Popen(["sleep", "60"])

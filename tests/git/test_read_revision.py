@@ -133,3 +133,26 @@ def test_validate_at_revision_positions_name_the_repo_path(git_repo: GitRepo) ->
     versions = lines.index("    versions:", lines.index("  - name: catalog")) + 1   # where E206 points
     assert f"deploy/mesh.yaml:{versions}:5: error: version weights of 'catalog' sum to 110, not 100 [E206]" \
         in result.stderr
+
+
+def _remove_object(repo: GitRepo, sha: str) -> None:
+    """Damage the repository as a broken clone or an interrupted fetch would: one loose object gone."""
+    (repo.path / ".git" / "objects" / sha[:2] / sha[2:]).unlink()
+
+
+@pytest.mark.parametrize("missing", ["blob", "tree"])
+def test_a_missing_object_is_a_clear_error_not_a_crash(git_repo: GitRepo, tmp_path: Path, missing: str) -> None:
+    git_repo.commit_file("mesh.yaml", SHOP, "spec")
+    name = "HEAD:mesh.yaml" if missing == "blob" else "HEAD^{tree}"
+    sha = git_repo.repo.git.rev_parse(name)
+    _remove_object(git_repo, sha)
+    with pytest.raises(MeshcError) as excinfo:
+        read_spec_at_revision(str(git_repo.path), "HEAD", "mesh.yaml")
+    assert f"is damaged: object {sha}, needed to read HEAD, is missing" in _error(excinfo)
+    assert excinfo.value.exit_code == 2
+    for args in (("build", "--repo", str(git_repo.path), "--rev", "HEAD", "-o", str(tmp_path / "out")),
+                 ("diff", "--repo", str(git_repo.path), "HEAD", "HEAD")):
+        result = meshc(*args)
+        assert result.returncode == 2, result.stderr
+        assert f"object {sha}" in result.stderr and "internal error" not in result.stderr
+    assert not (tmp_path / "out").exists()

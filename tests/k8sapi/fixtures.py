@@ -98,6 +98,10 @@ class KubeAPIHandle:
     def hold_next(self, methods: set[str] | None = None, path_contains: str | None = None) -> Gate:
         return self._need_double().hold_next(methods, path_contains)
 
+    def cut_next(self, n: int = 1, methods: set[str] | None = None, path_contains: str | None = None,
+                 served: bool = False) -> None:
+        self._need_double().cut_next(n, methods, path_contains, served)
+
     def store_get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         return self._need_double().store_get(resource, name, namespace)
 

@@ -46,6 +46,7 @@ class Response:
     injected: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     stream: Iterator[dict[str, Any]] | None = None   # a watch: events sent one JSON line each
+    cut: bool = False   # the connection is closed half-way through the body (a test's fault)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ lives in `routes.py` and what each verb does to objects in `store.py`.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -64,6 +65,7 @@ class Rule:
     seconds: float = 0.0
     gate: Gate | None = None
     retry_after: int | None = None
+    cut: str = ""   # "before" or "after" the request is served: the answer is cut off half-way
 
     def matches(self, request: Request) -> bool:
         return ((self.methods is None or request.method in self.methods)
@@ -136,6 +138,14 @@ class FakeKubeAPI:
         with self._hooks_lock:
             self._faults.append(rule)
 
+    def cut_next(self, n: int = 1, methods: set[str] | None = None, path_contains: str | None = None,
+                 served: bool = False) -> None:
+        """Close the connection half-way through the answer to the next `n` matching requests: a
+        proxy or the server going away mid-response. `served`: the request was carried out first
+        (the change is made, the client never hears of it); else it never reached the store."""
+        with self._hooks_lock:
+            self._faults.append(Rule(n, _methods(methods), path_contains, cut="after" if served else "before"))
+
     def delay_next(self, n: int = 1, seconds: float = 0.5, methods: set[str] | None = None,
                    path_contains: str | None = None) -> None:
         with self._hooks_lock:
@@ -178,6 +188,8 @@ class FakeKubeAPI:
         response = self._injected_failure(request)
         if response is None:
             response = self._served(request)
+        elif response.cut and response.changed:   # a cut after serving: serve, then cut the answer
+            response = replace(self._served(request), cut=True)
         record = RequestRecord(request.method, request.path, dict(request.query), request.content_type,
                                response.code, request.field_manager if request.method not in READ_METHODS else "",
                                response.injected, response.changed)
@@ -196,6 +208,8 @@ class FakeKubeAPI:
         rule = self._take(self._faults, request)
         if rule is None:
             return None
+        if rule.cut:   # `changed` marks the cut that serves the request first (see handle)
+            return Response(500, {}, changed=rule.cut == "after", injected=True, cut=True)
         status = errors.from_code(rule.status, rule.message).status()
         if rule.retry_after is None:
             return Response(rule.status, status, injected=True)
@@ -251,6 +265,13 @@ class _Server(ThreadingHTTPServer):
         # waiting for it. Non-blocking, such an accept fails (OSError), which socketserver ignores.
         self.socket.setblocking(False)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away before its answer was written (it timed out, or was cut off by
+        a test) is not the double's failure; anything else is printed, as socketserver does."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Drop kept-alive client connections so their handler threads end with the server."""
         with self.connections_lock:
@@ -294,6 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_stream(response)
             return
         payload = orjson.dumps(response.body)
+        if response.cut:
+            self._send_cut(response.code, payload)
+            return
         self.send_response(response.code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -303,6 +327,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _send_cut(self, code: int, payload: bytes) -> None:
+        """Headers announcing the whole body, half of it, then the connection closes."""
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload) + 2))
+        self.end_headers()
+        self.wfile.write(payload[:len(payload) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _send_stream(self, response: Response) -> None:
         """A watch: chunked, one JSON event per line, flushed as each event happens."""

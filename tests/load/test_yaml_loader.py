@@ -60,6 +60,11 @@ def test_duplicate_keys_are_errors_at_the_second_key() -> None:
     (b"# a comment\n", "1:1 E003"),
     (b"a:\n\tb: 1\n", "2:1 E004"),
     (b"a: [1, 2\n", "2:1 E005"),
+    # A file cut off without a final line break: the end of its last line, not a line past it.
+    (b"a: [1, 2", "1:9 E005"),
+    (b"a: 1\nb: {c: 'x", "2:10 E005"),
+    (b"a: 1\nb: {c: d", "2:9 E005"),
+    (b"a: 1\rb: [", "2:5 E005"),   # a lone CR ends a line for libyaml, and so here
     (b"a: 1\n---\nb: 2\n", "2:1 E010"),
     (b"a: \xff\n", "1:4 E002"),
     (b"\xfe\xff\x00a", "1:1 E002"),

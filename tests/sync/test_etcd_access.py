@@ -163,3 +163,14 @@ def test_an_access_never_shows_its_password() -> None:
     assert PASSWORD not in repr(access) and PASSWORD not in str(access)
     with pytest.raises(PermanentError, match="needs a password"):
         EtcdAccess("http://127.0.0.1:2379", user="meshc")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://x:99999", "http://x:port", "http://meshc:secret@[::1"])
+def test_a_url_urllib_cannot_take_apart_is_a_usage_error_without_its_password(url: str) -> None:
+    with pytest.raises(PermanentError, match="--etcd wants http") as refused:
+        EtcdAccess(url)
+    assert "secret" not in str(refused.value)
+
+
+def test_an_ipv6_etcd_url_is_shown_as_written() -> None:
+    assert EtcdAccess("http://[::1]:2379").display == "http://[::1]:2379"

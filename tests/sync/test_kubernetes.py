@@ -234,6 +234,51 @@ def test_api_failing_for_a_while_raises_transient_then_converges(
     assert sync_once(bundle, [kube_target]).write_requests == 0 and kube_api.writes() == []
 
 
+@pytest.mark.parametrize("path", ["/apis", "/api/v1", "/configmaps"])
+def test_an_api_that_does_not_answer_is_a_transient_failure_not_a_hang(
+        kube_api: KubeAPIHandle, path: str) -> None:
+    """Discovery (/apis, /api/v1) is read with the client's own requests, which name no timeout:
+    they get the target's, as every other request does (the client retries a GET that timed out
+    twice: every try is slow here)."""
+    target = KubernetesTarget.from_kubeconfig(str(kube_api.kubeconfig), request_timeout=0.3)
+    kube_api.delay_next(5, seconds=1.5, path_contains=path)
+    try:
+        with pytest.raises(TransientError) as failure:
+            sync_once(bundle_of(chain_spec(1)), [target])
+        assert "timed out" in str(failure.value).lower()
+    finally:
+        target.close()
+
+
+def test_discovery_failing_twice_in_a_row_is_transient_and_the_same_target_recovers(
+        kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
+    """A 404 for a group's kinds makes the client discover the API again; a failure of that too
+    left its cache unreadable (KeyError 'resources' from inside the client), for good."""
+    bundle = bundle_of(chain_spec(2))
+    kube_target.resource("v1", "Namespace")    # the API discovered: what follows is a re-discovery
+    kube_api.fail_next(1, status=404, methods={"GET"}, path_contains="/apis/cert-manager.io/v1")
+    kube_api.fail_next(1, status=404, methods={"GET"}, path_contains="/version")
+    with pytest.raises(TransientError, match="discover cert-manager.io/v1"):
+        sync_once(bundle, [kube_target])
+    sync_once(bundle, [kube_target])      # the same target, as watch keeps it
+    assert kube_api.store_get("deployments", "svc-001", NAMESPACE) is not None
+
+
+@pytest.mark.parametrize("served", [False, True])
+def test_an_answer_cut_off_mid_body_is_transient_and_the_next_sync_converges(
+        kube_api: KubeAPIHandle, kube_target: KubernetesTarget, served: bool) -> None:
+    """The connection closes half-way through an answer: before the request reached the store, or
+    after it was carried out (the change is made; the client never hears of it)."""
+    bundle = bundle_of(chain_spec(2))
+    kube_api.cut_next(1, methods={"PATCH"}, path_contains="/configmaps/", served=served)
+    with pytest.raises(TransientError):
+        sync_once(bundle, [kube_target])
+    sync_once(bundle, [kube_target])
+    assert kube_api.store_get("deployments", "svc-001", NAMESPACE) is not None
+    kube_api.reset_log()
+    assert sync_once(bundle, [kube_target]).write_requests == 0 and kube_api.writes() == []
+
+
 def test_failing_list_writes_nothing(kube_api: KubeAPIHandle, kube_target: KubernetesTarget) -> None:
     kube_api.fail_next(1, status=500, methods={"GET"}, path_contains="/deployments")
     with pytest.raises(TransientError):

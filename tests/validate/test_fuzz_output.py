@@ -23,7 +23,12 @@ from meshc.pipeline import BuildOptions, build_bundle, check
 from meshc.review.envoy_check import find_envoy, validate_sidecars
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*/mesh.yaml"))
-SPECS = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+# The invalid cases' fixes too: each a valid spec using one feature the examples may not (rate
+# limits, mirrors, regex matches, header changes, gateways...).
+# (Not the few that are large by design, such as E250's thousand upstreams: each would cost Envoy minutes.)
+FIXES = [p for p in sorted((Path(__file__).parents[1] / "cases" / "invalid").glob("*/fixed.yaml"))
+         if p.stat().st_size < 20_000]
+SPECS = [yaml.safe_load(p.read_text()) for p in EXAMPLES + FIXES]
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 
 # Characters that have broken a YAML reader or Envoy before, and ordinary ones around them.

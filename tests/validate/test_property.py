@@ -3,6 +3,8 @@ a position inside the file."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshc.codes import CODES
 from meshc.load import SpecSource
 from meshc.pipeline import check
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*/mesh.yaml"))
-SPECS = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+TEXTS = [p.read_text() for p in EXAMPLES]
+SPECS = [yaml.safe_load(text) for text in TEXTS]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=True),
@@ -82,3 +86,41 @@ def test_arbitrary_bytes_never_crash_validate(raw: bytes) -> None:
     checked = check(SpecSource("m.yaml", raw))
     assert not checked.ok
     assert checked.diagnostics and all(d.span is not None for d in checked.diagnostics)
+
+
+# Edits to the text that YAML's own features and accidents make: each an (old, new) pair of the
+# whole text, tried on a random line of an example.
+_LINE_BREAKS = re.compile("\r\n|[\n\r\x85\u2028\u2029]")   # how libyaml, and so every position, counts lines
+_TEXT_EDITS: tuple[Callable[[str, st.DataObject], str], ...] = (
+    lambda line, data: line + data.draw(st.sampled_from([" &a", " *a", " !!binary", " !!python/object:os.system",
+                                                          " !!set", " !!timestamp", " !custom", " !!int", " #"])),
+    lambda line, data: line.replace(": ", data.draw(st.sampled_from([": &x ", ": *x ", ": !!str ", ": !!float ",
+                                                                      ": !!null ", ": [", ": {", ': "', ": '"])), 1),
+    lambda line, data: data.draw(st.sampled_from(["<<: *a", "<<: [*a, 1]", "? [a]\n: 1", "%YAML 1.1\n---", "---",
+                                                   "...", "\t" + line, line + "\t# tab", "&a " + line])),
+    lambda line, data: line + data.draw(st.sampled_from(["\x7f", "\x85", "\u2028", "\ufeff", "\x1b[31m", "\\"])),
+    lambda line, data: "[" * data.draw(st.integers(60, 70)) + line,
+    lambda line, data: line[:data.draw(st.integers(0, len(line)))],   # cut off mid-line
+)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_text_edits_never_crash_validate_and_positions_stay_in_the_file(data: st.DataObject) -> None:
+    """Anchors, tags, directives, tabs, control characters, deep nesting and files cut off at any
+    point, in the examples' own text (and with CRLF or CR line ends, or a byte order mark)."""
+    text = data.draw(st.sampled_from(TEXTS))
+    lines = text.split("\n")
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.integers(0, len(lines) - 1))
+        lines[index] = data.draw(st.sampled_from(_TEXT_EDITS))(lines[index], data)
+    if data.draw(st.booleans()):
+        lines = lines[:data.draw(st.integers(1, len(lines)))]   # the file ends there, maybe mid-line
+    edited = data.draw(st.sampled_from(["\n", "\r\n", "\r"])).join(lines)
+    raw = data.draw(st.sampled_from([b"", b"\xef\xbb\xbf"])) + edited.encode()
+    checked = check(SpecSource("m.yaml", raw))
+    last_line = len(_LINE_BREAKS.split(edited))
+    assert checked.ok or any(d.is_error for d in checked.diagnostics)
+    for diagnostic in checked.diagnostics:
+        assert diagnostic.span is not None and diagnostic.code in CODES
+        assert 1 <= diagnostic.span.line <= last_line and diagnostic.span.col >= 1, diagnostic

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from meshc.diagnostics import MeshcError
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.watch_source import GitSource, is_remote, redact
 from meshc.sync.watch_trust import KeyringError, TrustedKeyring
@@ -142,3 +143,12 @@ def test_source_names_a_missing_branch(mesh_repo: GitRepo) -> None:
     with pytest.raises(SourceError, match="branch release not found"):
         source.poll()
     source.close()
+
+
+@pytest.mark.parametrize("url", ["https://[::1/mesh.git", "https://bot:secret@[::1/mesh.git"])
+def test_a_url_urllib_cannot_take_apart_is_a_usage_error_without_its_password(url: str, tmp_path: Path) -> None:
+    with pytest.raises(MeshcError) as refused:
+        GitSource(url, "main", tmp_path)
+    message = refused.value.diagnostics[0].message
+    assert "is not a URL git can fetch from" in message and "secret" not in message
+    assert refused.value.exit_code == 2
