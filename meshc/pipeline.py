@@ -14,7 +14,7 @@ from meshc import render
 from meshc.analysis import analyze
 from meshc.diagnostics import Diagnostic, error, has_errors, sorted_diagnostics
 from meshc.emit import naming
-from meshc.load import Loaded, Positions, SpecSource, load_yaml
+from meshc.load import Loaded, SpecSource, load_yaml
 from meshc.resolve import ir, resolve
 from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
@@ -22,7 +22,6 @@ from meshc.validate.structural import check_structure
 
 if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
     from meshc.bundle import Bundle, Crew, FileEntry, StagedOutput, Unit
-    from meshc.validate import models as spec
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
 # one costs more than it saves.
@@ -164,9 +163,8 @@ def _oversized_records(mesh: ir.Mesh, services: Sequence[ir.Service]) -> Iterato
                         service.span, hint="split the service: fewer endpoints, upstreams or callers each")
 
 
-# Called with the IR as soon as the spec's structure has checked clean and it could be resolved,
-# before the semantic checks, the analysis and the size checks (which may still find errors):
-# `meshc build` starts its workers there, and stops them if the spec then fails.
+# Called with the IR as soon as the spec is resolved, before the analysis and the size checks
+# (which may still find errors): `meshc build` starts its workers there.
 ResolvedHook = Callable[[ir.Mesh], None]
 
 
@@ -193,35 +191,16 @@ def _checked(source: SpecSource, loaded: Loaded, on_resolved: ResolvedHook | Non
     if model is None:   # references are still worth knowing about in the same run
         diagnostics += check_references_raw(loaded.data, loaded.positions)
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
-    mesh = _resolved_early(model, loaded.positions, on_resolved) if not has_errors(diagnostics) else None
     diagnostics += check_semantics(model, loaded.positions)
     if has_errors(diagnostics):
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
-    if mesh is None:
-        mesh = resolve(model, loaded.positions)
-        if on_resolved is not None:
-            on_resolved(mesh)
+    mesh = resolve(model, loaded.positions)
+    if on_resolved is not None:
+        on_resolved(mesh)
     diagnostics += analyze(mesh)
     diagnostics += check_sizes(mesh)
     diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
-
-
-def _resolved_early(model: spec.Mesh, positions: Positions, on_resolved: ResolvedHook | None) -> ir.Mesh | None:
-    """With a hook: the model resolved before its semantic checks have run, and handed to the
-    hook at once, so that a build's workers start writing while this process checks (~0.1 s of
-    a 1,000-service build that no longer waits). Whatever the checks then find, the IR is the
-    one resolve gives after them: a model that passes them resolves the same either way. One
-    that fails them may not resolve at all (an unknown upstream, a missing default...): None
-    then, and the caller reports the checks' diagnostics, as it would have without the hook."""
-    if on_resolved is None:
-        return None
-    try:
-        mesh = resolve(model, positions)
-    except Exception:  # noqa: BLE001 - an invalid model; the semantic checks say what is wrong with it
-        return None
-    on_resolved(mesh)
-    return mesh
 
 
 def iter_files(mesh: ir.Mesh, options: BuildOptions, only: Collection[str] | None = None,

@@ -279,29 +279,6 @@ def test_a_spec_failing_its_last_checks_stops_the_workers_started_early(tmp_path
     assert leftovers(tmp_path, out) == []
 
 
-def test_a_spec_failing_its_semantic_checks_stops_the_workers_started_before_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`meshc build` resolves the spec and forks its workers before the semantic checks have run:
-    an error they find (here an etcd prefix without its leading '/', which resolves) stops the
-    workers and leaves OUT as it was, with the diagnostics `meshc validate` gives."""
-    from meshc import cli
-
-    spec = tmp_path / "mesh.yaml"
-    text = gen_mesh.generate(2 * pipeline.SERVICES_PER_SHARD + 20, seed=3)
-    spec.write_text(re.sub(r"prefix: /meshc/", "prefix: meshc/", text, count=1))    # E213
-    out = tmp_path / "out"
-    write_bundle(compiled(ROOT / "examples" / "shop" / "mesh.yaml"), out)
-    before = snapshot(out)
-    pids = forked(monkeypatch)
-    assert cli.main(["build", str(spec), "-o", str(out), "--jobs", "2"]) == 1
-    assert len(pids) == 1 and all(gone(pid) for pid in pids)
-    assert snapshot(out) == before
-    assert leftovers(tmp_path, out) == []
-    build, validate = meshc("build", str(spec), "-o", str(out), "--jobs", "2"), meshc("validate", str(spec))
-    assert build.returncode == validate.returncode == 1
-    assert "[E213]" in validate.stderr and build.stderr.startswith(validate.stderr)
-
-
 def test_an_out_that_cannot_be_replaced_starts_no_worker_and_is_reported_after_the_check(tmp_path: Path) -> None:
     spec = tmp_path / "mesh.yaml"
     spec.write_text(gen_mesh.generate(2 * pipeline.SERVICES_PER_SHARD + 20, seed=3))
