@@ -32,6 +32,7 @@ is out; a run that looks for an entry being written waits for it (the `.writing`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import functools
@@ -124,22 +125,28 @@ def store_detached(compiled: Compiled, *also_held: object) -> None:
     checked, options = compiled.checked, compiled.options
     if compiled.bundle is None or options is None or checked.mesh is None or not checked.ok:
         return
-    try:
+    with contextlib.suppress(OSError):
         path = entry_path(checked.source, options)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = os.open(_writing(path), os.O_WRONLY | os.O_CREAT, 0o600)
-    except OSError:
-        return
+        _write_detached(path, lambda: _write_entry(compiled, path), compiled, *also_held)
+
+
+def _write_detached(path: Path, write: Callable[[], None], *held: object) -> None:
+    """Run `write` (which writes the entry at `path`) in a detached process, holding `.writing`'s
+    lock for it; nothing when another run holds that lock; `write` here when no process can be
+    started. `held` are never freed in this process (held_until_exit). Raises OSError when the
+    cache directory cannot be made or the lock file opened."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = os.open(_writing(path), os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:      # another run is writing this entry
         os.close(lock)
         return
     try:
-        _detach(lambda: _write_entry(compiled, path))
-        held_until_exit(compiled, *also_held)
+        _detach(write)
+        held_until_exit(*held)
     except OSError:      # no process could be started (a process limit...): write it now
-        _write_entry(compiled, path)
+        write()
     finally:
         os.close(lock)   # the writer holds the lock (the same open file) until it has written
 
@@ -274,24 +281,9 @@ def store_checked_detached(checked: Checked, *also_held: object) -> None:
     `store_detached` does); the oldest entries are forgotten. Never raises."""
     if checked.mesh is None or not checked.ok:
         return
-    try:
+    with contextlib.suppress(OSError):
         path = checked_entry_path(checked.source)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = os.open(_writing(path), os.O_WRONLY | os.O_CREAT, 0o600)
-    except OSError:
-        return
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:      # another run is writing this entry
-        os.close(lock)
-        return
-    try:
-        _detach(lambda: _write_checked(checked, path))
-        held_until_exit(checked, *also_held)
-    except OSError:
-        _write_checked(checked, path)
-    finally:
-        os.close(lock)
+        _write_detached(path, lambda: _write_checked(checked, path), checked, *also_held)
 
 
 def _write_checked(checked: Checked, path: Path) -> None:
