@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,17 @@ def staging_dirs(parent: Path, name: str = "out") -> list[Path]:
     return sorted(p for p in parent.iterdir() if p.name.startswith(f".{name}.new-") or p.name.startswith(f".{name}.old-"))
 
 
+def wait_until_writing(build: subprocess.Popen[Any], parent: Path) -> None:
+    """Until the build writes files into its staging directory in `parent` (or ends, or a minute
+    has passed)."""
+    deadline = time.monotonic() + 60
+    while build.poll() is None and time.monotonic() < deadline:
+        staged = staging_dirs(parent)
+        if staged and any(staged[0].rglob("*.yaml")):
+            return
+        time.sleep(0.005)
+
+
 def test_the_staging_directory_of_a_killed_build_is_removed_by_the_next_build(tmp_path: Path) -> None:
     spec = tmp_path / "mesh.yaml"
     spec.write_text(gen_mesh.generate(600, seed=3))
@@ -32,12 +44,7 @@ def test_the_staging_directory_of_a_killed_build_is_removed_by_the_next_build(tm
     build = subprocess.Popen([sys.executable, "-m", "meshc.cli", "build", str(spec), "-o", str(out), "--jobs", "1"],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while build.poll() is None and time.monotonic() < deadline:
-            staged = staging_dirs(tmp_path)
-            if staged and any(staged[0].rglob("*.yaml")):      # it is writing files
-                break
-            time.sleep(0.005)
+        wait_until_writing(build, tmp_path)
         build.send_signal(signal.SIGKILL)
     finally:
         build.kill()
@@ -67,12 +74,7 @@ def test_a_build_stopped_by_sigterm_or_sigint_cleans_up_after_itself(tmp_path: P
     build = subprocess.Popen([sys.executable, "-m", "meshc.cli", "build", str(spec), "-o", str(out), "--jobs", "2"],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while build.poll() is None and time.monotonic() < deadline:
-            staged = staging_dirs(tmp_path)
-            if staged and any(staged[0].rglob("*.yaml")):      # it is writing files
-                break
-            time.sleep(0.005)
+        wait_until_writing(build, tmp_path)
         build.send_signal(sig)
         _, stderr = build.communicate(timeout=60)
     finally:
