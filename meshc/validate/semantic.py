@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from meshc.validate.models import (
     EnvSource,
     Gateway,
     GatewayRouteMatch,
+    HeaderChanges,
     LoadBalancer,
     Mesh,
     Mirror,
@@ -81,6 +82,15 @@ def services(ctx: Context) -> tuple[tuple[Path, Service], ...]:
     return ctx.services
 
 
+def _repeats(keys: Iterable[Hashable]) -> Iterator[int]:
+    """The index of every entry of a list whose key an earlier entry already has."""
+    seen: set[Hashable] = set()
+    for index, key in enumerate(keys):
+        if key in seen:
+            yield index
+        seen.add(key)
+
+
 def _hint(name: str, known: Iterable[str]) -> str | None:
     import difflib   # only a misspelt name needs it: not imported by every validate
 
@@ -129,13 +139,11 @@ def _unknown_callees(calls: Sequence[tuple[Path, str, str]], names: set[str],
 
 def duplicate_versions(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
-        seen: set[str] = set()
-        for index, version in enumerate(service.versions or ()):
-            if version.name in seen:
-                where = path + ("versions", index, "name")
-                yield error("E203", f"service '{service.name}' has two versions named '{version.name}'",
-                            ctx.at(*where), where)
-            seen.add(version.name)
+        versions = service.versions or ()
+        for index in _repeats(version.name for version in versions):
+            where = path + ("versions", index, "name")
+            yield error("E203", f"service '{service.name}' has two versions named '{versions[index].name}'",
+                        ctx.at(*where), where)
 
 
 def duplicate_local_ports(ctx: Context) -> Iterator[Diagnostic]:
@@ -300,13 +308,11 @@ def static_endpoints_exclusive(ctx: Context) -> Iterator[Diagnostic]:
 
 def duplicate_endpoints(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
-        seen: set[tuple[str, int]] = set()
-        for index, endpoint in enumerate(service.endpoints or ()):
-            if (endpoint.address, endpoint.port) in seen:
-                where = path + ("endpoints", index)
-                yield error("E215", f"endpoint {endpoint.address}:{endpoint.port} of '{service.name}' is listed twice",
-                            ctx.at(*where), where)
-            seen.add((endpoint.address, endpoint.port))
+        endpoints = service.endpoints or ()
+        for index in _repeats((endpoint.address, endpoint.port) for endpoint in endpoints):
+            endpoint, where = endpoints[index], path + ("endpoints", index)
+            yield error("E215", f"endpoint {endpoint.address}:{endpoint.port} of '{service.name}' is listed twice",
+                        ctx.at(*where), where)
 
 
 def external_without_upstreams(ctx: Context) -> Iterator[Diagnostic]:
@@ -1010,13 +1016,20 @@ def route_versions(ctx: Context) -> Iterator[Diagnostic]:
 def route_versions_unique(ctx: Context) -> Iterator[Diagnostic]:
     """A split that names a version twice (Consul: "split destination occurs more than once")."""
     for path, service, index, route in routes_of(ctx):
-        seen: set[str] = set()
-        for i, weighted in enumerate(route.versions or ()):
-            if weighted.name in seen:
-                where = path + ("versions", i, "name")
-                yield error("E203", f"{_route_label(service, index, route)} names version '{weighted.name}' twice in "
-                            "its split", ctx.at(*where), where, hint="give the version one entry with the sum of weights")
-            seen.add(weighted.name)
+        split = route.versions or ()
+        for i in _repeats(weighted.name for weighted in split):
+            where = path + ("versions", i, "name")
+            yield error("E203", f"{_route_label(service, index, route)} names version '{split[i].name}' twice in "
+                        "its split", ctx.at(*where), where, hint="give the version one entry with the sum of weights")
+
+
+def _header_sides(route: Route, path: Path) -> Iterator[tuple[str, HeaderChanges, Path]]:
+    """("request" or "response", the changes a route makes to that side's headers, where they are
+    written) for each side it changes."""
+    for side in ("request", "response"):
+        changes = getattr(route.headers, side, None) if route.headers else None
+        if changes is not None:
+            yield side, changes, path + ("headers", side)
 
 
 def _route_lists(route: Route, path: Path) -> Iterator[tuple[str, Path, Sequence[str], bool]]:
@@ -1026,11 +1039,9 @@ def _route_lists(route: Route, path: Path) -> Iterator[tuple[str, Path, Sequence
         yield "methods", path + ("match", "methods"), route.match.methods or (), False
         yield "callers", path + ("match", "callers"), route.match.callers or (), False
         yield "header matches", path + ("match", "headers"), list(route.match.headers or {}), True
-    for side in ("request", "response"):
-        changes = getattr(route.headers, side, None) if route.headers else None
-        if changes is not None:
-            yield f"headers to set on the {side}", path + ("headers", side, "set"), list(changes.set or {}), True
-            yield f"headers to remove from the {side}", path + ("headers", side, "remove"), changes.remove or (), False
+    for side, changes, where in _header_sides(route, path):
+        yield f"headers to set on the {side}", where + ("set",), list(changes.set or {}), True
+        yield f"headers to remove from the {side}", where + ("remove",), changes.remove or (), False
 
 
 def duplicate_list_entries(ctx: Context) -> Iterator[Diagnostic]:
@@ -1039,28 +1050,20 @@ def duplicate_list_entries(ctx: Context) -> Iterator[Diagnostic]:
     in a match or a header modifier); it is most often a slip for another."""
     for path, service, index, route in routes_of(ctx):
         for what, where, names, keys in _route_lists(route, path):
-            folded = [name.lower() if "header" in what else name for name in names]
-            if len(set(folded)) == len(folded):
-                continue
-            seen: set[str] = set()
-            for i, (name, key) in enumerate(zip(names, folded)):
-                if key in seen:
-                    item = where + ((name,) if keys else (i,))
-                    yield error("E618", f"{_route_label(service, index, route)} lists '{name}' twice in its {what}",
-                                ctx.key(*item) if keys else ctx.at(*item), item)
-                seen.add(key)
+            for i in _repeats(name.lower() if "header" in what else name for name in names):
+                name = names[i]
+                item = where + ((name,) if keys else (i,))
+                yield error("E618", f"{_route_label(service, index, route)} lists '{name}' twice in its {what}",
+                            ctx.key(*item) if keys else ctx.at(*item), item)
 
 
 def duplicate_extra_callers(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in setting(ctx, "extra_callers"):
-        seen: set[tuple[str, str]] = set()
-        for index, caller in enumerate(service.extra_callers or ()):
-            identity = (caller.namespace, caller.service_account)
-            if identity in seen:
-                where = path + ("extraCallers", index)
-                yield error("E618", f"'{service.name}' lists extra caller {caller.namespace}/{caller.service_account} "
-                            "twice", ctx.at(*where), where)
-            seen.add(identity)
+        callers = service.extra_callers or ()
+        for index in _repeats((caller.namespace, caller.service_account) for caller in callers):
+            caller, where = callers[index], path + ("extraCallers", index)
+            yield error("E618", f"'{service.name}' lists extra caller {caller.namespace}/{caller.service_account} "
+                        "twice", ctx.at(*where), where)
 
 
 def rewrite_needs_a_prefix(ctx: Context) -> Iterator[Diagnostic]:
@@ -1222,11 +1225,7 @@ def header_names(ctx: Context) -> Iterator[Diagnostic]:
 
 def _header_changes(route: Route, path: Path) -> Iterator[tuple[str, Path, bool, str]]:
     """(name, where, a key in a mapping, set or remove) of every header a route changes."""
-    for side in ("request", "response"):
-        changes = getattr(route.headers, side, None) if route.headers else None
-        if changes is None:
-            continue
-        where = path + ("headers", side)
+    for _, changes, where in _header_sides(route, path):
         for name in changes.set or {}:
             yield name, where + ("set", name), True, "set"
         for i, name in enumerate(changes.remove or []):
@@ -1248,13 +1247,12 @@ def header_value_formats(ctx: Context) -> Iterator[Diagnostic]:
     """Envoy refuses a header value whose '%' opens no command it knows (Istio refuses the same
     grammar: "header value configuration abc%123 is invalid")."""
     for path, service, index, route in routes_of(ctx):
-        for side in ("request", "response"):
-            changes = getattr(route.headers, side, None) if route.headers else None
-            for name, value in ((changes.set or {}) if changes else {}).items():
+        for _, changes, side_at in _header_sides(route, path):
+            for name, value in (changes.set or {}).items():
                 problem = format_problem(value) if "%" in value else None
                 if problem is None:
                     continue
-                where = path + ("headers", side, "set", name)
+                where = side_at + ("set", name)
                 position, why = problem
                 yield error("E620", f"header {name} of {_route_label(service, index, route)}: the '%' at position "
                             f"{position + 1} of {value!r} {why}; Envoy reads %...% in a header value as a command",
@@ -1492,12 +1490,9 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
 def _duplicate_listener_hosts(ctx: Context, gateway: str, hosts: list[str], where: Path) -> Iterator[Diagnostic]:
     """Envoy refuses a route table that lists a domain twice ("Only unique values for domains are
     permitted"); Istio refuses a Gateway server's duplicate hosts too."""
-    seen: set[str] = set()
-    for index, host in enumerate(hosts):
-        if host in seen:
-            item = where + ("hosts", index)
-            yield error("E615", f"a listener of gateway '{gateway}' lists host '{host}' twice", ctx.at(*item), item)
-        seen.add(host)
+    for index in _repeats(hosts):
+        item = where + ("hosts", index)
+        yield error("E615", f"a listener of gateway '{gateway}' lists host '{hosts[index]}' twice", ctx.at(*item), item)
 
 
 def gateway_names(ctx: Context) -> Iterator[Diagnostic]:

@@ -117,12 +117,13 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+# models._URL_PATH_PATTERN: a path match's prefix or exact path, and a rewrite's prefix.
+_URL_PATH_HINT = ("must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
+                  "characters)")
 _PATTERN_HINTS = {
     "path": "must start with '/' and hold printable ASCII only, no spaces (percent-encode other characters)",
-    "prefix": "must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
-              "characters)",
-    "exact": "must start with '/' and hold printable ASCII only, no spaces, '?' or '#' (percent-encode other "
-             "characters)",
+    "prefix": _URL_PATH_HINT,
+    "exact": _URL_PATH_HINT,
     "image": "must be an image reference without spaces",
     "address": "must be an IP address or a DNS name",
     "header": "must be an HTTP header name",
