@@ -108,8 +108,14 @@ def build_side(label: str, source: SpecSource) -> Side:
     checked, loaded = check_loaded(source)
     if not checked.ok or checked.mesh is None:
         return Side(label, source.revision, source.name, True, checked.diagnostics)
-    return Side(label, source.revision, source.name, True, checked.diagnostics, {}, loaded.data, loaded.positions,
-                None, None, access.view(checked.mesh), checked.mesh)
+    return replace(_valid_side(label, source, checked.diagnostics, checked.mesh),
+                   data=loaded.data, positions=loaded.positions)
+
+
+def _valid_side(label: str, source: SpecSource, diagnostics: tuple[Diagnostic, ...], mesh: ir.Mesh) -> Side:
+    """The side of a spec that checked clean into `mesh`, before its document or files are given."""
+    return Side(label, source.revision, source.name, True, diagnostics, {}, None, None, None, None,
+                access.view(mesh), mesh)
 
 
 def side_from(label: str, source: SpecSource, base: Side, base_source: SpecSource,
@@ -131,8 +137,7 @@ def side_from(label: str, source: SpecSource, base: Side, base_source: SpecSourc
     if made is None or made.checked.mesh is None:
         return None
     mesh = made.checked.mesh
-    side = Side(label, source.revision, source.name, True, made.checked.diagnostics, {}, None, None, None, None,
-                access.view(mesh), mesh)
+    side = _valid_side(label, source, made.checked.diagnostics, mesh)
     if made.loaded is None:
         return replace(side, locator=lambda fields: locate(base, fields))
     rechecked = replace(side, data=made.loaded.data, positions=made.loaded.positions)
@@ -154,8 +159,7 @@ def kept_side(label: str, source: SpecSource, checked: Checked, edit: TextEdit |
 
     mesh = checked.mesh
     assert mesh is not None
-    side = Side(label, source.revision, source.name, True, checked.diagnostics, {}, None, None, None, None,
-                access.view(mesh), mesh)
+    side = _valid_side(label, source, checked.diagnostics, mesh)
     entries = old_entries(source, edit, mesh) if edit is not None else None
     changed, partial = (entries[0], replace(side, data=entries[1].data, positions=entries[1].positions)) \
         if entries is not None else (frozenset[str](), side)
