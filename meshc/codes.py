@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "E213": "etcd prefix does not start with '/'",
     "E214": "two proxy ports are the same, or clash with an application port",
     "E215": "duplicate static endpoint",
+    "E216": "the endpoint weights of a service sum to more than Envoy allows (4,294,967,295)",
     "E217": "an external service (static endpoints) cannot have upstreams",
     "E218": "a version weight is set on some versions but not all",
     "E219": "a generated Kubernetes name would be invalid (too long, or not starting with a letter)",

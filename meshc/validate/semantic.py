@@ -50,6 +50,9 @@ from meshc.validate.header_formats import format_problem
 from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
+# Envoy keeps the sum of one locality's endpoint weights in a uint32 (LocalityLbEndpoints docs);
+# ring_hash and maglev refuse a cluster over it at load time; the API documents it for every policy.
+MAX_ENDPOINT_WEIGHT_SUM = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +316,17 @@ def duplicate_endpoints(ctx: Context) -> Iterator[Diagnostic]:
             endpoint, where = endpoints[index], path + ("endpoints", index)
             yield error("E215", f"endpoint {endpoint.address}:{endpoint.port} of '{service.name}' is listed twice",
                         ctx.at(*where), where)
+
+
+def endpoint_weight_sum(ctx: Context) -> Iterator[Diagnostic]:
+    """All of a service's endpoints form one Envoy locality, and an endpoint without a weight counts 1."""
+    for path, service in services(ctx):
+        total = sum(endpoint.weight or 1 for endpoint in service.endpoints or ())
+        if total > MAX_ENDPOINT_WEIGHT_SUM:
+            where = path + ("endpoints",)
+            yield error("E216", f"the endpoint weights of '{service.name}' sum to {total:,}, more than Envoy allows "
+                        f"in one locality ({MAX_ENDPOINT_WEIGHT_SUM:,})", ctx.key(*where), where,
+                        hint="weights are relative: divide them all by a common factor")
 
 
 def external_without_upstreams(ctx: Context) -> Iterator[Diagnostic]:
@@ -1637,6 +1651,7 @@ CHECKS: tuple[Check, ...] = (
     endpoint_weights_ignored,
     static_endpoints_exclusive,
     duplicate_endpoints,
+    endpoint_weight_sum,
     external_without_upstreams,
     deployed_needs_image,
     retry_on_known,
