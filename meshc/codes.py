@@ -75,6 +75,7 @@ CODES: dict[str, str] = {
     "W210": "a spec.analysis.ignore entry matches no warning",
     "W211": "retries that the callee's circuit breaker never lets through (maxRetries 0, or a retry budget of 0%)",
     "W212": "retries to an HTTP service list only gRPC conditions, so no request is ever retried",
+    "W213": "healthCheck.path on a service not checked over HTTP (tcp: a TCP connect; grpc: gRPC Health)",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",

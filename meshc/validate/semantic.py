@@ -47,7 +47,7 @@ from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_p
 from meshc.quantities import parse_quantity
 from meshc.env_templates import PLACEHOLDERS, template_fields
 from meshc.validate.header_formats import format_problem
-from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
+from meshc.vocabulary import GRPC_HEALTH_PATH, HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
 # Envoy keeps the sum of one locality's endpoint weights in a uint32 (LocalityLbEndpoints docs);
@@ -491,6 +491,26 @@ def health_check_path(ctx: Context) -> Iterator[Diagnostic]:
             yield error("E102", f"missing required field 'path' in the healthCheck of '{service.name}': "
                         f"{service.protocol.value} services are checked with an HTTP GET of that path",
                         ctx.at(*path, "healthCheck"), path + ("healthCheck", "path"))
+
+
+def health_check_path_unused(ctx: Context) -> Iterator[Diagnostic]:
+    """A path asks for an HTTP check, but Envoy connects to a tcp service (tcp_health_check has no
+    path) and calls gRPC Health on a grpc one, and so does the readiness probe: a silent downgrade."""
+    for path, service in services(ctx):
+        check = service.health_check
+        if check is None or check.path is None:
+            continue
+        if service.protocol is Protocol.TCP:
+            how = "a TCP connect"
+        elif service.protocol is Protocol.GRPC and check.path != GRPC_HEALTH_PATH:
+            how = f"the gRPC Health protocol ({GRPC_HEALTH_PATH})"
+        else:
+            continue
+        where = path + ("healthCheck", "path")
+        yield warning("W213", f"healthCheck.path of '{service.name}' has no effect: {service.protocol.value} "
+                      f"services are checked with {how}, by Envoy and by the readiness probe alike",
+                      ctx.key(*where), where, hint="remove path, or set the protocol the service speaks "
+                      "(http, http2) to have it checked with an HTTP GET")
 
 
 def health_check_timing(ctx: Context) -> Iterator[Diagnostic]:
@@ -1660,6 +1680,7 @@ CHECKS: tuple[Check, ...] = (
     retry_settings_without_attempts,
     retries_blocked_by_circuit_breaker,
     health_check_path,
+    health_check_path_unused,
     health_check_timing,
     tcp_route_policies,
     tcp_hash_header,
