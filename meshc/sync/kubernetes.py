@@ -33,6 +33,7 @@ from meshc.emit.naming import (
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, OPTIONAL_KINDS, apply_sort_key, kind_rank
 from meshc.sync import drift, lazy_import
 from meshc.sync.delta import FileDelta, file_delta
+from meshc.sync.kubeconfig import kubeconfig_problem
 from meshc.sync.scrub import scrub
 from meshc.sync.target import (
     Action, ApplyResult, Change, Interrupt, Interrupted, MeshIdentity, PermanentError, Plan, SyncError,
@@ -85,6 +86,10 @@ class KubernetesTarget:
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None, *,
                         in_cluster: bool = False, **options: Any) -> KubernetesTarget:
         """A target from a kubeconfig file (optionally one of its contexts) or the in-cluster service account."""
+        if kubeconfig is not None and not in_cluster:
+            problem = kubeconfig_problem(kubeconfig, context)
+            if problem is not None:
+                raise PermanentError(f"cannot load kubeconfig {kubeconfig}: {scrub(problem)}")
         _import_client_library(in_cluster=in_cluster)
         from kubernetes.client.api_client import ApiClient
         from kubernetes.client.configuration import Configuration
