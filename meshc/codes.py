@@ -135,5 +135,6 @@ CODES: dict[str, str] = {
     "E713": "a disruption budget needs exactly one of minAvailable and maxUnavailable",
     "E714": "pod labels or annotations take a key meshc sets",
     "E715": "workload settings on a service with static endpoints (it runs outside the mesh)",
+    "E716": "a toleration or topology spread constraint the Kubernetes API server refuses",
     "W701": "replicas are ignored: the autoscaler sets them",
 }

@@ -40,6 +40,7 @@ from meshc.validate.models import (
     RouteMatch,
     Service,
     StringMatch,
+    Toleration,
     spec_names,
 )
 from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
@@ -997,6 +998,34 @@ def pod_keys(ctx: Context) -> Iterator[Diagnostic]:
                                 ctx.key(*where), where)
 
 
+def _toleration_problems(toleration: Toleration) -> Iterator[tuple[str, str]]:
+    """Kubernetes' validateTolerations, field by field: (the field at fault, why)."""
+    if not toleration.key and toleration.operator != "Exists":
+        yield "operator", "without a key, operator must be Exists (which matches every taint)"
+    if toleration.operator == "Exists" and toleration.value:
+        yield "value", "with operator Exists, value must be empty"
+    if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
+        yield "tolerationSeconds", "tolerationSeconds needs effect NoExecute"
+
+
+def pod_scheduling(ctx: Context) -> Iterator[Diagnostic]:
+    """Rules the API server applies to tolerations and spread constraints, which a schema does not
+    express: a pod template breaking one is refused, and the whole apply fails at that Deployment."""
+    for path, service in setting(ctx, "pod"):
+        assert service.pod is not None
+        for index, toleration in enumerate(service.pod.tolerations or ()):
+            for field, reason in _toleration_problems(toleration):
+                where = path + ("pod", "tolerations", index)
+                span = ctx.key(*where, field) if ctx.positions.has(where + (field,)) else ctx.at(*where)
+                yield error("E716", f"toleration {index + 1} of '{service.name}': {reason}; Kubernetes refuses it",
+                            span, where + (field,))
+        for index, spread in enumerate(service.pod.topology_spread_constraints or ()):
+            if spread.min_domains is not None and spread.when_unsatisfiable != "DoNotSchedule":
+                where = path + ("pod", "topologySpreadConstraints", index, "minDomains")
+                yield error("E716", f"topology spread constraint {index + 1} of '{service.name}': minDomains needs "
+                            "whenUnsatisfiable: DoNotSchedule; Kubernetes refuses it", ctx.key(*where), where)
+
+
 _WORKLOAD_FIELDS = ("command", "args", "env", "volumes", "securityContext", "initContainers", "probes",
                     "autoscaling", "disruptionBudget", "pod", "servicePort")
 
@@ -1709,6 +1738,7 @@ CHECKS: tuple[Check, ...] = (
     autoscaling_range,
     disruption_budget_choice,
     pod_keys,
+    pod_scheduling,
     external_without_workload,
     # routing and gateways
     route_versions,
