@@ -26,6 +26,7 @@ import pytest
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.target import PermanentError, TransientError
 from tests.support.gitrepo import GitRepo
+from tests.support.ports import poll_until
 from tests.sync.specs import bundle_of, chain_spec
 from tests.watch.harness import WAIT, Event, matching, wait_event
 from tests.watch.specs import SPEC_PATH, mesh_spec
@@ -130,3 +131,37 @@ def test_other_write_errors_stay_permanent(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr("meshc.sync.directory.os.fdopen", refuse)
     with pytest.raises(PermanentError, match="Read-only file system"):
         target.apply(target.plan(bundle), bundle)
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_the_loop(mesh_repo: GitRepo, tmp_path: Path) -> None:
+    """The watcher's own log file on the full disk: every log line fails (EFBIG past the limit) as
+    the directory writes do, and the loop goes on retrying them; once there is room the log says
+    how many lines may be missing, and the sync completes."""
+    out, log = tmp_path / "out", tmp_path / "watch.log"
+    with open(log, "wb") as stdout:
+        process = subprocess.Popen([sys.executable, "-c", LIMITED, "watch", "--log-format", "json", "--repo",
+                                    str(mesh_repo.path), "--interval", "0.2s", "--max-backoff", "0.5s",
+                                    "--output", str(out)], stdout=stdout, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        # The log fills up to the limit, then the lines after it are lost, and the process lives on.
+        poll_until(lambda: log.stat().st_size >= SMALL_FILES, timeout=WAIT, message="the log never filled up")
+        head = mesh_repo.head_sha
+        second = mesh_repo.commit_file(SPEC_PATH, mesh_spec(3, tags={"svc-01": "2.0.0"}), "Bump svc-01")
+        assert process.poll() is None, log.read_text()
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+        def events() -> list[Event]:
+            assert process.poll() is None, log.read_text(errors="replace")
+            return [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                    if line.startswith("{") and line.endswith("}")]
+
+        wait_event(events, "applied", WAIT, commit=second)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=WAIT)
+    assert matching(events_after_stop := [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                                          if line.startswith("{") and line.endswith("}")], "log-lost")
+    assert head != second and json.loads((out / "manifest.json").read_text())["source"]["revision"] == second
+    assert "internal error" not in log.read_text(errors="replace"), events_after_stop
