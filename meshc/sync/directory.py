@@ -151,11 +151,15 @@ class DirectoryTarget:
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
         """Writes (in path order: cds before lds), then deletes, then the manifest that records them.
 
-        That order keeps the manifest a superset of what meshc has on disk after a crash at any
-        point, so a later sync can still finish the job.
+        Files to create are first added to the live manifest, and files to delete leave it only at
+        the end: the manifest stays a superset of what meshc has on disk after a failure at any
+        point (a full disk, a crash), so a later sync, of this commit or another, finishes the job.
         """
         if plan.state_token != self._manifest_digest():
             raise StalePlan(f"{self.root / MANIFEST_PATH} changed since the plan was made")
+        creates = [c.key for c in plan.writes if c.action is Action.CREATE and not c.bookkeeping]
+        if creates:
+            self._write(MANIFEST_PATH, self._claiming(creates, bundle))
         result = ApplyResult(NAME)
         for change in plan.writes:
             if change.action in (Action.CREATE, Action.UPDATE) and not change.bookkeeping:
@@ -169,6 +173,16 @@ class DirectoryTarget:
                 self._write(change.key, bundle.files[change.key])
                 _record(result, change)
         return result
+
+    def _claiming(self, creates: list[str], bundle: Bundle) -> bytes:
+        """The live manifest with the files about to be created added: should the apply stop half-way
+        (a full disk, a crash), the files it did create are still known as meshc's, and the next
+        commit may update or delete them. Its source stays the live one: that commit is not applied."""
+        live = self._read(MANIFEST_PATH)
+        manifest = orjson.loads(live) if live is not None else {"kind": "BuildManifest", "files": {}}
+        files = dict(manifest.get("files") or {})
+        files.update({path: {"sha256": hashlib.sha256(bundle.files[path]).hexdigest()} for path in creates})
+        return orjson.dumps({**manifest, "files": files}, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
     def _write(self, path: str, data: bytes) -> None:
         target = self.root / path

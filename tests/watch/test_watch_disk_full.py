@@ -20,10 +20,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from meshc.sync.directory import DirectoryTarget
+from meshc.sync.engine import sync_once
 from meshc.sync.target import PermanentError, TransientError
 from tests.support.gitrepo import GitRepo
 from tests.support.ports import poll_until
@@ -165,3 +167,30 @@ def test_a_log_that_cannot_be_written_does_not_stop_the_loop(mesh_repo: GitRepo,
                                           if line.startswith("{") and line.endswith("}")], "log-lost")
     assert head != second and json.loads((out / "manifest.json").read_text())["source"]["revision"] == second
     assert "internal error" not in log.read_text(errors="replace"), events_after_stop
+
+
+def test_files_created_before_the_disk_filled_are_meshcs_for_the_next_commit(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An apply that stops half-way (the disk full at one file) has created some files of the new
+    services. The next commit, before that one was ever applied whole, changes one of them: it is
+    meshc's to update, not a stranger's file that stops every later sync."""
+    target = DirectoryTarget(tmp_path / "out")
+    sync_once(bundle_of(chain_spec(1), revision="a" * 40), [target], revision="a" * 40)
+    real_fdopen = os.fdopen
+
+    def full_at_svc_002(fd: int, *args: Any, **kwargs: Any) -> Any:
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".svc-002.yaml."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr("meshc.sync.directory.os.fdopen", full_at_svc_002)
+    with pytest.raises(TransientError, match="No space left on device"):
+        sync_once(bundle_of(chain_spec(3), revision="b" * 40), [target], revision="b" * 40)
+    monkeypatch.undo()
+    created = tmp_path / "out" / "kubernetes" / "svc-001.yaml"
+    assert created.exists() and not (tmp_path / "out" / "kubernetes" / "svc-002.yaml").exists()
+
+    changed = bundle_of(chain_spec(3, images={"svc-001": "ghcr.io/acme/svc-001:2.0.0"}), revision="c" * 40)
+    sync_once(changed, [target], revision="c" * 40)
+    on_disk = {p.relative_to(target.root).as_posix(): p.read_bytes() for p in target.root.rglob("*") if p.is_file()}
+    assert on_disk == dict(changed.files)
