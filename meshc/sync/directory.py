@@ -18,6 +18,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -179,8 +180,8 @@ class DirectoryTarget:
         (a full disk, a crash), the files it did create are still known as meshc's, and the next
         commit may update or delete them. Its source stays the live one: that commit is not applied."""
         live = self._read(MANIFEST_PATH)
-        manifest = orjson.loads(live) if live is not None else {"kind": "BuildManifest", "files": {}}
-        files = dict(manifest.get("files") or {})
+        manifest: dict[str, Any] = orjson.loads(live) if live is not None else {"kind": "BuildManifest"}
+        files: dict[str, Any] = dict(manifest.get("files") or {})
         files.update({path: {"sha256": hashlib.sha256(bundle.files[path]).hexdigest()} for path in creates})
         return orjson.dumps({**manifest, "files": files}, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
