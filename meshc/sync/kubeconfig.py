@@ -72,7 +72,30 @@ def _shape_problem(data: bytes, context: str | None) -> str | None:
     if chosen not in contexts:
         flag = "--context" if context else "its current-context"
         return f"has no context named {chosen!r} ({flag}; it has: {known})"
+    return _context_problem(config, chosen)
+
+
+def _context_problem(config: dict[str, Any], name: str) -> str | None:
+    """What the chosen context points at: a cluster with an http(s) server, a user it has."""
+    context = _entry(config["contexts"], name, "context")
+    cluster_name, user_name = context.get("cluster"), context.get("user")
+    if cluster_name not in _named_entries(config["clusters"]):
+        return f"context {name!r} names cluster {cluster_name!r}, which it does not have"
+    server = _entry(config["clusters"], cluster_name, "cluster").get("server")
+    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
+        return f"cluster {cluster_name!r} (context {name!r}) has no server URL (https://HOST:PORT)"
+    if user_name is not None and user_name not in _named_entries(config.get("users")):
+        return f"context {name!r} names user {user_name!r}, which it does not have"
     return None
+
+
+def _entry(section: list[Any], name: str, body: str) -> dict[str, Any]:
+    """The body (`cluster`, `context`) of the first entry of that name; {} when it has none."""
+    for entry in section:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            found = entry.get(body)
+            return found if isinstance(found, dict) else {}
+    return {}
 
 
 def _named_entries(section: Any) -> set[str]:

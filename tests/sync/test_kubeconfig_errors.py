@@ -46,6 +46,15 @@ BAD: dict[str, tuple[Callable[[Path], str], str]] = {
     "no-current-context": (_write("kind: Config\n" + CLUSTERS + USERS + "contexts: [{name: a, context: {cluster: c}},"
                                   " {name: b, context: {cluster: c}}]\n"),
                            "sets no current-context: name one with --context (it has: a, b)"),
+    "context-without-its-cluster": (_write("kind: Config\ncurrent-context: a\n" + CLUSTERS + USERS +
+                                           "contexts: [{name: a, context: {cluster: gone, user: u}}]\n"),
+                                    "context 'a' names cluster 'gone', which it does not have"),
+    "cluster-without-server": (_write("kind: Config\ncurrent-context: a\nclusters: [{name: c, cluster: {}}]\n" + USERS +
+                                      "contexts: [{name: a, context: {cluster: c, user: u}}]\n"),
+                               "cluster 'c' (context 'a') has no server URL"),
+    "context-without-its-user": (_write("kind: Config\ncurrent-context: a\n" + CLUSTERS + USERS +
+                                        "contexts: [{name: a, context: {cluster: c, user: nobody}}]\n"),
+                                 "context 'a' names user 'nobody', which it does not have"),
     "unknown-current-context": (_write("kind: Config\ncurrent-context: gone\n" + CLUSTERS + USERS +
                                        "contexts: [{name: a, context: {cluster: c, user: u}}]\n"),
                                 "has no context named 'gone' (its current-context; it has: a)"),
