@@ -48,10 +48,10 @@ def _read(path: str) -> bytes | str | None:
 
 
 def _shape_problem(data: bytes, context: str | None) -> str | None:
-    import yaml   # the client library reads kubeconfigs with PyYAML too, so it is loaded anyway
+    import yaml  # the client library reads kubeconfigs with PyYAML too, so it is loaded anyway
 
     try:
-        config: Any = yaml.safe_load(data)
+        config: Any = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))   # a safe loader
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -67,7 +67,7 @@ def test_a_file_that_is_no_kubeconfig_is_a_usage_error_that_says_why(name: str, 
     kubeconfig = make(tmp_path)
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "meshc.cli", "apply", str(SPEC), "--kubeconfig", kubeconfig,
-                             "--output", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                             "--output", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 2, result.stderr
     assert f"meshc: error: cannot load kubeconfig {kubeconfig}: " in result.stderr
     assert reason in result.stderr

@@ -42,7 +42,7 @@ def test_output_that_is_not_a_directory_is_a_usage_error(verb: str, name: str, t
     output = make(work)
     before = sorted(p.name for p in work.iterdir())
     result = subprocess.run([sys.executable, "-m", "meshc.cli", verb, str(SPEC), "--output", output],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"meshc: error: output directory {output}" in result.stderr and reason in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -54,7 +54,7 @@ def test_output_that_is_not_a_directory_is_a_usage_error(verb: str, name: str, t
 def test_watch_refuses_it_at_start(git_repo: GitRepo) -> None:
     git_repo.commit_file("mesh.yaml", SPEC.read_text(), "Add the mesh")
     result = subprocess.run([sys.executable, "-m", "meshc.cli", "watch", "--repo", str(git_repo.path), "--once",
-                             "--output", os.devnull], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                             "--output", os.devnull], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"output directory {os.devnull} is a device" in result.stderr
 

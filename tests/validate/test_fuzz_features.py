@@ -25,7 +25,8 @@ from meshc.codes import CODES
 from meshc.load import SpecSource
 from meshc.pipeline import BuildOptions, build_bundle, check
 from meshc.review.envoy_check import describe, find_envoy, validate_sidecars
-from tests.emit.kubernetes.schemas import errors as schema_errors, oldest_and_newest
+from tests.emit.kubernetes.schemas import errors as schema_errors
+from tests.emit.kubernetes.schemas import oldest_and_newest
 
 FUZZ_FEATURES = int(os.environ.get("FUZZ_FEATURES", "15"))
 
