@@ -14,7 +14,6 @@ import importlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 from typing import NoReturn
@@ -92,10 +91,11 @@ def _sigterm_interrupts() -> Iterator[None]:
     its cleanup: a build's staging directory and workers go, OUT stays as it was. (watch sets
     handlers of its own that finish the current apply first.) The previous handler comes back
     after, for a process that runs main() and goes on; only the main thread can set one."""
-    if threading.current_thread() is not threading.main_thread():
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:      # not the main thread (asked without importing threading: a validate starts none)
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import TextIO
@@ -59,6 +58,8 @@ def emit_diagnostics(diagnostics: Sequence[Diagnostic], stream: TextIO, fmt: str
     """Every diagnostic, but at most MAX_LISTED_PER_CODE of one code: the rest as "... and N more"."""
     listed = listed_per_code(list(diagnostics))
     if fmt == "json":
+        import json     # the text formats, a validate's usual, need none of it
+
         stream.write(json.dumps([as_json(d) for d in listed], indent=2) + "\n")
         return
     for diag in listed:
