@@ -11,7 +11,6 @@ resolve stage applies them, in one place, so that "unset" stays visible to the s
 # compiled validator is not cached yet), its code compiled once across runs (meshc.cache).
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -129,6 +128,8 @@ def _host_name(value: str) -> str:
 
 def _endpoint_address(value: str) -> str:
     """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
+    import ipaddress   # only for a spec that names endpoint addresses
+
     parse: Callable[[str], object]
     if ":" in value:
         kind, parse = "IPv6", ipaddress.IPv6Address
