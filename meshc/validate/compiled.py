@@ -83,7 +83,7 @@ def load_light() -> bool:
             schema, config = pickle.load(file)      # imports the models, light
         validator = light.SchemaValidator(schema, config)
         models = sys.modules[MODELS]
-        if set(field_aliases(models)) != set(light.aliases()):
+        if set(_model_names(models)) != set(light.aliases()):
             raise LookupError("the file's aliases are not of these models")
         getattr(models, ROOT_MODEL).__pydantic_validator__ = validator
         return True
@@ -186,10 +186,14 @@ def _store(path: str, model: type[BaseModel]) -> None:
 def field_aliases(module: Any) -> dict[str, dict[str, str]]:
     """Every model class of the spec's models module (declared with pydantic or light): its fields'
     names in the spec (`spec_names`), by field, in declaration order."""
+    return {name: module.spec_names(cls) for name, cls in _model_names(module).items()}
+
+
+def _model_names(module: Any) -> dict[str, Any]:
+    """The model classes of the spec's models module, by `module.qualname`."""
     base = module.BaseModel
-    models: list[Any] = [cls for cls in vars(module).values()
-                         if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__]
-    return {f"{cls.__module__}.{cls.__qualname__}": module.spec_names(cls) for cls in models}
+    return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in vars(module).values()
+            if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__}
 
 
 def _core_config(model: type[BaseModel]) -> Any:
