@@ -45,7 +45,7 @@ for name, cls in sorted(vars(ir).items()):
             "methods": {m: code(f.__code__) for m, f in sorted(vars(cls).items()) if inspect.isfunction(f)},
             "doc": cls.__doc__, "signature": str(inspect.signature(cls)), "slots": list(cls.__slots__),
             "match_args": list(cls.__match_args__), "params": repr(cls.__dataclass_params__),
-            "fields": [[f.name, f.type, None if f.default is dataclasses.MISSING else repr(f.default), f.init, f.repr, f.compare, f.hash, f.kw_only]
+            "fields": [[f.name, f.type if isinstance(f.type, str) else repr(f.type), None if f.default is dataclasses.MISSING else repr(f.default), f.init, f.repr, f.compare, f.hash, f.kw_only]
                        for f in dataclasses.fields(cls)],
         }
 here, there = Span("mesh.yaml", 3, 1), Span("mesh.yaml", 9, 5)
