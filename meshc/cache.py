@@ -82,7 +82,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     directory is made private when it is made. Raises OSError."""
     import tempfile   # only a run that missed the cache writes it
 
-    directory = os.path.dirname(path)
+    directory = os.path.dirname(path) or os.curdir
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=directory, prefix=".staging-", suffix=os.path.splitext(path)[1])
     try:

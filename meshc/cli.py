@@ -94,13 +94,14 @@ def _sigterm_interrupts() -> Iterator[None]:
     after, for a process that runs main() and goes on; only the main thread can set one."""
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)
-    except ValueError:      # not the main thread (asked without importing threading: a validate starts none)
-        yield
-        return
+        handled = True
+    except ValueError:  # not the main thread (asked of signal, not of threading, which a validate never imports)
+        handled = False
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
