@@ -70,6 +70,14 @@ class Positions:
             span = self._answered[path] = self._value(path)
         return span
 
+    def span(self, *path: str | int) -> Span:
+        """value(path), the path given part by part: the resolver's form (~12,000 calls per 1,000
+        services), without a call in between."""
+        span = self._answered.get(path)
+        if span is None:
+            span = self._answered[path] = self._value(path)
+        return span
+
     def _value(self, path: Path) -> Span:
         if len(path) <= MEMOIZED_DEPTH:
             walked = self._walked.get(path)
