@@ -190,7 +190,8 @@ _KNOWN_SCALARS = 4096
 # PyYAML's libyaml binding (yaml._yaml) turns each libyaml event into a yaml.events object by
 # calling the class its module names (ScalarEvent, MappingStartEvent, ...) with the event's fields,
 # positionally. Those classes set their fields in a Python __init__, which costs more than libyaml's
-# parse of the event (70% of pulling the events of a 1,000-service spec). While a spec loads, the
+# parse of the event: pulling the 76,800 events of a 1,000-service spec takes ~70 ms of CPU, libyaml's
+# parse ~15 ms of it and those __init__ calls ~18 ms (the rest: the binding's marks and strings). While a spec loads, the
 # binding's module names the subclasses below instead: exception classes, because BaseException
 # keeps its positional arguments in `args` from C, with no Python call; the loop reads `args`.
 # Each is a subclass of its yaml.events class, with the same fields as properties, so any other
