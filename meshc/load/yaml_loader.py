@@ -11,6 +11,7 @@ as people mean).
 from __future__ import annotations
 
 import gc
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -235,15 +236,12 @@ _swap_users = 0
 def _fast_events() -> Iterator[None]:
     """The binding makes the classes above while any load runs (loads in threads share it)."""
     global _swap_users
-    binding = _libyaml_binding
-    if binding is None:  # pragma: no cover - PyYAML without libyaml
+    if _libyaml_binding is None:  # pragma: no cover - PyYAML without libyaml
         yield
         return
     with _swap_lock:
         if _swap_users == 0:
-            for name, (base, fast, _) in _FAST_EVENTS.items():
-                if getattr(binding, name, None) is base:
-                    setattr(binding, name, fast)
+            _name_classes(fast=True)
         _swap_users += 1
     try:
         yield
@@ -251,9 +249,27 @@ def _fast_events() -> Iterator[None]:
         with _swap_lock:
             _swap_users -= 1
             if _swap_users == 0:
-                for name, (base, fast, _) in _FAST_EVENTS.items():
-                    if getattr(binding, name, None) is fast:
-                        setattr(binding, name, base)
+                _name_classes(fast=False)
+
+
+def _name_classes(fast: bool) -> None:
+    for name, (base, made, _) in _FAST_EVENTS.items():
+        if getattr(_libyaml_binding, name, None) is (base if fast else made):
+            setattr(_libyaml_binding, name, made if fast else base)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: a load another thread was running (and the
+    lock it may have held) did not come along, so neither does its swap."""
+    global _swap_lock, _swap_users
+    _swap_lock = threading.Lock()
+    if _swap_users:
+        _swap_users = 0
+        _name_classes(fast=False)
+
+
+if _libyaml_binding is not None:
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _as_fast(get_event: Callable[[], Any]) -> Callable[[], Any]:

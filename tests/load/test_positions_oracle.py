@@ -156,3 +156,21 @@ def test_the_pure_parser_s_events_are_read_the_same_way() -> None:
     assert {yaml_loader._ScalarEvent, yaml_loader._MappingStartEvent, yaml_loader._MappingEndEvent,
             yaml_loader._SequenceStartEvent, yaml_loader._SequenceEndEvent} <= kinds
     assert with_libyaml.ok
+
+
+def test_a_child_forked_while_another_thread_loads_has_pyyaml_s_classes_and_loads() -> None:
+    import os
+
+    binding = yaml_loader._libyaml_binding
+    originals = {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS}
+    with yaml_loader._fast_events():     # as if another thread were loading when the fork came
+        pid = os.fork()
+        if pid == 0:   # the child: report by exit status only
+            ok = ({name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS} == originals
+                  and yaml_loader._swap_users == 0 and load_yaml(SpecSource("m.yaml", b"a: [1]\n")).data == {"a": [1]}
+                  and yaml_loader._swap_users == 0)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert yaml_loader._swap_users == 1   # the parent's own load goes on
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS} == originals
