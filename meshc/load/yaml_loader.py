@@ -439,7 +439,7 @@ class _Builder:
                 anchor, tag, _, text, mark, _, style = event.args
                 if anchor is None and tag is None:
                     if check_text:
-                        self._refuse_unsafe_text(event)
+                        self._refuse_unsafe_text(text, mark)
                     if frame.key_pending:  # only mappings ever wait for a key
                         frame.key_pending = False
                         if text == merge_key and not style:
@@ -533,7 +533,7 @@ class _Builder:
         # isinstance: the classes above are subclasses of PyYAML's
         if isinstance(event, yaml.ScalarEvent):
             if self.check_text:
-                self._refuse_unsafe_text(event)
+                self._refuse_unsafe_text(event.value, _start(event))
             frame = self.stack[-1]
             if not (frame.key_pending and self._take_key(frame, event)):
                 self._node(self._scalar(event), event)
@@ -550,13 +550,13 @@ class _Builder:
 
     # -- scalars and keys ------------------------------------------------------------------
 
-    def _refuse_unsafe_text(self, event: yaml.ScalarEvent) -> None:
+    def _refuse_unsafe_text(self, text: str, mark: Mark) -> None:
         """Characters no generated file may hold (meshc.text): an error at the scalar, loading goes on."""
-        index = first_unsafe(event.value)
+        index = first_unsafe(text)
         if index is not None:
             self.diagnostics.append(error(
-                "E111", f"the text holds {describe(event.value[index])}, which Envoy or YAML readers refuse or read "
-                "as a line break; remove it", self.span(event.start_mark), self.path(self.stack[:-1])))
+                "E111", f"the text holds {describe(text[index])}, which Envoy or YAML readers refuse or read "
+                "as a line break; remove it", self.span(mark), self.path(self.stack[:-1])))
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag
