@@ -10,10 +10,10 @@ as people mean).
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -228,7 +228,8 @@ _MappingStartEvent = _FAST_EVENTS["MappingStartEvent"][1]
 _SequenceStartEvent = _FAST_EVENTS["SequenceStartEvent"][1]
 _MappingEndEvent = _FAST_EVENTS["MappingEndEvent"][1]
 _SequenceEndEvent = _FAST_EVENTS["SequenceEndEvent"][1]
-_swap_lock = threading.Lock()
+# _thread's lock, not threading's: a validate imports no threading (its start-up is most of it)
+_swap_lock = _thread.allocate_lock()
 _swap_users = 0
 
 
@@ -262,7 +263,7 @@ def _after_fork_in_child() -> None:
     """A forked child has only the thread that forked: a load another thread was running (and the
     lock it may have held) did not come along, so neither does its swap."""
     global _swap_lock, _swap_users
-    _swap_lock = threading.Lock()
+    _swap_lock = _thread.allocate_lock()
     if _swap_users:
         _swap_users = 0
         _name_classes(fast=False)
