@@ -1,12 +1,14 @@
-"""Compiled commits kept on disk, so that `plan`/`apply --repo` need not compile them again.
+"""Compiled specs kept on disk, so that `plan`/`apply` with etcd need not compile them again.
 
-`meshc apply --repo` plans a new commit against the commit etcd records as applied: it needs
+`meshc apply --repo` plans a new commit against the commit etcd records as applied (`meshc apply
+mesh.yaml`, an edited spec against the spec whose sha256 etcd records): it needs
 that commit's checked IR (which services changed) and its bundle (which files changed). Both
 are a pure function of the spec's bytes, the build options and meshc itself, so a run that has
 compiled a commit keeps them here, and the next run loads them instead of checking and building
 that commit again; the new commit is then built incrementally from it.
 
-An entry keeps the checked IR, every diagnostic, the manifest and the files of the whole mesh
+An entry keeps the spec's bytes (so that a spec file's digest finds them: load_applied), the
+checked IR, every diagnostic, the manifest and the files of the whole mesh
 (etcd's seed, the Namespace, gateways), but not the files of each service (most of a bundle's
 bytes): those are rendered again from the IR, a service at a time, when something reads them
 (`OnDemandFiles`), and checked against the manifest's digests. A bundle built from a kept
