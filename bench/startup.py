@@ -17,6 +17,12 @@ first run after an install or an upgrade costs. --baseline DIR runs the `meshc v
 another checkout in the same alternation (floor, meshc, baseline, ...) and reports meshc over it:
 a change against the tree before it, back to back.
 
+--no-site runs both sides with `python -S`, the site-packages directories on PYTHONPATH instead:
+start-up where no `.pth` file imports modules into every Python process. (On the machine these
+figures come from, one does: a hook of the environment imports certifi, and with it
+importlib.resources, pathlib, tempfile, zipfile, re..., into the floor and meshc alike, about half
+of the floor's time; modules meshc no longer imports, such as pathlib, only show there.)
+
 --build N times `meshc build` of a generated N-service mesh (bench/gen_mesh.py) instead, into a
 tmpfs (/dev/shm when there is one; each output deleted untimed): what a change of start-up is
 worth to a build, meshc against --baseline. The floor stays the parse of the same spec (a build's
@@ -34,6 +40,7 @@ finds the commit applied last by the other: both compile the applied commit agai
     python -m bench.startup --pairs 51
     python -m bench.startup --baseline /tmp/meshc-before
     python -m bench.startup --cold-cache
+    python -m bench.startup --no-site --baseline /tmp/meshc-before
     python -m bench.startup --build 1000 --pairs 15 --baseline /tmp/meshc-before
     python -m bench.startup --apply --pairs 21 --baseline /tmp/meshc-before
 """
@@ -47,6 +54,7 @@ import os
 import shutil
 import statistics
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,20 +89,32 @@ TARGET_RATIO = TARGET_SECONDS / QUIET_FLOOR_SECONDS
 TMPFS = Path("/dev/shm")
 
 
-def commands(spec: Path, build_output: Path | None = None) -> tuple[list[str], list[str]]:
-    """The floor and meshc's command: `meshc validate SPEC`, or `meshc build SPEC -o OUTPUT`."""
-    floor = [sys.executable, "-c", f"import yaml; yaml.load(open({str(spec)!r}, 'rb'), Loader=yaml.CSafeLoader)"]
+def commands(spec: Path, build_output: Path | None = None, site: bool = True) -> tuple[list[str], list[str]]:
+    """The floor and meshc's command: `meshc validate SPEC`, or `meshc build SPEC -o OUTPUT`;
+    without `site`, both run with `python -S` (see environment)."""
+    python = [sys.executable] if site else [sys.executable, "-S"]
+    floor = [*python, "-c", f"import yaml; yaml.load(open({str(spec)!r}, 'rb'), Loader=yaml.CSafeLoader)"]
+    meshc = [*python, *run_build.meshc_command()[1:]]
     if build_output is not None:
-        return floor, [*run_build.meshc_command(), "build", str(spec), "-o", str(build_output)]
-    return floor, [*run_build.meshc_command(), "validate", str(spec)]
+        return floor, [*meshc, "build", str(spec), "-o", str(build_output)]
+    return floor, [*meshc, "validate", str(spec)]
 
 
-def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None) -> dict[str, str]:
-    """meshc's environment (this checkout, or tree), with .pyc files kept in scratch."""
+def site_packages() -> list[str]:
+    """Where installed packages are, for a `python -S` that does not look for them."""
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys(paths[key] for key in ("purelib", "platlib")))
+
+
+def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None, site: bool = True) -> dict[str, str]:
+    """meshc's environment (this checkout, or tree), with .pyc files kept in scratch; without
+    `site`, the site-packages directories on PYTHONPATH (after the checkout)."""
     env = run_build.meshc_env()
     env["PYTHONSAFEPATH"] = "1"    # `python -m` would put the working directory (a checkout?) first on the path
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    if not site:
+        env["PYTHONPATH"] = os.pathsep.join([*env["PYTHONPATH"].split(os.pathsep), *site_packages()])
     if bytecode_cache:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(scratch / ("pycache" if tree is None else "pycache-baseline"))
@@ -106,7 +126,8 @@ def environment(scratch: Path, bytecode_cache: bool, tree: Path | None = None) -
 
 
 def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = None,
-            cold_cache: bool = False, build: int | None = None, apply: bool = False) -> dict[str, float]:
+            cold_cache: bool = False, build: int | None = None, apply: bool = False,
+            site: bool = True) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="meshc-startup-") as scratch_dir, \
             tempfile.TemporaryDirectory(prefix="meshc-startup-", dir=TMPFS if TMPFS.is_dir() else None) as out_dir, \
             contextlib.ExitStack() as services:
@@ -114,14 +135,14 @@ def measure(pairs: int, bytecode_cache: bool = True, baseline: Path | None = Non
         spec = scratch / "mesh.yaml"
         spec.write_text(SPEC if build is None else gen_mesh.generate(build))
         output = None if build is None else Path(out_dir) / "out"
-        floor_cmd, meshc_cmd = commands(spec, output)
+        floor_cmd, meshc_cmd = commands(spec, output, site)
         before_meshc: Callable[[], None] = lambda: None     # noqa: E731
         if apply:
             meshc_cmd, before_meshc = services.enter_context(apply_bed(scratch))
-        env = environment(scratch, bytecode_cache)
+        env = environment(scratch, bytecode_cache, site=site)
         runs: list[tuple[list[str], dict[str, str]]] = [(floor_cmd, env), (meshc_cmd, env)]
         if baseline is not None:
-            runs.append((meshc_cmd, environment(scratch, bytecode_cache, baseline)))
+            runs.append((meshc_cmd, environment(scratch, bytecode_cache, baseline, site=site)))
         for index, (argv, run_env) in enumerate(runs):   # warm the page cache, .pyc files and meshc's cache; not counted
             if output is not None:
                 shutil.rmtree(output, ignore_errors=True)
@@ -210,13 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apply", action="store_true",
                         help="time `meshc apply --repo` of the 15-line spec (a new commit each run) against the "
                         "Kubernetes API double and a real etcd instead")
+    parser.add_argument("--no-site", action="store_true",
+                        help="run the floor and meshc with `python -S` (site-packages on PYTHONPATH): start-up "
+                        "without what .pth files import into every Python process")
     args = parser.parse_args(argv)
     if args.apply and args.build is not None:
         parser.error("--apply and --build exclude each other")
+    if args.apply and args.no_site:
+        parser.error("--apply runs the Kubernetes and etcd clients as installed: not with --no-site")
     result = measure(args.pairs, bytecode_cache=not args.no_bytecode_cache, baseline=args.baseline,
-                     cold_cache=args.cold_cache, build=args.build, apply=args.apply)
+                     cold_cache=args.cold_cache, build=args.build, apply=args.apply, site=not args.no_site)
     what = ("apply --repo (15 lines)" if args.apply else "validate (15 lines)" if args.build is None
             else f"build ({args.build} services)")
+    if args.no_site:
+        what += ", python -S"
     print(f"meshc {what}: median {result['meshc_wall_median']:.3f} s wall, "
           f"{result['meshc_cpu_median']:.3f} s cpu (best {result['meshc_wall_best']:.3f} s)")
     print(f"floor (python + libyaml):  median {result['floor_wall_median']:.3f} s wall, "

@@ -7,11 +7,11 @@ It imports nothing of meshc.
 
 from __future__ import annotations
 
-import ipaddress
-
 
 def is_ip_literal(address: str) -> bool:
     """True for an IPv4 or IPv6 literal, False for a host name."""
+    import ipaddress   # only for a spec that names addresses; a few ms of a validate's start otherwise
+
     try:
         ipaddress.ip_address(address)
     except ValueError:

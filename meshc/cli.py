@@ -14,14 +14,14 @@ import importlib
 import os
 import signal
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 from typing import NoReturn
 
 # Only this, at import: the rest of meshc is imported once main() has the code cache active
-# (meshc.cache), so that the classes those imports define are defined through it.
-from meshc import __version__, cache
+# (meshc.cache, itself imported by main()), so that the classes those imports define are defined
+# through it.
+from meshc import __version__
 
 COMMANDS = (
     "validate",
@@ -92,14 +92,16 @@ def _sigterm_interrupts() -> Iterator[None]:
     its cleanup: a build's staging directory and workers go, OUT stays as it was. (watch sets
     handlers of its own that finish the current apply first.) The previous handler comes back
     after, for a process that runs main() and goes on; only the main thread can set one."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        handled = True
+    except ValueError:  # not the main thread (asked of signal, not of threading, which a validate never imports)
+        handled = False
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -122,27 +124,44 @@ def main(argv: Sequence[str] | None = None, *, light_models: bool = False, ends_
     ends the process with end_process once this returns, so what the verb leaves to the exit is
     never freed (meshc.commands.common.left_to_exit)."""
     argv = sys.argv[1:] if argv is None else argv
+    with _collector_paused():
+        from meshc import cache     # and dataclasses, inspect...
     # Importing a verb's modules defines a hundred-odd dataclasses (meshc's IR, pydantic's
     # internals...): their generated methods' code comes from the cache, compiled once (meshc.cache).
     with cache.generated_code_cached():
         return _main(argv, light_models, ends_process)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cycle collector off while start-up imports modules and builds the parser: they make
+    long-lived objects and no garbage, and the heap they grow makes each collection dearer (seven
+    of them in a validate's start-up). As it was after, also when the parser exits."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _main(argv: Sequence[str], light_models: bool, ends_process: bool) -> int:
-    from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports, process_ends_with_command
-    from meshc.diagnostics import MeshcError
-    from meshc.report import emit_diagnostics
+    with _collector_paused():
+        from meshc.commands.common import EXIT_INVALID, EXIT_USAGE, long_lived_imports, process_ends_with_command
+        from meshc.diagnostics import MeshcError
+        from meshc.report import emit_diagnostics
 
-    if ends_process:
-        process_ends_with_command()
-    verbs = _verb_modules(argv)
-    if light_models and len(verbs) == 1 and verbs[0] in _LIGHT_VERBS:
-        from meshc.validate.compiled import load_light
+        if ends_process:
+            process_ends_with_command()
+        verbs = _verb_modules(argv)
+        if light_models and len(verbs) == 1 and verbs[0] in _LIGHT_VERBS:
+            from meshc.validate.compiled import load_light
 
-        with long_lived_imports():
-            load_light()
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+            with long_lived_imports():
+                load_light()
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -4,7 +4,6 @@ expands them."""
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 
 PLACEHOLDERS = ("host", "port", "address", "url")
@@ -17,6 +16,8 @@ def default_name(service: str) -> str:
 
 def template_fields(template: str) -> list[str]:
     """The placeholders a template uses; ValueError for a malformed one (`{` without `}`)."""
+    import string   # only a spec that writes templates: its Template class compiles a pattern at import
+
     return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
 
 

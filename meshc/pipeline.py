@@ -10,7 +10,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from meshc import render
 from meshc.analysis import analyze
 from meshc.diagnostics import Diagnostic, error, has_errors, sorted_diagnostics
 from meshc.emit import naming
@@ -20,6 +19,7 @@ from meshc.validate.ignore import without_ignored
 from meshc.validate.semantic import check_references_raw, check_semantics
 from meshc.validate.structural import check_structure
 
+# meshc.render (and orjson) is imported where it is used: a `meshc validate` renders nothing.
 if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
     from meshc.bundle import Bundle, Crew, FileEntry, StagedOutput, Unit
 
@@ -122,6 +122,7 @@ def _oversized_sidecars(mesh: ir.Mesh, services: Sequence[ir.Service], options: 
     if not services:
         return
     from meshc.emit import envoy, kubernetes
+    from meshc import render
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
     for service in services:
@@ -137,6 +138,7 @@ def _oversized_gateways(mesh: ir.Mesh, gateways: Sequence[ir.Gateway], options: 
     if not gateways:
         return
     from meshc.emit import envoy, kubernetes
+    from meshc import render
 
     emitter = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
                                     options.tls_dir)
@@ -243,6 +245,7 @@ def _sidecar_files(mesh: ir.Mesh, options: BuildOptions) -> Callable[[ir.Service
     """A deployed service's files: its sidecar's Envoy files, then its Kubernetes file (whose
     ConfigMap carries them), each rendered as soon as it is emitted."""
     from meshc.emit import envoy, kubernetes  # only builds pay for the emitters
+    from meshc import render
 
     sidecar = envoy.sidecar_emitter(mesh, options.config_dir, options.envoy_hosts, options.tls_dir)
 
@@ -261,6 +264,7 @@ def _mesh_files(mesh: ir.Mesh, options: BuildOptions, etcd_seed: bool = True) ->
     """The files that are no deployed service's: each gateway's, and the whole mesh's (without
     etcd's seed unless `etcd_seed`)."""
     from meshc.emit import envoy, etcd, kubernetes
+    from meshc import render
 
     gateway = envoy.gateway_emitter(mesh, options.config_dir, options.envoy_hosts, options.gateway_tls_dir,
                                     options.tls_dir)
@@ -297,6 +301,7 @@ def build_bundle(checked: Checked, options: BuildOptions = BuildOptions(), base:
     records of the services that changed are rendered (`carried_seed`). The result is the bundle
     a full build would make, byte for byte."""
     from meshc.bundle import make_bundle
+    from meshc import render
 
     mesh = _checked_mesh(checked)
     old = base.checked.mesh if base is not None and base.bundle is not None and base.options == options else None
@@ -360,6 +365,7 @@ def carried_seed(files: Mapping[str, bytes], mesh: ir.Mesh, changed: Collection[
     import orjson
 
     from meshc.emit.etcd.seed import service_record
+    from meshc import render
 
     try:
         kept = orjson.loads(files[naming.ETCD_SEED_PATH])
@@ -488,6 +494,7 @@ def write_build(checked: Checked, out: str | os.PathLike[str], options: BuildOpt
 def _write_units(checked: Checked, units: Sequence[Unit], staged: StagedOutput, crew: Crew,
                  external: list[dict[str, object]]) -> int:
     from meshc.bundle import manifest
+    from meshc import render
 
     entries = crew.write(units)
     mesh = _checked_mesh(checked)

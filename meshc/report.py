@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 from collections.abc import Sequence
 from typing import TextIO
@@ -15,10 +15,12 @@ FORMATS = ("text", "json", "github")
 def one_line(text: str) -> str:
     """Text with every control character (newlines too) escaped: a diagnostic stays one line, and
     a spec cannot write to the reader's terminal through its own values."""
-    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+    return _control().sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+@functools.cache     # compiled for the first diagnostic printed: a spec that checks clean prints none
+def _control() -> re.Pattern[str]:
+    return re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def format_text(diag: Diagnostic, *, hints: bool = True) -> str:
@@ -59,6 +61,8 @@ def emit_diagnostics(diagnostics: Sequence[Diagnostic], stream: TextIO, fmt: str
     """Every diagnostic, but at most MAX_LISTED_PER_CODE of one code: the rest as "... and N more"."""
     listed = listed_per_code(list(diagnostics))
     if fmt == "json":
+        import json     # the text formats, a validate's usual, need none of it
+
         stream.write(json.dumps([as_json(d) for d in listed], indent=2) + "\n")
         return
     for diag in listed:

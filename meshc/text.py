@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 
 # C0 controls other than TAB and LF (free text such as an env value may hold those two), DEL,
 # C1 (U+0085 included), the Unicode line and paragraph separators, surrogates, and noncharacters.
@@ -66,6 +65,8 @@ def may_hold_unsafe(yaml_text: str, data: bytes) -> bool:
 
 def describe(char: str) -> str:
     """`U+007F (DELETE)`: how a diagnostic names a character a reader cannot see."""
+    import unicodedata  # only for a diagnostic about such a character
+
     name = unicodedata.name(char, "")
     if not name:
         category = unicodedata.category(char)

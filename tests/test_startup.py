@@ -45,7 +45,7 @@ for name, cls in sorted(vars(ir).items()):
             "methods": {m: code(f.__code__) for m, f in sorted(vars(cls).items()) if inspect.isfunction(f)},
             "doc": cls.__doc__, "signature": str(inspect.signature(cls)), "slots": list(cls.__slots__),
             "match_args": list(cls.__match_args__), "params": repr(cls.__dataclass_params__),
-            "fields": [[f.name, f.type, None if f.default is dataclasses.MISSING else repr(f.default), f.init, f.repr, f.compare, f.hash, f.kw_only]
+            "fields": [[f.name, f.type if isinstance(f.type, str) else repr(f.type), None if f.default is dataclasses.MISSING else repr(f.default), f.init, f.repr, f.compare, f.hash, f.kw_only]
                        for f in dataclasses.fields(cls)],
         }
 here, there = Span("mesh.yaml", 3, 1), Span("mesh.yaml", 9, 5)
@@ -200,3 +200,40 @@ def test_a_full_cache_keeps_what_its_last_run_used(tmp_path: Path, monkeypatch: 
     unchanged.code("x = 0", "exec")
     unchanged.save()                                     # nothing compiled: nothing written
     assert set(cache.CodeCache(path).codes) == {"exec\0x = 0", "exec\0y = 1"}
+
+
+# What a `meshc validate` of a small spec (no endpoint addresses, env templates or pod settings)
+# does not import, though an earlier meshc did: a validate is mostly start-up, and importing
+# each of these was a measurable part of it. Where they are imported instead: pathlib (and urllib.parse) by a
+# cache write; hashlib (OpenSSL) by builds and diffs; orjson (uuid, platform) and json by
+# rendering and --format json; ipaddress, string, unicodedata by the checks that need them;
+# threading by nothing a validate runs; pydantic by a run whose validator is not cached.
+NOT_IMPORTED_BY_VALIDATE = ("pathlib", "urllib.parse", "hashlib", "_hashlib", "threading", "json", "orjson",
+                            "uuid", "platform", "ipaddress", "string", "unicodedata", "tempfile", "zipfile",
+                            "pydantic")
+
+
+def test_a_validate_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
+    """Run as the `meshc` command runs it (light models, its process ending with the command),
+    in an interpreter started without `site`: a `.pth` file of the environment may import any
+    of these into every Python process before meshc starts."""
+    from bench.startup import SPEC, site_packages
+
+    spec = tmp_path / "mesh.yaml"
+    spec.write_text(SPEC)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site_packages()]),
+           cache.CACHE_DIR_ENV: str(tmp_path / "cache")}
+    for _ in range(2):   # the first writes the compiled validator, the second (light) the code it compiled
+        warm = subprocess.run([sys.executable, "-S", "-m", "meshc.cli", "validate", str(spec)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert warm.returncode == 0, warm.stderr
+    code = ("import json, sys\nbefore = set(sys.modules)\nfrom meshc import cli\n"
+            f"code = cli.main(['validate', {str(spec)!r}], light_models=True, ends_process=True)\n"
+            "print(json.dumps([code, sorted(set(sys.modules) - before)]))")
+    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    returned, imported = json.loads(result.stdout.splitlines()[-1])
+    assert returned == 0
+    assert "meshc.resolve.ir" in imported and "meshc.validate.light" in imported   # it did validate, light
+    assert sorted(set(NOT_IMPORTED_BY_VALIDATE) & set(imported)) == []

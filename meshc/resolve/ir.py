@@ -8,7 +8,10 @@ wrote them (an edit above a service moves its lines, not its output). Incrementa
 this to tell which services changed.
 """
 
-from __future__ import annotations
+# Annotations are objects, not text (no `from __future__ import annotations`): `dataclass` reads
+# each annotation given as text with a regular expression, twice (a ClassVar? an InitVar?), when
+# it defines the class: a sixth of defining the IR, at every start. The few references to classes
+# defined further down are quoted.
 
 from dataclasses import dataclass, field
 
@@ -26,7 +29,7 @@ class HashKey:
 
     header: str | None
     source_ip: bool
-    cookie: CookieKey | None = None
+    cookie: "CookieKey | None" = None
     query_parameter: str | None = None
 
 
@@ -333,7 +336,7 @@ class Upstream:
     fail_fast: bool
     destination: Destination
     span: Span = field(compare=False)
-    routes: tuple[Route, ...] = ()   # the callee's routes this caller applies, timeout/retries resolved
+    routes: "tuple[Route, ...]" = ()   # the callee's routes this caller applies, timeout/retries resolved
     host_rewrite: str | None = None   # the Host callers send to an external service with TLS (its name)
 
 
@@ -391,8 +394,8 @@ class Service:
     init_containers: tuple[InitContainer, ...] = ()  # in the spec's order: they run one after another
     probes: Probes = NO_PROBES
     pod: PodSettings = NO_POD_SETTINGS
-    routes: tuple[Route, ...] = ()   # in spec order: the first match wins
-    rate_limit: RateLimit | None = None
+    routes: "tuple[Route, ...]" = ()   # in spec order: the first match wins
+    rate_limit: "RateLimit | None" = None
     # Zero trust. mtls: this service's inbound mode (its own override, else the mesh's).
     identity: Identity | None = None
     mtls: MtlsMode = MtlsMode.OFF
@@ -461,7 +464,7 @@ class Mesh:
     services: tuple[Service, ...]  # sorted by name
     analysis: Analysis
     span: Span = field(compare=False)
-    gateways: tuple[Gateway, ...] = ()   # sorted by name
+    gateways: "tuple[Gateway, ...]" = ()   # sorted by name
     security: Security | None = None   # None only for meshes built by hand in tests
 
     def service(self, name: str) -> Service:

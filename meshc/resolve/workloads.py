@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import orjson
-
 from meshc import defaults as builtin
 from meshc.diagnostics import Span
 from meshc.env_templates import default_name, expand
@@ -217,6 +215,8 @@ def pod(service: spec.Service) -> ir.PodSettings:
     settings = service.pod
     if settings is None:
         return _NO_POD_SETTINGS
+    import orjson   # only for a pod's settings: a validate of a spec without them starts without orjson
+
     return ir.PodSettings(
         labels=_pairs(settings.labels),
         annotations=_pairs(settings.annotations),

@@ -24,21 +24,24 @@ without importing the models or pydantic.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import pickle
 import re
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import meshc
-from meshc.cache import cache_dir, keep_newest, trusted, write_atomic
+from meshc.cache import cache_directory, keep_newest, trusted, write_atomic
 from meshc.validate import light
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+try:    # hashlib's own BLAKE2, without hashlib: it loads OpenSSL (_hashlib) when imported
+    from _blake2 import blake2b
+except ImportError:     # an interpreter without it: hashlib's, whichever it has
+    from hashlib import blake2b
 
 _PREFIX = "validator-"
 _SUFFIX = ".pickle"
@@ -73,14 +76,14 @@ def load_light() -> bool:
     if MODELS in sys.modules:
         return False
     try:
-        with validator_path(MODELS, ROOT_MODEL).open("rb") as file:
+        with open(validator_path(MODELS, ROOT_MODEL), "rb") as file:
             if not trusted(os.fstat(file.fileno())):
                 return False
             light.activate(_read_aliases(file))
             schema, config = pickle.load(file)      # imports the models, light
         validator = light.SchemaValidator(schema, config)
         models = sys.modules[MODELS]
-        if set(field_aliases(models)) != set(light.aliases()):
+        if set(_model_names(models)) != set(light.aliases()):
             raise LookupError("the file's aliases are not of these models")
         getattr(models, ROOT_MODEL).__pydantic_validator__ = validator
         return True
@@ -90,8 +93,8 @@ def load_light() -> bool:
         return False
 
 
-def validator_path(module_name: str, qualname: str) -> Path:
-    return cache_dir() / f"{_PREFIX}{cache_key(module_name, qualname)}{_SUFFIX}"
+def validator_path(module_name: str, qualname: str) -> str:
+    return os.path.join(cache_directory(), f"{_PREFIX}{cache_key(module_name, qualname)}{_SUFFIX}")
 
 
 @functools.cache
@@ -99,12 +102,13 @@ def cache_key(module_name: str, qualname: str) -> str:
     """A digest of everything the model's core schema is generated from: the sources (read, not
     imported) and the Python, pydantic and pydantic-core versions. Once a process: the models it
     imported are of the sources it first read (load_light, then install on a miss)."""
-    digest = hashlib.sha256()
+    digest = blake2b(digest_size=20)
     for part in (_FORMAT, sys.version, light.core_version(), module_name, qualname):
         digest.update(part.encode() + b"\0")
     for source in [pydantic_version_file(), *schema_sources(module_name)]:
-        digest.update(source.encode() + b"\0" + Path(source).read_bytes() + b"\0")
-    return digest.hexdigest()[:40]
+        with open(source, "rb") as file:
+            digest.update(source.encode() + b"\0" + file.read() + b"\0")
+    return digest.hexdigest()
 
 
 def pydantic_version_file() -> str:
@@ -112,7 +116,7 @@ def pydantic_version_file() -> str:
     spec = importlib.util.find_spec("pydantic")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError("pydantic")
-    return str(Path(spec.origin).with_name("version.py"))
+    return os.path.join(os.path.dirname(spec.origin), "version.py")
 
 
 def schema_sources(module_name: str) -> list[str]:
@@ -125,7 +129,8 @@ def schema_sources(module_name: str) -> list[str]:
         if name in seen or path is None:
             continue
         seen[name] = path
-        pending += _MESHC_IMPORT.findall(Path(path).read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as file:
+            pending += _MESHC_IMPORT.findall(file.read())
     return sorted(seen.values())
 
 
@@ -135,10 +140,10 @@ def _source_file(module_name: str) -> str | None:
     if module_name != "meshc" and not module_name.startswith("meshc."):
         spec = importlib.util.find_spec(module_name)
         return spec.origin if spec is not None and spec.has_location else None
-    base = Path(meshc.__file__).parent.joinpath(*module_name.split(".")[1:])
-    for path in (base.with_name(base.name + ".py"), base / "__init__.py"):
-        if path.is_file():
-            return str(path)
+    base = os.path.join(os.path.dirname(meshc.__file__), *module_name.split(".")[1:])
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return path
     return None
 
 
@@ -149,9 +154,9 @@ def _read_aliases(file: BinaryIO) -> dict[str, dict[str, str]]:
     return aliases
 
 
-def _load(path: Path, model: type[BaseModel]) -> light.SchemaValidator | None:
+def _load(path: str, model: type[BaseModel]) -> light.SchemaValidator | None:
     try:
-        with path.open("rb") as file:
+        with open(path, "rb") as file:
             if not trusted(os.fstat(file.fileno())):   # unpickling runs code the file names
                 return None
             if _read_aliases(file) != field_aliases(sys.modules[model.__module__]):
@@ -162,7 +167,7 @@ def _load(path: Path, model: type[BaseModel]) -> light.SchemaValidator | None:
         return None
 
 
-def _store(path: Path, model: type[BaseModel]) -> None:
+def _store(path: str, model: type[BaseModel]) -> None:
     """Write the models' aliases, then the model's core schema and config, atomically; forget the
     oldest files."""
     try:
@@ -172,7 +177,7 @@ def _store(path: Path, model: type[BaseModel]) -> None:
         write_atomic(path, aliases + data)
         # several meshc versions (checkouts, a pinned pre-commit hook) may share the directory,
         # and must not evict each other at every run
-        keep_newest(path.parent, f"{_PREFIX}*{_SUFFIX}", KEPT)
+        keep_newest(os.path.dirname(path), f"{_PREFIX}*{_SUFFIX}", KEPT)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         # A read-only home, a full disk: validation goes on, the next run generates it again.
         return
@@ -181,10 +186,14 @@ def _store(path: Path, model: type[BaseModel]) -> None:
 def field_aliases(module: Any) -> dict[str, dict[str, str]]:
     """Every model class of the spec's models module (declared with pydantic or light): its fields'
     names in the spec (`spec_names`), by field, in declaration order."""
+    return {name: module.spec_names(cls) for name, cls in _model_names(module).items()}
+
+
+def _model_names(module: Any) -> dict[str, Any]:
+    """The model classes of the spec's models module, by `module.qualname`."""
     base = module.BaseModel
-    models: list[Any] = [cls for cls in vars(module).values()
-                         if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__]
-    return {f"{cls.__module__}.{cls.__qualname__}": module.spec_names(cls) for cls in models}
+    return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in vars(module).values()
+            if isinstance(cls, type) and issubclass(cls, base) and cls.__module__ == module.__name__}
 
 
 def _core_config(model: type[BaseModel]) -> Any:

@@ -5,10 +5,12 @@ depend on other parts of the spec (inheritance from `spec.defaults`) are NOT app
 resolve stage applies them, in one place, so that "unset" stays visible to the semantic checks.
 """
 
-# Annotations are objects, not text (no `from __future__ import annotations`): pydantic would
-# otherwise evaluate each one from its source text when the model is defined, a fifth of the time
-# it takes to define them. The few references to models defined further down are quoted.
-import ipaddress
+# Annotations are text (`from __future__ import annotations`): the light models a `meshc` command
+# declares (meshc.validate.light) never evaluate them, which was three quarters of declaring them.
+# pydantic evaluates each from its text when it defines a model (tests, `meshc schema`, a run whose
+# compiled validator is not cached yet), its code compiled once across runs (meshc.cache).
+from __future__ import annotations
+
 import os
 import re
 from dataclasses import dataclass
@@ -126,6 +128,8 @@ def _host_name(value: str) -> str:
 
 def _endpoint_address(value: str) -> str:
     """An IPv4 address, an IPv6 address, or a DNS name; what Envoy can connect to or resolve."""
+    import ipaddress   # only for a spec that names endpoint addresses
+
     parse: Callable[[str], object]
     if ":" in value:
         kind, parse = "IPv6", ipaddress.IPv6Address
@@ -214,7 +218,7 @@ class HashOn(Model):
 
     header: HeaderName | None = None
     source_ip: StrictBool | None = Field(default=None, alias="sourceIp")
-    cookie: "HashCookie | None" = None
+    cookie: HashCookie | None = None
     query_parameter: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 
@@ -270,7 +274,7 @@ class CircuitBreaker(Model):
     max_pending_requests: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
     max_requests: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     max_retries: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
-    retry_budget: "RetryBudget | None" = None
+    retry_budget: RetryBudget | None = None
 
 
 class RetryBudget(Model):
@@ -586,11 +590,11 @@ class Service(Model):
     outlier_detection: OutlierDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
     endpoints: Annotated[list[Endpoint], Field(min_length=1)] | None = None
-    routes: "list[Route] | None" = None
-    rate_limit: "RateLimit | None" = None
+    routes: list[Route] | None = None
+    rate_limit: RateLimit | None = None
     mtls: MtlsMode | None = None
-    extra_callers: "list[ExtraCaller] | None" = None
-    tls: "ExternalTls | None" = None
+    extra_callers: list[ExtraCaller] | None = None
+    tls: ExternalTls | None = None
     # workloads: what real applications need (DESIGN 11)
     service_port: Port | None = None
     command: Command | None = None
@@ -667,9 +671,9 @@ class MeshSpec(Model):
     etcd: Etcd = Etcd.model_construct()
     defaults: Defaults = Defaults.model_construct()
     analysis: Analysis = Analysis.model_construct()
-    security: "Security" = Field(default_factory=_default_security)
+    security: Security = Field(default_factory=_default_security)
     services: Annotated[list[Service], Field(min_length=1)]
-    gateways: "list[Gateway] | None" = None
+    gateways: list[Gateway] | None = None
 
 
 class Metadata(Model):

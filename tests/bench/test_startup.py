@@ -40,3 +40,14 @@ def test_the_build_mode_times_meshc_build_of_a_generated_mesh() -> None:
     assert all(value > 0 for value in result.values())
     # a build of 10 services does more than parse its spec
     assert result["meshc_cpu_median"] > result["floor_cpu_median"]
+
+
+def test_without_site_both_sides_run_with_python_dash_s_and_find_the_installed_packages(tmp_path: Path) -> None:
+    floor, meshc = startup.commands(tmp_path / "mesh.yaml", site=False)
+    assert floor[1] == "-S" and meshc[1] == "-S" and meshc[2:4] == ["-m", "meshc.cli"]
+    env = startup.environment(tmp_path, bytecode_cache=True, site=False)
+    paths = env["PYTHONPATH"].split(os.pathsep)
+    assert paths[0] == str(run_build.ROOT) and set(startup.site_packages()) <= set(paths)
+    result = startup.measure(pairs=1, site=False, baseline=run_build.ROOT)
+    assert {"meshc_cpu_median", "floor_cpu_median", "vs_baseline_cpu_ratio"} <= result.keys()
+    assert all(value > 0 for value in result.values())
