@@ -103,8 +103,9 @@ class _Wanted:
 
 def _load(path: Path, wanted: _Wanted, options: BuildOptions) -> Compiled | None:
     compiled = _read(path, wanted, options)
-    if compiled is None and _waited_for_writer(path):
-        compiled = _read(path, wanted, options)
+    if compiled is None:
+        _waited_for_writer(path)
+        compiled = _read(path, wanted, options)   # also when the writer ended since the first read
     return compiled
 
 
@@ -225,7 +226,9 @@ def _detach(run: Callable[[], None]) -> None:
 
 def _waited_for_writer(path: Path) -> bool:
     """Wait for a run writing the entry at `path` (store_detached), at most WRITER_WAIT_S; True
-    when there was one and it is done."""
+    when there was one and it is done. False also when no `.writing` file is there, which may
+    mean that the writer finished (and removed it) a moment ago: a reader that missed the entry
+    reads it once more whatever this says."""
     import time
 
     try:
@@ -275,8 +278,9 @@ def load_checked(source: SpecSource) -> Checked | None:
     this meshc's check of these bytes. An entry being written is waited for."""
     path = checked_entry_path(source)
     checked = _read_checked(path, source)
-    if checked is None and _waited_for_writer(path):
-        checked = _read_checked(path, source)
+    if checked is None:
+        _waited_for_writer(path)
+        checked = _read_checked(path, source)     # also when the writer ended since the first read
     return checked
 
 

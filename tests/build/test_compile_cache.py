@@ -379,3 +379,29 @@ def test_a_run_waits_for_the_entry_another_is_writing(cache_dir: Path) -> None:
     reader.join(30)
 
     assert results and results[0] is not None and files(results[0]) == files(original)
+
+
+def test_a_writer_that_ends_between_a_miss_and_the_look_for_it_leaves_its_entry_found(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader misses the entry, then the writer puts it in place and removes its `.writing`
+    file before the reader looks for that file: the reader finds no writer to wait for, and must
+    still load the entry rather than compile the commit again."""
+    spec = source(revision="8" * 40)
+    original = compiled(spec)
+    first_read = compile_cache._read
+    reads: list[Compiled | None] = []
+
+    def missed_while_the_writer_ends(*args: object) -> Compiled | None:
+        if not reads:
+            reads.append(None)
+            compile_cache.store(original)       # the writer ends: entry in place, no `.writing` file
+            return None
+        reads.append(first_read(*args))         # type: ignore[arg-type]
+        return reads[-1]
+
+    monkeypatch.setattr(compile_cache, "_read", missed_while_the_writer_ends)
+
+    loaded = compile_cache.load(spec, BuildOptions())
+
+    assert loaded is not None and files(loaded) == files(original)
+    assert len(reads) == 2
