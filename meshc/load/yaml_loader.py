@@ -10,12 +10,8 @@ as people mean).
 
 from __future__ import annotations
 
-import _thread
 import gc
-import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +24,8 @@ from meshc.text import describe, first_unsafe, may_hold_unsafe
 
 try:  # libyaml is what makes this fast; the pure parser is a correct fallback.
     from yaml import CSafeLoader as _Parser
-    from yaml import _yaml as _libyaml_binding
 except ImportError:  # pragma: no cover - PyYAML without libyaml
     from yaml import SafeLoader as _Parser  # type: ignore[assignment]
-    _libyaml_binding = None  # type: ignore[assignment]
 
 MAX_DEPTH = 64
 # Keys and values a spec may hold, aliases expanded: a 10,000-service spec holds about 700,000.
@@ -186,106 +180,6 @@ _MISSING = object()
 _KNOWN_SCALARS = 4096
 
 
-# --- libyaml's events, made cheaply ---------------------------------------------------------
-#
-# PyYAML's libyaml binding (yaml._yaml) turns each libyaml event into a yaml.events object by
-# calling the class its module names (ScalarEvent, MappingStartEvent, ...) with the event's fields,
-# positionally. Those classes set their fields in a Python __init__, which costs more than libyaml's
-# parse of the event: pulling the 76,800 events of a 1,000-service spec takes ~70 ms of CPU, libyaml's
-# parse ~15 ms of it and those __init__ calls ~18 ms (the rest: the binding's marks and strings). While a spec loads, the
-# binding's module names the subclasses below instead: exception classes, because BaseException
-# keeps its positional arguments in `args` from C, with no Python call; the loop reads `args`.
-# Each is a subclass of its yaml.events class, with the same fields as properties, so any other
-# reader of events from the binding at the same time gets events that behave as PyYAML's (the one
-# difference: CEmitter.emit compares an event's class with the name, and refuses PyYAML's own
-# event objects meanwhile; meshc never emits events).
-
-def _field(index: int) -> property:
-    return property(lambda event: event.args[index])
-
-
-def _fast_event(base: type[yaml.Event], fields: tuple[str, ...]) -> type[BaseException]:
-    namespace: dict[str, Any] = {name: _field(i) for i, name in enumerate(fields)}
-    namespace.update(__slots__=(), __repr__=yaml.Event.__repr__, __str__=yaml.Event.__repr__,
-                     __module__=__name__, __doc__=f"{base.__name__} with its fields in args, in this order: "
-                     + ", ".join(fields))
-    return type(base.__name__, (BaseException, base), namespace)
-
-
-_MARKS = ("start_mark", "end_mark")
-_COLLECTION_START = ("anchor", "tag", "implicit", *_MARKS, "flow_style")
-# name in yaml._yaml: PyYAML's class, the class made instead, its fields in the binding's order
-_FAST_EVENTS: dict[str, tuple[type[yaml.Event], type[BaseException], tuple[str, ...]]] = {
-    base.__name__: (base, _fast_event(base, fields), fields) for base, fields in (
-        (yaml.ScalarEvent, ("anchor", "tag", "implicit", "value", *_MARKS, "style")),
-        (yaml.MappingStartEvent, _COLLECTION_START),
-        (yaml.SequenceStartEvent, _COLLECTION_START),
-        (yaml.MappingEndEvent, _MARKS),
-        (yaml.SequenceEndEvent, _MARKS))
-}
-_ScalarEvent = _FAST_EVENTS["ScalarEvent"][1]
-_MappingStartEvent = _FAST_EVENTS["MappingStartEvent"][1]
-_SequenceStartEvent = _FAST_EVENTS["SequenceStartEvent"][1]
-_MappingEndEvent = _FAST_EVENTS["MappingEndEvent"][1]
-_SequenceEndEvent = _FAST_EVENTS["SequenceEndEvent"][1]
-# _thread's lock, not threading's: a validate imports no threading (its start-up is most of it)
-_swap_lock = _thread.allocate_lock()
-_swap_users = 0
-
-
-@contextmanager
-def _fast_events() -> Iterator[None]:
-    """The binding makes the classes above while any load runs (loads in threads share it)."""
-    global _swap_users
-    if _libyaml_binding is None:  # pragma: no cover - PyYAML without libyaml
-        yield
-        return
-    with _swap_lock:
-        if _swap_users == 0:
-            _name_classes(fast=True)
-        _swap_users += 1
-    try:
-        yield
-    finally:
-        with _swap_lock:
-            _swap_users -= 1
-            if _swap_users == 0:
-                _name_classes(fast=False)
-
-
-def _name_classes(fast: bool) -> None:
-    for name, (base, made, _) in _FAST_EVENTS.items():
-        if getattr(_libyaml_binding, name, None) is (base if fast else made):
-            setattr(_libyaml_binding, name, made if fast else base)
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has only the thread that forked: a load another thread was running (and the
-    lock it may have held) did not come along, so neither does its swap."""
-    global _swap_lock, _swap_users
-    _swap_lock = _thread.allocate_lock()
-    if _swap_users:
-        _swap_users = 0
-        _name_classes(fast=False)
-
-
-if _libyaml_binding is not None:
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _as_fast(get_event: Callable[[], Any]) -> Callable[[], Any]:
-    """get_event, with PyYAML's own event objects turned into the classes above: for a parser that
-    does not make them (the pure-Python one), so that the loop has one shape of event to read."""
-    def get() -> Any:
-        event = get_event()
-        made = _FAST_EVENTS.get(type(event).__name__)
-        if made is None or type(event) is not made[0]:
-            return event
-        base, fast, fields = made
-        return fast(*(getattr(event, name) for name in fields))
-    return get
-
-
 class _Frame(Node):
     """A mapping or sequence under construction, and its positions (a plain slotted class: one is
     made per collection, and once closed it stays in the positions as the collection's Node)."""
@@ -346,8 +240,7 @@ class _Builder:
 
     def build(self) -> Any:
         try:
-            with _fast_events():
-                return self._run()
+            return self._run()
         except yaml.MarkedYAMLError as exc:
             raise _Abort(self._syntax_error(exc)) from None
         except yaml.YAMLError as exc:  # pragma: no cover - libyaml always marks its errors
@@ -417,7 +310,7 @@ class _Builder:
         through the methods below, which keep the budget in self.budget, so the loop syncs its
         local copy around them.
         """
-        get_event = self.parser.get_event if _libyaml_binding is not None else _as_fast(self.parser.get_event)
+        get_event = self.parser.get_event
         stack = self.stack
         check_text = self.check_text
         maybe_not_string = _MAYBE_NOT_STRING
@@ -426,71 +319,70 @@ class _Builder:
         known: dict[str, Any] = {}
         resolved = known.get
         missing = _MISSING
-        scalar_event = _ScalarEvent
+        scalar_event = yaml.ScalarEvent
         document_end = yaml.DocumentEndEvent
-        mapping_start, mapping_end = _MappingStartEvent, _MappingEndEvent
-        sequence_start, sequence_end = _SequenceStartEvent, _SequenceEndEvent
+        mapping_start, mapping_end = yaml.MappingStartEvent, yaml.MappingEndEvent
+        sequence_start, sequence_end = yaml.SequenceStartEvent, yaml.SequenceEndEvent
         merge_key = _MERGE_KEY
         frame = document
         budget = self.budget
         while True:
             event: Any = get_event()
             kind = type(event)
-            if kind is scalar_event:
-                anchor, tag, _, text, mark, _, style = event.args
-                if anchor is None and tag is None:
-                    if check_text:
-                        self._refuse_unsafe_text(text, mark)
-                    if frame.key_pending:  # only mappings ever wait for a key
-                        frame.key_pending = False
-                        if text == merge_key and not style:
-                            frame.key = merge_key
-                            continue
-                        keys = frame.keys
-                        if text in keys:
-                            self._duplicate(text, keys[text], mark)
-                        else:
-                            keys[text] = mark
-                        frame.key = text
-                        budget -= 1
-                        if budget < 0:
-                            self.budget = budget
-                            self._spend(0, event)
+            if kind is scalar_event and event.anchor is None and event.tag is None:
+                if check_text:
+                    self._refuse_unsafe_text(event)
+                mark = event.start_mark
+                text = event.value
+                if frame.key_pending:  # only mappings ever wait for a key
+                    frame.key_pending = False
+                    if text == merge_key and not event.style:
+                        frame.key = merge_key
                         continue
-                    if style or not text:
-                        value: Any = text if style else None
-                    elif text[0] in maybe_not_string:
-                        value = resolved(text, missing)
-                        if value is missing:
-                            value = resolve_plain_scalar(text)
-                            if len(known) < _KNOWN_SCALARS:
-                                known[text] = value
+                    keys = frame.keys
+                    if text in keys:
+                        self._duplicate(text, keys[text], mark)
                     else:
-                        value = text
+                        keys[text] = mark
+                    frame.key = text
                     budget -= 1
                     if budget < 0:
                         self.budget = budget
                         self._spend(0, event)
-                    container = frame.container
-                    if frame.is_map:
-                        key = frame.key
-                        frame.key, frame.key_pending = None, True
-                        if key is None:    # the value of a key that was refused (E011)
-                            continue
-                        frame.values[key] = mark  # type: ignore[call-overload]
-                        if key == merge_key:
-                            self._merge(frame, value, mark)
-                        elif key not in container:
-                            container[key] = value  # type: ignore[call-overload]
-                        continue
-                    frame.values.append(mark)  # type: ignore[union-attr]
-                    container.append(value)  # type: ignore[union-attr]
                     continue
-            elif (kind is mapping_start or kind is sequence_start) and not frame.key_pending \
+                if event.style or not text:
+                    value: Any = text if event.style else None
+                elif text[0] in maybe_not_string:
+                    value = resolved(text, missing)
+                    if value is missing:
+                        value = resolve_plain_scalar(text)
+                        if len(known) < _KNOWN_SCALARS:
+                            known[text] = value
+                else:
+                    value = text
+                budget -= 1
+                if budget < 0:
+                    self.budget = budget
+                    self._spend(0, event)
+                container = frame.container
+                if frame.is_map:
+                    key = frame.key
+                    frame.key, frame.key_pending = None, True
+                    if key is None:    # the value of a key that was refused (E011)
+                        continue
+                    frame.values[key] = mark  # type: ignore[call-overload]
+                    if key == merge_key:
+                        self._merge(frame, value, mark)
+                    elif key not in container:
+                        container[key] = value  # type: ignore[call-overload]
+                    continue
+                frame.values.append(mark)  # type: ignore[union-attr]
+                container.append(value)  # type: ignore[union-attr]
+                continue
+            if (kind is mapping_start or kind is sequence_start) and not frame.key_pending \
                     and len(stack) <= MAX_DEPTH:
-                anchor, _, _, mark, _, _ = event.args
                 is_map = kind is mapping_start
-                opened = _Frame(mark, {} if is_map else [], anchor, budget - self.merged, is_map)
+                opened = _Frame(event.start_mark, {} if is_map else [], event.anchor, budget - self.merged, is_map)
                 budget -= 1
                 if budget < 0:
                     self.budget = budget
@@ -502,7 +394,7 @@ class _Builder:
                 stack.append(opened)
                 frame = opened
                 continue
-            elif kind is mapping_end or kind is sequence_end:
+            if kind is mapping_end or kind is sequence_end:
                 closed = stack.pop()
                 if closed.merges or closed.anchor:
                     self.budget = budget
@@ -522,7 +414,7 @@ class _Builder:
                     continue
                 container.append(value)  # type: ignore[union-attr]
                 continue
-            elif kind is document_end:
+            if kind is document_end:
                 break
             self.budget = budget
             self._event(event)
@@ -531,18 +423,18 @@ class _Builder:
         self.budget = budget
 
     def _event(self, event: Any) -> None:
-        # isinstance: the classes above are subclasses of PyYAML's
-        if isinstance(event, yaml.ScalarEvent):
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
             if self.check_text:
-                self._refuse_unsafe_text(event.value, _start(event))
+                self._refuse_unsafe_text(event)
             frame = self.stack[-1]
             if not (frame.key_pending and self._take_key(frame, event)):
                 self._node(self._scalar(event), event)
-        elif isinstance(event, yaml.AliasEvent):
+        elif kind is yaml.AliasEvent:
             self._alias(event)
-        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             self._open(event)
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             self._close()
 
     def _duplicate(self, key: str, first: Mark, mark: Mark) -> None:
@@ -551,13 +443,13 @@ class _Builder:
 
     # -- scalars and keys ------------------------------------------------------------------
 
-    def _refuse_unsafe_text(self, text: str, mark: Mark) -> None:
+    def _refuse_unsafe_text(self, event: yaml.ScalarEvent) -> None:
         """Characters no generated file may hold (meshc.text): an error at the scalar, loading goes on."""
-        index = first_unsafe(text)
+        index = first_unsafe(event.value)
         if index is not None:
             self.diagnostics.append(error(
-                "E111", f"the text holds {describe(text[index])}, which Envoy or YAML readers refuse or read "
-                "as a line break; remove it", self.span(mark), self.path(self.stack[:-1])))
+                "E111", f"the text holds {describe(event.value[index])}, which Envoy or YAML readers refuse or read "
+                "as a line break; remove it", self.span(event.start_mark), self.path(self.stack[:-1])))
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         tag = event.tag

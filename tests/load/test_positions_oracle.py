@@ -1,14 +1,12 @@
-"""Every key and value is where libyaml's own composer puts it, and the loader leaves PyYAML as it found it.
+"""Every key and value is where libyaml's own composer puts it.
 
-The loader reads libyaml's events (made as meshc's own event classes while it runs, see
-meshc.load.yaml_loader) and keeps their marks; PyYAML's composer (`yaml.compose` with the C loader)
-builds its node tree from the same parser independently, so each composed node's start mark is an
+The loader reads libyaml's events (meshc.load.yaml_loader) and keeps their marks; PyYAML's
+composer (`yaml.compose` with the C loader) builds its node tree from the same parser independently, so each composed node's start mark is an
 oracle for the positions a diagnostic would show.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import yaml
@@ -16,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.gen_mesh import generate
-from meshc.load import Positions, SpecSource, load_yaml, yaml_loader
+from meshc.load import Positions, SpecSource, load_yaml
 
 Path = tuple[str | int, ...]
 
@@ -91,86 +89,3 @@ def test_positions_of_generated_documents_are_libyaml_s(document: dict[str, Any]
 def test_positions_of_generated_meshes_are_libyaml_s() -> None:
     for seed in (1, 2, 3):   # anchors, aliases and merge keys included: explicit entries compared
         _assert_positions_match(generate(30, seed=seed))
-
-
-def test_libyaml_events_are_made_as_meshc_s_classes_only_while_a_spec_loads() -> None:
-    binding = yaml_loader._libyaml_binding
-    assert binding is not None, "PyYAML is built with libyaml here"
-    originals = {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS}
-    made: list[Any] = []
-    with yaml_loader._fast_events():
-        parser = yaml.CSafeLoader("a: &x [1, {b: 'c'}]\n")
-        while not isinstance(event := parser.get_event(), yaml.StreamEndEvent):
-            made.append(event)
-        parser.dispose()
-    # an upgrade of PyYAML whose binding no longer calls the classes by these names would load
-    # correctly but slowly: this says so
-    fast = [event for event in made if type(event) in {f for _, f, _ in yaml_loader._FAST_EVENTS.values()}]
-    assert len(fast) == 10   # 3 collections, their 3 ends and 4 scalars (a, 1, b, 'c'): every one
-    assert {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS} == originals
-    # what another reader of the binding would get meanwhile behaves as PyYAML's own events
-    sequence = next(event for event in made if isinstance(event, yaml.SequenceStartEvent))
-    assert (sequence.anchor, sequence.tag, sequence.implicit, sequence.flow_style) == ("x", None, True, True)
-    assert (sequence.start_mark.line, sequence.start_mark.column) == (0, 3)
-    quoted = next(event for event in made if isinstance(event, yaml.ScalarEvent) and event.value == "c")
-    assert (quoted.style, quoted.implicit, quoted.anchor, quoted.tag) == ("'", (False, True), None, None)
-    assert repr(quoted) == "ScalarEvent(anchor=None, tag=None, implicit=(False, True), value='c')"
-    assert quoted.end_mark.column == quoted.start_mark.column + 3
-
-
-def test_loads_in_threads_at_once_give_what_one_load_gives_and_leave_pyyaml_as_it_was() -> None:
-    text = generate(20, seed=4)
-    alone = load_yaml(SpecSource("m.yaml", text.encode()))
-    binding = yaml_loader._libyaml_binding
-    originals = {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS}
-    results: list[Any] = []
-
-    def load() -> None:
-        for _ in range(5):
-            results.append(load_yaml(SpecSource("m.yaml", text.encode())))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(results) == 20
-    keys, values = _expected(text)
-    for loaded in results:
-        assert loaded.ok and loaded.data == alone.data
-        for path in values:
-            assert loaded.positions.value(path) == alone.positions.value(path), path
-    assert {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS} == originals
-    assert yaml_loader._swap_users == 0
-
-
-def test_the_pure_parser_s_events_are_read_the_same_way() -> None:
-    text = generate(5, seed=6)
-    with_libyaml = load_yaml(SpecSource("m.yaml", text.encode()))
-    read = yaml_loader._as_fast(yaml.SafeLoader(text).get_event)
-    kinds = set()
-    while not isinstance(event := read(), yaml.StreamEndEvent):
-        kinds.add(type(event))
-        if isinstance(event, yaml.ScalarEvent):
-            assert type(event) is yaml_loader._ScalarEvent and event.args[3] == event.value
-    assert {yaml_loader._ScalarEvent, yaml_loader._MappingStartEvent, yaml_loader._MappingEndEvent,
-            yaml_loader._SequenceStartEvent, yaml_loader._SequenceEndEvent} <= kinds
-    assert with_libyaml.ok
-
-
-def test_a_child_forked_while_another_thread_loads_has_pyyaml_s_classes_and_loads() -> None:
-    import os
-
-    binding = yaml_loader._libyaml_binding
-    originals = {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS}
-    with yaml_loader._fast_events():     # as if another thread were loading when the fork came
-        pid = os.fork()
-        if pid == 0:   # the child: report by exit status only
-            ok = ({name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS} == originals
-                  and yaml_loader._swap_users == 0 and load_yaml(SpecSource("m.yaml", b"a: [1]\n")).data == {"a": [1]}
-                  and yaml_loader._swap_users == 0)
-            os._exit(0 if ok else 1)
-        _, status = os.waitpid(pid, 0)
-        assert yaml_loader._swap_users == 1   # the parent's own load goes on
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert {name: getattr(binding, name) for name in yaml_loader._FAST_EVENTS} == originals
