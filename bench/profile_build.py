@@ -10,6 +10,7 @@ real CLI entry point. Numbers are for one run in this process, imports already d
     python -m bench.profile_build 1000 --workdir /tmp   # write to the disk instead of /dev/shm
     python -m bench.profile_build 1000 --timeline 7     # when each stage ends in a real build, parent and worker
     python -m bench.profile_build 1000 --timeline 7 --tree /tmp/meshc-before    # the same for another checkout
+    python -m bench.profile_build 1000 --timeline 15 --against /tmp/meshc-before # both, alternating: paired CPU per stage
 
 Outputs are written to a tmpfs (/dev/shm) when the machine has one, so that the write stages show
 meshc's own work rather than the disk's mood; --workdir chooses another place.
@@ -192,40 +193,88 @@ meshc.cli.run()
 """
 
 
+def _timeline_run(spec: Path, out: Path, tree: Path | None) -> dict[str, tuple[float, float]]:
+    """One build's marks: (seconds since the interpreter was started, CPU seconds of that process)."""
+    import subprocess
+
+    from bench.run_build import meshc_env
+
+    shutil.rmtree(out, ignore_errors=True)
+    env = meshc_env() if tree is None else meshc_env(tree)
+    env["MESHC_TIMELINE_T0"] = repr(time.time())
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _TIMELINE_CHILD, "build", str(spec), "-o", str(out)], env=env,
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"meshc build failed:\n{done.stderr}")
+    marks: dict[str, tuple[float, float]] = {}
+    seen: dict[str, int] = {}
+    for line in done.stderr.splitlines():
+        if line.startswith("@@ "):
+            who, name, at, cpu = line[3:].split("|")
+            key = f"{who}: {name}"
+            seen[key] = seen.get(key, 0) + 1
+            key += f" ({seen[key]})" if seen[key] > 1 else ""
+            marks[key] = (float(at), float(cpu))
+    marks["(runner) process ended"] = (wall, float("nan"))
+    return marks
+
+
 def timeline(spec: Path, out: Path, runs: int, tree: Path | None = None) -> str:
     """Medians over `runs` builds of when each stage starts and ends (ms since the interpreter was
     started), with the CPU time of that process so far; the runner's own wall time last. `tree`:
     another meshc checkout to run instead of this one (stages it lacks are left out)."""
     import statistics
-    import subprocess
-
-    from bench.run_build import meshc_env
 
     rows: dict[str, list[tuple[float, float]]] = {}
     for _ in range(runs):
-        shutil.rmtree(out, ignore_errors=True)
-        env = meshc_env() if tree is None else meshc_env(tree)
-        env["MESHC_TIMELINE_T0"] = repr(time.time())
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", _TIMELINE_CHILD, "build", str(spec), "-o", str(out)], env=env,
-                              capture_output=True, text=True, check=False)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            raise SystemExit(f"meshc build failed:\n{done.stderr}")
-        seen: dict[str, int] = {}
-        for line in done.stderr.splitlines():
-            if line.startswith("@@ "):
-                who, name, at, cpu = line[3:].split("|")
-                key = f"{who}: {name}"
-                seen[key] = seen.get(key, 0) + 1
-                key += f" ({seen[key]})" if seen[key] > 1 else ""
-                rows.setdefault(key, []).append((float(at), float(cpu)))
-        rows.setdefault("(runner) process ended", []).append((wall, float("nan")))
+        for key, value in _timeline_run(spec, out, tree).items():
+            rows.setdefault(key, []).append(value)
     lines = [f"{'':<44} {'ms':>7} {'CPU ms':>7}   (medians of {runs} builds)"]
     for key, values in sorted(rows.items(), key=lambda kv: statistics.median(v[0] for v in kv[1])):
         at_ms = statistics.median(v[0] for v in values) * 1000
         cpu_ms = statistics.median(v[1] for v in values) * 1000
         lines.append(f"{key:<44} {at_ms:7.0f} {cpu_ms:7.0f}" if cpu_ms == cpu_ms else f"{key:<44} {at_ms:7.0f}")
+    return "\n".join(lines)
+
+
+# The parent's marks compared by --against: the serial part ends when the workers are forked.
+_COMPARED = ("parent: load end", "parent: structure end", "parent: semantics end", "parent: resolve end",
+             "parent: workers forked start", "parent: exit")
+
+
+def timeline_against(spec: Path, out: Path, runs: int, other: Path) -> str:
+    """This tree's builds and another checkout's, alternating (the order swapped every round): per
+    mark of the parent, the median CPU ms of each and the median of the paired differences, so that
+    a few milliseconds' change before the fork shows through a busy machine's noise."""
+    import statistics
+
+    mine: list[dict[str, tuple[float, float]]] = []
+    theirs: list[dict[str, tuple[float, float]]] = []
+    for round_ in range(runs):
+        if round_ % 2 == 0:
+            mine.append(_timeline_run(spec, out, None))
+            theirs.append(_timeline_run(spec, out, other))
+        else:
+            theirs.append(_timeline_run(spec, out, other))
+            mine.append(_timeline_run(spec, out, None))
+    lines = [f"{'parent, CPU ms since start':<32} {'this':>7} {'other':>7} {'paired diff':>12} {'paired ratio':>13}"
+             f"   ({runs} rounds, alternating)"]
+    for key in _COMPARED:
+        pairs = [(a[key][1], b[key][1]) for a, b in zip(mine, theirs) if key in a and key in b]
+        if not pairs:
+            continue
+        this = statistics.median(a for a, _ in pairs) * 1000
+        that = statistics.median(b for _, b in pairs) * 1000
+        diff = statistics.median(a - b for a, b in pairs) * 1000
+        ratio = statistics.median(a / b for a, b in pairs)
+        lines.append(f"{key:<32} {this:7.0f} {that:7.0f} {diff:+12.1f} {ratio:12.3f}x")
+    walls = [(a["(runner) process ended"][0], b["(runner) process ended"][0]) for a, b in zip(mine, theirs)]
+    lines.append(f"{'(runner) wall, ms':<32} {statistics.median(a for a, _ in walls) * 1000:7.0f} "
+                 f"{statistics.median(b for _, b in walls) * 1000:7.0f} "
+                 f"{statistics.median(a - b for a, b in walls) * 1000:+12.1f} "
+                 f"{statistics.median(a / b for a, b in walls):12.3f}x")
     return "\n".join(lines)
 
 
@@ -241,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: when each stage of a real `meshc build` ends, parent and workers (medians)")
     parser.add_argument("--tree", type=Path, default=None, metavar="DIR",
                         help="with --timeline: time another meshc checkout's build (PYTHONPATH=DIR)")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="with --timeline: alternate with another checkout's builds; paired CPU per stage")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the spec and outputs go (default: /dev/shm when it exists, else the temp dir)")
     args = parser.parse_args(argv)
@@ -252,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = work / f"mesh-{args.services}.yaml"
         spec.write_text(gen_mesh.generate(args.services, args.seed), encoding="utf-8")
+        if args.timeline and args.against:
+            print(timeline_against(spec, work / "timeline", args.timeline, args.against))
+            return 0
         if args.timeline:
             print(timeline(spec, work / "timeline", args.timeline, args.tree))
             return 0

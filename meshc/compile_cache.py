@@ -1,12 +1,14 @@
-"""Compiled commits kept on disk, so that `plan`/`apply --repo` need not compile them again.
+"""Compiled specs kept on disk, so that `plan`/`apply` with etcd need not compile them again.
 
-`meshc apply --repo` plans a new commit against the commit etcd records as applied: it needs
+`meshc apply --repo` plans a new commit against the commit etcd records as applied (`meshc apply
+mesh.yaml`, an edited spec against the spec whose sha256 etcd records): it needs
 that commit's checked IR (which services changed) and its bundle (which files changed). Both
 are a pure function of the spec's bytes, the build options and meshc itself, so a run that has
 compiled a commit keeps them here, and the next run loads them instead of checking and building
 that commit again; the new commit is then built incrementally from it.
 
-An entry keeps the checked IR, every diagnostic, the manifest and the files of the whole mesh
+An entry keeps the spec's bytes (so that a spec file's digest finds them: load_applied), the
+checked IR, every diagnostic, the manifest and the files of the whole mesh
 (etcd's seed, the Namespace, gateways), but not the files of each service (most of a bundle's
 bytes): those are rendered again from the IR, a service at a time, when something reads them
 (`OnDemandFiles`), and checked against the manifest's digests. A bundle built from a kept
@@ -62,7 +64,7 @@ _PREFIX = "compiled-"
 _SUFFIX = ".pickle"
 _MAGIC = "meshc-compiled"
 # A bump makes every entry miss when the file's layout changes.
-_FORMAT = 3
+_FORMAT = 4
 KEPT = 4
 # How long a run waits for an entry another run is writing (store_detached): writing one takes
 # half a second at 5,000 services on a loaded machine.
@@ -73,20 +75,47 @@ def load(source: SpecSource, options: BuildOptions) -> Compiled | None:
     """The compilation of `source` with `options` kept by an earlier run; None when there is
     none, it cannot be read, or it is not this meshc's compilation of these bytes. An entry that
     an earlier run is still writing (store_detached) is waited for."""
-    path = entry_path(source, options)
-    compiled = _read(path, source, options)
-    if compiled is None and _waited_for_writer(path):
-        compiled = _read(path, source, options)
+    wanted = _Wanted(source.name, spec_digest(source.data), source.revision, source)
+    return _load(entry_path(source, options), wanted, options)
+
+
+def load_applied(name: str, digest: str, options: BuildOptions) -> Compiled | None:
+    """The kept compilation of the spec called `name` whose bytes have the sha256 `digest`, what
+    etcd records as applied for a spec synced from a file (meshc.sync.etcd: the commit, else the
+    spec's digest): found without the bytes, which the entry holds and which are checked against
+    `digest`. None as for load(); also when `digest` names a commit rather than bytes."""
+    return _load(cache_dir() / f"{_PREFIX}{_key(name, digest, options)}{_SUFFIX}", _Wanted(name, digest, None), options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wanted:
+    """The spec an entry must hold: its name, the sha256 of its bytes, the commit to name, and
+    the caller's SpecSource of it when it has one."""
+
+    name: str
+    digest: str
+    revision: str | None
+    source: SpecSource | None = None
+
+    def spec_source(self, data: bytes) -> SpecSource:
+        return self.source if self.source is not None else SpecSource(self.name, data, self.revision)
+
+
+def _load(path: Path, wanted: _Wanted, options: BuildOptions) -> Compiled | None:
+    compiled = _read(path, wanted, options)
+    if compiled is None:
+        _waited_for_writer(path)
+        compiled = _read(path, wanted, options)   # also when the writer ended since the first read
     return compiled
 
 
-def _read(path: Path, source: SpecSource, options: BuildOptions) -> Compiled | None:
+def _read(path: Path, wanted: _Wanted, options: BuildOptions) -> Compiled | None:
     try:
         with path.open("rb") as file:
             if not trusted(os.fstat(file.fileno())):
                 return None
             data = file.read()
-        compiled = _decoded(data, entry_key(source, options), source, options)
+        compiled = _decoded(data, _key(wanted.name, wanted.digest, options), wanted, options)
     except Exception:  # noqa: BLE001 - missing, truncated, damaged, from another meshc: compile it again
         return None
     if compiled is not None:
@@ -104,7 +133,8 @@ def store(compiled: Compiled) -> None:
         key = entry_key(checked.source, options)
         deployed = _deployed(checked.mesh)
         mesh_files = {path: bundle.files[path] for path in bundle.files if _service_of(path, deployed) is None}
-        data = _encoded((_MAGIC, _FORMAT, key, checked.diagnostics, checked.mesh, options, mesh_files))
+        data = _encoded((_MAGIC, _FORMAT, key, checked.source.data, checked.diagnostics, checked.mesh, options,
+                         mesh_files))
         _write(cache_dir() / f"{_PREFIX}{key}{_SUFFIX}", data)
     except Exception:  # noqa: BLE001 - a full disk, a read-only home...: the run's own outcome stands
         return
@@ -196,7 +226,9 @@ def _detach(run: Callable[[], None]) -> None:
 
 def _waited_for_writer(path: Path) -> bool:
     """Wait for a run writing the entry at `path` (store_detached), at most WRITER_WAIT_S; True
-    when there was one and it is done."""
+    when there was one and it is done. False also when no `.writing` file is there, which may
+    mean that the writer finished (and removed it) a moment ago: a reader that missed the entry
+    reads it once more whatever this says."""
     import time
 
     try:
@@ -246,8 +278,9 @@ def load_checked(source: SpecSource) -> Checked | None:
     this meshc's check of these bytes. An entry being written is waited for."""
     path = checked_entry_path(source)
     checked = _read_checked(path, source)
-    if checked is None and _waited_for_writer(path):
-        checked = _read_checked(path, source)
+    if checked is None:
+        _waited_for_writer(path)
+        checked = _read_checked(path, source)     # also when the writer ended since the first read
     return checked
 
 
@@ -391,11 +424,21 @@ def entry_path(source: SpecSource, options: BuildOptions) -> Path:
 
 def entry_key(source: SpecSource, options: BuildOptions) -> str:
     """A digest of everything an entry's content is made from."""
-    digest = hashlib.sha256()
-    for part in (code_digest(), source.name, hashlib.sha256(source.data).hexdigest(),
-                 _options_text(options)):
-        digest.update(part.encode() + b"\0")
-    return digest.hexdigest()[:40]
+    return _key(source.name, spec_digest(source.data), options)
+
+
+def _key(name: str, digest: str, options: BuildOptions) -> str:
+    """entry_key of the spec called `name` whose bytes have the sha256 `digest`."""
+    key = hashlib.sha256()
+    for part in (code_digest(), name, digest, _options_text(options)):
+        key.update(part.encode() + b"\0")
+    return key.hexdigest()[:40]
+
+
+def spec_digest(data: bytes) -> str:
+    """The sha256 of a spec's bytes, as its manifest (`source.digest`) and etcd's revision record
+    of a spec synced from a file name it."""
+    return hashlib.sha256(data).hexdigest()
 
 
 @functools.cache
@@ -428,21 +471,23 @@ def _options_text(options: BuildOptions) -> str:
 
 
 @no_cycle_collection   # tens of thousands of IR objects and no cycle among them
-def _decoded(data: bytes, key: str, source: SpecSource, options: BuildOptions) -> Compiled | None:
+def _decoded(data: bytes, key: str, wanted: _Wanted, options: BuildOptions) -> Compiled | None:
     import orjson
 
     entry: Any = pickle.loads(data)
-    if not (isinstance(entry, tuple) and len(entry) == 7 and entry[:3] == (_MAGIC, _FORMAT, key)):
+    if not (isinstance(entry, tuple) and len(entry) == 8 and entry[:3] == (_MAGIC, _FORMAT, key)):
         return None
-    diagnostics, mesh, kept_options, mesh_files = entry[3:]
+    spec, diagnostics, mesh, kept_options, mesh_files = entry[3:]
+    if not isinstance(spec, bytes) or spec_digest(spec) != wanted.digest:
+        return None
     if kept_options != options or not isinstance(mesh, ir.Mesh) or MANIFEST_PATH not in mesh_files:
         return None
     manifest_document = orjson.loads(mesh_files[MANIFEST_PATH])
-    if manifest_document["source"]["revision"] != source.revision:
-        mesh_files = mesh_files | {MANIFEST_PATH: _for_revision(manifest_document, source.revision)}
+    if manifest_document["source"]["revision"] != wanted.revision:
+        mesh_files = mesh_files | {MANIFEST_PATH: _for_revision(manifest_document, wanted.revision)}
     order = [*sorted(manifest_document.get("files") or {}), MANIFEST_PATH]
     bundle = Bundle(OnDemandFiles(mesh_files, order, mesh, options))
-    return Compiled(Checked(source, tuple(diagnostics), mesh), bundle, options)
+    return Compiled(Checked(wanted.spec_source(spec), tuple(diagnostics), mesh), bundle, options)
 
 
 def _for_revision(manifest_document: dict[str, Any], revision: str | None) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _DURATION = re.compile(r"^(?P<num>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
@@ -9,6 +10,11 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h)$"
 
 
+# A spec writes the same few durations thousands of times (5,088 at 1,000 services: every timeout,
+# interval and ejection time); each distinct text is parsed once. Bounded, so that a file of a
+# million distinct durations keeps no more than this many; a text that is not a duration raises
+# each time (lru_cache keeps no exception).
+@functools.lru_cache(maxsize=4096)
 def parse_duration(text: str) -> int:
     """Milliseconds for a duration string; ValueError with a readable reason otherwise."""
     match = _DURATION.match(text.strip())

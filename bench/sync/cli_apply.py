@@ -17,6 +17,11 @@ one image tag and times `meshc apply --repo R --kubeconfig K --etcd E`, in turn:
   that meshc keeps compilations at all): the tree before's `incremental`;
 - `full`: with `--full` (every object LISTed, nothing kept read).
 
+With --path-mode every run (the first apply included) applies the work tree's spec file as
+`meshc apply mesh.yaml ...` from the repository's directory, without --repo (how an edited spec is
+applied by hand): etcd records the spec's digest, not a commit, and each round's change is the
+file as committed (the work tree holds it).
+
 Each applies its own one-image commit; the runs share one cache directory of their own
 (MESHC_CACHE_DIR), and Python's compiled bytecode of meshc's modules is written and read as for
 an installed package (PYTHONDONTWRITEBYTECODE is dropped for them). Wall and CPU time (user +
@@ -30,7 +35,7 @@ With --importtime, one more apply of each meshc (untimed, after the rounds) runs
 `python -X importtime`: the modules it imported, and their import time summed by top-level
 package (self times; `-X importtime` itself adds to them, so compare the two trees, not absolutes).
 
-    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F] [--importtime]
+    python -m bench.sync.cli_apply --services 1000 --rounds 5 [--baseline TREE] [--json F] [--importtime] [--path-mode]
 """
 
 from __future__ import annotations
@@ -58,17 +63,18 @@ ROOT = Path(__file__).parents[2]
 
 
 def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: Path = ROOT,
-          cache: Path | None = None, verb: str = "apply") -> tuple[float, float, int]:
+          cache: Path | None = None, verb: str = "apply", path_mode: bool = False) -> tuple[float, float, int]:
     """Wall and CPU seconds (the process's user + system time) of one `meshc apply` (or another
     verb) of `tree`'s meshc, and its minor page faults (pages it touched first, or copied after
-    a fork)."""
+    a fork). `path_mode`: the spec file of the work tree, not --repo."""
     env = {**os.environ, "PYTHONPATH": str(tree), **({"MESHC_CACHE_DIR": str(cache)} if cache else {})}
     env.pop("PYTHONDONTWRITEBYTECODE", None)   # run as an installed meshc does: from compiled bytecode
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "meshc.cli", verb, "--repo", str(repo.path), SPEC_PATH,
+    spec, cwd = spec_arguments(repo, tree, path_mode)
+    result = subprocess.run([sys.executable, "-m", "meshc.cli", verb, *spec,
                              "--kubeconfig", str(kubeconfig), "--etcd", etcd.url, *extra],
-                            cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
@@ -77,14 +83,24 @@ def apply(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, *extra: str, tree: 
             after.ru_minflt - before.ru_minflt)
 
 
-def import_profile(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, tree: Path, cache: Path) -> dict[str, Any]:
-    """One `meshc apply --repo` of `tree` under `python -X importtime`: how many modules it imported
+def spec_arguments(repo: GitRepo, tree: Path, path_mode: bool) -> tuple[list[str], Path]:
+    """How a run names the spec, and the directory it runs in: `--repo R mesh.yaml` from `tree`,
+    or (`path_mode`) `mesh.yaml` from the work tree, as one applies an edited file."""
+    if path_mode:
+        return [SPEC_PATH], repo.path
+    return ["--repo", str(repo.path), SPEC_PATH], tree
+
+
+def import_profile(repo: GitRepo, kubeconfig: Path, etcd: EtcdServer, tree: Path, cache: Path,
+                   path_mode: bool = False) -> dict[str, Any]:
+    """One `meshc apply` of `tree` under `python -X importtime`: how many modules it imported
     and the milliseconds spent importing them, in total and by top-level package (largest first)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "MESHC_CACHE_DIR": str(cache)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshc.cli", "apply", "--repo", str(repo.path),
-                             SPEC_PATH, "--kubeconfig", str(kubeconfig), "--etcd", etcd.url],
-                            cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    spec, cwd = spec_arguments(repo, tree, path_mode)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshc.cli", "apply", *spec,
+                             "--kubeconfig", str(kubeconfig), "--etcd", etcd.url],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"meshc apply failed: {result.stderr[-2000:]}")
     by_package: collections.Counter[str] = collections.Counter()
@@ -110,14 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--importtime", action="store_true",
                         help="after the rounds, one apply of each meshc under `python -X importtime`: modules and "
                         "import time by package")
+    parser.add_argument("--path-mode", action="store_true",
+                        help="apply the edited spec file of the work tree (`meshc apply mesh.yaml`, etcd recording "
+                        "its digest) instead of the commit (`meshc apply --repo R mesh.yaml`)")
     args = parser.parse_args(argv)
+    path_mode: bool = args.path_mode
 
     spec = generate(args.services)
     rounds: list[dict[str, Any]] = []
     load = [os.getloadavg()[0]]
     with sync_bed(spec, args.services, "meshc-bench-cli-") as bed:
         cache = bed.workdir / "cache"
-        first, _, _ = apply(bed.repo, bed.kubeconfig, bed.etcd, cache=cache)
+        first, _, _ = apply(bed.repo, bed.kubeconfig, bed.etcd, cache=cache, path_mode=path_mode)
         print(f"first apply: {first:.2f}s", flush=True)
         modes: list[tuple[str, tuple[str, ...], Path]] = [("incremental", (), ROOT), ("cold", (), ROOT),
                                                           ("full", ("--full",), ROOT)]
@@ -136,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                     for kept in cache.glob("compiled-*.pickle"):
                         kept.unlink()
                 if mode == "planned":
-                    apply(bed.repo, bed.kubeconfig, bed.etcd, tree=tree, cache=cache, verb="plan")
+                    apply(bed.repo, bed.kubeconfig, bed.etcd, tree=tree, cache=cache, verb="plan", path_mode=path_mode)
                 # Commits are applied minutes apart, a plan reviewed before its apply: the last
                 # run's compile cache writer (meshc.compile_cache.store_detached) is done by then.
                 compile_cache.settle(cache)
                 bed.kube.reset_log()
                 figures[f"{mode}_s"], figures[f"{mode}_cpu_s"], figures[f"{mode}_minflt"] = apply(
-                    bed.repo, bed.kubeconfig, bed.etcd, *extra, tree=tree, cache=cache)
+                    bed.repo, bed.kubeconfig, bed.etcd, *extra, tree=tree, cache=cache, path_mode=path_mode)
                 figures[f"{mode}_requests"] = len(bed.kube.requests)
                 figures[f"{mode}_lists"] = sum(1 for r in bed.kube.requests if "labelSelector" in r.query)
                 figures[f"{mode}_writes"] = len(bed.kube.writes())
@@ -155,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                 compile_cache.settle(cache)
                 service, spec = one_service_change(spec, len(imports) + 1, args.rounds + 1)
                 bed.repo.commit_file(SPEC_PATH, spec, f"Bump {service}")
-                imports[name] = import_profile(bed.repo, bed.kubeconfig, bed.etcd, tree, cache)
+                imports[name] = import_profile(bed.repo, bed.kubeconfig, bed.etcd, tree, cache, path_mode)
         compile_cache.settle(cache)     # the last writer is done before the directory goes
     load.append(os.getloadavg()[0])
     names = [mode for mode, _, _ in modes]
-    summary: dict[str, Any] = {"services": args.services, "rounds": args.rounds, "load_average": load}
+    summary: dict[str, Any] = {"services": args.services, "rounds": args.rounds, "path_mode": path_mode,
+                               "load_average": load}
     for mode in names:
         summary[f"{mode}_s"] = _median(rounds, f"{mode}_s")
         summary[f"{mode}_cpu_s"] = _median(rounds, f"{mode}_cpu_s")

@@ -55,6 +55,11 @@ def process_ends_with_command() -> None:
         _left_to_exit = []
 
 
+def command_ends_process() -> bool:
+    """Whether this process ends once its command has run (process_ends_with_command)."""
+    return _left_to_exit is not None
+
+
 def left_to_exit(*objects: object) -> None:
     """Objects a verb is done with when it returns, that it leaves to its process's exit rather
     than free one by one on the way out (a 1,000-service build's IR and its emitters' tables:

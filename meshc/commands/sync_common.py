@@ -66,9 +66,9 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_scope_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true",
-                        help="with --repo: plan every object, not only those of the files that changed since the "
-                        "commit etcd records as applied (finds hand edits of unchanged objects), and compile the "
-                        "commit afresh, reading no compilation an earlier run kept")
+                        help="plan every object, not only those of the files that changed since the spec etcd "
+                        "records as applied (finds hand edits of unchanged objects), and compile the spec afresh, "
+                        "reading no compilation an earlier run kept")
 
 
 @dataclass(frozen=True)
@@ -89,26 +89,57 @@ class Prepared:
 
 
 def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
-    """Compile SPEC (diagnostics to stderr; None when it does not compile). With --repo (and
-    without --full), also the bundle of the commit etcd records as applied, to plan only what
-    differs from it; none when there is no record, it names the commit being applied (a re-apply
-    is a drift check: planned in full), or that commit cannot be read or compiled.
+    """Compile SPEC (diagnostics to stderr; None when it does not compile), and, with --etcd and
+    without --full, the bundle etcd records as applied (`<prefix>/revision`: the commit with
+    --repo, else the spec's digest), to plan only what differs from it. There is none when there
+    is no record, it names what is being applied (a re-apply is a drift check: planned in full),
+    or what it names cannot be read or compiled (with --repo) or was not kept (a spec file:
+    its bytes are known only from a kept compilation, meshc.compile_cache).
 
-    Compilations kept by earlier runs (meshc.compile_cache) are used: the applied commit's, from
-    which the new commit is then built incrementally (only the services whose files can differ
-    are emitted), and the new commit's own when a `plan` has compiled it already. Without the
-    applied commit's, the new commit is built in full and the applied one incrementally from it.
-    The new commit is checked incrementally from its parent's kept compilation, else the applied
-    commit's, when there is one (meshc.incremental; the parent is usually the applied commit,
-    which is then loaded once).
+    Compilations kept by earlier runs are used: the applied spec's, from which the new one is
+    then checked and built incrementally (meshc.incremental; only the services whose files can
+    differ are emitted), and the new spec's own when a `plan` has compiled it already.
     --full reads nothing kept."""
-    if not getattr(args, "repo", None):
-        compiled = compile_bundle(args)
-        return Prepared(compiled) if compiled is not None else None
+    if getattr(args, "repo", None):
+        return _prepare_commit(args, targets)
+    if args.etcd and not getattr(args, "full", False):
+        return _prepare_file(args, targets)
+    compiled = compile_bundle(args)
+    return Prepared(compiled) if compiled is not None else None
+
+
+def _prepare_file(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
+    """prepare() for a spec file (or standard input) synced with etcd, which records the digest
+    of the spec it holds: the kept compilation of the spec with that name and digest is the
+    applied one."""
+    from meshc import compile_cache
+    from meshc.commands.common import build_options, read_source
+
+    options = build_options(args)
+    source = read_source(args)
+    digest = compile_cache.spec_digest(source.data)
+    kept = compile_cache.load(source, options)
+    hint, recorded = _recorded_from_header(targets, source)
+    applied = compile_cache.load_applied(source.name, recorded, options) if recorded and recorded != digest else None
+    checked = _checked(args, source, kept, applied)
+    if checked is None or checked.mesh is None:
+        return None
+    if hint is None or hint.rstrip("/") != checked.mesh.etcd_prefix.rstrip("/"):   # the header misled
+        recorded = _recorded_revision(targets, checked.mesh.etcd_prefix)
+        applied = compile_cache.load_applied(source.name, recorded, options) if recorded and recorded != digest \
+            else None
+    return _prepared(checked, options, kept, applied, recorded)
+
+
+def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
+    """prepare() with --repo. The new commit is checked incrementally from its parent's kept
+    compilation, else the applied commit's, when there is one (the parent is usually the applied
+    commit, which is then loaded once). Without the applied commit's compilation, the new commit
+    is built in full and the applied one incrementally from it."""
     from meshc import compile_cache
     from meshc.commands.common import build_options
     from meshc.load.git import GitSpecReader
-    from meshc.pipeline import built, compile
+    from meshc.pipeline import compile
 
     full = bool(getattr(args, "full", False))
     options = build_options(args)
@@ -128,16 +159,34 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
         base: Compiled | None = start     # the parent is the applied commit: loaded once
     else:
         base = compile_cache.load(applied, options) if applied is not None else None
-    if kept is not None:
-        compiled = kept
-    elif base is not None:
-        compiled = compile_cache.build_from(checked, options, base)
-    else:
-        compiled = built(checked, options)
+    if applied is None or base is not None:
+        return _prepared(checked, options, kept, base, recorded)
+    compiled = _compiled(checked, options, kept, None)
+    previous = compile(applied, options, base=compiled).bundle
+    return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
+
+
+def _prepared(checked: Checked, options: BuildOptions, kept: Compiled | None, applied: Compiled | None,
+              recorded: str | None) -> Prepared:
+    """The spec's compilation, planned against `applied` (the kept compilation of what etcd
+    records as `recorded`) when there is one."""
+    compiled = _compiled(checked, options, kept, applied)
     if applied is None:
         return Prepared(compiled, kept=kept is not None)
-    previous = base.bundle if base is not None else compile(applied, options, base=compiled).bundle
-    return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
+    return Prepared(compiled, applied.bundle, recorded, kept=kept is not None)
+
+
+def _compiled(checked: Checked, options: BuildOptions, kept: Compiled | None, applied: Compiled | None) -> Compiled:
+    """The spec's compilation: `kept`, else built from the applied spec's (only the services whose
+    files can differ are rendered), else in full."""
+    from meshc import compile_cache
+    from meshc.pipeline import built
+
+    if kept is not None:
+        return kept
+    if applied is not None:
+        return compile_cache.build_from(checked, options, applied)
+    return built(checked, options)
 
 
 def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None,
@@ -190,15 +239,23 @@ def _kept_applied(reader: GitSpecReader, spec: str, source: SpecSource, targets:
     from when its parent was never compiled here (several commits pushed at once). None when
     there is none."""
     from meshc import compile_cache
+
+    recorded = _recorded_from_header(targets, source)[1]
+    applied = _read_applied(reader, spec, recorded) if recorded != source.revision else None
+    return compile_cache.load(applied, options) if applied is not None else None
+
+
+def _recorded_from_header(targets: list[Target], source: SpecSource) -> tuple[str | None, str | None]:
+    """The etcd prefix the spec's header declares (meshc.incremental.etcd_prefix_hint: read
+    without checking the spec), and what the targets record as applied there; each None when
+    unknown. The caller confirms the prefix once the spec is checked."""
     from meshc.incremental import etcd_prefix_hint
 
     prefix = etcd_prefix_hint(source)
     try:
-        recorded = _recorded_revision(targets, prefix) if prefix is not None else None
+        return prefix, _recorded_revision(targets, prefix) if prefix is not None else None
     except SyncError:   # asked again once the spec is checked, where a failure is the verb's
-        return None
-    applied = _read_applied(reader, spec, recorded) if recorded != source.revision else None
-    return compile_cache.load(applied, options) if applied is not None else None
+        return prefix, None
 
 
 def _read_applied(reader: GitSpecReader, spec: str, recorded: str | None) -> SpecSource | None:
@@ -227,22 +284,41 @@ def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
 def without_cycle_collection(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a sync verb with the cycle collector paused: one compiled commit or two in memory, a
     handful of requests and no cycle worth collecting; the collector would only rescan the IRs
-    over and over (half a second at 5,000 services)."""
-    with long_lived_imports():
-        from meshc.pipeline import no_cycle_collection
+    over and over (half a second at 5,000 services). In the `meshc` command's process, whatever
+    the verb leaves alive (the compiled specs, left to the compile cache's writer or to the exit)
+    is frozen (gc.freeze) before the collector comes back: its first collection would otherwise
+    scan every one of those objects on the way out (a quarter of a second at 1,000 services)."""
+    import gc
 
-    return no_cycle_collection(run)(args)
+    from meshc.commands.common import command_ends_process
+
+    with long_lived_imports():
+        import meshc.pipeline  # noqa: F401 - the verb's stages, imported as long-lived objects
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return run(args)
+    finally:
+        if command_ends_process():
+            gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def remember(args: argparse.Namespace, prepared: Prepared, *results: object) -> None:
-    """Keep the compiled commit for the next plan/apply --repo against etcd (meshc.compile_cache):
-    once applied, etcd names it, and the next apply plans against it without compiling it. Called
-    once the verb's result is out: the entry is written by a process the verb does not wait for,
-    and what the verb holds (`prepared`, its `results`) is left to the process's exit."""
-    if getattr(args, "repo", None) and args.etcd and not prepared.kept:
+    """Keep the compiled spec for the next plan/apply against etcd (meshc.compile_cache): once
+    applied, etcd names it (the commit, or the spec's digest), and the next apply plans against
+    it without compiling it. Called once the verb's result is out: the entry is written by a
+    process the verb does not wait for, and what the verb holds (`prepared`, its `results`) is
+    left to the process's exit, also when nothing is stored."""
+    if args.etcd and not prepared.kept:
         from meshc import compile_cache
 
         compile_cache.store_detached(prepared.compiled, prepared, *results)
+    else:   # freeing the compiled specs one object at a time is work nobody sees the result of
+        from meshc.commands.common import left_to_exit
+
+        left_to_exit(prepared, *results)
 
 
 def has_targets(args: argparse.Namespace) -> bool:

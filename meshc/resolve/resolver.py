@@ -16,16 +16,11 @@ from meshc.vocabulary import FailurePolicy, MtlsMode
 Path = tuple[str | int, ...]
 
 
-class _Spans:
-    def __init__(self, positions: Positions) -> None:
-        self.positions = positions
-
-    def __call__(self, *path: str | int) -> Span:
-        return self.positions.value(path)
+_Spans = workloads.SpanAt   # span(*path): the span of the value at path (Positions.span)
 
 
 def resolve(mesh: spec.Mesh, positions: Positions) -> ir.Mesh:
-    span = _Spans(positions)
+    span = positions.span
     defaults = mesh.spec.defaults
     services_by_name = {s.name: s for s in mesh.spec.services}
     indexes = {s.name: i for i, s in enumerate(mesh.spec.services)}

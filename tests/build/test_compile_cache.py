@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fcntl
+import hashlib
 import os
+import pickle
 import random
 import shutil
 import subprocess
@@ -37,7 +39,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
-def source(services: int = 5, revision: str = "a" * 40, **changes: object) -> SpecSource:
+def source(services: int = 5, revision: str | None = "a" * 40, **changes: object) -> SpecSource:
     text = yaml.safe_dump(chain_spec(services, **changes), sort_keys=False)   # type: ignore[arg-type]
     return SpecSource("mesh.yaml", text.encode(), revision=revision)
 
@@ -167,6 +169,35 @@ def test_another_commit_with_the_same_spec_loads_it_naming_itself() -> None:
     assert files(loaded) == files(compiled(same))
     assert loaded.bundle is not None and loaded.bundle.manifest["source"]["revision"] == "d" * 40
     assert compile_cache.load(spec, BuildOptions()) is not None      # and the first commit still loads
+
+
+def test_a_spec_synced_from_a_file_is_found_by_its_name_and_digest() -> None:
+    """etcd records a spec file's sha256, not its bytes: the entry holds them, so the applied
+    spec's compilation is found from its name and that digest, as a compile of it gives."""
+    spec = source(revision=None)
+    digest = hashlib.sha256(spec.data).hexdigest()
+    compile_cache.store(compiled(spec))
+
+    loaded = compile_cache.load_applied(spec.name, digest, BuildOptions())
+
+    assert loaded is not None and loaded.checked.source == spec
+    assert files(loaded) == files(compiled(spec))
+    assert loaded.bundle is not None and loaded.bundle.manifest["source"]["digest"] == digest
+    assert compile_cache.load_applied("other.yaml", digest, BuildOptions()) is None
+    assert compile_cache.load_applied(spec.name, "a" * 40, BuildOptions()) is None          # a commit, not bytes
+    assert compile_cache.load_applied(spec.name, digest, BuildOptions(config_dir="/srv/envoy")) is None
+
+
+def test_an_entry_holding_other_bytes_than_its_digest_is_refused() -> None:
+    spec = source(revision=None)
+    digest = hashlib.sha256(spec.data).hexdigest()
+    compile_cache.store(compiled(spec))
+    path = compile_cache.entry_path(spec, BuildOptions())
+    entry = pickle.loads(path.read_bytes())
+    path.write_bytes(compile_cache._encoded((*entry[:3], source(4).data, *entry[4:])))   # the key left as it was
+
+    assert compile_cache.load_applied(spec.name, digest, BuildOptions()) is None
+    assert compile_cache.load(spec, BuildOptions()) is None
 
 
 def test_another_meshc_finds_nothing(tmp_path: Path) -> None:
@@ -348,3 +379,29 @@ def test_a_run_waits_for_the_entry_another_is_writing(cache_dir: Path) -> None:
     reader.join(30)
 
     assert results and results[0] is not None and files(results[0]) == files(original)
+
+
+def test_a_writer_that_ends_between_a_miss_and_the_look_for_it_leaves_its_entry_found(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader misses the entry, then the writer puts it in place and removes its `.writing`
+    file before the reader looks for that file: the reader finds no writer to wait for, and must
+    still load the entry rather than compile the commit again."""
+    spec = source(revision="8" * 40)
+    original = compiled(spec)
+    first_read = compile_cache._read
+    reads: list[Compiled | None] = []
+
+    def missed_while_the_writer_ends(*args: object) -> Compiled | None:
+        if not reads:
+            reads.append(None)
+            compile_cache.store(original)       # the writer ends: entry in place, no `.writing` file
+            return None
+        reads.append(first_read(*args))         # type: ignore[arg-type]
+        return reads[-1]
+
+    monkeypatch.setattr(compile_cache, "_read", missed_while_the_writer_ends)
+
+    loaded = compile_cache.load(spec, BuildOptions())
+
+    assert loaded is not None and files(loaded) == files(original)
+    assert len(reads) == 2
