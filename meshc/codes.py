@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "E213": "etcd prefix does not start with '/'",
     "E214": "two proxy ports are the same, or clash with an application port",
     "E215": "duplicate static endpoint",
+    "E216": "the endpoint weights of a service sum to more than Envoy allows (4,294,967,295)",
     "E217": "an external service (static endpoints) cannot have upstreams",
     "E218": "a version weight is set on some versions but not all",
     "E219": "a generated Kubernetes name would be invalid (too long, or not starting with a letter)",
@@ -74,6 +75,7 @@ CODES: dict[str, str] = {
     "W210": "a spec.analysis.ignore entry matches no warning",
     "W211": "retries that the callee's circuit breaker never lets through (maxRetries 0, or a retry budget of 0%)",
     "W212": "retries to an HTTP service list only gRPC conditions, so no request is ever retried",
+    "W213": "healthCheck.path on a service not checked over HTTP (tcp: a TCP connect; grpc: gRPC Health)",
     # W3xx / E3xx: call-graph analysis
     "W301": "retry amplification along a call path exceeds the budget",
     "W302": "a caller's timeout is shorter than what its callee may take",
@@ -133,5 +135,6 @@ CODES: dict[str, str] = {
     "E713": "a disruption budget needs exactly one of minAvailable and maxUnavailable",
     "E714": "pod labels or annotations take a key meshc sets",
     "E715": "workload settings on a service with static endpoints (it runs outside the mesh)",
+    "E716": "a toleration or topology spread constraint the Kubernetes API server refuses",
     "W701": "replicas are ignored: the autoscaler sets them",
 }

@@ -16,6 +16,8 @@ class LbPolicy(StrEnum):
 
 
 HASH_POLICIES = frozenset({LbPolicy.RING_HASH, LbPolicy.MAGLEV})
+# The one method gRPC Health checks call: the request path every gRPC health check sends.
+GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"
 
 
 class Protocol(StrEnum):

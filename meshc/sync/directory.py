@@ -12,21 +12,29 @@ reads only the files that differ between the two bundles instead of every file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from meshc.bundle import Bundle
 from meshc.emit.naming import ETCD_SEED_PATH, KUSTOMIZATION_PATH, MANIFEST_PATH, NAMESPACE_PATH
 from meshc.sync.delta import file_delta
-from meshc.sync.target import Action, ApplyResult, Change, Interrupt, PermanentError, Plan, StalePlan
+from meshc.sync.target import (
+    Action, ApplyResult, Change, Interrupt, PermanentError, Plan, StalePlan, SyncError, TransientError,
+)
 
 NAME = "directory"
 # Files every bundle has whatever its services: deleting all the others empties the mesh.
 _MESH_LEVEL_FILES = frozenset({MANIFEST_PATH, ETCD_SEED_PATH, NAMESPACE_PATH, KUSTOMIZATION_PATH})
+# A full disk, a quota, a file-size limit, no file descriptors or memory left: the file system is
+# fine and another try may succeed once space is freed, as with a 5xx from an API (retry, backoff).
+_EXHAUSTED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 class DirectoryTarget:
@@ -36,6 +44,24 @@ class DirectoryTarget:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._check_root()
+
+    def _check_root(self) -> None:
+        """DIR may not exist yet (the first write makes it), but what is there must be a directory:
+        `--output /dev/null` or a file would otherwise plan every file and fail to write the first."""
+        try:
+            info = self.root.stat()
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            raise PermanentError(f"output directory {self.root}: a part of the path is a file, not a "
+                                 "directory") from None
+        except OSError as error:
+            raise PermanentError(f"output directory {self.root}: cannot be read: {error.strerror or error}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            what = "a file" if stat.S_ISREG(info.st_mode) else "a device, pipe or socket"
+            raise PermanentError(f"output directory {self.root} is {what}, not a directory; name a directory "
+                                 "(it is created if missing)")
 
     def __repr__(self) -> str:
         return f"DirectoryTarget({str(self.root)!r})"
@@ -44,6 +70,7 @@ class DirectoryTarget:
 
     def plan(self, bundle: Bundle, *, revision: str | None = None, previous: Bundle | None = None,
              interrupt: Interrupt | None = None) -> Plan:
+        self._check_root()   # a long-running watch: someone may have put a file there since
         live_manifest = self._read(MANIFEST_PATH)
         owned, recorded = self._owned_files(live_manifest)
         compared = self._files_to_compare(bundle, previous, live_manifest)
@@ -125,11 +152,15 @@ class DirectoryTarget:
     def apply(self, plan: Plan, bundle: Bundle) -> ApplyResult:
         """Writes (in path order: cds before lds), then deletes, then the manifest that records them.
 
-        That order keeps the manifest a superset of what meshc has on disk after a crash at any
-        point, so a later sync can still finish the job.
+        Files to create are first added to the live manifest, and files to delete leave it only at
+        the end: the manifest stays a superset of what meshc has on disk after a failure at any
+        point (a full disk, a crash), so a later sync, of this commit or another, finishes the job.
         """
         if plan.state_token != self._manifest_digest():
             raise StalePlan(f"{self.root / MANIFEST_PATH} changed since the plan was made")
+        creates = [c.key for c in plan.writes if c.action is Action.CREATE and not c.bookkeeping]
+        if creates:
+            self._write(MANIFEST_PATH, self._claiming(creates, bundle))
         result = ApplyResult(NAME)
         for change in plan.writes:
             if change.action in (Action.CREATE, Action.UPDATE) and not change.bookkeeping:
@@ -143,6 +174,16 @@ class DirectoryTarget:
                 self._write(change.key, bundle.files[change.key])
                 _record(result, change)
         return result
+
+    def _claiming(self, creates: list[str], bundle: Bundle) -> bytes:
+        """The live manifest with the files about to be created added: should the apply stop half-way
+        (a full disk, a crash), the files it did create are still known as meshc's, and the next
+        commit may update or delete them. Its source stays the live one: that commit is not applied."""
+        live = self._read(MANIFEST_PATH)
+        manifest: dict[str, Any] = orjson.loads(live) if live is not None else {"kind": "BuildManifest"}
+        files: dict[str, Any] = dict(manifest.get("files") or {})
+        files.update({path: {"sha256": hashlib.sha256(bundle.files[path]).hexdigest()} for path in creates})
+        return orjson.dumps({**manifest, "files": files}, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
     def _write(self, path: str, data: bytes) -> None:
         target = self.root / path
@@ -158,14 +199,14 @@ class DirectoryTarget:
                 Path(temp).unlink(missing_ok=True)
                 raise
         except OSError as error:
-            raise PermanentError(f"cannot write {target}: {error}") from error
+            raise _io_error(f"cannot write {target}", error) from error
 
     def _delete(self, path: str) -> None:
         target = self.root / path
         try:
             target.unlink(missing_ok=True)
         except OSError as error:
-            raise PermanentError(f"cannot delete {target}: {error}") from error
+            raise _io_error(f"cannot delete {target}", error) from error
         self._remove_empty_parents(target.parent)
 
     def _remove_empty_parents(self, directory: Path) -> None:
@@ -179,6 +220,14 @@ class DirectoryTarget:
 
     def close(self) -> None:
         pass
+
+
+def _io_error(what: str, error: OSError) -> SyncError:
+    """Exhausted resources are transient (retried with backoff); anything else needs a person."""
+    reason = error.strerror or str(error)
+    if error.errno in _EXHAUSTED:
+        return TransientError(f"{what}: {reason}")
+    return PermanentError(f"{what}: {reason}")
 
 
 def _record(result: ApplyResult, change: Change) -> None:

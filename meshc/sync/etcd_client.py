@@ -65,6 +65,9 @@ class EtcdAccess:
                                  "--etcd-password-file FILE")
         if self.password is not None and self.user is None:
             raise PermanentError("an etcd password was given without --etcd-user")
+        problem = _tls_files_problem(self.ca_cert, self.cert, self.key)
+        if problem is not None:
+            raise PermanentError(problem)
 
     @property
     def display(self) -> str:
@@ -81,6 +84,35 @@ class EtcdAccess:
     @property
     def port(self) -> int:
         return urlsplit(self.url if "://" in self.url else f"http://{self.url}").port or 2379
+
+
+def _tls_files_problem(ca_cert: str | None, cert: str | None, key: str | None) -> str | None:
+    """A CA bundle without a certificate, or a certificate and key that are no pair, fail only at
+    the handshake, where they read as a transient failure of etcd: say which file is wrong instead."""
+    import ssl
+
+    for flag, path in (("--etcd-cacert", ca_cert), ("--etcd-cert", cert), ("--etcd-key", key)):
+        if path is not None and not os.path.isfile(path):
+            return f"{flag} {path}: " + ("is a directory, not a file" if os.path.isdir(path) else "no such file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if ca_cert is not None:
+            context.load_verify_locations(cafile=ca_cert)
+    except (ssl.SSLError, OSError, ValueError) as error:
+        return f"--etcd-cacert {ca_cert}: holds no PEM CA certificate ({_ssl_reason(error)})"
+    try:
+        if cert is not None and key is not None:
+            # A passphrase-protected key would be asked for on the terminal: refuse it here instead.
+            context.load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError, ValueError):
+        return (f"--etcd-cert {cert} and --etcd-key {key}: not a PEM certificate and the unencrypted private "
+                "key that goes with it")
+    return None
+
+
+def _ssl_reason(error: Exception) -> str:
+    reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+    return str(reason).lower().replace("_", " ")
 
 
 def read_password(password_file: str | None, environ: dict[str, str] | None = None) -> str | None:

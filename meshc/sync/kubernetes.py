@@ -33,6 +33,7 @@ from meshc.emit.naming import (
 from meshc.kinds import API_VERSIONS, APPLY_ORDER, OPTIONAL_KINDS, apply_sort_key, kind_rank
 from meshc.sync import drift, lazy_import
 from meshc.sync.delta import FileDelta, file_delta
+from meshc.sync.kubeconfig import kubeconfig_problem
 from meshc.sync.scrub import scrub
 from meshc.sync.target import (
     Action, ApplyResult, Change, Interrupt, Interrupted, MeshIdentity, PermanentError, Plan, SyncError,
@@ -85,6 +86,10 @@ class KubernetesTarget:
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None, *,
                         in_cluster: bool = False, **options: Any) -> KubernetesTarget:
         """A target from a kubeconfig file (optionally one of its contexts) or the in-cluster service account."""
+        if kubeconfig is not None and not in_cluster:
+            problem = kubeconfig_problem(kubeconfig, context)
+            if problem is not None:
+                raise PermanentError(f"cannot load kubeconfig {kubeconfig}: {scrub(problem)}")
         _import_client_library(in_cluster=in_cluster)
         from kubernetes.client.api_client import ApiClient
         from kubernetes.client.configuration import Configuration
@@ -610,9 +615,13 @@ def api_error(what: str, status: int | None, reason: str | None, body: Any) -> S
     """A Status answer as TransientError (5xx, 409, 429, timeouts) or PermanentError (the rest)."""
     code = int(status or 0)
     message = _status_message(body) or scrub(reason or "") or "no message"
-    if code in (401, 403):
+    if code == 403 and _namespace_terminating(body):
+        # Someone deleted the namespace: writes into it are refused until it is gone, then work.
+        error: SyncError = TransientError(f"kubernetes: cannot {what} yet: {code} {message} (retry once the "
+                                          "namespace is deleted)")
+    elif code in (401, 403):
         hint = " (check the credentials and RBAC of the kubeconfig/service account)"
-        error: SyncError = PermanentError(f"kubernetes: not allowed to {what}: {code} {message}{hint}")
+        error = PermanentError(f"kubernetes: not allowed to {what}: {code} {message}{hint}")
     elif code in _TRANSIENT_STATUSES or code >= 500:
         error = TransientError(f"kubernetes: cannot {what}: {code} {message}")
     else:
@@ -621,21 +630,32 @@ def api_error(what: str, status: int | None, reason: str | None, body: Any) -> S
     return error
 
 
+def _namespace_terminating(body: Any) -> bool:
+    """A 403 whose Status names the NamespaceTerminating cause (the NamespaceLifecycle admission)."""
+    status = _status_of(body)
+    causes = (status.get("details") or {}).get("causes") if status else None
+    return isinstance(causes, list) and any(isinstance(c, dict) and c.get("type") == "NamespaceTerminating"
+                                            for c in causes)
+
+
+def _status_of(body: Any) -> dict[str, Any] | None:
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if not isinstance(body, str) or not body:
+        return None
+    try:
+        status = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return status if isinstance(status, dict) and status.get("kind") == "Status" else None
+
+
 def _status_message(body: Any) -> str:
     """The `message` of a Kubernetes Status answer, scrubbed; "" for anything else. A body that is
     not a Status (a proxy's or load balancer's HTML page) is never shown: it may echo request
     headers, tokens included."""
-    if isinstance(body, bytes):
-        body = body.decode(errors="replace")
-    if not isinstance(body, str) or not body:
-        return ""
-    try:
-        status = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    if not isinstance(status, dict) or status.get("kind") != "Status":
-        return ""
-    return scrub(_first_line(str(status.get("message", ""))))
+    status = _status_of(body)
+    return scrub(_first_line(str(status.get("message", "")))) if status else ""
 
 
 def _first_line(text: str) -> str:

@@ -56,6 +56,7 @@ class StatusLog:
         self.live = fmt == "text" and (_isatty(stream) if live is None else live)
         self._lock = threading.Lock()
         self._live_shown = False
+        self.lost = 0   # event lines not written since the last one that was
 
     def event(self, name: str, message: str, *, diagnostics: Sequence[Diagnostic] = (), lines: Sequence[str] = (),
               **fields: Any) -> None:
@@ -75,8 +76,28 @@ class StatusLog:
                     line += "\n    " + scrub(detail)
                 for diag in diagnostics:
                     line += "\n    " + scrub(format_text(diag, hints=False))
-            self.stream.write(line + "\n")
+            self._write(line + "\n")
+
+    def _write(self, text: str) -> None:
+        """A log that cannot be written (a full disk, a closed pipe) must not stop the loop it
+        reports on: the line is counted as lost, and the next line that can be written says so."""
+        try:
+            if self.lost:
+                self.stream.write(self._lost_notice())
+            self.stream.write(text)
             self.stream.flush()
+        except (OSError, ValueError):   # ValueError: the stream was closed under us
+            self.lost += 1
+            return
+        self.lost = 0
+
+    def _lost_notice(self) -> str:
+        """On a line of its own: the last failed write may have left half a line behind."""
+        message = f"{self.lost} log lines may be missing: the log could not be written"
+        if self.fmt == "json":
+            return "\n" + json.dumps({"time": _now_iso(millis=True), "event": "log-lost", "message": message,
+                                      "lines": self.lost}) + "\n"
+        return f"\n{_now_iso()} {'log-lost':<8} {message}\n"
 
     def status(self, text: str) -> None:
         """The live line (terminal only): what the loop does now; replaced by the next one."""

@@ -40,6 +40,7 @@ from meshc.validate.models import (
     RouteMatch,
     Service,
     StringMatch,
+    Toleration,
     spec_names,
 )
 from meshc.defaults import APP_RESOURCES, PROXY_RESOURCES
@@ -47,9 +48,12 @@ from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_p
 from meshc.quantities import parse_quantity
 from meshc.env_templates import PLACEHOLDERS, template_fields
 from meshc.validate.header_formats import format_problem
-from meshc.vocabulary import HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
+from meshc.vocabulary import GRPC_HEALTH_PATH, HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
+# Envoy keeps the sum of one locality's endpoint weights in a uint32 (LocalityLbEndpoints docs);
+# ring_hash and maglev refuse a cluster over it at load time; the API documents it for every policy.
+MAX_ENDPOINT_WEIGHT_SUM = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +319,17 @@ def duplicate_endpoints(ctx: Context) -> Iterator[Diagnostic]:
                         ctx.at(*where), where)
 
 
+def endpoint_weight_sum(ctx: Context) -> Iterator[Diagnostic]:
+    """All of a service's endpoints form one Envoy locality, and an endpoint without a weight counts 1."""
+    for path, service in services(ctx):
+        total = sum(endpoint.weight or 1 for endpoint in service.endpoints or ())
+        if total > MAX_ENDPOINT_WEIGHT_SUM:
+            where = path + ("endpoints",)
+            yield error("E216", f"the endpoint weights of '{service.name}' sum to {total:,}, more than Envoy allows "
+                        f"in one locality ({MAX_ENDPOINT_WEIGHT_SUM:,})", ctx.key(*where), where,
+                        hint="weights are relative: divide them all by a common factor")
+
+
 def external_without_upstreams(ctx: Context) -> Iterator[Diagnostic]:
     for path, service in services(ctx):
         if service.endpoints is not None and service.upstreams:
@@ -477,6 +492,26 @@ def health_check_path(ctx: Context) -> Iterator[Diagnostic]:
             yield error("E102", f"missing required field 'path' in the healthCheck of '{service.name}': "
                         f"{service.protocol.value} services are checked with an HTTP GET of that path",
                         ctx.at(*path, "healthCheck"), path + ("healthCheck", "path"))
+
+
+def health_check_path_unused(ctx: Context) -> Iterator[Diagnostic]:
+    """A path asks for an HTTP check, but Envoy connects to a tcp service (tcp_health_check has no
+    path) and calls gRPC Health on a grpc one, and so does the readiness probe: a silent downgrade."""
+    for path, service in services(ctx):
+        check = service.health_check
+        if check is None or check.path is None:
+            continue
+        if service.protocol is Protocol.TCP:
+            how = "a TCP connect"
+        elif service.protocol is Protocol.GRPC and check.path != GRPC_HEALTH_PATH:
+            how = f"the gRPC Health protocol ({GRPC_HEALTH_PATH})"
+        else:
+            continue
+        where = path + ("healthCheck", "path")
+        yield warning("W213", f"healthCheck.path of '{service.name}' has no effect: {service.protocol.value} "
+                      f"services are checked with {how}, by Envoy and by the readiness probe alike",
+                      ctx.key(*where), where, hint="remove path, or set the protocol the service speaks "
+                      "(http, http2) to have it checked with an HTTP GET")
 
 
 def health_check_timing(ctx: Context) -> Iterator[Diagnostic]:
@@ -961,6 +996,34 @@ def pod_keys(ctx: Context) -> Iterator[Diagnostic]:
                     where = path + ("pod", field, key)
                     yield error("E714", f"pod {field[:-1]} '{key}' of '{service.name}' is one meshc sets itself",
                                 ctx.key(*where), where)
+
+
+def _toleration_problems(toleration: Toleration) -> Iterator[tuple[str, str]]:
+    """Kubernetes' validateTolerations, field by field: (the field at fault, why)."""
+    if not toleration.key and toleration.operator != "Exists":
+        yield "operator", "without a key, operator must be Exists (which matches every taint)"
+    if toleration.operator == "Exists" and toleration.value:
+        yield "value", "with operator Exists, value must be empty"
+    if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
+        yield "tolerationSeconds", "tolerationSeconds needs effect NoExecute"
+
+
+def pod_scheduling(ctx: Context) -> Iterator[Diagnostic]:
+    """Rules the API server applies to tolerations and spread constraints, which a schema does not
+    express: a pod template breaking one is refused, and the whole apply fails at that Deployment."""
+    for path, service in setting(ctx, "pod"):
+        assert service.pod is not None
+        for index, toleration in enumerate(service.pod.tolerations or ()):
+            for field, reason in _toleration_problems(toleration):
+                where = path + ("pod", "tolerations", index)
+                span = ctx.key(*where, field) if ctx.positions.has(where + (field,)) else ctx.at(*where)
+                yield error("E716", f"toleration {index + 1} of '{service.name}': {reason}; Kubernetes refuses it",
+                            span, where + (field,))
+        for index, spread in enumerate(service.pod.topology_spread_constraints or ()):
+            if spread.min_domains is not None and spread.when_unsatisfiable != "DoNotSchedule":
+                where = path + ("pod", "topologySpreadConstraints", index, "minDomains")
+                yield error("E716", f"topology spread constraint {index + 1} of '{service.name}': minDomains needs "
+                            "whenUnsatisfiable: DoNotSchedule; Kubernetes refuses it", ctx.key(*where), where)
 
 
 _WORKLOAD_FIELDS = ("command", "args", "env", "volumes", "securityContext", "initContainers", "probes",
@@ -1637,6 +1700,7 @@ CHECKS: tuple[Check, ...] = (
     endpoint_weights_ignored,
     static_endpoints_exclusive,
     duplicate_endpoints,
+    endpoint_weight_sum,
     external_without_upstreams,
     deployed_needs_image,
     retry_on_known,
@@ -1645,6 +1709,7 @@ CHECKS: tuple[Check, ...] = (
     retry_settings_without_attempts,
     retries_blocked_by_circuit_breaker,
     health_check_path,
+    health_check_path_unused,
     health_check_timing,
     tcp_route_policies,
     tcp_hash_header,
@@ -1673,6 +1738,7 @@ CHECKS: tuple[Check, ...] = (
     autoscaling_range,
     disruption_budget_choice,
     pod_keys,
+    pod_scheduling,
     external_without_workload,
     # routing and gateways
     route_versions,

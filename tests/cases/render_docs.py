@@ -46,6 +46,16 @@ SPECIAL = {
             "spec holds about 700,000). Loading stops there, so that no file under the size limit costs "
             "more than that many nodes' worth of time and memory, however it is padded. Split the mesh, "
             "or fix the generator that wrote the file.",
+    "E216": "Envoy keeps the sum of the endpoint weights of one locality in a 32-bit counter, and all of a "
+            "service's static endpoints form one locality: their weights (an endpoint without one counts 1) must "
+            "not sum to more than 4,294,967,295. With `ring_hash` or `maglev` Envoy refuses the whole sidecar "
+            "configuration (`The sum of weights of all upstream hosts in a locality exceeds 4294967295`); with "
+            "the other policies Envoy 1.40 loads it, though its API documents the limit for every locality (`LbEndpoint."
+            "load_balancing_weight`). Reported at the service's `endpoints`, e.g. "
+            "4,295 endpoints at the largest weight (1,000,000): `mesh.yaml:17:5: error: the endpoint weights of "
+            "'legacy' sum to 4,295,000,000, more than Envoy allows in one locality (4,294,967,295) [E216]` (the case "
+            "`tests/cases/invalid/E216-endpoint-weight-sum/`). Fix: weights are relative, so divide them all by a "
+            "common factor (the case's fixed.yaml gives each endpoint 1,000 instead of 1,000,000).",
     "E250": "A sidecar's Envoy files travel to its pods in ConfigMaps, and the API server refuses a "
             "ConfigMap holding more than 1 MiB. Usually one ConfigMap `<service>-envoy` holds them all, as "
             "written to `envoy/<service>/`; when they would not fit (a service calling about 140 others or "

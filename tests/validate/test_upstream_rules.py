@@ -188,6 +188,13 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     # Envoy HealthCheck PGV: interval { gt: {} }; Cluster.connect_timeout { gt: {} }
     "health-interval-zero": ("    healthCheck: {path: /healthz, interval: 0s}\n", Reject("E104", 18, 45)),
     "connect-timeout-zero": ("    connectTimeout: 0s\n", Reject("E104", 18, 21)),
+    # Envoy HealthCheck: the path lives in http_health_check only; a tcp service gets tcp_health_check
+    # (and a tcpSocket readiness probe), a grpc one grpc_health_check, so a path there is dropped
+    "health-path-on-tcp": ("    protocol: tcp\n    healthCheck: {path: /healthz}\n", Accept("web", ("W213",))),
+    "health-path-on-grpc": ("    protocol: grpc\n    healthCheck: {path: /healthz}\n", Accept("web", ("W213",))),
+    "grpc-health-method-path": ("    protocol: grpc\n    healthCheck: {path: /grpc.health.v1.Health/Check}\n",
+                                Accept("web")),
+    "health-without-path-on-tcp": ("    protocol: tcp\n    healthCheck: {interval: 2s}\n", Accept("web")),
     # --- gateways -------------------------------------------------------------------------------
     # Envoy RouteConfiguration: "Only unique values for domains are permitted"
     "host-twice": (_gateway("[{port: 8000, hosts: [a.example.com, b.example.com, a.example.com]}]"),

@@ -12,13 +12,13 @@ from __future__ import annotations
 from meshc.emit.envoy.percent import fractional
 from meshc.emit.envoy.values import Json, duration
 from meshc.resolve import ir
+from meshc.vocabulary import GRPC_HEALTH_PATH
 
 FILTER = "envoy.filters.http.local_ratelimit"
 TYPE = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 STAT_PREFIX = "inbound_rate_limit"
 ENABLED_KEY = "meshc.inbound_rate_limit.enabled"
 ENFORCED_KEY = "meshc.inbound_rate_limit.enforced"
-GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"
 
 
 def listener_filter(service: ir.Service) -> Json | None:
