@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from meshc.codes import CODES
 from meshc.load import SpecSource
-from meshc.pipeline import BuildOptions, build_bundle, check
+from meshc.pipeline import BuildOptions, Checked, build_bundle, check
 from meshc.review.envoy_check import describe, find_envoy, validate_sidecars
 from tests.emit.kubernetes.schemas import errors as schema_errors
 from tests.emit.kubernetes.schemas import oldest_and_newest
@@ -241,17 +241,24 @@ def feature_specs(draw: st.DrawFn) -> Json:
     return spec
 
 
-@pytest.mark.envoy
-@settings(max_examples=FUZZ_FEATURES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-          derandomize="FUZZ_FEATURES" not in os.environ)
-@given(spec=feature_specs())
-def test_feature_specs_never_crash_and_valid_ones_build_what_envoy_accepts(spec: Json) -> None:
+def _checked_with_positions(spec: Json) -> tuple[Checked, str]:
+    """The check of `spec` (and the text it was checked as), asserting that every diagnostic has a
+    known code and a line in the file."""
     text = json.dumps(spec, indent=1, ensure_ascii=False)
     lines = text.count("\n") + 1
     checked = check(SpecSource("m.yaml", text.encode()))
     for diagnostic in checked.diagnostics:
         assert diagnostic.code in CODES, diagnostic
         assert diagnostic.span is not None and 1 <= diagnostic.span.line <= lines, diagnostic
+    return checked, text
+
+
+@pytest.mark.envoy
+@settings(max_examples=FUZZ_FEATURES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize="FUZZ_FEATURES" not in os.environ)
+@given(spec=feature_specs())
+def test_feature_specs_never_crash_and_valid_ones_build_what_envoy_accepts(spec: Json) -> None:
+    checked, text = _checked_with_positions(spec)
     event("accepted" if checked.ok else "refused: " + ",".join(sorted({d.code for d in checked.diagnostics
                                                                        if d.is_error})))
     if not checked.ok:
@@ -333,12 +340,7 @@ def reshaped_examples(draw: st.DrawFn) -> tuple[str, Json]:
 @given(case=reshaped_examples())
 def test_reshaped_examples_never_crash_and_valid_ones_build_what_envoy_accepts(case: tuple[str, Json]) -> None:
     name, spec = case
-    text = json.dumps(spec, indent=1, ensure_ascii=False)
-    lines = text.count("\n") + 1
-    checked = check(SpecSource("m.yaml", text.encode()))
-    for diagnostic in checked.diagnostics:
-        assert diagnostic.code in CODES, diagnostic
-        assert diagnostic.span is not None and 1 <= diagnostic.span.line <= lines, diagnostic
+    checked, text = _checked_with_positions(spec)
     event(f"{name}: " + ("accepted" if checked.ok else "refused"))
     if not checked.ok:
         return
