@@ -7,6 +7,8 @@ is left holding a mix of two commits, and the targets converge on the branch's l
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -36,18 +38,26 @@ def expected_images(tag: str) -> dict[str, str]:
     return {name: f"ghcr.io/acme/{name}:{tag}" for name in tagged(tag)}
 
 
+@contextmanager
+def deployment_write_held(kube_api: KubeAPIHandle, repo: GitRepo, tag: str, message: str) -> Iterator[str]:
+    """Commit every service at `tag` and hold the watcher's first Deployment write of that commit
+    until the block ends (the sync is then half-way through its Kubernetes writes); yields the commit."""
+    held = kube_api.hold_next(methods={"PATCH"}, path_contains="/deployments/")
+    change = repo.commit_file(SPEC_PATH, mesh_spec(SERVICES, tags=tagged(tag)), message)
+    try:
+        assert held.reached.wait(60), "the sync of the new commit never wrote a Deployment"
+        yield change
+    finally:
+        held.release()
+
+
 def test_etcd_killed_while_kubernetes_is_written_leaves_etcd_on_the_old_commit_then_converges(
         mesh_repo: GitRepo, kube_api: KubeAPIHandle, kube_target: KubernetesTarget, etcd_server: EtcdServer,
         etcd_target: EtcdTarget) -> None:
     with watching(mesh_repo.path, [kube_target, etcd_target], backoff_cap=BACKOFF_CAP) as watcher:
         first = watcher.wait("applied", commit=mesh_repo.head_sha)["commit"]
-        held = kube_api.hold_next(methods={"PATCH"}, path_contains="/deployments/")
-        change = mesh_repo.commit_file(SPEC_PATH, mesh_spec(SERVICES, tags=tagged("2.0.0")), "Bump every service")
-        try:
-            assert held.reached.wait(60), "the sync of the new commit never wrote a Deployment"
+        with deployment_write_held(kube_api, mesh_repo, "2.0.0", "Bump every service") as change:
             etcd_server.kill()   # SIGKILL, mid-apply: plans are made, Kubernetes is being written
-        finally:
-            held.release()
         watcher.wait("failed", commit=change, attempt=2)
         failures = matching(watcher.events(), "failed", commit=change)
     # Kubernetes took the commit; etcd, killed before its transaction, holds the old one whole
@@ -118,10 +128,7 @@ def test_the_branch_moving_during_an_apply_ends_on_its_last_head(
     pass applies the branch's new head; nothing of a commit that is no longer on it survives."""
     with watching(mesh_repo.path, [kube_target, etcd_target], backoff_cap=BACKOFF_CAP) as watcher:
         base = watcher.wait("applied", commit=mesh_repo.head_sha)["commit"]
-        held = kube_api.hold_next(methods={"PATCH"}, path_contains="/deployments/")
-        during = mesh_repo.commit_file(SPEC_PATH, mesh_spec(SERVICES, tags=tagged("2.0.0")), "Release 2.0.0")
-        try:
-            assert held.reached.wait(60), "the sync of the new commit never wrote a Deployment"
+        with deployment_write_held(kube_api, mesh_repo, "2.0.0", "Release 2.0.0") as during:
             if move == "forward":
                 mesh_repo.commit_file(SPEC_PATH, mesh_spec(SERVICES, tags=tagged("2.0.0"), replicas={"svc-02": 3}),
                                       "Scale svc-02")
@@ -131,8 +138,6 @@ def test_the_branch_moving_during_an_apply_ends_on_its_last_head(
                 mesh_repo.repo.git.reset("--hard", base)
                 last = mesh_repo.commit_file(SPEC_PATH, mesh_spec(SERVICES, tags=tagged("3.0.0")), "Release 3.0.0 instead")
                 final = "3.0.0"
-        finally:
-            held.release()
         watcher.wait("applied", commit=last)
         events = watcher.events()
     applied = [e["commit"] for e in events if e["event"] == "applied"]
