@@ -118,16 +118,20 @@ def _prepare_file(args: argparse.Namespace, targets: list[Target]) -> Prepared |
     options = build_options(args)
     source = read_source(args)
     digest = compile_cache.spec_digest(source.data)
+
+    def applied_entry(recorded: str | None) -> Compiled | None:
+        """The kept compilation of the spec etcd records, unless that is this very spec (a re-apply)."""
+        return compile_cache.load_applied(source.name, recorded, options) if recorded and recorded != digest else None
+
     kept = compile_cache.load(source, options)
     hint, recorded = _recorded_from_header(targets, source)
-    applied = compile_cache.load_applied(source.name, recorded, options) if recorded and recorded != digest else None
+    applied = applied_entry(recorded)
     checked = _checked(args, source, kept, applied)
     if checked is None or checked.mesh is None:
         return None
     if hint is None or hint.rstrip("/") != checked.mesh.etcd_prefix.rstrip("/"):   # the header misled
         recorded = _recorded_revision(targets, checked.mesh.etcd_prefix)
-        applied = compile_cache.load_applied(source.name, recorded, options) if recorded and recorded != digest \
-            else None
+        applied = applied_entry(recorded)
     return _prepared(checked, options, kept, applied, recorded)
 
 
