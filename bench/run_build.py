@@ -44,9 +44,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 if __package__ in (None, ""):     # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -290,6 +291,35 @@ def paired_ratio(builds: list[float], floors: list[float]) -> float:
     return statistics.median(b / f for b, f in zip(builds, floors, strict=True))
 
 
+class Timed(Protocol):
+    """A run of either side: a build (ProcessRun) or a floor (floor.FloorRun)."""
+
+    @property
+    def seconds(self) -> float: ...
+
+    @property
+    def cpu_seconds(self) -> float: ...
+
+
+TimedRun = TypeVar("TimedRun", bound=Timed)
+
+
+@dataclass(frozen=True)
+class Best(Generic[TimedRun]):
+    """One side's runs as its record keeps them: the run with the least wall time (a floor's
+    parse and write are that run's), the one with the least CPU time (not always the same run),
+    and every run's wall and CPU time, rounded, in the order they ran."""
+    fastest: TimedRun
+    least_cpu: TimedRun
+    runs: list[float]
+    cpu_runs: list[float]
+
+
+def best_of(runs: Sequence[TimedRun]) -> Best[TimedRun]:
+    return Best(fastest=min(runs, key=lambda r: r.seconds), least_cpu=min(runs, key=lambda r: r.cpu_seconds),
+                runs=[round(r.seconds, 4) for r in runs], cpu_runs=[round(r.cpu_seconds, 4) for r in runs])
+
+
 def alternate(spec: Path, out: Path, reference: floor.Files, work: Path, trash: Path | None,
               repeat: int) -> tuple[list[ProcessRun], list[floor.FloorRun]]:
     """`repeat` builds and floors, interleaved (build, floor, build, floor, ...) so that both see the
@@ -320,18 +350,17 @@ def measure_size(n: int, seed: int, repeat: int, work: Path, tmpfs: Path | None 
     floors += more_floors
     tree_pss = build_memory_kib(spec, out, trash)
     floor.set_aside(out, trash)
-    best = min(r.seconds for r in runs)
-    best_floor = min(floors, key=lambda f: f.seconds)
+    build, floor_ = best_of(runs), best_of(floors)
     compile_seconds = meshc_compile_seconds(spec, repeat)
     return SizeResult(
         n=n, spec_bytes=len(text.encode()), spec_lines=text.count("\n"), files=len(reference),
-        output_bytes=sum(len(d) for d in reference.values()), meshc_seconds=best,
-        meshc_runs=[round(r.seconds, 4) for r in runs], meshc_cpu_seconds=min(r.cpu_seconds for r in runs),
-        meshc_max_rss_kib=max(r.max_rss_kib for r in runs), meshc_tree_pss_kib=tree_pss, floor_cpu_seconds=min(f.cpu_seconds for f in floors),
-        compile_seconds=compile_seconds,
-        floor_seconds=best_floor.seconds, floor_runs=[round(f.seconds, 4) for f in floors],
-        floor_parse_seconds=best_floor.parse_seconds, floor_write_seconds=best_floor.write_seconds,
-        ratio=best / best_floor.seconds,
+        output_bytes=sum(len(d) for d in reference.values()), meshc_seconds=build.fastest.seconds,
+        meshc_runs=build.runs, meshc_cpu_seconds=build.least_cpu.cpu_seconds,
+        meshc_max_rss_kib=max(r.max_rss_kib for r in runs), meshc_tree_pss_kib=tree_pss,
+        floor_cpu_seconds=floor_.least_cpu.cpu_seconds, compile_seconds=compile_seconds,
+        floor_seconds=floor_.fastest.seconds, floor_runs=floor_.runs,
+        floor_parse_seconds=floor_.fastest.parse_seconds, floor_write_seconds=floor_.fastest.write_seconds,
+        ratio=build.fastest.seconds / floor_.fastest.seconds,
         paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]),
         tmpfs=None if tmpfs is None else measure_tmpfs(spec, reference, tmpfs, repeat),
     )
@@ -376,9 +405,10 @@ def alternate_with_baseline(spec: Path, out: Path, reference: floor.Files, work:
 
 def baseline_result(tree: Path, runs: list[ProcessRun], floors: list[floor.FloorRun],
                     base_runs: list[ProcessRun]) -> BaselineResult:
+    best = best_of(base_runs)
     return BaselineResult(
-        tree=str(tree), seconds=min(r.seconds for r in base_runs), runs=[round(r.seconds, 4) for r in base_runs],
-        cpu_seconds=min(r.cpu_seconds for r in base_runs), cpu_runs=[round(r.cpu_seconds, 4) for r in base_runs],
+        tree=str(tree), seconds=best.fastest.seconds, runs=best.runs,
+        cpu_seconds=best.least_cpu.cpu_seconds, cpu_runs=best.cpu_runs,
         paired_ratio=paired_ratio([r.seconds for r in base_runs], [f.seconds for f in floors]),
         vs_baseline=statistics.median(r.seconds / b.seconds for r, b in zip(runs, base_runs, strict=True)),
         vs_baseline_cpu=statistics.median(r.cpu_seconds / b.cpu_seconds for r, b in zip(runs, base_runs, strict=True)))
@@ -386,16 +416,15 @@ def baseline_result(tree: Path, runs: list[ProcessRun], floors: list[floor.Floor
 
 def tmpfs_result(directory: str, runs: list[ProcessRun], floors: list[floor.FloorRun]) -> TmpfsResult:
     """What the tmpfs record says of its alternating runs: each side's best, and their ratios."""
-    best = min(r.seconds for r in runs)
-    best_floor = min(floors, key=lambda f: f.seconds)
+    build, floor_ = best_of(runs), best_of(floors)
     return TmpfsResult(
-        directory=directory, meshc_seconds=best, meshc_runs=[round(r.seconds, 4) for r in runs],
-        meshc_cpu_seconds=min(r.cpu_seconds for r in runs), floor_seconds=best_floor.seconds,
-        floor_runs=[round(f.seconds, 4) for f in floors], floor_cpu_seconds=min(f.cpu_seconds for f in floors),
-        floor_parse_seconds=best_floor.parse_seconds,
-        floor_write_seconds=best_floor.write_seconds, ratio=best / best_floor.seconds,
+        directory=directory, meshc_seconds=build.fastest.seconds, meshc_runs=build.runs,
+        meshc_cpu_seconds=build.least_cpu.cpu_seconds, floor_seconds=floor_.fastest.seconds,
+        floor_runs=floor_.runs, floor_cpu_seconds=floor_.least_cpu.cpu_seconds,
+        floor_parse_seconds=floor_.fastest.parse_seconds, floor_write_seconds=floor_.fastest.write_seconds,
+        ratio=build.fastest.seconds / floor_.fastest.seconds,
         paired_ratio=paired_ratio([r.seconds for r in runs], [f.seconds for f in floors]),
-        meshc_cpu_runs=[round(r.cpu_seconds, 4) for r in runs])
+        meshc_cpu_runs=build.cpu_runs)
 
 
 def tmpfs_directory(requested: Path | None, disabled: bool) -> Path | None:

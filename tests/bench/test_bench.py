@@ -118,6 +118,18 @@ def test_tmpfs_record_keeps_each_sides_best_and_their_ratios() -> None:
     assert result.directory == "/dev/shm"
 
 
+def test_best_of_picks_the_runs_a_record_keeps() -> None:
+    """Made-up runs (nothing timed): the fastest run and the one with least CPU are picked as runs,
+    not figures, so a floor's parse and write come from its fastest run; every run is listed in order."""
+    runs = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.2, 1.3), (1.0, 1.4), (1.5, 1.6))]
+    picked = run_build.best_of(runs)
+    assert picked.fastest is runs[1] and picked.least_cpu is runs[0]
+    assert picked.runs == [run.seconds for run in runs] and picked.cpu_runs == [run.cpu_seconds for run in runs]
+    floors = [floor.FloorRun(seconds, seconds, parse, seconds - parse, 40, 4000)
+              for seconds, parse in ((0.6, 0.3), (0.4, 0.25), (0.5, 0.2))]
+    assert run_build.best_of(floors).fastest is floors[1]
+
+
 def test_baseline_record_pairs_each_build_with_the_baselines_of_its_round() -> None:
     """Derived from given runs (made-up figures, nothing timed): the baseline's best, its ratio
     to the floor, and this tree's build over the baseline's of the same round, wall and CPU."""
@@ -125,12 +137,12 @@ def test_baseline_record_pairs_each_build_with_the_baselines_of_its_round() -> N
     base = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.25, 2.0), (1.0, 1.5), (1.5, 2.0))]
     floors = [floor.FloorRun(seconds, seconds, 0.2, seconds - 0.2, 40, 4000) for seconds in (0.5, 0.5, 0.6)]
     result = run_build.baseline_result(Path("/tmp/before"), runs, floors, base)
-    # No time is measured here: the record copies the given baseline runs. Its best is the second
-    # given run, the fastest in both wall and CPU time, and its runs are the given ones in order.
-    fastest = base[1]
+    # No time is measured here: the record lists the given runs in order, and its best (wall and
+    # CPU alike) is the second of them, the one best_of picks.
     assert result.tree == "/tmp/before"
-    assert (result.seconds, result.cpu_seconds) == (fastest.seconds, fastest.cpu_seconds)
-    assert result.runs == [run.seconds for run in base]
+    assert result.runs == [run.seconds for run in base] and result.cpu_runs == [run.cpu_seconds for run in base]
+    assert run_build.best_of(base).fastest is base[1] and run_build.best_of(base).least_cpu is base[1]
+    assert result.runs.index(result.seconds) == result.cpu_runs.index(result.cpu_seconds) == 1
     assert result.paired_ratio == pytest.approx(2.5)        # median of 2.5, 2.0, 2.5
     assert result.vs_baseline == pytest.approx(0.8)         # median of 0.8, 0.9, 0.8
     assert result.vs_baseline_cpu == pytest.approx(0.9)     # median of 0.8, 1.0, 0.9
