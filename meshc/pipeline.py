@@ -22,8 +22,6 @@ from meshc.validate.structural import check_structure
 # meshc.render (and orjson) is imported where it is used: a `meshc validate` renders nothing.
 if TYPE_CHECKING:   # only builds need the bundle stage: `meshc validate` starts without it
     from meshc.bundle import Bundle, Crew, FileEntry, StagedOutput, Unit
-    from meshc.load import Positions
-    from meshc.validate.models import Mesh
 
 # A build forks a worker per this many deployed services (up to --jobs): below that, starting
 # one costs more than it saves.
@@ -173,13 +171,9 @@ ResolvedHook = Callable[[ir.Mesh], None]
 
 
 @no_cycle_collection
-def check(source: SpecSource, on_resolved: ResolvedHook | None = None, *, checks_beside: bool = False) -> Checked:
-    """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR.
-
-    `checks_beside`: this process may fork (`meshc build` with workers), and a large spec's
-    semantic checks run in a forked child while this process resolves it (see
-    _resolved_beside_semantics); the result is the same."""
-    return _checked(source, load_yaml(source), on_resolved, checks_beside)
+def check(source: SpecSource, on_resolved: ResolvedHook | None = None) -> Checked:
+    """Load, validate, resolve and analyze: every diagnostic the spec deserves, and the IR."""
+    return _checked(source, load_yaml(source), on_resolved)
 
 
 @no_cycle_collection
@@ -190,8 +184,7 @@ def check_loaded(source: SpecSource) -> tuple[Checked, Loaded]:
     return _checked(source, loaded), loaded
 
 
-def _checked(source: SpecSource, loaded: Loaded, on_resolved: ResolvedHook | None = None,
-             checks_beside: bool = False) -> Checked:
+def _checked(source: SpecSource, loaded: Loaded, on_resolved: ResolvedHook | None = None) -> Checked:
     diagnostics = list(loaded.diagnostics)
     if loaded.data is None:     # not YAML, or not one document: nothing to validate
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
@@ -200,43 +193,16 @@ def _checked(source: SpecSource, loaded: Loaded, on_resolved: ResolvedHook | Non
     if model is None:   # references are still worth knowing about in the same run
         diagnostics += check_references_raw(loaded.data, loaded.positions)
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
-    mesh: ir.Mesh | None
-    if checks_beside and hasattr(os, "fork") and len(model.spec.services) >= SERVICES_PER_SHARD:
-        mesh, semantic = _resolved_beside_semantics(model, loaded.positions)
-        diagnostics += semantic
-    else:
-        diagnostics += check_semantics(model, loaded.positions)
-        mesh = None if has_errors(diagnostics) else resolve(model, loaded.positions)
-    if mesh is None or has_errors(diagnostics):
+    diagnostics += check_semantics(model, loaded.positions)
+    if has_errors(diagnostics):
         return Checked(source, tuple(sorted_diagnostics(diagnostics)), None)
+    mesh = resolve(model, loaded.positions)
     if on_resolved is not None:
         on_resolved(mesh)
     diagnostics += analyze(mesh)
     diagnostics += check_sizes(mesh)
     diagnostics = without_ignored(diagnostics, model, loaded.positions)   # spec.analysis.ignore
     return Checked(source, tuple(sorted_diagnostics(diagnostics)), mesh)
-
-
-def _resolved_beside_semantics(model: Mesh, positions: Positions) -> tuple[ir.Mesh | None, list[Diagnostic]]:
-    """The model resolved here while its semantic checks run in a forked child, on the core
-    that would otherwise wait until the build's workers are forked (both read the model, neither
-    changes it; 70-80 ms at 1,000 services, serial otherwise). The IR, unless the checks found
-    an error, and their diagnostics. The resolver trusts those checks (a spec failing them may
-    not resolve): its failure gives way to their errors, and is raised when they found none."""
-    from meshc.bundle.shards import Beside
-
-    failure: Exception | None = None
-    with Beside(functools.partial(check_semantics, model, positions)) as semantics:
-        try:
-            mesh: ir.Mesh | None = resolve(model, positions)
-        except Exception as exc:  # noqa: BLE001 - raised below unless the checks explain it
-            mesh, failure = None, exc
-        found = semantics.result()
-    if has_errors(found):
-        return None, found
-    if failure is not None:
-        raise failure
-    return mesh, found
 
 
 def iter_files(mesh: ir.Mesh, options: BuildOptions, only: Collection[str] | None = None,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import IO, Any, Generic, NoReturn, Self, TypeVar
+from typing import IO, Any, NoReturn, Self
 
 import orjson
 
@@ -35,7 +34,6 @@ from meshc.bundle.store import BundleWriteError, StagedOutput, interrupts_deferr
 # One unit of work: the files it makes, as (path relative to OUT, bytes).
 Unit = Callable[[], Iterable[tuple[str, bytes]]]
 Units = Sequence[Unit]
-T = TypeVar("T")
 
 # A queue holds at most this many units (4 bytes each): 16 KiB, a quarter of a pipe's default
 # capacity on Linux (a smaller pipe only makes the parent wait for the workers to take some).
@@ -208,57 +206,6 @@ class _Worker:
                 kill_and_reap(self.pid)
             self.reaped = True
         self.report.close()
-
-
-class Beside(Generic[T]):
-    """A function's result computed in a forked child while this process goes on with other work
-    (`meshc build` checks the spec's semantics beside its resolve, on the core that would
-    otherwise wait for the fork of the build's workers). The function must have no effect that
-    this process needs: only its result comes back (pickled). `result` gives it, or, if the child
-    could not give it (killed, an exception), computes it here as if no child had been forked, so
-    a failure is raised as it would have been. Leaving the `with` block makes sure the child is
-    gone and reaped."""
-
-    def __init__(self, function: Callable[[], T]) -> None:
-        self.function = function
-        read_end, write_end = os.pipe()
-
-        def run() -> NoReturn:
-            os.close(read_end)
-            status = 1
-            try:
-                payload = pickle.dumps(function(), pickle.HIGHEST_PROTOCOL)
-                with os.fdopen(write_end, "wb") as pipe:
-                    pipe.write(payload)
-                status = 0
-            finally:
-                os._exit(status)
-
-        with interrupts_deferred():  # a Ctrl-C now would leave a child nobody stops
-            self.pid: int | None = fork_child(run)
-        os.close(write_end)
-        self._pipe = os.fdopen(read_end, "rb")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._pipe.close()
-        if self.pid is not None:
-            kill_and_reap(self.pid)
-            self.pid = None
-
-    def result(self) -> T:
-        payload = self._pipe.read()
-        self._pipe.close()
-        assert self.pid is not None, "result() is read once"
-        _, status = os.waitpid(self.pid, 0)   # it has closed its end: it is leaving
-        self.pid = None
-        if status == 0 and payload:
-            found: T = pickle.loads(payload)
-            return found
-        return self.function()
 
 
 def fork_child(run: Callable[[], NoReturn]) -> int:

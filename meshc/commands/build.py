@@ -107,8 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     envoy = _envoy_binary() if args.verify_envoy else None
     jobs = args.jobs or _default_jobs()
     with EarlyWorkers(args, jobs) as early:
-        # With workers, a large spec's semantic checks run beside its resolve, in a forked child.
-        checked = check_from_args(args, always=True, on_resolved=early.start, checks_beside=jobs > 1)
+        checked = check_from_args(args, always=True, on_resolved=early.start)
         if not checked.ok or failed(checked.diagnostics, args.strict):
             reason = "; warnings are treated as errors (--strict)" if checked.ok else ""
             sys.stderr.write(f"meshc: build failed{reason}; {args.output} was not changed\n")

@@ -189,15 +189,13 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
 
 
 def check_from_args(args: argparse.Namespace, *, always: bool = False,
-                    on_resolved: ResolvedHook | None = None, checks_beside: bool = False) -> Checked:
+                    on_resolved: ResolvedHook | None = None) -> Checked:
     """Check SPEC (or --repo/--rev), printing its diagnostics. A --envoy-host naming no deployed
-    service or version is a usage error. `on_resolved`, `checks_beside`: see pipeline.check."""
-    return reported(checked_source(read_source(args), args, on_resolved, checks_beside=checks_beside), args,
-                    always=always)
+    service or version is a usage error. `on_resolved`: see pipeline.ResolvedHook."""
+    return reported(checked_source(read_source(args), args, on_resolved), args, always=always)
 
 
-def checked_source(source: SpecSource, args: argparse.Namespace, on_resolved: ResolvedHook | None = None, *,
-                   checks_beside: bool = False) -> Checked:
+def checked_source(source: SpecSource, args: argparse.Namespace, on_resolved: ResolvedHook | None = None) -> Checked:
     """The check of `source` (SPEC as read), with a progress line; nothing printed of it yet."""
     with long_lived_imports():
         from meshc.pipeline import check
@@ -205,7 +203,7 @@ def checked_source(source: SpecSource, args: argparse.Namespace, on_resolved: Re
 
     with Progress("build") as progress:
         progress.step(f"checking {args.spec}")
-        return check(source, on_resolved, checks_beside=checks_beside)
+        return check(source, on_resolved)
 
 
 def reported(checked: Checked, args: argparse.Namespace, *, always: bool = False) -> Checked:

@@ -274,45 +274,9 @@ def test_a_spec_failing_its_last_checks_stops_the_workers_started_early(tmp_path
     monkeypatch.setattr(pipeline, "analyze", analyze_once_workers_wrote)
     assert cli.main(["build", str(spec), "-o", str(out), "--jobs", "2", "--strict"]) == 1
     assert written_meanwhile and written_meanwhile[0] > 0, "the worker wrote nothing while the spec was checked"
-    assert len(pids) == 2 and all(gone(pid) for pid in pids)     # the semantic checks' child, the worker
+    assert len(pids) == 1 and all(gone(pid) for pid in pids)
     assert snapshot(out) == before
     assert leftovers(tmp_path, out) == []
-
-
-def test_semantic_checks_beside_the_resolve_say_what_they_say_in_line(tmp_path: Path) -> None:
-    """A large spec's semantic checks in a forked child, beside the resolve: the same diagnostics
-    and IR as checked in one process, also for a spec the resolver cannot resolve (an upstream
-    naming no service: the resolver trusts the checks, and its failure gives way to their error)."""
-    text = gen_mesh.generate(pipeline.SERVICES_PER_SHARD + 20, seed=3)
-    first_call = re.search(r"- service: \S+", text)
-    assert first_call is not None
-    for name, variant in (("valid", text), ("unknown-callee", text.replace(first_call.group(), "- service: nowhere", 1))):
-        spec = tmp_path / f"{name}.yaml"
-        spec.write_text(variant)
-        source = read_spec_file(str(spec))
-        in_line, beside = pipeline.check(source), pipeline.check(source, checks_beside=True)
-        assert (beside.diagnostics, beside.mesh) == (in_line.diagnostics, in_line.mesh)
-        assert beside.ok is (name == "valid")
-    assert [d.code for d in beside.diagnostics if d.is_error] == ["E201"]
-
-
-def test_a_result_beside_comes_from_the_child_or_is_made_here_when_the_child_fails(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    pids = forked(monkeypatch)
-    parent = os.getpid()
-    with shards.Beside(os.getpid) as beside:
-        assert beside.result() == pids[0] != parent
-
-    def fails_in_a_child() -> str:
-        if os.getpid() != parent:
-            raise ValueError("only in the child")
-        return "made here"
-
-    with shards.Beside(fails_in_a_child) as beside:
-        assert beside.result() == "made here"
-    with shards.Beside(hang):    # left before its result: stopped, not waited for
-        pass
-    assert len(pids) == 3 and all(gone(pid) for pid in pids)
 
 
 def test_an_out_that_cannot_be_replaced_starts_no_worker_and_is_reported_after_the_check(tmp_path: Path) -> None:
