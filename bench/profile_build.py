@@ -239,9 +239,10 @@ def timeline(spec: Path, out: Path, runs: int, tree: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-# The parent's marks compared by --against: the serial part ends when the workers are forked.
+# The parent's marks compared by --against: the serial part ends when the workers are forked; the
+# last stretch, from the end of the writing to the exit, runs with nothing beside it.
 _COMPARED = ("parent: load end", "parent: structure end", "parent: semantics end", "parent: resolve end",
-             "parent: workers forked start", "parent: exit")
+             "parent: workers forked start", "parent: write_build end", "parent: exit")
 
 
 def timeline_against(spec: Path, out: Path, runs: int, other: Path) -> str:
@@ -270,6 +271,13 @@ def timeline_against(spec: Path, out: Path, runs: int, other: Path) -> str:
         diff = statistics.median(a - b for a, b in pairs) * 1000
         ratio = statistics.median(a / b for a, b in pairs)
         lines.append(f"{key:<32} {this:7.0f} {that:7.0f} {diff:+12.1f} {ratio:12.3f}x")
+    ends = ("parent: write_build end", "parent: exit")
+    stretches = [tuple(run[ends[1]][1] - run[ends[0]][1] for run in pair) for pair in zip(mine, theirs)
+                 if all(end in run for run in pair for end in ends)]
+    if stretches:   # CPU of the last stretch alone: the process's exit after the writing
+        lines.append(f"{'  the last stretch (CPU ms)':<32} {statistics.median(a for a, _ in stretches) * 1000:7.1f} "
+                     f"{statistics.median(b for _, b in stretches) * 1000:7.1f} "
+                     f"{statistics.median(a - b for a, b in stretches) * 1000:+12.1f}")
     walls = [(a["(runner) process ended"][0], b["(runner) process ended"][0]) for a, b in zip(mine, theirs)]
     lines.append(f"{'(runner) wall, ms':<32} {statistics.median(a for a, _ in walls) * 1000:7.0f} "
                  f"{statistics.median(b for _, b in walls) * 1000:7.0f} "
