@@ -20,7 +20,6 @@ import functools
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -244,6 +243,8 @@ def _report(work: Callable[[], dict[str, Any]], write_end: int) -> NoReturn:
         except OSError as exc:
             report = {"errno": exc.errno, "strerror": exc.strerror, "filename": exc.filename}
         except BaseException as exc:  # noqa: BLE001 - a bug: its traceback goes to the parent, which reports it
+            import traceback    # only for a bug: every build would import it (and textwrap) before its fork
+
             report = {"error": "".join(traceback.format_exception(exc)).rstrip()}
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(orjson.dumps(report, default=str))
