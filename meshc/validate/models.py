@@ -329,6 +329,7 @@ Quantity = Annotated[
 class ResourceList(Model):
     cpu: Quantity | None = None
     memory: Quantity | None = None
+    ephemeral_storage: Quantity | None = Field(default=None, alias="ephemeral-storage")   # Kubernetes' name
 
 
 class Resources(Model):

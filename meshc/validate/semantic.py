@@ -942,12 +942,16 @@ def requests_within_limits(ctx: Context) -> Iterator[Diagnostic]:
 _quantity = functools.lru_cache(maxsize=256)(parse_quantity)
 
 
+# (model field, spec name, built-in defaults' key): ephemeral storage has no default
+_LIMITED = (("cpu", "cpu", "cpu"), ("memory", "memory", "memory"), ("ephemeral_storage", "ephemeral-storage", None))
+
+
 def _over_limit(ctx: Context, owner: Path, layers: list[tuple[Resources | None, Path]], base: dict[str, str],
                 who: str) -> Iterator[Diagnostic]:
-    for resource in ("cpu", "memory"):
-        request, request_at = _pick(layers, "requests", resource, base[f"{resource}_request"], owner)
-        limit, limit_at = _pick(layers, "limits", resource, base[f"{resource}_limit"], owner)
-        if _quantity(request) > _quantity(limit):
+    for field, resource, default in _LIMITED:
+        request, request_at = _pick(layers, "requests", field, resource, base.get(f"{default}_request"), owner)
+        limit, limit_at = _pick(layers, "limits", field, resource, base.get(f"{default}_limit"), owner)
+        if request is not None and limit is not None and _quantity(request) > _quantity(limit):
             where = request_at if request_at != owner else limit_at
             yield error("E711", f"{who} requests {resource} {request}{_default_mark(request_at, owner)}, more than "
                         f"its limit {limit}{_default_mark(limit_at, owner)}: Kubernetes rejects such a pod",
@@ -959,11 +963,11 @@ def _default_mark(where: Path, owner: Path) -> str:
     return " (default)" if where == owner else ""
 
 
-def _pick(layers: list[tuple[Resources | None, Path]], section: str, resource: str, default: str,
-          owner: Path) -> tuple[str, Path]:
+def _pick(layers: list[tuple[Resources | None, Path]], section: str, field: str, resource: str,
+          default: str | None, owner: Path) -> tuple[str | None, Path]:
     for resources, where in layers:
         values = getattr(resources, section, None) if resources else None
-        value = getattr(values, resource, None) if values else None
+        value = getattr(values, field, None) if values else None
         if value is not None:
             return str(value), where + (section, resource)
     return default, owner

@@ -65,6 +65,8 @@ def codes(text: str) -> list[str]:
     ({"memory": "1e9"}, {"memory": "1G"}, "1Gi", []),                      # equal
     ({"memory": "1e30"}, {"memory": "1e25"}, "1Gi", []),                  # both kept as 2^63-1
     ({"cpu": "0.1n"}, {"cpu": "1n"}, "1Gi", []),                          # rounded up to 1n
+    ({"ephemeral-storage": "2Gi"}, {"ephemeral-storage": "1e9"}, "1Gi", ["E711"]),
+    ({"ephemeral-storage": "2Gi"}, {}, "1Gi", []),                        # no default limit
     ({"cpu": "-1"}, {"cpu": "1"}, "1Gi", ["E110"]),
     ({"cpu": "1"}, {"cpu": "2"}, "-1Gi", ["E110"]),
     ({"cpu": "1e"}, {"cpu": True}, "1Gi", ["E103", "E110"]),
@@ -76,14 +78,15 @@ def test_requests_limits_and_size_limits_take_every_kubernetes_form(requests: An
 
 @pytest.mark.parametrize("version", schemas.oldest_and_newest())
 def test_manifests_with_every_form_are_schema_valid_and_keep_the_spelling(version: str) -> None:
-    text = spec("{cpu: .5, memory: 1e9}", {"cpu": "5.", "memory": "1.5Gi"}, "2e9")
+    text = spec("{cpu: .5, memory: 1e9, ephemeral-storage: 1e9}", {"cpu": "5.", "memory": "1.5Gi"}, "2e9")
     compiled = compile(SpecSource("mesh.yaml", for_version(text, version).encode()))
     assert compiled.bundle is not None
     objects = list(compiled.bundle.kubernetes_objects())
     assert [p for obj in objects for p in schemas.errors(obj, version)] == []
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (app, *_) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == naming.APP_CONTAINER]
-    assert app["resources"] == {"requests": {"cpu": "0.5", "memory": "1000000000.0"},
+    assert app["resources"] == {"requests": {"cpu": "0.5", "memory": "1000000000.0",
+                                             "ephemeral-storage": "1000000000.0"},
                                 "limits": {"cpu": "5.", "memory": "1.5Gi"}}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "2000000000.0"}
