@@ -66,7 +66,7 @@ else:
 from meshc.defaults import PROXY_DRAIN_MS, SIDECAR_IMAGE
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
 from meshc.quantities import NON_NEGATIVE_PATTERN, parse_quantity
-from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
+from meshc.vocabulary import AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
 KIND = "Mesh"
@@ -767,11 +767,11 @@ class Analysis(Model):
 
 # Default factories are named functions, not lambdas, so that the compiled validator that calls them
 # can be pickled (meshc.validate.compiled); model_construct() builds no validator.
-def _default_security() -> "Security":
+def _default_security() -> Security:
     return Security.model_construct()
 
 
-def _default_certificates() -> "Certificates":
+def _default_certificates() -> Certificates:
     return Certificates.model_construct()
 
 

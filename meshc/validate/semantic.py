@@ -10,7 +10,8 @@ import functools
 import itertools
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field   # `field` names the fields checks loop over
 from typing import Any
 
 from meshc.addresses import is_ip_literal
@@ -33,7 +34,6 @@ from meshc.validate.models import (
     LabelSelectorRequirement,
     LoadBalancer,
     Mesh,
-    Mirror,
     Model,
     NodeSelectorRequirement,
     NodeSelectorTerm,
@@ -70,10 +70,10 @@ class Context:
     mesh: Mesh
     positions: Positions
     # Each service with its path, made once: some fifty checks each walk every service.
-    services: tuple[tuple[Path, Service], ...] = field(init=False)
+    services: tuple[tuple[Path, Service], ...] = dataclass_field(init=False)
     # Every route with its path, its service and its index, made once: most services have none,
     # and a dozen checks walk the routes.
-    routes: tuple[tuple[Path, Service, int, Route], ...] = field(init=False)
+    routes: tuple[tuple[Path, Service, int, Route], ...] = dataclass_field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "services", tuple((("spec", "services", index), service)
@@ -1093,8 +1093,8 @@ def _affinity_problems(affinity: Affinity, where: Path) -> Iterator[tuple[Path, 
     for field, pods in (("podAffinity", affinity.pod_affinity), ("podAntiAffinity", affinity.pod_anti_affinity)):
         if pods is None:
             continue
-        for index, term in enumerate(pods.required_during_scheduling_ignored_during_execution or ()):
-            yield from _pod_term_problems(term, where + (field, f"requiredDuringScheduling{ignored}", index))
+        for index, pod_term in enumerate(pods.required_during_scheduling_ignored_during_execution or ()):
+            yield from _pod_term_problems(pod_term, where + (field, f"requiredDuringScheduling{ignored}", index))
         for index, weighted in enumerate(pods.preferred_during_scheduling_ignored_during_execution or ()):
             yield from _pod_term_problems(weighted.pod_affinity_term, where + (
                 field, f"preferredDuringScheduling{ignored}", index, "podAffinityTerm"))
@@ -1460,7 +1460,7 @@ def mirror_to_itself(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def abort_status(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service, index, route in routes_of(ctx):
+    for path, service, _index, route in routes_of(ctx):
         abort = route.fault.abort if route.fault else None
         if abort is not None and abort.grpc_status is not None and service.protocol is not Protocol.GRPC:
             where = path + ("fault", "abort", "grpcStatus")
