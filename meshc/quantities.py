@@ -27,12 +27,8 @@ QUANTITY_PATTERN = r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([numkMGTPE]|[KM
 NON_NEGATIVE_PATTERN = QUANTITY_PATTERN.replace("[+-]?(?:", r"\+?(?:", 1)
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 
-DECIMAL_EXPONENTS = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-BINARY_EXPONENTS = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
-SUFFIXES = {  # every suffix as its multiplier
-    **{suffix: Decimal(1).scaleb(exponent) for suffix, exponent in DECIMAL_EXPONENTS.items()},
-    **{suffix: Decimal(2 ** exponent) for suffix, exponent in BINARY_EXPONENTS.items()},
-}
+DECIMAL_EXPONENTS = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}   # of 10
+BINARY_EXPONENTS = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}   # of 2
 
 MAX_VALUE = Decimal(2 ** 63 - 1)   # apimachinery's cap (maxAllowed)
 _NANO = Decimal("1e-9")
