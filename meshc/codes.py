@@ -136,5 +136,6 @@ CODES: dict[str, str] = {
     "E714": "pod labels or annotations take a key meshc sets",
     "E715": "workload settings on a service with static endpoints (it runs outside the mesh)",
     "E716": "a toleration or topology spread constraint the Kubernetes API server refuses",
+    "E717": "a pod affinity rule the Kubernetes API server refuses",
     "W701": "replicas are ignored: the autoscaler sets them",
 }

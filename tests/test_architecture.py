@@ -1,4 +1,4 @@
-"""Boundaries and types are checked by machines: import-linter contracts and mypy --strict."""
+"""Boundaries, types and lint are checked by machines: import-linter contracts, mypy --strict and ruff."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def test_meshc_is_typed_strictly() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy", "meshc"], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_the_code_passes_ruff() -> None:
+    """The rule set is pyproject.toml's [tool.ruff.lint]; `ruff check --fix` mends most findings."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                             "meshc", "tests", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
 def test_validate_does_not_import_cluster_clients() -> None:

@@ -127,7 +127,7 @@ def test_another_hook_on_dataclasses_is_left_alone(tmp_path: Path) -> None:
     def hook(source: object, globals: object = None, locals: object = None) -> None:
         raise AssertionError("not called here")
 
-    setattr(dataclasses, "exec", hook)
+    setattr(dataclasses, "exec", hook)   # noqa: B010 - the stubs give dataclasses no exec to assign
     try:
         with cache.generated_code_cached(tmp_path) as codes:
             assert codes is None and vars(dataclasses)["exec"] is hook

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import Protocol, TypeAlias, Union
+from typing import Protocol, TypeAlias
 
 from meshc.diagnostics import Path, Span
 
@@ -45,7 +45,7 @@ class Node:
         self.values = values    # by key for a mapping, by index for a sequence
 
 
-Position: TypeAlias = Union[Node, Mark]
+Position: TypeAlias = Node | Mark
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,8 @@ class Resources:
     memory_request: str | None
     cpu_limit: str | None
     memory_limit: str | None
+    storage_request: str | None = None   # ephemeral-storage: no default, set only where the spec sets it
+    storage_limit: str | None = None
 
 
 # --- workloads -----------------------------------------------------------------------------

@@ -87,6 +87,8 @@ def _resources(own: spec.Resources | None, inherited: spec.Resources | None, bas
         memory_request=pick("requests", "memory") or base["memory_request"],
         cpu_limit=pick("limits", "cpu") or base["cpu_limit"],
         memory_limit=pick("limits", "memory") or base["memory_limit"],
+        storage_request=pick("requests", "ephemeral_storage"),
+        storage_limit=pick("limits", "ephemeral_storage"),
     )
 
 

@@ -9,6 +9,7 @@ winning. The semantic checks reject the clashes that are not such deliberate ove
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from meshc import defaults as builtin
 from meshc.diagnostics import Span
@@ -217,14 +218,14 @@ def pod(service: spec.Service) -> ir.PodSettings:
         return _NO_POD_SETTINGS
     import orjson   # only for a pod's settings: a validate of a spec without them starts without orjson
 
+    affinity = _as_written(settings.affinity)
     return ir.PodSettings(
         labels=_pairs(settings.labels),
         annotations=_pairs(settings.annotations),
         node_selector=_pairs(settings.node_selector),
         tolerations=tuple(ir.Toleration(t.key, t.operator, t.value, t.effect, t.toleration_seconds)
                           for t in settings.tolerations or ()),
-        affinity_json=orjson.dumps(settings.affinity, option=orjson.OPT_SORT_KEYS).decode()
-        if settings.affinity else None,
+        affinity_json=orjson.dumps(affinity, option=orjson.OPT_SORT_KEYS).decode() if affinity else None,
         topology_spread=tuple(ir.TopologySpread(t.max_skew, t.topology_key, t.when_unsatisfiable, t.min_domains)
                               for t in settings.topology_spread_constraints or ()),
         priority_class_name=settings.priority_class_name,
@@ -239,3 +240,17 @@ def _pairs(mapping: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
 
 def _strings(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(values) if values is not None else None
+
+
+def _as_written(value: Any) -> Any:
+    """A part of the spec passed through to Kubernetes (pod.affinity) back as plain data under its
+    spec names, without the fields left unset."""
+    if hasattr(type(value), "model_fields"):   # a model, light or pydantic's (a process may have both)
+        names = spec.spec_names(type(value))
+        return {alias: _as_written(getattr(value, name)) for name, alias in names.items()
+                if getattr(value, name) is not None}
+    if isinstance(value, list):
+        return [_as_written(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_written(item) for key, item in value.items()}
+    return value

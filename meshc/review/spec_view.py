@@ -251,8 +251,10 @@ def gateway_route_text(route: ir.GatewayRoute) -> str:
 
 
 def _resources(resources: ir.Resources) -> dict[str, Any]:
-    return {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
-            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit}}
+    return {"requests": {"cpu": resources.cpu_request, "memory": resources.memory_request,
+                         "ephemeral-storage": resources.storage_request},
+            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit,
+                       "ephemeral-storage": resources.storage_limit}}
 
 
 # --- workloads and zero trust, in the spec's spelling ----------------------------------------

@@ -8,16 +8,14 @@ zero values (`readOnly: false`), quantities in another spelling (`0.5` vs `500m`
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from meshc.quantities import SUFFIXES
+from meshc.quantities import parse_quantity
 
 # Metadata the server or other tools own; meshc's labels and annotations are compared.
 _COMPARED_METADATA = ("labels", "annotations")
 _LIST_KEYS = ("name", "mountPath", "containerPort", "port", "ip")
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]{0,2})$")
 MAX_REPORTED = 3
 
 
@@ -102,12 +100,9 @@ def _quantity(value: Any) -> Decimal | None:
         return Decimal(str(value))
     if not isinstance(value, str):
         return None
-    match = _QUANTITY.match(value)
-    if match is None or match.group(2) not in SUFFIXES:
-        return None
-    try:
-        return Decimal(match.group(1)) * SUFFIXES[match.group(2)]
-    except InvalidOperation:
+    try:   # the value the server keeps, rounded and capped as it does (`1e9` is live as `1G`)
+        return parse_quantity(value)
+    except ValueError:
         return None
 
 

@@ -65,7 +65,8 @@ else:
 
 from meshc.defaults import PROXY_DRAIN_MS, SIDECAR_IMAGE
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
-from meshc.vocabulary import HASH_POLICIES, AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
+from meshc.quantities import NON_NEGATIVE_PATTERN, parse_quantity
+from meshc.vocabulary import AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
 KIND = "Mesh"
@@ -75,7 +76,6 @@ KIND = "Mesh"
 # a trailing newline, and "web\n" would pass for a DNS label.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_LABEL_PATTERN = f"^{_DNS_LABEL.pattern}$"
-_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 _ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _HEADER_NAME_PATTERN = r"^[a-zA-Z0-9!#$%&'*+.^_`|~-]+$"          # RFC 9110 token (Envoy: HTTP_HEADER_NAME)
 _HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"           # Envoy's HTTP_HEADER_VALUE, strict
@@ -294,9 +294,42 @@ class HealthCheck(Model):
 
 # --- workloads ------------------------------------------------------------------------------
 
+def _number_as_quantity(value: object) -> object:
+    # Kubernetes takes `cpu: 2`, `cpu: 0.5`, `memory: 1e9` unquoted (YAML reads numbers): their text.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return value
+
+
+def _quantity(value: str) -> str:
+    """A quantity as Kubernetes reads it (meshc.quantities), without a minus sign: the API server
+    refuses negative requests, limits and size limits (and `-0` is no way to write 0)."""
+    try:
+        parse_quantity(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "quantity", "{value} is not a Kubernetes quantity: a number with an optional suffix or exponent, "
+            "such as 250m, 0.5, 2, 1e9, 128Mi or 1.5G (suffixes n u m k M G T P E, Ki Mi Gi Ti Pi Ei)",
+            {"value": repr(value)}) from None
+    if value.startswith("-"):
+        raise PydanticCustomError(
+            "quantity", "{value} is negative: Kubernetes refuses negative requests, limits and size limits",
+            {"value": repr(value)})
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_as_quantity),
+    AfterValidator(_quantity),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": NON_NEGATIVE_PATTERN}, {"type": "number", "minimum": 0}]}),
+]
+
+
 class ResourceList(Model):
-    cpu: Annotated[str, Field(pattern=_QUANTITY_PATTERN)] | None = None
-    memory: Annotated[str, Field(pattern=_QUANTITY_PATTERN)] | None = None
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+    ephemeral_storage: Quantity | None = Field(default=None, alias="ephemeral-storage")   # Kubernetes' name
 
 
 class Resources(Model):
@@ -328,7 +361,6 @@ _CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN_PATTERN)]
 EnvName = Annotated[str, Field(pattern=_ENV_NAME_PATTERN, max_length=256)]
 Command = Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1)]
-Quantity = Annotated[str, Field(pattern=_QUANTITY_PATTERN)]
 AbsolutePath = Annotated[str, Field(pattern=_ABSOLUTE_PATH_PATTERN, max_length=1024)]
 LabelMap = dict[Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)],
                 Annotated[str, Field(pattern=_LABEL_VALUE_PATTERN, max_length=63)]]
@@ -529,14 +561,93 @@ class TopologySpread(Model):
     min_domains: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
 
+# Kubernetes' Affinity (core/v1), field for field: written to the pod template as given. The
+# shapes, ranges and names are checked here; the rules between fields (which operator takes
+# values) are the semantic check pod_affinity (E717), as the API server applies them.
+LabelKey = Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)]
+LabelValue = Annotated[str, Field(pattern=_LABEL_VALUE_PATTERN, max_length=63)]
+AffinityWeight = Annotated[StrictInt, Field(ge=1, le=100)]
+
+
+class NodeSelectorRequirement(Model):
+    key: LabelKey
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] | None = None
+
+
+class NodeFieldRequirement(Model):
+    """A node's own field: only its name can be selected, by exactly one value."""
+
+    key: Literal["metadata.name"]
+    operator: Literal["In", "NotIn"]
+    values: Annotated[list[ObjectName], Field(min_length=1, max_length=1)]
+
+
+class NodeSelectorTerm(Model):
+    match_expressions: list[NodeSelectorRequirement] | None = None
+    match_fields: list[NodeFieldRequirement] | None = None
+
+
+class NodeSelector(Model):
+    node_selector_terms: Annotated[list[NodeSelectorTerm], Field(min_length=1)]
+
+
+class PreferredSchedulingTerm(Model):
+    weight: AffinityWeight
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(Model):
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = None
+
+
+class LabelSelectorRequirement(Model):
+    key: LabelKey
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[LabelValue] | None = None
+
+
+class LabelSelector(Model):
+    match_labels: LabelMap | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+
+class PodAffinityTerm(Model):
+    label_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    namespaces: list[Annotated[str, Field(pattern=_DNS_LABEL_PATTERN, max_length=63)]] | None = None
+    topology_key: LabelKey
+    match_label_keys: list[LabelKey] | None = None
+    mismatch_label_keys: list[LabelKey] | None = None
+
+
+class WeightedPodAffinityTerm(Model):
+    weight: AffinityWeight
+    pod_affinity_term: PodAffinityTerm
+
+
+class PodAffinity(Model):
+    """podAffinity and podAntiAffinity alike."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = None
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = None
+
+
+class Affinity(Model):
+    node_affinity: NodeAffinity | None = None
+    pod_affinity: PodAffinity | None = None
+    pod_anti_affinity: PodAffinity | None = None
+
+
 class PodSettings(Model):
-    """Scheduling and metadata of the service's pods. `affinity` is Kubernetes' Affinity, as is."""
+    """Scheduling and metadata of the service's pods."""
 
     labels: LabelMap | None = None
     annotations: dict[Annotated[str, Field(pattern=_LABEL_KEY_PATTERN, max_length=317)], str] | None = None
     node_selector: LabelMap | None = None
     tolerations: list[Toleration] | None = None
-    affinity: dict[Literal["nodeAffinity", "podAffinity", "podAntiAffinity"], dict[str, Any]] | None = None
+    affinity: Affinity | None = None
     topology_spread_constraints: list[TopologySpread] | None = None
     priority_class_name: ObjectName | None = None
     image_pull_secrets: list[ObjectName] | None = None
@@ -656,11 +767,11 @@ class Analysis(Model):
 
 # Default factories are named functions, not lambdas, so that the compiled validator that calls them
 # can be pickled (meshc.validate.compiled); model_construct() builds no validator.
-def _default_security() -> "Security":
+def _default_security() -> Security:
     return Security.model_construct()
 
 
-def _default_certificates() -> "Certificates":
+def _default_certificates() -> Certificates:
     return Certificates.model_construct()
 
 

@@ -10,7 +10,8 @@ import functools
 import itertools
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field   # `field` names the fields checks loop over
 from typing import Any
 
 from meshc.addresses import is_ip_literal
@@ -22,17 +23,22 @@ from meshc.defaults import IMPLICIT_VERSION
 from meshc.object_names import RESERVED_SERVICE_NAMES
 
 from meshc.validate.models import (
+    Affinity,
     CircuitBreaker,
     DisruptionBudget,
     EnvSource,
     Gateway,
     GatewayRouteMatch,
     HeaderChanges,
+    LabelSelector,
+    LabelSelectorRequirement,
     LoadBalancer,
     Mesh,
-    Mirror,
     Model,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
     PathMatch,
+    PodAffinityTerm,
     Probe,
     Resources,
     Retries,
@@ -48,6 +54,7 @@ from meshc.object_names import RESERVED_CONTAINERS, RESERVED_VOLUMES, reserved_p
 from meshc.quantities import parse_quantity
 from meshc.env_templates import PLACEHOLDERS, template_fields
 from meshc.validate.header_formats import format_problem
+from meshc.validate.structural import dotted
 from meshc.vocabulary import GRPC_HEALTH_PATH, HASH_POLICIES, RETRY_ON, FailurePolicy, LbPolicy, Protocol
 
 MAX_K8S_NAME = 63
@@ -63,10 +70,10 @@ class Context:
     mesh: Mesh
     positions: Positions
     # Each service with its path, made once: some fifty checks each walk every service.
-    services: tuple[tuple[Path, Service], ...] = field(init=False)
+    services: tuple[tuple[Path, Service], ...] = dataclass_field(init=False)
     # Every route with its path, its service and its index, made once: most services have none,
     # and a dozen checks walk the routes.
-    routes: tuple[tuple[Path, Service, int, Route], ...] = field(init=False)
+    routes: tuple[tuple[Path, Service, int, Route], ...] = dataclass_field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "services", tuple((("spec", "services", index), service)
@@ -935,12 +942,16 @@ def requests_within_limits(ctx: Context) -> Iterator[Diagnostic]:
 _quantity = functools.lru_cache(maxsize=256)(parse_quantity)
 
 
+# (model field, spec name, built-in defaults' key): ephemeral storage has no default
+_LIMITED = (("cpu", "cpu", "cpu"), ("memory", "memory", "memory"), ("ephemeral_storage", "ephemeral-storage", None))
+
+
 def _over_limit(ctx: Context, owner: Path, layers: list[tuple[Resources | None, Path]], base: dict[str, str],
                 who: str) -> Iterator[Diagnostic]:
-    for resource in ("cpu", "memory"):
-        request, request_at = _pick(layers, "requests", resource, base[f"{resource}_request"], owner)
-        limit, limit_at = _pick(layers, "limits", resource, base[f"{resource}_limit"], owner)
-        if _quantity(request) > _quantity(limit):
+    for field, resource, default in _LIMITED:
+        request, request_at = _pick(layers, "requests", field, resource, base.get(f"{default}_request"), owner)
+        limit, limit_at = _pick(layers, "limits", field, resource, base.get(f"{default}_limit"), owner)
+        if request is not None and limit is not None and _quantity(request) > _quantity(limit):
             where = request_at if request_at != owner else limit_at
             yield error("E711", f"{who} requests {resource} {request}{_default_mark(request_at, owner)}, more than "
                         f"its limit {limit}{_default_mark(limit_at, owner)}: Kubernetes rejects such a pod",
@@ -952,11 +963,11 @@ def _default_mark(where: Path, owner: Path) -> str:
     return " (default)" if where == owner else ""
 
 
-def _pick(layers: list[tuple[Resources | None, Path]], section: str, resource: str, default: str,
-          owner: Path) -> tuple[str, Path]:
+def _pick(layers: list[tuple[Resources | None, Path]], section: str, field: str, resource: str,
+          default: str | None, owner: Path) -> tuple[str | None, Path]:
     for resources, where in layers:
         values = getattr(resources, section, None) if resources else None
-        value = getattr(values, resource, None) if values else None
+        value = getattr(values, field, None) if values else None
         if value is not None:
             return str(value), where + (section, resource)
     return default, owner
@@ -1024,6 +1035,82 @@ def pod_scheduling(ctx: Context) -> Iterator[Diagnostic]:
                 where = path + ("pod", "topologySpreadConstraints", index, "minDomains")
                 yield error("E716", f"topology spread constraint {index + 1} of '{service.name}': minDomains needs "
                             "whenUnsatisfiable: DoNotSchedule; Kubernetes refuses it", ctx.key(*where), where)
+
+
+# Kubernetes' ValidateAffinity: which operator of a selector requirement takes values, and how many.
+_VALUES_RULES = {
+    "In": (1, None, "must be given when operator is In"),
+    "NotIn": (1, None, "must be given when operator is NotIn"),
+    "Exists": (0, 0, "must be empty when operator is Exists"),
+    "DoesNotExist": (0, 0, "must be empty when operator is DoesNotExist"),
+    "Gt": (1, 1, "must be exactly one value (an integer) when operator is Gt"),
+    "Lt": (1, 1, "must be exactly one value (an integer) when operator is Lt"),
+}
+
+
+def _requirement_problems(requirement: NodeSelectorRequirement | LabelSelectorRequirement,
+                          where: Path) -> Iterator[tuple[Path, str]]:
+    least, most, reason = _VALUES_RULES[requirement.operator]
+    count = len(requirement.values or ())
+    if count < least or (most is not None and count > most):
+        yield where + ("values",), reason
+
+
+def _term_problems(term: NodeSelectorTerm, where: Path) -> Iterator[tuple[Path, str]]:
+    for index, requirement in enumerate(term.match_expressions or ()):
+        yield from _requirement_problems(requirement, where + ("matchExpressions", index))
+
+
+def _selector_problems(selector: LabelSelector | None, where: Path) -> Iterator[tuple[Path, str]]:
+    for index, requirement in enumerate(selector.match_expressions or () if selector else ()):
+        yield from _requirement_problems(requirement, where + ("matchExpressions", index))
+
+
+def _pod_term_problems(term: PodAffinityTerm, where: Path) -> Iterator[tuple[Path, str]]:
+    yield from _selector_problems(term.label_selector, where + ("labelSelector",))
+    yield from _selector_problems(term.namespace_selector, where + ("namespaceSelector",))
+    for field, keys in (("matchLabelKeys", term.match_label_keys), ("mismatchLabelKeys", term.mismatch_label_keys)):
+        if keys and term.label_selector is None:
+            yield where + (field,), "needs a labelSelector beside it"
+    both = set(term.match_label_keys or ()) & set(term.mismatch_label_keys or ())
+    for index, key in enumerate(term.match_label_keys or ()):
+        if key in both:
+            yield where + ("matchLabelKeys", index), f"'{key}' is in mismatchLabelKeys too"
+
+
+def _affinity_problems(affinity: Affinity, where: Path) -> Iterator[tuple[Path, str]]:
+    """Every (path, why) the API server refuses in an Affinity that has the right shape."""
+    ignored = "IgnoredDuringExecution"
+    nodes = affinity.node_affinity
+    required = nodes.required_during_scheduling_ignored_during_execution if nodes else None
+    at = where + ("nodeAffinity", f"requiredDuringScheduling{ignored}", "nodeSelectorTerms")
+    for index, term in enumerate(required.node_selector_terms if required else ()):
+        yield from _term_problems(term, at + (index,))
+    at = where + ("nodeAffinity", f"preferredDuringScheduling{ignored}")
+    for index, preferred in enumerate(nodes.preferred_during_scheduling_ignored_during_execution or ()
+                                      if nodes else ()):
+        yield from _term_problems(preferred.preference, at + (index, "preference"))
+    for field, pods in (("podAffinity", affinity.pod_affinity), ("podAntiAffinity", affinity.pod_anti_affinity)):
+        if pods is None:
+            continue
+        for index, pod_term in enumerate(pods.required_during_scheduling_ignored_during_execution or ()):
+            yield from _pod_term_problems(pod_term, where + (field, f"requiredDuringScheduling{ignored}", index))
+        for index, weighted in enumerate(pods.preferred_during_scheduling_ignored_during_execution or ()):
+            yield from _pod_term_problems(weighted.pod_affinity_term, where + (
+                field, f"preferredDuringScheduling{ignored}", index, "podAffinityTerm"))
+
+
+def pod_affinity(ctx: Context) -> Iterator[Diagnostic]:
+    """Rules the API server applies to an affinity between its fields (the shapes and names are the
+    models'): a pod template breaking one is refused, and the whole apply fails at that Deployment."""
+    for path, service in setting(ctx, "pod"):
+        assert service.pod is not None
+        if service.pod.affinity is None:
+            continue
+        for where, reason in _affinity_problems(service.pod.affinity, path + ("pod", "affinity")):
+            span = ctx.key(*where) if ctx.positions.has(where) else ctx.at(*where[:-1])
+            yield error("E717", f"pod affinity of '{service.name}', {dotted(where[len(path) + 2:])}: {reason}; "
+                        "Kubernetes refuses it", span, where)
 
 
 _WORKLOAD_FIELDS = ("command", "args", "env", "volumes", "securityContext", "initContainers", "probes",
@@ -1373,7 +1460,7 @@ def mirror_to_itself(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def abort_status(ctx: Context) -> Iterator[Diagnostic]:
-    for path, service, index, route in routes_of(ctx):
+    for path, service, _index, route in routes_of(ctx):
         abort = route.fault.abort if route.fault else None
         if abort is not None and abort.grpc_status is not None and service.protocol is not Protocol.GRPC:
             where = path + ("fault", "abort", "grpcStatus")
@@ -1739,6 +1826,7 @@ CHECKS: tuple[Check, ...] = (
     disruption_budget_choice,
     pod_keys,
     pod_scheduling,
+    pod_affinity,
     external_without_workload,
     # routing and gateways
     route_versions,

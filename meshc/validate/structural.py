@@ -127,8 +127,10 @@ _PATTERN_HINTS = {
     "image": "must be an image reference without spaces",
     "address": "must be an IP address or a DNS name",
     "header": "must be an HTTP header name",
-    "cpu": "must be a Kubernetes quantity such as 250m or 2",
-    "memory": "must be a Kubernetes quantity such as 128Mi or 1Gi",
+    "topologyKey": "must be a label key such as topology.kubernetes.io/zone",
+    "matchLabelKeys": "must be a label key such as app.kubernetes.io/version",
+    "mismatchLabelKeys": "must be a label key such as app.kubernetes.io/version",
+    "namespaces": "must be a namespace name (a DNS-1123 label)",
 }
 
 

@@ -51,6 +51,15 @@ def test_values_are_compact_json_records_with_a_correct_hash(spec_paths: dict[st
         assert record["configHash"] == render.content_hash(without)
 
 
+def test_a_client_only_service_has_no_port_in_its_record(spec_paths: dict[str, Path]) -> None:
+    """boutique's loadgenerator only calls out: nothing reaches it, so its record names no port;
+    every other record's port is an integer."""
+    records = {json.loads(v)["name"]: json.loads(v) for v in seed_of(spec_paths["boutique"])[1]["kvs"].values()}
+    assert "port" not in records["loadgenerator"] and records["loadgenerator"]["deployed"] is True
+    assert set(records["loadgenerator"]) == RECORD_FIELDS - {"port"} | {"security"}
+    assert all(isinstance(r["port"], int) for name, r in records.items() if name != "loadgenerator")
+
+
 def test_prefixes_default_to_the_mesh_name_or_follow_the_spec(spec_paths: dict[str, Path]) -> None:
     assert seed_of(spec_paths["shop"])[1]["prefix"] == "/meshc/shop"
     assert seed_of(spec_paths["canary"])[1]["prefix"] == "/meshc/storefront"

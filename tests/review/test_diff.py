@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.git.history import SHOP, History, V1_90, V2_10, meshc, shop_with
 from tests.support.gitrepo import GitRepo
 

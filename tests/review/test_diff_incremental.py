@@ -7,7 +7,6 @@ image does take the incremental path."""
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
@@ -83,7 +82,7 @@ def test_the_incremental_diff_is_the_full_diff(name: str, text: str) -> None:
     fast = tried = 0
     # examples are small, and some of their services cannot be checked incrementally (a warning
     # in them or in a callee, a caller named by a route): more rounds find the others
-    for kind, edited in edits(text, rng, WORKLOAD, 3 if name.startswith("gen-") else 8):
+    for _kind, edited in edits(text, rng, WORKLOAD, 3 if name.startswith("gen-") else 8):
         tried += 1
         fast += assert_same_diff(text, edited)
         assert_same_diff(edited, text)   # and back

@@ -30,7 +30,7 @@ class TestCA:
     def __init__(self, name: str = "meshc test CA") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
@@ -48,7 +48,7 @@ class TestCA:
 
     def issue(self, *hosts: str) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         serial = x509.random_serial_number()
         cert = (
             x509.CertificateBuilder()

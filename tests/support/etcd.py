@@ -68,7 +68,7 @@ def make_tls(directory: Path, *, client_common_name: str | None = "meshc") -> Et
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(common: str | None) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else [])

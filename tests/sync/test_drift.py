@@ -64,3 +64,16 @@ def test_removed_items_and_wrong_types_are_drift() -> None:
 
 def test_many_paths_are_summarised() -> None:
     assert describe(["a", "b", "c", "d", "e"]) == "drift: a, b, c (+2 more)"
+
+
+def test_quantities_are_compared_by_the_value_the_server_keeps() -> None:
+    """The server stores a quantity in its canonical spelling, rounded up to a nano unit and capped
+    at 2^63-1: none of that is drift; another value is."""
+    for desired, live, drifted in [("1e9", "1G", False), (".5", "500m", False), ("5.", "5", False),
+                                   ("100n", "100n", False), ("0.1n", "1n", False), ("1e30", "9223372036854775807", False),
+                                   ("1.5Gi", "1536Mi", False), ("1e9", "1Gi", True), ("2", "2m", True)]:
+        want, have = deployment(), deployment()
+        want["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = desired
+        have["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = live
+        paths = drifted_paths(want, have)
+        assert paths == (["spec.template.spec.containers[app].resources.requests.cpu"] if drifted else []), desired

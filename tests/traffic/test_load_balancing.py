@@ -74,7 +74,7 @@ def test_hash_policy_keeps_a_header_value_on_one_backend(policy: str, backend_po
     lb = {"policy": policy, "hashOn": {"header": "x-user-id"}}
     _, client = client_sidecar(caller_spec(static_service("api", pool.ports, loadBalancer=lb)))
     homes: dict[str, set[str]] = {}
-    for round_ in range(4):
+    for _round in range(4):
         for user in range(30):
             answer = client.request("/", {"x-user-id": f"user-{user}"})
             assert answer.status == 200

@@ -157,8 +157,23 @@ tolerations = st.builds(compact, key=optional(st.sampled_from(["dedicated", "nod
 spreads = st.builds(compact, maxSkew=st.integers(1, 3), topologyKey=st.sampled_from(["zone", "topology.kubernetes.io/zone"]),
                     whenUnsatisfiable=optional(st.sampled_from(["DoNotSchedule", "ScheduleAnyway"])),
                     minDomains=optional(st.integers(1, 3)))
-quantities = st.builds(compact, cpu=optional(st.sampled_from(["100m", "1", "0.5", "2000m", "1e3m"])),
-                       memory=optional(st.sampled_from(["64Mi", "1Gi", "128M", "1e9", "0"])))
+quantities = st.builds(compact, cpu=optional(mostly(["100m", "1", "0.5", ".5", "5.", 2, 0.25, "1e-1", "300u"],
+                                                    ["1e3m", "-1", "1 m", True])),
+                       memory=optional(mostly(["64Mi", "1Gi", "128M", "1e9", "0", "1.5Gi", "+1E8", 1e9], ["1GB", ".Ki"])),
+                       **{"ephemeral-storage": optional(st.sampled_from(["1Gi", "5e8", "1e30"]))})
+selector_requirements = st.builds(compact, key=st.sampled_from(["app", "example.com/tier", "bad key"]),
+                                  operator=st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist", "Gt"]),
+                                  values=optional(st.sampled_from([[], ["a"], ["1", "2"]])))
+affinities = st.builds(compact, nodeAffinity=optional(st.builds(lambda terms: {
+    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}},
+    st.lists(st.builds(compact, matchExpressions=optional(st.lists(selector_requirements, max_size=2))), max_size=2))),
+    podAntiAffinity=optional(st.builds(lambda weight, term: {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": weight, "podAffinityTerm": term}]},
+        st.sampled_from([1, 100, 0]),
+        st.builds(compact, topologyKey=st.sampled_from(["kubernetes.io/hostname", ""]),
+                  labelSelector=optional(st.builds(compact, matchExpressions=optional(
+                      st.lists(selector_requirements.filter(lambda r: r["operator"] != "Gt"), max_size=2)))),
+                  matchLabelKeys=optional(st.just(["app"]))))))
 
 
 def workload() -> st.SearchStrategy[Json]:
@@ -196,7 +211,8 @@ def workload() -> st.SearchStrategy[Json]:
                                imagePullSecrets=optional(st.just(["regcred"])),
                                terminationGracePeriodSeconds=optional(st.sampled_from([0, 30, 3600])),
                                tolerations=optional(st.lists(tolerations, min_size=1, max_size=3)),
-                               topologySpreadConstraints=optional(st.lists(spreads, min_size=1, max_size=2)))),
+                               topologySpreadConstraints=optional(st.lists(spreads, min_size=1, max_size=2)),
+                               affinity=optional(affinities))),
         resources=optional(st.builds(compact, requests=optional(quantities), limits=optional(quantities))),
         initContainers=optional(st.lists(st.builds(compact, name=st.sampled_from(["migrate", "wait", "setup"]),
                                                    image=st.just("tool:1"), command=optional(st.just(["sh", "-c", "true"])),

@@ -9,7 +9,7 @@ from meshc.sync.kubernetes import KubernetesTarget
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.k8sapi.routes import READ_METHODS
 from tests.support.gitrepo import GitRepo
-from tests.watch.harness import matching, watching
+from tests.watch.harness import watching
 from tests.watch.specs import NAMESPACE, SPEC_PATH, mesh_spec
 
 NO_FULL_CHECK = 600.0   # the full drift check is not due during these tests

@@ -58,6 +58,8 @@ def service_record(mesh: ir.Mesh, service: ir.Service) -> dict[str, Any]:
     if service.identity is not None:   # zero trust: who it is, and who may call it
         record["security"] = {"mtls": service.mtls.value, "identity": service.identity.spiffe_id,
                               "allowedCallers": [c.identity.spiffe_id for c in service.allowed_callers]}
+    if service.port is None:   # client-only: it takes no calls, so there is no port to reach it on
+        del record["port"]
     record["configHash"] = render.content_hash(record)
     return record
 

@@ -354,8 +354,10 @@ def _port(name: str, number: int) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1024)
 def resources(quantities: ir.Resources) -> dict[str, dict[str, str]]:
-    requests = {"cpu": quantities.cpu_request, "memory": quantities.memory_request}
-    limits = {"cpu": quantities.cpu_limit, "memory": quantities.memory_limit}
+    requests = {"cpu": quantities.cpu_request, "memory": quantities.memory_request,
+                "ephemeral-storage": quantities.storage_request}
+    limits = {"cpu": quantities.cpu_limit, "memory": quantities.memory_limit,
+              "ephemeral-storage": quantities.storage_limit}
     result = {"requests": _set_only(requests), "limits": _set_only(limits)}
     return {section: values for section, values in result.items() if values}
 

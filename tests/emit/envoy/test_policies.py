@@ -32,7 +32,7 @@ def clusters(files: dict[str, bytes], service: str) -> dict[str, dict[str, Any]]
 
 
 def listeners(files: dict[str, bytes], service: str) -> dict[str, dict[str, Any]]:
-    return {l["name"]: l for l in load(files, service, "lds.yaml")["resources"]}
+    return {li["name"]: li for li in load(files, service, "lds.yaml")["resources"]}
 
 
 def network_filter(listener: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def test_http2_upstream_and_zero_weight_version(tmp_path: Path) -> None:
     files = envoy_files(caller_spec(api, {"timeout": "3s"}), tmp_path)
     v1 = clusters(files, "client")["api|v1"]
     assert "api|v2" in clusters(files, "client")           # warm, ready for the next weight change
-    to_api = [route(l) for l in listeners(files, "client").values() if l["name"] != "inbound"]
+    to_api = [route(li) for li in listeners(files, "client").values() if li["name"] != "inbound"]
     assert [r["cluster"] for r in to_api] == ["api|v1"] and "weighted_clusters" not in to_api[0]
     assert v1["health_checks"][0]["http_health_check"]["codec_client_type"] == "HTTP2"
     assert HTTP_PROTOCOL_OPTIONS in v1["typed_extension_protocol_options"]
@@ -204,7 +204,7 @@ def test_tcp_split_leaves_out_versions_at_weight_zero(tmp_path: Path) -> None:
           "versions": [{"name": "a", "image": "db:1", "weight": 60}, {"name": "b", "image": "db:2", "weight": 40},
                        {"name": "c", "image": "db:3", "weight": 0}]}
     files = envoy_files(caller_spec(db), tmp_path)
-    (proxy,) = [network_filter(l) for l in listeners(files, "client").values() if l["name"] != "inbound"]
+    (proxy,) = [network_filter(li) for li in listeners(files, "client").values() if li["name"] != "inbound"]
     assert proxy["weighted_clusters"]["clusters"] == [{"name": "db|a", "weight": 60}, {"name": "db|b", "weight": 40}]
     assert {"db|a", "db|b", "db|c"} <= set(clusters(files, "client"))
     assert_envoy_accepts(files, "client", tmp_path)
@@ -239,8 +239,8 @@ def test_one_service_called_both_fail_fast_and_with_retries_gets_two_cluster_cop
     assert set(cds) == {"local_app", "api", "api|fail_fast"}
     assert cds["api|fail_fast"]["circuit_breakers"]["thresholds"][0]["max_pending_requests"] == 1
     assert "retry_budget" in cds["api"]["circuit_breakers"]["thresholds"][0]
-    routes = sorted((route(l).get("cluster"), "retry_policy" in route(l))
-                    for l in listeners(files, "client").values() if l["name"] != "inbound")
+    routes = sorted((route(li).get("cluster"), "retry_policy" in route(li))
+                    for li in listeners(files, "client").values() if li["name"] != "inbound")
     assert routes == [("api", True), ("api|fail_fast", False)]
     assert_envoy_accepts(files, "client", tmp_path)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from meshc.emit import naming
 from meshc.load import SpecSource, read_spec_file
-from meshc.pipeline import check
+from meshc.pipeline import Checked, check
 from meshc.resolve import ir
 
 ROOT = Path(__file__).parents[3]
@@ -22,10 +22,10 @@ def mesh_from_yaml(text: str) -> ir.Mesh:
     return _ok(check(SpecSource("mesh.yaml", textwrap.dedent(text).encode())))
 
 
-def _ok(checked: object) -> ir.Mesh:
-    mesh = getattr(checked, "mesh")
-    assert mesh is not None and getattr(checked, "ok"), [str(d) for d in getattr(checked, "diagnostics")]
-    return mesh  # type: ignore[no-any-return]
+def _ok(checked: Checked) -> ir.Mesh:
+    mesh = checked.mesh
+    assert mesh is not None and checked.ok, [str(d) for d in checked.diagnostics]
+    return mesh
 
 
 def fake_sidecars(mesh: ir.Mesh, **overrides: bytes) -> dict[str, dict[str, bytes]]:
