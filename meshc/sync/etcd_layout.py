@@ -2,6 +2,9 @@
 consistently.
 
     <prefix>/revision                     the applied commit sha (what DESIGN.md §3 promises)
+    <prefix>/revision-manifest            the sha256 of the applied bundle's manifest.json (which
+                                          lists the sha256 of every file): what `revision` was
+                                          compiled to, build options included
     <prefix>/current                      {"generation": G, "mesh": ..., "namespace": ...}: which
                                           generation readers read (+ "pending" while a new one is
                                           being written)
@@ -10,7 +13,7 @@ consistently.
     <prefix>/written/G                    the ledger of G: every record key meshc wrote there
     <prefix>/lock                         the leader lock of `meshc watch` replicas
 
-`current` and `revision` change together, in one small transaction: a reader that reads the
+`current`, `revision` and `revision-manifest` change together, in one small transaction: a reader that reads the
 prefix in one range request (one etcd revision), or reads `current` and then the generation at
 the revision of that first answer, sees the records of exactly one commit. meshc deletes only
 keys a ledger lists (and the ledgers themselves); every other key under the prefix is foreign
@@ -27,6 +30,7 @@ import orjson
 
 CURRENT = "current"
 REVISION = "revision"
+REVISION_MANIFEST = "revision-manifest"
 LOCK = "lock"
 GENERATIONS = "generations"
 WRITTEN = "written"
@@ -39,6 +43,13 @@ def current_key(prefix: str) -> str:
 
 def revision_key(prefix: str) -> str:
     return f"{prefix}/{REVISION}"
+
+
+def revision_manifest_key(prefix: str) -> str:
+    """Where the sha256 of the applied bundle's manifest.json is recorded, next to the revision:
+    a plan against a bundle of the recorded revision compiled otherwise (other build options)
+    sees that it is not what is live."""
+    return f"{prefix}/{REVISION_MANIFEST}"
 
 
 def ledger_key(prefix: str, generation: str) -> str:
@@ -165,7 +176,7 @@ def classify(prefix: str, kvs: Mapping[str, tuple[bytes, int]], store_revision: 
             listed = decode_ledger(key[len(ledger_root):], value)
             if listed is not None:
                 ledgers[key[len(ledger_root):]] = listed
-    owned = {revision_key(prefix), f"{prefix}/{LOCK}"}
+    owned = {revision_key(prefix), revision_manifest_key(prefix), f"{prefix}/{LOCK}"}
     if pointer is not None:
         owned.add(current_key(prefix))
     for generation, listed in ledgers.items():

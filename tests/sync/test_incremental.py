@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from meshc.bundle import Bundle
+from meshc.pipeline import BuildOptions
 from meshc.sync.delta import file_delta
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.engine import PruneRefused, sync_once
@@ -169,6 +170,36 @@ def test_a_revision_record_naming_another_commit_makes_every_plan_full(
     assert [plan.incremental for plan in doubted.plans] == [False, False]
     assert any(r.method == "GET" and "labelSelector" in r.query for r in kube_api.requests)
     assert etcd_server.client().get(f"{PREFIX}/revision") == [b"d" * 40]
+
+
+@pytest.mark.etcd
+def test_the_recorded_revision_compiled_otherwise_makes_every_plan_full(
+        kube_api: KubeAPIHandle, etcd_server: EtcdServer, kube_target: KubernetesTarget,
+        etcd_target: EtcdTarget) -> None:
+    targets = [kube_target, etcd_target]
+    hosted = BuildOptions(envoy_hosts={"svc-001": "10.0.0.9:7000"})   # svc-000 reaches svc-001 there
+    sync_once(bundle_of(chain_spec(4), revision="a" * 40, options=hosted), targets, revision="a" * 40)
+    # a bundle of the recorded commit, but built with the default options: not what is live
+    unhosted = bundle_of(chain_spec(4), revision="a" * 40)
+    after = bundle_of(chain_spec(4, replicas={"svc-002": 3}), revision="b" * 40)
+    kube_api.reset_log()
+
+    report = sync_once(after, targets, revision="b" * 40, previous=unhosted, previous_revision="a" * 40)
+
+    assert [plan.incremental for plan in report.plans] == [False, False]
+    assert any(is_list(r) for r in kube_api.requests)
+    assert f"v1 ConfigMap {NAMESPACE}/svc-000-envoy" in {c.key for c in report.plans[0].content_writes}
+    assert kube_target.plan(after).empty                    # everything `after` compiled to is live
+
+    # no digest recorded (an etcd written by a meshc that kept none): not a confirmation either
+    etcd_server.client().delete(f"{PREFIX}/revision-manifest")
+    later = bundle_of(chain_spec(4, replicas={"svc-002": 4}), revision="c" * 40)
+    doubted = sync_once(later, targets, revision="c" * 40, previous=after, previous_revision="b" * 40)
+    assert [plan.incremental for plan in doubted.plans] == [False, False]
+    # the apply recorded it: the next commit is planned against `later` again
+    last = bundle_of(chain_spec(4, replicas={"svc-002": 5}), revision="d" * 40)
+    trusted = sync_once(last, targets, revision="d" * 40, previous=later, previous_revision="c" * 40)
+    assert [plan.incremental for plan in trusted.plans] == [True, False]
 
 
 def test_the_directory_reads_only_the_files_that_differ(tmp_path: Path) -> None:
