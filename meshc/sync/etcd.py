@@ -98,10 +98,13 @@ class EtcdTarget:
                 and self._store_revision(prefix) == unchanged[2]:
             plan = unchanged[3]     # a drift check of an idle etcd: one count-only request
         else:
-            plan = self._plan(bundle, prefix, seed, revision)
+            plan = self._plan(bundle, prefix, seed, revision, previous)
             state = plan.context["state"]
-            self._unchanged = (bundle, revision, state.store_revision, plan) if not plan.writes else None
-        if previous is not None and not _holds(plan.context["state"], previous):
+            # only a full plan stands for the whole prefix in a later drift check
+            self._unchanged = (bundle, revision, state.store_revision, plan) if not (
+                plan.writes or plan.incremental) else None
+        held = plan.context.get("holds") if plan.context.get("previous") is previous else None
+        if previous is not None and not (held if held is not None else _holds(plan.context["state"], previous)):
             return replace(plan, contradicts_previous=True)
         return plan
 
@@ -110,16 +113,15 @@ class EtcdTarget:
         answer = self._post("/kv/range", {**layout.range_request(prefix), "count_only": True})
         return int(answer.get("header", {}).get("revision", 0))
 
-    def _plan(self, bundle: Bundle, prefix: str, seed: dict[str, Any], revision: str | None) -> Plan:
-        desired = {layout.relative_key(prefix, str(key)): str(value).encode()
-                   for key, value in (seed.get("kvs") or {}).items()}
+    def _plan(self, bundle: Bundle, prefix: str, seed: dict[str, Any], revision: str | None,
+              previous: Bundle | None = None) -> Plan:
+        desired = _desired(prefix, seed)
         self._check_sizes(prefix, desired)
         state = self.read_state(prefix)
-        live = state.records()
-        changes = [_key_change(layout.seed_key(prefix, rel), value, live.get(layout.seed_key(prefix, rel)))
-                   for rel, value in sorted(desired.items())]
-        gone = sorted(set(live) - {layout.seed_key(prefix, rel) for rel in desired})
-        changes += [Change(Action.DELETE, key, "no longer in the spec") for key in gone]
+        holds = previous is not None and _holds(state, previous)
+        before = _desired(prefix, previous.etcd_seed()) if previous is not None and holds \
+            and state.generation is not None else None
+        changes, gone, listed = _record_changes(state, desired, before)
         stamp = revision or str((bundle.manifest.get("source") or {}).get("digest") or "")
         revision_key = layout.revision_key(prefix)
         digest = manifest_digest(bundle)
@@ -133,10 +135,11 @@ class EtcdTarget:
             pointer is not None and pointer.mesh is not None and (pointer.mesh, pointer.namespace) != (mesh, namespace)
         ) else ()
         return Plan(NAME, tuple(changes), revision=revision, state_token=str(state.store_revision),
-                    empties=bool(gone) and len(gone) == len(live), notes=_foreign_notes(state), applied_meshes=renamed,
+                    empties=bool(gone) and len(gone) == listed, notes=_foreign_notes(state), applied_meshes=renamed,
+                    incremental=before is not None,
                     recorded=recorded.decode(errors="replace") if recorded is not None else "",
                     context={"state": state, "desired": desired, "stamp": stamp.encode(), "manifest": digest,
-                             "mesh": mesh, "namespace": namespace})
+                             "mesh": mesh, "namespace": namespace, "previous": previous, "holds": holds})
 
     def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:
         """Deleting what meshc wrote for the mesh `old` under its own prefix (another than the new
@@ -381,6 +384,39 @@ def _remove_mesh(target: EtcdTarget, plan: Plan, result: ApplyResult) -> None:
     for batch in target.batches(ops, {pointer: 0}):
         target.txn({pointer: 0}, batch, result)
     result.applied += list(plan.writes)
+
+
+def _desired(prefix: str, seed: Mapping[str, Any]) -> dict[str, bytes]:
+    """The seed's records by their key relative to the prefix (`services/catalog`)."""
+    return {layout.relative_key(prefix, str(key)): str(value).encode() for key, value in (seed.get("kvs") or {}).items()}
+
+
+def _record_changes(state: layout.PrefixState, desired: Mapping[str, bytes],
+                    before: Mapping[str, bytes] | None) -> tuple[list[Change], list[str], int]:
+    """The changes of the records, the seed keys to delete, and how many records readers read now.
+    With `before` (the records of the bundle the prefix records as applied: its manifest digest
+    matched), only the records whose value differs from it are read and compared; the others are
+    trusted to be as that apply left them (a hand edit there is the next full plan's)."""
+    prefix = state.prefix
+    if before is None:
+        live = state.records()
+        changes = [_key_change(layout.seed_key(prefix, rel), value, live.get(layout.seed_key(prefix, rel)))
+                   for rel, value in sorted(desired.items())]
+        gone = sorted(set(live) - {layout.seed_key(prefix, rel) for rel in desired})
+        return changes + [Change(Action.DELETE, key, "no longer in the spec") for key in gone], gone, len(live)
+    generation = state.generation or ""
+    listed = state.ledgers.get(generation, frozenset())
+
+    def live_value(relative: str) -> bytes | None:
+        return state.value(layout.record_key(prefix, generation, relative)) if relative in listed else None
+
+    changes = [Change(Action.UNCHANGED, layout.seed_key(prefix, rel)) if before.get(rel) == value
+               else _key_change(layout.seed_key(prefix, rel), value, live_value(rel))
+               for rel, value in sorted(desired.items())]
+    gone = sorted(layout.seed_key(prefix, rel) for rel in before.keys() - desired.keys()
+                  if live_value(rel) is not None)
+    present = sum(1 for rel in listed if layout.record_key(prefix, generation, rel) in state.live)
+    return changes + [Change(Action.DELETE, key, "no longer in the spec") for key in gone], gone, present
 
 
 def _key_change(key: str, value: bytes, live: bytes | None) -> Change:
