@@ -75,7 +75,7 @@ _documents = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(document=st.dictionaries(_keys, _documents, min_size=1, max_size=6),
        flow=st.sampled_from([False, True, None]), indent=st.sampled_from([2, 4]),
        style=st.sampled_from([None, "'", '"']), width=st.sampled_from([20, 80]))

@@ -23,7 +23,7 @@ from tests.sync.specs import PREFIX, bundle_of, chain_spec
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(600)]
 SERVICES = 1000
-KILLS = 8
+KILLS = 5
 MAX_ROUNDS = 24     # more rounds while no kill has landed between two transactions yet
 
 

@@ -122,8 +122,9 @@ def test_files_of_other_sources_are_kept_up_to_a_few_most_recent(tmp_path: Path)
 def test_without_a_writable_cache_directory_validation_is_unchanged(tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")         # mkdir under it fails, whoever runs the test
-    writable = validate(tmp_path / "cache", *SPECS)
-    unwritable = validate(blocked / "cache", *SPECS)
+    sample = SPECS[::6]                           # what is validated is not the subject here
+    writable = validate(tmp_path / "cache", *sample)
+    unwritable = validate(blocked / "cache", *sample)
     assert (unwritable.returncode, unwritable.stdout, unwritable.stderr) == \
         (writable.returncode, writable.stdout, writable.stderr)
     assert blocked.read_text() == "not a directory"

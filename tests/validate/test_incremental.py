@@ -182,7 +182,7 @@ OTHER: tuple[Edit, ...] = (port, local_port, line_added, env_added, grown_in_pla
 
 
 def meshes() -> list[tuple[str, str]]:
-    generated = [(f"gen-{n}-{seed}", generate(n, seed=seed)) for n, seed in ((40, 1), (120, 2), (300, 3))]
+    generated = [(f"gen-{n}-{seed}", generate(n, seed=seed)) for n, seed in ((40, 1), (120, 2), (200, 3))]
     return generated + [(str(path.relative_to(ROOT)), path.read_text()) for path in EXAMPLES]
 
 
