@@ -96,9 +96,10 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     or what it names cannot be read or compiled (with --repo) or was not kept (a spec file:
     its bytes are known only from a kept compilation, meshc.compile_cache).
 
-    Compilations kept by earlier runs are used: the applied spec's, from which the new one is
-    then checked and built incrementally (meshc.incremental; only the services whose files can
-    differ are emitted), and the new spec's own when a `plan` has compiled it already.
+    Compilations kept by earlier runs are used: the applied spec's (or the parent commit's),
+    read first, from which the new one is checked and built incrementally (meshc.incremental;
+    only the services whose files can differ are emitted), and the new spec's own (a `plan` kept
+    it) only when the incremental check cannot be made: one large entry read instead of two.
     --full reads nothing kept."""
     if getattr(args, "repo", None):
         return _prepare_commit(args, targets)
