@@ -79,6 +79,15 @@ def load(source: SpecSource, options: BuildOptions) -> Compiled | None:
     return _load(entry_path(source, options), wanted, options)
 
 
+def has(source: SpecSource, options: BuildOptions) -> bool:
+    """Whether an entry of `source` with `options` is kept (one the user may read; it is not
+    read here): a run that compiled the spec from another entry need not write it again."""
+    try:
+        return trusted(entry_path(source, options).stat())
+    except OSError:
+        return False
+
+
 def load_applied(name: str, digest: str, options: BuildOptions) -> Compiled | None:
     """The kept compilation of the spec called `name` whose bytes have the sha256 `digest`, what
     etcd records as applied for a spec synced from a file (meshc.sync.etcd: the commit, else the

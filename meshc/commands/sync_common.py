@@ -96,9 +96,10 @@ def prepare(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
     or what it names cannot be read or compiled (with --repo) or was not kept (a spec file:
     its bytes are known only from a kept compilation, meshc.compile_cache).
 
-    Compilations kept by earlier runs are used: the applied spec's, from which the new one is
-    then checked and built incrementally (meshc.incremental; only the services whose files can
-    differ are emitted), and the new spec's own when a `plan` has compiled it already.
+    Compilations kept by earlier runs are used: the applied spec's (or the parent commit's),
+    read first, from which the new one is checked and built incrementally (meshc.incremental;
+    only the services whose files can differ are emitted), and the new spec's own (a `plan` kept
+    it) only when the incremental check cannot be made: one large entry read instead of two.
     --full reads nothing kept."""
     if getattr(args, "repo", None):
         return _prepare_commit(args, targets)
@@ -123,16 +124,18 @@ def _prepare_file(args: argparse.Namespace, targets: list[Target]) -> Prepared |
         """The kept compilation of the spec etcd records, unless that is this very spec (a re-apply)."""
         return compile_cache.load_applied(source.name, recorded, options) if recorded and recorded != digest else None
 
-    kept = compile_cache.load(source, options)
     hint, recorded = _recorded_from_header(targets, source)
     applied = applied_entry(recorded)
-    checked = _checked(args, source, kept, applied)
+    made = _incremental_check(source, applied)
+    kept = compile_cache.load(source, options) if made is None else None
+    checked = _checked(args, source, kept, made=made)
     if checked is None or checked.mesh is None:
         return None
     if hint is None or hint.rstrip("/") != checked.mesh.etcd_prefix.rstrip("/"):   # the header misled
         recorded = _recorded_revision(targets, checked.mesh.etcd_prefix)
         applied = applied_entry(recorded)
-    return _prepared(checked, options, kept, applied, recorded)
+    return _prepared(checked, options, kept, applied, recorded, stored=made is not None and compile_cache.has(
+        source, options))
 
 
 def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
@@ -149,12 +152,13 @@ def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared
     options = build_options(args)
     with GitSpecReader(args.repo) as reader:
         source = reader.read(args.rev or "HEAD", args.spec)
-        kept = None if full else compile_cache.load(source, options)
-        start = None
-        if not full and kept is None:
+        start = made = kept = None
+        if not full:
             start = _kept_parent(reader, args.spec, source, options) or _kept_applied(
                 reader, args.spec, source, targets, options)
-        checked = _checked(args, source, kept, start)
+            made = _incremental_check(source, start)
+            kept = compile_cache.load(source, options) if made is None else None
+        checked = _checked(args, source, kept, made=made)   # `start` was tried
         if checked is None or checked.mesh is None:
             return None
         recorded = None if full else _recorded_revision(targets, checked.mesh.etcd_prefix)
@@ -164,20 +168,22 @@ def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared
     else:
         base = compile_cache.load(applied, options) if applied is not None else None
     if applied is None or base is not None:
-        return _prepared(checked, options, kept, base, recorded)
+        return _prepared(checked, options, kept, base, recorded,
+                         stored=made is not None and compile_cache.has(source, options))
     compiled = _compiled(checked, options, kept, None)
     previous = compile(applied, options, base=compiled).bundle
     return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
 
 
 def _prepared(checked: Checked, options: BuildOptions, kept: Compiled | None, applied: Compiled | None,
-              recorded: str | None) -> Prepared:
+              recorded: str | None, *, stored: bool = False) -> Prepared:
     """The spec's compilation, planned against `applied` (the kept compilation of what etcd
-    records as `recorded`) when there is one."""
+    records as `recorded`) when there is one. `stored`: the cache holds an entry of the spec
+    already, which was not read (nothing to store again)."""
     compiled = _compiled(checked, options, kept, applied)
     if applied is None:
-        return Prepared(compiled, kept=kept is not None)
-    return Prepared(compiled, applied.bundle, recorded, kept=kept is not None)
+        return Prepared(compiled, kept=kept is not None or stored)
+    return Prepared(compiled, applied.bundle, recorded, kept=kept is not None or stored)
 
 
 def _compiled(checked: Checked, options: BuildOptions, kept: Compiled | None, applied: Compiled | None) -> Compiled:
@@ -194,18 +200,19 @@ def _compiled(checked: Checked, options: BuildOptions, kept: Compiled | None, ap
 
 
 def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None,
-             start: Compiled | None = None) -> Checked | None:
+             start: Compiled | None = None, made: Checked | None = None) -> Checked | None:
     """The check of `source` (kept by an earlier run, or made now) with every diagnostic, those
     --ignore names included (what the cache keeps); they are printed without them. None when the
     spec does not compile (or only with warnings, under --strict). With `start` (a kept
     compilation of an earlier commit of the spec), the check is made incrementally from it when
-    that gives what a full check gives (meshc.incremental), else in full."""
+    that gives what a full check gives (meshc.incremental), else in full; `made`: that
+    incremental check, made already."""
     from meshc.commands.common import checked_source, failed, reported
 
     if kept is not None:
         checked = kept.checked
     else:
-        checked = _incremental_check(source, start) or checked_source(source, args)
+        checked = made or _incremental_check(source, start) or checked_source(source, args)
     shown = reported(checked, args)
     if not shown.ok or failed(shown.diagnostics, args.strict):
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")

@@ -2,8 +2,9 @@
 
 A sync may be given the previous bundle, known to be live (watch keeps the one it last applied):
 targets then plan only what differs between the two bundles. If a target's live record of the
-applied revision names another commit than `previous` (someone else synced since), the
-incremental plans are dropped and every target is planned in full.
+applied revision names another commit than `previous` (someone else synced since), or shows that
+the revision was compiled to another bundle than `previous` (etcd's manifest digest: other build
+options), the incremental plans are dropped and every target is planned in full.
 """
 
 from __future__ import annotations
@@ -128,14 +129,15 @@ def plan_targets(bundle: Bundle, targets: Sequence[Target], *, revision: str | N
 
     With `previous` (a bundle live on every target, applied as `previous_revision`), targets may
     plan incrementally; that is undone, and every target planned in full, when a target's live
-    record names another revision. `interrupt` is asked before each target's plan and handed to
+    record names another revision or another bundle (Plan.contradicts_previous). `interrupt` is asked before each target's plan and handed to
     it: when it returns True, Interrupted is raised.
     """
     rev = bundle_revision(bundle, revision)
     if previous is not None:
         plans = _plan_each(bundle, targets, rev, previous, interrupt)
         expected = {bundle_revision(previous, previous_revision), bundle_revision(previous)}
-        if all(plan.recorded is None or plan.recorded in expected for plan in plans):
+        if all((plan.recorded is None or plan.recorded in expected) and not plan.contradicts_previous
+               for plan in plans):
             return plans
     return _plan_each(bundle, targets, rev, None, interrupt)
 

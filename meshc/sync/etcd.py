@@ -18,14 +18,15 @@ mesh's nested prefix, records of an older meshc that kept no ledger) are reporte
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from meshc.bundle import Bundle
-from meshc.emit.naming import NAMESPACE_PATH
+from meshc.emit.naming import MANIFEST_PATH, NAMESPACE_PATH
 from meshc.sync import etcd_client
 from meshc.sync import etcd_layout as layout
 from meshc.sync.etcd_client import EtcdAccess, b64, display_url
@@ -95,10 +96,16 @@ class EtcdTarget:
         unchanged = self._unchanged
         if unchanged is not None and unchanged[0] is bundle and unchanged[1] == revision \
                 and self._store_revision(prefix) == unchanged[2]:
-            return unchanged[3]     # a drift check of an idle etcd: one count-only request
-        plan = self._plan(bundle, prefix, seed, revision)
-        state = plan.context["state"]
-        self._unchanged = (bundle, revision, state.store_revision, plan) if not plan.writes else None
+            plan = unchanged[3]     # a drift check of an idle etcd: one count-only request
+        else:
+            plan = self._plan(bundle, prefix, seed, revision, previous)
+            state = plan.context["state"]
+            # only a full plan stands for the whole prefix in a later drift check
+            self._unchanged = (bundle, revision, state.store_revision, plan) if not (
+                plan.writes or plan.incremental) else None
+        held = plan.context.get("holds") if plan.context.get("previous") is previous else None
+        if previous is not None and not (held if held is not None else _holds(plan.context["state"], previous)):
+            return replace(plan, contradicts_previous=True)
         return plan
 
     def _store_revision(self, prefix: str) -> int:
@@ -106,19 +113,20 @@ class EtcdTarget:
         answer = self._post("/kv/range", {**layout.range_request(prefix), "count_only": True})
         return int(answer.get("header", {}).get("revision", 0))
 
-    def _plan(self, bundle: Bundle, prefix: str, seed: dict[str, Any], revision: str | None) -> Plan:
-        desired = {layout.relative_key(prefix, str(key)): str(value).encode()
-                   for key, value in (seed.get("kvs") or {}).items()}
+    def _plan(self, bundle: Bundle, prefix: str, seed: dict[str, Any], revision: str | None,
+              previous: Bundle | None = None) -> Plan:
+        desired = _desired(prefix, seed)
         self._check_sizes(prefix, desired)
         state = self.read_state(prefix)
-        live = state.records()
-        changes = [_key_change(layout.seed_key(prefix, rel), value, live.get(layout.seed_key(prefix, rel)))
-                   for rel, value in sorted(desired.items())]
-        gone = sorted(set(live) - {layout.seed_key(prefix, rel) for rel in desired})
-        changes += [Change(Action.DELETE, key, "no longer in the spec") for key in gone]
+        holds = previous is not None and _holds(state, previous)
+        before = _desired(prefix, previous.etcd_seed()) if previous is not None and holds \
+            and state.generation is not None else None
+        changes, gone, listed = _record_changes(state, desired, before)
         stamp = revision or str((bundle.manifest.get("source") or {}).get("digest") or "")
         revision_key = layout.revision_key(prefix)
-        changes.append(_revision_change(revision_key, stamp, state.value(revision_key)))
+        digest = manifest_digest(bundle)
+        changes.append(_revision_change(revision_key, stamp, state.value(revision_key), digest,
+                                        state.value(layout.revision_manifest_key(prefix))))
         changes += [_stale_change(state, generation) for generation in state.stale_generations()]
         recorded = state.value(revision_key)
         mesh, namespace = str(bundle.manifest.get("mesh") or ""), _namespace(bundle)
@@ -127,10 +135,11 @@ class EtcdTarget:
             pointer is not None and pointer.mesh is not None and (pointer.mesh, pointer.namespace) != (mesh, namespace)
         ) else ()
         return Plan(NAME, tuple(changes), revision=revision, state_token=str(state.store_revision),
-                    empties=bool(gone) and len(gone) == len(live), notes=_foreign_notes(state), applied_meshes=renamed,
+                    empties=bool(gone) and len(gone) == listed, notes=_foreign_notes(state), applied_meshes=renamed,
+                    incremental=before is not None,
                     recorded=recorded.decode(errors="replace") if recorded is not None else "",
-                    context={"state": state, "desired": desired, "stamp": stamp.encode(), "mesh": mesh,
-                             "namespace": namespace})
+                    context={"state": state, "desired": desired, "stamp": stamp.encode(), "manifest": digest,
+                             "mesh": mesh, "namespace": namespace, "previous": previous, "holds": holds})
 
     def removal_plan(self, old: MeshIdentity, new: MeshIdentity) -> Plan | None:
         """Deleting what meshc wrote for the mesh `old` under its own prefix (another than the new
@@ -256,9 +265,11 @@ class _Apply:
         self.state: layout.PrefixState = context["state"]
         self.desired: Mapping[str, bytes] = context["desired"]
         self.stamp: bytes = context["stamp"]
+        self.manifest: bytes | None = context["manifest"]
         self.prefix = self.state.prefix
         self.pointer_key = layout.current_key(self.prefix)
         self.revision_key = layout.revision_key(self.prefix)
+        self.manifest_key = layout.revision_manifest_key(self.prefix)
         self.mesh: str = context["mesh"]
         self.namespace: str = context["namespace"]
 
@@ -285,7 +296,8 @@ class _Apply:
         when there is none yet); empty when there is nothing to write."""
         generation = self.state.generation or layout.generation_name(self.state.store_revision)
         compares = {self.pointer_key: self.state.mod(self.pointer_key),
-                    self.revision_key: self.state.mod(self.revision_key)}
+                    self.revision_key: self.state.mod(self.revision_key),
+                    self.manifest_key: self.state.mod(self.manifest_key)}
         ops = []
         for change in content:
             relative = layout.relative_key(self.prefix, change.key)
@@ -300,8 +312,13 @@ class _Apply:
         if self.state.pointer != pointer:
             ops.append(Op(self.pointer_key, pointer.encode()))
         if stamp:
-            ops.append(Op(self.revision_key, self.stamp))
+            ops += self._stamp()
         return compares, ops
+
+    def _stamp(self) -> list[Op]:
+        """The revision record: the revision, and the digest of the manifest it was compiled to
+        (deleted for a bundle without one: it would describe another)."""
+        return [Op(self.revision_key, self.stamp), Op(self.manifest_key, self.manifest)]
 
     def _switch(self, guard: int) -> int:
         """Write every record into a new generation, then switch readers to it in one small
@@ -310,7 +327,7 @@ class _Apply:
         reserved = layout.Pointer(self.state.generation, new, *self._old_identity())
         guard = self.target.txn(
             {self.pointer_key: guard, self.revision_key: self.state.mod(self.revision_key),
-             layout.ledger_key(self.prefix, new): 0},
+             self.manifest_key: self.state.mod(self.manifest_key), layout.ledger_key(self.prefix, new): 0},
             [Op(self.pointer_key, reserved.encode()),
              Op(layout.ledger_key(self.prefix, new), layout.encode_ledger(new, self.desired))], self.result)
         records = (Op(layout.record_key(self.prefix, new, rel), value) for rel, value in sorted(self.desired.items()))
@@ -318,7 +335,7 @@ class _Apply:
             self.target.txn({self.pointer_key: guard}, batch, self.result)
         switched = layout.Pointer(new, None, self.mesh, self.namespace)
         return self.target.txn({self.pointer_key: guard},
-                               [Op(self.pointer_key, switched.encode()), Op(self.revision_key, self.stamp)],
+                               [Op(self.pointer_key, switched.encode()), *self._stamp()],
                                self.result)
 
     def _old_identity(self) -> tuple[str | None, str | None]:
@@ -359,13 +376,47 @@ def _remove_mesh(target: EtcdTarget, plan: Plan, result: ApplyResult) -> None:
     state: layout.PrefixState = plan.context["state"]
     prefix = state.prefix
     pointer, revision = layout.current_key(prefix), layout.revision_key(prefix)
-    target.txn({pointer: state.mod(pointer), revision: state.mod(revision)}, [Op(pointer), Op(revision)], result)
+    target.txn({pointer: state.mod(pointer), revision: state.mod(revision)},
+               [Op(pointer), Op(revision), Op(layout.revision_manifest_key(prefix))], result)
     ops = [Op(layout.record_key(prefix, generation, relative))
            for generation in sorted(state.ledgers) for relative in sorted(state.ledgers[generation])]
     ops += [Op(layout.ledger_key(prefix, generation)) for generation in sorted(state.ledgers)]
     for batch in target.batches(ops, {pointer: 0}):
         target.txn({pointer: 0}, batch, result)
     result.applied += list(plan.writes)
+
+
+def _desired(prefix: str, seed: Mapping[str, Any]) -> dict[str, bytes]:
+    """The seed's records by their key relative to the prefix (`services/catalog`)."""
+    return {layout.relative_key(prefix, str(key)): str(value).encode() for key, value in (seed.get("kvs") or {}).items()}
+
+
+def _record_changes(state: layout.PrefixState, desired: Mapping[str, bytes],
+                    before: Mapping[str, bytes] | None) -> tuple[list[Change], list[str], int]:
+    """The changes of the records, the seed keys to delete, and how many records readers read now.
+    With `before` (the records of the bundle the prefix records as applied: its manifest digest
+    matched), only the records whose value differs from it are read and compared; the others are
+    trusted to be as that apply left them (a hand edit there is the next full plan's)."""
+    prefix = state.prefix
+    if before is None:
+        live = state.records()
+        changes = [_key_change(layout.seed_key(prefix, rel), value, live.get(layout.seed_key(prefix, rel)))
+                   for rel, value in sorted(desired.items())]
+        gone = sorted(set(live) - {layout.seed_key(prefix, rel) for rel in desired})
+        return changes + [Change(Action.DELETE, key, "no longer in the spec") for key in gone], gone, len(live)
+    generation = state.generation or ""
+    listed = state.ledgers.get(generation, frozenset())
+
+    def live_value(relative: str) -> bytes | None:
+        return state.value(layout.record_key(prefix, generation, relative)) if relative in listed else None
+
+    changes = [Change(Action.UNCHANGED, layout.seed_key(prefix, rel)) if before.get(rel) == value
+               else _key_change(layout.seed_key(prefix, rel), value, live_value(rel))
+               for rel, value in sorted(desired.items())]
+    gone = sorted(layout.seed_key(prefix, rel) for rel in before.keys() - desired.keys()
+                  if live_value(rel) is not None)
+    present = sum(1 for rel in listed if layout.record_key(prefix, generation, rel) in state.live)
+    return changes + [Change(Action.DELETE, key, "no longer in the spec") for key in gone], gone, present
 
 
 def _key_change(key: str, value: bytes, live: bytes | None) -> Change:
@@ -376,12 +427,39 @@ def _key_change(key: str, value: bytes, live: bytes | None) -> Change:
     return Change(Action.UPDATE, key, _value_difference(live, value))
 
 
-def _revision_change(key: str, stamp: str, live: bytes | None) -> Change:
+def _revision_change(key: str, stamp: str, live: bytes | None, digest: bytes | None,
+                     live_digest: bytes | None) -> Change:
+    """The revision record: `<prefix>/revision`, and with it `<prefix>/revision-manifest` (written
+    when either differs: the same revision compiled otherwise, or recorded by a meshc that kept
+    no manifest digest)."""
     if live is not None and live == stamp.encode():
-        return Change(Action.UNCHANGED, key, bookkeeping=True)
+        if live_digest == digest:
+            return Change(Action.UNCHANGED, key, bookkeeping=True)
+        return Change(Action.UPDATE, key, f"revision {stamp[:12]} compiled to another bundle (manifest "
+                      f"{_short(live_digest)} -> {_short(digest)})", bookkeeping=True)
     before = "none" if live is None else live.decode(errors="replace")[:12]
     return Change(Action.CREATE if live is None else Action.UPDATE, key, f"revision {before} -> {stamp[:12]}",
                   bookkeeping=True)
+
+
+def _short(digest: bytes | None) -> str:
+    return "none" if digest is None else digest.decode(errors="replace")[:12]
+
+
+def manifest_digest(bundle: Bundle) -> bytes | None:
+    """The sha256 of the bundle's manifest.json (hex), what `<prefix>/revision-manifest` records:
+    the manifest lists the digest of every file, so equal digests mean the same files. None for a
+    bundle without a manifest."""
+    data = bundle.files.get(MANIFEST_PATH)
+    return hashlib.sha256(data).hexdigest().encode() if data is not None else None
+
+
+def _holds(state: layout.PrefixState, previous: Bundle) -> bool:
+    """Whether the prefix records `previous` as what was applied there: its manifest digest, next
+    to the revision. No digest recorded (none yet, or written by a meshc that kept none) is not
+    a confirmation: the plan is then made in full once, and the apply records one."""
+    digest = manifest_digest(previous)
+    return digest is not None and state.value(layout.revision_manifest_key(state.prefix)) == digest
 
 
 def _stale_change(state: layout.PrefixState, generation: str) -> Change:

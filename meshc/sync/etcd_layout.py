@@ -2,6 +2,9 @@
 consistently.
 
     <prefix>/revision                     the applied commit sha (what DESIGN.md §3 promises)
+    <prefix>/revision-manifest            the sha256 of the applied bundle's manifest.json (which
+                                          lists the sha256 of every file): what `revision` was
+                                          compiled to, build options included
     <prefix>/current                      {"generation": G, "mesh": ..., "namespace": ...}: which
                                           generation readers read (+ "pending" while a new one is
                                           being written)
@@ -10,7 +13,7 @@ consistently.
     <prefix>/written/G                    the ledger of G: every record key meshc wrote there
     <prefix>/lock                         the leader lock of `meshc watch` replicas
 
-`current` and `revision` change together, in one small transaction: a reader that reads the
+`current`, `revision` and `revision-manifest` change together, in one small transaction: a reader that reads the
 prefix in one range request (one etcd revision), or reads `current` and then the generation at
 the revision of that first answer, sees the records of exactly one commit. meshc deletes only
 keys a ledger lists (and the ledgers themselves); every other key under the prefix is foreign
@@ -19,7 +22,7 @@ and left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ import orjson
 
 CURRENT = "current"
 REVISION = "revision"
+REVISION_MANIFEST = "revision-manifest"
 LOCK = "lock"
 GENERATIONS = "generations"
 WRITTEN = "written"
@@ -39,6 +43,13 @@ def current_key(prefix: str) -> str:
 
 def revision_key(prefix: str) -> str:
     return f"{prefix}/{REVISION}"
+
+
+def revision_manifest_key(prefix: str) -> str:
+    """Where the sha256 of the applied bundle's manifest.json is recorded, next to the revision:
+    a plan against a bundle of the recorded revision compiled otherwise (other build options)
+    sees that it is not what is live."""
+    return f"{prefix}/{REVISION_MANIFEST}"
 
 
 def ledger_key(prefix: str, generation: str) -> str:
@@ -160,19 +171,19 @@ def classify(prefix: str, kvs: Mapping[str, tuple[bytes, int]], store_revision: 
     pointer = Pointer.decode(kvs[current_key(prefix)][0]) if current_key(prefix) in kvs else None
     ledgers = {}
     ledger_root = f"{prefix}/{WRITTEN}/"
-    for key, (value, _) in kvs.items():
+    for key in kvs:
         if key.startswith(ledger_root) and "/" not in key[len(ledger_root):]:
-            listed = decode_ledger(key[len(ledger_root):], value)
+            listed = decode_ledger(key[len(ledger_root):], kvs[key][0])
             if listed is not None:
                 ledgers[key[len(ledger_root):]] = listed
-    owned = {revision_key(prefix), f"{prefix}/{LOCK}"}
+    owned = {revision_key(prefix), revision_manifest_key(prefix), f"{prefix}/{LOCK}"}
     if pointer is not None:
         owned.add(current_key(prefix))
     for generation, listed in ledgers.items():
         owned.add(ledger_key(prefix, generation))
         owned.update(record_key(prefix, generation, relative) for relative in listed)
     foreign = tuple(sorted(key for key in kvs if key not in owned))
-    return PrefixState(prefix, store_revision, pointer, ledgers, dict(kvs), foreign)
+    return PrefixState(prefix, store_revision, pointer, ledgers, kvs, foreign)
 
 
 def range_end(start: str) -> str:
@@ -192,14 +203,42 @@ def range_request(prefix: str, revision: int | None = None) -> dict[str, Any]:
     return payload
 
 
-def parse_range(answer: Mapping[str, Any]) -> tuple[dict[str, tuple[bytes, int]], int]:
-    import base64
+def parse_range(answer: Mapping[str, Any]) -> tuple[Mapping[str, tuple[bytes, int]], int]:
+    """The keys of a range answer, each with its value and mod revision; values are decoded
+    when first read (an incremental plan reads a few records of thousands)."""
+    from binascii import a2b_base64
 
-    kvs = {}
-    for kv in answer.get("kvs", []):
-        kvs[base64.b64decode(kv["key"]).decode()] = (base64.b64decode(kv.get("value", "")),
-                                                     int(kv.get("mod_revision", 0)))
-    return kvs, int(answer.get("header", {}).get("revision", 0))
+    kvs = {a2b_base64(kv["key"]).decode(): (kv.get("value", ""), int(kv.get("mod_revision", 0)))
+           for kv in answer.get("kvs", [])}
+    return _Values(kvs), int(answer.get("header", {}).get("revision", 0))
+
+
+class _Values(Mapping[str, tuple[bytes, int]]):
+    """Keys of a range answer -> (value, mod revision), the value base64-decoded when first read."""
+
+    __slots__ = ("_encoded", "_decoded")
+
+    def __init__(self, encoded: dict[str, tuple[str, int]]) -> None:
+        self._encoded = encoded
+        self._decoded: dict[str, tuple[bytes, int]] = {}
+
+    def __getitem__(self, key: str) -> tuple[bytes, int]:
+        found = self._decoded.get(key)
+        if found is None:
+            from binascii import a2b_base64
+
+            value, mod = self._encoded[key]
+            found = self._decoded[key] = (a2b_base64(value), mod)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._encoded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._encoded)
+
+    def __len__(self) -> int:
+        return len(self._encoded)
 
 
 @dataclass(frozen=True)

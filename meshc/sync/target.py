@@ -61,6 +61,11 @@ class Plan:
     recorded: str | None = None
     # Planned against a previous bundle (only the objects of files that differ), not the whole mesh.
     incremental: bool = False
+    # The target's live records show that the previous bundle it was given is not what was applied
+    # there, although they name its revision (etcd: the recorded manifest digest is another
+    # bundle's, e.g. one compiled with other build options, or none is recorded): the engine then
+    # plans every target in full.
+    contradicts_previous: bool = False
     # Meshes other than the bundle's that this target's live records name (a rename of the mesh
     # or a move of its namespace since they were applied).
     applied_meshes: tuple[MeshIdentity, ...] = ()

@@ -211,6 +211,33 @@ def test_a_kept_commit_others_could_have_written_is_not_read(bed: Bed, tmp_path:
     assert kept.stat().st_mtime_ns == before             # not read (a read marks it used)
 
 
+HOSTED = ("--envoy-host", "svc-001=10.0.0.9:7000")    # svc-000's sidecar reaches svc-001 there
+
+
+def hosted(kube_api: KubeAPIHandle) -> bool:
+    """Whether the live ConfigMap of svc-000's sidecar sends to the HOSTED address."""
+    config_map = kube_api.store_get("configmaps", "svc-000-envoy", NAMESPACE)
+    assert config_map is not None
+    return "10.0.0.9" in str(config_map["data"])
+
+
+def test_the_applied_commit_kept_with_other_build_options_is_not_planned_against(bed: Bed, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    commit(bed.repo, "six services")
+    assert bed.run("apply", *HOSTED, cache=cache).returncode == 0
+    assert bed.run("apply", cache=cache).returncode == 0     # the commit again, without: what is live now
+    assert not hosted(bed.kube_api)
+    commit(bed.repo, "scale svc-002", replicas={"svc-002": 2})
+    bed.kube_api.reset_log()
+
+    # the parent's kept compilation with these options is checked from, but not planned against
+    result = bed.run("apply", *HOSTED, cache=cache)
+
+    assert result.returncode == 0, result.stderr
+    assert hosted(bed.kube_api)
+    assert lists(bed.kube_api) > 0                           # planned in full
+
+
 def test_full_compiles_afresh_and_finds_objects_deleted_by_hand(bed: Bed, own_cache_dir: Path) -> None:
     cache = own_cache_dir
     commit(bed.repo, "six services")

@@ -18,7 +18,7 @@ from meshc.sync.etcd_layout import read_snapshot
 from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.support.etcd import EtcdServer
 from tests.sync.specs import NAMESPACE, PREFIX, chain_spec
-from tests.sync.test_cli_cache import kept_files, lists, meshc
+from tests.sync.test_cli_cache import HOSTED, entries, hosted, kept_files, lists, meshc
 from tests.sync.test_cli_incremental_check import watched
 from tests.sync.test_rename import objects_of
 
@@ -144,16 +144,37 @@ def test_plan_then_apply_of_an_edited_file(bed: Bed) -> None:
     edited = bed.write(chain_spec(6, replicas={"svc-001": 3}))
     bed.kube_api.reset_log()
 
+    before = entries(bed.cache)
     planned = bed.run("plan")
+    after_plan = entries(bed.cache)
+    (kept_by_plan,) = after_plan.keys() - before.keys()
     applied, checks = bed.watched("apply")
 
     assert planned.returncode == 0 and applied.returncode == 0, planned.stderr + applied.stderr
     assert f"~ update    apps/v1 Deployment {NAMESPACE}/svc-001" in planned.stdout
     assert "svc-004" not in planned.stdout
-    assert checks == {"incremental": [], "full": 0}          # the plan's compilation was loaded
+    # checked from the applied spec's compilation (one entry read, not two); the plan's left as it was
+    assert checks == {"incremental": [True], "full": 0}
+    assert entries(bed.cache)[kept_by_plan] == after_plan[kept_by_plan]     # neither read nor written again
     assert lists(bed.kube_api) == 0
     assert bed.writes() == SCALED
     assert bed.recorded() == edited
+
+
+def test_the_applied_spec_kept_with_other_build_options_is_not_planned_against(bed: Bed) -> None:
+    bed.applied(chain_spec(3))
+    assert bed.run("apply", *HOSTED).returncode == 0      # the same bytes: a full plan, and a kept entry
+    assert bed.run("apply").returncode == 0               # back: what is live is the spec built without it
+    assert not hosted(bed.kube_api)
+    bed.write(chain_spec(3, replicas={"svc-002": 2}))
+    bed.kube_api.reset_log()
+
+    # the kept compilation of the recorded spec with these options is not what etcd records as live
+    applied = bed.run("apply", *HOSTED)
+
+    assert applied.returncode == 0, applied.stderr
+    assert hosted(bed.kube_api) and bed.replicas("svc-002") == 2
+    assert lists(bed.kube_api) > 0                         # planned in full
 
 
 @pytest.mark.parametrize("rename", ["metadata.name", "spec.namespace"])

@@ -16,6 +16,7 @@ from tests.sync.specs import PREFIX, bundle_of, chain_spec
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(120)]
 REVISION_KEY = f"{PREFIX}/revision"
+MANIFEST_KEY = f"{PREFIX}/revision-manifest"     # the digest of the bundle the revision was compiled to
 
 
 def store_revision(etcd: EtcdServer) -> int:
@@ -98,7 +99,7 @@ def test_one_service_change_in_100_service_mesh_writes_its_key_and_the_revision(
     new = live_keys(etcd_server)
     assert {k for k in new if new[k] != old.get(k)} == {f"{PREFIX}/services/svc-042", REVISION_KEY}
     assert {k for k, v in raw_keys(etcd_server).items() if v != raw_before.get(k)} == {
-        stored_key(etcd_server, f"{PREFIX}/services/svc-042"), REVISION_KEY}   # written in place: nothing else
+        stored_key(etcd_server, f"{PREFIX}/services/svc-042"), REVISION_KEY, MANIFEST_KEY}   # in place: nothing else
     assert new[REVISION_KEY] == "c" * 40
     assert json.loads(new[f"{PREFIX}/services/svc-042"])["versions"][0]["replicas"] == 3
 

@@ -122,8 +122,9 @@ def test_an_apply_cut_short_leaves_readers_on_the_old_commit_and_the_next_sync_c
     final = read_snapshot(etcd_server.client(), PREFIX)
     assert final.revision == "b" * 40
     assert {k: v.decode() for k, v in final.records.items()} == new.etcd_seed()["kvs"]
-    # nothing left but the generation readers read, its ledger, the pointer and the revision
-    expected = {f"{PREFIX}/current", f"{PREFIX}/revision", f"{PREFIX}/written/{final.generation}"}
+    # nothing left but the generation readers read, its ledger, the pointer and the revision record
+    expected = {f"{PREFIX}/current", f"{PREFIX}/revision", f"{PREFIX}/revision-manifest",
+                f"{PREFIX}/written/{final.generation}"}
     expected |= {f"{PREFIX}/generations/{final.generation}/services/svc-{i:03d}" for i in range(20)}
     assert set(raw_keys(etcd_server)) == expected
 

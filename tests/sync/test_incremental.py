@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from meshc.bundle import Bundle
+from meshc.pipeline import BuildOptions
 from meshc.sync.delta import file_delta
 from meshc.sync.directory import DirectoryTarget
 from meshc.sync.engine import PruneRefused, sync_once
@@ -23,6 +24,7 @@ from tests.k8sapi.fixtures import KubeAPIHandle
 from tests.k8sapi.server import RequestRecord
 from tests.support.etcd import EtcdServer
 from tests.sync.specs import NAMESPACE, PREFIX, bundle_of, chain_spec, service_name
+from tests.sync.test_etcd import stored_key
 from tests.sync.test_kubernetes import kind_of, object_name, service_objects
 
 pytestmark = pytest.mark.timeout(120)
@@ -158,7 +160,7 @@ def test_a_revision_record_naming_another_commit_makes_every_plan_full(
     after = bundle_of(chain_spec(4, replicas={"svc-002": 3}), revision="b" * 40)
 
     trusted = sync_once(after, targets, revision="b" * 40, previous=before, previous_revision="a" * 40)
-    assert [plan.incremental for plan in trusted.plans] == [True, False]   # etcd always reads its prefix
+    assert [plan.incremental for plan in trusted.plans] == [True, True]   # etcd compared only svc-002's record
 
     # someone else synced another commit since: the previous bundle is not what is live
     etcd_server.client().put(f"{PREFIX}/revision", "c" * 40)
@@ -169,6 +171,56 @@ def test_a_revision_record_naming_another_commit_makes_every_plan_full(
     assert [plan.incremental for plan in doubted.plans] == [False, False]
     assert any(r.method == "GET" and "labelSelector" in r.query for r in kube_api.requests)
     assert etcd_server.client().get(f"{PREFIX}/revision") == [b"d" * 40]
+
+
+@pytest.mark.etcd
+def test_the_recorded_revision_compiled_otherwise_makes_every_plan_full(
+        kube_api: KubeAPIHandle, etcd_server: EtcdServer, kube_target: KubernetesTarget,
+        etcd_target: EtcdTarget) -> None:
+    targets = [kube_target, etcd_target]
+    hosted = BuildOptions(envoy_hosts={"svc-001": "10.0.0.9:7000"})   # svc-000 reaches svc-001 there
+    sync_once(bundle_of(chain_spec(4), revision="a" * 40, options=hosted), targets, revision="a" * 40)
+    # a bundle of the recorded commit, but built with the default options: not what is live
+    unhosted = bundle_of(chain_spec(4), revision="a" * 40)
+    after = bundle_of(chain_spec(4, replicas={"svc-002": 3}), revision="b" * 40)
+    kube_api.reset_log()
+
+    report = sync_once(after, targets, revision="b" * 40, previous=unhosted, previous_revision="a" * 40)
+
+    assert [plan.incremental for plan in report.plans] == [False, False]
+    assert any(is_list(r) for r in kube_api.requests)
+    assert f"v1 ConfigMap {NAMESPACE}/svc-000-envoy" in {c.key for c in report.plans[0].content_writes}
+    assert kube_target.plan(after).empty                    # everything `after` compiled to is live
+
+    # no digest recorded (an etcd written by a meshc that kept none): not a confirmation either
+    etcd_server.client().delete(f"{PREFIX}/revision-manifest")
+    later = bundle_of(chain_spec(4, replicas={"svc-002": 4}), revision="c" * 40)
+    doubted = sync_once(later, targets, revision="c" * 40, previous=after, previous_revision="b" * 40)
+    assert [plan.incremental for plan in doubted.plans] == [False, False]
+    # the apply recorded it: the next commit is planned against `later` again
+    last = bundle_of(chain_spec(4, replicas={"svc-002": 5}), revision="d" * 40)
+    trusted = sync_once(last, targets, revision="d" * 40, previous=later, previous_revision="c" * 40)
+    assert [plan.incremental for plan in trusted.plans] == [True, True]
+
+
+@pytest.mark.etcd
+def test_etcd_compares_only_the_records_that_differ_from_the_applied_bundle(
+        etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
+    before = bundle_of(chain_spec(5), revision="a" * 40)
+    sync_once(before, [etcd_target], revision="a" * 40)
+    edited = stored_key(etcd_server, f"{PREFIX}/services/svc-000")
+    etcd_server.client().put(edited, "edited by hand")            # a record the next commit leaves as it was
+    after = bundle_of(chain_spec(5, replicas={"svc-001": 2}, drop=frozenset({"svc-004"})), revision="b" * 40)
+    records = {(Action.UPDATE, f"{PREFIX}/services/svc-001"), (Action.UPDATE, f"{PREFIX}/services/svc-003"),
+               (Action.DELETE, f"{PREFIX}/services/svc-004")}  # svc-003 no longer calls svc-004
+
+    report = sync_once(after, [etcd_target], revision="b" * 40, previous=before, previous_revision="a" * 40)
+
+    [plan] = report.plans
+    assert plan.incremental and content(plan) == records
+    assert etcd_server.client().get(edited) == [b"edited by hand"]  # not looked at: left to a full plan
+    drift = etcd_target.plan(after, revision="b" * 40)
+    assert not drift.incremental and content(drift) == {(Action.UPDATE, f"{PREFIX}/services/svc-000")}
 
 
 def test_the_directory_reads_only_the_files_that_differ(tmp_path: Path) -> None:
