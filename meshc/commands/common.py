@@ -60,6 +60,25 @@ def command_ends_process() -> bool:
     return _left_to_exit is not None
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """A verb's work with the cycle collector paused: a build or a sync makes long-lived objects
+    (the spec, its model, the IR, the bundle) and no cycle worth collecting, which the collector
+    would only rescan. In the `meshc` command's process, what the verb leaves alive is frozen
+    (gc.freeze) before the collector comes back: every object made while it was off is still in
+    its youngest generation, and the first allocation after the verb would start a collection
+    scanning them all, on the command's last stretch where nothing runs beside it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if command_ends_process():
+            gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def left_to_exit(*objects: object) -> None:
     """Objects a verb is done with when it returns, that it leaves to its process's exit rather
     than free one by one on the way out (a 1,000-service build's IR and its emitters' tables:

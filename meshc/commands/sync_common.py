@@ -295,25 +295,15 @@ def _recorded_revision(targets: list[Target], etcd_prefix: str) -> str | None:
 def without_cycle_collection(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a sync verb with the cycle collector paused: one compiled commit or two in memory, a
     handful of requests and no cycle worth collecting; the collector would only rescan the IRs
-    over and over (half a second at 5,000 services). In the `meshc` command's process, whatever
-    the verb leaves alive (the compiled specs, left to the compile cache's writer or to the exit)
-    is frozen (gc.freeze) before the collector comes back: its first collection would otherwise
-    scan every one of those objects on the way out (a quarter of a second at 1,000 services)."""
-    import gc
-
-    from meshc.commands.common import command_ends_process
+    over and over (half a second at 5,000 services). What the verb leaves alive (the compiled
+    specs, left to the compile cache's writer or to the exit) is frozen on the way out: the first
+    collection would otherwise scan it all (a quarter of a second at 1,000 services)."""
+    from meshc.commands.common import collector_paused
 
     with long_lived_imports():
         import meshc.pipeline  # noqa: F401 - the verb's stages, imported as long-lived objects
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return run(args)
-    finally:
-        if command_ends_process():
-            gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def remember(args: argparse.Namespace, prepared: Prepared, *results: object) -> None:
