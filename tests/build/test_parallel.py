@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -342,7 +343,9 @@ def test_ctrl_c_held_back_while_the_staging_directory_is_made_leaves_nothing(
 
     def mkdtemp_then_ctrl_c(*args: object, **kwargs: object) -> str:
         path = made(*args, **kwargs)  # type: ignore[call-overload]
-        os.kill(os.getpid(), signal.SIGINT)        # held back until the block ends
+        # to the main thread itself: a signal sent to the process may be handed to another of its
+        # threads (pytest-xdist's), and be handled whenever that one runs
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)   # held back until the block ends
         return str(path)
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
