@@ -101,10 +101,15 @@ def test_floor_writes_the_same_files_as_meshc(small_build: tuple[Path, Path], tm
     assert list(tmp_path.iterdir()) == [tmp_path / "copy"]    # the floor cleans up after itself
 
 
+def made_up_runs(wall: tuple[float, ...], cpu: tuple[float, ...]) -> list[run_build.ProcessRun]:
+    """Process runs with the given figures, as the benchmark records them (nothing is timed)."""
+    return [run_build.ProcessRun(w, c, 50_000, 0, "") for w, c in zip(wall, cpu, strict=True)]
+
+
 def test_tmpfs_record_keeps_each_sides_best_and_their_ratios() -> None:
     """Derived from given runs (made-up figures, nothing timed): the best build and the best
     floor (with that floor's parse and write), best / best, and the median of neighbours' ratios."""
-    runs = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.2, 1.5), (1.0, 1.4), (1.5, 1.3))]
+    runs = made_up_runs((1.2, 1.0, 1.5), (1.5, 1.4, 1.3))
     floors = [floor.FloorRun(seconds, cpu, parse, seconds - parse, 40, 4000)
               for seconds, cpu, parse in ((0.6, 0.6, 0.3), (0.4, 0.5, 0.25), (0.5, 0.45, 0.2))]
     result = run_build.tmpfs_result("/dev/shm", runs, floors)
@@ -121,10 +126,11 @@ def test_tmpfs_record_keeps_each_sides_best_and_their_ratios() -> None:
 def test_best_of_picks_the_runs_a_record_keeps() -> None:
     """Made-up runs (nothing timed): the fastest run and the one with least CPU are picked as runs,
     not figures, so a floor's parse and write come from its fastest run; every run is listed in order."""
-    runs = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.2, 1.3), (1.0, 1.4), (1.5, 1.6))]
+    wall, cpu = (1.2, 1.0, 1.5), (1.3, 1.4, 1.6)
+    runs = made_up_runs(wall, cpu)
     picked = run_build.best_of(runs)
     assert picked.fastest is runs[1] and picked.least_cpu is runs[0]
-    assert picked.runs == [run.seconds for run in runs] and picked.cpu_runs == [run.cpu_seconds for run in runs]
+    assert (picked.runs, picked.cpu_runs) == (list(wall), list(cpu))      # every run, in the order given
     floors = [floor.FloorRun(seconds, seconds, parse, seconds - parse, 40, 4000)
               for seconds, parse in ((0.6, 0.3), (0.4, 0.25), (0.5, 0.2))]
     assert run_build.best_of(floors).fastest is floors[1]
@@ -133,16 +139,17 @@ def test_best_of_picks_the_runs_a_record_keeps() -> None:
 def test_baseline_record_pairs_each_build_with_the_baselines_of_its_round() -> None:
     """Derived from given runs (made-up figures, nothing timed): the baseline's best, its ratio
     to the floor, and this tree's build over the baseline's of the same round, wall and CPU."""
-    runs = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.0, 1.6), (0.9, 1.5), (1.2, 1.8))]
-    base = [run_build.ProcessRun(seconds, cpu, 50_000, 0, "") for seconds, cpu in ((1.25, 2.0), (1.0, 1.5), (1.5, 2.0))]
+    runs = made_up_runs((1.0, 0.9, 1.2), (1.6, 1.5, 1.8))
+    base_wall, base_cpu = (1.25, 1.0, 1.5), (2.0, 1.5, 2.0)
+    base = made_up_runs(base_wall, base_cpu)
     floors = [floor.FloorRun(seconds, seconds, 0.2, seconds - 0.2, 40, 4000) for seconds in (0.5, 0.5, 0.6)]
     result = run_build.baseline_result(Path("/tmp/before"), runs, floors, base)
     # No time is measured here: the record lists the given runs in order, and its best (wall and
     # CPU alike) is the second of them, the one best_of picks.
     assert result.tree == "/tmp/before"
-    assert result.runs == [run.seconds for run in base] and result.cpu_runs == [run.cpu_seconds for run in base]
+    assert (result.runs, result.cpu_runs) == (list(base_wall), list(base_cpu))   # every run, in the order given
     assert run_build.best_of(base).fastest is base[1] and run_build.best_of(base).least_cpu is base[1]
-    assert result.runs.index(result.seconds) == result.cpu_runs.index(result.cpu_seconds) == 1
+    assert (result.seconds, result.cpu_seconds) == (base_wall[1], base_cpu[1])   # that run's figures
     assert result.paired_ratio == pytest.approx(2.5)        # median of 2.5, 2.0, 2.5
     assert result.vs_baseline == pytest.approx(0.8)         # median of 0.8, 0.9, 0.8
     assert result.vs_baseline_cpu == pytest.approx(0.9)     # median of 0.8, 1.0, 0.9
