@@ -11,9 +11,9 @@ import pytest
 
 from meshc.diagnostics import Diagnostic
 from meshc.load import SpecSource
-from meshc.pipeline import check, compile
+from meshc.pipeline import check
 from tests.emit.kubernetes import schemas
-from tests.emit.kubernetes.test_schemas import for_version
+from tests.emit.kubernetes.test_schemas import build, for_version
 
 AFFINITY: dict[str, Any] = {
     "nodeAffinity": {
@@ -55,9 +55,7 @@ def diagnostics(affinity: Any) -> list[Diagnostic]:
 
 @pytest.mark.parametrize("version", schemas.oldest_and_newest())
 def test_an_affinity_the_api_server_takes_is_written_as_given(version: str) -> None:
-    compiled = compile(SpecSource("mesh.yaml", for_version(spec(AFFINITY), version).encode()))
-    assert compiled.bundle is not None, [str(d) for d in compiled.diagnostics]
-    objects = list(compiled.bundle.kubernetes_objects())
+    objects = list(build(SpecSource("mesh.yaml", for_version(spec(AFFINITY), version).encode())).kubernetes_objects())
     assert [p for obj in objects for p in schemas.errors(obj, version)] == []
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["affinity"] == AFFINITY

@@ -11,10 +11,10 @@ import pytest
 
 from meshc.load import SpecSource
 from meshc.emit import naming
-from meshc.pipeline import check, compile
+from meshc.pipeline import check
 from meshc.quantities import MAX_VALUE, is_quantity, parse_quantity
 from tests.emit.kubernetes import schemas
-from tests.emit.kubernetes.test_schemas import for_version
+from tests.emit.kubernetes.test_schemas import build, for_version
 
 READ = [   # text, the value Kubernetes keeps
     ("1e9", "1000000000"), ("1E3", "1000"), ("1e+3", "1000"), ("5e-3", "0.005"), (".5", "0.5"), ("5.", "5"),
@@ -79,9 +79,7 @@ def test_requests_limits_and_size_limits_take_every_kubernetes_form(requests: An
 @pytest.mark.parametrize("version", schemas.oldest_and_newest())
 def test_manifests_with_every_form_are_schema_valid_and_keep_the_spelling(version: str) -> None:
     text = spec("{cpu: .5, memory: 1e9, ephemeral-storage: 1e9}", {"cpu": "5.", "memory": "1.5Gi"}, "2e9")
-    compiled = compile(SpecSource("mesh.yaml", for_version(text, version).encode()))
-    assert compiled.bundle is not None
-    objects = list(compiled.bundle.kubernetes_objects())
+    objects = list(build(SpecSource("mesh.yaml", for_version(text, version).encode())).kubernetes_objects())
     assert [p for obj in objects for p in schemas.errors(obj, version)] == []
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (app, *_) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == naming.APP_CONTAINER]
