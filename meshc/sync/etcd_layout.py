@@ -22,6 +22,7 @@ and left alone.
 
 from __future__ import annotations
 
+from binascii import a2b_base64
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,8 +207,6 @@ def range_request(prefix: str, revision: int | None = None) -> dict[str, Any]:
 def parse_range(answer: Mapping[str, Any]) -> tuple[Mapping[str, tuple[bytes, int]], int]:
     """The keys of a range answer, each with its value and mod revision; values are decoded
     when first read (an incremental plan reads a few records of thousands)."""
-    from binascii import a2b_base64
-
     kvs = {a2b_base64(kv["key"]).decode(): (kv.get("value", ""), int(kv.get("mod_revision", 0)))
            for kv in answer.get("kvs", [])}
     return _Values(kvs), int(answer.get("header", {}).get("revision", 0))
@@ -225,8 +224,6 @@ class _Values(Mapping[str, tuple[bytes, int]]):
     def __getitem__(self, key: str) -> tuple[bytes, int]:
         found = self._decoded.get(key)
         if found is None:
-            from binascii import a2b_base64
-
             value, mod = self._encoded[key]
             found = self._decoded[key] = (a2b_base64(value), mod)
         return found
