@@ -1056,19 +1056,18 @@ def _requirement_problems(requirement: NodeSelectorRequirement | LabelSelectorRe
         yield where + ("values",), reason
 
 
-def _term_problems(term: NodeSelectorTerm, where: Path) -> Iterator[tuple[Path, str]]:
-    for index, requirement in enumerate(term.match_expressions or ()):
-        yield from _requirement_problems(requirement, where + ("matchExpressions", index))
-
-
-def _selector_problems(selector: LabelSelector | None, where: Path) -> Iterator[tuple[Path, str]]:
-    for index, requirement in enumerate(selector.match_expressions or () if selector else ()):
+def _expressions_problems(selector: NodeSelectorTerm | LabelSelector | None,
+                          where: Path) -> Iterator[tuple[Path, str]]:
+    """The problems of a node selector term's or a label selector's matchExpressions."""
+    requirements: Sequence[NodeSelectorRequirement | LabelSelectorRequirement] = \
+        selector.match_expressions or () if selector else ()
+    for index, requirement in enumerate(requirements):
         yield from _requirement_problems(requirement, where + ("matchExpressions", index))
 
 
 def _pod_term_problems(term: PodAffinityTerm, where: Path) -> Iterator[tuple[Path, str]]:
-    yield from _selector_problems(term.label_selector, where + ("labelSelector",))
-    yield from _selector_problems(term.namespace_selector, where + ("namespaceSelector",))
+    yield from _expressions_problems(term.label_selector, where + ("labelSelector",))
+    yield from _expressions_problems(term.namespace_selector, where + ("namespaceSelector",))
     for field, keys in (("matchLabelKeys", term.match_label_keys), ("mismatchLabelKeys", term.mismatch_label_keys)):
         if keys and term.label_selector is None:
             yield where + (field,), "needs a labelSelector beside it"
@@ -1085,11 +1084,11 @@ def _affinity_problems(affinity: Affinity, where: Path) -> Iterator[tuple[Path, 
     required = nodes.required_during_scheduling_ignored_during_execution if nodes else None
     at = where + ("nodeAffinity", f"requiredDuringScheduling{ignored}", "nodeSelectorTerms")
     for index, term in enumerate(required.node_selector_terms if required else ()):
-        yield from _term_problems(term, at + (index,))
+        yield from _expressions_problems(term, at + (index,))
     at = where + ("nodeAffinity", f"preferredDuringScheduling{ignored}")
     for index, preferred in enumerate(nodes.preferred_during_scheduling_ignored_during_execution or ()
                                       if nodes else ()):
-        yield from _term_problems(preferred.preference, at + (index, "preference"))
+        yield from _expressions_problems(preferred.preference, at + (index, "preference"))
     for field, pods in (("podAffinity", affinity.pod_affinity), ("podAntiAffinity", affinity.pod_anti_affinity)):
         if pods is None:
             continue
