@@ -6,7 +6,6 @@ the order they run. All of them run, so a user sees every problem at once.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -938,10 +937,6 @@ def requests_within_limits(ctx: Context) -> Iterator[Diagnostic]:
                                    f"init container '{container.name}' of '{service.name}'")
 
 
-# The same few quantities ("100m", "128Mi") recur in every service's requests and limits.
-_quantity = functools.lru_cache(maxsize=256)(parse_quantity)
-
-
 # (model field, spec name, built-in defaults' key): ephemeral storage has no default
 _LIMITED = (("cpu", "cpu", "cpu"), ("memory", "memory", "memory"), ("ephemeral_storage", "ephemeral-storage", None))
 
@@ -951,7 +946,7 @@ def _over_limit(ctx: Context, owner: Path, layers: list[tuple[Resources | None, 
     for field, resource, default in _LIMITED:
         request, request_at = _pick(layers, "requests", field, resource, base.get(f"{default}_request"), owner)
         limit, limit_at = _pick(layers, "limits", field, resource, base.get(f"{default}_limit"), owner)
-        if request is not None and limit is not None and _quantity(request) > _quantity(limit):
+        if request is not None and limit is not None and parse_quantity(request) > parse_quantity(limit):
             where = request_at if request_at != owner else limit_at
             yield error("E711", f"{who} requests {resource} {request}{_default_mark(request_at, owner)}, more than "
                         f"its limit {limit}{_default_mark(limit_at, owner)}: Kubernetes rejects such a pod",
