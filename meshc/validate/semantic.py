@@ -1067,9 +1067,21 @@ def _pod_term_problems(term: PodAffinityTerm, where: Path) -> Iterator[tuple[Pat
         if keys and term.label_selector is None:
             yield where + (field,), "needs a labelSelector beside it"
     both = set(term.match_label_keys or ()) & set(term.mismatch_label_keys or ())
+    selected = _selector_keys(term.label_selector)
     for index, key in enumerate(term.match_label_keys or ()):
         if key in both:
             yield where + ("matchLabelKeys", index), f"'{key}' is in mismatchLabelKeys too"
+        elif key in selected:
+            # The API server adds `key In (the pod's value)` to the labelSelector of each pod it
+            # creates, then refuses the key found twice: the Deployment is taken, its pods are not.
+            yield where + ("matchLabelKeys", index), f"'{key}' is in the labelSelector too, where each pod gets `{key} In (its value)` added"
+
+
+def _selector_keys(selector: LabelSelector | None) -> set[str]:
+    """The label keys a label selector names, in matchLabels or matchExpressions."""
+    if selector is None:
+        return set()
+    return set(selector.match_labels or ()) | {requirement.key for requirement in selector.match_expressions or ()}
 
 
 def _affinity_problems(affinity: Affinity, where: Path) -> Iterator[tuple[Path, str]]:
