@@ -65,7 +65,7 @@ else:
 
 from meshc.defaults import PROXY_DRAIN_MS, SIDECAR_IMAGE
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
-from meshc.quantities import NON_NEGATIVE_PATTERN, parse_quantity
+from meshc.quantities import NON_NEGATIVE_PATTERN, canonical_quantity, parse_quantity
 from meshc.vocabulary import AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
@@ -295,10 +295,18 @@ class HealthCheck(Model):
 # --- workloads ------------------------------------------------------------------------------
 
 def _number_as_quantity(value: object) -> object:
-    # Kubernetes takes `cpu: 2`, `cpu: 0.5`, `memory: 1e9` unquoted (YAML reads numbers): their text.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return value
+    # Kubernetes takes `cpu: 2`, `cpu: 0.5`, `memory: 1e9` unquoted (YAML reads numbers). Their
+    # spelling is gone, and repr() would write 1e9 as `1000000000.0`: written as the API server
+    # writes the value back instead (`1G`), the manifest and the live object read the same.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    text = repr(value)
+    if text.startswith("-"):
+        return text                 # refused by _quantity, as written
+    try:
+        return canonical_quantity(parse_quantity(text))
+    except ValueError:              # inf, nan: _quantity says why
+        return text
 
 
 def _quantity(value: str) -> str:
