@@ -138,10 +138,15 @@ def _endpoint_address(value: str) -> str:
     else:
         return _host_name(value)
     try:
-        parse(value)
+        address = parse(value)
     except ValueError as exc:
         raise PydanticCustomError("address", "{value} is not an {kind} address: {reason}",
                                   {"value": repr(value), "kind": kind, "reason": _lower_first(str(exc))}) from None
+    if getattr(address, "scope_id", None):
+        # A zone names an interface of one host (fe80::1%eth0); a NetworkPolicy's ipBlock takes none.
+        raise PydanticCustomError("address", "{value} has a zone (%...), which names an interface of one host: "
+                                  "Kubernetes refuses it in the NetworkPolicy that lets callers reach the endpoint",
+                                  {"value": repr(value)})
     return value
 
 
@@ -992,10 +997,23 @@ class ExtraCaller(Model):
     service_account: DnsSubdomain
 
 
+def _sni(value: str) -> str:
+    """A name TLS can send as SNI and check the certificate for (a DNS SAN): RFC 6066 has no room for
+    an IP address, and a certificate names an address as an IP SAN, never a DNS one."""
+    labels = value.split(".")
+    if labels[-1].isdigit():
+        raise PydanticCustomError("sni", "{value} is an IP address: sni is the host name the server's certificate "
+                                  "is issued for (RFC 6066 takes no address there)", {"value": repr(value)})
+    if any(len(label) > 63 for label in labels):
+        raise PydanticCustomError("sni", "{value} is not a host name: a DNS label holds at most 63 characters",
+                                  {"value": repr(value)})
+    return value
+
+
 class ExternalTls(Model):
     """TLS origination to an external (static-endpoint) service."""
 
-    sni: DnsSubdomain | None = None      # default: the endpoints' host name
+    sni: Annotated[DnsSubdomain, AfterValidator(_sni)] | None = None      # default: the endpoints' host name
     ca_bundle: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^(system|/[^\s]*)$")] = "system"
     host_rewrite: StrictBool = True
 
