@@ -1643,6 +1643,33 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                             "serves", ctx.at(*where), where)
 
 
+# A gateway's connection manager normalizes each request's path (RFC 3986 dot segments) and merges
+# slashes before its routes see it: no request then holds these, and the Gateway API refuses them too.
+_NORMALIZED_AWAY = ("//", "/./", "/../")
+
+
+def _never_after_normalizing(path: str, exact: bool) -> str | None:
+    """What of `path` no normalized request path holds, if anything."""
+    found = next((part for part in _NORMALIZED_AWAY if part in path), None)
+    if found is None and exact and path.endswith(("/.", "/..")):
+        found = path[path.rindex("/"):]
+    return found
+
+
+def gateway_path_normalization(ctx: Context) -> Iterator[Diagnostic]:
+    for path, gateway in _gateways(ctx):
+        for index, route in enumerate(gateway.routes):
+            match = route.match.path
+            for field, value in (("prefix", match.prefix), ("exact", match.exact)) if match else ():
+                found = _never_after_normalizing(value, field == "exact") if value is not None else None
+                if found is not None:
+                    where = path + ("routes", index, "match", "path", field)
+                    yield error("E621", f"gateway '{gateway.name}' matches path {field} {value!r}, which no request "
+                                "matches: the gateway normalizes each request's path and merges its slashes before "
+                                f"routing, so no path holds '{found}'", ctx.at(*where), where,
+                                hint="write the path as it is once normalized")
+
+
 def _duplicate_listener_hosts(ctx: Context, gateway: str, hosts: list[str], where: Path) -> Iterator[Diagnostic]:
     """Envoy refuses a route table that lists a domain twice ("Only unique values for domains are
     permitted"); Istio refuses a Gateway server's duplicate hosts too."""
@@ -1856,6 +1883,7 @@ CHECKS: tuple[Check, ...] = (
     gateway_services,
     gateway_host_overlap,
     gateway_consistency,
+    gateway_path_normalization,
     gateway_names,
     shadowed_routes,
     shadowed_gateway_routes,
