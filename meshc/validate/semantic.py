@@ -1643,9 +1643,12 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                             "serves", ctx.at(*where), where)
 
 
-# A gateway's connection manager normalizes each request's path (RFC 3986 dot segments) and merges
-# slashes before its routes see it: no request then holds these, and the Gateway API refuses them too.
+# A gateway's connection manager normalizes each request's path (RFC 3986: dot segments removed,
+# percent-encoded unreserved characters decoded) and merges slashes before its routes see it: no
+# request then holds these (the Gateway API refuses the first three too).
 _NORMALIZED_AWAY = ("//", "/./", "/../")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 def _never_after_normalizing(path: str, exact: bool) -> str | None:
@@ -1653,7 +1656,13 @@ def _never_after_normalizing(path: str, exact: bool) -> str | None:
     found = next((part for part in _NORMALIZED_AWAY if part in path), None)
     if found is None and exact and path.endswith(("/.", "/..")):
         found = path[path.rindex("/"):]
+    if found is None:
+        found = next((m.group() for m in _ESCAPE.finditer(path) if chr(int(m.group()[1:], 16)) in _UNRESERVED), None)
     return found
+
+
+def _decoded(escape: str) -> str:
+    return f" (it is decoded to '{chr(int(escape[1:], 16))}')" if escape.startswith("%") else ""
 
 
 def gateway_path_normalization(ctx: Context) -> Iterator[Diagnostic]:
@@ -1666,7 +1675,7 @@ def gateway_path_normalization(ctx: Context) -> Iterator[Diagnostic]:
                     where = path + ("routes", index, "match", "path", field)
                     yield error("E621", f"gateway '{gateway.name}' matches path {field} {value!r}, which no request "
                                 "matches: the gateway normalizes each request's path and merges its slashes before "
-                                f"routing, so no path holds '{found}'", ctx.at(*where), where,
+                                f"routing, so no path holds '{found}'{_decoded(found)}", ctx.at(*where), where,
                                 hint="write the path as it is once normalized")
 
 

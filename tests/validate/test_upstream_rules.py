@@ -214,6 +214,11 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
                                     Reject("E621", 21, 38)),
     "gateway-exact-dot-dot": (_gateway("[{port: 8000, hosts: ['*']}]",
                                        "[{match: {path: {exact: /a/b/..}}, service: web}]"), Reject("E621", 21, 37)),
+    # ...nor an escaped unreserved character (RFC 3986 normalization decodes it); other escapes stay
+    "gateway-escaped-tilde": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                       "[{match: {path: {prefix: /%7Euser}}, service: web}]"), Reject("E621", 21, 38)),
+    "gateway-escaped-slash": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                       "[{match: {path: {prefix: /a%2Fb}}, service: web}]"), Accept("gateway-public")),
     # a prefix may end in '/.' or '/..': it matches /a/.well-known, /a/..b
     "gateway-prefix-trailing-dot": (_gateway("[{port: 8000, hosts: ['*']}]",
                                              "[{match: {path: {prefix: /a/.}}, service: web}]"),
