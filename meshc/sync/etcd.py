@@ -469,9 +469,9 @@ def _record_changes(state: layout.PrefixState, desired: Mapping[str, bytes],
 
     compared = [rel for rel, value in sorted(desired.items()) if not as_applied(rel, value)]
     state.prefetch(key for key in map(stored, compared) if key is not None)
-    live: dict[str, bytes | None] = {rel: state.value(key) if (key := stored(rel)) is not None else None
-                                     for rel in compared}
-    changes = [_key_change(layout.seed_key(prefix, rel), value, live[rel]) if rel in live
+    now: dict[str, bytes | None] = {rel: state.value(key) if (key := stored(rel)) is not None else None
+                                    for rel in compared}
+    changes = [_key_change(layout.seed_key(prefix, rel), value, now[rel]) if rel in now
                else Change(Action.UNCHANGED, layout.seed_key(prefix, rel)) for rel, value in sorted(desired.items())]
     gone = sorted(layout.seed_key(prefix, rel) for rel in before.keys() - desired.keys() if stored(rel) is not None)
     present = sum(1 for rel in listed if layout.record_key(prefix, generation, rel) in state.live)
