@@ -319,6 +319,10 @@ def test_file_delta_compares_the_manifests_digests() -> None:
                              "envoy/svc-003/lds.yaml"}
     assert not delta.added and "manifest.json" not in delta.unchanged
     assert delta.under("kubernetes/").removed == {"kubernetes/svc-003.yaml"}
+    assert "envoy/svc-000/cds.yaml" in delta.unchanged and not delta.unchanged & (delta.changed | delta.removed)
+    back = file_delta(after, before)                        # the other way round: svc-003's files come back
+    assert back is not None and back.added == delta.removed and back.changed == delta.changed and not back.removed
+    assert back.unchanged == delta.unchanged
     # a manifest that does not list the bundle's files is not trusted: plan everything
     tampered = Bundle({**after.files, "extra.txt": b"x"})
     assert file_delta(before, tampered) is None
