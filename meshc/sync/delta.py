@@ -62,7 +62,8 @@ def _digests(bundle: Bundle) -> dict[str, str] | None:
         return None
     if not isinstance(files, Mapping):
         return None
-    digests = {path: meta.get("sha256") for path, meta in files.items() if type(meta) is dict}   # as JSON decodes
+    digests: dict[str, Any] = {path: meta.get("sha256") for path, meta in files.items()
+                               if type(meta) is dict}   # as JSON decodes it
     listed = set(bundle.files) - {MANIFEST_PATH}
     if digests.keys() != listed or not all(type(digest) is str and digest for digest in digests.values()):
         return None
