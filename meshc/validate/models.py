@@ -1002,8 +1002,9 @@ def _sni(value: str) -> str:
     an IP address, and a certificate names an address as an IP SAN, never a DNS one."""
     labels = value.split(".")
     if labels[-1].isdigit():
-        raise PydanticCustomError("sni", "{value} is an IP address: sni is the host name the server's certificate "
-                                  "is issued for (RFC 6066 takes no address there)", {"value": repr(value)})
+        raise PydanticCustomError("sni", "{value} is an IP address (or ends in an all-digit label, as one does): sni "
+                                  "is the host name the server's certificate is issued for (RFC 6066 takes no "
+                                  "address there)", {"value": repr(value)})
     if any(len(label) > 63 for label in labels):
         raise PydanticCustomError("sni", "{value} is not a host name: a DNS label holds at most 63 characters",
                                   {"value": repr(value)})
