@@ -99,7 +99,9 @@ def _command_problem(command: re.Match[str]) -> str | None:
         return f"names {name}, which is not a command Envoy knows"
     form = "+".join(part for part, given in (("argument", argument), ("length", length)) if given)
     if form in forms:
-        return None
+        # A command that needs its argument refuses an empty one (`REQ requires parameters`); one
+        # whose argument is optional takes `()` as none.
+        return f"needs an argument inside its (): %{name}(...)%" if argument == "()" and "" not in forms else None
     if "argument" in forms and not argument:
         return f"needs an argument: %{name}(...)%"
     if argument and "argument" not in forms and "argument+length" not in forms:

@@ -39,9 +39,11 @@ def _accepted_forms() -> list[str]:
 # From Istio's TestValidateHTTPHeaderValue (pkg/config/validation/validation_test.go), and the
 # shapes Envoy's SubstitutionFormatParser refuses.
 ACCEPTED = ["foo", "%HOSTNAME%", "100%%", "prefix %HOSTNAME% suffix", "%DOWNSTREAM_PEER_CERT_V_END(%b %d %H:%M:%S %Y %Z)%",
-            "%DYNAMIC_METADATA(com.test.my_filter)%", "%%", "a%%b%%", "%REQ(x-user):10%", "%START_TIME(%s)%", ""]
+            "%DYNAMIC_METADATA(com.test.my_filter)%", "%%", "a%%b%%", "%REQ(x-user):10%", "%START_TIME(%s)%", "",
+            "%START_TIME()%"]   # an optional argument may be empty
 REFUSED = ["%START_TIME%%", "abc%123", "100%", "%", "%REQ%", "%HOSTNAME:10%", "%hostname%", "%HOST NAME%",
-           "%REQ(x-user)", "%PROTOCOL(x)%", "%FOO_BAR%"]
+           "%REQ(x-user)", "%PROTOCOL(x)%", "%FOO_BAR%",
+           "%REQ()%", "%FILTER_STATE():5%", "%UPSTREAM_METADATA()%"]   # a needed argument may not
 
 
 @pytest.mark.parametrize("value", ACCEPTED)
