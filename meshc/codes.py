@@ -116,6 +116,8 @@ CODES: dict[str, str] = {
     "E617": "a route sets or removes the Host header, which Envoy does not let a route change",
     "E618": "a list names the same entry twice (a route's methods, callers or headers, a service's extraCallers)",
     "E620": "a header value holds a '%' that starts no Envoy command (a literal % is written %%)",
+    "E621": "a gateway route's path holds what path normalization removes from every request ('//', '/./', '/../', "
+            "an escaped letter, digit or -._~)",
     "W601": "a route can never match: an earlier route matches every request it would",
     "W602": "a route aborts every request it matches, and it matches every request",
     "W603": "rewrite.prefix with a regex path match replaces the whole path",

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
+from meshc.threads import start_without_interrupts
+
 REDRAW_EVERY_S = 0.2
 # Work shorter than this shows no progress: a line that flashes for a moment is only noise.
 # (MESHC_PROGRESS_DELAY overrides it, in seconds.)
@@ -56,7 +58,7 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.active:
             self._thread = threading.Thread(target=self._run, name="meshc-progress", daemon=True)
-            self._thread.start()
+            start_without_interrupts(self._thread)
         return self
 
     def _delay(self) -> float:

@@ -74,3 +74,20 @@ def _as_kept(magnitude: Decimal, negative: bool) -> Decimal:
     if magnitude and int(magnitude.as_tuple().exponent) < -9:
         magnitude = magnitude.quantize(_NANO, rounding=ROUND_UP, context=Context(prec=40))
     return magnitude.copy_negate() if negative and magnitude else magnitude
+
+
+_SI_SUFFIXES = {exponent: suffix for suffix, exponent in DECIMAL_EXPONENTS.items()}
+
+
+def canonical_quantity(value: Decimal) -> str:
+    """The text the API server writes back for a quantity of this value spelled without a suffix
+    (apimachinery's canonical DecimalSI form): an integer times the largest power of 1000 (n u m
+    k M G T P E) it can be, e.g. 1000000000 -> `1G`, 0.5 -> `500m`, 1500 -> `1500`. `value` is one
+    parse_quantity returned: whole nano units, at most 2^63-1."""
+    sign, digits, exponent = value.normalize(Context(prec=40)).as_tuple()
+    if not any(digits):
+        return "0"
+    assert isinstance(exponent, int)
+    power = exponent - exponent % 3          # the multiple of 3 at or below, as Go's AsCanonicalBytes
+    mantissa = int("".join(map(str, digits))) * 10 ** (exponent - power)
+    return f"{'-' if sign else ''}{mantissa}{_SI_SUFFIXES[power]}"

@@ -81,7 +81,8 @@ def checked_target(out: str | os.PathLike[str]) -> Path:
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) and SIGTERM back while something that needs cleaning up is created and recorded
     where the cleanup will find it (a directory, a worker process). The KeyboardInterrupt then
-    arrives as the block ends, not in between. Only the main thread receives it in Python."""
+    arrives as the block ends, not in between. Python runs handlers in the main thread only, and meshc's
+    other threads start with both signals blocked (meshc.threads), so none can take one meanwhile."""
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -36,6 +36,7 @@ from meshc.sync.delta import file_delta
 from meshc.sync.memory import release_memory
 from meshc.sync.kubernetes import KubernetesTarget, file_objects, object_files, object_key
 from meshc.sync.target import SyncError
+from meshc.threads import start_without_interrupts
 
 Obj = dict[str, Any]
 WATCH_SECONDS = 300        # each stream is re-opened this often (the server's own limit is 30-60 min)
@@ -307,7 +308,7 @@ class _Stream:
         self._thread = threading.Thread(target=self._run, name=f"watch {scope.kind}", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_without_interrupts(self._thread)
 
     def stop(self) -> None:
         with self._lock:

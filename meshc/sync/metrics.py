@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import MetricsHandler
 
+from meshc.threads import start_without_interrupts
+
 RESULTS = ("applied", "noop", "invalid", "failed", "refused")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -103,7 +105,7 @@ class MetricsServer:
         return str(host), int(port)
 
     def start(self) -> MetricsServer:
-        self._thread.start()
+        start_without_interrupts(self._thread)   # its request threads inherit the mask
         return self
 
     def stop(self) -> None:

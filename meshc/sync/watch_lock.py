@@ -15,6 +15,8 @@ import socket
 import threading
 from typing import Any, Protocol
 
+from meshc.threads import start_without_interrupts
+
 DEFAULT_TTL = 15
 
 
@@ -125,7 +127,7 @@ class LeaderLock:
         self._stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep_alive, args=(self._stop,), name="meshc-lock-keepalive",
                                         daemon=True)
-        self._keeper.start()
+        start_without_interrupts(self._keeper)
 
     def _stop_keeper(self) -> None:
         self._stop.set()

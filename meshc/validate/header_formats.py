@@ -6,7 +6,9 @@ holding no ')'; Istio ports it as pkg/config/validation/header_value_validator.g
 and whether each takes an argument or a length, are those real Envoy 1.40 accepts in a route's
 request_headers_to_add (tests/validate/test_header_formats.py checks every entry against it).
 A command Envoy knows but this table lacks is refused too: the table errs on the side of a clear
-diagnostic over a proxy that refuses its configuration.
+diagnostic over a proxy that refuses its configuration. The arguments Envoy parses itself (header
+names of REQ/RESP/TRAILER, FILTER_STATE's KEY:F, PATH's options) are checked as it checks them;
+CEL expressions are not.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ COMMANDS: dict[str, frozenset[str]] = {
     "START_TIME_LOCAL": _BARE_OR_ARGUMENT, "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT": _BARE_OR_ARGUMENT,
     "UPSTREAM_PEER_CERT_V_END": _BARE_OR_ARGUMENT, "UPSTREAM_PEER_CERT_V_START": _BARE_OR_ARGUMENT,
     "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": _BARE_OR_ARGUMENT,
-    "PATH": _BARE_OR_LENGTH,
+    "PATH": _BARE_OR_LENGTH | _ARGUMENT_AND_LENGTH,
     "CLUSTER_METADATA": _ARGUMENT, "UPSTREAM_METADATA": _ARGUMENT,
     "CEL": _ARGUMENT_AND_LENGTH, "DYNAMIC_METADATA": _ARGUMENT_AND_LENGTH, "ENVIRONMENT": _ARGUMENT_AND_LENGTH,
     "FILTER_STATE": _ARGUMENT_AND_LENGTH, "QUERY_PARAM": _ARGUMENT_AND_LENGTH, "REQ": _ARGUMENT_AND_LENGTH,
@@ -98,10 +100,57 @@ def _command_problem(command: re.Match[str]) -> str | None:
     if forms is None:
         return f"names {name}, which is not a command Envoy knows"
     form = "+".join(part for part, given in (("argument", argument), ("length", length)) if given)
+    if length and int(length[1:]) >= 2 ** 64:     # Envoy reads it as an unsigned 64-bit number
+        return f"has a :LENGTH of more than 64 bits: %{name}{argument or ''}{length}%"
     if form in forms:
-        return None
+        # A command that needs its argument refuses an empty one (`REQ requires parameters`); one
+        # whose argument is optional takes `()` as none.
+        if argument == "()" and "" not in forms:
+            return f"needs an argument inside its (): %{name}(...)%"
+        check = _ARGUMENT_CHECKS.get(name)
+        return check(argument[1:-1]) if check is not None and argument else None
     if "argument" in forms and not argument:
         return f"needs an argument: %{name}(...)%"
     if argument and "argument" not in forms and "argument+length" not in forms:
         return f"takes no argument: %{name}%"
     return f"takes no :LENGTH: %{name}{argument or ''}%"
+
+
+# What Envoy 1.40 requires of the arguments it parses itself (tests/validate/test_header_formats.py).
+_TOKEN = re.compile(r":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_names(argument: str) -> str | None:
+    """REQ, RESP, TRAILER: `name` or `name?alternative`, each a header name (or a pseudo-header)."""
+    names = argument.split("?")
+    if len(names) > 2:
+        return "takes one header name, or two separated by one '?'"
+    bad = next((n for n in names if n and not _TOKEN.fullmatch(n)), None)
+    return None if bad is None else f"names {bad!r}, which is not a header name"
+
+
+def _filter_state(argument: str) -> str | None:
+    """FILTER_STATE, UPSTREAM_FILTER_STATE: `KEY`, `KEY:PLAIN`, `KEY:TYPED` or `KEY:FIELD:NAME`."""
+    key, *options = argument.split(":")
+    if not key:
+        return "needs a filter state key before any ':'"
+    kind, *rest = options or [""]
+    if kind == "FIELD":
+        return None if rest and rest[0] else "needs a field name after FIELD: %FILTER_STATE(KEY:FIELD:NAME)%"
+    if kind not in ("", "PLAIN", "TYPED"):
+        return f"has {kind!r} where PLAIN, TYPED or FIELD goes"
+    return None if not any(rest) else f"takes nothing after {kind}"
+
+
+def _path(argument: str) -> str | None:
+    """PATH: `WQ` or `NQ` (with or without the query), then `ORIG` (the path before rewrites)."""
+    query, *options = argument.split(":")
+    if query not in ("", "WQ", "NQ"):
+        return f"has {query!r} where WQ or NQ goes"
+    if options and options[0] not in ("", "ORIG"):
+        return f"has {options[0]!r} where ORIG goes"
+    return None
+
+
+_ARGUMENT_CHECKS = {"REQ": _header_names, "RESP": _header_names, "TRAILER": _header_names,
+                    "FILTER_STATE": _filter_state, "UPSTREAM_FILTER_STATE": _filter_state, "PATH": _path}

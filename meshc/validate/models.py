@@ -65,7 +65,7 @@ else:
 
 from meshc.defaults import PROXY_DRAIN_MS, SIDECAR_IMAGE
 from meshc.durations import DURATION_PATTERN, format_duration, parse_duration
-from meshc.quantities import NON_NEGATIVE_PATTERN, parse_quantity
+from meshc.quantities import NON_NEGATIVE_PATTERN, canonical_quantity, parse_quantity
 from meshc.vocabulary import AccessLog, FailurePolicy, LbPolicy, MtlsMode, Protocol
 
 API_VERSION = "meshc.dev/v1alpha1"
@@ -138,10 +138,15 @@ def _endpoint_address(value: str) -> str:
     else:
         return _host_name(value)
     try:
-        parse(value)
+        address = parse(value)
     except ValueError as exc:
         raise PydanticCustomError("address", "{value} is not an {kind} address: {reason}",
                                   {"value": repr(value), "kind": kind, "reason": _lower_first(str(exc))}) from None
+    if getattr(address, "scope_id", None):
+        # A zone names an interface of one host (fe80::1%eth0); a NetworkPolicy's ipBlock takes none.
+        raise PydanticCustomError("address", "{value} has a zone (%...), which names an interface of one host: "
+                                  "Kubernetes refuses it in the NetworkPolicy that lets callers reach the endpoint",
+                                  {"value": repr(value)})
     return value
 
 
@@ -295,10 +300,18 @@ class HealthCheck(Model):
 # --- workloads ------------------------------------------------------------------------------
 
 def _number_as_quantity(value: object) -> object:
-    # Kubernetes takes `cpu: 2`, `cpu: 0.5`, `memory: 1e9` unquoted (YAML reads numbers): their text.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return value
+    # Kubernetes takes `cpu: 2`, `cpu: 0.5`, `memory: 1e9` unquoted (YAML reads numbers). Their
+    # spelling is gone, and repr() would write 1e9 as `1000000000.0`: written as the API server
+    # writes the value back instead (`1G`), the manifest and the live object read the same.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    text = repr(value)
+    if text.startswith("-"):
+        return text                 # refused by _quantity, as written
+    try:
+        return canonical_quantity(parse_quantity(text))
+    except ValueError:              # inf, nan: _quantity says why
+        return text
 
 
 def _quantity(value: str) -> str:
@@ -984,10 +997,24 @@ class ExtraCaller(Model):
     service_account: DnsSubdomain
 
 
+def _sni(value: str) -> str:
+    """A name TLS can send as SNI and check the certificate for (a DNS SAN): RFC 6066 has no room for
+    an IP address, and a certificate names an address as an IP SAN, never a DNS one."""
+    labels = value.split(".")
+    if labels[-1].isdigit():
+        raise PydanticCustomError("sni", "{value} is an IP address (or ends in an all-digit label, as one does): sni "
+                                  "is the host name the server's certificate is issued for (RFC 6066 takes no "
+                                  "address there)", {"value": repr(value)})
+    if any(len(label) > 63 for label in labels):
+        raise PydanticCustomError("sni", "{value} is not a host name: a DNS label holds at most 63 characters",
+                                  {"value": repr(value)})
+    return value
+
+
 class ExternalTls(Model):
     """TLS origination to an external (static-endpoint) service."""
 
-    sni: DnsSubdomain | None = None      # default: the endpoints' host name
+    sni: Annotated[DnsSubdomain, AfterValidator(_sni)] | None = None      # default: the endpoints' host name
     ca_bundle: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^(system|/[^\s]*)$")] = "system"
     host_rewrite: StrictBool = True
 

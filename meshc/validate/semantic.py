@@ -1067,9 +1067,21 @@ def _pod_term_problems(term: PodAffinityTerm, where: Path) -> Iterator[tuple[Pat
         if keys and term.label_selector is None:
             yield where + (field,), "needs a labelSelector beside it"
     both = set(term.match_label_keys or ()) & set(term.mismatch_label_keys or ())
+    selected = _selector_keys(term.label_selector)
     for index, key in enumerate(term.match_label_keys or ()):
         if key in both:
             yield where + ("matchLabelKeys", index), f"'{key}' is in mismatchLabelKeys too"
+        elif key in selected:
+            # The API server adds `key In (the pod's value)` to the labelSelector of each pod it
+            # creates, then refuses the key found twice: the Deployment is taken, its pods are not.
+            yield where + ("matchLabelKeys", index), f"'{key}' is in the labelSelector too, where each pod gets `{key} In (its value)` added"
+
+
+def _selector_keys(selector: LabelSelector | None) -> set[str]:
+    """The label keys a label selector names, in matchLabels or matchExpressions."""
+    if selector is None:
+        return set()
+    return set(selector.match_labels or ()) | {requirement.key for requirement in selector.match_expressions or ()}
 
 
 def _affinity_problems(affinity: Affinity, where: Path) -> Iterator[tuple[Path, str]]:
@@ -1631,6 +1643,42 @@ def gateway_consistency(ctx: Context) -> Iterator[Diagnostic]:
                             "serves", ctx.at(*where), where)
 
 
+# A gateway's connection manager normalizes each request's path (RFC 3986: dot segments removed,
+# percent-encoded unreserved characters decoded) and merges slashes before its routes see it: no
+# request then holds these (the Gateway API refuses the first three too).
+_NORMALIZED_AWAY = ("//", "/./", "/../")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _never_after_normalizing(path: str, exact: bool) -> str | None:
+    """What of `path` no normalized request path holds, if anything."""
+    found = next((part for part in _NORMALIZED_AWAY if part in path), None)
+    if found is None and exact and path.endswith(("/.", "/..")):
+        found = path[path.rindex("/"):]
+    if found is None:
+        found = next((m.group() for m in _ESCAPE.finditer(path) if chr(int(m.group()[1:], 16)) in _UNRESERVED), None)
+    return found
+
+
+def _decoded(escape: str) -> str:
+    return f" (it is decoded to '{chr(int(escape[1:], 16))}')" if escape.startswith("%") else ""
+
+
+def gateway_path_normalization(ctx: Context) -> Iterator[Diagnostic]:
+    for path, gateway in _gateways(ctx):
+        for index, route in enumerate(gateway.routes):
+            match = route.match.path
+            for field, value in (("prefix", match.prefix), ("exact", match.exact)) if match else ():
+                found = _never_after_normalizing(value, field == "exact") if value is not None else None
+                if found is not None:
+                    where = path + ("routes", index, "match", "path", field)
+                    yield error("E621", f"gateway '{gateway.name}' matches path {field} {value!r}, which no request "
+                                "matches: the gateway normalizes each request's path and merges its slashes before "
+                                f"routing, so no path holds '{found}'{_decoded(found)}", ctx.at(*where), where,
+                                hint="write the path as it is once normalized")
+
+
 def _duplicate_listener_hosts(ctx: Context, gateway: str, hosts: list[str], where: Path) -> Iterator[Diagnostic]:
     """Envoy refuses a route table that lists a domain twice ("Only unique values for domains are
     permitted"); Istio refuses a Gateway server's duplicate hosts too."""
@@ -1844,6 +1892,7 @@ CHECKS: tuple[Check, ...] = (
     gateway_services,
     gateway_host_overlap,
     gateway_consistency,
+    gateway_path_normalization,
     gateway_names,
     shadowed_routes,
     shadowed_gateway_routes,

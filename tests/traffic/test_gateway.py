@@ -121,6 +121,13 @@ def test_https_routes_by_host_and_path(edge: tuple[Edge, BackendPool]) -> None:
     status, headers, _, _ = gateway.https("/")
     assert (status, headers.get("x-backend")) == (200, "frontend")
     assert pool["api"].requests[-1].path == "/api/items"
+    # Routes see a path once normalized, slashes merged and escaped letters decoded (so E621 refuses
+    # a route path holding '//', '/./', '/../' or '%61': no request has one by then): these reach
+    # /api, not the frontend.
+    for path in ("/static/../api/items", "//api/./items", "/%61pi/items"):
+        status, headers, _, _ = gateway.https(path)
+        assert (status, headers.get("x-backend")) == (200, "api"), path
+        assert pool["api"].requests[-1].path == "/api/items"
 
 
 def test_unknown_host_gets_404(edge: tuple[Edge, BackendPool]) -> None:

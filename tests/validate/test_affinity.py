@@ -88,6 +88,9 @@ ANTI = "podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution.0"
      "E717", "podAffinityTerm.matchLabelKeys"),
     (f"{ANTI}.podAffinityTerm", {"topologyKey": "zone", "labelSelector": {}, "matchLabelKeys": ["a", "b"],
                                  "mismatchLabelKeys": ["b"]}, "E717", "matchLabelKeys[1]"),
+    (f"{ANTI}.podAffinityTerm.matchLabelKeys", ["app"], "E717", "matchLabelKeys[0]"),  # in matchExpressions too
+    ("podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.matchLabelKeys", ["pod-template-hash", "app"],
+     "E717", "matchLabelKeys[1]"),                                                       # in matchLabels too
     (NODE_TERMS, [], "E104", "nodeSelectorTerms"),
     (f"{NODE_TERMS}.1.matchFields.0.values", ["a", "b"], "E104", "matchFields[0].values"),
     (f"{NODE_TERMS}.1.matchFields.0.key", "metadata.labels", "E106", "matchFields[0].key"),
@@ -106,3 +109,9 @@ def test_what_the_api_server_refuses_is_reported_at_its_line(path: str, value: A
     assert [d.code for d in found] == [code], [str(d) for d in found]
     assert found[0].span is not None and found[0].span.line >= 10
     assert field in found[0].message
+
+
+def test_a_mismatch_label_key_may_be_in_the_label_selector_too() -> None:
+    """The API server refuses a key in both matchLabelKeys and the labelSelector only: one in
+    mismatchLabelKeys adds `NotIn` to a selector that may narrow that key further."""
+    assert [str(d) for d in diagnostics(changed(f"{ANTI}.podAffinityTerm.mismatchLabelKeys", ["app"]))] == []

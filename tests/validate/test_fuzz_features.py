@@ -59,7 +59,9 @@ def mostly(valid: list[Any], invalid: list[Any]) -> st.SearchStrategy[Any]:
 header_names = mostly(["x-user", "X-Canary", "end-user", "x_b", "cookie", ":authority", ":path", "te",
                        "x-forwarded-for", "content-type", "x-" + "a" * 60, "x-b", "accept"], ["x user", "x-ü", "host"])
 texts = st.sampled_from(["a", "jason", "1", "", " ", "%", "100%%", "%HOSTNAME%", "%REQ(x-user)%", "a,b", "\"q\"",
-                         "é", "a" * 300, "{x}", "'", "\\", "${x}", "--", "null", "true", "0"])
+                         "é", "a" * 300, "{x}", "'", "\\", "${x}", "--", "null", "true", "0", "%REQ()%",
+                         "%REQ(a b)%", "%REQ(:path?x-user):8%", "%PATH(WQ:ORIG)%", "%FILTER_STATE(k:PLAIN)%",
+                         "%FILTER_STATE(k:BAD)%", "%START_TIME()%"])
 regexes = mostly(["^/api/.*$", ".*", "/a(b|c)+", "[a-z]{3}", "(?i)abc", "\\d+", "^$", "[^/]+", "/items/[a-z0-9]{40}",
                   "\\.", "a|b|", "[[:alpha:]]+", "(?s).", "\\Q.*\\E"], ["/a(?!b)", "(", "a{1000}"])
 paths = mostly(["/", "/api", "/api/", "/a/b", "/%20", "/~user", "//", "/" + "a" * 200, "/v1/", "/a;b", "/*", "/a%",

@@ -32,16 +32,27 @@ def _envoy_accepts(values: list[str], tmp_path: Path, name: str = "formats") -> 
 
 
 def _accepted_forms() -> list[str]:
-    forms = {"": "%{}%", "argument": "%{}(x)%", "length": "%{}:5%", "argument+length": "%{}(x):5%"}
-    return [forms[form].format(name) for name, allowed in sorted(COMMANDS.items()) for form in sorted(allowed)]
+    forms = {"": "%{}%", "argument": "%{}({})%", "length": "%{}:5%", "argument+length": "%{}({}):5%"}
+    return [forms[form].format(name, ARGUMENTS.get(name, "x")) for name, allowed in sorted(COMMANDS.items())
+            for form in sorted(allowed)]
+
+
+ARGUMENTS = {"PATH": "WQ"}   # a command whose argument is one of a few words
 
 
 # From Istio's TestValidateHTTPHeaderValue (pkg/config/validation/validation_test.go), and the
 # shapes Envoy's SubstitutionFormatParser refuses.
 ACCEPTED = ["foo", "%HOSTNAME%", "100%%", "prefix %HOSTNAME% suffix", "%DOWNSTREAM_PEER_CERT_V_END(%b %d %H:%M:%S %Y %Z)%",
-            "%DYNAMIC_METADATA(com.test.my_filter)%", "%%", "a%%b%%", "%REQ(x-user):10%", "%START_TIME(%s)%", ""]
+            "%DYNAMIC_METADATA(com.test.my_filter)%", "%%", "a%%b%%", "%REQ(x-user):10%", "%START_TIME(%s)%", "",
+            "%START_TIME()%",   # an optional argument may be empty
+            "%REQ(:path)%", "%REQ(x-user?:authority)%", "%REQ(x?)%", "%FILTER_STATE(k:FIELD:f)%", "%FILTER_STATE(k:PLAIN)%",
+            "%PATH(NQ:ORIG)%", "%PATH(:ORIG):10%", "%REQ(a):18446744073709551615%"]
 REFUSED = ["%START_TIME%%", "abc%123", "100%", "%", "%REQ%", "%HOSTNAME:10%", "%hostname%", "%HOST NAME%",
-           "%REQ(x-user)", "%PROTOCOL(x)%", "%FOO_BAR%"]
+           "%REQ(x-user)", "%PROTOCOL(x)%", "%FOO_BAR%",
+           "%REQ()%", "%FILTER_STATE():5%", "%UPSTREAM_METADATA()%",   # a needed argument may not
+           "%REQ(a b)%", "%RESP(a/b)%", "%TRAILER(a:b)%", "%REQ(a?b?c)%", "%REQ(::path)%",   # header names
+           "%FILTER_STATE(k:BAD)%", "%FILTER_STATE(k:PLAIN:f)%", "%FILTER_STATE(k:FIELD)%", "%UPSTREAM_FILTER_STATE(:PLAIN)%",
+           "%PATH(XQ)%", "%PATH(WQ:REQ)%", "%REQ(a):18446744073709551616%"]
 
 
 @pytest.mark.parametrize("value", ACCEPTED)

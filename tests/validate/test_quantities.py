@@ -4,15 +4,18 @@ the API server keeps, and writes manifests the strict schemas accept."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meshc.load import SpecSource
 from meshc.emit import naming
 from meshc.pipeline import check
-from meshc.quantities import MAX_VALUE, is_quantity, parse_quantity
+from meshc.quantities import MAX_VALUE, canonical_quantity, is_quantity, parse_quantity
 from tests.emit.kubernetes import schemas
 from tests.emit.kubernetes.test_schemas import build, for_version
 
@@ -32,6 +35,27 @@ REFUSED = ["", " 1", "1 ", "1\n", "1e", "1e3m", "1.1.M", "1+1.0M", "0.1mi", "0.1
 @pytest.mark.parametrize(("text", "value"), READ)
 def test_the_value_kubernetes_keeps(text: str, value: str) -> None:
     assert parse_quantity(text) == Decimal(value)
+
+
+# apimachinery's own cases (quantity_test.go: TestQuantityString, TestQuantityParseEmit) of the
+# DecimalSI form, the one a quantity spelled without a suffix keeps.
+CANONICAL = [("1080n", "1080n"), ("108e-8", "1080n"), ("10800e-10", "1080n"), ("1080e-6", "1080u"), ("80e-6", "80u"),
+             ("3e3", "3k"), ("1000M", "1G"), ("0", "0"), ("1n", "1n"), ("1e-6", "1u")]
+
+
+@pytest.mark.parametrize(("text", "written"), CANONICAL)
+def test_the_canonical_form_is_apimachinerys(text: str, written: str) -> None:
+    assert canonical_quantity(parse_quantity(text)) == written
+
+
+@given(st.floats(min_value=0, allow_nan=False, allow_infinity=False) | st.integers(min_value=0, max_value=2 ** 70))
+def test_a_number_is_written_as_its_canonical_form_of_the_same_value(number: float) -> None:
+    """What an unquoted number becomes: the value Kubernetes keeps of the number, in a spelling that
+    is its own canonical form (the API server writes it back unchanged)."""
+    written = canonical_quantity(parse_quantity(repr(number)))
+    assert parse_quantity(written) == parse_quantity(repr(number))
+    assert canonical_quantity(parse_quantity(written)) == written
+    assert re.fullmatch(r"(0|[1-9][0-9]*)[numkMGTPE]?", written), written
 
 
 def test_what_kubernetes_refuses_is_no_quantity() -> None:
@@ -83,8 +107,8 @@ def test_manifests_with_every_form_are_schema_valid_and_keep_the_spelling(versio
     assert [p for obj in objects for p in schemas.errors(obj, version)] == []
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (app, *_) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == naming.APP_CONTAINER]
-    assert app["resources"] == {"requests": {"cpu": "0.5", "memory": "1000000000.0",
-                                             "ephemeral-storage": "1000000000.0"},
+    # Numbers (unquoted) lost their spelling: they are written as the API server writes them back.
+    assert app["resources"] == {"requests": {"cpu": "500m", "memory": "1G", "ephemeral-storage": "1G"},
                                 "limits": {"cpu": "5.", "memory": "1.5Gi"}}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "2000000000.0"}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "2G"}

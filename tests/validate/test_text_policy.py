@@ -103,7 +103,8 @@ def test_free_text_keeps_tabs_newlines_and_non_ascii_and_writes_them_so_yaml_rea
 
 @pytest.mark.parametrize("address", ["1.1.A.1", "2001:db8::10::20", "..hello.", "1.1.1", "256.0.0.1", "01.2.3.4",
                                      "-a.example.com", "a-.example.com", "a..b", "example.123", "a" * 64 + ".com",
-                                     ":::", "1.2.3.4.5"])
+                                     ":::", "1.2.3.4.5",
+                                     "fe80::1%eth0"])   # a zone: no NetworkPolicy ipBlock takes it (Go's ParseCIDR)
 def test_endpoint_addresses_that_can_never_resolve_are_positioned_errors(address: str) -> None:
     checked = check(SpecSource("m.yaml", json.dumps(with_value(("spec", "services", 2, "endpoints", 0, "address"),
                                                                 address)).encode()))
@@ -133,3 +134,17 @@ def test_the_policy_names_each_class_of_character() -> None:
     assert first_unsafe("ok\tfine\n") is None
     assert first_unsafe("ok\tfine", token=True) == 2
     assert first_unsafe("x\ud800") == 1
+
+
+@pytest.mark.parametrize("sni", ["10.0.0.1", "a" * 64 + ".example.com"])
+def test_an_sni_that_no_certificate_names_as_a_host_is_a_positioned_error(sni: str) -> None:
+    """An address is no SNI (RFC 6066), and the sidecar checks the certificate for sni as a DNS name:
+    every connection would fail. Nor can a label of more than 63 characters be in a host name."""
+    spec = with_value(("spec", "services", 2, "tls"), {"sni": sni})
+    checked = check(SpecSource("m.yaml", json.dumps(spec).encode()))
+    assert [d.code for d in checked.diagnostics] == ["E110"], checked.diagnostics
+    assert "sni" in checked.diagnostics[0].message
+
+
+def test_an_sni_that_is_a_host_name_passes() -> None:
+    assert codes_of(with_value(("spec", "services", 2, "tls"), {"sni": "pay.example.com"})) == []

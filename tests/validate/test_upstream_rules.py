@@ -207,6 +207,22 @@ CASES: dict[str, tuple[str, Reject | Accept]] = {
     "host-long-label": (_gateway(f"[{{port: 8000, hosts: [{'a' * 64}.example.com]}}]"), Reject("E110", 20, 38)),
     "host-63-label": (_gateway(f"[{{port: 8000, hosts: [{'a' * 63}.example.com]}}]"), Accept("gateway-public")),
     "wildcards": (_gateway("[{port: 8000, hosts: ['*', '*.example.com', example.com]}]"), Accept("gateway-public")),
+    # The gateway normalizes paths and merges slashes before routing (tests/traffic/test_gateway.py):
+    # no request path holds '//', '/./' or '/../' then. Gateway API HTTPPathMatch refuses them too.
+    "gateway-prefix-double-slash": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                             "[{match: {path: {prefix: /api//v1}}, service: web}]"),
+                                    Reject("E621", 21, 38)),
+    "gateway-exact-dot-dot": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                       "[{match: {path: {exact: /a/b/..}}, service: web}]"), Reject("E621", 21, 37)),
+    # ...nor an escaped unreserved character (RFC 3986 normalization decodes it); other escapes stay
+    "gateway-escaped-tilde": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                       "[{match: {path: {prefix: /%7Euser}}, service: web}]"), Reject("E621", 21, 38)),
+    "gateway-escaped-slash": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                       "[{match: {path: {prefix: /a%2Fb}}, service: web}]"), Accept("gateway-public")),
+    # a prefix may end in '/.' or '/..': it matches /a/.well-known, /a/..b
+    "gateway-prefix-trailing-dot": (_gateway("[{port: 8000, hosts: ['*']}]",
+                                             "[{match: {path: {prefix: /a/.}}, service: web}]"),
+                                    Accept("gateway-public")),
 }
 
 
