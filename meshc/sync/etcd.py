@@ -18,6 +18,7 @@ mesh's nested prefix, records of an older meshc that kept no ledger) are reporte
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -63,6 +64,13 @@ class Op:
         if self.value is None:
             return {"request_delete_range": {"key": b64(self.key.encode())}}
         return {"request_put": {"key": b64(self.key.encode()), "value": b64(self.value)}}
+
+
+_COMPACTED = "required revision has been compacted"     # etcd's refusal of a read at a revision it dropped
+
+
+class _Compacted(Exception):
+    """A read at the revision of an earlier read was refused: etcd compacted that revision away."""
 
 
 class EtcdTarget:
@@ -117,7 +125,21 @@ class EtcdTarget:
               previous: Bundle | None = None) -> Plan:
         desired = _desired(prefix, seed)
         self._check_sizes(prefix, desired)
-        state = self.read_state(prefix)
+        if previous is not None:
+            # Against the bundle the prefix records as applied, the plan reads the keys, the
+            # bookkeeping and the records it compares; a prefix that records another bundle, or
+            # one whose history etcd compacted between two reads, is read whole.
+            try:
+                state = self.read_state(prefix, sparse=True)
+                if _holds(state, previous) and state.generation is not None:
+                    return self._plan_state(bundle, state, desired, revision, previous)
+            except _Compacted:
+                pass
+        return self._plan_state(bundle, self.read_state(prefix), desired, revision, previous)
+
+    def _plan_state(self, bundle: Bundle, state: layout.PrefixState, desired: dict[str, bytes],
+                    revision: str | None, previous: Bundle | None) -> Plan:
+        prefix = state.prefix
         holds = previous is not None and _holds(state, previous)
         before = _desired(prefix, previous.etcd_seed()) if previous is not None and holds \
             and state.generation is not None else None
@@ -189,10 +211,36 @@ class EtcdTarget:
             raise PermanentError(f"etcd: the list of the mesh's {len(desired)} records is {ledger.size} bytes, more "
                                  f"than one transaction carries ({self.max_txn_bytes} bytes); nothing was written")
 
-    def read_state(self, prefix: str) -> layout.PrefixState:
-        """Every key under `<prefix>/` at one etcd revision, sorted into meshc's and foreign ones."""
-        kvs, store_revision = layout.parse_range(self._post("/kv/range", layout.range_request(prefix)))
-        return layout.classify(prefix, kvs, store_revision)
+    def read_state(self, prefix: str, *, sparse: bool = False) -> layout.PrefixState:
+        """Every key under `<prefix>/` at one etcd revision, sorted into meshc's and foreign ones.
+        `sparse`: the keys only, then the values of the bookkeeping keys at the same revision;
+        any other value is read (at that revision) when first asked for, and raises _Compacted
+        when etcd no longer keeps that revision."""
+        if not sparse:
+            kvs, store_revision = layout.parse_range(self._post("/kv/range", layout.range_request(prefix)))
+            return layout.classify(prefix, kvs, store_revision)
+        mods, store_revision = layout.parse_keys(self._post("/kv/range", layout.range_request(prefix, keys_only=True)))
+        live = layout.Sparse(mods, functools.partial(self._values_at, store_revision))
+        live.prefetch(layout.bookkeeping_keys(prefix, mods))
+        return layout.classify(prefix, live, store_revision)
+
+    def _values_at(self, store_revision: int, keys: list[str]) -> dict[str, bytes]:
+        """The values of `keys` at etcd revision `store_revision`: ranges of one key each, in
+        transactions of at most max_txn_ops of them."""
+        values: dict[str, bytes] = {}
+        for start in range(0, len(keys), self.max_txn_ops):
+            ranges = [{"request_range": {"key": b64(key.encode()), "revision": store_revision}}
+                      for key in keys[start:start + self.max_txn_ops]]
+            try:
+                answer = self._post("/kv/txn", {"success": ranges})
+            except PermanentError as error:
+                if _COMPACTED in str(error):
+                    raise _Compacted(str(error)) from None
+                raise
+            for response in answer.get("responses") or []:
+                for kv in (response.get("response_range") or {}).get("kvs") or []:
+                    values[base64.b64decode(kv["key"]).decode()] = base64.b64decode(kv.get("value", ""))
+        return values
 
     # ---- apply ------------------------------------------------------------------------------------
 
@@ -395,8 +443,9 @@ def _record_changes(state: layout.PrefixState, desired: Mapping[str, bytes],
                     before: Mapping[str, bytes] | None) -> tuple[list[Change], list[str], int]:
     """The changes of the records, the seed keys to delete, and how many records readers read now.
     With `before` (the records of the bundle the prefix records as applied: its manifest digest
-    matched), only the records whose value differs from it are read and compared; the others are
-    trusted to be as that apply left them (a hand edit there is the next full plan's)."""
+    matched), only the records whose value differs from it, or that were written or deleted
+    since that apply (their mod revisions say so), are read and compared; the others are as that
+    apply left them."""
     prefix = state.prefix
     if before is None:
         live = state.records()
@@ -406,15 +455,25 @@ def _record_changes(state: layout.PrefixState, desired: Mapping[str, bytes],
         return changes + [Change(Action.DELETE, key, "no longer in the spec") for key in gone], gone, len(live)
     generation = state.generation or ""
     listed = state.ledgers.get(generation, frozenset())
+    applied_at = state.mod(layout.revision_key(prefix))
 
-    def live_value(relative: str) -> bytes | None:
-        return state.value(layout.record_key(prefix, generation, relative)) if relative in listed else None
+    def stored(relative: str) -> str | None:
+        key = layout.record_key(prefix, generation, relative)
+        return key if relative in listed and key in state.live else None
 
-    changes = [Change(Action.UNCHANGED, layout.seed_key(prefix, rel)) if before.get(rel) == value
-               else _key_change(layout.seed_key(prefix, rel), value, live_value(rel))
-               for rel, value in sorted(desired.items())]
-    gone = sorted(layout.seed_key(prefix, rel) for rel in before.keys() - desired.keys()
-                  if live_value(rel) is not None)
+    def as_applied(relative: str, value: bytes) -> bool:
+        """Unchanged since the apply that recorded `before` wrote it: that apply wrote every
+        record with or before the revision record, so a later mod revision is someone else's."""
+        key = stored(relative)
+        return before.get(relative) == value and key is not None and state.mod(key) <= applied_at
+
+    compared = [rel for rel, value in sorted(desired.items()) if not as_applied(rel, value)]
+    state.prefetch(key for key in map(stored, compared) if key is not None)
+    now: dict[str, bytes | None] = {rel: state.value(key) if (key := stored(rel)) is not None else None
+                                    for rel in compared}
+    changes = [_key_change(layout.seed_key(prefix, rel), value, now[rel]) if rel in now
+               else Change(Action.UNCHANGED, layout.seed_key(prefix, rel)) for rel, value in sorted(desired.items())]
+    gone = sorted(layout.seed_key(prefix, rel) for rel in before.keys() - desired.keys() if stored(rel) is not None)
     present = sum(1 for rel in listed if layout.record_key(prefix, generation, rel) in state.live)
     return changes + [Change(Action.DELETE, key, "no longer in the spec") for key in gone], gone, present
 

@@ -23,7 +23,7 @@ and left alone.
 from __future__ import annotations
 
 from binascii import a2b_base64
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +142,16 @@ class PrefixState:
         return self.pointer.generation if self.pointer else None
 
     def mod(self, key: str) -> int:
-        return self.live[key][1] if key in self.live else 0
+        live = self.live
+        if isinstance(live, Sparse):
+            return live.mod(key)
+        return live[key][1] if key in live else 0
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the values of these keys together, when the state was read without values (a
+        state read with its values has them all)."""
+        if isinstance(self.live, Sparse):
+            self.live.prefetch(keys)
 
     def value(self, key: str) -> bytes | None:
         return self.live[key][0] if key in self.live else None
@@ -192,8 +201,9 @@ def range_end(start: str) -> str:
     return start[:-1] + chr(ord(start[-1]) + 1)
 
 
-def range_request(prefix: str, revision: int | None = None) -> dict[str, Any]:
-    """The gateway payload of a range over `<prefix>/` (at `revision`, if given)."""
+def range_request(prefix: str, revision: int | None = None, *, keys_only: bool = False) -> dict[str, Any]:
+    """The gateway payload of a range over `<prefix>/` (at `revision`, if given; without the
+    values when `keys_only`)."""
     import base64
 
     start = f"{prefix}/".encode()
@@ -201,7 +211,17 @@ def range_request(prefix: str, revision: int | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"key": base64.b64encode(start).decode(), "range_end": base64.b64encode(end).decode()}
     if revision:
         payload["revision"] = revision
+    if keys_only:
+        payload["keys_only"] = True
     return payload
+
+
+def bookkeeping_keys(prefix: str, keys: Iterable[str]) -> list[str]:
+    """Of a prefix's keys, those whose values say what of it is meshc's and what was applied:
+    `current`, `revision`, `revision-manifest` and the ledgers (what `classify` reads)."""
+    own = {current_key(prefix), revision_key(prefix), revision_manifest_key(prefix)}
+    ledger_root = f"{prefix}/{WRITTEN}/"
+    return [key for key in keys if key in own or (key.startswith(ledger_root) and "/" not in key[len(ledger_root):])]
 
 
 def parse_range(answer: Mapping[str, Any]) -> tuple[Mapping[str, tuple[bytes, int]], int]:
@@ -210,6 +230,50 @@ def parse_range(answer: Mapping[str, Any]) -> tuple[Mapping[str, tuple[bytes, in
     kvs = {a2b_base64(kv["key"]).decode(): (kv.get("value", ""), int(kv.get("mod_revision", 0)))
            for kv in answer.get("kvs", [])}
     return _Values(kvs), int(answer.get("header", {}).get("revision", 0))
+
+
+def parse_keys(answer: Mapping[str, Any]) -> tuple[dict[str, int], int]:
+    """The keys of a keys-only range answer, each with its mod revision, and the answer's etcd revision."""
+    keys = {a2b_base64(kv["key"]).decode(): int(kv.get("mod_revision", 0)) for kv in answer.get("kvs", [])}
+    return keys, int(answer.get("header", {}).get("revision", 0))
+
+
+class Sparse(Mapping[str, tuple[bytes, int]]):
+    """Keys of a keys-only range answer -> (value, mod revision), each value read from etcd at
+    the answer's revision when first asked for (`fetch` reads a list of keys at once; `prefetch`
+    gathers the ones a plan knows it will read into one request). An incremental plan of a large
+    mesh reads the values of a few records of thousands."""
+
+    __slots__ = ("_mods", "_values", "_fetch")
+
+    def __init__(self, mods: dict[str, int], fetch: Callable[[list[str]], Mapping[str, bytes]]) -> None:
+        self._mods = mods
+        self._values: dict[str, bytes] = {}
+        self._fetch = fetch
+
+    def mod(self, key: str) -> int:
+        """The key's mod revision; 0 for a key the range did not list."""
+        return self._mods.get(key, 0)
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        wanted = [key for key in keys if key in self._mods and key not in self._values]
+        if wanted:
+            self._values.update(self._fetch(wanted))
+
+    def __getitem__(self, key: str) -> tuple[bytes, int]:
+        mod = self._mods[key]
+        if key not in self._values:
+            self.prefetch([key])
+        return self._values[key], mod
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._mods
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mods)
+
+    def __len__(self) -> int:
+        return len(self._mods)
 
 
 class _Values(Mapping[str, tuple[bytes, int]]):

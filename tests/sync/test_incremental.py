@@ -7,7 +7,9 @@ deleted or edited by someone else) is the next full plan's (drift pass's) to cor
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -204,23 +206,71 @@ def test_the_recorded_revision_compiled_otherwise_makes_every_plan_full(
 
 
 @pytest.mark.etcd
-def test_etcd_compares_only_the_records_that_differ_from_the_applied_bundle(
-        etcd_server: EtcdServer, etcd_target: EtcdTarget) -> None:
-    before = bundle_of(chain_spec(5), revision="a" * 40)
+def test_etcd_reads_only_the_records_that_differ_from_the_applied_bundle_or_were_touched_since(
+        etcd_server: EtcdServer, etcd_target: EtcdTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = bundle_of(chain_spec(6), revision="a" * 40)
     sync_once(before, [etcd_target], revision="a" * 40)
     edited = stored_key(etcd_server, f"{PREFIX}/services/svc-000")
-    etcd_server.client().put(edited, "edited by hand")            # a record the next commit leaves as it was
-    after = bundle_of(chain_spec(5, replicas={"svc-001": 2}, drop=frozenset({"svc-004"})), revision="b" * 40)
+    etcd_server.client().put(edited, "edited by hand")            # records the next commit leaves as they were
+    etcd_server.client().delete(stored_key(etcd_server, f"{PREFIX}/services/svc-005"))
+    after = bundle_of(chain_spec(6, replicas={"svc-001": 2}, drop=frozenset({"svc-004"})), revision="b" * 40)
     records = {(Action.UPDATE, f"{PREFIX}/services/svc-001"), (Action.UPDATE, f"{PREFIX}/services/svc-003"),
-               (Action.DELETE, f"{PREFIX}/services/svc-004")}  # svc-003 no longer calls svc-004
+               (Action.DELETE, f"{PREFIX}/services/svc-004"),  # svc-003 no longer calls svc-004
+               (Action.UPDATE, f"{PREFIX}/services/svc-000"), (Action.CREATE, f"{PREFIX}/services/svc-005")}
+    requests: list[tuple[str, dict[str, Any]]] = []
+    post = etcd_target._post
+    monkeypatch.setattr(etcd_target, "_post", lambda path, payload: requests.append((path, payload)) or post(path, payload))
 
     report = sync_once(after, [etcd_target], revision="b" * 40, previous=before, previous_revision="a" * 40)
 
     [plan] = report.plans
     assert plan.incremental and content(plan) == records
-    assert etcd_server.client().get(edited) == [b"edited by hand"]  # not looked at: left to a full plan
-    drift = etcd_target.plan(after, revision="b" * 40)
-    assert not drift.incremental and content(drift) == {(Action.UPDATE, f"{PREFIX}/services/svc-000")}
+    assert etcd_server.client().get(edited) == [after.etcd_seed()["kvs"][f"{PREFIX}/services/svc-000"].encode()]
+    ranges = [payload for path, payload in requests if path == "/kv/range"]
+    assert ranges and all(payload.get("keys_only") for payload in ranges)   # no value read in bulk
+    read = {base64.b64decode(op["request_range"]["key"]).decode().rsplit("/", 2)[-2:][-1]
+            for path, payload in requests if path == "/kv/txn" for op in payload.get("success", [])
+            if "request_range" in op}
+    # the bookkeeping, and the records compared: changed by the commit, or written since the apply
+    assert {"svc-001", "svc-003", "svc-000"} <= read and not read & {"svc-002", "svc-004", "svc-005"}
+    assert read - {"svc-001", "svc-003", "svc-000"} <= {"current", "revision", "revision-manifest",
+                                                        *{key.rsplit("/", 1)[-1] for key in requests_ledgers(requests)}}
+    assert etcd_target.plan(after, revision="b" * 40).empty    # a full plan finds nothing left to do
+
+
+def requests_ledgers(requests: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The ledger keys (`<prefix>/written/G`) among the keys read in transactions."""
+    keys = [base64.b64decode(op["request_range"]["key"]).decode()
+            for path, payload in requests if path == "/kv/txn" for op in payload.get("success", []) if "request_range" in op]
+    return [key for key in keys if f"{PREFIX}/written/" in key]
+
+
+@pytest.mark.etcd
+def test_etcd_plans_from_a_whole_read_when_the_revision_it_read_the_keys_at_is_compacted(
+        etcd_server: EtcdServer, etcd_target: EtcdTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = bundle_of(chain_spec(4), revision="a" * 40)
+    sync_once(before, [etcd_target], revision="a" * 40)
+    after = bundle_of(chain_spec(4, replicas={"svc-001": 2}), revision="b" * 40)
+    values_at = etcd_target._values_at
+
+    def compacted_first(store_revision: int, keys: list[str]) -> dict[str, bytes]:
+        # someone writes elsewhere and compacts the history right after the keys were read
+        etcd_server.client().put("/elsewhere", "x")
+        etcd_server.etcdctl("compaction", str(store_revision + 1))
+        return values_at(store_revision, keys)
+
+    monkeypatch.setattr(etcd_target, "_values_at", compacted_first)
+    ranges: list[dict[str, Any]] = []
+    post = etcd_target._post
+    monkeypatch.setattr(etcd_target, "_post", lambda path, payload: (
+        ranges.append(payload) if path == "/kv/range" else None) or post(path, payload))
+
+    plan = etcd_target.plan(after, revision="b" * 40, previous=before)
+
+    assert [bool(payload.get("keys_only")) for payload in ranges] == [True, False]   # then the whole prefix
+    assert content(plan) == {(Action.UPDATE, f"{PREFIX}/services/svc-001")}
+    assert sync_once(after, [etcd_target], revision="b" * 40, previous=before).plans[0].writes
+    assert etcd_target.plan(after, revision="b" * 40).empty
 
 
 def test_the_directory_reads_only_the_files_that_differ(tmp_path: Path) -> None:
@@ -269,6 +319,10 @@ def test_file_delta_compares_the_manifests_digests() -> None:
                              "envoy/svc-003/lds.yaml"}
     assert not delta.added and "manifest.json" not in delta.unchanged
     assert delta.under("kubernetes/").removed == {"kubernetes/svc-003.yaml"}
+    assert "envoy/svc-000/cds.yaml" in delta.unchanged and not delta.unchanged & (delta.changed | delta.removed)
+    back = file_delta(after, before)                        # the other way round: svc-003's files come back
+    assert back is not None and back.added == delta.removed and back.changed == delta.changed and not back.removed
+    assert back.unchanged == delta.unchanged
     # a manifest that does not list the bundle's files is not trusted: plan everything
     tampered = Bundle({**after.files, "extra.txt": b"x"})
     assert file_delta(before, tampered) is None
