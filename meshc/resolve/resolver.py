@@ -289,7 +289,9 @@ def _retries(own: spec.Retries | None, inherited: spec.Retries | None, path: Pat
     attempts = own.attempts if own and own.attempts is not None else (inherited.attempts if inherited else None)
     per_try = own.per_try_timeout if own and own.per_try_timeout is not None else \
         (inherited.per_try_timeout if inherited else None)
-    retry_on = own.retry_on if own and own.retry_on is not None else (inherited.retry_on if inherited else None)
+    # may hold status codes as numbers until _with_retry_inputs makes them retriable_status_codes
+    retry_on: object = own.retry_on if own and own.retry_on is not None else \
+        (inherited.retry_on if inherited else None)
     headers = own.retriable_headers if own and own.retriable_headers is not None else \
         (inherited.retriable_headers if inherited else None)
     backoff = _backoff(own.backoff if own else None, inherited.backoff if inherited else None)
