@@ -11,6 +11,7 @@ real CLI entry point. Numbers are for one run in this process, imports already d
     python -m bench.profile_build 1000 --timeline 7     # when each stage ends in a real build, parent and worker
     python -m bench.profile_build 1000 --timeline 7 --tree /tmp/meshc-before    # the same for another checkout
     python -m bench.profile_build 1000 --timeline 15 --against /tmp/meshc-before # both, alternating: paired CPU per stage
+    python -m bench.profile_build 1000 --instructions --against /tmp/meshc-before  # instructions per stage (valgrind)
 
 Outputs are written to a tmpfs (/dev/shm) when the machine has one, so that the write stages show
 meshc's own work rather than the disk's mood; --workdir chooses another place.
@@ -193,6 +194,77 @@ meshc.cli.run()
 """
 
 
+# --- instructions per stage, under valgrind ------------------------------------------------------
+
+# Run under `valgrind --tool=callgrind --dump-before=getppid`: every os.getppid() below closes one
+# part of the profile, so each part holds the instructions of one stage. Instructions do not
+# depend on what else the machine runs, where times on a busy 2-core machine swing by 10-20%:
+# two trees' counts compare the work each does, stage by stage (not the cost of a cache miss or a
+# page fault, which they leave out).
+_INSTRUCTIONS_CHILD = r"""
+import gc, hashlib, os, sys
+gc.disable()
+from meshc.load import load_yaml, read_spec_file
+from meshc.validate.structural import check_structure
+from meshc.validate.semantic import check_semantics
+from meshc.resolve import resolve
+from meshc.analysis import analyze
+from meshc.pipeline import BuildOptions, build_units, check_sizes
+from meshc.emit import envoy, etcd, kubernetes
+os.getppid()
+source = read_spec_file(sys.argv[1])
+loaded = load_yaml(source)
+os.getppid()
+model, _ = check_structure(loaded.data, loaded.positions)
+os.getppid()
+check_semantics(model, loaded.positions)
+os.getppid()
+mesh = resolve(model, loaded.positions)
+os.getppid()
+analyze(mesh)
+check_sizes(mesh)
+os.getppid()
+for unit in build_units(mesh, BuildOptions()):
+    for path, data in unit():
+        hashlib.sha256(data).hexdigest()
+os.getppid()
+"""
+_INSTRUCTION_PARTS = ("imports", "load", "structure", "semantics", "resolve", "analysis and size checks",
+                      "emit, render, hash (every unit, one process)")
+
+
+def instructions(spec: Path, tree: Path | None) -> list[int]:
+    """Instructions of each part of _INSTRUCTIONS_CHILD in one tree (this one without `tree`)."""
+    import re
+    import subprocess
+
+    from bench.run_build import meshc_env
+
+    env = meshc_env() if tree is None else meshc_env(tree)
+    with tempfile.TemporaryDirectory(prefix="meshc-callgrind-") as scratch:
+        out = Path(scratch) / "callgrind.out"
+        subprocess.run(["valgrind", "--tool=callgrind", "--dump-before=getppid", f"--callgrind-out-file={out}",
+                        sys.executable, "-c", _INSTRUCTIONS_CHILD, str(spec)], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        parts = sorted(Path(scratch).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
+        counts = [int(re.search(r"^summary: (\d+)", part.read_text(), re.M).group(1))  # type: ignore[union-attr]
+                  for part in parts]
+    return counts[:len(_INSTRUCTION_PARTS)]
+
+
+def instructions_against(spec: Path, other: Path) -> str:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:    # two valgrind processes: one per core
+        mine, theirs = pool.map(lambda tree: instructions(spec, tree), (None, other))
+    lines = [f"{'instructions, millions':<46} {'this':>8} {'other':>8} {'diff':>8} {'ratio':>7}"]
+    for name, a, b in zip(_INSTRUCTION_PARTS, mine, theirs):
+        lines.append(f"{name:<46} {a / 1e6:8.1f} {b / 1e6:8.1f} {(a - b) / 1e6:+8.1f} {a / b:7.3f}x")
+    lines.append(f"{'before the units (serial in a build)':<46} {sum(mine[1:5]) / 1e6:8.1f} {sum(theirs[1:5]) / 1e6:8.1f} "
+                 f"{(sum(mine[1:5]) - sum(theirs[1:5])) / 1e6:+8.1f} {sum(mine[1:5]) / sum(theirs[1:5]):7.3f}x")
+    return "\n".join(lines)
+
+
 def _timeline_run(spec: Path, out: Path, tree: Path | None) -> dict[str, tuple[float, float]]:
     """One build's marks: (seconds since the interpreter was started, CPU seconds of that process)."""
     import subprocess
@@ -300,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --timeline: time another meshc checkout's build (PYTHONPATH=DIR)")
     parser.add_argument("--against", type=Path, default=None, metavar="DIR",
                         help="with --timeline: alternate with another checkout's builds; paired CPU per stage")
+    parser.add_argument("--instructions", action="store_true",
+                        help="with --against: instructions per stage of this tree and DIR's, counted by valgrind "
+                        "(callgrind), which the machine's load does not change")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the spec and outputs go (default: /dev/shm when it exists, else the temp dir)")
     args = parser.parse_args(argv)
@@ -311,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = work / f"mesh-{args.services}.yaml"
         spec.write_text(gen_mesh.generate(args.services, args.seed), encoding="utf-8")
+        if args.instructions and args.against:
+            print(instructions_against(spec, args.against))
+            return 0
         if args.timeline and args.against:
             print(timeline_against(spec, work / "timeline", args.timeline, args.against))
             return 0

@@ -168,9 +168,19 @@ def strongly_connected(mesh: ir.Mesh) -> list[list[str]]:
 
 
 def _cyclic(mesh: ir.Mesh) -> list[list[str]]:
+    """The components of the call graph that hold a cycle. W303 and the amplification both ask,
+    in one analyze: the last mesh's answer is kept (one mesh, the one being analyzed)."""
+    global _last_cyclic
+    if _last_cyclic is not None and _last_cyclic[0] is mesh:
+        return _last_cyclic[1]
     components = strongly_connected(mesh)
     self_calls = {s.name for s in mesh.services if any(u.service == s.name for u in s.upstreams)}
-    return [c for c in components if len(c) > 1 or c[0] in self_calls]
+    cyclic = [c for c in components if len(c) > 1 or c[0] in self_calls]
+    _last_cyclic = (mesh, cyclic)
+    return cyclic
+
+
+_last_cyclic: tuple[ir.Mesh, list[list[str]]] | None = None
 
 
 def cycles(mesh: ir.Mesh) -> Iterator[Diagnostic]:
@@ -192,6 +202,13 @@ class Amplification:
 
 def amplification(mesh: ir.Mesh) -> dict[str, Amplification]:
     """Per service: the max over call paths of prod(1 + retries) per hop (services on cycles excluded)."""
+    factor, best = _factors(mesh)
+    return {name: Amplification(factor[name], tuple(_path_to(name, best)), (best[name] or (None, None))[1])
+            for name in sorted(factor)}
+
+
+def _factors(mesh: ir.Mesh) -> tuple[dict[str, int], dict[str, Edge | None]]:
+    """Per service off cycles: its amplification factor, and the edge into it on the worst path."""
     in_cycle = {name for component in _cyclic(mesh) for name in component}
     services = {s.name: s for s in mesh.services}
     factor = {name: 1 for name in services}
@@ -200,20 +217,25 @@ def amplification(mesh: ir.Mesh) -> dict[str, Amplification]:
         for upstream in services[name].upstreams:
             if upstream.service in in_cycle:
                 continue
-            if factor[name] * tries(upstream) > factor[upstream.service]:
-                factor[upstream.service] = factor[name] * tries(upstream)
+            reached = factor[name] * tries(upstream)
+            if reached > factor[upstream.service]:
+                factor[upstream.service] = reached
                 best[upstream.service] = (services[name], upstream)
-    return {name: Amplification(factor[name], tuple(_path_to(name, best)), (best[name] or (None, None))[1])
-            for name in sorted(services) if name not in in_cycle}
+    for name in in_cycle:
+        del factor[name], best[name]
+    return factor, best
 
 
 def retry_amplification(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     budget = mesh.analysis.max_retry_amplification
-    for name, worst in amplification(mesh).items():
-        if worst.factor > budget and worst.last_hop is not None:
-            yield warning("W301", f"retry amplification: {' -> '.join(worst.path)} reaches '{name}' up to "
-                          f"{worst.factor} times per request (budget {budget}, spec.analysis."
-                          "maxRetryAmplification)", worst.last_hop.span,
+    factor, best = _factors(mesh)
+    # Only the services over the budget need their worst path spelled out.
+    for name in sorted(name for name, reached in factor.items() if reached > budget):
+        edge = best[name]
+        if edge is not None:
+            yield warning("W301", f"retry amplification: {' -> '.join(_path_to(name, best))} reaches '{name}' up to "
+                          f"{factor[name]} times per request (budget {budget}, spec.analysis."
+                          "maxRetryAmplification)", edge[1].span,
                           hint="retry at one layer only, or lower attempts along the path")
 
 
@@ -253,21 +275,38 @@ def _path_to(name: str, best: dict[str, Edge | None]) -> list[str]:
 def timeout_budgets(mesh: ir.Mesh) -> Iterator[Diagnostic]:
     """A caller's (per-try) timeout shorter than the longest its callee may wait downstream."""
     services = {s.name: s for s in mesh.services}
+    # Each callee's slowest HTTP call, found once: a callee with many callers was measured per caller.
+    slowest_of: dict[str, tuple[ir.Upstream, int] | None] = {}
     for service, upstream in _edges(mesh):
-        callee = services[upstream.service]
-        downstream = [u for u in callee.upstreams if _http(u)]
-        if not downstream or not _http(upstream):
+        if not _http(upstream):
             continue
-        slowest = max(downstream, key=worst_wait_ms)
+        callee = services[upstream.service]
+        if callee.name not in slowest_of:
+            slowest_of[callee.name] = _slowest(callee)
+        found = slowest_of[callee.name]
+        if found is None:
+            continue
+        slowest, waits = found
         retries = upstream.retries
         budget = retries.per_try_timeout_ms if retries and retries.per_try_timeout_ms else upstream.timeout_ms
-        if budget < worst_wait_ms(slowest):
+        if budget < waits:
             what = "per-try timeout" if retries and retries.per_try_timeout_ms else "timeout"
             yield warning("W302", f"{service.name} -> {callee.name}: {what} {fmt(budget)} is shorter than the "
                           f"{fmt(worst_wait_ms(slowest))} '{callee.name}' may wait on '{slowest.service}' "
                           f"({_wait_reason(slowest)}): the caller gives up while the callee still works",
                           upstream.span, hint=f"give {service.name} -> {callee.name} more time, or let "
                           f"{callee.name} -> {slowest.service} give up sooner")
+
+
+def _slowest(service: ir.Service) -> tuple[ir.Upstream, int] | None:
+    """The service's HTTP call it may wait on longest (the first of equals), and that wait."""
+    found: tuple[ir.Upstream, int] | None = None
+    for upstream in service.upstreams:
+        if _http(upstream):
+            waits = worst_wait_ms(upstream)
+            if found is None or waits > found[1]:
+                found = (upstream, waits)
+    return found
 
 
 def _wait_reason(upstream: ir.Upstream) -> str:

@@ -74,22 +74,26 @@ def _proxy(proxy: spec.Proxy) -> ir.Proxy:
 
 
 def _resources(own: spec.Resources | None, inherited: spec.Resources | None, base: dict[str, str]) -> ir.Resources:
-    def pick(section: str, field: str) -> str | None:
-        for layer in (own, inherited):
-            values = getattr(layer, section, None) if layer else None
-            value = getattr(values, field, None) if values else None
-            if value is not None:
-                return str(value)
-        return None
-
+    # The two layers' lists, the nearer first, read field by field (no getattr by name: this runs
+    # for every version, ~2,000 times per 1,000 services).
+    requests = [r for r in (own.requests if own else None, inherited.requests if inherited else None) if r]
+    limits = [r for r in (own.limits if own else None, inherited.limits if inherited else None) if r]
     return ir.Resources(
-        cpu_request=pick("requests", "cpu") or base["cpu_request"],
-        memory_request=pick("requests", "memory") or base["memory_request"],
-        cpu_limit=pick("limits", "cpu") or base["cpu_limit"],
-        memory_limit=pick("limits", "memory") or base["memory_limit"],
-        storage_request=pick("requests", "ephemeral_storage"),
-        storage_limit=pick("limits", "ephemeral_storage"),
+        cpu_request=_quantity([r.cpu for r in requests]) or base["cpu_request"],
+        memory_request=_quantity([r.memory for r in requests]) or base["memory_request"],
+        cpu_limit=_quantity([r.cpu for r in limits]) or base["cpu_limit"],
+        memory_limit=_quantity([r.memory for r in limits]) or base["memory_limit"],
+        storage_request=_quantity([r.ephemeral_storage for r in requests]),
+        storage_limit=_quantity([r.ephemeral_storage for r in limits]),
     )
+
+
+def _quantity(layers: list[object]) -> str | None:
+    """The nearest layer's quantity that is set, as text."""
+    for value in layers:
+        if value is not None:
+            return str(value)
+    return None
 
 
 # --- destination policies (owned by the called service) -------------------------------------
@@ -280,16 +284,16 @@ def _retries(own: spec.Retries | None, inherited: spec.Retries | None, path: Pat
              span: _Spans) -> ir.RetryPolicy:
     """Field by field: the upstream's retries, then spec.defaults.retries, then built-ins."""
 
-    def pick(field: str) -> object:
-        for layer in (own, inherited):
-            value = getattr(layer, field, None) if layer else None
-            if value is not None:
-                return value
-        return None
-
-    attempts = pick("attempts")
-    per_try = pick("per_try_timeout")
-    retry_on = pick("retry_on")
+    # Each field from the nearest layer that sets it, read directly (~1,600 policies per 1,000
+    # services).
+    attempts = own.attempts if own and own.attempts is not None else (inherited.attempts if inherited else None)
+    per_try = own.per_try_timeout if own and own.per_try_timeout is not None else \
+        (inherited.per_try_timeout if inherited else None)
+    # may hold status codes as numbers until _with_retry_inputs makes them retriable_status_codes
+    retry_on: object = own.retry_on if own and own.retry_on is not None else \
+        (inherited.retry_on if inherited else None)
+    headers = own.retriable_headers if own and own.retriable_headers is not None else \
+        (inherited.retriable_headers if inherited else None)
     backoff = _backoff(own.backoff if own else None, inherited.backoff if inherited else None)
     where = span(*path, "retries") if own else (span("spec", "defaults", "retries") if inherited else span(*path))
     return _with_retry_inputs(ir.RetryPolicy(
@@ -298,7 +302,7 @@ def _retries(own: spec.Retries | None, inherited: spec.Retries | None, path: Pat
         retry_on=tuple(retry_on) if isinstance(retry_on, list) else builtin.RETRY_ON,
         backoff=backoff,
         span=where,
-    ), pick("retriable_headers"))
+    ), headers)
 
 
 def _backoff(own: spec.Backoff | None, inherited: spec.Backoff | None) -> ir.Backoff:
@@ -342,6 +346,8 @@ _RETRY_HEADERS = "retriable-headers"
 def _with_retry_inputs(policy: ir.RetryPolicy, headers: object) -> ir.RetryPolicy:
     """HTTP status codes in retryOn become retriable_status_codes (and imply that condition);
     retriableHeaders imply retriable-headers."""
+    if not headers and all(type(c) is str and not c.isdigit() for c in policy.retry_on):
+        return policy   # the usual case: named conditions only, nothing to add
     conditions = [str(c) for c in policy.retry_on]
     codes = sorted({int(c) for c in conditions if c.isdigit()})
     named = [c for c in conditions if not c.isdigit()]
