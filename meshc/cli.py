@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # Only this, at import: the rest of meshc is imported once main() has the code cache active
 # (meshc.cache, itself imported by main()), so that the classes those imports define are defined
@@ -45,7 +45,35 @@ _COMPILING_VERBS = frozenset({"validate", "build"})
 _LIGHT_VERBS = frozenset({"validate", "build", "diff", "plan", "apply", "watch", "graph", "set_weights"})
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns (COLUMNS, else the terminal of stdout, else 80), without
+    importing shutil, and with it zlib, bz2 and lzma: argparse makes a help formatter for every
+    argument it adds (to check its metavar), and every one asks for the width."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, its default width (the terminal's, less 2) found as shutil finds it."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         from meshc.commands.common import EXIT_USAGE
 
@@ -109,7 +137,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="meshc", description="Compile mesh.yaml into Envoy, Kubernetes and etcd config, "
                      "and keep a cluster in sync with it.")
     parser.add_argument("--version", action="version", version=f"meshc {__version__}")
-    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # prog given: argparse would otherwise format the parser's usage to find it (the same "meshc").
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, prog=parser.prog)
     for module in _command_modules(_verb_modules(argv)):
         sub = verbs.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.register(sub)

@@ -207,10 +207,11 @@ def test_a_full_cache_keeps_what_its_last_run_used(tmp_path: Path, monkeypatch: 
 # each of these was a measurable part of it. Where they are imported instead: pathlib (and urllib.parse) by a
 # cache write; hashlib (OpenSSL) by builds and diffs; orjson (uuid, platform) and json by
 # rendering and --format json; ipaddress, string, unicodedata by the checks that need them;
-# threading by nothing a validate runs; pydantic by a run whose validator is not cached.
+# threading by nothing a validate runs; pydantic by a run whose validator is not cached; shutil by
+# nothing (argparse's help formatter measured the terminal with it); pickle by a cache write.
 NOT_IMPORTED_BY_VALIDATE = ("pathlib", "urllib.parse", "hashlib", "_hashlib", "threading", "json", "orjson",
                             "uuid", "platform", "ipaddress", "string", "unicodedata", "tempfile", "zipfile",
-                            "pydantic")
+                            "pydantic", "shutil", "pickle")
 
 
 def test_a_validate_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None:
@@ -237,3 +238,40 @@ def test_a_validate_imports_none_of_what_it_does_not_use(tmp_path: Path) -> None
     assert returned == 0
     assert "meshc.resolve.ir" in imported and "meshc.validate.light" in imported   # it did validate, light
     assert sorted(set(NOT_IMPORTED_BY_VALIDATE) & set(imported)) == []
+
+
+def test_the_verbs_are_named_as_argparse_would_name_them() -> None:
+    """build_parser gives add_subparsers its prog (argparse would format a usage line to find it,
+    importing shutil): the same prefix, and each verb's usage reads `meshc VERB`."""
+    import argparse
+
+    from meshc.cli import build_parser
+
+    def prefix(parser: argparse.ArgumentParser) -> str:
+        [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return str(verbs._prog_prefix)
+
+    computed = argparse.ArgumentParser(prog="meshc")
+    computed.add_argument("--version", action="version", version="v")
+    computed.add_subparsers(dest="command", metavar="COMMAND")
+    parser = build_parser(["validate", "mesh.yaml"])
+    assert prefix(parser) == prefix(computed) == "meshc"
+    [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert verbs.choices["validate"].format_usage().startswith("usage: meshc validate ")
+
+
+@pytest.mark.parametrize("columns", [None, "120", "0", "wide"])
+def test_help_is_as_wide_as_argparse_makes_it(columns: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """meshc's help formatter finds the terminal's width without shutil, as shutil does."""
+    import argparse
+    import shutil
+
+    from meshc.cli import _Formatter, terminal_columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns
+    mine, theirs = _Formatter("meshc"), argparse.HelpFormatter("meshc")
+    assert (mine._width, mine._max_help_position) == (theirs._width, theirs._max_help_position)

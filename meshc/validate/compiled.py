@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import pickle
 import re
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -38,6 +37,13 @@ from meshc.validate import light
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+# pickle.load is _pickle's: taken from there, pickle.py (its pure-Python pickler and unpickler,
+# for a cache write only) is not executed at every start.
+try:
+    from _pickle import load as unpickle
+except ImportError:     # an interpreter without the accelerator
+    from pickle import load as unpickle
+
 try:    # hashlib's own BLAKE2, without hashlib: it loads OpenSSL (_hashlib) when imported
     from _blake2 import blake2b
 except ImportError:     # an interpreter without it: hashlib's, whichever it has
@@ -48,7 +54,10 @@ _SUFFIX = ".pickle"
 # A bump forces every cache to be regenerated when the file's layout changes.
 _FORMAT = "2"
 KEPT = 8
-_MESHC_IMPORT = re.compile(r"^\s*(?:from|import)\s+(meshc(?:\.\w+)*)", re.MULTILINE)
+# A meshc module named by an import statement at the start of a line (indented too: imports inside
+# functions), in a source read as bytes with a newline put before it: a pattern that starts with a
+# literal is searched for as one (`^` in MULTILINE mode is tried at every character).
+_MESHC_IMPORT = re.compile(rb"\n[ \t]*(?:from|import)[ \t]+(meshc(?:\.\w+)*)")
 MODELS = "meshc.validate.models"
 ROOT_MODEL = "Mesh"
 
@@ -80,7 +89,7 @@ def load_light() -> bool:
             if not trusted(os.fstat(file.fileno())):
                 return False
             light.activate(_read_aliases(file))
-            schema, config = pickle.load(file)      # imports the models, light
+            schema, config = unpickle(file)      # imports the models, light
         validator = light.SchemaValidator(schema, config)
         models = sys.modules[MODELS]
         if set(_model_names(models)) != set(light.aliases()):
@@ -105,9 +114,10 @@ def cache_key(module_name: str, qualname: str) -> str:
     digest = blake2b(digest_size=20)
     for part in (_FORMAT, sys.version, light.core_version(), module_name, qualname):
         digest.update(part.encode() + b"\0")
-    for source in [pydantic_version_file(), *schema_sources(module_name)]:
-        with open(source, "rb") as file:
-            digest.update(source.encode() + b"\0" + file.read() + b"\0")
+    with open(pydantic_version_file(), "rb") as file:
+        digest.update(file.name.encode() + b"\0" + file.read() + b"\0")
+    for source, text in sorted(_schema_texts(module_name).items()):
+        digest.update(source.encode() + b"\0" + text + b"\0")
     return digest.hexdigest()
 
 
@@ -121,17 +131,24 @@ def pydantic_version_file() -> str:
 
 def schema_sources(module_name: str) -> list[str]:
     """The files of module_name and of every meshc module it imports, directly or not."""
-    seen: dict[str, str] = {}
+    return sorted(_schema_texts(module_name))
+
+
+def _schema_texts(module_name: str) -> dict[str, bytes]:
+    """schema_sources() with the content of each file, each read once."""
+    texts: dict[str, bytes] = {}
+    seen: set[str] = set()
     pending = [module_name]
     while pending:
         name = pending.pop()
         path = _source_file(name)
         if name in seen or path is None:
             continue
-        seen[name] = path
-        with open(path, encoding="utf-8") as file:
-            pending += _MESHC_IMPORT.findall(file.read())
-    return sorted(seen.values())
+        seen.add(name)
+        with open(path, "rb") as file:
+            texts[path] = file.read()
+        pending += [found.decode() for found in _MESHC_IMPORT.findall(b"\n" + texts[path])]
+    return texts
 
 
 def _source_file(module_name: str) -> str | None:
@@ -148,7 +165,7 @@ def _source_file(module_name: str) -> str | None:
 
 
 def _read_aliases(file: BinaryIO) -> dict[str, dict[str, str]]:
-    aliases = pickle.load(file)    # plain strings only: names no class, imports nothing
+    aliases = unpickle(file)    # plain strings only: names no class, imports nothing
     if not isinstance(aliases, dict):
         raise TypeError("no alias table")
     return aliases
@@ -161,7 +178,7 @@ def _load(path: str, model: type[BaseModel]) -> light.SchemaValidator | None:
                 return None
             if _read_aliases(file) != field_aliases(sys.modules[model.__module__]):
                 return None         # what light models would read must be pydantic's aliases
-            schema, config = pickle.load(file)
+            schema, config = unpickle(file)
         return light.SchemaValidator(schema, config)
     except Exception:  # noqa: BLE001 - missing, truncated, from another build: generate it again
         return None
@@ -170,6 +187,8 @@ def _load(path: str, model: type[BaseModel]) -> light.SchemaValidator | None:
 def _store(path: str, model: type[BaseModel]) -> None:
     """Write the models' aliases, then the model's core schema and config, atomically; forget the
     oldest files."""
+    import pickle
+
     try:
         aliases = pickle.dumps(field_aliases(sys.modules[model.__module__]), protocol=pickle.HIGHEST_PROTOCOL)
         data = pickle.dumps((without_metadata(model.__pydantic_core_schema__), _core_config(model)),
