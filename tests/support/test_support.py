@@ -28,6 +28,7 @@ from tests.support.etcd import EtcdServer
 from tests.support.fixtures import BackendPoolFactory, EnvoyRunner
 from tests.support.gitrepo import GitRepo
 from tests.support.httpclient import http_get, http_request
+from tests.support import ports as ports_module
 from tests.support.ports import LOOPBACK, WaitTimeout, free_port, free_ports, poll_until, wait_for_port
 from tests.support.process import ProcessExited
 
@@ -49,6 +50,19 @@ def test_free_ports_are_not_handed_out_twice_or_from_avoid() -> None:
     # Nothing binds these ports in between, so the OS may well offer them again.
     later = free_ports(200, avoid=avoid)
     assert not set(later) & set(first) and not set(later) & avoid
+
+
+def test_free_ports_are_below_the_ephemeral_range_in_this_workers_own_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+        ephemeral_low = int(file.read().split()[0])
+    slices = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        slices.append(free_ports(20))
+    lowest = ports_module._LOWEST
+    middle = lowest + (ephemeral_low - lowest) // 2
+    assert all(port < middle for port in slices[0]) and all(middle <= port < ephemeral_low for port in slices[1])
 
 
 def test_poll_until_returns_the_first_truthy_value() -> None:
