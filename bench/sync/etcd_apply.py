@@ -69,13 +69,7 @@ def bundles(services: int, prefix: str) -> tuple[Bundle, Bundle, Bundle]:
     return build(text), build(every), build(one)
 
 
-def timed(work: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
-
-
-def timed_cpu(work: Callable[[], Any]) -> tuple[float, float]:
+def timed(work: Callable[[], Any]) -> tuple[float, float]:
     """Wall and CPU seconds (this process's: the client's side of the requests) of `work`."""
     started, cpu = time.perf_counter(), time.process_time()
     work()
@@ -89,7 +83,7 @@ def run_side(target: Target, etcd: EtcdServer, prefix: str, first: Bundle, every
     first_report = sync_once(first, [target], revision=f"a{round_number}")
     figures = {"first_sync_s": time.perf_counter() - started, "first_sync_txns": float(first_report.write_requests)}
     # the plan of a one-service commit against the applied one (what `apply` of a kept commit makes)
-    plans = [timed_cpu(lambda: target.plan(one, revision=f"c{round_number}", previous=first)) for _ in range(3)]
+    plans = [timed(lambda: target.plan(one, revision=f"c{round_number}", previous=first)) for _ in range(3)]
     figures["incremental_plan_s"], figures["incremental_plan_cpu_s"] = min(plans)
     before = int(etcd.client().status()["header"]["revision"])
     report = sync_once(one, [target], revision=f"c{round_number}")
