@@ -126,16 +126,14 @@ def _prepare_file(args: argparse.Namespace, targets: list[Target]) -> Prepared |
 
     hint, recorded = _recorded_from_header(targets, source)
     applied = applied_entry(recorded)
-    made = _incremental_check(source, applied)
-    kept = compile_cache.load(source, options) if made is None else None
+    made, kept, stored = _checked_or_kept(source, applied, options)
     checked = _checked(args, source, kept, made=made)
     if checked is None or checked.mesh is None:
         return None
     if hint is None or hint.rstrip("/") != checked.mesh.etcd_prefix.rstrip("/"):   # the header misled
         recorded = _recorded_revision(targets, checked.mesh.etcd_prefix)
         applied = applied_entry(recorded)
-    return _prepared(checked, options, kept, applied, recorded, stored=made is not None and compile_cache.has(
-        source, options))
+    return _prepared(checked, options, kept, applied, recorded, stored=stored)
 
 
 def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared | None:
@@ -153,11 +151,11 @@ def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared
     with GitSpecReader(args.repo) as reader:
         source = reader.read(args.rev or "HEAD", args.spec)
         start = made = kept = None
+        stored = False
         if not full:
             start = _kept_parent(reader, args.spec, source, options) or _kept_applied(
                 reader, args.spec, source, targets, options)
-            made = _incremental_check(source, start)
-            kept = compile_cache.load(source, options) if made is None else None
+            made, kept, stored = _checked_or_kept(source, start, options)
         checked = _checked(args, source, kept, made=made)   # `start` was tried
         if checked is None or checked.mesh is None:
             return None
@@ -168,8 +166,7 @@ def _prepare_commit(args: argparse.Namespace, targets: list[Target]) -> Prepared
     else:
         base = compile_cache.load(applied, options) if applied is not None else None
     if applied is None or base is not None:
-        return _prepared(checked, options, kept, base, recorded,
-                         stored=made is not None and compile_cache.has(source, options))
+        return _prepared(checked, options, kept, base, recorded, stored=stored)
     compiled = _compiled(checked, options, kept, None)
     previous = compile(applied, options, base=compiled).bundle
     return Prepared(compiled, previous, recorded if previous is not None else None, kept=kept is not None)
@@ -218,6 +215,20 @@ def _checked(args: argparse.Namespace, source: SpecSource, kept: Compiled | None
         sys.stderr.write("meshc: the spec does not compile; nothing was planned or written\n")
         return None
     return checked
+
+
+def _checked_or_kept(source: SpecSource, start: Compiled | None,
+                     options: BuildOptions) -> tuple[Checked | None, Compiled | None, bool]:
+    """The check of `source` made incrementally from `start` (a kept compilation of an earlier
+    text of the spec); when it cannot be made, the spec's own kept compilation (a `plan` kept
+    it), read only then: one large entry read instead of two. And whether the cache holds the
+    spec's entry although it was not read (then it need not be stored again)."""
+    from meshc import compile_cache
+
+    made = _incremental_check(source, start)
+    if made is None:
+        return None, compile_cache.load(source, options), False
+    return made, None, compile_cache.has(source, options)
 
 
 def _incremental_check(source: SpecSource, start: Compiled | None) -> Checked | None:
