@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from meshc.diagnostics import Span
 from meshc.load import Positions
@@ -14,6 +14,8 @@ from meshc.validate import models as spec
 from meshc.vocabulary import FailurePolicy, MtlsMode
 
 Path = tuple[str | int, ...]
+
+_T = TypeVar("_T")
 
 
 _Spans = workloads.SpanAt   # span(*path): the span of the value at path (Positions.span)
@@ -90,9 +92,16 @@ def _resources(own: spec.Resources | None, inherited: spec.Resources | None, bas
 
 def _quantity(layers: list[object]) -> str | None:
     """The nearest layer's quantity that is set, as text."""
+    value = _nearest(*layers)
+    return None if value is None else str(value)
+
+
+def _nearest(*layers: _T | None) -> _T | None:
+    """The value of the nearest layer that sets it (the upstream's or service's own, then the
+    inherited one's)."""
     for value in layers:
         if value is not None:
-            return str(value)
+            return value
     return None
 
 
@@ -286,14 +295,11 @@ def _retries(own: spec.Retries | None, inherited: spec.Retries | None, path: Pat
 
     # Each field from the nearest layer that sets it, read directly (~1,600 policies per 1,000
     # services).
-    attempts = own.attempts if own and own.attempts is not None else (inherited.attempts if inherited else None)
-    per_try = own.per_try_timeout if own and own.per_try_timeout is not None else \
-        (inherited.per_try_timeout if inherited else None)
+    attempts = _nearest(own.attempts if own else None, inherited.attempts if inherited else None)
+    per_try = _nearest(own.per_try_timeout if own else None, inherited.per_try_timeout if inherited else None)
     # may hold status codes as numbers until _with_retry_inputs makes them retriable_status_codes
-    retry_on: object = own.retry_on if own and own.retry_on is not None else \
-        (inherited.retry_on if inherited else None)
-    headers = own.retriable_headers if own and own.retriable_headers is not None else \
-        (inherited.retriable_headers if inherited else None)
+    retry_on: object = _nearest(own.retry_on if own else None, inherited.retry_on if inherited else None)
+    headers = _nearest(own.retriable_headers if own else None, inherited.retriable_headers if inherited else None)
     backoff = _backoff(own.backoff if own else None, inherited.backoff if inherited else None)
     where = span(*path, "retries") if own else (span("spec", "defaults", "retries") if inherited else span(*path))
     return _with_retry_inputs(ir.RetryPolicy(
